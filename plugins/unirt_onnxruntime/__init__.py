@@ -1,0 +1,147 @@
+"""ONNX Runtime backends: ``onnxruntime`` (CPU, the reference for every numeric check) and
+``onnxruntime-cuda``.
+
+A plugin like any third-party one: it registers through the ``register_backends`` hook and
+imports ``onnxruntime`` only when availability is asked or a model is opened.
+
+ONNX Runtime falls back from CUDA to the CPU silently when the CUDA provider cannot load; this
+backend reads ``get_providers()`` after creating the session and refuses the model instead, so the
+router's fallback (with its reason) is what the user sees, not a 10x slowdown found weeks later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import unirt
+from unirt.backend import Availability, Backend, BackendSession, OpenOptions
+from unirt.errors import BackendError, UnirtError
+from unirt.model import ModelInfo
+
+# Options a user may pass as load(options={"onnxruntime": {...}}).
+_SESSION_OPTIONS = {
+    "graph_optimization_level": "ORT_ENABLE_ALL|ORT_ENABLE_EXTENDED|ORT_ENABLE_BASIC|ORT_DISABLE_ALL",
+    "inter_op_num_threads": "int",
+    "execution_mode": "ORT_SEQUENTIAL|ORT_PARALLEL",
+    "enable_mem_pattern": "bool",
+    "enable_cpu_mem_arena": "bool",
+    "log_severity_level": "int 0-4",
+}
+
+
+def _engine_version() -> str | None:
+    from importlib import metadata
+
+    for dist in ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+class OrtSession(BackendSession):
+    def __init__(self, sess: Any) -> None:
+        super().__init__()
+        self._sess = sess
+        self._run = sess.run
+        self.details["providers"] = sess.get_providers()
+
+    def run(self, feeds: dict[str, Any], output_names: Sequence[str]) -> Sequence[Any]:
+        return self._run(output_names, feeds)
+
+    def close(self) -> None:
+        self._sess = None
+        self._run = None  # type: ignore[assignment]
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    description = "ONNX Runtime, CPU execution provider (the reference)"
+    install_hint = "pip install onnxruntime"
+    device_class = "cpu"
+    default_rank = 50
+    provider = "CPUExecutionProvider"
+    device_label = "cpu"
+
+    def _available_impl(self) -> Availability:
+        import importlib.util
+
+        if importlib.util.find_spec("onnxruntime") is None:
+            return Availability(False, reason="the onnxruntime package is not installed")
+        import onnxruntime as ort
+
+        version = getattr(ort, "__version__", None) or _engine_version()
+        providers = ort.get_available_providers()
+        if self.provider not in providers:
+            return Availability(False, version, reason=(
+                f"{self.provider} is not in this onnxruntime build "
+                f"(has: {', '.join(providers)})"))
+        return self._device_availability(version)
+
+    def _device_availability(self, version: str | None) -> Availability:
+        return Availability(True, version, devices=(self.device_label,))
+
+    def _session_options(self, options: OpenOptions) -> Any:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.log_severity_level = 3  # engine warnings go to our logger's level, not stderr
+        if options.threads is not None:
+            so.intra_op_num_threads = options.threads
+        for key, value in options.extra.items():
+            if key in ("providers", "provider_options"):
+                continue
+            if key not in _SESSION_OPTIONS:
+                raise UnirtError(
+                    f"unknown {self.name} option {key!r}; known: "
+                    f"{', '.join([*_SESSION_OPTIONS, 'provider_options'])}"
+                )
+            if key == "graph_optimization_level":
+                value = getattr(ort.GraphOptimizationLevel, str(value))
+            elif key == "execution_mode":
+                value = getattr(ort.ExecutionMode, str(value))
+            setattr(so, key, value)
+        return so
+
+    def _open_impl(self, model: ModelInfo, options: OpenOptions) -> BackendSession:
+        import onnxruntime as ort
+
+        provider_options = dict(options.extra.get("provider_options", {}))
+        sess = ort.InferenceSession(
+            model.source(), sess_options=self._session_options(options),
+            providers=[(self.provider, provider_options)],
+        )
+        used = sess.get_providers()
+        if used[0] != self.provider:
+            raise BackendError(
+                f"{self.name}: onnxruntime did not use {self.provider} (it silently fell back to "
+                f"{', '.join(used)}); check the CUDA/cuDNN libraries"
+            )
+        return OrtSession(sess)
+
+
+class OnnxRuntimeCudaBackend(OnnxRuntimeBackend):
+    name = "onnxruntime-cuda"
+    description = "ONNX Runtime, CUDA execution provider"
+    install_hint = 'pip install "unirt[cuda]" (replaces onnxruntime with onnxruntime-gpu)'
+    device_class = "gpu"
+    default_rank = 20
+    provider = "CUDAExecutionProvider"
+    device_label = "cuda"
+
+    def _device_availability(self, version: str | None) -> Availability:
+        import ctypes.util
+
+        # The provider is compiled in, but it loads only with a driver present.
+        if ctypes.util.find_library("cuda") is None:
+            return Availability(False, version,
+                                reason="no CUDA driver (libcuda) found: no NVIDIA GPU here")
+        return Availability(True, version, devices=("cuda:0",))
+
+
+@unirt.hookimpl
+def register_backends(register: Any) -> None:
+    register(OnnxRuntimeBackend)
+    register(OnnxRuntimeCudaBackend)

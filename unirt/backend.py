@@ -1,0 +1,149 @@
+"""The base classes a backend plugin implements: :class:`Backend` and :class:`BackendSession`.
+
+Modelled on Polygraphy's runners: the public methods (``available``, ``open``) check state and
+turn engine exceptions into :class:`~unirt.errors.UnirtError` subclasses that name the backend,
+then call the backend's ``_available_impl`` / ``_open_impl``. A plugin writes only the ``_impl``
+methods and never imports its engine at module import time, so ``import unirt`` stays engine-free.
+
+Feeds reach :meth:`BackendSession.run` already validated by the core
+:class:`~unirt.session.Session` (names, dtypes, ranks, static dims, C-contiguous), so a backend's
+``run`` is the engine call and nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .errors import BackendError, BackendUnavailableError, UnirtError, first_line
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from .model import ModelInfo
+
+logger = logging.getLogger("unirt")
+
+PRECISIONS = ("exact", "fast")
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a backend can run on this machine, and if not, why and how to fix it."""
+
+    available: bool
+    version: str | None = None
+    devices: tuple[str, ...] = ()
+    reason: str | None = None
+    install_hint: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "available": self.available, "version": self.version, "devices": list(self.devices),
+            "reason": self.reason, "install_hint": self.install_hint,
+        }
+
+
+@dataclass(frozen=True)
+class OpenOptions:
+    """What the user asked for when opening a model, as every backend receives it.
+
+    ``precision``: ``"exact"`` pins float32 arithmetic as the model declares it (engines that
+    default to bf16/fp16 must be told otherwise); ``"fast"`` lets the engine use its reduced
+    precision defaults. ``threads``: intra-op threads, ``None`` for the engine default.
+    ``extra``: backend-specific options passed through from ``load(options={name: {...}})``.
+    """
+
+    precision: str = "exact"
+    threads: int | None = None
+    device: str = "auto"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class BackendSession(ABC):
+    """A model opened on an engine. Created by :meth:`Backend.open`, owned by a ``Session``."""
+
+    #: Facts about how the engine actually runs the model (providers, precision, device), shown
+    #: by ``Session.explain()``. Filled by the backend.
+    details: dict[str, Any]
+
+    def __init__(self) -> None:
+        self.details = {}
+
+    @abstractmethod
+    def run(self, feeds: dict[str, np.ndarray], output_names: Sequence[str]) -> Sequence[Any]:
+        """Run validated feeds; return one array per name in ``output_names``, in that order."""
+
+    def close(self) -> None:  # noqa: B027 - optional for backends that hold nothing to free
+        """Release the engine's resources. Called once by ``Session.close()``."""
+
+
+class Backend(ABC):
+    """One engine (and device) that can run ONNX models.
+
+    Class attributes describe the backend without importing its engine, so the CLI can list and
+    filter backends cheaply (the llm style of capabilities as attributes).
+    """
+
+    #: The name users pass as ``backend=`` / ``prefer=``: ``"onnxruntime"``, ``"openvino"``...
+    name: ClassVar[str]
+    #: One line for ``unirt backends``.
+    description: ClassVar[str] = ""
+    #: How to make this backend available, e.g. ``pip install "unirt[openvino]"``.
+    install_hint: ClassVar[str | None] = None
+    #: ``"cpu"`` or ``"gpu"``: which device class the default routing order puts it in.
+    device_class: ClassVar[str] = "cpu"
+    #: Position in the default order for its device class: lower is tried first.
+    default_rank: ClassVar[int] = 100
+
+    def __init__(self) -> None:
+        self._availability: Availability | None = None
+
+    # -- public API: checks, then the backend's _impl -------------------------------------------
+    def available(self) -> Availability:
+        """Can this backend run here at all? Cached; never raises."""
+        if self._availability is None:
+            try:
+                result = self._available_impl()
+            except Exception as exc:  # an engine that fails to import is simply unavailable
+                logger.debug("availability check of %s failed", self.name, exc_info=True)
+                result = Availability(False, reason=f"{type(exc).__name__}: {first_line(exc)}")
+            if not result.available and result.install_hint is None and self.install_hint:
+                result = Availability(
+                    False, result.version, result.devices, result.reason, self.install_hint
+                )
+            self._availability = result
+        return self._availability
+
+    def open(self, model: ModelInfo, options: OpenOptions | None = None) -> BackendSession:
+        """Open ``model`` on this engine. Raises ``BackendUnavailableError`` or ``BackendError``."""
+        options = options or OpenOptions()
+        if options.precision not in PRECISIONS:
+            raise UnirtError(
+                f"precision must be one of {', '.join(PRECISIONS)}, not {options.precision!r}"
+            )
+        avail = self.available()
+        if not avail.available:
+            hint = f" (install: {avail.install_hint})" if avail.install_hint else ""
+            raise BackendUnavailableError(f"{self.name} is not available: {avail.reason}{hint}")
+        try:
+            return self._open_impl(model, options)
+        except UnirtError:
+            raise
+        except Exception as exc:
+            raise BackendError(
+                f"{self.name} could not open {model.name}: {type(exc).__name__}: {first_line(exc)}"
+            ) from exc
+
+    # -- what a plugin implements ---------------------------------------------------------------
+    @abstractmethod
+    def _available_impl(self) -> Availability:
+        """Return availability. Import the engine here, never at module level."""
+
+    @abstractmethod
+    def _open_impl(self, model: ModelInfo, options: OpenOptions) -> BackendSession:
+        """Build the engine session. Exceptions are wrapped into ``BackendError`` by ``open``."""
+

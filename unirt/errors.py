@@ -1,0 +1,65 @@
+"""One exception hierarchy for everything a user can get wrong or a backend can refuse.
+
+Every exception unirt raises on purpose derives from :class:`UnirtError`; the CLI prints those as
+one line without a traceback. Anything else escaping unirt is a bug in unirt or a plugin, and the
+CLI shows it as an internal error with its traceback (the Polygraphy split between user errors
+and internal errors).
+"""
+
+from __future__ import annotations
+
+
+class UnirtError(Exception):
+    """Base class of every error that is the user's to fix (or an engine's to refuse)."""
+
+
+class ModelError(UnirtError):
+    """The model file cannot be read: missing, not ONNX, truncated, external data missing."""
+
+
+class ModelNotFoundError(ModelError, FileNotFoundError):
+    """The model path does not exist."""
+
+
+class InputError(UnirtError, ValueError):
+    """A feed does not match the model: unknown or missing name, dtype, rank or static dim."""
+
+
+class OutputError(UnirtError, KeyError):
+    """An output name asked for is not an output of the model."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class BackendNotFoundError(UnirtError, KeyError):
+    """A backend name that no registered plugin provides."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class BackendUnavailableError(UnirtError):
+    """A registered backend that cannot run on this machine (library or device missing)."""
+
+
+class BackendError(UnirtError):
+    """An engine refused or failed on a model (open or run), with the engine's own first line."""
+
+
+class NoBackendError(UnirtError):
+    """No candidate backend could open the model; the message lists each one and why."""
+
+
+class SessionClosedError(UnirtError):
+    """A session was used after ``close()``."""
+
+
+class PluginError(UnirtError):
+    """A plugin is malformed: duplicate backend names, a hook returning the wrong thing."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (engines print pages)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__

@@ -1,0 +1,71 @@
+"""The pluggy contract between unirt and its plugins: the reference for plugin authors.
+
+A plugin is a module (or object) with functions marked ``@unirt.hookimpl`` whose names match the
+specifications below. Built-in backends under ``plugins/`` use exactly the same marker and are
+registered through the same :meth:`unirt.plugins.Registry.register` as third-party plugins, which
+are found through the ``unirt`` entry-point group::
+
+    [project.entry-points.unirt]
+    mybackend = "unirt_mybackend"
+
+Hooks run at set-up time (plugin loading, routing, opening a model), never inside
+``Session.run``: a call into a model is the engine call plus name checks, nothing more.
+
+Every hook here is documented in the README and exercised by ``tests/test_hooks.py``; a new hook
+needs both (a test checks it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    import click
+
+    from .model import ModelInfo
+    from .route import RouteStep
+
+hookspec = pluggy.HookspecMarker("unirt")
+hookimpl = pluggy.HookimplMarker("unirt")
+
+
+@hookspec
+def register_backends(register: Callable[[Any], None]) -> None:
+    """Register the backends this plugin provides.
+
+    :param register: call it once per backend with a :class:`unirt.backend.Backend` subclass (or
+        an instance). Two backends with the same ``name`` are a :class:`unirt.errors.PluginError`.
+
+    Called once per :class:`~unirt.plugins.Registry`, the first time its backends are needed (not
+    at ``import unirt``). Not ``firstresult``: every plugin's implementation is called. The hook
+    must not import its engine; do that in ``Backend._available_impl`` / ``_open_impl``.
+    """
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add commands to the ``unirt`` command line.
+
+    :param cli: the top-level click group; add commands with ``@cli.command()``.
+
+    Called once when the CLI starts, before arguments are parsed. Not ``firstresult``. A command
+    should raise :class:`unirt.errors.UnirtError` for user errors: the CLI prints those as one line.
+    """
+
+
+@hookspec
+def on_fallback(model: ModelInfo, step: RouteStep, next_backend: str | None) -> None:
+    """Observe a fallback: a candidate backend was skipped or failed while routing a model.
+
+    :param model: the model being routed.
+    :param step: the failed candidate's route step (``backend``, ``outcome``, ``reason``).
+    :param next_backend: the name of the candidate tried next, or ``None`` if none is left.
+
+    Called by the router, once per failed candidate, in routing order, only when the failure
+    leads to trying another candidate (not for ``backend=``, which never falls back). For
+    logging and telemetry; the return value is ignored and an exception in a hook is logged,
+    never raised into the user's ``load``. Not ``firstresult``.
+    """

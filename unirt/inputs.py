@@ -1,0 +1,114 @@
+"""Making and reading inputs for a model: shape strings, seeded random feeds, .npy files.
+
+Shared by ``unirt run`` and everything later that needs inputs a model will accept (compare,
+bench, verification probes), so all of them generate the same feeds for the same seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import InputError, UnirtError
+from .tensor import TensorInfo
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+#: The size given to a dynamic dimension the user did not set.
+DEFAULT_DYNAMIC_DIM = 1
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"1x3x224x224"`` (or ``"1,3,224,224"``) -> ``(1, 3, 224, 224)``; ``""`` is a scalar."""
+    text = text.strip().strip("[]()")
+    if not text:
+        return ()
+    parts = text.replace(",", "x").split("x")
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        raise UnirtError(f"bad shape {text!r}: write it as 1x3x224x224") from None
+    if any(d < 0 for d in dims):
+        raise UnirtError(f"bad shape {text!r}: dimensions must be >= 0")
+    return dims
+
+
+def parse_assignments(items: Sequence[str], what: str) -> dict[str, str]:
+    """``["a=1", "b=2"]`` -> ``{"a": "1", "b": "2"}``; the input name may contain ``=``-free text."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.rpartition("=")
+        if not sep or not name:
+            raise UnirtError(f"bad {what} {item!r}: write it as NAME=VALUE")
+        out[name] = value
+    return out
+
+
+def resolve_shape(info: TensorInfo, given: Sequence[int] | None = None) -> tuple[int, ...]:
+    """The concrete shape to use for ``info``: ``given`` (checked against static dims) or the
+    declared shape with dynamic dims set to :data:`DEFAULT_DYNAMIC_DIM`."""
+    if info.shape is None:
+        if given is None:
+            raise InputError(f"input {info.name!r} has no declared shape: give one with --shape")
+        return tuple(given)
+    if given is None:
+        return tuple(d if isinstance(d, int) else DEFAULT_DYNAMIC_DIM for d in info.shape)
+    given = tuple(given)
+    if len(given) != len(info.shape):
+        raise InputError(f"shape for {info.describe()} must have rank {len(info.shape)}, "
+                         f"got {'x'.join(map(str, given)) or 'a scalar'}")
+    for axis, (want, got) in enumerate(zip(info.shape, given)):
+        if isinstance(want, int) and want != got:
+            raise InputError(f"shape for {info.describe()}: dimension {axis} is fixed at {want}, "
+                             f"got {got}")
+    return given
+
+
+def random_array(info: TensorInfo, shape: Sequence[int], rng: np.random.Generator) -> np.ndarray:
+    """Seeded values in a range every op accepts: N(0,1) floats, small non-negative ints."""
+    import numpy as np
+
+    dtype = info.dtype
+    if dtype is None:
+        raise InputError(f"input {info.name!r} is not a tensor: unirt cannot generate it")
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype.kind in "iu":
+        return rng.integers(0, 4, size=shape).astype(dtype)
+    if dtype.kind == "b":
+        return rng.integers(0, 2, size=shape).astype(bool)
+    if dtype.kind == "c":
+        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
+    if dtype.kind in "OUS":
+        return np.full(shape, "a", dtype=object)
+    raise InputError(f"input {info.name!r}: cannot generate values of {dtype}")
+
+
+def make_inputs(
+    inputs: Sequence[TensorInfo], shapes: Mapping[str, Sequence[int]] | None = None, seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Seeded random feeds for every input, at ``shapes`` where given."""
+    import numpy as np
+
+    shapes = dict(shapes or {})
+    unknown = set(shapes) - {i.name for i in inputs}
+    if unknown:
+        raise InputError(f"--shape names unknown input(s) {', '.join(sorted(unknown))}; inputs: "
+                         f"{', '.join(i.name for i in inputs)}")
+    rng = np.random.default_rng(seed)
+    return {i.name: random_array(i, resolve_shape(i, shapes.get(i.name)), rng) for i in inputs}
+
+
+def load_npy(path: str | Path, name: str) -> np.ndarray:
+    """Read one input from a .npy file (pickles refused), naming the input on failure."""
+    import numpy as np
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"input {name!r}: file not found: {path}")
+    try:
+        return np.load(p, allow_pickle=False)
+    except Exception as exc:
+        raise InputError(f"input {name!r}: {path} is not a readable .npy file ({exc})") from exc

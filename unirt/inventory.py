@@ -1,0 +1,45 @@
+"""What is installed: every registered backend with its availability, as ``unirt backends`` shows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .plugins import Registry, get_registry
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """One registered backend: available or not, engine version, devices, why not, how to fix."""
+
+    name: str
+    available: bool
+    version: str | None
+    devices: tuple[str, ...]
+    reason: str | None
+    install_hint: str | None
+    description: str
+    device_class: str
+    plugin: str
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["devices"] = list(self.devices)
+        return d
+
+
+def backends(registry: Registry | None = None) -> list[BackendStatus]:
+    """Every registered backend, in registration order, with its availability on this machine."""
+    registry = registry or get_registry()
+    found = registry.backends  # collecting fills each plugin record's backend list
+    owner = {b: r.name for r in registry.records.values() for b in r.backends}
+    out = []
+    for name, be in found.items():
+        a = be.available()
+        out.append(BackendStatus(
+            name=name, available=a.available, version=a.version, devices=a.devices,
+            reason=a.reason, install_hint=None if a.available else a.install_hint,
+            description=be.description, device_class=be.device_class,
+            plugin=owner.get(name, "?"),
+        ))
+    return out

@@ -1,0 +1,206 @@
+"""The plugin manager: built-in and third-party backends registered the same way.
+
+Built-ins are found from one explicit tuple of module names (as pytest, llm, datasette and tox
+do); third-party plugins through the ``unirt`` entry-point group. A plugin that fails to import is
+recorded with its error (``unirt plugins`` and ``unirt backends`` show it) and never breaks
+``import unirt`` or the other plugins. ``UNIRT_DISABLE_PLUGINS=name,...`` blocks plugins by their
+name (the module name for built-ins, the entry-point name for third-party ones).
+
+Nothing is loaded at ``import unirt``: the default :class:`Registry` is built on first use.
+Tests build a fresh ``Registry`` each (a fresh PluginManager per test, as pytest does).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .backend import Backend
+from .errors import BackendNotFoundError, PluginError, first_line
+
+logger = logging.getLogger("unirt")
+
+#: The built-in backends, by module name. The only place in ``unirt/`` that names a backend.
+BUILTIN_PLUGINS: tuple[str, ...] = ("unirt_onnxruntime",)
+
+ENTRY_POINT_GROUP = "unirt"
+DISABLE_ENV = "UNIRT_DISABLE_PLUGINS"
+
+
+@dataclass
+class PluginRecord:
+    """One plugin as ``unirt plugins`` reports it."""
+
+    name: str
+    source: str  # "builtin" or the distribution that provides the entry point
+    loaded: bool
+    error: str | None = None
+    backends: list[str] = field(default_factory=list)
+    disabled: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _disabled_from_env() -> set[str]:
+    raw = os.environ.get(DISABLE_ENV, "")
+    return {n.strip() for n in raw.split(",") if n.strip()}
+
+
+class Registry:
+    """A PluginManager with unirt's hooks, its plugins, and the backends they registered."""
+
+    def __init__(
+        self,
+        builtins: Iterable[str] = BUILTIN_PLUGINS,
+        *,
+        entry_points: bool = True,
+        disabled: Iterable[str] | None = None,
+    ) -> None:
+        self.pm = pluggy.PluginManager("unirt")
+        self.pm.add_hookspecs(hookspecs)
+        self.disabled = set(_disabled_from_env() if disabled is None else disabled)
+        self.records: dict[str, PluginRecord] = {}
+        self._backends: dict[str, Backend] | None = None
+        self._lock = threading.Lock()
+        for module_name in builtins:
+            self._load_module(module_name, source="builtin")
+        if entry_points:
+            self._load_entry_points()
+
+    # -- loading -----------------------------------------------------------------------------
+    def _load_module(self, module_name: str, source: str) -> None:
+        if module_name in self.disabled:
+            self.records[module_name] = PluginRecord(module_name, source, False, disabled=True)
+            return
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:
+            logger.warning("plugin %s failed to import: %s", module_name, first_line(exc))
+            self.records[module_name] = PluginRecord(
+                module_name, source, False, f"{type(exc).__name__}: {first_line(exc)}"
+            )
+            return
+        self.register(module, name=module_name, source=source)
+
+    def _load_entry_points(self) -> None:
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            dist = getattr(ep.dist, "name", None) or "unknown distribution"
+            if ep.name in self.disabled:
+                self.records[ep.name] = PluginRecord(ep.name, dist, False, disabled=True)
+                continue
+            if self.pm.get_plugin(ep.name) is not None or ep.name in self.records:
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:
+                logger.warning("plugin %s (%s) failed to load: %s", ep.name, dist, first_line(exc))
+                self.records[ep.name] = PluginRecord(
+                    ep.name, dist, False, f"{type(exc).__name__}: {first_line(exc)}"
+                )
+                continue
+            self.register(plugin, name=ep.name, source=dist)
+
+    def register(self, plugin: Any, name: str | None = None, source: str = "api") -> None:
+        """Register a plugin object or module (how built-ins, entry points and tests all add one)."""
+        name = name or getattr(plugin, "__name__", None) or repr(plugin)
+        if name in self.disabled:
+            self.records[name] = PluginRecord(name, source, False, disabled=True)
+            return
+        self.pm.register(plugin, name=name)
+        self.records[name] = PluginRecord(name, source, True)
+        self._backends = None  # collected again on next use
+
+    # -- backends ----------------------------------------------------------------------------
+    @property
+    def backends(self) -> dict[str, Backend]:
+        """Every registered backend by name, in registration order."""
+        with self._lock:
+            if self._backends is None:
+                self._backends = self._collect()
+            return self._backends
+
+    def _collect(self) -> dict[str, Backend]:
+        found: dict[str, Backend] = {}
+        for impl in reversed(self.pm.hook.register_backends.get_hookimpls()):
+            plugin_name = self.pm.get_name(impl.plugin) or "?"
+            record = self.records.get(plugin_name)
+
+            def register(backend: Any, _plugin: str = plugin_name, _rec=record) -> None:
+                if isinstance(backend, type) and issubclass(backend, Backend):
+                    backend = backend()
+                if not isinstance(backend, Backend):
+                    raise PluginError(
+                        f"plugin {_plugin} registered {backend!r}, which is not a unirt Backend"
+                    )
+                if backend.name in found:
+                    raise PluginError(
+                        f"plugin {_plugin} registered backend {backend.name!r}, "
+                        "which another plugin already registered"
+                    )
+                found[backend.name] = backend
+                if _rec is not None:
+                    _rec.backends.append(backend.name)
+
+            try:
+                impl.function(register=register)
+            except PluginError:
+                raise
+            except Exception as exc:
+                logger.warning("plugin %s failed in register_backends: %s",
+                               plugin_name, first_line(exc))
+                if record is not None:
+                    record.loaded = False
+                    record.error = f"register_backends: {type(exc).__name__}: {first_line(exc)}"
+        return found
+
+    def backend(self, name: str) -> Backend:
+        """The backend called ``name``; an unknown name lists the registered ones."""
+        try:
+            return self.backends[name]
+        except KeyError:
+            known = ", ".join(self.backends) or "none"
+            raise BackendNotFoundError(
+                f"unknown backend {name!r}; registered backends: {known}"
+            ) from None
+
+    def call_hook_safely(self, hook_name: str, **kwargs: Any) -> None:
+        """Call an observer hook; a plugin's exception is logged, never raised to the user."""
+        hook = getattr(self.pm.hook, hook_name)
+        for impl in reversed(hook.get_hookimpls()):
+            try:
+                impl.function(**{k: kwargs[k] for k in impl.argnames})
+            except Exception:
+                logger.warning("plugin %s failed in %s", self.pm.get_name(impl.plugin),
+                               hook_name, exc_info=True)
+
+
+_default: Registry | None = None
+_default_lock = threading.Lock()
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, built on first use."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Registry()
+        return _default
+
+
+def set_registry(registry: Registry | None) -> Registry | None:
+    """Replace the process-wide registry (tests; embedding apps). Returns the previous one."""
+    global _default
+    with _default_lock:
+        previous, _default = _default, registry
+        return previous

@@ -1,0 +1,46 @@
+"""RouteStep: one candidate backend considered while routing a model, and what happened to it.
+
+The route is the answer to "why is this model running on that engine": every candidate in the
+order tried, with its outcome and the reason. ``Session.route``, ``Session.explain()`` and
+``unirt run --explain`` all show it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+#: Outcomes a step can have.
+CHOSEN = "chosen"
+UNAVAILABLE = "unavailable"
+FAILED = "failed"  # the engine refused or failed to open the model
+EXCLUDED = "excluded"
+NOT_TRIED = "not tried"  # a candidate after the chosen one
+
+
+@dataclass(frozen=True)
+class RouteStep:
+    backend: str
+    outcome: str
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "outcome": self.outcome, "reason": self.reason}
+
+    def __str__(self) -> str:
+        return f"{self.backend}: {self.outcome}" + (f" ({self.reason})" if self.reason else "")
+
+
+def render_route(steps: tuple[RouteStep, ...] | list[RouteStep]) -> str:
+    """The route as aligned text, one candidate a line."""
+    if not steps:
+        return "(no candidates)"
+    width = max(len(s.backend) for s in steps)
+    ow = max(len(s.outcome) for s in steps)
+    lines = []
+    for i, s in enumerate(steps, 1):
+        line = f"{i}. {s.backend:<{width}}  {s.outcome:<{ow}}"
+        if s.reason:
+            line += f"  {s.reason}"
+        lines.append(line.rstrip())
+    return "\n".join(lines)

@@ -1,0 +1,180 @@
+"""Small, deterministic ONNX models built with ``onnx.helper``: the one place tests get models.
+
+Shared by unirt's own tests and by the backend test-kit (:mod:`unirt.testing.contract`), so a
+third-party plugin is tested on exactly the models the built-ins are. No torch. Each builder
+returns an ``onnx.ModelProto``; :func:`save` writes one to a file. Weights come from a seeded
+generator, so a model's bytes (and anything cached by them) are the same on every run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+#: Conservative stamps that every engine unirt targets can load.
+OPSET = 17
+IR_VERSION = 8
+
+
+def _model(graph: onnx.GraphProto, opset: int = OPSET, **kw: Any) -> onnx.ModelProto:
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                          producer_name="unirt.testing", **kw)
+    m.ir_version = IR_VERSION
+    onnx.checker.check_model(m)
+    return m
+
+
+def _w(name: str, shape: tuple[int, ...], seed: int, scale: float = 0.1) -> onnx.TensorProto:
+    rng = np.random.default_rng(seed)
+    return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+
+def save(model: onnx.ModelProto, path: str | os.PathLike[str]) -> Path:
+    """Write ``model`` to ``path`` and return the path."""
+    p = Path(path)
+    onnx.save(model, str(p))
+    return p
+
+
+def add() -> onnx.ModelProto:
+    """``z = x + y`` on float32[2,3]: the smallest model with two inputs."""
+    g = helper.make_graph(
+        [helper.make_node("Add", ["x", "y"], ["z"], name="add")], "add",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+         helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 3])],
+    )
+    return _model(g)
+
+
+def tiny(size: int = 4) -> onnx.ModelProto:
+    """``y = relu(x) * 2`` on float32[1,size]: a model whose engine call takes microseconds."""
+    two = numpy_helper.from_array(np.array(2.0, np.float32), "two")
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+         helper.make_node("Mul", ["r", "two"], ["y"], name="mul")], "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, size])], [two],
+    )
+    return _model(g)
+
+
+def multi_io() -> onnx.ModelProto:
+    """Two inputs and three outputs of different shapes and dtypes (float32 and int64).
+
+    ``a: float32[1,3,4,4]``, ``b: float32[1,3]`` ->
+    ``sum: float32[1,3,4,4]`` (a + b broadcast), ``pooled: float32[1,3]`` (mean over H,W),
+    ``argmax: int64[1]`` (argmax of ``pooled`` along axis 1).
+    """
+    b4 = "b4"
+    axes = numpy_helper.from_array(np.array([2, 3], np.int64), "axes")
+    g = helper.make_graph(
+        [helper.make_node("Unsqueeze", ["b", "axes"], [b4], name="unsq"),
+         helper.make_node("Add", ["a", b4], ["sum"], name="add"),
+         helper.make_node("ReduceMean", ["a"], ["pooled"], axes=[2, 3], keepdims=0,
+                          name="mean"),
+         helper.make_node("ArgMax", ["pooled"], ["argmax"], axis=1, keepdims=0, name="argmax")],
+        "multi_io",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 3, 4, 4]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("sum", TensorProto.FLOAT, [1, 3, 4, 4]),
+         helper.make_tensor_value_info("pooled", TensorProto.FLOAT, [1, 3]),
+         helper.make_tensor_value_info("argmax", TensorProto.INT64, [1])],
+        [axes],
+    )
+    return _model(g)
+
+
+def dynamic_batch() -> onnx.ModelProto:
+    """``y = x @ W + b`` on float32[batch, 8] -> [batch, 4], ``batch`` a symbolic dim."""
+    g = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "W", "B"], ["y"], name="fc")], "dynamic_batch",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        [_w("W", (8, 4), 1), _w("B", (4,), 2)],
+    )
+    return _model(g)
+
+
+def int_inputs() -> onnx.ModelProto:
+    """Token ids ``ids: int64[1, seq]`` and a scalar ``scale: float32[]``:
+    ``out = Gather(table, ids) * scale`` -> float32[1, seq, 4]."""
+    g = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["emb"], axis=0, name="gather"),
+         helper.make_node("Mul", ["emb", "scale"], ["out"], name="scale_mul")], "int_inputs",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, "seq"]),
+         helper.make_tensor_value_info("scale", TensorProto.FLOAT, [])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, "seq", 4])],
+        [_w("table", (10, 4), 3, 1.0)],
+    )
+    return _model(g)
+
+
+def conv_net(batch: int | str = 1, size: int = 16) -> onnx.ModelProto:
+    """A small CNN (Conv-Relu-MaxPool-Conv-Relu-GlobalAveragePool-Flatten-Gemm-Softmax) on
+    ``input: float32[batch,3,size,size]`` -> ``probs: float32[batch,10]``."""
+    nodes = [
+        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], kernel_shape=[3, 3],
+                         pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2],
+                         name="pool1"),
+        helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], kernel_shape=[3, 3],
+                         pads=[1, 1, 1, 1], name="conv2"),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("GlobalAveragePool", ["r2"], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["flat"], axis=1, name="flatten"),
+        helper.make_node("Gemm", ["flat", "w3", "b3"], ["logits"], transB=1, name="fc"),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=1, name="softmax"),
+    ]
+    g = helper.make_graph(
+        nodes, "conv_net",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, size, size])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, 10])],
+        [_w("w1", (8, 3, 3, 3), 4, 0.3), _w("b1", (8,), 5), _w("w2", (16, 8, 3, 3), 6, 0.2),
+         _w("b2", (16,), 7), _w("w3", (10, 16), 8, 0.5), _w("b3", (10,), 9)],
+    )
+    return _model(g)
+
+
+def with_if() -> onnx.ModelProto:
+    """An ``If`` with subgraphs: ``y = x * 2`` when ``flag`` else ``x - 1``; float32[3]."""
+    two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
+    one = helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])
+    then_g = helper.make_graph(
+        [helper.make_node("Constant", [], ["c2"], value=two),
+         helper.make_node("Mul", ["x", "c2"], ["t"])], "then", [],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, [3])])
+    else_g = helper.make_graph(
+        [helper.make_node("Constant", [], ["c1"], value=one),
+         helper.make_node("Sub", ["x", "c1"], ["e"])], "else", [],
+        [helper.make_tensor_value_info("e", TensorProto.FLOAT, [3])])
+    g = helper.make_graph(
+        [helper.make_node("If", ["flag"], ["y"], then_branch=then_g, else_branch=else_g,
+                          name="if")], "with_if",
+        [helper.make_tensor_value_info("flag", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])],
+    )
+    return _model(g)
+
+
+def save_with_external_data(model: onnx.ModelProto, path: str | os.PathLike[str]) -> Path:
+    """Write ``model`` with every initializer in a side file ``<name>.data``."""
+    p = Path(path)
+    onnx.save_model(model, str(p), save_as_external_data=True, all_tensors_to_external_data=True,
+                    location=p.name + ".data", size_threshold=0)
+    return p
+
+
+def reference(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Expected outputs from onnx's own reference evaluator (independent of every engine)."""
+    from onnx.reference import ReferenceEvaluator
+
+    outs = ReferenceEvaluator(model).run(None, feeds)
+    return {o.name: np.asarray(v) for o, v in zip(model.graph.output, outs)}
