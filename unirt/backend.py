@@ -66,12 +66,16 @@ class OpenOptions:
 class BackendSession(ABC):
     """A model opened on an engine. Created by :meth:`Backend.open`, owned by a ``Session``."""
 
-    #: Facts about how the engine actually runs the model (providers, precision, device), shown
-    #: by ``Session.explain()``. Filled by the backend.
+    #: Facts about how the engine actually runs the model (providers, device...), shown by
+    #: ``Session.explain()``. Filled by the backend.
     details: dict[str, Any]
+    #: The precision the engine actually computes in (``"fp32"``, ``"bf16"``, ``"fp16"``...),
+    #: read back from the engine where it can say, not copied from what was asked.
+    precision: str
 
     def __init__(self) -> None:
         self.details = {}
+        self.precision = "fp32"
 
     @abstractmethod
     def run(self, feeds: dict[str, np.ndarray], output_names: Sequence[str]) -> Sequence[Any]:
@@ -138,7 +142,26 @@ class Backend(ABC):
                 f"{self.name} could not open {model.name}: {type(exc).__name__}: {first_line(exc)}"
             ) from exc
 
+    def query(self, model: ModelInfo, options: OpenOptions | None = None) -> set[str] | None:
+        """Ask the engine itself which nodes of ``model`` it cannot run (OpenVINO's
+        ``query_model``, TensorRT's parser check). Returns the unsupported node names (empty: all
+        supported), or ``None`` when this engine cannot answer without opening the model."""
+        if not self.available().available:
+            return None
+        try:
+            return self._query_impl(model, options or OpenOptions())
+        except UnirtError:
+            raise
+        except Exception as exc:
+            raise BackendError(
+                f"{self.name} could not query {model.name}: {type(exc).__name__}: {first_line(exc)}"
+            ) from exc
+
     # -- what a plugin implements ---------------------------------------------------------------
+    def _query_impl(self, model: ModelInfo, options: OpenOptions) -> set[str] | None:
+        """Override where the engine can report per-node support without a full open."""
+        return None
+
     @abstractmethod
     def _available_impl(self) -> Availability:
         """Return availability. Import the engine here, never at module level."""

@@ -29,7 +29,12 @@ from .errors import BackendNotFoundError, PluginError, first_line
 logger = logging.getLogger("unirt")
 
 #: The built-in backends, by module name. The only place in ``unirt/`` that names a backend.
-BUILTIN_PLUGINS: tuple[str, ...] = ("unirt_onnxruntime",)
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "unirt_onnxruntime",
+    "unirt_openvino",
+    "unirt_opencv",
+    "unirt_ncnn",
+)
 
 ENTRY_POINT_GROUP = "unirt"
 DISABLE_ENV = "UNIRT_DISABLE_PLUGINS"

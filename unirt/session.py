@@ -117,6 +117,7 @@ class Session:
         self._checks = {t.name: _InputCheck(t) for t in model.inputs}
         self._output_names = tuple(t.name for t in model.outputs)
         self._output_set = frozenset(self._output_names)
+        self._precision = impl.precision
         self._close_lock = threading.Lock()
 
     # -- description -------------------------------------------------------------------------
@@ -144,12 +145,18 @@ class Session:
         return dict(self._impl.details) if self._impl is not None else {}
 
     @property
+    def precision(self) -> str:
+        """The precision the engine actually computes in (``"fp32"``, ``"bf16"``...)."""
+        return self._precision
+
+    @property
     def closed(self) -> bool:
         return self._impl is None
 
     def explain(self) -> str:
         """Why this backend: the route as text, and what the engine reports about itself."""
-        lines = [f"model: {self.model.name}", f"backend: {self._backend}", "route:",
+        lines = [f"model: {self.model.name}", f"backend: {self._backend}",
+                 f"precision: {self._precision}", "route:",
                  render_route(self._route)]
         for key, value in self.details.items():
             lines.append(f"{key}: {value}")

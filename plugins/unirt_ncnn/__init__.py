@@ -1,0 +1,1 @@
+"""ncnn backend through pnnx (work in progress: registers nothing yet)."""

@@ -1,0 +1,1 @@
+"""OpenCV DNN backend (work in progress: registers nothing yet)."""

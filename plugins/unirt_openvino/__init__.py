@@ -1,0 +1,1 @@
+"""OpenVINO backend (work in progress: registers nothing yet)."""
