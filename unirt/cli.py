@@ -40,19 +40,24 @@ class _Group(click.Group):
 
 
 def _console() -> Any:
+    import shutil
+
     from rich.console import Console
 
-    return Console(soft_wrap=False)
+    # Piped output (CI logs, files) gets a generous width instead of rich's 80 columns.
+    width = None if sys.stdout.isatty() else max(shutil.get_terminal_size((140, 24)).columns, 140)
+    return Console(width=width, highlight=False)
 
 
 def _table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Any:
     from rich.table import Table
+    from rich.text import Text
 
     t = Table(title=title, show_lines=False, title_justify="left")
     for c in columns:
         t.add_column(c, overflow="fold")
-    for r in rows:
-        t.add_row(*["" if v is None else str(v) for v in r])
+    for r in rows:  # Text(): values such as 'unirt[cuda]' are not rich markup
+        t.add_row(*[Text("" if v is None else str(v)) for v in r])
     return t
 
 
@@ -216,7 +221,7 @@ def run(model: str, backend: str | None, prefer: tuple[str, ...], input_specs: t
         con = _console()
         con.print(f"{Path(model).name} on [bold]{sess.backend}[/bold] in {elapsed * 1e3:.2f} ms")
         if explain:
-            con.print(sess.explain(), markup=False, highlight=False)
+            click.echo(sess.explain())
         con.print(_table("Inputs", ["name", "shape", "dtype", "source"],
                          [[n, _shape_text(tuple(a.shape)), a.dtype, files.get(n, "random")]
                           for n, a in feeds.items()]))
@@ -230,7 +235,7 @@ def run(model: str, backend: str | None, prefer: tuple[str, ...], input_specs: t
 
 
 def _fmt(v: Any) -> str:
-    return "" if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v))
+    return "" if v is None else (f"{v:.5g}" if isinstance(v, float) else str(v))
 
 
 def _stats(a: Any) -> dict[str, Any]:

@@ -55,8 +55,8 @@ def candidates(
     prefer: str | Sequence[str] | None = None,
     exclude: str | Sequence[str] | None = None,
     device: str = "auto",
-) -> tuple[list[str], list[RouteStep]]:
-    """The candidates to try in order, and the route steps of those excluded by the user."""
+) -> tuple[list[str], set[str]]:
+    """Every candidate in routing order, and the names among them the caller excluded."""
     excluded = _names(exclude, "exclude")
     for name in excluded:
         registry.backend(name)  # an unknown name is an error listing the known ones
@@ -66,7 +66,7 @@ def candidates(
         registry.backend(backend)
         if backend in excluded:
             raise UnirtError(f"backend {backend!r} is also in exclude=")
-        return [backend], []
+        return [backend], set()
     preferred = _names(prefer, "prefer")
     for name in preferred:
         registry.backend(name)
@@ -74,8 +74,7 @@ def candidates(
     for name in [*preferred, *default_order(registry, device)]:
         if name not in order:
             order.append(name)
-    skipped = [RouteStep(n, EXCLUDED, "excluded by the caller") for n in order if n in excluded]
-    return [n for n in order if n not in excluded], skipped
+    return order, set(excluded)
 
 
 def load(
@@ -101,30 +100,34 @@ def load(
             raise UnirtError(f"options[{name!r}] must be a dict of backend options")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise UnirtError(f"threads must be a positive integer, not {threads!r}")
-    order, route = candidates(registry, backend, prefer, exclude, device)
+    everything, excluded = candidates(registry, backend, prefer, exclude, device)
     preferred = set(_names(prefer, "prefer"))
-    last_error: UnirtError | None = None
-    for i, name in enumerate(order):
+    route: list[RouteStep] = []
+    for i, name in enumerate(everything):
+        if name in excluded:
+            route.append(RouteStep(name, EXCLUDED, "excluded by the caller"))
+            continue
         be = registry.backend(name)
         open_options = OpenOptions(precision=precision, threads=threads, device=device,
                                    extra=dict(options.get(name, {})))
         try:
             impl = be.open(info, open_options)
         except BackendUnavailableError as exc:
+            if backend is not None:
+                raise  # backend= never falls back
             step = RouteStep(name, UNAVAILABLE, str(be.available().reason or exc))
-            last_error = exc
         except UnirtError as exc:
+            if backend is not None:
+                raise
             step = RouteStep(name, FAILED, str(exc))
-            last_error = exc
         else:
             route.append(RouteStep(name, CHOSEN, _chosen_reason(name, backend, preferred, route)))
-            route.extend(RouteStep(n, NOT_TRIED) for n in order[i + 1:])
+            route.extend(RouteStep(n, EXCLUDED if n in excluded else NOT_TRIED,
+                                   "excluded by the caller" if n in excluded else "")
+                         for n in everything[i + 1:])
             return Session(info, name, impl, route, open_options)
         route.append(step)
-        if backend is not None:
-            assert last_error is not None
-            raise last_error  # backend= never falls back
-        nxt = order[i + 1] if i + 1 < len(order) else None
+        nxt = next((n for n in everything[i + 1:] if n not in excluded), None)
         if name in preferred:
             if not fallback:
                 raise NoBackendError(f"preferred backend {name} cannot run {info.name} and "

@@ -167,7 +167,7 @@ def with_if() -> onnx.ModelProto:
 def save_with_external_data(model: onnx.ModelProto, path: str | os.PathLike[str]) -> Path:
     """Write ``model`` with every initializer in a side file ``<name>.data``."""
     p = Path(path)
-    onnx.save_model(model, str(p), save_as_external_data=True, all_tensors_to_external_data=True,
+    onnx.save_model(model, str(p), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=p.name + ".data", size_threshold=0)
     return p
 
@@ -178,3 +178,67 @@ def reference(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str,
 
     outs = ReferenceEvaluator(model).run(None, feeds)
     return {o.name: np.asarray(v) for o, v in zip(model.graph.output, outs)}
+
+
+def resnet_like(batch: int | str = 1, size: int = 64, width: int = 32, blocks: int = 3,
+                classes: int = 10) -> onnx.ModelProto:
+    """A ResNet-style classifier: a strided Conv-BN-Relu stem, ``blocks`` residual blocks
+    (Conv-BN-Relu-Conv-BN + skip, Relu; the second block halves the resolution and doubles the
+    width through a 1x1 Conv-BN projection on the skip), GlobalAveragePool, Flatten, Gemm.
+
+    ``input: float32[batch,3,size,size]`` -> ``logits: float32[batch,classes]``. Deep enough that
+    reduced-precision arithmetic (bf16, fp16) shows in the outputs, which the small models hide.
+    Conv weights are He-scaled so activations stay O(1) through the blocks.
+    """
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
+    seed = [100]
+
+    def conv_bn(x: str, cin: int, cout: int, k: int, stride: int, name: str,
+                relu: bool) -> str:
+        seed[0] += 10
+        s = seed[0]
+        rng = np.random.default_rng(s)
+        inits.append(_w(f"{name}_w", (cout, cin, k, k), s, float(np.sqrt(2.0 / (cin * k * k)))))
+        bn = {"scale": 1.0 + 0.1 * rng.standard_normal(cout),
+              "bias": 0.1 * rng.standard_normal(cout),
+              "mean": 0.1 * rng.standard_normal(cout), "var": rng.uniform(0.5, 1.5, cout)}
+        for key, value in bn.items():
+            inits.append(numpy_helper.from_array(value.astype(np.float32), f"{name}_bn_{key}"))
+        nodes.append(helper.make_node(
+            "Conv", [x, f"{name}_w"], [f"{name}_c"], kernel_shape=[k, k], strides=[stride, stride],
+            pads=[k // 2] * 4, name=f"{name}_conv"))
+        nodes.append(helper.make_node(
+            "BatchNormalization",
+            [f"{name}_c", *(f"{name}_bn_{key}" for key in ("scale", "bias", "mean", "var"))],
+            [f"{name}_bn"], epsilon=1e-5, name=f"{name}_bn"))
+        if not relu:
+            return f"{name}_bn"
+        nodes.append(helper.make_node("Relu", [f"{name}_bn"], [f"{name}_r"], name=f"{name}_relu"))
+        return f"{name}_r"
+
+    x = conv_bn("input", 3, width, 3, 2, "stem", relu=True)
+    cin = width
+    for b in range(blocks):
+        down = b == 1
+        cout = cin * 2 if down else cin
+        stride = 2 if down else 1
+        h = conv_bn(x, cin, cout, 3, stride, f"block{b}_a", relu=True)
+        h = conv_bn(h, cout, cout, 3, 1, f"block{b}_b", relu=False)
+        skip = conv_bn(x, cin, cout, 1, stride, f"block{b}_proj", relu=False) if down else x
+        nodes.append(helper.make_node("Add", [h, skip], [f"block{b}_sum"], name=f"block{b}_add"))
+        nodes.append(helper.make_node("Relu", [f"block{b}_sum"], [f"block{b}_out"],
+                                      name=f"block{b}_relu"))
+        x, cin = f"block{b}_out", cout
+    nodes += [
+        helper.make_node("GlobalAveragePool", [x], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["flat"], axis=1, name="flatten"),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1, name="fc"),
+    ]
+    inits += [_w("fc_w", (classes, cin), 7, float(np.sqrt(1.0 / cin))), _w("fc_b", (classes,), 8)]
+    g = helper.make_graph(
+        nodes, "resnet_like",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, classes])], inits,
+    )
+    return _model(g)

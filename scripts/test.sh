@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The README's test command: set up a virtual environment (if needed) and run lint and tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[all,dev]"
+# The pnnx wheel declares torch; its converter binary needs none of it.
+.venv/bin/python -m pip install -q --no-deps pnnx
+.venv/bin/python -m ruff check unirt plugins tests benchmarks examples
+.venv/bin/python -m pytest -q "$@"

@@ -1,0 +1,78 @@
+"""Small fake backend plugins for routing and plugin tests (never used in a user path).
+
+Each wraps the real ONNX Runtime backend where it must run something, so a "working" fake gives
+real numbers; the fakes differ only in how they fail.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import unirt
+from unirt.backend import Availability, Backend, BackendSession, OpenOptions
+from unirt.model import ModelInfo
+
+
+class _OrtBacked(Backend):
+    device_class = "cpu"
+
+    def _available_impl(self) -> Availability:
+        return Availability(True, "0.0-test", devices=("cpu",))
+
+    def _open_impl(self, model: ModelInfo, options: OpenOptions) -> BackendSession:
+        from unirt_onnxruntime import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend().open(model, OpenOptions())
+
+
+class Working(_OrtBacked):
+    name = "fake-working"
+    default_rank = 90
+
+
+class Unavailable(_OrtBacked):
+    name = "fake-unavailable"
+    default_rank = 10
+    install_hint = "pip install fake-engine"
+
+    def _available_impl(self) -> Availability:
+        return Availability(False, reason="libfake.so not found")
+
+
+class RaisesOnOpen(_OrtBacked):
+    name = "fake-raises"
+    default_rank = 20
+
+    def _open_impl(self, model: ModelInfo, options: OpenOptions) -> BackendSession:
+        raise RuntimeError("engine exploded\nsecond line of noise")
+
+
+class ImportFails(_OrtBacked):
+    name = "fake-import-fails"
+    default_rank = 30
+
+    def _available_impl(self) -> Availability:
+        import fake_engine_that_does_not_exist  # noqa: F401
+
+        raise AssertionError("unreachable")
+
+
+class FakeGpu(_OrtBacked):
+    name = "fake-gpu"
+    device_class = "gpu"
+    default_rank = 5
+
+    def _available_impl(self) -> Availability:
+        return Availability(False, reason="no GPU")
+
+
+class FakePlugin:
+    """A plugin object registering the given backend classes."""
+
+    def __init__(self, *classes: type[Backend]) -> None:
+        self.classes = classes
+
+    @unirt.hookimpl
+    def register_backends(self, register: Any) -> None:
+        for cls in self.classes:
+            register(cls)

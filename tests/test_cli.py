@@ -1,0 +1,156 @@
+"""The command line: tables and --json, one-line user errors, internal errors kept apart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import unirt
+from unirt import cli as cli_module
+from unirt.cli import cli
+from unirt.testing import models as M
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def multi(tmp_path: Path) -> Path:
+    return M.save(M.multi_io(), tmp_path / "multi.onnx")
+
+
+def test_backends_table_and_json(runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["backends"])
+    assert result.exit_code == 0, result.output
+    assert "onnxruntime" in result.output and "available" in result.output
+    data = json.loads(runner.invoke(cli, ["backends", "--json"]).output)
+    ort = next(b for b in data["backends"] if b["name"] == "onnxruntime")
+    assert ort["available"] is True and ort["version"]
+    cuda = next(b for b in data["backends"] if b["name"] == "onnxruntime-cuda")
+    if not cuda["available"]:
+        assert cuda["reason"] and cuda["install_hint"]
+
+
+def test_plugins_json(runner: CliRunner) -> None:
+    data = json.loads(runner.invoke(cli, ["plugins", "--json"]).output)
+    ort = next(p for p in data if p["name"] == "unirt_onnxruntime")
+    assert ort["source"] == "builtin" and "onnxruntime" in ort["backends"]
+
+
+def test_info(runner: CliRunner, multi: Path) -> None:
+    result = runner.invoke(cli, ["info", str(multi)])
+    assert result.exit_code == 0, result.output
+    assert "argmax" in result.output and "ReduceMean" in result.output
+    data = json.loads(runner.invoke(cli, ["info", str(multi), "--json"]).output)
+    assert data["inputs"][0] == {"name": "a", "dtype": "float32", "shape": [1, 3, 4, 4]}
+    assert data["op_counts"]["Add"] == 1
+
+
+def test_run_generated_inputs_json(runner: CliRunner, multi: Path) -> None:
+    result = runner.invoke(cli, ["run", str(multi), "--json", "--backend", "onnxruntime"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["backend"] == "onnxruntime"
+    assert data["route"] == [{"backend": "onnxruntime", "outcome": "chosen",
+                              "reason": "requested with backend="}]
+    assert list(data["outputs"]) == ["sum", "pooled", "argmax"]
+    assert data["outputs"]["argmax"]["dtype"] == "int64"
+    assert data["inputs"]["a"]["source"] == "random (seed 0)"
+
+
+def test_run_with_npy_inputs_and_output_dir(runner: CliRunner, multi: Path,
+                                            tmp_path: Path) -> None:
+    a = np.ones((1, 3, 4, 4), np.float32)
+    b = np.array([[1, 2, 3]], np.float32)
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", b)
+    out_dir = tmp_path / "outs"
+    result = runner.invoke(cli, ["run", str(multi), "--input", f"a={tmp_path / 'a.npy'}",
+                                 "-i", f"b={tmp_path / 'b.npy'}", "--output-dir", str(out_dir)])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(np.load(out_dir / "sum.npy"), a + b[:, :, None, None])
+    assert np.load(out_dir / "argmax.npy").tolist() == [0]
+    assert not list(out_dir.glob("*.tmp"))
+    assert "pooled" in result.output
+
+
+def test_run_dynamic_shape(runner: CliRunner, tmp_path: Path) -> None:
+    p = M.save(M.dynamic_batch(), tmp_path / "dyn.onnx")
+    data = json.loads(runner.invoke(cli, ["run", str(p), "--shape", "x=5x8", "--json"]).output)
+    assert data["outputs"]["y"]["shape"] == [5, 4]
+    result = runner.invoke(cli, ["run", str(p), "--explain"])
+    assert result.exit_code == 0 and "route:" in result.output and "chosen" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "missing.onnx"], "Error: model file not found: missing.onnx"),
+    (["run", "{model}", "--backend", "nope"], "Error: unknown backend 'nope'; registered"),
+    (["run", "{model}", "--shape", "x=2xz"], "Error: bad shape '2xz'"),
+    (["run", "{model}", "--shape", "x=2x9"], "dimension 1 is fixed at 8, got 9"),
+    (["run", "{model}", "--shape", "q=2x8"], "Error: --shape names unknown input(s) q"),
+    (["run", "{model}", "--input", "x=nothere.npy"], "Error: input 'x': file not found"),
+    (["run", "{model}", "--input", "q=a.npy"], "Error: --input names unknown input(s) q"),
+    (["info", "{notonnx}"], "not a valid ONNX model"),
+])
+def test_user_errors_are_one_line(runner: CliRunner, tmp_path: Path, args: list[str],
+                                  message: str) -> None:
+    model = M.save(M.dynamic_batch(), tmp_path / "dyn.onnx")
+    notonnx = tmp_path / "bad.onnx"
+    notonnx.write_bytes(b"\x00\x01garbage" * 50)
+    args = [a.format(model=model, notonnx=notonnx) for a in args]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_wrong_dtype_npy_is_a_user_error(runner: CliRunner, tmp_path: Path) -> None:
+    model = M.save(M.dynamic_batch(), tmp_path / "dyn.onnx")
+    np.save(tmp_path / "x.npy", np.zeros((2, 8), np.float64))
+    result = runner.invoke(cli, ["run", str(model), "-i", str(tmp_path / "x.npy")])
+    assert result.exit_code == 1
+    assert "input 'x': expected dtype float32, got float64" in result.output
+
+
+def test_internal_errors_are_kept_distinct(runner: CliRunner, monkeypatch: pytest.MonkeyPatch,
+                                           tmp_path: Path) -> None:
+    def broken(*a, **k):
+        raise ZeroDivisionError("bug")
+
+    monkeypatch.setattr(unirt.model, "read_model", broken)
+    result = runner.invoke(cli, ["info", str(tmp_path / "x.onnx")])
+    assert result.exit_code == cli_module.EXIT_INTERNAL_ERROR
+    assert "Internal error" in result.output and "ZeroDivisionError" in result.output
+
+
+def test_register_commands_hook_adds_a_command(runner: CliRunner) -> None:
+    class Plugin:
+        @unirt.hookimpl
+        def register_commands(self, cli: click.Group) -> None:
+            @cli.command(name="hello-plugin")
+            def hello() -> None:
+                click.echo("hello from a plugin")
+
+    group = click.Group(commands=dict(cli.commands))
+    reg = unirt.plugins.get_registry()
+    reg.register(Plugin(), "hello")
+    reg.call_hook_safely("register_commands", cli=group)
+    result = runner.invoke(group, ["hello-plugin"])
+    assert result.output.strip() == "hello from a plugin"
+
+
+def test_console_script_main_runs(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "unirt.cli", "backends", "--json"],
+                         capture_output=True, text=True, check=True)
+    assert "onnxruntime" in [b["name"] for b in json.loads(out.stdout)["backends"]]

@@ -1,0 +1,34 @@
+"""``import unirt`` stays light: no engine, no onnx, no numpy until a model is touched."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+HEAVY = ["onnxruntime", "openvino", "cv2", "ncnn", "tensorrt", "onnx", "numpy", "rich", "torch"]
+
+
+def _modules_after(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys, json; print(json.dumps(list(sys.modules)))"],
+        capture_output=True, text=True, check=True)
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_import_unirt_imports_no_engine() -> None:
+    loaded = _modules_after("import unirt")
+    assert not [m for m in HEAVY if m in loaded]
+
+
+def test_listing_backends_imports_no_engine_module_at_plugin_load() -> None:
+    # Loading plugins (not asking availability) must not import engines either.
+    loaded = _modules_after("from unirt.plugins import get_registry; get_registry().backends")
+    assert not [m for m in HEAVY if m in loaded]
+
+
+def test_public_api_names_resolve() -> None:
+    import unirt
+
+    for name in unirt.__all__:
+        assert getattr(unirt, name) is not None

@@ -1,0 +1,137 @@
+"""The plugin system: built-ins and entry points registered alike; broken plugins reported."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import unirt
+from unirt.errors import BackendNotFoundError, PluginError
+from unirt.plugins import BUILTIN_PLUGINS, Registry
+
+from .fakes import FakePlugin, Working
+
+
+def _install_dist(site: Path, dist: str, entry_points: dict[str, str], modules: dict[str, str]):
+    """Write a minimal installed distribution (dist-info with entry points) into ``site``."""
+    info = site / f"{dist}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    eps = "\n".join(f"{k} = {v}" for k, v in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[unirt]\n{eps}\n")
+    for name, source in modules.items():
+        (site / f"{name}.py").write_text(textwrap.dedent(source))
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    for mod in [m for m in sys.modules if m.startswith("thirdparty_")]:
+        del sys.modules[mod]
+
+
+GOOD_PLUGIN = """
+    import unirt
+    from tests.fakes import Working
+
+    class ThirdParty(Working):
+        name = "thirdparty"
+
+    @unirt.hookimpl
+    def register_backends(register):
+        register(ThirdParty)
+"""
+
+
+def test_builtins_come_from_the_tuple() -> None:
+    reg = Registry(entry_points=False)
+    assert [r.name for r in reg.records.values()] == list(BUILTIN_PLUGINS)
+    assert all(r.source == "builtin" for r in reg.records.values())
+    assert "onnxruntime" in reg.backends
+    assert reg.records["unirt_onnxruntime"].backends == ["onnxruntime", "onnxruntime-cuda"]
+
+
+def test_entry_point_plugin_is_registered(site: Path) -> None:
+    _install_dist(site, "unirt_thirdparty", {"thirdparty": "thirdparty_good"},
+                  {"thirdparty_good": GOOD_PLUGIN})
+    reg = Registry()
+    assert reg.records["thirdparty"].source == "unirt_thirdparty"
+    assert reg.records["thirdparty"].loaded
+    assert "thirdparty" in reg.backends
+
+
+def test_broken_entry_point_is_reported_not_raised(site: Path) -> None:
+    _install_dist(site, "unirt_broken", {"broken": "thirdparty_broken"},
+                  {"thirdparty_broken": "import engine_that_is_not_installed\n"})
+    reg = Registry()
+    rec = reg.records["broken"]
+    assert not rec.loaded
+    assert rec.error == "ModuleNotFoundError: No module named 'engine_that_is_not_installed'"
+    assert "onnxruntime" in reg.backends  # the others still work
+    statuses = {s.name for s in unirt.backends(reg)}
+    assert "onnxruntime" in statuses
+
+
+def test_disable_plugins_env(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _install_dist(site, "unirt_thirdparty", {"thirdparty": "thirdparty_good"},
+                  {"thirdparty_good": GOOD_PLUGIN})
+    monkeypatch.setenv("UNIRT_DISABLE_PLUGINS", "thirdparty, unirt_onnxruntime")
+    reg = Registry()
+    assert reg.records["thirdparty"].disabled and reg.records["unirt_onnxruntime"].disabled
+    assert "thirdparty" not in reg.backends and "onnxruntime" not in reg.backends
+    with pytest.raises(BackendNotFoundError, match="unknown backend 'onnxruntime'"):
+        reg.backend("onnxruntime")
+
+
+def test_duplicate_backend_names() -> None:
+    reg = Registry(builtins=(), entry_points=False)
+    reg.register(FakePlugin(Working), "one")
+    reg.register(FakePlugin(Working), "two")
+    with pytest.raises(PluginError, match="'fake-working', which another plugin already"):
+        reg.backends  # noqa: B018
+
+
+def test_registering_a_non_backend() -> None:
+    class Bad:
+        @unirt.hookimpl
+        def register_backends(self, register):
+            register(object())
+
+    reg = Registry(builtins=(), entry_points=False)
+    reg.register(Bad(), "bad")
+    with pytest.raises(PluginError, match="plugin bad registered <object .*not a unirt Backend"):
+        reg.backends  # noqa: B018
+
+
+def test_register_backends_raising_is_recorded() -> None:
+    class Exploding:
+        @unirt.hookimpl
+        def register_backends(self, register):
+            raise RuntimeError("boom")
+
+    reg = Registry(builtins=(), entry_points=False)
+    reg.register(Exploding(), "exploding")
+    reg.register(FakePlugin(Working), "fine")
+    assert list(reg.backends) == ["fake-working"]
+    assert reg.records["exploding"].error == "register_backends: RuntimeError: boom"
+
+
+def test_backends_reports_reason_and_install_hint() -> None:
+    reg = Registry(builtins=("unirt_onnxruntime",), entry_points=False)
+    by_name = {s.name: s for s in unirt.backends(reg)}
+    ort = by_name["onnxruntime"]
+    assert ort.available and ort.version and ort.devices == ("cpu",) and ort.install_hint is None
+    assert ort.plugin == "unirt_onnxruntime"
+    cuda = by_name["onnxruntime-cuda"]
+    if not cuda.available:
+        assert cuda.reason and "unirt[cuda]" in cuda.install_hint
+
+
+def test_fresh_registry_per_test_is_isolated() -> None:
+    a, b = Registry(builtins=(), entry_points=False), Registry(builtins=(), entry_points=False)
+    a.register(FakePlugin(Working), "fakes")
+    assert "fake-working" in a.backends and "fake-working" not in b.backends

@@ -1,0 +1,147 @@
+"""Routing with fake backends: the exact route, messages, warnings and fallback hooks."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+import unirt
+from unirt import router
+from unirt.errors import (
+    BackendError,
+    BackendNotFoundError,
+    BackendUnavailableError,
+    NoBackendError,
+    UnirtError,
+)
+from unirt.plugins import Registry
+from unirt.testing import models as M
+
+from .fakes import FakeGpu, FakePlugin, ImportFails, RaisesOnOpen, Unavailable, Working
+
+
+@pytest.fixture
+def registry() -> Registry:
+    reg = Registry(builtins=(), entry_points=False)
+    reg.register(FakePlugin(Working, Unavailable, RaisesOnOpen, ImportFails, FakeGpu), "fakes")
+    return reg
+
+
+@pytest.fixture
+def model_path(tmp_path):
+    return M.save(M.tiny(), tmp_path / "tiny.onnx")
+
+
+def test_default_order_gpu_first_then_rank(registry: Registry) -> None:
+    assert router.default_order(registry) == [
+        "fake-gpu", "fake-unavailable", "fake-raises", "fake-import-fails", "fake-working"]
+    assert router.default_order(registry, "cpu")[0] == "fake-unavailable"
+    assert router.default_order(registry, "cuda") == ["fake-gpu"]
+
+
+def test_route_records_every_candidate(registry: Registry, model_path) -> None:
+    sess = unirt.load(model_path, registry=registry)
+    assert sess.backend == "fake-working"
+    assert [(s.backend, s.outcome) for s in sess.route] == [
+        ("fake-gpu", "unavailable"), ("fake-unavailable", "unavailable"),
+        ("fake-raises", "failed"), ("fake-import-fails", "unavailable"),
+        ("fake-working", "chosen")]
+    reasons = {s.backend: s.reason for s in sess.route}
+    assert reasons["fake-unavailable"] == "libfake.so not found"
+    assert "engine exploded" in reasons["fake-raises"]
+    assert "noise" not in reasons["fake-raises"]  # first line only
+    assert "ModuleNotFoundError" in reasons["fake-import-fails"]
+    assert "fake-raises" in sess.explain() and "engine exploded" in sess.explain()
+    x = np.array([[-1, 2, -3, 4]], np.float32)
+    np.testing.assert_allclose(sess(x), np.maximum(x, 0) * 2)
+
+
+def test_prefer_falls_back_with_a_warning(registry: Registry, model_path, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="unirt"):
+        sess = unirt.load(model_path, prefer="fake-raises", device="cpu", registry=registry)
+    assert sess.route[0].backend == "fake-raises" and sess.route[0].outcome == "failed"
+    assert sess.backend == "fake-working"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "preferred backend fake-raises" in warnings[0] and "engine exploded" in warnings[0]
+
+
+def test_prefer_success_is_marked_preferred(registry: Registry, model_path) -> None:
+    sess = unirt.load(model_path, prefer=["fake-working"], registry=registry)
+    assert sess.route[0].backend == "fake-working"
+    assert sess.route[0].outcome == "chosen" and sess.route[0].reason == "preferred"
+    assert all(s.outcome == "not tried" for s in sess.route[1:])
+
+
+def test_fallback_false_raises(registry: Registry, model_path) -> None:
+    with pytest.raises(NoBackendError, match="preferred backend fake-raises .* fallback=False"):
+        unirt.load(model_path, prefer="fake-raises", fallback=False, registry=registry)
+
+
+def test_backend_never_falls_back(registry: Registry, model_path) -> None:
+    with pytest.raises(BackendError, match="fake-raises could not open tiny.onnx: RuntimeError: "
+                                           "engine exploded$"):
+        unirt.load(model_path, backend="fake-raises", registry=registry)
+    with pytest.raises(BackendUnavailableError,
+                       match=r"fake-unavailable is not available: libfake.so not found "
+                             r"\(install: pip install fake-engine\)"):
+        unirt.load(model_path, backend="fake-unavailable", registry=registry)
+
+
+def test_unknown_backend_lists_registered(registry: Registry, model_path) -> None:
+    for kwargs in ({"backend": "tensorrtt"}, {"prefer": "tensorrtt"}, {"exclude": ["tensorrtt"]},
+                   {"options": {"tensorrtt": {}}}):
+        with pytest.raises(BackendNotFoundError,
+                           match="unknown backend 'tensorrtt'; registered backends: fake-working"):
+            unirt.load(model_path, registry=registry, **kwargs)
+
+
+def test_exclude(registry: Registry, model_path) -> None:
+    with pytest.raises(NoBackendError) as info:
+        unirt.load(model_path, exclude=["fake-working"], registry=registry)
+    text = str(info.value)
+    assert text.startswith("no backend can run tiny.onnx:")
+    for name in ("fake-gpu", "fake-unavailable", "fake-raises", "fake-import-fails"):
+        assert name in text
+    assert text.splitlines()[-1].split()[1:3] == ["fake-working", "excluded"]
+
+
+def test_bad_arguments(registry: Registry, model_path) -> None:
+    with pytest.raises(UnirtError, match="either backend= .* or prefer="):
+        unirt.load(model_path, backend="fake-working", prefer="fake-raises", registry=registry)
+    with pytest.raises(UnirtError, match="device must be one of"):
+        unirt.load(model_path, device="tpu", registry=registry)
+    with pytest.raises(UnirtError, match="threads must be a positive integer"):
+        unirt.load(model_path, threads=0, registry=registry)
+    with pytest.raises(UnirtError, match="precision must be one of exact, fast"):
+        unirt.load(model_path, backend="fake-working", precision="fp8", registry=registry)
+
+
+def test_on_fallback_hook(registry: Registry, model_path) -> None:
+    seen = []
+
+    class Observer:
+        @unirt.hookimpl
+        def on_fallback(self, model, step, next_backend):
+            seen.append((model.name, step.backend, step.outcome, next_backend))
+
+    class Broken:
+        @unirt.hookimpl
+        def on_fallback(self, model, step, next_backend):
+            raise RuntimeError("telemetry down")
+
+    registry.register(Observer(), "observer")
+    registry.register(Broken(), "broken")
+    sess = unirt.load(model_path, device="cpu", registry=registry)  # a broken observer is harmless
+    assert sess.backend == "fake-working"
+    assert seen == [
+        ("tiny.onnx", "fake-unavailable", "unavailable", "fake-raises"),
+        ("tiny.onnx", "fake-raises", "failed", "fake-import-fails"),
+        ("tiny.onnx", "fake-import-fails", "unavailable", "fake-working"),
+    ]
+    seen.clear()
+    with pytest.raises(BackendError):
+        unirt.load(model_path, backend="fake-raises", registry=registry)
+    assert seen == []  # backend= never falls back, so no fallback event
