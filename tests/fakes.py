@@ -76,3 +76,33 @@ class FakePlugin:
     def register_backends(self, register: Any) -> None:
         for cls in self.classes:
             register(cls)
+
+
+class BatchOne(_OrtBacked):
+    """Runs only batch 1 (a static engine): larger batches raise ShapeLimitError at run."""
+
+    name = "fake-batch-one"
+    default_rank = 1
+
+    def _open_impl(self, model: ModelInfo, options: OpenOptions) -> BackendSession:
+        inner = super()._open_impl(model, options)
+        return _BatchOneSession(inner)
+
+
+class _BatchOneSession(BackendSession):
+    def __init__(self, inner: BackendSession) -> None:
+        super().__init__()
+        self.inner = inner
+        self.closed = False
+
+    def run(self, feeds: dict[str, Any], output_names: Any) -> Any:
+        from unirt.errors import ShapeLimitError
+
+        for name, arr in feeds.items():
+            if arr.shape and arr.shape[0] != 1:
+                raise ShapeLimitError(f"fake-batch-one runs batch 1 only, {name} has "
+                                      f"batch {arr.shape[0]}")
+        return self.inner.run(feeds, output_names)
+
+    def close(self) -> None:
+        self.closed = True

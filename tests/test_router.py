@@ -145,3 +145,99 @@ def test_on_fallback_hook(registry: Registry, model_path) -> None:
     with pytest.raises(BackendError):
         unirt.load(model_path, backend="fake-raises", registry=registry)
     assert seen == []  # backend= never falls back, so no fallback event
+
+
+def test_run_time_fallback_for_a_shape(registry: Registry, tmp_path, caplog) -> None:
+    from .fakes import BatchOne
+
+    registry.register(FakePlugin(BatchOne), "batch-one")
+    path = M.save(M.dynamic_batch(), tmp_path / "dyn.onnx")
+    events = []
+
+    class Observer:
+        @unirt.hookimpl
+        def on_fallback(self, model, step, next_backend):
+            events.append((step.backend, step.outcome, next_backend))
+
+    registry.register(Observer(), "observer")
+    sess = unirt.load(path, device="cpu", registry=registry)
+    assert sess.backend == "fake-batch-one"
+    ref = unirt.load(path, backend="onnxruntime")
+    x1 = np.ones((1, 8), np.float32)
+    np.testing.assert_allclose(sess(x1), ref(x1))
+    events.clear()
+    with caplog.at_level(logging.WARNING, logger="unirt"):
+        for _ in range(3):
+            x3 = np.arange(24, dtype=np.float32).reshape(3, 8)
+            np.testing.assert_allclose(sess(x3), ref(x3), rtol=1e-6)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings  # warned once, not per call
+    assert "fake-batch-one cannot run dyn.onnx at x=3x8" in warnings[0]
+    tail = [(s.backend, s.outcome) for s in sess.route[-5:]]
+    assert ("fake-batch-one", "shape fallback") in tail
+    assert sess.route[-1].backend == "fake-working" and sess.route[-1].outcome == "chosen"
+    assert "for shape x=3x8, in place of fake-batch-one" in sess.route[-1].reason
+    assert events[0] == ("fake-batch-one", "shape fallback", "fake-unavailable")
+    assert sess.backend == "fake-batch-one"  # batch 1 still runs on the chosen engine
+    np.testing.assert_allclose(sess(x1), ref(x1))
+    sess.close()
+
+
+def test_run_time_shape_limit_with_backend_is_an_error(registry: Registry, tmp_path) -> None:
+    from unirt.errors import ShapeLimitError
+
+    from .fakes import BatchOne
+
+    registry.register(FakePlugin(BatchOne), "batch-one")
+    path = M.save(M.dynamic_batch(), tmp_path / "dyn.onnx")
+    sess = unirt.load(path, backend="fake-batch-one", registry=registry)
+    with pytest.raises(ShapeLimitError, match="batch 1 only, x has batch 2"):
+        sess(np.ones((2, 8), np.float32))
+
+
+def test_wrong_input_is_never_fallen_back_from(registry: Registry, tmp_path) -> None:
+    from .fakes import BatchOne
+
+    registry.register(FakePlugin(BatchOne), "batch-one")
+    path = M.save(M.dynamic_batch(), tmp_path / "dyn.onnx")
+    sess = unirt.load(path, device="cpu", registry=registry)
+    with pytest.raises(unirt.InputError, match="dimension 1 must be 8"):
+        sess(np.ones((2, 9), np.float32))
+    assert all(s.outcome != "shape fallback" for s in sess.route)
+
+
+def test_order_candidates_hook_reorders_and_vetoes(registry: Registry, model_path) -> None:
+    class SitePolicy:
+        @unirt.hookimpl
+        def order_candidates(self, model, candidates):
+            candidates.remove("fake-raises")
+            candidates.insert(0, candidates.pop(candidates.index("fake-working")))
+
+    registry.register(SitePolicy(), "policy")
+    sess = unirt.load(model_path, registry=registry)
+    assert sess.backend == "fake-working" and sess.route[0].backend == "fake-working"
+    vetoed = next(s for s in sess.route if s.backend == "fake-raises")
+    assert vetoed.outcome == "excluded" and "vetoed by a plugin" in vetoed.reason
+    # backend= is the user's explicit choice: policy hooks are not consulted
+    with pytest.raises(BackendError):
+        unirt.load(model_path, backend="fake-raises", registry=registry)
+
+
+def test_order_candidates_hook_errors_are_plugin_errors(registry: Registry, model_path) -> None:
+    class Bad:
+        @unirt.hookimpl
+        def order_candidates(self, model, candidates):
+            candidates.append("made-up")
+
+    registry.register(Bad(), "bad")
+    with pytest.raises(unirt.PluginError, match="plugin bad added unknown candidates"):
+        unirt.load(model_path, registry=registry)
+
+
+def test_backend_order_env(registry: Registry, model_path, monkeypatch) -> None:
+    monkeypatch.setenv("UNIRT_BACKEND_ORDER", "fake-working,fake-raises")
+    assert router.default_order(registry)[:2] == ["fake-working", "fake-raises"]
+    assert unirt.load(model_path, registry=registry).route[0].outcome == "chosen"
+    monkeypatch.setenv("UNIRT_BACKEND_ORDER", "nope")
+    with pytest.raises(UnirtError, match="UNIRT_BACKEND_ORDER names unknown backend 'nope'"):
+        unirt.load(model_path, registry=registry)

@@ -47,6 +47,14 @@ class BackendError(UnirtError):
     """An engine refused or failed on a model (open or run), with the engine's own first line."""
 
 
+class ShapeLimitError(BackendError):
+    """An engine cannot take this input shape (a static engine, batch > 1 on a batch-1 engine).
+
+    Raised by a backend's ``run``; the Session then re-routes that shape to the next candidate
+    (run-time fallback) instead of failing, unless the user asked for ``backend=``.
+    """
+
+
 class NoBackendError(UnirtError):
     """No candidate backend could open the model; the message lists each one and why."""
 
@@ -63,3 +71,7 @@ def first_line(exc: BaseException) -> str:
     """The first non-empty line of an exception's message (engines print pages)."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     return lines[0] if lines else type(exc).__name__
+
+
+class CacheError(UnirtError):
+    """The artifact cache cannot be used: its directory is not writable, or a build failed."""

@@ -57,6 +57,22 @@ def register_commands(cli: click.Group) -> None:
 
 
 @hookspec
+def order_candidates(model: ModelInfo, candidates: list[str]) -> None:
+    """Reorder or veto the candidate backends for a model (a site policy, for example).
+
+    :param model: the model being routed.
+    :param candidates: backend names in the order they will be tried; modify the list in place
+        (reorder, remove). Adding a name that was not there is a :class:`~unirt.errors.PluginError`.
+
+    Called once per ``unirt.load`` after ``prefer=``, ``exclude=`` and the default order are
+    applied, in plugin registration order, each implementation seeing the previous one's result.
+    Not called for ``backend=`` (the user named one backend). A removed backend appears on the
+    route as ``excluded``, "vetoed by a plugin". An exception is a ``PluginError``: a broken
+    policy must not silently route somewhere it forbids. Not ``firstresult``.
+    """
+
+
+@hookspec
 def on_fallback(model: ModelInfo, step: RouteStep, next_backend: str | None) -> None:
     """Observe a fallback: a candidate backend was skipped or failed while routing a model.
 
@@ -65,7 +81,9 @@ def on_fallback(model: ModelInfo, step: RouteStep, next_backend: str | None) -> 
     :param next_backend: the name of the candidate tried next, or ``None`` if none is left.
 
     Called by the router, once per failed candidate, in routing order, only when the failure
-    leads to trying another candidate (not for ``backend=``, which never falls back). For
+    leads to trying another candidate (not for ``backend=``, which never falls back), and on a
+    run-time fallback (the chosen engine cannot take an input shape; ``step.outcome`` is
+    ``"shape fallback"``). For
     logging and telemetry; the return value is ignored and an exception in a hook is logged,
     never raised into the user's ``load``. Not ``firstresult``.
     """

@@ -16,6 +16,7 @@ UNAVAILABLE = "unavailable"
 FAILED = "failed"  # the engine refused or failed to open the model
 EXCLUDED = "excluded"
 NOT_TRIED = "not tried"  # a candidate after the chosen one
+SHAPE_FALLBACK = "shape fallback"  # the chosen engine could not take an input shape at run time
 
 
 @dataclass(frozen=True)

@@ -10,19 +10,32 @@ warning naming it and the reason, so nobody finds a silent fallback weeks later.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .backend import OpenOptions
-from .errors import BackendUnavailableError, NoBackendError, UnirtError
+from .errors import BackendUnavailableError, NoBackendError, PluginError, UnirtError
 from .model import ModelSource, read_model
 from .plugins import Registry, get_registry
-from .route import CHOSEN, EXCLUDED, FAILED, NOT_TRIED, UNAVAILABLE, RouteStep, render_route
+from .route import (
+    CHOSEN,
+    EXCLUDED,
+    FAILED,
+    NOT_TRIED,
+    SHAPE_FALLBACK,
+    UNAVAILABLE,
+    RouteStep,
+    render_route,
+)
 from .session import Session
 
 logger = logging.getLogger("unirt")
 
 DEVICES = ("auto", "cpu", "cuda", "gpu")
+
+#: ``UNIRT_BACKEND_ORDER=openvino,onnxruntime``: these first, in this order, then the rest.
+ORDER_ENV = "UNIRT_BACKEND_ORDER"
 
 
 def _names(value: str | Iterable[str] | None, what: str) -> list[str]:
@@ -46,7 +59,14 @@ def default_order(registry: Registry, device: str = "auto") -> list[str]:
     elif device in ("cuda", "gpu"):
         backends = [b for b in backends if b.device_class == "gpu"]
     backends.sort(key=lambda b: (b.device_class != "gpu", b.default_rank))
-    return [b.name for b in backends]
+    names = [b.name for b in backends]
+    override = [n.strip() for n in os.environ.get(ORDER_ENV, "").split(",") if n.strip()]
+    for name in override:
+        if name not in registry.backends:
+            raise UnirtError(f"{ORDER_ENV} names unknown backend {name!r}; registered backends: "
+                             f"{', '.join(registry.backends)}")
+    first = [n for n in override if n in names]
+    return first + [n for n in names if n not in first]
 
 
 def candidates(
@@ -101,48 +121,128 @@ def load(
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise UnirtError(f"threads must be a positive integer, not {threads!r}")
     everything, excluded = candidates(registry, backend, prefer, exclude, device)
-    preferred = set(_names(prefer, "prefer"))
-    route: list[RouteStep] = []
-    for i, name in enumerate(everything):
-        if name in excluded:
-            route.append(RouteStep(name, EXCLUDED, "excluded by the caller"))
-            continue
-        be = registry.backend(name)
-        open_options = OpenOptions(precision=precision, threads=threads, device=device,
-                                   extra=dict(options.get(name, {})))
+    vetoed: set[str] = set()
+    if backend is None:
+        everything, vetoed = _apply_policy(registry, info, everything)
+    router = _Router(registry, info, everything, excluded | vetoed, set(_names(prefer, "prefer")),
+                     backend, fallback, precision, threads, device, options)
+    router.vetoed = vetoed
+    return router.route()
+
+
+class _Router:
+    """The state of one ``load``: candidates, the route so far, and how to open each one.
+
+    Kept after ``load`` by the Session for run-time fallback, so that a shape the chosen engine
+    cannot take is routed the same way, with the same options, and recorded on the same route.
+    """
+
+    def __init__(self, registry: Registry, info: Any, everything: list[str], excluded: set[str],
+                 preferred: set[str], backend: str | None, fallback: bool, precision: str,
+                 threads: int | None, device: str,
+                 options: Mapping[str, Mapping[str, Any]]) -> None:
+        self.registry, self.info = registry, info
+        self.everything, self.excluded, self.preferred = everything, excluded, preferred
+        self.backend, self.fallback = backend, fallback
+        self.precision, self.threads, self.device, self.options = (
+            precision, threads, device, options)
+        self.steps: list[RouteStep] = []
+        self.vetoed: set[str] = set()
+
+    def open_options(self, name: str) -> OpenOptions:
+        return OpenOptions(precision=self.precision, threads=self.threads, device=self.device,
+                           extra=dict(self.options.get(name, {})))
+
+    def try_open(self, name: str) -> tuple[Any, RouteStep | None]:
+        """Open one candidate: (session, None), or (None, the failed step)."""
+        be = self.registry.backend(name)
         try:
-            impl = be.open(info, open_options)
+            return be.open(self.info, self.open_options(name)), None
         except BackendUnavailableError as exc:
-            if backend is not None:
+            if self.backend is not None:
                 raise  # backend= never falls back
-            step = RouteStep(name, UNAVAILABLE, str(be.available().reason or exc))
+            return None, RouteStep(name, UNAVAILABLE, str(be.available().reason or exc))
         except UnirtError as exc:
-            if backend is not None:
+            if self.backend is not None:
                 raise
-            step = RouteStep(name, FAILED, str(exc))
-        else:
-            route.append(RouteStep(name, CHOSEN, _chosen_reason(name, backend, preferred, route)))
-            route.extend(RouteStep(n, EXCLUDED if n in excluded else NOT_TRIED,
-                                   "excluded by the caller" if n in excluded else "")
-                         for n in everything[i + 1:])
-            return Session(info, name, impl, route, open_options)
-        route.append(step)
-        nxt = next((n for n in everything[i + 1:] if n not in excluded), None)
-        if name in preferred:
-            if not fallback:
-                raise NoBackendError(f"preferred backend {name} cannot run {info.name} and "
-                                     f"fallback=False: {step.reason}")
-            logger.warning("unirt: preferred backend %s cannot run %s (%s); falling back to %s",
-                           name, info.name, step.reason, nxt or "nothing")
-        registry.call_hook_safely("on_fallback", model=info, step=step, next_backend=nxt)
-    raise NoBackendError(f"no backend can run {info.name}:\n{render_route(route)}")
+            return None, RouteStep(name, FAILED, str(exc))
+
+    def route(self) -> Session:
+        info, everything, excluded = self.info, self.everything, self.excluded
+        for i, name in enumerate(everything):
+            if name in excluded:
+                self.steps.append(RouteStep(name, EXCLUDED, self._excluded_reason(name)))
+                continue
+            impl, step = self.try_open(name)
+            if step is None:
+                self.steps.append(RouteStep(name, CHOSEN, self._chosen_reason(name)))
+                self.steps.extend(
+                    RouteStep(n, EXCLUDED, self._excluded_reason(n)) if n in excluded
+                    else RouteStep(n, NOT_TRIED) for n in everything[i + 1:])
+                return Session(info, name, impl, self.steps, self.open_options(name),
+                               reroute=self.reroute if self.backend is None else None)
+            self.steps.append(step)
+            nxt = next((n for n in everything[i + 1:] if n not in excluded), None)
+            if name in self.preferred:
+                if not self.fallback:
+                    raise NoBackendError(f"preferred backend {name} cannot run {info.name} and "
+                                         f"fallback=False: {step.reason}")
+                logger.warning("unirt: preferred backend %s cannot run %s (%s); falling back "
+                               "to %s", name, info.name, step.reason, nxt or "nothing")
+            self.registry.call_hook_safely("on_fallback", model=info, step=step,
+                                           next_backend=nxt)
+        raise NoBackendError(f"no backend can run {info.name}:\n{render_route(self.steps)}")
+
+    def reroute(self, failed: str, shape: str, reason: str) -> tuple[str, Any]:
+        """Open the next candidate after ``failed`` for an input shape ``failed`` cannot take.
+
+        Records every attempt on the route. Raises ``NoBackendError`` when none is left.
+        """
+        step = RouteStep(failed, SHAPE_FALLBACK, f"cannot run shape {shape}: {reason}")
+        self.steps.append(step)
+        rest = [n for n in self.everything[self.everything.index(failed) + 1:]
+                if n not in self.excluded]
+        self.registry.call_hook_safely("on_fallback", model=self.info, step=step,
+                                       next_backend=rest[0] if rest else None)
+        for name in rest:
+            impl, failure = self.try_open(name)
+            if failure is None:
+                self.steps.append(RouteStep(name, CHOSEN, f"for shape {shape}, in place of "
+                                                          f"{failed}"))
+                return name, impl
+            self.steps.append(failure)
+        raise NoBackendError(f"no backend can run {self.info.name} at shape {shape}:\n"
+                             f"{render_route(self.steps)}")
+
+    def _chosen_reason(self, name: str) -> str:
+        if self.backend is not None:
+            return "requested with backend="
+        if name in self.preferred:
+            return "preferred"
+        failed = [s for s in self.steps if s.outcome in (FAILED, UNAVAILABLE)]
+        return "first in the default order" + (" that could open the model" if failed else "")
+
+    def _excluded_reason(self, name: str) -> str:
+        if name in self.vetoed:
+            return "vetoed by a plugin (order_candidates)"
+        return "excluded by the caller"
 
 
-def _chosen_reason(name: str, backend: str | None, preferred: set[str],
-                   before: list[RouteStep]) -> str:
-    if backend is not None:
-        return "requested with backend="
-    if name in preferred:
-        return "preferred"
-    failed = [s for s in before if s.outcome in (FAILED, UNAVAILABLE)]
-    return "first in the default order" + (" that could open the model" if failed else "")
+def _apply_policy(registry: Registry, info: Any, order: list[str]) -> tuple[list[str], set[str]]:
+    """Let ``order_candidates`` hooks reorder or veto; vetoed names stay in the route, excluded."""
+    candidates_list = list(order)
+    for impl in reversed(registry.pm.hook.order_candidates.get_hookimpls()):
+        plugin = registry.pm.get_name(impl.plugin)
+        try:
+            impl.function(**{k: v for k, v in
+                             {"model": info, "candidates": candidates_list}.items()
+                             if k in impl.argnames})
+        except Exception as exc:
+            raise PluginError(f"plugin {plugin} failed in order_candidates: "
+                              f"{type(exc).__name__}: {exc}") from exc
+        unknown = [n for n in candidates_list if n not in order]
+        if unknown:
+            raise PluginError(f"plugin {plugin} added unknown candidates in order_candidates: "
+                              f"{', '.join(unknown)}")
+    vetoed = [n for n in order if n not in candidates_list]
+    return candidates_list + vetoed, set(vetoed)

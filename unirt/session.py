@@ -8,8 +8,9 @@ No hooks, no logging and no model reading happen per call.
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from .errors import (
     InputError,
     OutputError,
     SessionClosedError,
+    ShapeLimitError,
     UnirtError,
     first_line,
 )
@@ -28,6 +30,11 @@ from .tensor import TensorInfo
 if TYPE_CHECKING:  # pragma: no cover
     from .backend import BackendSession, OpenOptions
     from .model import ModelInfo
+
+logger = logging.getLogger("unirt")
+
+#: ``reroute(failed_backend, shape_text, reason) -> (backend name, BackendSession)``
+Reroute = Callable[[str, str, str], "tuple[str, BackendSession]"]
 
 
 class _InputCheck:
@@ -106,11 +113,17 @@ class Session:
         impl: BackendSession,
         route: Sequence[RouteStep] = (),
         options: OpenOptions | None = None,
+        reroute: Reroute | None = None,
     ) -> None:
         self.model = model
         self._backend = backend
         self._impl: BackendSession | None = impl
-        self._route = tuple(route)
+        self._route = route if isinstance(route, list) else list(route)
+        self._reroute = reroute
+        # Input-shape signature -> (backend, engine session) for shapes the chosen engine
+        # refused at run time (ShapeLimitError) and another candidate took.
+        self._by_shape: dict[tuple, tuple[str, BackendSession]] = {}
+        self._fallback_lock = threading.Lock()
         self.options = options
         self._inputs = model.inputs
         self._outputs = model.outputs
@@ -136,12 +149,12 @@ class Session:
 
     @property
     def route(self) -> tuple[RouteStep, ...]:
-        """Every backend considered when loading, in order, with outcome and reason."""
-        return self._route
+        """Every backend considered, in order, with outcome and reason (run-time fallbacks too)."""
+        return tuple(self._route)
 
     @property
     def details(self) -> dict[str, Any]:
-        """How the engine runs the model (providers, device, precision), as the backend reports it."""
+        """How the engine runs the model (providers, device), as the backend reports it."""
         return dict(self._impl.details) if self._impl is not None else {}
 
     @property
@@ -191,10 +204,38 @@ class Session:
             names = outputs
         try:
             results = impl.run(checked, names)
+        except ShapeLimitError as exc:
+            return self._run_elsewhere(checked, names, exc)
         except UnirtError:
             raise
         except Exception as exc:
             raise BackendError(f"{self._backend} failed running {self.model.name}: "
+                               f"{type(exc).__name__}: {first_line(exc)}") from exc
+        return dict(zip(names, results))
+
+    def _run_elsewhere(self, feeds: dict[str, Any], names: Sequence[str],
+                       limit: ShapeLimitError) -> dict[str, np.ndarray]:
+        """Run-time fallback: a shape the engine cannot take goes to the next candidate that can
+        open the model (once per shape signature; recorded on the route; warned once)."""
+        key = tuple((n, getattr(a, "shape", None)) for n, a in feeds.items())
+        shape = ", ".join(f"{n}={'x'.join(map(str, s or ()))}" for n, s in key)
+        with self._fallback_lock:
+            entry = self._by_shape.get(key)
+            if entry is None:
+                if self._reroute is None:  # backend= never falls back
+                    raise limit
+                entry = self._reroute(self._backend, shape, str(limit))
+                if not self._by_shape:
+                    logger.warning("unirt: %s cannot run %s at %s (%s); running that shape on %s",
+                                   self._backend, self.model.name, shape, limit, entry[0])
+                self._by_shape[key] = entry
+        name, impl = entry
+        try:
+            results = impl.run(feeds, names)
+        except UnirtError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"{name} failed running {self.model.name}: "
                                f"{type(exc).__name__}: {first_line(exc)}") from exc
         return dict(zip(names, results))
 
@@ -250,8 +291,11 @@ class Session:
         """Free the engine session. Idempotent; ``run`` after ``close`` raises."""
         with self._close_lock:
             impl, self._impl = self._impl, None
+            others, self._by_shape = list(self._by_shape.values()), {}
         if impl is not None:
             impl.close()
+        for _, other in others:
+            other.close()
 
     def __enter__(self) -> Session:
         return self
