@@ -254,23 +254,266 @@ def _stats(a: Any) -> dict[str, Any]:
 
 
 def _save_outputs(outputs: dict[str, Any], output_dir: str) -> dict[str, str]:
+    import io
+
     import numpy as np
 
-    directory = Path(output_dir)
-    directory.mkdir(parents=True, exist_ok=True)
     saved = {}
     for name, arr in outputs.items():
-        target = directory / (re.sub(r"[^A-Za-z0-9_.-]", "_", name) + ".npy")
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npy.tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, np.asarray(arr), allow_pickle=False)
-            os.replace(tmp, target)  # a reader never sees a half-written file
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        target = Path(output_dir) / (re.sub(r"[^A-Za-z0-9_.-]", "_", name) + ".npy")
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(arr), allow_pickle=False)
+        _write_atomic(target, buf.getvalue())
         saved[name] = str(target)
     return saved
+
+
+# -- unirt compare ----------------------------------------------------------------------------
+def _backends_option(value: str | None) -> list[str] | None:
+    return [b.strip() for b in value.split(",") if b.strip()] if value else None
+
+
+def _feeds_and_shapes(input_specs: tuple[str, ...],
+                      shape_specs: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+    from .inputs import load_npy, parse_assignments, parse_shape
+
+    files = parse_assignments(input_specs, "--input")
+    feeds = {name: load_npy(path, name) for name, path in files.items()}
+    shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
+    return feeds, shapes
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--backends", "backend_list", default=None, metavar="A,B,...",
+              help="Backends to compare (default: every available one).")
+@click.option("--input", "-i", "input_specs", multiple=True, metavar="NAME=FILE.npy")
+@click.option("--shape", "-s", "shape_specs", multiple=True, metavar="NAME=1x3x224x224")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--precision", type=click.Choice(["exact", "fast"]), default="exact",
+              show_default=True)
+@click.option("--atol", type=float, default=None, help="Absolute tolerance (default per mode).")
+@click.option("--rtol", type=float, default=None, help="Relative tolerance (default per mode).")
+@click.option("--layerwise", is_flag=True,
+              help="For each failing backend, find the first node whose output diverges.")
+@click.option("--timeout", type=float, default=300.0, show_default=True,
+              help="Seconds per backend before it is reported as hung.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def compare(model: str, backend_list: str | None, input_specs: tuple[str, ...],
+            shape_specs: tuple[str, ...], seed: int, precision: str, atol: float | None,
+            rtol: float | None, layerwise: bool, timeout: float, as_json: bool) -> None:
+    """Run MODEL on several backends and compare every output with ONNX Runtime CPU.
+
+    Exit status 2 when a backend is out of tolerance, crashes or fails, so it can gate CI.
+    """
+    from . import compare as cmp
+
+    feeds, shapes = _feeds_and_shapes(input_specs, shape_specs)
+    report = cmp.compare(model, _backends_option(backend_list), feeds, shapes, seed, precision,
+                         atol, rtol, timeout)
+    layers = {}
+    if layerwise:
+        for r in report.results:
+            if r.status == "fail":
+                layers[r.backend] = cmp.layerwise(model, r.backend, feeds, shapes, seed,
+                                                  precision, atol, rtol, timeout)
+    if as_json:
+        data = report.as_dict()
+        data["layerwise"] = {k: v.as_dict() for k, v in layers.items()}
+        _print_json(data)
+    else:
+        con = _console()
+        shapes_text = ", ".join(f"{k}: {d}[{'x'.join(map(str, s))}]"
+                                for k, (s, d) in report.inputs.items())
+        con.print(f"{report.model}: {precision} precision, reference {report.reference}, "
+                  f"inputs {shapes_text}")
+        rows = []
+        for r in report.results:
+            if not r.outputs:
+                rows.append([r.backend, r.status.upper(), "", "", "", "", "", "", "", r.reason])
+            for o in r.outputs:
+                tol = r.tolerances.get(o.name, (None, None))
+                rows.append([r.backend, r.status.upper(), r.precision, o.name,
+                             _fmt(o.max_abs), _fmt(o.max_rel), _fmt(o.mean_abs),
+                             _fmt(o.cosine), _topk(o),
+                             o.problem or f"atol {tol[0]:.3g} rtol {tol[1]:.3g}"])
+        con.print(_table("Comparison", ["backend", "verdict", "precision", "output", "max abs",
+                                        "max rel", "mean abs", "cosine", "top1/top5",
+                                        "note"], rows))
+        for lw in layers.values():
+            con.print(_layerwise_text(lw), markup=False)
+    if not report.passed:
+        sys.exit(2)
+
+
+def _topk(o: Any) -> str:
+    if o.top1 is None:
+        return ""
+    return f"{o.top1:.0%}" + ("" if o.top5 is None else f" / {o.top5:.0%}")
+
+
+def _layerwise_text(lw: Any) -> str:
+    if lw.status != "diverges":
+        return f"layerwise {lw.backend}: {lw.status}" + (f" ({lw.reason})" if lw.reason else "")
+    f = lw.first
+    outs = ", ".join(f"{k} max abs {v:.3g}" for k, v in f.output_errors.items())
+    ins = ", ".join(f"{k} max abs {v:.3g}" for k, v in f.input_errors.items()) or "model inputs"
+    return (f"layerwise {lw.backend}: first divergence at node {f.node!r} ({f.op}, #{f.index}) "
+            f"after {lw.rounds} rounds\n  output: {outs}\n  inputs: {ins}")
+
+
+# -- unirt bench ------------------------------------------------------------------------------
+@cli.command(name="bench")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--backends", "backend_list", default=None, metavar="A,B,...",
+              help="Backends to measure (default: every available one).")
+@click.option("--shape", "-s", "shape_specs", multiple=True, metavar="NAME=1x3x224x224",
+              help="An input shape; repeat with several values of one input for a size sweep.")
+@click.option("--runs", default=50, show_default=True, help="Timed runs per backend and shape.")
+@click.option("--warmup", default=5, show_default=True, help="Untimed runs first.")
+@click.option("--threads", type=int, default=None, help="Intra-op threads for every engine.")
+@click.option("--precision", type=click.Choice(["exact", "fast"]), default="exact",
+              show_default=True)
+@click.option("--timeout", type=float, default=600.0, show_default=True)
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None)
+@click.option("--json-out", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the report as JSON to this file.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Draw latency against input size per backend (needs matplotlib).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def bench_cmd(model: str, backend_list: str | None, shape_specs: tuple[str, ...], runs: int,
+              warmup: int, threads: int | None, precision: str, timeout: float,
+              csv_path: str | None, json_path: str | None, plot_path: str | None,
+              as_json: bool) -> None:
+    """Measure load time and latency of MODEL on each backend, interleaved in one run."""
+    from . import bench as b
+
+    sweep = _shape_sweep(shape_specs)
+    if plot_path:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UnirtError('--plot needs matplotlib: pip install "unirt[plot]"') from None
+    if as_json or not sys.stderr.isatty():
+        report = b.bench(model, _backends_option(backend_list), sweep, runs, warmup, threads,
+                         precision, timeout=timeout)
+    else:
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            task = bar.add_task("benchmarking", total=None)
+
+            def progress(msg: str, done: int, total: int) -> None:
+                bar.update(task, description=msg, completed=done, total=total)
+
+            report = b.bench(model, _backends_option(backend_list), sweep, runs, warmup,
+                             threads, precision, timeout=timeout, progress=progress)
+    data = report.as_dict()
+    if json_path:
+        _write_atomic(Path(json_path), json.dumps(data, indent=2, default=str))
+    if csv_path:
+        _write_atomic(Path(csv_path), _csv(data["results"]))
+    if plot_path:
+        _plot(report, Path(plot_path))
+    if as_json:
+        _print_json(data)
+        return
+    m = report.machine
+    con = _console()
+    con.print(f"{report.model} on {m['cpu']} ({m['cores']} cores), "
+              + ", ".join(f"{k} {v}" for k, v in m["engines"].items()))
+    rows = [[r.backend, r.shape, r.status if r.status != "ok" else (r.precision or ""),
+             _ms(r.cold_load_s), _ms(r.warm_load_s), _fmt(r.median_ms), _fmt(r.p90_ms),
+             _fmt(r.p99_ms), _fmt(r.throughput),
+             "" if r.peak_rss_bytes is None else f"{r.peak_rss_bytes / 2**20:.0f}", r.reason]
+            for r in report.results]
+    con.print(_table("Benchmark", ["backend", "shape", "precision", "cold load ms",
+                                   "warm load ms", "median ms", "p90 ms", "p99 ms", "samples/s",
+                                   "peak MB", "note"], rows))
+
+
+def _shape_sweep(specs: tuple[str, ...]) -> list[dict[str, Any]]:
+    """``--shape`` values in order -> shape sets: repeating a name starts the next set, so
+    ``-s x=1x3x32x32 -s x=1x3x64x64`` is a sweep of two sizes."""
+    from .inputs import parse_assignments, parse_shape
+
+    sets: list[dict[str, Any]] = [{}]
+    for spec in specs:
+        name, value = next(iter(parse_assignments([spec], "--shape").items()))
+        if name in sets[-1]:
+            sets.append(dict(sets[-1]))
+        sets[-1][name] = parse_shape(value)
+    return sets
+
+
+def _ms(seconds: float | None) -> str:
+    return "" if seconds is None else f"{seconds * 1e3:.1f}"
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return buf.getvalue()
+
+
+def _write_atomic(path: Path, data: str | bytes) -> None:
+    """Write through a temporary file and rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _plot(report: Any, path: Path) -> None:
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    by_backend: dict[str, list[tuple[int, float, str]]] = {}
+    for r in report.results:
+        if r.median_ms is None:
+            continue
+        size = 0
+        for part in r.shape.split(","):
+            dims = part.split("=", 1)[1].split("x") if "=" in part else []
+            size += int(np.prod([int(d) for d in dims])) if dims else 0
+        by_backend.setdefault(r.backend, []).append((size, r.median_ms, r.shape))
+    for name, pts in by_backend.items():
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+    ax.set_xlabel("input elements")
+    ax.set_ylabel("median latency (ms)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_title(report.model)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp" + path.suffix)
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+# -- unirt capabilities / probe-ops (unirt/capability_cli.py) ---------------------------------
+from .capability_cli import capabilities_command, probe_ops_command  # noqa: E402
+
+cli.add_command(capabilities_command)
+cli.add_command(probe_ops_command)
 
 
 def _add_plugin_commands() -> None:

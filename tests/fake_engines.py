@@ -1,0 +1,86 @@
+"""Fake engines that misbehave the way real ones do, loadable in child processes.
+
+Registered through a real entry point (a dist-info written by the ``fake_engines`` fixture in
+``tests/test_compare.py``), so spawned children that rebuild the plugin registry find them too.
+Each delegates to ONNX Runtime for the numbers and differs only in how it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import unirt
+from unirt.backend import Availability, Backend, BackendSession, OpenOptions
+from unirt.model import ModelInfo, read_model
+
+
+class _Delegating(Backend):
+    default_rank = 99
+
+    def _available_impl(self) -> Availability:
+        return Availability(True, "0.0-test", devices=("cpu",))
+
+    def _rewrite(self, model: ModelInfo) -> ModelInfo:
+        return model
+
+    def _open_impl(self, model: ModelInfo, options: OpenOptions) -> BackendSession:
+        from unirt_onnxruntime import OnnxRuntimeBackend
+
+        inner = OnnxRuntimeBackend().open(self._rewrite(model), OpenOptions())
+        return _Session(inner, self._before_run)
+
+    def _before_run(self) -> None:
+        pass
+
+
+class _Session(BackendSession):
+    def __init__(self, inner: BackendSession, hook: Any) -> None:
+        super().__init__()
+        self.inner, self.hook = inner, hook
+
+    def run(self, feeds: dict[str, Any], output_names: Any) -> Any:
+        self.hook()
+        return self.inner.run(feeds, output_names)
+
+
+class Segfaults(_Delegating):
+    name = "fake-segfault"
+
+    def _before_run(self) -> None:
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+
+class Hangs(_Delegating):
+    name = "fake-hang"
+
+    def _before_run(self) -> None:
+        time.sleep(3600)
+
+
+class Approximates(_Delegating):
+    """Computes the second Relu of a model as LeakyRelu(0.1): right shapes, wrong numbers from
+    that node on, like an engine with a subtly wrong kernel."""
+
+    name = "fake-approx"
+
+    def _rewrite(self, model: ModelInfo) -> ModelInfo:
+        import onnx
+        from onnx import helper
+
+        proto = onnx.load(model.source()) if model.path else onnx.load_from_string(model.data)
+        relus = [n for n in proto.graph.node if n.op_type == "Relu"]
+        if len(relus) >= 2:
+            node = relus[1]
+            node.op_type = "LeakyRelu"
+            node.attribute.append(helper.make_attribute("alpha", 0.1))
+        return read_model(proto)
+
+
+@unirt.hookimpl
+def register_backends(register: Any) -> None:
+    register(Segfaults)
+    register(Hangs)
+    register(Approximates)

@@ -1,0 +1,281 @@
+"""``unirt bench``: load time and latency of a model on several backends, measured fairly.
+
+Each backend runs in its own child process (a crash or hang is a row in the report, not the end
+of the run) and all of them are measured in one run, interleaved: round after round, each
+backend runs a slice of its iterations, in rotating order, so that noise from a shared machine
+hits every backend alike and the ratios between them hold.
+
+Load time is measured twice per backend: *cold* in a first child with an empty artifact cache
+(conversion, compilation), then *warm* in a second child with the cache that the first one left.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import UnirtError
+from .isolation import Worker
+from .model import ModelSource, read_model
+
+DEFAULT_TIMEOUT = 600.0
+
+
+# -- what runs in the children -------------------------------------------------------------------
+def _child_init() -> dict[str, Any]:
+    return {}
+
+
+def _child_open(state: dict[str, Any], source: str | bytes, backend: str, precision: str,
+                threads: int | None) -> dict[str, Any]:
+    import time
+
+    import unirt
+
+    start = time.perf_counter()
+    sess = unirt.load(source, backend=backend, precision=precision, threads=threads)
+    state["sess"] = sess
+    return {"load_s": time.perf_counter() - start, "precision": sess.precision}
+
+
+def _child_runs(state: dict[str, Any], feeds: dict[str, np.ndarray], n: int) -> list[float]:
+    import time
+
+    run = state["sess"].run
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        run(feeds)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _child_peak_rss(_state: dict[str, Any]) -> int:
+    # VmHWM is this process image's own peak; ru_maxrss survives exec on Linux and would report
+    # the parent's peak when the parent is the larger one.
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return int(rss if platform.system() == "Darwin" else rss * 1024)
+
+
+# -- results -------------------------------------------------------------------------------------
+@dataclass
+class BenchResult:
+    """One (backend, shape) row. ``status`` is ``ok``, ``error``, ``crashed`` or ``timeout``."""
+
+    backend: str
+    shape: str
+    status: str = "ok"
+    reason: str = ""
+    precision: str | None = None
+    cold_load_s: float | None = None
+    warm_load_s: float | None = None
+    latencies_s: list[float] = field(default_factory=list)
+    peak_rss_bytes: int | None = None
+    batch: int = 1
+
+    def _pct(self, q: float) -> float | None:
+        if not self.latencies_s:
+            return None
+        return float(np.percentile(self.latencies_s, q))
+
+    @property
+    def median_ms(self) -> float | None:
+        return None if not self.latencies_s else statistics.median(self.latencies_s) * 1e3
+
+    @property
+    def p90_ms(self) -> float | None:
+        v = self._pct(90)
+        return None if v is None else v * 1e3
+
+    @property
+    def p99_ms(self) -> float | None:
+        v = self._pct(99)
+        return None if v is None else v * 1e3
+
+    @property
+    def throughput(self) -> float | None:
+        """Samples per second at the median latency (batch size counted)."""
+        m = self.median_ms
+        return None if not m else self.batch * 1e3 / m
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "shape": self.shape, "status": self.status,
+                "reason": self.reason, "precision": self.precision,
+                "cold_load_s": self.cold_load_s, "warm_load_s": self.warm_load_s,
+                "median_ms": self.median_ms, "p90_ms": self.p90_ms, "p99_ms": self.p99_ms,
+                "throughput_per_s": self.throughput, "peak_rss_mb":
+                    None if self.peak_rss_bytes is None else self.peak_rss_bytes / 2**20,
+                "runs": len(self.latencies_s)}
+
+
+@dataclass
+class BenchReport:
+    model: str
+    machine: dict[str, Any]
+    results: list[BenchResult]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "machine": self.machine,
+                "results": [r.as_dict() for r in self.results]}
+
+
+def machine_info(backends: Sequence[str]) -> dict[str, Any]:
+    """CPU model, core count, Python and engine versions, for the report's header."""
+    from .inventory import backends as list_backends
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    versions = {b.name: b.version for b in list_backends() if b.name in backends}
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "engines": versions}
+
+
+def _shape_label(feeds: Mapping[str, np.ndarray]) -> str:
+    return ",".join(f"{k}={'x'.join(map(str, v.shape))}" for k, v in feeds.items())
+
+
+def bench(
+    model: ModelSource,
+    backends: Sequence[str] | None = None,
+    shapes: Sequence[Mapping[str, Sequence[int]]] = ({},),
+    runs: int = 50,
+    warmup: int = 5,
+    threads: int | None = None,
+    precision: str = "exact",
+    seed: int = 0,
+    rounds: int = 10,
+    timeout: float = DEFAULT_TIMEOUT,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> BenchReport:
+    """Measure ``model`` on ``backends`` (default: every available one) at each of ``shapes``.
+
+    ``progress(message, done, total)`` is called as work advances (the CLI draws a bar with it).
+    """
+    from .compare import default_backends
+    from .inputs import make_inputs
+    from .plugins import get_registry
+
+    if runs < 1 or warmup < 0 or rounds < 1:
+        raise UnirtError("runs and rounds must be >= 1 and warmup >= 0")
+    info = read_model(model)
+    names = list(backends) if backends else default_backends(exclude_reference=False)
+    for n in names:
+        get_registry().backend(n)
+    feeds_per_shape = [make_inputs(info.inputs, s, seed) for s in shapes]
+    source = info.source()
+    total = len(names) * 2 + len(feeds_per_shape) * rounds * len(names)
+    done = 0
+
+    def tick(msg: str) -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(msg, done, total)
+
+    results: dict[tuple[str, str], BenchResult] = {}
+    workers: dict[str, Worker] = {}
+    previous_cache = os.environ.get("UNIRT_CACHE_DIR")
+    with tempfile.TemporaryDirectory(prefix="unirt-bench-cache-") as cache:
+        os.environ["UNIRT_CACHE_DIR"] = cache  # cold means an empty cache; children inherit it
+        try:
+            failed: dict[str, BenchResult] = {}
+            for name in names:
+                with Worker(_child_init) as cold:
+                    first = cold.call(_child_open, source, name, precision, threads,
+                                      timeout=timeout)
+                tick(f"{name}: cold load")
+                w = Worker(_child_init)
+                warm = w.call(_child_open, source, name, precision, threads, timeout=timeout)
+                tick(f"{name}: warm load")
+                bad = first if not first.ok else warm if not warm.ok else None
+                if bad is not None:
+                    w.close()
+                    status = bad.status if bad.status in ("crashed", "timeout") else "error"
+                    failed[name] = BenchResult(name, "", status, bad.describe())
+                    continue
+                workers[name] = w
+                for feeds in feeds_per_shape:
+                    label = _shape_label(feeds)
+                    batch = next(iter(feeds.values())).shape[0] if feeds and next(
+                        iter(feeds.values())).ndim else 1
+                    results[(name, label)] = BenchResult(
+                        name, label, precision=first.value["precision"],
+                        cold_load_s=first.value["load_s"], warm_load_s=warm.value["load_s"],
+                        batch=int(batch))
+            per_round = max(1, -(-runs // rounds))
+            dead: dict[str, Any] = {}  # a crashed or hung child took its session with it
+
+            def timed(name: str, res: BenchResult, feeds: dict[str, np.ndarray], n: int,
+                      keep: bool = True) -> None:
+                if res.status != "ok":
+                    return
+                if name in dead:
+                    _fail(res, dead[name])
+                    return
+                out = workers[name].call(_child_runs, feeds, n, timeout=timeout)
+                if out.ok:
+                    if keep:
+                        res.latencies_s.extend(out.value)
+                    return
+                _fail(res, out)
+                if out.status in ("crashed", "timeout"):
+                    dead[name] = out
+
+            for feeds in feeds_per_shape:
+                label = _shape_label(feeds)
+                if warmup:
+                    for name in workers:
+                        timed(name, results[(name, label)], feeds, warmup, keep=False)
+                for r in range(rounds):
+                    order = list(workers)
+                    order = order[r % len(order):] + order[:r % len(order)] if order else order
+                    for name in order:
+                        tick(f"{name} {label}: round {r + 1}/{rounds}")
+                        timed(name, results[(name, label)], feeds, per_round)
+            for name, w in workers.items():
+                if name in dead:
+                    continue
+                rss = w.call(_child_peak_rss, timeout=30)
+                for (n, _), res in results.items():
+                    if n == name and rss.ok:
+                        res.peak_rss_bytes = rss.value
+        finally:
+            for w in workers.values():
+                w.close()
+            if previous_cache is None:
+                os.environ.pop("UNIRT_CACHE_DIR", None)
+            else:
+                os.environ["UNIRT_CACHE_DIR"] = previous_cache
+    ordered = [results[(n, _shape_label(f))] if (n, _shape_label(f)) in results else failed[n]
+               for n in names for f in feeds_per_shape]
+    seen: set[int] = set()
+    unique = [r for r in ordered if not (id(r) in seen or seen.add(id(r)))]
+    return BenchReport(info.name, machine_info(names), unique)
+
+
+def _fail(res: BenchResult, outcome: Any) -> None:
+    res.status = outcome.status if outcome.status in ("crashed", "timeout") else "error"
+    res.reason = outcome.describe()

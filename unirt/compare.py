@@ -1,0 +1,381 @@
+"""``unirt compare``: the same inputs on several backends, judged against ONNX Runtime CPU.
+
+Every backend, the reference included, runs in a child process (:mod:`unirt.isolation`): an
+engine that segfaults or hangs on the model becomes a row in the report, and the other backends
+still complete. ``layerwise`` finds the first node whose output diverges, by exposing a few
+intermediate tensors per round as extra graph outputs and narrowing the range (a k-ary search
+along the topological order), so a big model is never asked for every tensor at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import UnirtError
+from .isolation import Outcome, Worker
+from .metrics import OutputDiff, diff, tolerance, within
+from .model import ModelInfo, ModelSource, read_model
+
+logger = logging.getLogger("unirt")
+
+REFERENCE = "onnxruntime"
+DEFAULT_TIMEOUT = 300.0
+
+
+# -- what runs in the child ----------------------------------------------------------------------
+def _child_run(_state: Any, source: str | bytes, backend: str, feeds: dict[str, np.ndarray],
+               precision: str, options: dict[str, Any], outputs: list[str] | None) -> dict:
+    """Open ``source`` on ``backend`` and run ``feeds`` once (in a child process)."""
+    import time
+
+    import unirt
+
+    start = time.perf_counter()
+    sess = unirt.load(source, backend=backend, precision=precision,
+                      options={backend: options} if options else None)
+    loaded = time.perf_counter()
+    result = sess.run(feeds, outputs=outputs)
+    done = time.perf_counter()
+    info = {"outputs": result, "precision": sess.precision, "load_s": loaded - start,
+            "run_s": done - loaded}
+    sess.close()
+    return info
+
+
+def run_on(worker: Worker, source: str | bytes, backend: str, feeds: dict[str, np.ndarray],
+           precision: str = "exact", options: Mapping[str, Any] | None = None,
+           outputs: list[str] | None = None, timeout: float = DEFAULT_TIMEOUT) -> Outcome:
+    """One isolated open-and-run; the Outcome's value is ``{"outputs", "precision", ...}``."""
+    return worker.call(_child_run, source, backend, feeds, precision, dict(options or {}),
+                       outputs, timeout=timeout)
+
+
+# -- compare -------------------------------------------------------------------------------------
+@dataclass
+class BackendComparison:
+    """One backend's row: ``status`` is ``pass``, ``fail`` (numbers out of tolerance), ``error``
+    (it raised), ``crashed`` (with the signal), ``timeout``."""
+
+    backend: str
+    status: str
+    reason: str = ""
+    precision: str | None = None
+    outputs: list[OutputDiff] = field(default_factory=list)
+    tolerances: dict[str, tuple[float, float]] = field(default_factory=dict)
+    load_s: float | None = None
+    run_s: float | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "status": self.status, "reason": self.reason,
+                "precision": self.precision, "load_s": self.load_s, "run_s": self.run_s,
+                "outputs": [o.as_dict() | {"atol": self.tolerances.get(o.name, (None, None))[0],
+                                           "rtol": self.tolerances.get(o.name, (None, None))[1]}
+                            for o in self.outputs]}
+
+
+@dataclass
+class CompareReport:
+    model: str
+    reference: str
+    precision: str
+    inputs: dict[str, tuple[list[int], str]]
+    results: list[BackendComparison]
+
+    @property
+    def passed(self) -> bool:
+        """True when every compared backend is within tolerance."""
+        return all(r.passed for r in self.results)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "reference": self.reference, "precision": self.precision,
+                "inputs": {k: {"shape": s, "dtype": d} for k, (s, d) in self.inputs.items()},
+                "passed": self.passed, "results": [r.as_dict() for r in self.results]}
+
+
+def _source(info: ModelInfo) -> str | bytes:
+    return info.source()
+
+
+def default_backends(exclude_reference: bool = True) -> list[str]:
+    """Every available backend (the reference left out: it would compare with itself)."""
+    from .inventory import backends
+
+    return [b.name for b in backends() if b.available
+            and not (exclude_reference and b.name == REFERENCE)]
+
+
+def _judge(backend: str, outcome: Outcome, reference: dict[str, np.ndarray], precision: str,
+           atol: float | None, rtol: float | None) -> BackendComparison:
+    if not outcome.ok:
+        status = outcome.status if outcome.status in ("crashed", "timeout") else "error"
+        return BackendComparison(backend, status, outcome.describe())
+    got = outcome.value["outputs"]
+    diffs, tols, failing = [], {}, []
+    for name, ref in reference.items():
+        d = diff(name, got[name], ref)
+        tol = tolerance(precision, np.asarray(ref), atol, rtol)
+        diffs.append(d)
+        tols[name] = tol
+        if d.problem or not within(got[name], ref, *tol):
+            failing.append(f"{name}: {d.problem or f'max abs {d.max_abs:.3g} > atol {tol[0]:.3g}'}")
+    return BackendComparison(
+        backend, "fail" if failing else "pass", "; ".join(failing),
+        outcome.value["precision"], diffs, tols, outcome.value["load_s"], outcome.value["run_s"])
+
+
+def compare(
+    model: ModelSource,
+    backends: Sequence[str] | None = None,
+    feeds: Mapping[str, np.ndarray] | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    seed: int = 0,
+    precision: str = "exact",
+    atol: float | None = None,
+    rtol: float | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> CompareReport:
+    """Run the same inputs on ``backends`` (default: every available one) and the reference."""
+    from .inputs import make_inputs
+    from .plugins import get_registry
+
+    info = read_model(model)
+    registry = get_registry()
+    names = list(backends) if backends else default_backends()
+    for n in names:
+        registry.backend(n)  # unknown names: an error listing the registered ones
+    given = dict(feeds or {})
+    unknown = set(given) - {t.name for t in info.inputs}
+    if unknown:
+        raise UnirtError(f"unknown input(s) {', '.join(sorted(unknown))}; inputs: "
+                         f"{', '.join(t.name for t in info.inputs)}")
+    generated = make_inputs([t for t in info.inputs if t.name not in given],
+                            {k: v for k, v in (shapes or {}).items() if k not in given}, seed)
+    all_feeds = {t.name: (given[t.name] if t.name in given else generated[t.name])
+                 for t in info.inputs}
+    source = _source(info)
+    with Worker() as ref_worker:
+        ref = run_on(ref_worker, source, REFERENCE, all_feeds, "exact", {}, timeout=timeout)
+    if not ref.ok:
+        raise UnirtError(f"the reference ({REFERENCE}) could not run {info.name}: "
+                         f"{ref.describe()}")
+    reference = ref.value["outputs"]
+    results = []
+    for name in names:
+        with Worker() as w:
+            outcome = run_on(w, source, name, all_feeds, precision,
+                             (options or {}).get(name), timeout=timeout)
+        results.append(_judge(name, outcome, reference, precision, atol, rtol))
+    return CompareReport(info.name, REFERENCE, precision,
+                         {k: (list(np.shape(v)), str(np.asarray(v).dtype))
+                          for k, v in all_feeds.items()}, results)
+
+
+# -- layerwise -----------------------------------------------------------------------------------
+@dataclass
+class LayerStep:
+    """One node on the divergence path with the error at its outputs and at its inputs."""
+
+    node: str
+    op: str
+    index: int
+    output_errors: dict[str, float]
+    input_errors: dict[str, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class LayerwiseReport:
+    model: str
+    backend: str
+    status: str  # "diverges", "no divergence", "error"
+    reason: str = ""
+    first: LayerStep | None = None
+    probes: list[dict[str, Any]] = field(default_factory=list)  # (node index, max abs) tried
+    rounds: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "backend": self.backend, "status": self.status,
+                "reason": self.reason, "first": self.first.as_dict() if self.first else None,
+                "probes": self.probes, "rounds": self.rounds}
+
+
+_FLOAT_TYPES = {1, 10, 11, 16}  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
+
+
+def _typed_tensors(proto: Any) -> dict[str, Any]:
+    """ValueInfo of every tensor whose element type is known after shape inference."""
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto)
+    except Exception:  # shape inference fails on some real models: use what is declared
+        inferred = proto
+    g = inferred.graph
+    return {v.name: v for v in [*g.value_info, *g.input, *g.output]
+            if v.type.HasField("tensor_type") and v.type.tensor_type.elem_type}
+
+
+def _with_outputs(proto: Any, names: list[str], typed: dict[str, Any]) -> Any:
+    import onnx
+
+    m = onnx.ModelProto()
+    m.CopyFrom(proto)
+    have = {o.name for o in m.graph.output}
+    for n in names:
+        if n not in have:
+            m.graph.output.append(typed[n])
+            have.add(n)
+    return m
+
+
+class _Prober:
+    """Runs the model with extra outputs on the reference and the backend, in two children."""
+
+    def __init__(self, info: ModelInfo, backend: str, feeds: dict[str, np.ndarray],
+                 precision: str, atol: float | None, rtol: float | None, timeout: float,
+                 workdir: Path) -> None:
+        import onnx
+
+        self.info, self.backend, self.feeds = info, backend, feeds
+        self.precision, self.atol, self.rtol, self.timeout = precision, atol, rtol, timeout
+        self.workdir = workdir
+        self.proto = onnx.load(str(info.path), load_external_data=False) if info.path else \
+            onnx.load_from_string(info.data)
+        for f in info.external_data:  # modified copies must still find their weights
+            target = workdir / f.relative_to(info.path.parent) if info.path else None
+            if target is not None:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(f, target)
+        self.typed = _typed_tensors(self.proto)
+        self.ref_worker, self.be_worker = Worker(), Worker()
+        self.count = 0
+
+    def errors(self, tensors: list[str]) -> dict[str, tuple[float, bool]]:
+        """(max abs error, within tolerance?) of each tensor; raises when a run fails."""
+        import onnx
+
+        self.count += 1
+        path = self.workdir / f"probe{self.count}.onnx"
+        onnx.save(_with_outputs(self.proto, tensors, self.typed), str(path))
+        ref = run_on(self.ref_worker, str(path), REFERENCE, self.feeds, "exact",
+                     outputs=tensors, timeout=self.timeout)
+        if not ref.ok:
+            raise UnirtError(f"reference failed with extra outputs: {ref.describe()}")
+        got = run_on(self.be_worker, str(path), self.backend, self.feeds, self.precision,
+                     outputs=tensors, timeout=self.timeout)
+        if not got.ok:
+            raise UnirtError(f"{self.backend} failed with extra outputs: {got.describe()}")
+        out = {}
+        for t in tensors:
+            r, a = ref.value["outputs"][t], got.value["outputs"][t]
+            d = diff(t, a, r)
+            ok = d.problem is None and within(a, r, *tolerance(self.precision, np.asarray(r),
+                                                               self.atol, self.rtol))
+            out[t] = (d.max_abs, ok)
+        return out
+
+    def close(self) -> None:
+        self.ref_worker.close()
+        self.be_worker.close()
+
+
+def layerwise(
+    model: ModelSource,
+    backend: str,
+    feeds: Mapping[str, np.ndarray] | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    seed: int = 0,
+    precision: str = "exact",
+    atol: float | None = None,
+    rtol: float | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    fanout: int = 8,
+) -> LayerwiseReport:
+    """Find the first node (in topological order) whose output diverges on ``backend``.
+
+    Each round exposes up to ``fanout`` tensors spread over the remaining range as extra outputs,
+    so the number of rounds grows as log base ``fanout + 1`` of the node count.
+    """
+    from .inputs import make_inputs
+
+    info = read_model(model)
+    all_feeds = dict(feeds or {})
+    all_feeds.update(make_inputs([t for t in info.inputs if t.name not in all_feeds],
+                                 shapes, seed))
+    workdir = Path(tempfile.mkdtemp(prefix="unirt-layerwise-"))
+    prober = None
+    try:
+        prober = _Prober(info, backend, all_feeds, precision, atol, rtol, timeout, workdir)
+        nodes = list(prober.proto.graph.node)
+        # Candidate positions: main-graph nodes with a float output whose type is known.
+        cands = [(i, [o for o in n.output if o in prober.typed
+                      and prober.typed[o].type.tensor_type.elem_type in _FLOAT_TYPES])
+                 for i, n in enumerate(nodes)]
+        cands = [(i, outs[:1]) for i, outs in cands if outs]
+        report = LayerwiseReport(info.name, backend, "no divergence")
+        if not cands:
+            report.status, report.reason = "error", "no float intermediate tensor to probe"
+            return report
+
+        def bad(errs: dict[str, tuple[float, bool]], tensor: str) -> bool:
+            return not errs[tensor][1]
+
+        # The last candidate stands for the model's end: if it agrees, nothing diverges.
+        last_t = cands[-1][1][0]
+        errs = prober.errors([last_t])
+        report.rounds += 1
+        report.probes.append({"index": cands[-1][0], "tensor": last_t,
+                              "max_abs": errs[last_t][0]})
+        if not bad(errs, last_t):
+            return report
+        lo, hi = -1, len(cands) - 1  # cands[lo] agrees (or lo = -1), cands[hi] diverges
+        while hi - lo > 1:
+            span = hi - lo - 1
+            step = max(1, -(-span // fanout))
+            picks = list(range(lo + step, hi, step))[:fanout]
+            tensors = [cands[p][1][0] for p in picks]
+            errs = prober.errors(tensors)
+            report.rounds += 1
+            for p, t in zip(picks, tensors):
+                report.probes.append({"index": cands[p][0], "tensor": t,
+                                      "max_abs": errs[t][0]})
+            first_bad = next((p for p, t in zip(picks, tensors) if bad(errs, t)), None)
+            if first_bad is None:
+                lo = picks[-1]
+            else:
+                hi = first_bad
+                earlier = [p for p in picks if p < first_bad]
+                lo = earlier[-1] if earlier else lo
+        idx = cands[hi][0]
+        node = nodes[idx]
+        out_t = [o for o in node.output if o in prober.typed]
+        in_t = [i for i in node.input if i in prober.typed and i not in
+                {t.name for t in prober.proto.graph.initializer}]
+        errs = prober.errors(out_t + in_t)
+        report.rounds += 1
+        report.status = "diverges"
+        report.first = LayerStep(node.name or f"#{idx}", node.op_type, idx,
+                                 {t: errs[t][0] for t in out_t}, {t: errs[t][0] for t in in_t})
+        return report
+    except UnirtError as exc:
+        return LayerwiseReport(info.name, backend, "error", str(exc))
+    finally:
+        if prober is not None:
+            prober.close()
+        shutil.rmtree(workdir, ignore_errors=True)
