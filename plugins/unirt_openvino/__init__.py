@@ -1,1 +1,428 @@
-"""OpenVINO backend (work in progress: registers nothing yet)."""
+"""OpenVINO backend: ``openvino`` (Intel's engine; CPU by default, GPU/NPU/AUTO when present).
+
+A plugin like any third-party one: it registers through the ``register_backends`` hook and
+imports ``openvino`` only when availability is asked, a model is queried or a model is opened.
+
+What this backend guards against, each found by running OpenVINO (see ENGINE_NOTES):
+
+* Precision. On CPUs with AMX/AVX-512-BF16 OpenVINO computes in bf16 unless told otherwise, and
+  returns numbers that differ from ONNX Runtime by up to whole units without any warning.
+  ``precision="exact"`` pins ``INFERENCE_PRECISION_HINT=f32``; ``"fast"`` keeps the engine's
+  default. Either way ``BackendSession.precision`` is read back from the compiled model, never
+  copied from what was asked.
+* Reused output buffers. With ``share_outputs=True`` an infer request hands out views of its own
+  output tensors, which the next run overwrites in place: a caller's earlier results would change
+  under them. Outputs are always copied out (``share_outputs=False``), so callers own them.
+* Thread safety. An ``InferRequest`` runs one inference at a time; one ``CompiledModel`` may serve
+  many. Each thread gets its own request (``threading.local``), created on its first run, so
+  concurrent ``Session.run`` calls never share a request and never wait on a lock of ours.
+* Error text. OpenVINO's exceptions start with C++ source locations (``Exception from
+  src/inference/...``); :func:`_engine_message` keeps the lines a user can act on.
+
+Compiled models are cached by OpenVINO itself (its ``CACHE_DIR`` property), under
+``unirt.cache.backend_cache_dir("openvino")``, in one subdirectory per model content (a SHA-256 of
+the ONNX bytes and any external data files). The subdirectory is what makes the cache safe:
+OpenVINO keys a model compiled from a path on the path, size and modification time only, so a
+model rewritten in place with the same size and time (retrained weights copied with ``cp -p`` or
+``rsync -a``, or build systems that pin mtimes) loads the *old* compiled blob and returns the old
+model's numbers without an error (checked on 2026.4). Within a subdirectory OpenVINO keys its
+blobs on device, properties and its own version. A model opened from a file is compiled from its
+path, so a cached load skips reading the ONNX file; one given as bytes is read first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import unirt
+from unirt.backend import Availability, Backend, BackendSession, OpenOptions
+from unirt.errors import BackendError, BackendUnavailableError, UnirtError
+from unirt.model import ModelInfo
+
+logger = logging.getLogger("unirt")
+
+#: Options a user may pass as ``load(options={"openvino": {...}})``, with what they accept.
+OPTIONS: dict[str, str] = {
+    "device": "an OpenVINO device: CPU, GPU, GPU.1, NPU, AUTO, AUTO:GPU,CPU, HETERO:GPU,CPU ...",
+    "performance_hint": "LATENCY (default), THROUGHPUT or CUMULATIVE_THROUGHPUT",
+    "num_streams": "int, or AUTO",
+    "cache": "bool: use OpenVINO's compiled-model cache (default True)",
+    "config": "dict of raw OpenVINO properties, applied last",
+}
+PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
+#: Devices that stand for other devices (their list follows a colon) rather than hardware.
+VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
+#: OpenVINO element type names -> the names ``BackendSession.precision`` uses.
+PRECISION_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "f64": "fp64", "i8": "int8"}
+
+_NOISE_LINE = re.compile(r"^(Exception from \S+:\d+:?|Summary:|\[ GENERAL_ERROR \])$")
+_NOISE_PART = re.compile(r"\s*Check '.*?' failed at \S+:\d+:?|^FrontEnd API failed with \w+:\s*")
+
+
+def _engine_message(exc: BaseException) -> str:
+    """The lines of an OpenVINO error a user can act on, joined on one line.
+
+    OpenVINO prefixes every message with the C++ file and line that threw (often twice), so the
+    core's ``first_line`` would show only ``Exception from src/inference/src/cpp/core.cpp:84:``.
+    """
+    lines = [ln.strip(" -") for ln in str(exc).splitlines()]
+    lines = [_NOISE_PART.sub("", ln).strip() for ln in lines if not _NOISE_LINE.match(ln.strip())]
+    useful = [ln.rstrip(".:;") for ln in lines if ln.rstrip(".:;")]
+    if not useful:
+        return type(exc).__name__
+    return "; ".join(useful[:3])
+
+
+class OpenVinoSession(BackendSession):
+    """A compiled model plus one infer request per calling thread."""
+
+    def __init__(self, compiled: Any, model: ModelInfo, label: str) -> None:
+        super().__init__()
+        self._compiled = compiled
+        self._label = label
+        self._local = threading.local()
+        ports = list(compiled.outputs)
+        by_name: dict[str, int] = {}
+        for i, port in enumerate(ports):
+            for name in port.get_names():
+                by_name.setdefault(name, i)
+        # ONNX output name -> (index among the compiled outputs, dtype to convert to or None).
+        # OpenVINO keeps the declared element types for ONNX models as far as seen, but a device
+        # may narrow one (i64 -> i32, f16 -> f32); the caller must get what the model declares.
+        self._where: dict[str, tuple[int, Any]] = {}
+        for position, info in enumerate(model.outputs):
+            index = by_name.get(info.name, position)
+            if index >= len(ports):
+                raise BackendError(f"openvino: {model.name} output {info.name!r} has no match "
+                                   f"among the compiled outputs")
+            got = _numpy_dtype(ports[index].get_element_type())
+            want = info.dtype if info.dtype is not None and got != info.dtype else None
+            self._where[info.name] = (index, want)
+        self._all_names = tuple(t.name for t in model.outputs)
+        # The fast path: every output asked for, in model order, at the position and dtype the
+        # engine already gives. Then run returns the engine's tuple as it is.
+        self._identity = all(self._where[n] == (i, None) for i, n in enumerate(self._all_names))
+        # Inputs the ONNX frontend dropped (unused by any node) must not be fed to the request.
+        compiled_inputs = {n for port in compiled.inputs for n in port.get_names()}
+        self._unused_inputs = frozenset(t.name for t in model.inputs
+                                        if t.name not in compiled_inputs)
+
+    def _request(self) -> Any:
+        req = self._compiled.create_infer_request()
+        self._local.infer = req.infer
+        return req.infer
+
+    def run(self, feeds: dict[str, Any], output_names: Sequence[str]) -> Sequence[Any]:
+        try:
+            infer = self._local.infer
+        except AttributeError:
+            infer = self._request()
+        if self._unused_inputs:
+            feeds = {k: v for k, v in feeds.items() if k not in self._unused_inputs}
+        try:
+            # share_inputs: the request reads the caller's arrays in place (no copy);
+            # share_outputs=False: results are fresh arrays the caller owns, not views of the
+            # request's buffers that the next run on this thread would overwrite.
+            results = infer(feeds, share_inputs=True, share_outputs=False).to_tuple()
+        except RuntimeError as exc:
+            raise BackendError(f"openvino failed running {self._label}: "
+                               f"{_engine_message(exc)}") from exc
+        if self._identity and (output_names is self._all_names
+                               or tuple(output_names) == self._all_names):
+            return results
+        out = []
+        for name in output_names:
+            index, want = self._where[name]
+            value = results[index]
+            out.append(value if want is None else value.astype(want))
+        return out
+
+    def close(self) -> None:
+        # Requests of other threads live in their thread-local slots; dropping the local drops
+        # them all, and with them the last references to the compiled model.
+        self._local = threading.local()
+        self._compiled = None
+
+
+def _numpy_dtype(element_type: Any) -> Any:
+    try:
+        import numpy as np
+
+        return np.dtype(element_type.to_dtype())
+    except Exception:  # string or exotic element types have no numpy equivalent here
+        return None
+
+
+class OpenVinoBackend(Backend):
+    name = "openvino"
+    description = "Intel OpenVINO (CPU by default; GPU, NPU, AUTO when present)"
+    install_hint = 'pip install "unirt[openvino]"'
+    device_class = "cpu"
+    default_rank = 40
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._core: Any = None
+        self._core_lock = threading.Lock()
+
+    # -- engine access ------------------------------------------------------------------------
+    def core(self) -> Any:
+        """One ``openvino.Core`` per backend: creating one loads the device plugins (slow)."""
+        with self._core_lock:
+            if self._core is None:
+                import openvino as ov
+
+                self._core = ov.Core()
+            return self._core
+
+    def _available_impl(self) -> Availability:
+        import importlib.util
+
+        if importlib.util.find_spec("openvino") is None:
+            return Availability(False, reason="the openvino package is not installed")
+        import openvino as ov
+
+        version = getattr(ov, "__version__", None) or ov.get_version()
+        devices = tuple(self.core().available_devices)
+        if not devices:
+            return Availability(False, version, reason="OpenVINO finds no device to run on")
+        return Availability(True, version.split("-")[0], devices=devices)
+
+    # -- options ------------------------------------------------------------------------------
+    def _check_options(self, extra: Mapping[str, Any]) -> None:
+        for key in extra:
+            if key not in OPTIONS:
+                raise UnirtError(f"unknown {self.name} option {key!r}; known: "
+                                 f"{', '.join(OPTIONS)}")
+        hint = extra.get("performance_hint")
+        if hint is not None and str(hint).upper() not in PERFORMANCE_HINTS:
+            raise UnirtError(f"{self.name} option performance_hint must be one of "
+                             f"{', '.join(PERFORMANCE_HINTS)}, not {hint!r}")
+        config = extra.get("config")
+        if config is not None and not isinstance(config, Mapping):
+            raise UnirtError(f"{self.name} option config must be a dict of OpenVINO "
+                             f"properties, not {type(config).__name__}")
+
+    def device(self, options: OpenOptions) -> str:
+        """The OpenVINO device for ``options``; a clear error when it is not on this machine.
+
+        ``options={"openvino": {"device": ...}}`` wins; otherwise ``device="auto"`` and ``"cpu"``
+        mean ``CPU`` and ``"gpu"`` means OpenVINO's ``GPU`` (an Intel GPU). ``"cuda"`` is refused:
+        OpenVINO does not run on NVIDIA GPUs.
+        """
+        available = list(self.core().available_devices)
+        requested = options.extra.get("device")
+        if requested is None:
+            if options.device in ("auto", "cpu"):
+                requested = "CPU"
+            elif options.device == "gpu":
+                requested = "GPU"
+            elif options.device == "cuda":
+                raise BackendUnavailableError(
+                    f"{self.name} cannot run on CUDA: OpenVINO's GPU device is an Intel GPU "
+                    f"(devices here: {', '.join(available)})")
+            else:
+                raise UnirtError(f"{self.name}: unknown device {options.device!r}")
+        if not isinstance(requested, str) or not requested.strip():
+            raise UnirtError(f"{self.name} option device must be a device name such as CPU or "
+                             f"GPU, not {requested!r}")
+        device = requested.strip().upper()
+        head, _, listed = device.partition(":")
+        wanted = [d for d in listed.split(",") if d] if head in VIRTUAL_DEVICES else [device]
+        for name in wanted:
+            if not any(a == name or a.split(".")[0] == name for a in available):
+                raise BackendUnavailableError(
+                    f"{self.name}: device {name} is not available on this machine "
+                    f"(OpenVINO sees: {', '.join(available) or 'none'})")
+        return device
+
+    def _config(self, options: OpenOptions, model: ModelInfo | None = None) -> dict[str, Any]:
+        extra = options.extra
+        config: dict[str, Any] = {
+            "PERFORMANCE_HINT": str(extra.get("performance_hint", "LATENCY")).upper(),
+        }
+        if options.precision == "exact":
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        if options.threads is not None:
+            config["INFERENCE_NUM_THREADS"] = int(options.threads)
+        if "num_streams" in extra:
+            config["NUM_STREAMS"] = str(extra["num_streams"]).upper()
+        if model is not None and extra.get("cache", True):
+            from unirt.cache import backend_cache_dir
+
+            config["CACHE_DIR"] = str(backend_cache_dir(self.name) / _content_digest(model))
+        config.update(extra.get("config") or {})
+        return config
+
+    # -- opening ------------------------------------------------------------------------------
+    def _open_impl(self, model: ModelInfo, options: OpenOptions) -> BackendSession:
+        self._check_options(options.extra)
+        core = self.core()
+        device = self.device(options)
+        config = self._config(options, model)
+        source = model.source()
+        try:
+            if isinstance(source, str):
+                compiled = core.compile_model(source, device, config)
+            else:
+                compiled = core.compile_model(core.read_model(source), device, config)
+        except RuntimeError as exc:
+            raise BackendError(f"{self.name} could not open {model.name} on {device}: "
+                               f"{_engine_message(exc)}") from exc
+        sess = OpenVinoSession(compiled, model, model.name)
+        sess.precision = self._read_precision(compiled, options)
+        sess.details.update(self._describe(compiled, device, config))
+        logger.debug("openvino compiled %s on %s (%s)", model.name, device, sess.precision)
+        return sess
+
+    @staticmethod
+    def _read_precision(compiled: Any, options: OpenOptions) -> str:
+        try:
+            kind = compiled.get_property("INFERENCE_PRECISION_HINT")
+            name = kind.get_type_name() if hasattr(kind, "get_type_name") else str(kind)
+        except Exception:  # AUTO/MULTI may not expose it: say what was asked, as far as known
+            return "fp32" if options.precision == "exact" else "unknown"
+        return PRECISION_NAMES.get(name, name)
+
+    @staticmethod
+    def _describe(compiled: Any, device: str, config: Mapping[str, Any]) -> dict[str, Any]:
+        details: dict[str, Any] = {"device": device}
+        for key, prop in (("execution_devices", "EXECUTION_DEVICES"),
+                          ("performance_hint", "PERFORMANCE_HINT"),
+                          ("num_streams", "NUM_STREAMS"),
+                          ("threads", "INFERENCE_NUM_THREADS"),
+                          ("optimal_requests", "OPTIMAL_NUMBER_OF_INFER_REQUESTS"),
+                          ("loaded_from_cache", "LOADED_FROM_CACHE")):
+            try:
+                value = compiled.get_property(prop)
+            except Exception:
+                continue
+            if isinstance(value, (bool, int)):
+                details[key] = value
+            elif isinstance(value, (list, tuple)):
+                details[key] = list(value)
+            else:  # enums (PerformanceMode.LATENCY) read as their name
+                details[key] = getattr(value, "name", None) or str(value)
+        details["cache_dir"] = config.get("CACHE_DIR")
+        return details
+
+    # -- asking the engine --------------------------------------------------------------------
+    def _query_impl(self, model: ModelInfo, options: OpenOptions) -> set[str] | None:
+        """ONNX node names OpenVINO cannot run on the device (empty: it can run them all).
+
+        The model is converted with the ONNX frontend's ``convert_partially``, which keeps nodes
+        it has no conversion rule for as ``ONNXFrameworkNode`` placeholders instead of failing.
+        If there are any, those nodes are the answer: what follows them has unknown shapes and
+        types, so the device's verdict on it says nothing. Otherwise ``Core.query_model`` names
+        the OpenVINO operations the device supports, and the rest are mapped back to the ONNX
+        nodes they came from (see :func:`_onnx_node_names`).
+        """
+        self._check_options(options.extra)
+        from openvino.frontend import FrontEndManager
+
+        core = self.core()
+        device = self.device(options)
+        frontend = FrontEndManager().load_by_framework("onnx")
+        source = model.source()
+        try:
+            converted = frontend.convert_partially(
+                frontend.load(source if isinstance(source, str) else io.BytesIO(source)))
+        except RuntimeError as exc:
+            raise BackendError(f"{self.name} could not read {model.name}: "
+                               f"{_engine_message(exc)}") from exc
+        ops = [op for op in converted.get_ordered_ops()
+               if op.get_type_name() not in ("Parameter", "Result")]
+        placeholders = [op for op in ops if _is_placeholder(op.get_type_name())]
+        if placeholders:
+            return _onnx_node_names(placeholders, model)
+        try:
+            supported = core.query_model(converted, device, self._config(options))
+        except RuntimeError as exc:
+            raise BackendError(f"{self.name} could not query {model.name} on {device}: "
+                               f"{_engine_message(exc)}") from exc
+        return _onnx_node_names([op for op in ops if op.get_friendly_name() not in supported],
+                                model)
+
+
+def _content_digest(model: ModelInfo) -> str:
+    """A SHA-256 of the model's bytes and external data, streamed (a model may be gigabytes).
+
+    Costs about 1 ms per MB here; it is what keeps a rewritten model file from loading a stale
+    compiled blob (see the module docstring).
+    """
+    digest = hashlib.sha256()
+    if model.path is None:
+        digest.update(model.source())  # type: ignore[arg-type]
+    else:
+        for path in (model.path, *model.external_data):
+            with open(path, "rb") as f:
+                for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+                    digest.update(chunk)
+    return digest.hexdigest()[:32]
+
+
+def _is_placeholder(type_name: str) -> bool:
+    """Whether an operation stands for an ONNX node the frontend could not convert: an
+    ``ONNXFrameworkNode`` (read from a file) or a ``NotSupportedONNXNode`` (read from a stream)."""
+    return "FrameworkNode" in type_name or "NotSupported" in type_name
+
+
+def _onnx_node_names(ops: Sequence[Any], model: ModelInfo) -> set[str]:
+    """Map OpenVINO operations back to the names of the ONNX nodes they were converted from.
+
+    ``query_model`` speaks in OpenVINO operations, and one ONNX node may become several (ArgMax
+    becomes TopK + Squeeze) whose friendly names are not the ONNX node's name. What survives
+    conversion reliably is the tensor names: the operation producing an ONNX node's output
+    carries that output's name. So an operation maps to the ONNX node producing one of its
+    output tensors; failing that, to a node of the same name; failing that (an internal step of a
+    decomposition), to the first node reached downstream. An operation that maps to nothing is
+    reported under its OpenVINO friendly name. An unnamed ONNX node is reported as
+    ``<op_type>:<first output>``. Nodes inside subgraphs (If/Loop bodies) are not separate
+    operations for ``query_model``: the verdict is on the node that holds the subgraph.
+    """
+    main = [n for n in model.nodes if n.graph == ""]
+    by_output = {out: n for n in main for out in n.outputs if out}
+    by_name = {n.name: n for n in main if n.name}
+
+    def label(node: Any) -> str:
+        return node.name or f"{node.op_type}:{node.outputs[0] if node.outputs else '?'}"
+
+    def direct(op: Any) -> str | None:
+        for port in op.outputs():
+            for tensor in sorted(port.get_names()):
+                if tensor in by_output:
+                    return label(by_output[tensor])
+        node = by_name.get(op.get_friendly_name())
+        return label(node) if node is not None else None
+
+    names: set[str] = set()
+    for op in ops:
+        found = direct(op)
+        frontier, seen = [op], {op.get_name()}
+        while found is None and frontier and len(seen) < 256:
+            nxt = []
+            for current in frontier:
+                for port in current.outputs():
+                    for target in port.get_target_inputs():
+                        consumer = target.get_node()
+                        if consumer.get_name() not in seen:
+                            seen.add(consumer.get_name())
+                            nxt.append(consumer)
+            for consumer in nxt:
+                found = direct(consumer)
+                if found is not None:
+                    break
+            frontier = nxt
+        names.add(found if found is not None else op.get_friendly_name())
+    return names
+
+
+@unirt.hookimpl
+def register_backends(register: Any) -> None:
+    register(OpenVinoBackend)
