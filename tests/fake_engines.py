@@ -46,6 +46,12 @@ class _Session(BackendSession):
         return self.inner.run(feeds, output_names)
 
 
+class Faithful(_Delegating):
+    """Right numbers: ONNX Runtime under another name."""
+
+    name = "fake-faithful"
+
+
 class Segfaults(_Delegating):
     name = "fake-segfault"
 
@@ -81,6 +87,7 @@ class Approximates(_Delegating):
 
 @unirt.hookimpl
 def register_backends(register: Any) -> None:
+    register(Faithful)
     register(Segfaults)
     register(Hangs)
     register(Approximates)

@@ -74,10 +74,10 @@ def test_compare_reports_crash_hang_and_mismatch_and_still_completes(conv: Path,
                          timeout=8)
     rows = {r.backend: r for r in report.results}
     assert rows["fake-segfault"].status == "crashed"
-    assert rows["fake-segfault"].reason == "crashed (signal SIGSEGV)"
+    assert rows["fake-segfault"].reason == "crashed (signal SIGSEGV) running input=1x3x16x16"
     assert rows["fake-hang"].status == "timeout" and "timed out" in rows["fake-hang"].reason
     assert rows["fake-approx"].status == "fail"
-    assert rows["fake-approx"].reason.startswith("probs: max abs")
+    assert rows["fake-approx"].reason.startswith("wrong numbers: probs at input=1x3x16x16: max abs")
     assert rows["onnxruntime"].status == "pass"
     assert not report.passed
 

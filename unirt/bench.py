@@ -24,53 +24,9 @@ import numpy as np
 from .errors import UnirtError
 from .isolation import Worker
 from .model import ModelSource, read_model
+from .probe import _child_init, _child_open, _child_peak_rss, _child_run
 
 DEFAULT_TIMEOUT = 600.0
-
-
-# -- what runs in the children -------------------------------------------------------------------
-def _child_init() -> dict[str, Any]:
-    return {}
-
-
-def _child_open(state: dict[str, Any], source: str | bytes, backend: str, precision: str,
-                threads: int | None) -> dict[str, Any]:
-    import time
-
-    import unirt
-
-    start = time.perf_counter()
-    sess = unirt.load(source, backend=backend, precision=precision, threads=threads)
-    state["sess"] = sess
-    return {"load_s": time.perf_counter() - start, "precision": sess.precision}
-
-
-def _child_runs(state: dict[str, Any], feeds: dict[str, np.ndarray], n: int) -> list[float]:
-    import time
-
-    run = state["sess"].run
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        run(feeds)
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def _child_peak_rss(_state: dict[str, Any]) -> int:
-    # VmHWM is this process image's own peak; ru_maxrss survives exec on Linux and would report
-    # the parent's peak when the parent is the larger one.
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return int(rss if platform.system() == "Darwin" else rss * 1024)
 
 
 # -- results -------------------------------------------------------------------------------------
@@ -204,11 +160,12 @@ def bench(
             failed: dict[str, BenchResult] = {}
             for name in names:
                 with Worker(_child_init) as cold:
-                    first = cold.call(_child_open, source, name, precision, threads,
+                    first = cold.call(_child_open, source, name, precision, {}, threads,
                                       timeout=timeout)
                 tick(f"{name}: cold load")
                 w = Worker(_child_init)
-                warm = w.call(_child_open, source, name, precision, threads, timeout=timeout)
+                warm = w.call(_child_open, source, name, precision, {}, threads,
+                              timeout=timeout)
                 tick(f"{name}: warm load")
                 bad = first if not first.ok else warm if not warm.ok else None
                 if bad is not None:
@@ -235,10 +192,10 @@ def bench(
                 if name in dead:
                     _fail(res, dead[name])
                     return
-                out = workers[name].call(_child_runs, feeds, n, timeout=timeout)
+                out = workers[name].call(_child_run, feeds, n, None, False, timeout=timeout)
                 if out.ok:
                     if keep:
-                        res.latencies_s.extend(out.value)
+                        res.latencies_s.extend(out.value["times"])
                     return
                 _fail(res, out)
                 if out.status in ("crashed", "timeout"):

@@ -21,69 +21,20 @@ from typing import Any
 import numpy as np
 
 from .errors import UnirtError
-from .isolation import Outcome, Worker
-from .metrics import OutputDiff, diff, tolerance, within
+from .isolation import Worker
+from .metrics import diff, tolerance, within
 from .model import ModelInfo, ModelSource, read_model
+from .probe import (
+    DEFAULT_TIMEOUT,
+    REFERENCE,
+    ProbeResult,
+    _child_init,
+    probe,
+    reference_outputs,
+    run_sets,
+)
 
 logger = logging.getLogger("unirt")
-
-REFERENCE = "onnxruntime"
-DEFAULT_TIMEOUT = 300.0
-
-
-# -- what runs in the child ----------------------------------------------------------------------
-def _child_run(_state: Any, source: str | bytes, backend: str, feeds: dict[str, np.ndarray],
-               precision: str, options: dict[str, Any], outputs: list[str] | None) -> dict:
-    """Open ``source`` on ``backend`` and run ``feeds`` once (in a child process)."""
-    import time
-
-    import unirt
-
-    start = time.perf_counter()
-    sess = unirt.load(source, backend=backend, precision=precision,
-                      options={backend: options} if options else None)
-    loaded = time.perf_counter()
-    result = sess.run(feeds, outputs=outputs)
-    done = time.perf_counter()
-    info = {"outputs": result, "precision": sess.precision, "load_s": loaded - start,
-            "run_s": done - loaded}
-    sess.close()
-    return info
-
-
-def run_on(worker: Worker, source: str | bytes, backend: str, feeds: dict[str, np.ndarray],
-           precision: str = "exact", options: Mapping[str, Any] | None = None,
-           outputs: list[str] | None = None, timeout: float = DEFAULT_TIMEOUT) -> Outcome:
-    """One isolated open-and-run; the Outcome's value is ``{"outputs", "precision", ...}``."""
-    return worker.call(_child_run, source, backend, feeds, precision, dict(options or {}),
-                       outputs, timeout=timeout)
-
-
-# -- compare -------------------------------------------------------------------------------------
-@dataclass
-class BackendComparison:
-    """One backend's row: ``status`` is ``pass``, ``fail`` (numbers out of tolerance), ``error``
-    (it raised), ``crashed`` (with the signal), ``timeout``."""
-
-    backend: str
-    status: str
-    reason: str = ""
-    precision: str | None = None
-    outputs: list[OutputDiff] = field(default_factory=list)
-    tolerances: dict[str, tuple[float, float]] = field(default_factory=dict)
-    load_s: float | None = None
-    run_s: float | None = None
-
-    @property
-    def passed(self) -> bool:
-        return self.status == "pass"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"backend": self.backend, "status": self.status, "reason": self.reason,
-                "precision": self.precision, "load_s": self.load_s, "run_s": self.run_s,
-                "outputs": [o.as_dict() | {"atol": self.tolerances.get(o.name, (None, None))[0],
-                                           "rtol": self.tolerances.get(o.name, (None, None))[1]}
-                            for o in self.outputs]}
 
 
 @dataclass
@@ -92,7 +43,7 @@ class CompareReport:
     reference: str
     precision: str
     inputs: dict[str, tuple[list[int], str]]
-    results: list[BackendComparison]
+    results: list[ProbeResult]
 
     @property
     def passed(self) -> bool:
@@ -105,10 +56,6 @@ class CompareReport:
                 "passed": self.passed, "results": [r.as_dict() for r in self.results]}
 
 
-def _source(info: ModelInfo) -> str | bytes:
-    return info.source()
-
-
 def default_backends(exclude_reference: bool = True) -> list[str]:
     """Every available backend (the reference left out: it would compare with itself)."""
     from .inventory import backends
@@ -117,23 +64,20 @@ def default_backends(exclude_reference: bool = True) -> list[str]:
             and not (exclude_reference and b.name == REFERENCE)]
 
 
-def _judge(backend: str, outcome: Outcome, reference: dict[str, np.ndarray], precision: str,
-           atol: float | None, rtol: float | None) -> BackendComparison:
-    if not outcome.ok:
-        status = outcome.status if outcome.status in ("crashed", "timeout") else "error"
-        return BackendComparison(backend, status, outcome.describe())
-    got = outcome.value["outputs"]
-    diffs, tols, failing = [], {}, []
-    for name, ref in reference.items():
-        d = diff(name, got[name], ref)
-        tol = tolerance(precision, np.asarray(ref), atol, rtol)
-        diffs.append(d)
-        tols[name] = tol
-        if d.problem or not within(got[name], ref, *tol):
-            failing.append(f"{name}: {d.problem or f'max abs {d.max_abs:.3g} > atol {tol[0]:.3g}'}")
-    return BackendComparison(
-        backend, "fail" if failing else "pass", "; ".join(failing),
-        outcome.value["precision"], diffs, tols, outcome.value["load_s"], outcome.value["run_s"])
+def feeds_for(info: ModelInfo, feeds: Mapping[str, np.ndarray] | None,
+              shapes: Mapping[str, Sequence[int]] | None, seed: int) -> dict[str, np.ndarray]:
+    """The given feeds, completed with seeded random ones (at ``shapes``) for the rest."""
+    from .inputs import make_inputs
+
+    given = dict(feeds or {})
+    unknown = set(given) - {t.name for t in info.inputs}
+    if unknown:
+        raise UnirtError(f"unknown input(s) {', '.join(sorted(unknown))}; inputs: "
+                         f"{', '.join(t.name for t in info.inputs)}")
+    generated = make_inputs([t for t in info.inputs if t.name not in given],
+                            {k: v for k, v in (shapes or {}).items() if k not in given}, seed)
+    return {t.name: (given[t.name] if t.name in given else generated[t.name])
+            for t in info.inputs}
 
 
 def compare(
@@ -149,7 +93,6 @@ def compare(
     options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> CompareReport:
     """Run the same inputs on ``backends`` (default: every available one) and the reference."""
-    from .inputs import make_inputs
     from .plugins import get_registry
 
     info = read_model(model)
@@ -157,28 +100,13 @@ def compare(
     names = list(backends) if backends else default_backends()
     for n in names:
         registry.backend(n)  # unknown names: an error listing the registered ones
-    given = dict(feeds or {})
-    unknown = set(given) - {t.name for t in info.inputs}
-    if unknown:
-        raise UnirtError(f"unknown input(s) {', '.join(sorted(unknown))}; inputs: "
-                         f"{', '.join(t.name for t in info.inputs)}")
-    generated = make_inputs([t for t in info.inputs if t.name not in given],
-                            {k: v for k, v in (shapes or {}).items() if k not in given}, seed)
-    all_feeds = {t.name: (given[t.name] if t.name in given else generated[t.name])
-                 for t in info.inputs}
-    source = _source(info)
-    with Worker() as ref_worker:
-        ref = run_on(ref_worker, source, REFERENCE, all_feeds, "exact", {}, timeout=timeout)
-    if not ref.ok:
-        raise UnirtError(f"the reference ({REFERENCE}) could not run {info.name}: "
-                         f"{ref.describe()}")
-    reference = ref.value["outputs"]
-    results = []
-    for name in names:
-        with Worker() as w:
-            outcome = run_on(w, source, name, all_feeds, precision,
-                             (options or {}).get(name), timeout=timeout)
-        results.append(_judge(name, outcome, reference, precision, atol, rtol))
+    all_feeds = feeds_for(info, feeds, shapes, seed)
+    ref_open, reference = reference_outputs(info.source(), [all_feeds], timeout=timeout)
+    if not ref_open.ok or reference[0].outputs is None:
+        why = ref_open.describe() if not ref_open.ok else reference[0].outcome.describe()
+        raise UnirtError(f"the reference ({REFERENCE}) could not run {info.name}: {why}")
+    results = [probe(info, name, [all_feeds], precision, (options or {}).get(name), atol, rtol,
+                     timeout, reference=reference) for name in names]
     return CompareReport(info.name, REFERENCE, precision,
                          {k: (list(np.shape(v)), str(np.asarray(v).dtype))
                           for k, v in all_feeds.items()}, results)
@@ -263,7 +191,7 @@ class _Prober:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.symlink(f, target)
         self.typed = _typed_tensors(self.proto)
-        self.ref_worker, self.be_worker = Worker(), Worker()
+        self.ref_worker, self.be_worker = Worker(_child_init), Worker(_child_init)
         self.count = 0
 
     def errors(self, tensors: list[str]) -> dict[str, tuple[float, bool]]:
@@ -273,17 +201,20 @@ class _Prober:
         self.count += 1
         path = self.workdir / f"probe{self.count}.onnx"
         onnx.save(_with_outputs(self.proto, tensors, self.typed), str(path))
-        ref = run_on(self.ref_worker, str(path), REFERENCE, self.feeds, "exact",
-                     outputs=tensors, timeout=self.timeout)
-        if not ref.ok:
-            raise UnirtError(f"reference failed with extra outputs: {ref.describe()}")
-        got = run_on(self.be_worker, str(path), self.backend, self.feeds, self.precision,
-                     outputs=tensors, timeout=self.timeout)
-        if not got.ok:
-            raise UnirtError(f"{self.backend} failed with extra outputs: {got.describe()}")
+        results = []
+        for worker, backend, precision in ((self.ref_worker, REFERENCE, "exact"),
+                                           (self.be_worker, self.backend, self.precision)):
+            opened, sets = run_sets(worker, str(path), backend, [self.feeds], precision,
+                                    outputs=tensors, timeout=self.timeout)
+            bad = opened if not opened.ok else sets[0].outcome
+            if not bad.ok:
+                who = "reference" if backend == REFERENCE else backend
+                raise UnirtError(f"{who} failed with extra outputs: {bad.describe()}")
+            results.append(sets[0].outputs)
+        ref_out, got_out = results
         out = {}
         for t in tensors:
-            r, a = ref.value["outputs"][t], got.value["outputs"][t]
+            r, a = ref_out[t], got_out[t]
             d = diff(t, a, r)
             ok = d.problem is None and within(a, r, *tolerance(self.precision, np.asarray(r),
                                                                self.atol, self.rtol))
@@ -312,12 +243,8 @@ def layerwise(
     Each round exposes up to ``fanout`` tensors spread over the remaining range as extra outputs,
     so the number of rounds grows as log base ``fanout + 1`` of the node count.
     """
-    from .inputs import make_inputs
-
     info = read_model(model)
-    all_feeds = dict(feeds or {})
-    all_feeds.update(make_inputs([t for t in info.inputs if t.name not in all_feeds],
-                                 shapes, seed))
+    all_feeds = feeds_for(info, feeds, shapes, seed)
     workdir = Path(tempfile.mkdtemp(prefix="unirt-layerwise-"))
     prober = None
     try:

@@ -14,6 +14,7 @@ from typing import Any
 CHOSEN = "chosen"
 UNAVAILABLE = "unavailable"
 FAILED = "failed"  # the engine refused or failed to open the model
+REJECTED = "rejected"  # verification saw it crash, hang, fail or give wrong numbers
 EXCLUDED = "excluded"
 NOT_TRIED = "not tried"  # a candidate after the chosen one
 SHAPE_FALLBACK = "shape fallback"  # the chosen engine could not take an input shape at run time

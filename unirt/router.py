@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .backend import OpenOptions
-from .errors import BackendUnavailableError, NoBackendError, PluginError, UnirtError
+from .errors import BackendError, BackendUnavailableError, NoBackendError, PluginError, UnirtError
 from .model import ModelSource, read_model
 from .plugins import Registry, get_registry
 from .route import (
@@ -23,6 +23,7 @@ from .route import (
     EXCLUDED,
     FAILED,
     NOT_TRIED,
+    REJECTED,
     SHAPE_FALLBACK,
     UNAVAILABLE,
     RouteStep,
@@ -108,6 +109,9 @@ def load(
     threads: int | None = None,
     options: Mapping[str, Mapping[str, Any]] | None = None,
     fallback: bool = True,
+    verify: str = "auto",
+    tolerance: float | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
     registry: Registry | None = None,
 ) -> Session:
     """Open ``model`` on the best backend that can run it. See the README for every argument."""
@@ -120,6 +124,12 @@ def load(
             raise UnirtError(f"options[{name!r}] must be a dict of backend options")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise UnirtError(f"threads must be a positive integer, not {threads!r}")
+    from .verify import MODES
+
+    if verify not in MODES:
+        raise UnirtError(f"verify must be one of {', '.join(MODES)}, not {verify!r}")
+    if tolerance is not None and not (isinstance(tolerance, (int, float)) and tolerance > 0):
+        raise UnirtError(f"tolerance must be a positive number, not {tolerance!r}")
     everything, excluded = candidates(registry, backend, prefer, exclude, device)
     vetoed: set[str] = set()
     if backend is None:
@@ -127,6 +137,8 @@ def load(
     router = _Router(registry, info, everything, excluded | vetoed, set(_names(prefer, "prefer")),
                      backend, fallback, precision, threads, device, options)
     router.vetoed = vetoed
+    router.verify_mode, router.tolerance = verify, tolerance
+    router.input_shapes = dict(input_shapes or {})
     return router.route()
 
 
@@ -148,6 +160,10 @@ class _Router:
             precision, threads, device, options)
         self.steps: list[RouteStep] = []
         self.vetoed: set[str] = set()
+        self.verify_mode = "auto"
+        self.tolerance: float | None = None
+        self.input_shapes: dict[str, Sequence[int]] = {}
+        self.verifications: dict[str, Any] = {}
 
     def open_options(self, name: str) -> OpenOptions:
         return OpenOptions(precision=self.precision, threads=self.threads, device=self.device,
@@ -156,6 +172,11 @@ class _Router:
     def try_open(self, name: str) -> tuple[Any, RouteStep | None]:
         """Open one candidate: (session, None), or (None, the failed step)."""
         be = self.registry.backend(name)
+        rejected = self._verify(name)
+        if rejected is not None:
+            if self.backend is not None:
+                raise BackendError(f"{name} was rejected for {self.info.name}: {rejected.reason}")
+            return None, rejected
         try:
             return be.open(self.info, self.open_options(name)), None
         except BackendUnavailableError as exc:
@@ -166,6 +187,25 @@ class _Router:
             if self.backend is not None:
                 raise
             return None, RouteStep(name, FAILED, str(exc))
+
+    def _verify(self, name: str) -> RouteStep | None:
+        """Verification before opening in the user's process: None when the candidate may be
+        opened, else its REJECTED step. The reference itself is never verified."""
+        from .probe import REFERENCE
+        from .verify import verify
+
+        if self.verify_mode == "never" or name == REFERENCE:
+            return None
+        avail = self.registry.backend(name).available()
+        if not avail.available:
+            return None  # open() reports it as unavailable
+        v = verify(self.info, name, avail.version, self.precision,
+                   self.options.get(name, {}), self.input_shapes, self.verify_mode,
+                   self.tolerance)
+        self.verifications[name] = v
+        if v.status == "rejected" or (v.status == "unverified" and self.verify_mode == "always"):
+            return RouteStep(name, REJECTED, v.describe())
+        return None
 
     def route(self) -> Session:
         info, everything, excluded = self.info, self.everything, self.excluded
@@ -180,7 +220,8 @@ class _Router:
                     RouteStep(n, EXCLUDED, self._excluded_reason(n)) if n in excluded
                     else RouteStep(n, NOT_TRIED) for n in everything[i + 1:])
                 return Session(info, name, impl, self.steps, self.open_options(name),
-                               reroute=self.reroute if self.backend is None else None)
+                               reroute=self.reroute if self.backend is None else None,
+                               verification=self.verifications.get(name))
             self.steps.append(step)
             nxt = next((n for n in everything[i + 1:] if n not in excluded), None)
             if name in self.preferred:
@@ -216,11 +257,14 @@ class _Router:
 
     def _chosen_reason(self, name: str) -> str:
         if self.backend is not None:
-            return "requested with backend="
-        if name in self.preferred:
-            return "preferred"
-        failed = [s for s in self.steps if s.outcome in (FAILED, UNAVAILABLE)]
-        return "first in the default order" + (" that could open the model" if failed else "")
+            why = "requested with backend="
+        elif name in self.preferred:
+            why = "preferred"
+        else:
+            failed = [s for s in self.steps if s.outcome in (FAILED, UNAVAILABLE, REJECTED)]
+            why = "first in the default order" + (" that could open the model" if failed else "")
+        v = self.verifications.get(name)
+        return why if v is None else f"{why}; {v.describe()}"
 
     def _excluded_reason(self, name: str) -> str:
         if name in self.vetoed:

@@ -99,6 +99,28 @@ class _InputCheck:
         return InputError(f"input {self.name!r}: expected {want}, got {got}")
 
 
+class Precision(str):
+    """The effective precision, a ``str`` (``"bf16"``) that also carries the measured error.
+
+    ``max_abs``: output name -> max abs error against ONNX Runtime CPU, measured when the model
+    was verified on this backend (empty when it was not: the reference itself, ``verify="never"``).
+    """
+
+    max_abs: dict[str, float]
+
+    def __new__(cls, value: str, max_abs: Mapping[str, float] | None = None) -> Precision:
+        obj = super().__new__(cls, value)
+        obj.max_abs = dict(max_abs or {})
+        return obj
+
+    def describe(self) -> str:
+        """``bf16, max abs error 1.6 on output0`` — what to read before shipping."""
+        if not self.max_abs:
+            return str(self)
+        name, err = max(self.max_abs.items(), key=lambda kv: kv[1])
+        return f"{self}, max abs error {err:.2g} on {name}"
+
+
 class Session:
     """A model opened on one backend. Create it with :func:`unirt.load`.
 
@@ -114,6 +136,7 @@ class Session:
         route: Sequence[RouteStep] = (),
         options: OpenOptions | None = None,
         reroute: Reroute | None = None,
+        verification: Any = None,
     ) -> None:
         self.model = model
         self._backend = backend
@@ -130,7 +153,9 @@ class Session:
         self._checks = {t.name: _InputCheck(t) for t in model.inputs}
         self._output_names = tuple(t.name for t in model.outputs)
         self._output_set = frozenset(self._output_names)
-        self._precision = impl.precision
+        self.verification = verification
+        errors = verification.result.max_abs if verification is not None else {}
+        self._precision = Precision(impl.precision, errors)
         self._close_lock = threading.Lock()
 
     # -- description -------------------------------------------------------------------------
@@ -158,8 +183,9 @@ class Session:
         return dict(self._impl.details) if self._impl is not None else {}
 
     @property
-    def precision(self) -> str:
-        """The precision the engine actually computes in (``"fp32"``, ``"bf16"``...)."""
+    def precision(self) -> Precision:
+        """The precision the engine actually computes in (``"fp32"``, ``"bf16"``...), with the
+        error verification measured against the reference (``.max_abs`` per output)."""
         return self._precision
 
     @property
@@ -169,7 +195,7 @@ class Session:
     def explain(self) -> str:
         """Why this backend: the route as text, and what the engine reports about itself."""
         lines = [f"model: {self.model.name}", f"backend: {self._backend}",
-                 f"precision: {self._precision}", "route:",
+                 f"precision: {self._precision.describe()}", "route:",
                  render_route(self._route)]
         for key, value in self.details.items():
             lines.append(f"{key}: {value}")

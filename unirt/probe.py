@@ -1,0 +1,259 @@
+"""The probe: open a model on a backend in a child process, run it, judge it against the reference.
+
+One implementation behind ``unirt compare``, the verification that happens before routing to a
+backend, and ``unirt capabilities --probe``. The backend runs in a child
+(:mod:`unirt.isolation`) because engines segfault, abort or hang on some models; a crash is a
+result (with its signal), never the end of the caller's process.
+
+The reference is ONNX Runtime on the CPU in ``exact`` precision, run in a child as well and once
+per set of inputs, so that its outputs can be shared by every backend probed on them.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .isolation import Outcome, Worker
+from .metrics import OutputDiff, diff, tolerance, within
+from .model import ModelInfo
+
+REFERENCE = "onnxruntime"
+DEFAULT_TIMEOUT = 300.0
+
+# Statuses of a probe.
+PASS, FAIL, ERROR, CRASHED, TIMEOUT, NO_REFERENCE = (
+    "pass", "fail", "error", "crashed", "timeout", "no reference")
+
+
+# -- what runs in the child ----------------------------------------------------------------------
+def _child_init() -> dict[str, Any]:
+    return {}
+
+
+def _child_open(state: dict[str, Any], source: str | bytes, backend: str, precision: str,
+                options: dict[str, Any], threads: int | None = None) -> dict[str, Any]:
+    import time
+
+    import unirt
+
+    start = time.perf_counter()
+    sess = unirt.load(source, backend=backend, precision=precision, threads=threads,
+                      options={backend: options} if options else None, verify="never")
+    state["sess"] = sess
+    return {"load_s": time.perf_counter() - start, "precision": str(sess.precision)}
+
+
+def _child_run(state: dict[str, Any], feeds: dict[str, np.ndarray], runs: int = 1,
+               outputs: list[str] | None = None, send_outputs: bool = True) -> dict[str, Any]:
+    import time
+
+    run = state["sess"].run
+    times, result = [], None
+    for _ in range(max(1, runs)):
+        start = time.perf_counter()
+        result = run(feeds, outputs=outputs)
+        times.append(time.perf_counter() - start)
+    return {"outputs": result if send_outputs else None, "times": times}
+
+
+def _child_peak_rss(_state: dict[str, Any]) -> int:
+    """Peak resident memory of the child, in bytes."""
+    # VmHWM is this process image's own peak; ru_maxrss survives exec on Linux and would report
+    # the parent's peak when the parent is the larger one.
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import platform
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return int(rss if platform.system() == "Darwin" else rss * 1024)
+
+
+# -- the parent's side ---------------------------------------------------------------------------
+def shape_label(feeds: Mapping[str, Any]) -> str:
+    """``x=1x8,y=1`` — how a set of inputs is named in reports and reasons."""
+    return ",".join(f"{k}={'x'.join(map(str, np.shape(v))) or 'scalar'}" for k, v in feeds.items())
+
+
+@dataclass
+class RunSet:
+    """Outputs of one backend on one set of inputs (or why there are none)."""
+
+    label: str
+    outcome: Outcome
+    outputs: dict[str, np.ndarray] | None = None
+    times: list[float] = field(default_factory=list)
+
+
+def run_sets(worker: Worker, source: str | bytes, backend: str,
+             feed_sets: Sequence[Mapping[str, np.ndarray]], precision: str = "exact",
+             options: Mapping[str, Any] | None = None, runs: int = 1,
+             outputs: list[str] | None = None, timeout: float = DEFAULT_TIMEOUT,
+             threads: int | None = None) -> tuple[Outcome, list[RunSet]]:
+    """Open ``source`` on ``backend`` in ``worker`` and run each feed set ``runs`` times.
+
+    Returns the open's Outcome and one RunSet per feed set tried; after a crash or timeout the
+    child and its session are gone, so the remaining sets are not tried.
+    """
+    opened = worker.call(_child_open, source, backend, precision, dict(options or {}), threads,
+                         timeout=timeout)
+    sets: list[RunSet] = []
+    if not opened.ok:
+        return opened, sets
+    for feeds in feed_sets:
+        label = shape_label(feeds)
+        out = worker.call(_child_run, dict(feeds), runs, outputs, timeout=timeout)
+        if out.ok:
+            sets.append(RunSet(label, out, out.value["outputs"], out.value["times"]))
+        else:
+            sets.append(RunSet(label, out))
+            if out.status in (CRASHED, TIMEOUT):
+                break
+    return opened, sets
+
+
+def reference_outputs(source: str | bytes, feed_sets: Sequence[Mapping[str, np.ndarray]],
+                      outputs: list[str] | None = None,
+                      timeout: float = DEFAULT_TIMEOUT) -> tuple[Outcome, list[RunSet]]:
+    """The reference's outputs for each feed set (ONNX Runtime CPU, exact, in a child)."""
+    with Worker(_child_init) as w:
+        return run_sets(w, source, REFERENCE, feed_sets, "exact", outputs=outputs,
+                        timeout=timeout)
+
+
+@dataclass
+class ProbeResult:
+    """A backend judged on a model: ``status`` is ``pass``, ``fail`` (numbers out of tolerance),
+    ``error`` (it raised), ``crashed`` (with the signal), ``timeout`` or ``no reference``.
+
+    ``outputs`` holds each output's differences on the first set of inputs where it was worst;
+    ``shapes`` what was run; ``limited`` the sets of inputs the backend refused without harm
+    (an error, not a crash: a shape limitation the router can fall back from at run time).
+    """
+
+    backend: str
+    status: str
+    reason: str = ""
+    precision: str | None = None
+    shapes: list[str] = field(default_factory=list)
+    outputs: list[OutputDiff] = field(default_factory=list)
+    tolerances: dict[str, tuple[float, float]] = field(default_factory=dict)
+    limited: dict[str, str] = field(default_factory=dict)
+    load_s: float | None = None
+    run_s: float | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.status == PASS
+
+    @property
+    def max_abs(self) -> dict[str, float]:
+        return {o.name: o.max_abs for o in self.outputs}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend, "status": self.status, "reason": self.reason,
+            "precision": self.precision, "shapes": self.shapes, "limited": self.limited,
+            "load_s": self.load_s, "run_s": self.run_s,
+            "outputs": [o.as_dict() | {"atol": self.tolerances.get(o.name, (None, None))[0],
+                                       "rtol": self.tolerances.get(o.name, (None, None))[1]}
+                        for o in self.outputs],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ProbeResult:
+        outs = [OutputDiff(**{k: v for k, v in o.items() if k not in ("atol", "rtol")})
+                for o in d.get("outputs", [])]
+        tols = {o["name"]: (o.get("atol"), o.get("rtol")) for o in d.get("outputs", [])}
+        return cls(d["backend"], d["status"], d.get("reason", ""), d.get("precision"),
+                   list(d.get("shapes", [])), outs, tols, dict(d.get("limited", {})),
+                   d.get("load_s"), d.get("run_s"))
+
+    def summary(self) -> str:
+        """One line: ``max abs 1.6e-02 on logits (bf16)`` or the reason it failed."""
+        if self.status != PASS:
+            return self.reason or self.status
+        if not self.outputs:
+            return "no outputs compared"
+        worst = max(self.outputs, key=lambda o: o.max_abs)
+        return f"max abs {worst.max_abs:.2g} on {worst.name} ({self.precision})"
+
+
+def probe(info: ModelInfo, backend: str, feed_sets: Sequence[Mapping[str, np.ndarray]],
+          precision: str = "exact", options: Mapping[str, Any] | None = None,
+          atol: float | None = None, rtol: float | None = None,
+          timeout: float = DEFAULT_TIMEOUT, reference: list[RunSet] | None = None,
+          runs: int = 1) -> ProbeResult:
+    """Judge ``backend`` on ``info`` at each feed set against the reference.
+
+    ``reference``: the reference's RunSets for the same feed sets, when already computed (one
+    reference run serves every backend compared on the same inputs).
+    """
+    source = info.source()
+    if reference is None:
+        ref_open, reference = reference_outputs(source, feed_sets, timeout=timeout)
+        if not ref_open.ok:
+            return ProbeResult(backend, NO_REFERENCE,
+                               f"the reference ({REFERENCE}) cannot run the model: "
+                               f"{ref_open.describe()}")
+    with Worker(_child_init) as w:
+        opened, sets = run_sets(w, source, backend, feed_sets, precision, options, runs,
+                                timeout=timeout)
+    if not opened.ok:
+        return ProbeResult(backend, _status(opened), _open_reason(opened))
+    result = ProbeResult(backend, PASS, precision=opened.value["precision"],
+                         load_s=opened.value["load_s"])
+    worst: dict[str, OutputDiff] = {}
+    failing: list[str] = []
+    times: list[float] = []
+    for ref, got in zip(reference, sets):
+        result.shapes.append(got.label)
+        if ref.outputs is None:
+            result.limited[got.label] = f"the reference cannot run it: {ref.outcome.describe()}"
+            continue
+        if got.outputs is None:
+            if got.outcome.status in (CRASHED, TIMEOUT):
+                result.status = _status(got.outcome)
+                result.reason = f"{got.outcome.describe()} running {got.label}"
+                return result
+            result.limited[got.label] = got.outcome.describe()
+            continue
+        times.extend(got.times)
+        for name, ref_value in ref.outputs.items():
+            value = got.outputs.get(name)
+            d = diff(name, value, ref_value)
+            tol = tolerance(precision, np.asarray(ref_value), atol, rtol)
+            result.tolerances.setdefault(name, tol)
+            if name not in worst or d.max_abs > worst[name].max_abs or d.problem:
+                worst[name] = d
+            if d.problem or not within(value, ref_value, *tol):
+                why = d.problem or f"max abs {d.max_abs:.3g}, max rel {d.max_rel:.3g} " \
+                                   f"(atol {tol[0]:.3g}, rtol {tol[1]:.3g})"
+                failing.append(f"{name} at {got.label}: {why}")
+    result.outputs = list(worst.values())
+    result.run_s = statistics.median(times) if times else None
+    if failing:
+        result.status, result.reason = FAIL, "wrong numbers: " + "; ".join(failing)
+    elif not times:
+        result.status = ERROR
+        result.reason = "; ".join(f"{k}: {v}" for k, v in result.limited.items()) or "nothing ran"
+    return result
+
+
+def _status(outcome: Outcome) -> str:
+    return outcome.status if outcome.status in (CRASHED, TIMEOUT) else ERROR
+
+
+def _open_reason(outcome: Outcome) -> str:
+    text = outcome.describe()
+    return text if outcome.status in (CRASHED, TIMEOUT) else text.split(": ", 1)[-1]

@@ -1,0 +1,160 @@
+"""Trust by measurement: a backend is routed to only after it was seen to run the model right.
+
+Engines load models and then return wrong numbers, or kill the process, without warning. Before
+a candidate other than the reference is opened in the user's process, the router asks
+:func:`verify`: a cached verdict when there is one, else a probe (:mod:`unirt.probe`) that opens
+the model on the candidate in a child process, runs seeded inputs at two sizes of each dynamic
+dimension and compares with ONNX Runtime CPU. The verdict is cached, content-addressed: model
+bytes and external data, backend, engine version, precision, options and input shapes. A new
+engine version or one changed byte of the model re-verifies; a corrupt entry is rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .model import ModelInfo
+from .probe import NO_REFERENCE, PASS, ProbeResult, probe
+from .tensor import TensorInfo
+
+logger = logging.getLogger("unirt")
+
+MODES = ("auto", "always", "never")
+#: The cache's name for verdicts (a pseudo-backend directory under the cache root).
+CACHE_SECTION = "verify"
+VERDICT_FILE = "verdict.json"
+#: Bumped when what a verdict means changes: older verdicts then miss.
+VERSION = 1
+#: Seconds a verification probe may take before the candidate is rejected as hung;
+#: ``UNIRT_VERIFY_TIMEOUT`` overrides it.
+DEFAULT_TIMEOUT = 120.0
+TIMEOUT_ENV = "UNIRT_VERIFY_TIMEOUT"
+
+#: Sizes given to dynamic dimensions: the first probe, and the second that shows whether the
+#: model really is dynamic. Axis 0 is taken for a batch axis; others for sizes (pixels, tokens).
+BATCH_SIZES = (1, 2)
+OTHER_SIZES = (32, 48)
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A verdict on (model, backend, engine version, precision, options, shapes).
+
+    ``status``: ``verified``, ``rejected`` or ``unverified`` (the reference could not run the
+    model, so nothing was compared). ``cached``: taken from the cache, no child was started.
+    """
+
+    status: str
+    result: ProbeResult
+    cached: bool
+    key: str
+
+    @property
+    def accepted(self) -> bool:
+        return self.status != "rejected"
+
+    def describe(self) -> str:
+        source = "cached verdict: " if self.cached else ""
+        if self.status == "verified":
+            limited = "".join(f"; refuses {k} ({v})" for k, v in self.result.limited.items())
+            return f"{source}verified, {self.result.summary()}{limited}"
+        if self.status == "rejected":  # the route's outcome already says "rejected"
+            return f"{source}{self.result.reason}"
+        return f"{source}{self.status}: {self.result.reason}"
+
+
+def probe_shapes(inputs: Sequence[TensorInfo],
+                 declared: Mapping[str, Sequence[int]] | None = None) -> list[dict[str, tuple]]:
+    """One or two shape sets: the declared (or default) sizes, and for models with dynamic dims
+    a second set with every dynamic dim at another size."""
+    from .inputs import resolve_shape
+
+    declared = dict(declared or {})
+    first, second = {}, {}
+    dynamic = False
+    for t in inputs:
+        if t.shape is None or t.dtype is None:
+            continue
+        if t.name in declared:
+            first[t.name] = resolve_shape(t, declared[t.name])
+            second[t.name] = first[t.name]
+            continue
+        a, b = [], []
+        for axis, d in enumerate(t.shape):
+            if isinstance(d, int):
+                a.append(d)
+                b.append(d)
+            else:
+                dynamic = True
+                sizes = BATCH_SIZES if axis == 0 else OTHER_SIZES
+                a.append(sizes[0])
+                b.append(sizes[1])
+        first[t.name], second[t.name] = tuple(a), tuple(b)
+    return [first, second] if dynamic else [first]
+
+
+def _key(info: ModelInfo, backend: str, version: str | None, precision: str,
+         options: Mapping[str, Any], shapes: list[dict[str, tuple]],
+         tolerance: float | None) -> str:
+    from .cache import artifact_key
+
+    return artifact_key(CACHE_SECTION, info, versions={"engine": version, "verify": VERSION},
+                        shapes=[{k: list(v) for k, v in s.items()} for s in shapes],
+                        precision=precision,
+                        options={"backend": backend, "options": dict(options),
+                                 "tolerance": tolerance})
+
+
+def verify(info: ModelInfo, backend: str, version: str | None, precision: str = "exact",
+           options: Mapping[str, Any] | None = None,
+           shapes: Mapping[str, Sequence[int]] | None = None, mode: str = "auto",
+           tolerance: float | None = None, timeout: float | None = None) -> Verification:
+    """The verdict for running ``info`` on ``backend``: from the cache, or measured now.
+
+    ``mode="always"`` measures even when a verdict is cached (and refreshes it).
+    """
+    from .cache import ArtifactCache
+    from .inputs import make_inputs
+
+    if timeout is None:
+        timeout = float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT)
+    sets = probe_shapes(info.inputs, shapes)
+    key = _key(info, backend, version, precision, options or {}, sets, tolerance)
+    cache = ArtifactCache()
+    if mode != "always":
+        entry = cache.lookup(CACHE_SECTION, key)
+        if entry is not None:
+            try:
+                doc = json.loads((entry / VERDICT_FILE).read_text())
+                return Verification(doc["status"], ProbeResult.from_dict(doc["result"]), True, key)
+            except (OSError, ValueError, KeyError, TypeError):
+                logger.warning("unreadable verification verdict %s; measuring again", key)
+    else:
+        from .cache import _remove_tree
+
+        _remove_tree(cache.entry_path(CACHE_SECTION, key))
+    feed_sets = [make_inputs(info.inputs, s, seed=i) for i, s in enumerate(sets)]
+    start = time.perf_counter()
+    result = probe(info, backend, feed_sets, precision, options, atol=tolerance,
+                   timeout=timeout)
+    logger.info("verified %s on %s in %.2f s: %s", info.name, backend,
+                time.perf_counter() - start, result.status)
+    status = ("verified" if result.status == PASS
+              else "unverified" if result.status == NO_REFERENCE else "rejected")
+
+    def build(tmp: Path) -> dict[str, Any]:
+        (tmp / VERDICT_FILE).write_text(json.dumps(
+            {"status": status, "result": result.as_dict(), "model": info.name,
+             "backend": backend, "engine": version, "precision": precision}, indent=1))
+        return {"model": info.name, "backend": backend, "status": status}
+
+    cache.get_or_build(CACHE_SECTION, key, build,
+                       meta={"kind": "verification", "engine": version})
+    return Verification(status, result, False, key)
