@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from unirt import plugins
@@ -15,3 +17,16 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPath
     previous = plugins.set_registry(None)
     yield
     plugins.set_registry(previous)
+
+
+@pytest.fixture
+def fake_engines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Install tests.fake_engines as a third-party plugin (entry point) for parent and children."""
+    site = tmp_path / "site"
+    info = site / "unirt_fake_engines-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: unirt-fake-engines\n"
+                                   "Version: 1.0\n")
+    (info / "entry_points.txt").write_text("[unirt]\nfake_engines = tests.fake_engines\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent))

@@ -18,19 +18,6 @@ from unirt.testing import models as M
 
 
 @pytest.fixture
-def fake_engines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Install tests.fake_engines as a third-party plugin (entry point) for parent and children."""
-    site = tmp_path / "site"
-    info = site / "unirt_fake_engines-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: unirt-fake-engines\n"
-                                   "Version: 1.0\n")
-    (info / "entry_points.txt").write_text("[unirt]\nfake_engines = tests.fake_engines\n")
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent))
-
-
-@pytest.fixture
 def conv(tmp_path: Path) -> Path:
     return M.save(M.conv_net(), tmp_path / "conv.onnx")
 

@@ -22,6 +22,13 @@ from unirt.testing import models as M
 from .fakes import FakeGpu, FakePlugin, ImportFails, RaisesOnOpen, Unavailable, Working
 
 
+def load(*args, **kwargs) -> unirt.Session:
+    """unirt.load without verification: these fakes live in this process's registry only, so a
+    verification child could not find them (verification has its own tests)."""
+    kwargs.setdefault("verify", "never")
+    return unirt.load(*args, **kwargs)
+
+
 @pytest.fixture
 def registry() -> Registry:
     reg = Registry(builtins=(), entry_points=False)
@@ -42,7 +49,7 @@ def test_default_order_gpu_first_then_rank(registry: Registry) -> None:
 
 
 def test_route_records_every_candidate(registry: Registry, model_path) -> None:
-    sess = unirt.load(model_path, registry=registry, verify="never")
+    sess = load(model_path, registry=registry)
     assert sess.backend == "fake-working"
     assert [(s.backend, s.outcome) for s in sess.route] == [
         ("fake-gpu", "unavailable"), ("fake-unavailable", "unavailable"),
@@ -60,7 +67,7 @@ def test_route_records_every_candidate(registry: Registry, model_path) -> None:
 
 def test_prefer_falls_back_with_a_warning(registry: Registry, model_path, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="unirt"):
-        sess = unirt.load(model_path, prefer="fake-raises", device="cpu", registry=registry, verify="never")
+        sess = load(model_path, prefer="fake-raises", device="cpu", registry=registry)
     assert sess.route[0].backend == "fake-raises" and sess.route[0].outcome == "failed"
     assert sess.backend == "fake-working"
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -69,7 +76,7 @@ def test_prefer_falls_back_with_a_warning(registry: Registry, model_path, caplog
 
 
 def test_prefer_success_is_marked_preferred(registry: Registry, model_path) -> None:
-    sess = unirt.load(model_path, prefer=["fake-working"], registry=registry, verify="never")
+    sess = load(model_path, prefer=["fake-working"], registry=registry)
     assert sess.route[0].backend == "fake-working"
     assert sess.route[0].outcome == "chosen" and sess.route[0].reason == "preferred"
     assert all(s.outcome == "not tried" for s in sess.route[1:])
@@ -77,17 +84,17 @@ def test_prefer_success_is_marked_preferred(registry: Registry, model_path) -> N
 
 def test_fallback_false_raises(registry: Registry, model_path) -> None:
     with pytest.raises(NoBackendError, match="preferred backend fake-raises .* fallback=False"):
-        unirt.load(model_path, prefer="fake-raises", fallback=False, registry=registry, verify="never")
+        load(model_path, prefer="fake-raises", fallback=False, registry=registry)
 
 
 def test_backend_never_falls_back(registry: Registry, model_path) -> None:
     with pytest.raises(BackendError, match="fake-raises could not open tiny.onnx: RuntimeError: "
                                            "engine exploded$"):
-        unirt.load(model_path, backend="fake-raises", registry=registry, verify="never")
+        load(model_path, backend="fake-raises", registry=registry)
     with pytest.raises(BackendUnavailableError,
                        match=r"fake-unavailable is not available: libfake.so not found "
                              r"\(install: pip install fake-engine\)"):
-        unirt.load(model_path, backend="fake-unavailable", registry=registry, verify="never")
+        load(model_path, backend="fake-unavailable", registry=registry)
 
 
 def test_unknown_backend_lists_registered(registry: Registry, model_path) -> None:
@@ -95,12 +102,12 @@ def test_unknown_backend_lists_registered(registry: Registry, model_path) -> Non
                    {"options": {"tensorrtt": {}}}):
         with pytest.raises(BackendNotFoundError,
                            match="unknown backend 'tensorrtt'; registered backends: fake-working"):
-            unirt.load(model_path, registry=registry, verify="never", **kwargs)
+            load(model_path, registry=registry, **kwargs)
 
 
 def test_exclude(registry: Registry, model_path) -> None:
     with pytest.raises(NoBackendError) as info:
-        unirt.load(model_path, exclude=["fake-working"], registry=registry, verify="never")
+        load(model_path, exclude=["fake-working"], registry=registry)
     text = str(info.value)
     assert text.startswith("no backend can run tiny.onnx:")
     for name in ("fake-gpu", "fake-unavailable", "fake-raises", "fake-import-fails"):
@@ -110,13 +117,13 @@ def test_exclude(registry: Registry, model_path) -> None:
 
 def test_bad_arguments(registry: Registry, model_path) -> None:
     with pytest.raises(UnirtError, match="either backend= .* or prefer="):
-        unirt.load(model_path, backend="fake-working", prefer="fake-raises", registry=registry, verify="never")
+        load(model_path, backend="fake-working", prefer="fake-raises", registry=registry)
     with pytest.raises(UnirtError, match="device must be one of"):
-        unirt.load(model_path, device="tpu", registry=registry, verify="never")
+        load(model_path, device="tpu", registry=registry)
     with pytest.raises(UnirtError, match="threads must be a positive integer"):
-        unirt.load(model_path, threads=0, registry=registry, verify="never")
+        load(model_path, threads=0, registry=registry)
     with pytest.raises(UnirtError, match="precision must be one of exact, fast"):
-        unirt.load(model_path, backend="fake-working", precision="fp8", registry=registry, verify="never")
+        load(model_path, backend="fake-working", precision="fp8", registry=registry)
 
 
 def test_on_fallback_hook(registry: Registry, model_path) -> None:
@@ -134,7 +141,7 @@ def test_on_fallback_hook(registry: Registry, model_path) -> None:
 
     registry.register(Observer(), "observer")
     registry.register(Broken(), "broken")
-    sess = unirt.load(model_path, device="cpu", registry=registry, verify="never")  # a broken observer is harmless
+    sess = load(model_path, device="cpu", registry=registry)  # a broken observer is harmless
     assert sess.backend == "fake-working"
     assert seen == [
         ("tiny.onnx", "fake-unavailable", "unavailable", "fake-raises"),
@@ -143,7 +150,7 @@ def test_on_fallback_hook(registry: Registry, model_path) -> None:
     ]
     seen.clear()
     with pytest.raises(BackendError):
-        unirt.load(model_path, backend="fake-raises", registry=registry, verify="never")
+        load(model_path, backend="fake-raises", registry=registry)
     assert seen == []  # backend= never falls back, so no fallback event
 
 
@@ -160,9 +167,9 @@ def test_run_time_fallback_for_a_shape(registry: Registry, tmp_path, caplog) -> 
             events.append((step.backend, step.outcome, next_backend))
 
     registry.register(Observer(), "observer")
-    sess = unirt.load(path, device="cpu", registry=registry, verify="never")
+    sess = load(path, device="cpu", registry=registry)
     assert sess.backend == "fake-batch-one"
-    ref = unirt.load(path, backend="onnxruntime")
+    ref = load(path, backend="onnxruntime")
     x1 = np.ones((1, 8), np.float32)
     np.testing.assert_allclose(sess(x1), ref(x1))
     events.clear()
@@ -190,7 +197,7 @@ def test_run_time_shape_limit_with_backend_is_an_error(registry: Registry, tmp_p
 
     registry.register(FakePlugin(BatchOne), "batch-one")
     path = M.save(M.dynamic_batch(), tmp_path / "dyn.onnx")
-    sess = unirt.load(path, backend="fake-batch-one", registry=registry, verify="never")
+    sess = load(path, backend="fake-batch-one", registry=registry)
     with pytest.raises(ShapeLimitError, match="batch 1 only, x has batch 2"):
         sess(np.ones((2, 8), np.float32))
 
@@ -200,7 +207,7 @@ def test_wrong_input_is_never_fallen_back_from(registry: Registry, tmp_path) -> 
 
     registry.register(FakePlugin(BatchOne), "batch-one")
     path = M.save(M.dynamic_batch(), tmp_path / "dyn.onnx")
-    sess = unirt.load(path, device="cpu", registry=registry, verify="never")
+    sess = load(path, device="cpu", registry=registry)
     with pytest.raises(unirt.InputError, match="dimension 1 must be 8"):
         sess(np.ones((2, 9), np.float32))
     assert all(s.outcome != "shape fallback" for s in sess.route)
@@ -214,13 +221,13 @@ def test_order_candidates_hook_reorders_and_vetoes(registry: Registry, model_pat
             candidates.insert(0, candidates.pop(candidates.index("fake-working")))
 
     registry.register(SitePolicy(), "policy")
-    sess = unirt.load(model_path, registry=registry, verify="never")
+    sess = load(model_path, registry=registry)
     assert sess.backend == "fake-working" and sess.route[0].backend == "fake-working"
     vetoed = next(s for s in sess.route if s.backend == "fake-raises")
     assert vetoed.outcome == "excluded" and "vetoed by a plugin" in vetoed.reason
     # backend= is the user's explicit choice: policy hooks are not consulted
     with pytest.raises(BackendError):
-        unirt.load(model_path, backend="fake-raises", registry=registry, verify="never")
+        load(model_path, backend="fake-raises", registry=registry)
 
 
 def test_order_candidates_hook_errors_are_plugin_errors(registry: Registry, model_path) -> None:
@@ -231,13 +238,13 @@ def test_order_candidates_hook_errors_are_plugin_errors(registry: Registry, mode
 
     registry.register(Bad(), "bad")
     with pytest.raises(unirt.PluginError, match="plugin bad added unknown candidates"):
-        unirt.load(model_path, registry=registry, verify="never")
+        load(model_path, registry=registry)
 
 
 def test_backend_order_env(registry: Registry, model_path, monkeypatch) -> None:
     monkeypatch.setenv("UNIRT_BACKEND_ORDER", "fake-working,fake-raises")
     assert router.default_order(registry)[:2] == ["fake-working", "fake-raises"]
-    assert unirt.load(model_path, registry=registry, verify="never").route[0].outcome == "chosen"
+    assert load(model_path, registry=registry).route[0].outcome == "chosen"
     monkeypatch.setenv("UNIRT_BACKEND_ORDER", "nope")
     with pytest.raises(UnirtError, match="UNIRT_BACKEND_ORDER names unknown backend 'nope'"):
-        unirt.load(model_path, registry=registry, verify="never")
+        load(model_path, registry=registry)

@@ -13,8 +13,6 @@ from unirt.errors import BackendError
 from unirt.probe import NO_REFERENCE, ProbeResult
 from unirt.testing import models as M
 
-from .test_compare import fake_engines  # noqa: F401 - the fixture
-
 
 @pytest.fixture
 def conv(tmp_path: Path) -> Path:

@@ -36,7 +36,7 @@ def parse_shape(text: str) -> tuple[int, ...]:
 
 
 def parse_assignments(items: Sequence[str], what: str) -> dict[str, str]:
-    """``["a=1", "b=2"]`` -> ``{"a": "1", "b": "2"}``; the input name may contain ``=``-free text."""
+    """``["a=1", "b=2"]`` -> ``{"a": "1", "b": "2"}`` (split at the last ``=``)."""
     out: dict[str, str] = {}
     for item in items:
         name, sep, value = item.rpartition("=")

@@ -1,4 +1,4 @@
-"""What is installed: every registered backend with its availability, as ``unirt backends`` shows."""
+"""What is installed: every registered backend and its availability (``unirt backends``)."""
 
 from __future__ import annotations
 

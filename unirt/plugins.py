@@ -117,7 +117,7 @@ class Registry:
             self.register(plugin, name=ep.name, source=dist)
 
     def register(self, plugin: Any, name: str | None = None, source: str = "api") -> None:
-        """Register a plugin object or module (how built-ins, entry points and tests all add one)."""
+        """Register a plugin object or module: how built-ins, entry points and tests add one."""
         name = name or getattr(plugin, "__name__", None) or repr(plugin)
         if name in self.disabled:
             self.records[name] = PluginRecord(name, source, False, disabled=True)

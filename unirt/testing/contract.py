@@ -20,8 +20,9 @@ time; once it opens a model it must return the reference's numbers (onnx's own
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
