@@ -151,6 +151,8 @@ class ProbeResult:
     limited: dict[str, str] = field(default_factory=dict)
     load_s: float | None = None
     run_s: float | None = None
+    #: False when the backend raised while opening the model (nothing ran).
+    opened: bool = True
 
     @property
     def passed(self) -> bool:
@@ -164,7 +166,7 @@ class ProbeResult:
         return {
             "backend": self.backend, "status": self.status, "reason": self.reason,
             "precision": self.precision, "shapes": self.shapes, "limited": self.limited,
-            "load_s": self.load_s, "run_s": self.run_s,
+            "load_s": self.load_s, "run_s": self.run_s, "opened": self.opened,
             "outputs": [o.as_dict() | {"atol": self.tolerances.get(o.name, (None, None))[0],
                                        "rtol": self.tolerances.get(o.name, (None, None))[1]}
                         for o in self.outputs],
@@ -177,7 +179,7 @@ class ProbeResult:
         tols = {o["name"]: (o.get("atol"), o.get("rtol")) for o in d.get("outputs", [])}
         return cls(d["backend"], d["status"], d.get("reason", ""), d.get("precision"),
                    list(d.get("shapes", [])), outs, tols, dict(d.get("limited", {})),
-                   d.get("load_s"), d.get("run_s"))
+                   d.get("load_s"), d.get("run_s"), bool(d.get("opened", True)))
 
     def summary(self) -> str:
         """One line: ``max abs 1.6e-02 on logits (bf16)`` or the reason it failed."""
@@ -210,7 +212,7 @@ def probe(info: ModelInfo, backend: str, feed_sets: Sequence[Mapping[str, np.nda
         opened, sets = run_sets(w, source, backend, feed_sets, precision, options, runs,
                                 timeout=timeout)
     if not opened.ok:
-        return ProbeResult(backend, _status(opened), _open_reason(opened))
+        return ProbeResult(backend, _status(opened), _open_reason(opened), opened=False)
     result = ProbeResult(backend, PASS, precision=opened.value["precision"],
                          load_s=opened.value["load_s"])
     worst: dict[str, OutputDiff] = {}
@@ -244,6 +246,10 @@ def probe(info: ModelInfo, backend: str, feed_sets: Sequence[Mapping[str, np.nda
     result.run_s = statistics.median(times) if times else None
     if failing:
         result.status, result.reason = FAIL, "wrong numbers: " + "; ".join(failing)
+    elif all(r.outputs is None for r in reference):
+        result.status = NO_REFERENCE
+        result.reason = (f"the reference ({REFERENCE}) cannot run the model: "
+                         f"{reference[0].outcome.describe() if reference else 'no inputs'}")
     elif not times:
         result.status = ERROR
         result.reason = "; ".join(f"{k}: {v}" for k, v in result.limited.items()) or "nothing ran"

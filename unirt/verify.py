@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import UnirtError
 from .model import ModelInfo
-from .probe import NO_REFERENCE, PASS, ProbeResult, probe
+from .probe import ERROR, NO_REFERENCE, PASS, ProbeResult, probe
 from .tensor import TensorInfo
 
 logger = logging.getLogger("unirt")
@@ -47,8 +48,11 @@ OTHER_SIZES = (32, 48)
 class Verification:
     """A verdict on (model, backend, engine version, precision, options, shapes).
 
-    ``status``: ``verified``, ``rejected`` or ``unverified`` (the reference could not run the
-    model, so nothing was compared). ``cached``: taken from the cache, no child was started.
+    ``status``: ``verified``; ``rejected`` (it crashed, hung, or gave wrong numbers);
+    ``refused`` (it raised a clear error opening the model: harmless, so the in-process open is
+    left to raise the same error with its own type); ``unverified`` (nothing could be compared:
+    the reference cannot run the model, or no inputs can be generated for it).
+    ``cached``: taken from the cache, no child was started.
     """
 
     status: str
@@ -125,7 +129,11 @@ def verify(info: ModelInfo, backend: str, version: str | None, precision: str = 
 
     if timeout is None:
         timeout = float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT)
-    sets = probe_shapes(info.inputs, shapes)
+    try:
+        sets = probe_shapes(info.inputs, shapes)
+    except UnirtError as exc:
+        result = ProbeResult(backend, NO_REFERENCE, f"no inputs can be generated ({exc})")
+        return Verification("unverified", result, False, "")
     key = _key(info, backend, version, precision, options or {}, sets, tolerance)
     cache = ArtifactCache()
     if mode != "always":
@@ -140,14 +148,24 @@ def verify(info: ModelInfo, backend: str, version: str | None, precision: str = 
         from .cache import _remove_tree
 
         _remove_tree(cache.entry_path(CACHE_SECTION, key))
-    feed_sets = [make_inputs(info.inputs, s, seed=i) for i, s in enumerate(sets)]
+    try:
+        feed_sets = [make_inputs(info.inputs, s, seed=i) for i, s in enumerate(sets)]
+    except UnirtError as exc:  # bf16, strings without shape, sequences: nothing to compare
+        result = ProbeResult(backend, NO_REFERENCE, f"no inputs can be generated ({exc})")
+        return Verification("unverified", result, False, key)
     start = time.perf_counter()
     result = probe(info, backend, feed_sets, precision, options, atol=tolerance,
                    timeout=timeout)
     logger.info("verified %s on %s in %.2f s: %s", info.name, backend,
                 time.perf_counter() - start, result.status)
-    status = ("verified" if result.status == PASS
-              else "unverified" if result.status == NO_REFERENCE else "rejected")
+    if result.status == PASS:
+        status = "verified"
+    elif result.status == NO_REFERENCE:
+        status = "unverified"
+    elif result.status == ERROR and not result.opened:
+        status = "refused"
+    else:
+        status = "rejected"
 
     def build(tmp: Path) -> dict[str, Any]:
         (tmp / VERDICT_FILE).write_text(json.dumps(
