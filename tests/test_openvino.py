@@ -24,6 +24,13 @@ from unirt.model import read_model
 from unirt.plugins import get_registry
 from unirt.testing import models as M
 
+
+def load(*args, **kwargs) -> unirt.Session:
+    """unirt.load without the verification child: these tests look at the engine itself
+    (what it compiles, caches, converts); verification has its own tests in test_verify.py."""
+    kwargs.setdefault("verify", "never")
+    return unirt.load(*args, **kwargs)
+
 ov = pytest.importorskip("openvino", reason="openvino is not installed")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is the reference")
 
@@ -73,7 +80,7 @@ def _typed_outputs_model() -> onnx.ModelProto:
 # -- precision ---------------------------------------------------------------------------------
 def test_exact_matches_onnxruntime_on_a_resnet(tmp_path: Path) -> None:
     path = M.save(M.resnet_like(), tmp_path / "resnet.onnx")
-    sess = unirt.load(path, backend="openvino")
+    sess = load(path, backend="openvino")
     assert sess.precision == "fp32"
     x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
     got = sess.run({"input": x})["logits"]
@@ -82,7 +89,7 @@ def test_exact_matches_onnxruntime_on_a_resnet(tmp_path: Path) -> None:
 
 def test_fast_reports_the_engines_own_precision(tmp_path: Path) -> None:
     path = M.save(M.resnet_like(), tmp_path / "resnet.onnx")
-    sess = unirt.load(path, backend="openvino", precision="fast")
+    sess = load(path, backend="openvino", precision="fast")
     default = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
     assert sess.precision == {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}[default]
     x = np.random.default_rng(1).standard_normal((1, 3, 64, 64)).astype(np.float32)
@@ -94,7 +101,7 @@ def test_fast_reports_the_engines_own_precision(tmp_path: Path) -> None:
 # -- shapes and dtypes -------------------------------------------------------------------------
 def test_dynamic_batch_runs_at_two_sizes_without_reopening(tmp_path: Path) -> None:
     path = M.save(M.resnet_like(batch="N", size=32), tmp_path / "resnet_dyn.onnx")
-    sess = unirt.load(path, backend="openvino")
+    sess = load(path, backend="openvino")
     assert sess.inputs[0].shape == ("N", 3, 32, 32)
     for batch in (1, 3):
         x = np.random.default_rng(batch).standard_normal((batch, 3, 32, 32)).astype(np.float32)
@@ -104,13 +111,13 @@ def test_dynamic_batch_runs_at_two_sizes_without_reopening(tmp_path: Path) -> No
 
 
 def test_static_shape_models_reject_other_shapes(tmp_path: Path) -> None:
-    sess = unirt.load(M.save(M.conv_net(), tmp_path / "conv.onnx"), backend="openvino")
+    sess = load(M.save(M.conv_net(), tmp_path / "conv.onnx"), backend="openvino")
     with pytest.raises(UnirtError, match="dimension 2 must be 16"):
         sess.run({"input": np.zeros((1, 3, 32, 32), np.float32)})
 
 
 def test_output_dtypes_are_what_the_model_declares(tmp_path: Path) -> None:
-    sess = unirt.load(M.save(_typed_outputs_model(), tmp_path / "typed.onnx"),
+    sess = load(M.save(_typed_outputs_model(), tmp_path / "typed.onnx"),
                       backend="openvino")
     x = np.array([[-1.0, 2.0, 3.5, 0.0], [1.0, 0.0, 2.0, 4.0]], np.float32)
     out = sess.run({"x": x})
@@ -124,7 +131,7 @@ def test_output_dtypes_are_what_the_model_declares(tmp_path: Path) -> None:
 
 def test_int64_outputs_keep_int64(tmp_path: Path) -> None:
     proto = M.multi_io()
-    sess = unirt.load(M.save(proto, tmp_path / "multi.onnx"), backend="openvino")
+    sess = load(M.save(proto, tmp_path / "multi.onnx"), backend="openvino")
     feeds = make_inputs(sess.inputs, seed=2)
     out = sess.run(feeds)
     assert out["argmax"].dtype == np.int64
@@ -133,7 +140,7 @@ def test_int64_outputs_keep_int64(tmp_path: Path) -> None:
 
 # -- memory ------------------------------------------------------------------------------------
 def test_a_run_does_not_overwrite_earlier_results(tmp_path: Path) -> None:
-    sess = unirt.load(M.save(M.conv_net(), tmp_path / "conv.onnx"), backend="openvino")
+    sess = load(M.save(M.conv_net(), tmp_path / "conv.onnx"), backend="openvino")
     a = make_inputs(sess.inputs, seed=1)
     b = make_inputs(sess.inputs, seed=2)
     first = sess.run(a)["probs"]
@@ -145,7 +152,7 @@ def test_a_run_does_not_overwrite_earlier_results(tmp_path: Path) -> None:
 
 
 def test_inputs_are_left_as_they_were(tmp_path: Path) -> None:
-    sess = unirt.load(M.save(M.resnet_like(size=32), tmp_path / "r.onnx"), backend="openvino")
+    sess = load(M.save(M.resnet_like(size=32), tmp_path / "r.onnx"), backend="openvino")
     x = np.random.default_rng(3).standard_normal((1, 3, 32, 32)).astype(np.float32)
     before = x.copy()
     sess.run({"input": x})
@@ -157,12 +164,12 @@ def test_second_load_comes_from_the_cache(tmp_path: Path) -> None:
     path = M.save(M.resnet_like(size=32), tmp_path / "r.onnx")
     cache = backend_cache_dir("openvino")
     assert not any(cache.iterdir())
-    first = unirt.load(path, backend="openvino")
+    first = load(path, backend="openvino")
     files = sorted(p.relative_to(cache) for p in cache.rglob("*") if p.is_file())
     assert files, "compiling wrote nothing to the cache"
     assert Path(first.details["cache_dir"]).parent == cache
     assert first.details.get("loaded_from_cache") is False
-    second = unirt.load(path, backend="openvino")
+    second = load(path, backend="openvino")
     assert second.details.get("loaded_from_cache") is True
     assert sorted(p.relative_to(cache) for p in cache.rglob("*") if p.is_file()) == files
     x = np.ones((1, 3, 32, 32), np.float32)
@@ -181,11 +188,11 @@ def test_a_model_rewritten_in_place_does_not_load_the_old_blob(tmp_path: Path) -
     M.save(first, path)
     stat = path.stat()
     x = np.ones((2, 8), np.float32)
-    y_first = unirt.load(path, backend="openvino").run({"x": x})["y"]
+    y_first = load(path, backend="openvino").run({"x": x})["y"]
     M.save(second, path)
     assert path.stat().st_size == stat.st_size
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    sess = unirt.load(path, backend="openvino")
+    sess = load(path, backend="openvino")
     assert sess.details["loaded_from_cache"] is False
     y_second = sess.run({"x": x})["y"]
     np.testing.assert_allclose(y_second, M.reference(second, {"x": x})["y"], atol=1e-5)
@@ -194,7 +201,7 @@ def test_a_model_rewritten_in_place_does_not_load_the_old_blob(tmp_path: Path) -
 
 def test_cache_can_be_turned_off(tmp_path: Path) -> None:
     path = M.save(M.tiny(), tmp_path / "tiny.onnx")
-    sess = unirt.load(path, backend="openvino", options={"openvino": {"cache": False}})
+    sess = load(path, backend="openvino", options={"openvino": {"cache": False}})
     assert sess.details["cache_dir"] is None
     assert not any(backend_cache_dir("openvino").iterdir())
 
@@ -204,18 +211,18 @@ def test_unknown_option_lists_the_known_ones(tmp_path: Path) -> None:
     path = M.save(M.tiny(), tmp_path / "tiny.onnx")
     with pytest.raises(UnirtError, match=r"unknown openvino option 'bogus'; known: device, "
                                          r"performance_hint"):
-        unirt.load(path, backend="openvino", options={"openvino": {"bogus": 1}})
+        load(path, backend="openvino", options={"openvino": {"bogus": 1}})
     with pytest.raises(UnirtError, match="performance_hint must be one of LATENCY"):
-        unirt.load(path, backend="openvino", options={"openvino": {"performance_hint": "FAST"}})
+        load(path, backend="openvino", options={"openvino": {"performance_hint": "FAST"}})
 
 
 def test_threads_and_performance_hint_reach_the_engine(tmp_path: Path) -> None:
     path = M.save(M.tiny(), tmp_path / "tiny.onnx")
-    sess = unirt.load(path, backend="openvino", threads=1,
+    sess = load(path, backend="openvino", threads=1,
                       options={"openvino": {"performance_hint": "throughput"}})
     assert sess.details["threads"] == 1
     assert sess.details["performance_hint"] == "THROUGHPUT"
-    assert unirt.load(path, backend="openvino").details["performance_hint"] == "LATENCY"
+    assert load(path, backend="openvino").details["performance_hint"] == "LATENCY"
 
 
 def test_missing_devices_are_clear_errors(tmp_path: Path) -> None:
@@ -224,19 +231,19 @@ def test_missing_devices_are_clear_errors(tmp_path: Path) -> None:
     if not any(d.startswith("GPU") for d in present):
         with pytest.raises(BackendUnavailableError, match=r"openvino: device GPU is not "
                                                           r"available.*OpenVINO sees: CPU"):
-            unirt.load(path, backend="openvino", options={"openvino": {"device": "GPU"}})
+            load(path, backend="openvino", options={"openvino": {"device": "GPU"}})
         with pytest.raises(BackendUnavailableError, match="device GPU is not available"):
-            unirt.load(path, backend="openvino", device="gpu")
+            load(path, backend="openvino", device="gpu")
     with pytest.raises(BackendUnavailableError, match="device NOSUCH is not available"):
-        unirt.load(path, backend="openvino", options={"openvino": {"device": "nosuch"}})
+        load(path, backend="openvino", options={"openvino": {"device": "nosuch"}})
     with pytest.raises(BackendUnavailableError, match="openvino cannot run on CUDA"):
-        unirt.load(path, backend="openvino", device="cuda")
+        load(path, backend="openvino", device="cuda")
 
 
 def test_device_names_are_accepted_as_openvino_spells_them(tmp_path: Path) -> None:
     path = M.save(M.tiny(), tmp_path / "tiny.onnx")
     for device in ("cpu", "AUTO", "AUTO:CPU"):
-        sess = unirt.load(path, backend="openvino", options={"openvino": {"device": device}})
+        sess = load(path, backend="openvino", options={"openvino": {"device": device}})
         assert sess.details["device"] == device.upper()
         assert sess.details["execution_devices"] == ["CPU"]
         np.testing.assert_allclose(sess(np.array([[-1, 1, 2, 3]], np.float32)), [[0, 2, 4, 6]])
@@ -246,7 +253,7 @@ def test_device_names_are_accepted_as_openvino_spells_them(tmp_path: Path) -> No
 def test_engine_errors_name_backend_model_and_cause(tmp_path: Path) -> None:
     path = M.save(_custom_op_model(), tmp_path / "custom.onnx")
     with pytest.raises(BackendError) as info:
-        unirt.load(path, backend="openvino")
+        load(path, backend="openvino")
     message = str(info.value)
     assert "openvino" in message and "custom.onnx" in message
     assert "my.domain.FooBar" in message
@@ -260,7 +267,7 @@ def test_run_errors_are_clean(tmp_path: Path) -> None:
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"]),
          helper.make_tensor_value_info("shape", TensorProto.INT64, [2])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])])
-    sess = unirt.load(M.save(M._model(g), tmp_path / "reshape.onnx"), backend="openvino")
+    sess = load(M.save(M._model(g), tmp_path / "reshape.onnx"), backend="openvino")
     with pytest.raises(BackendError) as info:
         sess.run({"x": np.zeros(5, np.float32), "shape": np.array([2, 2], np.int64)})
     message = str(info.value)
@@ -301,7 +308,7 @@ def test_inputs_openvino_drops_are_still_accepted(tmp_path: Path) -> None:
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
          helper.make_tensor_value_info("unused", TensorProto.FLOAT, [1, 2])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
-    sess = unirt.load(M.save(M._model(g), tmp_path / "unused.onnx"), backend="openvino")
+    sess = load(M.save(M._model(g), tmp_path / "unused.onnx"), backend="openvino")
     x = np.array([[-1.0, 2.0, -3.0, 4.0]], np.float32)
     out = sess.run({"x": x, "unused": np.zeros((1, 2), np.float32)})
     np.testing.assert_array_equal(out["y"], np.maximum(x, 0))
@@ -309,7 +316,7 @@ def test_inputs_openvino_drops_are_still_accepted(tmp_path: Path) -> None:
 
 def test_threads_running_different_batch_sizes_at_once(tmp_path: Path) -> None:
     proto = M.dynamic_batch()
-    sess = unirt.load(M.save(proto, tmp_path / "fc.onnx"), backend="openvino")
+    sess = load(M.save(proto, tmp_path / "fc.onnx"), backend="openvino")
     feeds = [{"x": np.random.default_rng(i).standard_normal((i + 1, 8)).astype(np.float32)}
              for i in range(4)]
     expected = [M.reference(proto, f)["y"] for f in feeds]

@@ -516,6 +516,15 @@ cli.add_command(capabilities_command)
 cli.add_command(probe_ops_command)
 
 
+def _add_builtin_groups() -> None:
+    from .cache_cli import cache
+
+    cli.add_command(cache)
+
+
+_add_builtin_groups()
+
+
 def _add_plugin_commands() -> None:
     from .plugins import get_registry
 

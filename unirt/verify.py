@@ -145,9 +145,7 @@ def verify(info: ModelInfo, backend: str, version: str | None, precision: str = 
             except (OSError, ValueError, KeyError, TypeError):
                 logger.warning("unreadable verification verdict %s; measuring again", key)
     else:
-        from .cache import _remove_tree
-
-        _remove_tree(cache.entry_path(CACHE_SECTION, key))
+        cache.remove(CACHE_SECTION, key)
     try:
         feed_sets = [make_inputs(info.inputs, s, seed=i) for i, s in enumerate(sets)]
     except UnirtError as exc:  # bf16, strings without shape, sequences: nothing to compare

@@ -19,10 +19,10 @@ What this backend guards against, each found by running OpenVINO (see ENGINE_NOT
 * Error text. OpenVINO's exceptions start with C++ source locations (``Exception from
   src/inference/...``); :func:`_engine_message` keeps the lines a user can act on.
 
-Compiled models are cached by OpenVINO itself (its ``CACHE_DIR`` property), under
-``unirt.cache.backend_cache_dir("openvino")``, in one subdirectory per model content (a SHA-256 of
-the ONNX bytes and any external data files). The subdirectory is what makes the cache safe:
-OpenVINO keys a model compiled from a path on the path, size and modification time only, so a
+Compiled models are cached by OpenVINO itself (its ``CACHE_DIR`` property), in an engine-managed
+directory of unirt's artifact cache (``<cache>/openvino/<key>``), one per model content
+(:func:`unirt.cache.model_digest`: the ONNX bytes and any external data files). The
+subdirectory is what makes the cache safe: OpenVINO keys a model compiled from a path on the path, size and modification time only, so a
 model rewritten in place with the same size and time (retrained weights copied with ``cp -p`` or
 ``rsync -a``, or build systems that pin mtimes) loads the *old* compiled blob and returns the old
 model's numbers without an error (checked on 2026.4). Within a subdirectory OpenVINO keys its
@@ -32,7 +32,6 @@ path, so a cached load skips reading the ONNX file; one given as bytes is read f
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import re
@@ -254,9 +253,10 @@ class OpenVinoBackend(Backend):
         if "num_streams" in extra:
             config["NUM_STREAMS"] = str(extra["num_streams"]).upper()
         if model is not None and extra.get("cache", True):
-            from unirt.cache import backend_cache_dir
+            from unirt.cache import ArtifactCache, model_digest
 
-            config["CACHE_DIR"] = str(backend_cache_dir(self.name) / _content_digest(model))
+            config["CACHE_DIR"] = str(ArtifactCache().managed_dir(
+                self.name, model_digest(model)[:32], "openvino"))
         config.update(extra.get("config") or {})
         return config
 
@@ -348,23 +348,6 @@ class OpenVinoBackend(Backend):
                                f"{_engine_message(exc)}") from exc
         return _onnx_node_names([op for op in ops if op.get_friendly_name() not in supported],
                                 model)
-
-
-def _content_digest(model: ModelInfo) -> str:
-    """A SHA-256 of the model's bytes and external data, streamed (a model may be gigabytes).
-
-    Costs about 1 ms per MB here; it is what keeps a rewritten model file from loading a stale
-    compiled blob (see the module docstring).
-    """
-    digest = hashlib.sha256()
-    if model.path is None:
-        digest.update(model.source())  # type: ignore[arg-type]
-    else:
-        for path in (model.path, *model.external_data):
-            with open(path, "rb") as f:
-                for chunk in iter(lambda f=f: f.read(1 << 20), b""):
-                    digest.update(chunk)
-    return digest.hexdigest()[:32]
 
 
 def _is_placeholder(type_name: str) -> bool:

@@ -242,3 +242,64 @@ def resnet_like(batch: int | str = 1, size: int = 64, width: int = 32, blocks: i
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, classes])], inits,
     )
     return _model(g)
+
+
+def resize_concat(dynamic: bool = False, mode: str = "nearest") -> onnx.ModelProto:
+    """Two inputs and two outputs, each of a different shape, through Resize and Concat.
+
+    ``x: float32[1,4,8,8]`` is upsampled x2 by ``scales`` (Resize, ``mode``) and concatenated
+    with ``y: float32[1,2,16,16]``; outputs ``merged: float32[1,3,16,16]`` (a 3x3 Conv of the
+    concatenation) and ``pooled: float32[1,6]`` (its global mean). With ``dynamic`` the spatial
+    dims are symbolic (``h``, ``w``, ``h2``, ``w2``), so a converter that fixes the Resize output
+    size at one input size is caught at another.
+    """
+    xs: list[Any] = [1, 4, "h", "w"] if dynamic else [1, 4, 8, 8]
+    ys: list[Any] = [1, 2, "h2", "w2"] if dynamic else [1, 2, 16, 16]
+    ms: list[Any] = [1, 3, "h2", "w2"] if dynamic else [1, 3, 16, 16]
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
+    resize_kw: dict[str, Any] = {"mode": mode}
+    if mode == "linear":
+        resize_kw["coordinate_transformation_mode"] = "half_pixel"
+    nodes = [
+        helper.make_node("Resize", ["x", "", "scales"], ["up"], name="resize", **resize_kw),
+        helper.make_node("Concat", ["up", "y"], ["cat"], axis=1, name="concat"),
+        helper.make_node("Conv", ["cat", "wc", "bc"], ["merged"], kernel_shape=[3, 3],
+                         pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("GlobalAveragePool", ["cat"], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["pooled"], axis=1, name="flatten"),
+    ]
+    g = helper.make_graph(
+        nodes, "resize_concat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, xs),
+         helper.make_tensor_value_info("y", TensorProto.FLOAT, ys)],
+        [helper.make_tensor_value_info("merged", TensorProto.FLOAT, ms),
+         helper.make_tensor_value_info("pooled", TensorProto.FLOAT, [1, 6])],
+        [scales, _w("wc", (3, 6, 3, 3), 21, 0.3), _w("bc", (3,), 22)],
+    )
+    return _model(g)
+
+
+def batch_mixing(batch: int | str = "batch") -> onnx.ModelProto:
+    """``y = x - mean(x over the batch axis)`` on float32[batch, 4]: each sample's output depends
+    on the other samples, so running sample by sample would be wrong."""
+    g = helper.make_graph(
+        [helper.make_node("ReduceMean", ["x"], ["m"], axes=[0], keepdims=1, name="batch_mean"),
+         helper.make_node("Sub", ["x", "m"], ["y"], name="sub")], "batch_mixing",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 4])],
+    )
+    return _model(g)
+
+
+def constant_only() -> onnx.ModelProto:
+    """An output that does not depend on the input (``y = Shape(x) * 2`` as float): converters
+    fold such a graph to constants and leave no input blob."""
+    two = numpy_helper.from_array(np.array([2.0], np.float32), "two")
+    g = helper.make_graph(
+        [helper.make_node("Shape", ["x"], ["s"], name="shape"),
+         helper.make_node("Cast", ["s"], ["sf"], to=TensorProto.FLOAT, name="cast"),
+         helper.make_node("Mul", ["sf", "two"], ["y"], name="mul")], "constant_only",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [two],
+    )
+    return _model(g)
