@@ -22,12 +22,13 @@ What this backend guards against, each found by running OpenVINO (see ENGINE_NOT
 Compiled models are cached by OpenVINO itself (its ``CACHE_DIR`` property), in an engine-managed
 directory of unirt's artifact cache (``<cache>/openvino/<key>``), one per model content
 (:func:`unirt.cache.model_digest`: the ONNX bytes and any external data files). The
-subdirectory is what makes the cache safe: OpenVINO keys a model compiled from a path on the path, size and modification time only, so a
-model rewritten in place with the same size and time (retrained weights copied with ``cp -p`` or
-``rsync -a``, or build systems that pin mtimes) loads the *old* compiled blob and returns the old
-model's numbers without an error (checked on 2026.4). Within a subdirectory OpenVINO keys its
-blobs on device, properties and its own version. A model opened from a file is compiled from its
-path, so a cached load skips reading the ONNX file; one given as bytes is read first.
+subdirectory is what makes the cache safe: OpenVINO keys a model compiled from a path on the
+path, size and modification time only, so a model rewritten in place with the same size and time
+(retrained weights copied with ``cp -p`` or ``rsync -a``, or build systems that pin mtimes) loads
+the *old* compiled blob and returns the old model's numbers without an error (checked on
+2026.4). Within a subdirectory OpenVINO keys its blobs on device, properties and its own version.
+A model opened from a file is compiled from its path, so a cached load skips reading the ONNX
+file; one given as bytes is read first.
 """
 
 from __future__ import annotations
