@@ -211,6 +211,13 @@ def probe(info: ModelInfo, backend: str, feed_sets: Sequence[Mapping[str, np.nda
     with Worker(_child_init) as w:
         opened, sets = run_sets(w, source, backend, feed_sets, precision, options, runs,
                                 timeout=timeout)
+    return judge(backend, opened, sets, reference, precision, atol, rtol)
+
+
+def judge(backend: str, opened: Outcome, sets: list[RunSet], reference: list[RunSet],
+          precision: str = "exact", atol: float | None = None,
+          rtol: float | None = None) -> ProbeResult:
+    """The verdict on one backend's runs (from :func:`run_sets`) against the reference's."""
     if not opened.ok:
         return ProbeResult(backend, _status(opened), _open_reason(opened), opened=False)
     result = ProbeResult(backend, PASS, precision=opened.value["precision"],

@@ -90,6 +90,9 @@ def candidates(
         return [backend], set()
     preferred = _names(prefer, "prefer")
     for name in preferred:
+        if name == "fastest":
+            raise UnirtError('prefer="fastest" needs a model: use unirt.load(..., '
+                             'prefer="fastest")')
         registry.backend(name)
     order: list[str] = []
     for name in [*preferred, *default_order(registry, device)]:
@@ -130,6 +133,14 @@ def load(
         raise UnirtError(f"verify must be one of {', '.join(MODES)}, not {verify!r}")
     if tolerance is not None and not (isinstance(tolerance, (int, float)) and tolerance > 0):
         raise UnirtError(f"tolerance must be a positive number, not {tolerance!r}")
+    ranking = None
+    prefer_list = _names(prefer, "prefer")
+    if backend is None and "fastest" in prefer_list:
+        ranking = _rank_fastest(registry, info, device, _names(exclude, "exclude"), precision,
+                                options, input_shapes, tolerance)
+        i = prefer_list.index("fastest")
+        prefer_list[i:i + 1] = [n for n in ranking.order if n not in prefer_list]
+        prefer = prefer_list
     everything, excluded = candidates(registry, backend, prefer, exclude, device)
     vetoed: set[str] = set()
     if backend is None:
@@ -138,6 +149,7 @@ def load(
                      backend, fallback, precision, threads, device, options)
     router.vetoed = vetoed
     router.verify_mode, router.tolerance = verify, tolerance
+    router.ranking = ranking
     router.input_shapes = dict(input_shapes or {})
     return router.route()
 
@@ -164,6 +176,7 @@ class _Router:
         self.tolerance: float | None = None
         self.input_shapes: dict[str, Sequence[int]] = {}
         self.verifications: dict[str, Any] = {}
+        self.ranking: Any = None  # fastest.Ranking when prefer="fastest"
 
     def open_options(self, name: str) -> OpenOptions:
         return OpenOptions(precision=self.precision, threads=self.threads, device=self.device,
@@ -258,6 +271,8 @@ class _Router:
     def _chosen_reason(self, name: str) -> str:
         if self.backend is not None:
             why = "requested with backend="
+        elif self.ranking is not None and name in self.ranking.order:
+            why = f"preferred: {self.ranking.describe(name)}"
         elif name in self.preferred:
             why = "preferred"
         else:
@@ -270,6 +285,25 @@ class _Router:
         if name in self.vetoed:
             return "vetoed by a plugin (order_candidates)"
         return "excluded by the caller"
+
+
+def _rank_fastest(registry: Registry, info: Any, device: str, exclude: list[str],
+                  precision: str, options: Mapping[str, Mapping[str, Any]],
+                  input_shapes: Mapping[str, Sequence[int]] | None,
+                  tolerance: float | None) -> Any:
+    """Rank the available candidates for ``prefer="fastest"`` (measured once, then cached)."""
+    from .fastest import rank
+
+    pool = []
+    versions = {}
+    for name in default_order(registry, device):
+        be = registry.backend(name)
+        avail = be.available()
+        if name in exclude or not avail.available:
+            continue
+        pool.append(name)
+        versions[name] = avail.version
+    return rank(info, pool, versions, precision, options, input_shapes, tolerance)
 
 
 def _apply_policy(registry: Registry, info: Any, order: list[str]) -> tuple[list[str], set[str]]:
