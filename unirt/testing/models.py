@@ -303,3 +303,82 @@ def constant_only() -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [two],
     )
     return _model(g)
+
+
+def mobilenet_like(batch: int | str = 1, size: int = 96, classes: int = 10) -> onnx.ModelProto:
+    """A MobileNetV3-style classifier: a strided Conv-BN-HardSwish stem, inverted residual blocks
+    (1x1 expand, 3x3 depthwise with ``group``, squeeze-and-excitation with HardSigmoid, 1x1
+    project, skip where shapes allow), GlobalAveragePool, Flatten, Gemm.
+
+    ``input: float32[batch,3,size,size]`` -> ``logits: float32[batch,classes]``. Depthwise
+    convolutions and HardSwish/HardSigmoid are what engines implement least alike.
+    """
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
+    seed = [100]
+
+    def w(name: str, shape: tuple[int, ...], fan_in: int) -> str:
+        seed[0] += 1
+        inits.append(_w(name, shape, seed[0], scale=float(np.sqrt(2.0 / fan_in))))
+        return name
+
+    def bn(x: str, c: int, name: str) -> str:
+        seed[0] += 1
+        rng = np.random.default_rng(seed[0])
+        for suffix, values in (("s", 1 + 0.1 * rng.standard_normal(c)),
+                               ("b", 0.1 * rng.standard_normal(c)),
+                               ("m", 0.1 * rng.standard_normal(c)),
+                               ("v", 1 + 0.1 * np.abs(rng.standard_normal(c)))):
+            inits.append(numpy_helper.from_array(values.astype(np.float32), f"{name}_{suffix}"))
+        nodes.append(helper.make_node("BatchNormalization", [x] + [f"{name}_{s}" for s in "sbmv"],
+                                      [f"{name}_y"], name=name))
+        return f"{name}_y"
+
+    def conv(x: str, cin: int, cout: int, k: int, stride: int, name: str,
+             group: int = 1) -> str:
+        wn = w(f"{name}_w", (cout, cin // group, k, k), cin // group * k * k)
+        nodes.append(helper.make_node("Conv", [x, wn], [f"{name}_c"], kernel_shape=[k, k],
+                                      strides=[stride, stride], pads=[k // 2] * 4, group=group,
+                                      name=name))
+        return bn(f"{name}_c", cout, f"{name}_bn")
+
+    def act(x: str, op: str, name: str) -> str:
+        nodes.append(helper.make_node(op, [x], [f"{name}_a"], name=name))
+        return f"{name}_a"
+
+    x = act(conv("input", 3, 16, 3, 2, "stem"), "HardSwish", "stem_act")
+    c = 16
+    for i, (expand, cout, stride) in enumerate([(32, 16, 1), (48, 24, 2), (72, 24, 1),
+                                                (96, 40, 2), (120, 40, 1)]):
+        name = f"b{i}"
+        h = act(conv(x, c, expand, 1, 1, f"{name}_exp"), "HardSwish", f"{name}_exp_act")
+        h = act(conv(h, expand, expand, 3, stride, f"{name}_dw", group=expand), "HardSwish",
+                f"{name}_dw_act")
+        nodes.append(helper.make_node("GlobalAveragePool", [h], [f"{name}_se_p"],
+                                      name=f"{name}_se_pool"))
+        sq = w(f"{name}_se_w1", (expand // 4, expand, 1, 1), expand)
+        ex = w(f"{name}_se_w2", (expand, expand // 4, 1, 1), expand // 4)
+        nodes += [
+            helper.make_node("Conv", [f"{name}_se_p", sq], [f"{name}_se_1"], name=f"{name}_se1"),
+            helper.make_node("Relu", [f"{name}_se_1"], [f"{name}_se_r"], name=f"{name}_se_relu"),
+            helper.make_node("Conv", [f"{name}_se_r", ex], [f"{name}_se_2"], name=f"{name}_se2"),
+            helper.make_node("HardSigmoid", [f"{name}_se_2"], [f"{name}_se_g"],
+                             name=f"{name}_se_gate"),
+            helper.make_node("Mul", [h, f"{name}_se_g"], [f"{name}_se"], name=f"{name}_se_mul"),
+        ]
+        h = conv(f"{name}_se", expand, cout, 1, 1, f"{name}_proj")
+        if stride == 1 and cout == c:
+            nodes.append(helper.make_node("Add", [x, h], [f"{name}_out"], name=f"{name}_add"))
+            h = f"{name}_out"
+        x, c = h, cout
+    nodes += [
+        helper.make_node("GlobalAveragePool", [x], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["flat"], axis=1, name="flatten"),
+        helper.make_node("Gemm", ["flat", w("fc_w", (classes, c), c), w("fc_b", (classes,), c)],
+                         ["logits"], transB=1, name="fc"),
+    ]
+    g = helper.make_graph(
+        nodes, "mobilenet_like",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, classes])], inits)
+    return _model(g)
