@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import stat
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from unirt.inputs import make_inputs
 from unirt.model import read_model
 from unirt.plugins import get_registry
 from unirt.testing import models as M
+from unirt.testing import run_in_threads
 
 try:
     from unirt_ncnn import INSTALL_HINT, NcnnBackend, NcnnSession, _Plan
@@ -255,21 +255,12 @@ def test_concurrent_first_runs_of_a_dynamic_model(load) -> None:
     sess, path = load(M.conv_net(batch="N"))
     feeds = [make_inputs(sess.inputs, {"input": (b, 3, 16, 16)}, seed=b) for b in (1, 2, 1, 2)]
     expected = [ort_run(path, f)["probs"] for f in feeds]
-    errors: list[BaseException] = []
 
     def worker(i: int) -> None:
-        try:
-            for _ in range(5):
-                np.testing.assert_allclose(sess.run(feeds[i])["probs"], expected[i], atol=ATOL)
-        except BaseException as exc:
-            errors.append(exc)
+        for _ in range(5):
+            np.testing.assert_allclose(sess.run(feeds[i])["probs"], expected[i], atol=ATOL)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
+    run_in_threads(worker)
     assert len(sess.details["conversions"]) == 1
 
 

@@ -8,7 +8,6 @@ Each test exists because OpenCV 5.0 was seen doing the thing it guards against: 
 from __future__ import annotations
 
 import importlib.util
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from unirt.inputs import make_inputs
 from unirt.plugins import get_registry
 from unirt.tensor import TensorInfo
 from unirt.testing import models as M
+from unirt.testing import run_in_threads
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("cv2") is None,
                                 reason="cv2 (opencv-python-headless) is not installed")
@@ -322,23 +322,14 @@ def test_concurrent_runs_on_one_session(load) -> None:
     sess = load(proto)
     feeds = [make_inputs(sess.inputs, seed=s) for s in range(4)]
     expected = [M.reference(proto, f) for f in feeds]
-    errors: list[BaseException] = []
 
     def worker(i: int) -> None:
-        try:
-            for _ in range(25):
-                got = sess.run(feeds[i])
-                for name, want in expected[i].items():
-                    np.testing.assert_allclose(got[name], want, atol=1e-5)
-        except BaseException as exc:
-            errors.append(exc)
+        for _ in range(25):
+            got = sess.run(feeds[i])
+            for name, want in expected[i].items():
+                np.testing.assert_allclose(got[name], want, atol=1e-5)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
+    run_in_threads(worker)
 
 
 # -- conforming outputs (the helper the ncnn backend will need too) ------------------------------

@@ -8,7 +8,6 @@ C++ source locations.
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from unirt.inputs import make_inputs
 from unirt.model import read_model
 from unirt.plugins import get_registry
 from unirt.testing import models as M
+from unirt.testing import run_in_threads
 
 
 def load(*args, **kwargs) -> unirt.Session:
@@ -320,18 +320,9 @@ def test_threads_running_different_batch_sizes_at_once(tmp_path: Path) -> None:
     feeds = [{"x": np.random.default_rng(i).standard_normal((i + 1, 8)).astype(np.float32)}
              for i in range(4)]
     expected = [M.reference(proto, f)["y"] for f in feeds]
-    errors: list[BaseException] = []
 
     def worker(i: int) -> None:
-        try:
-            for _ in range(20):
-                np.testing.assert_allclose(sess.run(feeds[i])["y"], expected[i], atol=1e-5)
-        except BaseException as exc:
-            errors.append(exc)
+        for _ in range(20):
+            np.testing.assert_allclose(sess.run(feeds[i])["y"], expected[i], atol=1e-5)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
+    run_in_threads(worker)

@@ -19,7 +19,6 @@ time; once it opens a model it must return the reference's numbers (onnx's own
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from unirt.errors import (
 from unirt.inputs import make_inputs
 from unirt.plugins import get_registry
 from unirt.testing import models as M
+from unirt.testing import run_in_threads
 
 #: Absolute / relative tolerance against the reference in ``precision="exact"``.
 ATOL = 1e-4
@@ -204,22 +204,13 @@ class BackendContract:
         sess = open_model(proto)
         feeds = [make_inputs(sess.inputs, seed=s) for s in range(4)]
         expected = [sess.run(f)["probs"] for f in feeds]
-        errors: list[BaseException] = []
 
         def worker(i: int) -> None:
-            try:
-                for _ in range(15):
-                    np.testing.assert_allclose(sess.run(feeds[i])["probs"], expected[i],
-                                               atol=1e-6)
-            except BaseException as exc:
-                errors.append(exc)
+            for _ in range(15):
+                np.testing.assert_allclose(sess.run(feeds[i])["probs"], expected[i],
+                                           atol=1e-6)
 
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert not errors, errors[0]
+        run_in_threads(worker)
 
     def test_close(self, open_model: Callable) -> None:
         sess = open_model(M.tiny())
