@@ -37,6 +37,9 @@ _LAZY = {
     "Availability": ("backend", "Availability"),
     "OpenOptions": ("backend", "OpenOptions"),
     "RouteStep": ("route", "RouteStep"),
+    "capabilities": ("capability", "capabilities"),
+    "CapabilityReport": ("capability", "CapabilityReport"),
+    "Verdict": ("capability", "Verdict"),
 }
 
 __all__ = [
@@ -48,6 +51,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from .backend import Availability, Backend, BackendSession, OpenOptions
+    from .capability import CapabilityReport, Verdict, capabilities
     from .inventory import backends
     from .model import ModelInfo, read_model
     from .route import RouteStep

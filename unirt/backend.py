@@ -23,6 +23,7 @@ from .errors import BackendError, BackendUnavailableError, UnirtError, first_lin
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
+    from .capability import Reason, Verdict
     from .model import ModelInfo
 
 logger = logging.getLogger("unirt")
@@ -102,6 +103,10 @@ class Backend(ABC):
     device_class: ClassVar[str] = "cpu"
     #: Position in the default order for its device class: lower is tried first.
     default_rank: ClassVar[int] = 100
+    #: Opset domains beyond the standard ones whose ops the engine implements (ONNX Runtime's
+    #: ``com.microsoft``). Nodes of any other custom domain are UNSUPPORTED by :meth:`check`;
+    #: nodes of these domains are judged by the op-support table (UNKNOWN when it lacks them).
+    known_domains: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         self._availability: Availability | None = None
@@ -157,10 +162,24 @@ class Backend(ABC):
                 f"{self.name} could not query {model.name}: {type(exc).__name__}: {first_line(exc)}"
             ) from exc
 
+    def check(self, model: ModelInfo) -> Verdict:
+        """A static verdict (milliseconds, nothing is opened): SUPPORTED, UNSUPPORTED with every
+        reason, or UNKNOWN, from the op-support table measured for the installed engine version
+        (see :mod:`unirt.capability`) plus this backend's own rules (:meth:`_rules_impl`)."""
+        from .capability import check_backend
+
+        return check_backend(self, model)
+
     # -- what a plugin implements ---------------------------------------------------------------
     def _query_impl(self, model: ModelInfo, options: OpenOptions) -> set[str] | None:
         """Override where the engine can report per-node support without a full open."""
         return None
+
+    def _rules_impl(self, model: ModelInfo) -> list[Reason]:
+        """Backend-wide rules the conformance table cannot express (ncnn: batch 1, float32 inputs
+        only). Return a :class:`~unirt.capability.Reason` per violation; ``verdict=UNKNOWN`` on a
+        reason for what is only doubtful. Called by :meth:`check` only when available."""
+        return []
 
     @abstractmethod
     def _available_impl(self) -> Availability:

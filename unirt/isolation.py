@@ -16,8 +16,10 @@ how deadlocks are made. Functions and arguments must be picklable (module-level 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
+import multiprocessing.util
 import os
 import signal
 import time
@@ -118,6 +120,14 @@ def _worker_main(conn: Any, init: Callable[..., Any] | None, init_args: tuple[An
             conn.send((ERROR, (type(exc).__name__, f"result cannot be sent back: {exc}", "")))
 
 
+def _terminate(proc: Any, conn: Any) -> None:
+    with contextlib.suppress(OSError):
+        conn.close()
+    if proc.is_alive():
+        proc.kill()
+    proc.join(5)
+
+
 def _signal_name(exitcode: int | None) -> str | None:
     if exitcode is None or exitcode >= 0:
         return None
@@ -142,29 +152,31 @@ class Worker:
         self._ctx = multiprocessing.get_context("spawn")
         self._proc: Any = None
         self._conn: Any = None
+        self._finalizer: Any = None
         self._starts = 0
 
     def _start(self) -> None:
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(target=_worker_main,
-                                 args=(child, self._init, self._init_args, self._quiet),
-                                 daemon=True)
+                                 args=(child, self._init, self._init_args, self._quiet))
+        # Not a daemon: the child may need children of its own (a backend that verifies or
+        # converts in a subprocess). It still ends with us: its recv() fails when our end closes.
         proc.start()
         self._starts += 1
         child.close()
         self._proc, self._conn = proc, parent
+        # A Worker nobody closed must not hold up interpreter exit (multiprocessing joins
+        # non-daemon children at exit, and ours waits on its pipe): kill it first.
+        self._finalizer = multiprocessing.util.Finalize(self, _terminate, args=(proc, parent),
+                                                        exitpriority=10)
 
     def _kill(self) -> int | None:
         proc, self._proc = self._proc, None
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        if proc is None:
-            return None
-        if proc.is_alive():
-            proc.kill()
-        proc.join(5)
-        return proc.exitcode
+        self._conn = None
+        finalizer, self._finalizer = self._finalizer, None
+        if finalizer is not None:
+            finalizer()  # closes our pipe end, kills the child if alive, joins it
+        return None if proc is None else proc.exitcode
 
     def call(self, fn: Callable[..., Any], *args: Any, timeout: float = 60.0) -> Outcome:
         """Run ``fn(state, *args)`` in the child. Never raises for what the child does."""

@@ -10,6 +10,8 @@ their presence and size are checked.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,6 +25,24 @@ if TYPE_CHECKING:  # pragma: no cover
     import onnx
 
 ModelSource = Union[str, "os.PathLike[str]", bytes, "onnx.ModelProto"]
+
+logger = logging.getLogger("unirt")
+
+
+@dataclass(frozen=True)
+class TypeFact:
+    """Rank and element type of one tensor, as declared or as shape inference found them.
+
+    ``rank``/``dtype`` are ``None`` when unknown (shape inference failed or could not tell);
+    ``dtype`` is the ONNX element type name in lower case (``"float32"``, ``"int64"``,
+    ``"bfloat16"``...) so that types numpy lacks still have a name. ``kind`` is ``"tensor"``,
+    ``"sequence"``, ``"optional"``, ``"map"`` or ``"?"``.
+    """
+
+    rank: int | None
+    dtype: str | None
+    kind: str = "tensor"
+    dims: tuple[Dim, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +103,36 @@ class ModelInfo:
         assert self.data is not None
         return self.data
 
+    # -- per-tensor types: computed on first use, so that ``unirt.load`` never pays for them ----
+    @functools.cached_property
+    def _type_facts(self) -> tuple[dict[str, TypeFact], str | None]:
+        return _infer_types(self)
+
+    @property
+    def value_types(self) -> dict[str, TypeFact]:
+        """Every tensor name (graph inputs, outputs, initializers, intermediate values, in
+        subgraphs too) -> its :class:`TypeFact`, from ONNX shape inference. Computed lazily once;
+        a failure of shape inference is tolerated (declared types are still used) and reported by
+        :attr:`shape_inference_error`."""
+        return self._type_facts[0]
+
+    @property
+    def shape_inference_error(self) -> str | None:
+        """Why ONNX shape inference failed on this model, or ``None`` when it ran."""
+        return self._type_facts[1]
+
+    def node_types(self, node: NodeInfo) -> tuple[tuple[TypeFact | None, ...],
+                                                  tuple[TypeFact | None, ...]]:
+        """(input facts, output facts) of ``node``; ``None`` for an omitted optional input
+        (empty name); an unknown tensor gets ``TypeFact(None, None, "?")``."""
+        types = self.value_types
+        unknown = TypeFact(None, None, "?")
+
+        def fact(name: str) -> TypeFact | None:
+            return None if not name else types.get(name, unknown)
+
+        return (tuple(fact(n) for n in node.inputs), tuple(fact(n) for n in node.outputs))
+
 
 def read_model(source: ModelSource | ModelInfo) -> ModelInfo:
     """Read and validate a model from a path, serialized bytes or an ``onnx.ModelProto``.
@@ -106,7 +156,9 @@ def read_model(source: ModelSource | ModelInfo) -> ModelInfo:
             raise ModelError(f"{source}: is empty, not an ONNX model")
         label = str(source)
         try:
-            proto = onnx.load(str(path), load_external_data=False)
+            proto = _read_skeleton(path) if size >= _SKELETON_BYTES else None
+            if proto is None:
+                proto = onnx.load(str(path), load_external_data=False)
         except Exception as exc:  # protobuf DecodeError, OSError, ...
             raise ModelError(f"{label}: not a valid ONNX model ({first_line(exc)})") from exc
     elif isinstance(source, (bytes, bytearray, memoryview)):
@@ -168,7 +220,8 @@ def _check_external_data(proto: onnx.ModelProto, path: Path | None, label: str) 
             info = {e.key: e.value for e in tensor.external_data}
             location = info.get("location")
             if not location:
-                raise ModelError(f"{label}: initializer {tensor.name!r} is external but names no file")
+                raise ModelError(
+                    f"{label}: initializer {tensor.name!r} is external but names no file")
             if path is None:
                 raise ModelError(
                     f"{label}: initializer {tensor.name!r} lives in external file {location!r}, "
@@ -263,3 +316,237 @@ def _describe(
         inputs=inputs, outputs=outputs, nodes=tuple(nodes), external_data=external,
         size_bytes=size + sum(f.stat().st_size for f in external), op_counts=counts,
     )
+
+
+def _type_fact(tp: Any) -> TypeFact:
+    from onnx import helper
+
+    which = tp.WhichOneof("value")
+    if which == "tensor_type" or which == "sparse_tensor_type":
+        tt = getattr(tp, which)
+        try:
+            dtype = helper.tensor_dtype_to_string(tt.elem_type).removeprefix("TensorProto.").lower()
+        except Exception:  # undefined element type
+            dtype = None
+        dtype = _DTYPE_NAMES.get(dtype, dtype) if tt.elem_type else None
+        if not tt.HasField("shape"):
+            return TypeFact(None, dtype)
+        dims: list[Dim] = []
+        for d in tt.shape.dim:
+            dims.append(int(d.dim_value) if d.HasField("dim_value")
+                        else (d.dim_param if d.HasField("dim_param") else None))
+        return TypeFact(len(dims), dtype, "tensor", tuple(dims))
+    if which == "sequence_type":
+        inner = _type_fact(tp.sequence_type.elem_type)
+        return TypeFact(inner.rank, inner.dtype, "sequence")
+    if which == "optional_type":
+        inner = _type_fact(tp.optional_type.elem_type)
+        return TypeFact(inner.rank, inner.dtype, "optional")
+    if which == "map_type":
+        return TypeFact(None, None, "map")
+    return TypeFact(None, None, "?")
+
+
+#: ONNX element type names -> the numpy-style names used in tables and messages.
+_DTYPE_NAMES = {"float": "float32", "double": "float64", "float16": "float16", "bool": "bool",
+                "string": "string"}
+
+
+def _load_proto(info: ModelInfo, weights: bool = False) -> onnx.ModelProto:
+    import onnx
+
+    if info.path is not None:
+        if not weights and info.size_bytes >= _SKELETON_BYTES:
+            proto = _read_skeleton(info.path)
+            if proto is not None:
+                return proto
+        return onnx.load(str(info.path), load_external_data=False)
+    assert info.data is not None
+    return onnx.load_from_string(info.data)
+
+
+#: Initializers above this many bytes are emptied before shape inference (kept: small ones, whose
+#: values — Reshape shapes, axes — inference reads).
+_STRIP_BYTES = 1024
+
+
+def _strip_weights(proto: onnx.ModelProto) -> None:
+    """Make the weights look external: shape inference copies the whole proto into C++ and back,
+    which for a 100 MB model costs most of a second, and it needs only their dims and types."""
+    from onnx import TensorProto
+
+    for _, graph in _iter_graphs(proto.graph):
+        for t in graph.initializer:
+            if t.data_location == TensorProto.EXTERNAL or len(t.raw_data) <= _STRIP_BYTES:
+                continue
+            t.ClearField("raw_data")
+            t.data_location = TensorProto.EXTERNAL
+            del t.external_data[:]
+            entry = t.external_data.add()
+            entry.key, entry.value = "location", "unirt-stripped"
+
+
+def _infer_types(info: ModelInfo) -> tuple[dict[str, TypeFact], str | None]:
+    """Why lazily and tolerant: shape inference costs far more than reading the model and fails
+    on some valid models (custom domains, odd opsets); declared types are still worth having."""
+    import onnx
+
+    error: str | None = None
+    try:
+        proto = _load_proto(info)
+    except Exception as exc:  # the file changed under us
+        return {}, f"{type(exc).__name__}: {first_line(exc)}"
+    _strip_weights(proto)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False,
+                                                     data_prop=False)
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {first_line(exc)}"
+        logger.debug("shape inference failed on %s: %s", info.name, error)
+        inferred = proto
+    facts: dict[str, TypeFact] = {}
+    for _, graph in _iter_graphs(inferred.graph):
+        for t in graph.initializer:
+            if t.name not in facts:
+                dtype = _type_fact(onnx.helper.make_tensor_type_proto(t.data_type, None)).dtype
+                facts[t.name] = TypeFact(len(t.dims), dtype, "tensor",
+                                         tuple(int(d) for d in t.dims))
+        for v in (*graph.input, *graph.output, *graph.value_info):
+            fact = _type_fact(v.type)
+            old = facts.get(v.name)
+            if old is None or (old.rank is None and fact.rank is not None):
+                facts[v.name] = fact
+        for n in graph.node:  # Constant outputs: shape inference knows them, but be sure
+            if n.op_type == "Constant" and n.output and n.output[0] not in facts:
+                for a in n.attribute:
+                    if a.name == "value" and a.HasField("t"):
+                        dtype = _type_fact(
+                            onnx.helper.make_tensor_type_proto(a.t.data_type, None)).dtype
+                        facts[n.output[0]] = TypeFact(len(a.t.dims), dtype, "tensor",
+                                                      tuple(int(d) for d in a.t.dims))
+    return facts, error
+
+
+def validate_graph(info: ModelInfo) -> None:
+    """Run the ONNX checker (graph structure, types, topological order) and turn a failure into a
+    :class:`ModelError` naming the model and the problem. Not part of :func:`read_model`: it costs
+    time that ``unirt.load`` should not pay, and engines judge what they can run themselves."""
+    import onnx
+
+    try:
+        proto = _load_proto(info, weights=True)  # the checker checks weights' sizes too
+        onnx.checker.check_model(proto)
+    except Exception as exc:
+        line = first_line(exc)
+        if any(p in line for p in _BENIGN_CHECKER_ERRORS):
+            logger.debug("%s: ONNX checker: %s (engines accept this)", info.name, line)
+            return
+        raise ModelError(f"{info.name}: invalid ONNX graph: {line}") from exc
+
+
+#: Checker complaints that engines accept: an output declared without a shape, ops of a domain
+#: onnx does not know (custom ops), an opset newer than the installed onnx.
+_BENIGN_CHECKER_ERRORS = ("Field 'shape' of 'type' is required", "No Op registered",
+                          "No opset import for domain", "is not a registered function/op",
+                          "is under development", "is too new")
+
+
+# -- reading a large model without its weights ---------------------------------------------------
+#: Files at least this large are read as a skeleton (weights left on disk).
+_SKELETON_BYTES = 8 << 20
+#: TensorProto fields that hold data (float_data, int32_data, string_data, int64_data, raw_data,
+#: double_data, uint64_data): dropped from initializers larger than this many bytes.
+_DATA_FIELDS = frozenset((4, 5, 6, 7, 9, 10, 11))
+_KEEP_DATA_BYTES = 1024
+
+
+def _varint(buf: Any, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _encode_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _fields(buf: Any, start: int, end: int):  # -> Iterator[(field, wire, key, value, end)]
+    pos = start
+    while pos < end:
+        key_start = pos
+        key, pos = _varint(buf, pos)
+        field_no, wire = key >> 3, key & 7
+        if wire == 0:
+            _, nxt = _varint(buf, pos)
+        elif wire == 1:
+            nxt = pos + 8
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            nxt = pos + length
+        elif wire == 5:
+            nxt = pos + 4
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        if nxt > end:
+            raise ValueError("truncated message")
+        yield field_no, wire, key_start, pos, nxt
+        pos = nxt
+
+
+def _strip_message(buf: Any, start: int, end: int, path: tuple[int, ...]) -> list[Any]:
+    """Copy a message, descending along ``path`` (ModelProto.graph=7 -> GraphProto.initializer=5)
+    and dropping large data fields of the tensors at its end."""
+    parts: list[Any] = []
+    for field_no, wire, key_start, value_start, nxt in _fields(buf, start, end):
+        if path and wire == 2 and field_no == path[0]:
+            inner = _strip_message(buf, value_start, nxt, path[1:])
+            size = sum(len(p) for p in inner)
+            parts.append(buf[key_start:value_start - len(_encode_varint(nxt - value_start))])
+            parts.append(_encode_varint(size))
+            parts.extend(inner)
+        elif not path and field_no in _DATA_FIELDS and nxt - value_start > _KEEP_DATA_BYTES:
+            continue
+        else:
+            parts.append(buf[key_start:nxt])
+    return parts
+
+
+def _read_skeleton(path: Path) -> onnx.ModelProto | None:
+    """The model without the data of its large initializers (names, dims, types kept), read
+    through mmap so the weights' pages are never touched: what makes reading a 100 MB model
+    cost milliseconds. ``None`` on anything unexpected; the caller then reads it whole (and
+    reports a broken file properly)."""
+    import mmap
+
+    import onnx
+
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            view = memoryview(mm)
+            try:
+                parts = _strip_message(view, 0, len(mm), (7, 5))
+                data = b"".join(parts)
+            finally:
+                del parts
+                view.release()
+        proto = onnx.ModelProto()
+        proto.ParseFromString(data)
+        return proto
+    except Exception:
+        logger.debug("skeleton read of %s failed; reading it whole", path, exc_info=True)
+        return None

@@ -16,18 +16,37 @@ from typing import Any
 
 import unirt
 from unirt.backend import Availability, Backend, BackendSession, OpenOptions
+from unirt.capability import Reason
 from unirt.errors import BackendError, UnirtError
 from unirt.model import ModelInfo
 
 # Options a user may pass as load(options={"onnxruntime": {...}}).
 _SESSION_OPTIONS = {
-    "graph_optimization_level": "ORT_ENABLE_ALL|ORT_ENABLE_EXTENDED|ORT_ENABLE_BASIC|ORT_DISABLE_ALL",
+    "graph_optimization_level":
+        "ORT_ENABLE_ALL|ORT_ENABLE_EXTENDED|ORT_ENABLE_BASIC|ORT_DISABLE_ALL",
     "inter_op_num_threads": "int",
     "execution_mode": "ORT_SEQUENTIAL|ORT_PARALLEL",
     "enable_mem_pattern": "bool",
     "enable_cpu_mem_arena": "bool",
     "log_severity_level": "int 0-4",
 }
+
+
+def _locale_exists(name: str) -> bool:
+    """Whether the C library can build ``name`` (without touching the process locale)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.newlocale.restype = ctypes.c_void_p
+        libc.newlocale.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p]
+        loc = libc.newlocale(1, name.encode(), None)  # LC_CTYPE_MASK
+        if loc:
+            libc.freelocale(ctypes.c_void_p(loc))
+        return bool(loc)
+    except Exception:  # not glibc: cannot tell, assume present
+        return True
 
 
 def _engine_version() -> str | None:
@@ -64,6 +83,22 @@ class OnnxRuntimeBackend(Backend):
     default_rank = 50
     provider = "CPUExecutionProvider"
     device_label = "cpu"
+    known_domains = ("com.microsoft", "com.microsoft.nchwc", "ai.onnx.contrib")
+
+    def _rules_impl(self, model: ModelInfo) -> list[Reason]:
+        # StringNormalizer builds a C++ locale (en_US.UTF-8 unless the node names one) when it
+        # changes case; where the system lacks that locale the session fails to load.
+        reasons = []
+        for n in model.nodes:
+            if n.op_type != "StringNormalizer" or n.domain not in ("", "ai.onnx"):
+                continue
+            if n.attributes.get("case_change_action", "NONE") == "NONE":
+                continue
+            name = str(n.attributes.get("locale") or "en_US.UTF-8")
+            if not _locale_exists(name):
+                reasons.append(Reason(f"needs the {name} locale, which this system lacks",
+                                      "rule", n.name or "StringNormalizer", "StringNormalizer"))
+        return reasons
 
     def _available_impl(self) -> Availability:
         import importlib.util

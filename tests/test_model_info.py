@@ -1,0 +1,137 @@
+"""ModelInfo's per-tensor types: lazy (``unirt.load`` never pays for shape inference), tolerant
+of shape inference failing, walking subgraphs, and the graph validation capabilities() uses."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from unirt.errors import ModelError
+from unirt.model import TypeFact, read_model, validate_graph
+from unirt.testing import models as M
+
+
+def test_types_are_computed_lazily_and_once() -> None:
+    info = read_model(M.conv_net("N"))
+    assert "_type_facts" not in info.__dict__  # reading the model did not run shape inference
+    conv = next(n for n in info.nodes if n.op_type == "Conv")
+    ins, outs = info.node_types(conv)
+    assert ins[0] == TypeFact(4, "float32", "tensor", ("N", 3, 16, 16))
+    assert ins[1].dims == (8, 3, 3, 3)  # initializers count too
+    assert outs[0].rank == 4 and outs[0].dtype == "float32"
+    assert info.value_types is info.value_types
+    assert info.shape_inference_error is None
+
+
+def test_subgraph_values_and_omitted_inputs() -> None:
+    info = read_model(M.with_if())
+    assert info.value_types["c2"].rank == 0
+    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="nearest")
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                      [1, 1, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 8, 8])],
+                          [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")])
+    info = read_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 19)]))
+    ins, _ = info.node_types(info.nodes[0])
+    assert ins[1] is None and ins[2].dtype == "float32"
+
+
+def test_shape_inference_failure_is_tolerated() -> None:
+    # A node of an unregistered domain with an attribute shape inference cannot check, and a
+    # Reshape with a wrong constant: inference may fail; declared types must survive.
+    node = helper.make_node("Reshape", ["x", "shape"], ["y"])
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                      [2, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [7])],
+                          [numpy_helper.from_array(np.array([7], np.int64), "shape")])
+    info = read_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    assert info.value_types["x"].rank == 2
+    assert info.value_types["y"].rank == 1  # declared output type kept either way
+
+
+def test_initializers_listed_as_inputs_are_not_inputs() -> None:
+    w = numpy_helper.from_array(np.ones((2, 2), np.float32), "w")
+    g = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2]),
+                           helper.make_tensor_value_info("w", TensorProto.FLOAT, [2, 2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 9)])
+    m.ir_version = 3
+    info = read_model(m)
+    assert [t.name for t in info.inputs] == ["x"]
+    assert info.value_types["w"].rank == 2
+
+
+def test_external_data_types_without_loading_weights(tmp_path: Path) -> None:
+    p = M.save_with_external_data(M.conv_net(), tmp_path / "ext.onnx")
+    info = read_model(p)
+    assert info.external_data
+    assert info.value_types["w1"].dims == (8, 3, 3, 3)
+
+
+def test_invalid_graph_is_a_model_error() -> None:
+    g = helper.make_graph([helper.make_node("Relu", ["nope"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    info = read_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    with pytest.raises(ModelError, match="invalid ONNX graph"):
+        validate_graph(info)
+    validate_graph(read_model(M.conv_net()))
+
+
+def test_import_unirt_stays_light() -> None:
+    code = ("import sys, unirt, unirt.capability, unirt.isolation, unirt.conformance, "
+            "unirt.capability_cli; "
+            "print(sorted(m for m in ('onnx', 'numpy', 'onnxruntime', 'openvino', 'cv2', 'ncnn')"
+            " if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_model_proto_is_not_changed() -> None:
+    m = M.conv_net()
+    before = m.SerializeToString()
+    read_model(m).value_types  # noqa: B018
+    assert m.SerializeToString() == before
+    assert isinstance(onnx.load_from_string(before), onnx.ModelProto)
+
+
+def _big_model() -> onnx.ModelProto:
+    w = numpy_helper.from_array(np.arange(3 << 20, dtype=np.float32).reshape(3, -1), "w")
+    shape = numpy_helper.from_array(np.array([-1], np.int64), "shape")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["m"], name="mm"),
+                           helper.make_node("Reshape", ["m", "shape"], ["y"], name="rs")], "big",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [w, shape])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_large_model_is_read_without_its_weights(tmp_path: Path) -> None:
+    from unirt.model import _read_skeleton
+
+    p = M.save(_big_model(), tmp_path / "big.onnx")
+    assert p.stat().st_size > 8 << 20
+    skeleton = _read_skeleton(p)
+    assert skeleton is not None and skeleton.ByteSize() < 10_000
+    assert list(skeleton.graph.initializer[0].dims) == [3, 1 << 20]
+    info, full = read_model(p), read_model(_big_model())
+    assert info.nodes == full.nodes and info.inputs == full.inputs
+    assert info.size_bytes == p.stat().st_size
+    assert info.value_types["y"] == full.value_types["y"]  # small Reshape shape kept
+    assert info.value_types["m"].dims == ("N", 1 << 20)
+    validate_graph(info)
+
+
+def test_large_truncated_model_is_a_model_error(tmp_path: Path) -> None:
+    data = _big_model().SerializeToString()
+    p = tmp_path / "cut.onnx"
+    p.write_bytes(data[: len(data) - 100])
+    with pytest.raises(ModelError, match="cut.onnx"):
+        read_model(p)

@@ -1,0 +1,175 @@
+"""``unirt capabilities`` and ``unirt probe-ops``: the capability matrix on the command line.
+
+Kept apart from :mod:`unirt.cli` so the matrix can grow without touching the core commands; the
+CLI adds these with ``cli.add_command``. Errors follow the CLI's rule: a ``UnirtError`` is one
+line, exit status 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from .errors import UnirtError
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(soft_wrap=False, stderr=stderr)
+
+
+def _table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Any:
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    for c in columns:
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        t.add_row(*["" if v is None else str(v) for v in r])
+    return t
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+# -- unirt probe-ops ---------------------------------------------------------------------------
+@click.command("probe-ops")
+@click.option("--backend", "-b", required=True, help="The backend to probe.")
+@click.option("--out", "-o", "out", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the table (default: unirt/optables/<backend>-<version>.json "
+                   "when every op is probed; with --ops, nothing is written unless given).")
+@click.option("--ops", default=None, help="Only cases using these ops, e.g. Conv,Relu.")
+@click.option("--timeout", default=30.0, show_default=True, type=float,
+              help="Seconds per case before it is recorded as timed out.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def probe_ops_command(backend: str, out: str | None, ops: str | None, timeout: float,
+                      as_json: bool) -> None:
+    """Run the ONNX node conformance tests on BACKEND and write its op-support table."""
+    from .capability import summarize_table
+    from .conformance import default_table_path, probe_ops, write_table
+
+    op_list = [o.strip() for o in ops.split(",") if o.strip()] if ops else None
+    if timeout <= 0:
+        raise UnirtError("--timeout must be positive")
+    progress_cb = None
+    prog: Any = None
+    if not as_json and sys.stderr.isatty():
+        from rich.progress import Progress
+
+        prog = Progress(console=_console(stderr=True), transient=True)
+        task = prog.add_task(f"probing {backend}", total=None)
+        prog.start()
+
+        def progress_cb(i: int, n: int, name: str, status: str) -> None:
+            prog.update(task, completed=i, total=n, description=f"{backend}: {name}")
+    try:
+        table = probe_ops(backend, ops=op_list, timeout=timeout, progress=progress_cb)
+    finally:
+        if prog is not None:
+            prog.stop()
+    path = out or (None if op_list else str(default_table_path(backend, table["version"])))
+    if path:
+        write_table(table, path)
+    summary = summarize_table(table)
+    summary["written_to"] = path
+    if as_json:
+        _echo_json(summary)
+        return
+    con = _console()
+    s = table["summary"]
+    con.print(f"{backend} {table['version']}: {s['pass']}/{s['total']} cases pass "
+              f"({summary['pass_rate']:.1%}) in {table['seconds']:.0f} s; "
+              + ", ".join(f"{k} {v}" for k, v in s.items() if k not in ("pass", "total") and v))
+    rows = [[op, f"{d['pass']}/{d['cases']}", d["status"], d.get("first_error") or ""]
+            for op, d in summary["ops"].items() if d["status"] != "supported"]
+    if rows:
+        con.print(_table("Ops not fully supported", ["op", "pass", "status", "first error"],
+                         rows))
+    if path:
+        con.print(f"table written to {path}")
+
+
+# -- unirt capabilities ------------------------------------------------------------------------
+_STATE_MARK = {"supported": "yes", "conditional": "yes*", "unsupported": "NO", "unknown": "?",
+               "unavailable": "-"}
+
+
+@click.command("capabilities")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--backends", "backend_list", default=None,
+              help="Only these backends (comma-separated); default: every registered one.")
+@click.option("--probe", is_flag=True,
+              help="Also open and run the model on each available backend (in a child process), "
+                   "compare with the reference and time it.")
+@click.option("--shape", "-s", "shape_specs", multiple=True, metavar="NAME=1x3x224x224",
+              help="Base shape of an input for --probe (sets its dynamic dims).")
+@click.option("--timeout", default=120.0, show_default=True, type=float,
+              help="Seconds per backend for --probe.")
+@click.option("--no-query", is_flag=True, help="Do not ask engines about their own support.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def capabilities_command(model: str, backend_list: str | None, probe: bool,
+                         shape_specs: tuple[str, ...], timeout: float, no_query: bool,
+                         as_json: bool) -> None:
+    """Which backend can run MODEL, and why not: verdicts with reasons, an op x backend matrix,
+    and with --probe what was measured."""
+    from .capability import capabilities
+    from .inputs import parse_assignments, parse_shape
+
+    names = [b.strip() for b in backend_list.split(",") if b.strip()] if backend_list else None
+    shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
+    report = capabilities(model, backends=names, probe=probe, query=not no_query,
+                          shapes=shapes or None, timeout=timeout)
+    if as_json:
+        _echo_json(report.as_dict())
+        return
+    con = _console()
+    m = report.model
+    opsets = ", ".join(f"{d or 'ai.onnx'}:{v}" for d, v in m["opsets"].items())
+    con.print(f"[bold]{m['name']}[/bold]: IR {m['ir_version']}, opsets {opsets}, "
+              f"{m['nodes']} nodes, {m['size_bytes'] / 1e6:.2f} MB", highlight=False)
+    con.print("ops: " + ", ".join(f"{op} x{n}" for op, n in m["op_counts"].items()),
+              highlight=False)
+    for t in m["inputs"]:
+        dyn = f"  dynamic: {', '.join(map(str, t['dynamic']))}" if t["dynamic"] else ""
+        shape = "?" if t["shape"] is None else "[" + ",".join(
+            "?" if d is None else str(d) for d in t["shape"]) + "]"
+        con.print(f"input {t['name']}: {t['dtype']}{shape}{dyn}", highlight=False,
+                  markup=False)
+    if m.get("shape_inference_error"):
+        con.print(f"[yellow]shape inference failed: {m['shape_inference_error']}[/yellow]")
+    cols = ["backend", "verdict", "reasons"]
+    if report.probes:
+        cols += ["measured", "max abs err", "median ms"]
+    rows = []
+    for name, v in report.verdicts.items():
+        reasons = [str(r) for r in v.reasons[:6]]
+        if len(v.reasons) > 6:
+            reasons.append(f"... and {len(v.reasons) - 6} more (--json for all)")
+        reasons += [f"({n})" for n in v.notes]
+        row = [name + (f" {v.engine_version}" if v.engine_version else ""), v.status,
+               "\n".join(reasons)]
+        if report.probes:
+            p = report.probes.get(name)
+            if p is None:
+                row += ["-", "", ""]
+            else:
+                measured = p["status"] + (f": {p['detail']}" if p.get("detail") else "")
+                err = p.get("max_abs")
+                ms = p.get("median_ms")
+                row += [measured, "" if err is None else f"{err:.3g}",
+                        "" if ms is None else f"{ms:.3f}"]
+        rows.append(row)
+    con.print(_table("Verdicts", cols, rows))
+    matrix = report.op_matrix
+    backends_shown = list(report.verdicts)
+    con.print(_table("Ops x backends (yes* = op passes only some conformance cases; this "
+                     "model's nodes match passing ones)",
+                     ["op", "count", *backends_shown],
+                     [[op, m["op_counts"][op], *[_STATE_MARK.get(matrix[op][b], matrix[op][b])
+                                                 for b in backends_shown]]
+                      for op in matrix]))
