@@ -229,13 +229,15 @@ def test_maxpool_features_distinguish_rank() -> None:
 
 
 def test_a_crash_in_the_probe_child_is_a_verdict() -> None:
-    from unirt.capability import _probe_verdict
-    from unirt.isolation import Outcome
+    from unirt.capability import probe_summary
+    from unirt.probe import ProbeResult
 
-    sets = [("base", {}), ("T=64", {})]
-    crashed = _probe_verdict(Outcome("crashed", signal="SIGSEGV", exitcode=-11), sets, {})
+    crashed = probe_summary(ProbeResult("x", "crashed", "crashed (signal SIGSEGV) running base"))
     assert crashed["status"] == "crash" and "SIGSEGV" in crashed["detail"]
-    hung = _probe_verdict(Outcome("timeout", seconds=120.0), sets, {})
+    hung = probe_summary(ProbeResult("x", "timeout", "timed out after 120 s"))
     assert hung["status"] == "timeout"
-    refused = _probe_verdict(Outcome("ok", value={"load_error": "nope"}), sets, {})
-    assert refused == {"status": "load_fail", "detail": "nope"}
+    refused = probe_summary(ProbeResult("x", "error", "nope", opened=False))
+    assert refused["status"] == "load_fail" and refused["detail"] == "nope"
+    dyn = probe_summary(ProbeResult("x", "pass", shapes=["x=1x32", "T=64 (x=1x64)"],
+                                    limited={"T=64 (x=1x64)": "error: bad reshape"}))
+    assert dyn["status"] == "dynamic_fail" and "T=64" in dyn["detail"]

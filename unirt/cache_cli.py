@@ -7,17 +7,15 @@ line.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import click
 
+from . import cli_output
 from .cache import ArtifactCache, format_size, parse_duration
 
-
-def _emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+_emit_json = cli_output.print_json
 
 
 def _when(ts: float) -> str:

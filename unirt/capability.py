@@ -758,184 +758,60 @@ def capabilities(
     return report
 
 
-# -- measuring: open and run in a child, compare with the reference -----------------------------
+# -- measuring: the shared probe (unirt.probe), summarised for the matrix -------------------------
 def probe_shape_sets(model: ModelInfo, shapes: dict[str, Sequence[int]] | None = None
                      ) -> list[tuple[str, dict[str, tuple[int, ...]]]]:
-    """(label, shapes) to run: a base size for every dynamic dim, then one run per dynamic dim
-    at another size, so a model that declares an axis dynamic but works at one size only shows.
-    Axis 0 is taken as a batch (1, then 2); other axes 32, then 64."""
-    shapes = {k: tuple(v) for k, v in (shapes or {}).items()}
-    symbols: dict[str, tuple[int, int]] = {}  # symbol -> (base, alternative)
-    where: dict[str, list[tuple[str, int]]] = {}
-    for t in model.inputs:
-        if t.shape is None or t.name in shapes:
-            continue
-        for axis, d in enumerate(t.shape):
-            if isinstance(d, int):
-                continue
-            sym = d if isinstance(d, str) and d else f"{t.name}[{axis}]"
-            symbols.setdefault(sym, (1, 2) if axis == 0 else (32, 64))
-            where.setdefault(sym, []).append((t.name, axis))
+    """(label, shapes) a ``--probe`` runs: see :func:`unirt.probe.shape_sets`."""
+    from .probe import shape_sets
 
-    def build(values: dict[str, int]) -> dict[str, tuple[int, ...]]:
-        out = dict(shapes)
-        for t in model.inputs:
-            if t.shape is None or t.name in shapes:
-                continue
-            dims = [d if isinstance(d, int) else 0 for d in t.shape]
-            for sym, places in where.items():
-                for name, axis in places:
-                    if name == t.name:
-                        dims[axis] = values[sym]
-            out[t.name] = tuple(dims)
-        return out
-
-    base = {s: b for s, (b, _) in symbols.items()}
-    sets = [("base", build(base))]
-    for sym, (_, alt) in symbols.items():
-        sets.append((f"{sym}={alt}", build({**base, sym: alt})))
-    return sets
-
-
-def _probe_child(backend_name: str, source: Any, shape_sets: list[Any], seed: int,
-                 repeats: int, budget_s: float) -> dict[str, Any]:
-    import time
-
-    from .conformance import open_unverified
-    from .inputs import make_inputs
-
-    try:
-        sess = open_unverified(source, backend_name)
-    except Exception as exc:
-        return {"load_error": first_line(exc)}
-    results = []
-    for label, shapes in shape_sets:
-        try:
-            feeds = make_inputs(sess.inputs, shapes, seed)
-            outs = sess.run(feeds)
-        except Exception as exc:
-            results.append({"label": label, "error": first_line(exc)})
-            continue
-        times = []
-        start = time.perf_counter()
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            sess.run(feeds)
-            times.append(time.perf_counter() - t0)
-            if time.perf_counter() - start > budget_s:
-                break
-        times.sort()
-        results.append({"label": label, "outputs": outs,
-                        "median_ms": times[len(times) // 2] * 1e3 if times else None})
-    sess.close()
-    return {"runs": results, "precision": sess.precision}
-
-
-def _errors(ref: dict[str, Any], out: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    import numpy as np
-
-    per: dict[str, Any] = {}
-    ok = True
-    for name, r in ref.items():
-        o = out.get(name)
-        if o is None:
-            per[name] = {"error": "missing"}
-            ok = False
-            continue
-        r, o = np.asarray(r), np.asarray(o)
-        if r.shape != o.shape:
-            per[name] = {"error": f"shape {list(o.shape)} != reference {list(r.shape)}"}
-            ok = False
-            continue
-        if r.dtype.kind not in "fciub" or o.dtype.kind not in "fciub":
-            same = bool(np.array_equal(r.astype(object), o.astype(object)))
-            per[name] = {"equal": same}
-            ok = ok and same
-            continue
-        rd, od = r.astype(np.float64), o.astype(np.float64)
-        diff = np.abs(rd - od)
-        finite = np.isfinite(diff)
-        max_abs = float(diff[finite].max()) if finite.any() else 0.0
-        rel = diff / np.maximum(np.abs(rd), 1e-6)
-        max_rel = float(rel[finite].max()) if finite.any() else 0.0
-        close = bool(np.allclose(od, rd, rtol=PROBE_RTOL, atol=PROBE_ATOL, equal_nan=True))
-        per[name] = {"max_abs": max_abs, "max_rel": max_rel, "close": close}
-        ok = ok and close
-    return per, ok
+    return shape_sets(model.inputs, shapes)
 
 
 def probe_model(model: ModelInfo, backends: Sequence[str], *,
                 shapes: dict[str, Sequence[int]] | None = None, timeout: float = 120.0,
                 repeats: int = 10, seed: int = 0) -> dict[str, dict[str, Any]]:
-    """Open and run ``model`` on each backend in a child process; compare with the reference."""
-    from .isolation import run_isolated
+    """Open and run ``model`` on each backend in a child process, at the base shapes and at
+    another size of each dynamic dim; compare with the reference; time it. One implementation
+    with ``unirt compare`` and verification (:func:`unirt.probe.probe`)."""
+    from .inputs import make_inputs
+    from .probe import probe, reference_outputs
 
     sets = probe_shape_sets(model, shapes)
-    source = model.source()
-    budget = max(1.0, timeout / 4)
-    ref_out = run_isolated(_probe_child, REFERENCE_BACKEND, source, sets, seed, 1, budget,
-                           timeout=timeout)
-    ref_runs: dict[str, Any] = {}
-    if ref_out.ok and "runs" in ref_out.value:
-        ref_runs = {r["label"]: r for r in ref_out.value["runs"]}
-    results: dict[str, dict[str, Any]] = {}
-    for name in backends:
-        out = (ref_out if name == REFERENCE_BACKEND and repeats == 1 else
-               run_isolated(_probe_child, name, source, sets, seed, repeats, budget,
-                            timeout=timeout))
-        results[name] = _probe_verdict(out, sets, ref_runs)
-    return results
+    labels = [label for label, _ in sets]
+    feed_sets = [make_inputs(model.inputs, s, seed) for _, s in sets]
+    _, reference = reference_outputs(model.source(), feed_sets, timeout=timeout, labels=labels)
+    return {name: probe_summary(probe(model, name, feed_sets, "exact", timeout=timeout,
+                                      reference=reference, runs=repeats, labels=labels))
+            for name in backends}
 
 
-def _probe_verdict(out: Any, sets: list[Any], ref_runs: dict[str, Any]) -> dict[str, Any]:
-    if out.status in ("crashed", "timeout"):
-        return {"status": "crash" if out.status == "crashed" else "timeout",
-                "detail": out.describe()}
-    if not out.ok:
-        return {"status": "error", "detail": out.error}
-    value = out.value
-    if "load_error" in value:
-        return {"status": "load_fail", "detail": value["load_error"]}
-    runs = {r["label"]: r for r in value["runs"]}
-    base = runs.get("base", {})
-    result: dict[str, Any] = {"status": "pass", "detail": None,
-                              "median_ms": base.get("median_ms"),
-                              "precision": value.get("precision"), "runs": {}}
-    failed_at = []
-    worst_abs = worst_rel = 0.0
-    mismatch = []
-    for label, _ in sets:
-        r = runs.get(label, {})
-        ref = ref_runs.get(label)
-        if "error" in r:
-            ref_fails = ref is not None and "error" in ref
-            result["runs"][label] = {"status": "run_fail", "error": r["error"],
-                                     "reference_fails_too": ref_fails}
-            failed_at.append((label, r["error"] + (f"; {REFERENCE_BACKEND} fails too"
-                                                    if ref_fails else "")))
-            continue
-        if ref is None or "outputs" not in ref:
-            result["runs"][label] = {"status": "ran", "note": "no reference output to compare"}
-            continue
-        per, ok = _errors(ref["outputs"], r["outputs"])
-        for e in per.values():
-            worst_abs = max(worst_abs, e.get("max_abs", 0.0))
-            worst_rel = max(worst_rel, e.get("max_rel", 0.0))
-        result["runs"][label] = {"status": "pass" if ok else "mismatch", "outputs": per}
-        if not ok:
-            mismatch.append(label)
-    result["max_abs"] = worst_abs
-    result["max_rel"] = worst_rel
-    if failed_at:
-        if failed_at[0][0] == "base":
-            result["status"] = "run_fail"
-            result["detail"] = failed_at[0][1]
+def probe_summary(result: Any) -> dict[str, Any]:
+    """A :class:`~unirt.probe.ProbeResult` as the matrix shows it: ``status`` is ``pass``,
+    ``mismatch``, ``load_fail``, ``run_fail`` (at the base shapes), ``dynamic_fail`` (declared
+    dynamic, fails at another size), ``crash``, ``timeout`` or ``unverified`` (no reference)."""
+    from .probe import CRASHED, ERROR, FAIL, NO_REFERENCE, TIMEOUT
+
+    out: dict[str, Any] = {"status": "pass", "detail": None, "precision": result.precision,
+                           "median_ms": None if result.run_s is None else result.run_s * 1e3,
+                           "max_abs": max((o.max_abs for o in result.outputs), default=None),
+                           "max_rel": max((o.max_rel for o in result.outputs), default=None),
+                           "shapes": result.shapes, "limited": result.limited}
+    if result.status == CRASHED:
+        out.update(status="crash", detail=result.reason)
+    elif result.status == TIMEOUT:
+        out.update(status="timeout", detail=result.reason)
+    elif result.status == ERROR and not result.opened:
+        out.update(status="load_fail", detail=result.reason)
+    elif result.status == FAIL:
+        out.update(status="mismatch", detail=result.reason)
+    elif result.status == NO_REFERENCE:
+        out.update(status="unverified", detail=result.reason)
+    elif result.limited:
+        base = result.shapes[0] if result.shapes else None
+        if base in result.limited or result.status == ERROR:
+            out.update(status="run_fail", detail="; ".join(
+                f"{k}: {v}" for k, v in result.limited.items()))
         else:
-            result["status"] = "dynamic_fail"
-            result["detail"] = "declared dynamic, fails at " + ", ".join(
-                f"{label} ({err})" for label, err in failed_at)
-    elif mismatch:
-        result["status"] = "mismatch"
-        result["detail"] = (f"outputs differ from {REFERENCE_BACKEND}: max abs {worst_abs:.3g}, "
-                            f"max rel {worst_rel:.3g} at {', '.join(mismatch)}")
-    return result
+            out.update(status="dynamic_fail", detail="declared dynamic, fails at " + ", ".join(
+                f"{k}: {v}" for k, v in result.limited.items()))
+    return out

@@ -7,34 +7,17 @@ line, exit status 1.
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
 import click
 
+from . import cli_output
 from .errors import UnirtError
 
-
-def _console(stderr: bool = False) -> Any:
-    from rich.console import Console
-
-    return Console(soft_wrap=False, stderr=stderr)
-
-
-def _table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Any:
-    from rich.table import Table
-
-    t = Table(title=title, title_justify="left")
-    for c in columns:
-        t.add_column(c, overflow="fold")
-    for r in rows:
-        t.add_row(*["" if v is None else str(v) for v in r])
-    return t
-
-
-def _echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+_console = cli_output.console
+_table = cli_output.table
+_echo_json = cli_output.print_json
 
 
 # -- unirt probe-ops ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from . import cli_output
 from .errors import UnirtError
 
 EXIT_USER_ERROR = 1
@@ -39,30 +40,9 @@ class _Group(click.Group):
             ctx.exit(EXIT_INTERNAL_ERROR)
 
 
-def _console() -> Any:
-    import shutil
-
-    from rich.console import Console
-
-    # Piped output (CI logs, files) gets a generous width instead of rich's 80 columns.
-    width = None if sys.stdout.isatty() else max(shutil.get_terminal_size((140, 24)).columns, 140)
-    return Console(width=width, highlight=False)
-
-
-def _table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Any:
-    from rich.table import Table
-    from rich.text import Text
-
-    t = Table(title=title, show_lines=False, title_justify="left")
-    for c in columns:
-        t.add_column(c, overflow="fold")
-    for r in rows:  # Text(): values such as 'unirt[cuda]' are not rich markup
-        t.add_row(*[Text("" if v is None else str(v)) for v in r])
-    return t
-
-
-def _print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+_console = cli_output.console
+_table = cli_output.table
+_print_json = cli_output.print_json
 
 
 @click.group(cls=_Group)
@@ -509,16 +489,13 @@ def _plot(report: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-# -- unirt capabilities / probe-ops (unirt/capability_cli.py) ---------------------------------
-from .capability_cli import capabilities_command, probe_ops_command  # noqa: E402
-
-cli.add_command(capabilities_command)
-cli.add_command(probe_ops_command)
-
-
 def _add_builtin_groups() -> None:
+    """Commands kept in modules of their own (the capability matrix, the cache)."""
     from .cache_cli import cache
+    from .capability_cli import capabilities_command, probe_ops_command
 
+    cli.add_command(capabilities_command)
+    cli.add_command(probe_ops_command)
     cli.add_command(cache)
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from .isolation import Outcome, Worker
 from .metrics import OutputDiff, diff, tolerance, within
 from .model import ModelInfo
+from .tensor import TensorInfo
 
 REFERENCE = "onnxruntime"
 DEFAULT_TIMEOUT = 300.0
@@ -85,6 +86,54 @@ def shape_label(feeds: Mapping[str, Any]) -> str:
     return ",".join(f"{k}={'x'.join(map(str, np.shape(v))) or 'scalar'}" for k, v in feeds.items())
 
 
+#: Sizes given to dynamic dimensions: the base probe, and the other size that shows whether a
+#: declared-dynamic axis really is dynamic. Axis 0 is taken for a batch axis; others for sizes.
+BATCH_SIZES = (1, 2)
+OTHER_SIZES = (32, 64)
+
+
+def shape_sets(inputs: Sequence[TensorInfo], declared: Mapping[str, Sequence[int]] | None = None
+               ) -> list[tuple[str, dict[str, tuple[int, ...]]]]:
+    """(label, shapes) to probe: ``base`` (declared shapes; dynamic dims at batch 1 / size 32),
+    then one set per dynamic dimension symbol at its other size (``T=64``), so that a model that
+    declares an axis dynamic but works at one size only is caught."""
+    from .inputs import resolve_shape
+
+    declared = {k: tuple(v) for k, v in (declared or {}).items()}
+    symbols: dict[str, tuple[int, int]] = {}
+    where: dict[str, list[tuple[str, int]]] = {}
+    for t in inputs:
+        if t.shape is None or t.dtype is None or t.name in declared:
+            continue
+        for axis, d in enumerate(t.shape):
+            if isinstance(d, int):
+                continue
+            sym = d if isinstance(d, str) and d else f"{t.name}[{axis}]"
+            symbols.setdefault(sym, BATCH_SIZES if axis == 0 else OTHER_SIZES)
+            where.setdefault(sym, []).append((t.name, axis))
+
+    def build(values: Mapping[str, int]) -> dict[str, tuple[int, ...]]:
+        out: dict[str, tuple[int, ...]] = {}
+        for t in inputs:
+            if t.shape is None or t.dtype is None:
+                continue
+            if t.name in declared:
+                out[t.name] = resolve_shape(t, declared[t.name])
+                continue
+            dims = [d if isinstance(d, int) else 0 for d in t.shape]
+            for sym, places in where.items():
+                for name, axis in places:
+                    if name == t.name:
+                        dims[axis] = values[sym]
+            out[t.name] = tuple(dims)
+        return out
+
+    base = {s: b for s, (b, _) in symbols.items()}
+    sets = [("base", build(base))]
+    sets += [(f"{sym}={alt}", build({**base, sym: alt})) for sym, (_, alt) in symbols.items()]
+    return sets
+
+
 @dataclass
 class RunSet:
     """Outputs of one backend on one set of inputs (or why there are none)."""
@@ -99,7 +148,8 @@ def run_sets(worker: Worker, source: str | bytes, backend: str,
              feed_sets: Sequence[Mapping[str, np.ndarray]], precision: str = "exact",
              options: Mapping[str, Any] | None = None, runs: int = 1,
              outputs: list[str] | None = None, timeout: float = DEFAULT_TIMEOUT,
-             threads: int | None = None) -> tuple[Outcome, list[RunSet]]:
+             threads: int | None = None,
+             labels: Sequence[str] | None = None) -> tuple[Outcome, list[RunSet]]:
     """Open ``source`` on ``backend`` in ``worker`` and run each feed set ``runs`` times.
 
     Returns the open's Outcome and one RunSet per feed set tried; after a crash or timeout the
@@ -110,8 +160,8 @@ def run_sets(worker: Worker, source: str | bytes, backend: str,
     sets: list[RunSet] = []
     if not opened.ok:
         return opened, sets
-    for feeds in feed_sets:
-        label = shape_label(feeds)
+    for i, feeds in enumerate(feed_sets):
+        label = _label(labels[i] if labels else None, feeds)
         out = worker.call(_child_run, dict(feeds), runs, outputs, timeout=timeout)
         if out.ok:
             sets.append(RunSet(label, out, out.value["outputs"], out.value["times"]))
@@ -122,13 +172,19 @@ def run_sets(worker: Worker, source: str | bytes, backend: str,
     return opened, sets
 
 
+def _label(name: str | None, feeds: Mapping[str, Any]) -> str:
+    """``x=1x8`` for the base set, ``T=64 (x=1x64)`` for a set named after a dynamic dim."""
+    shapes = shape_label(feeds)
+    return shapes if not name or name == "base" else f"{name} ({shapes})"
+
+
 def reference_outputs(source: str | bytes, feed_sets: Sequence[Mapping[str, np.ndarray]],
-                      outputs: list[str] | None = None,
-                      timeout: float = DEFAULT_TIMEOUT) -> tuple[Outcome, list[RunSet]]:
+                      outputs: list[str] | None = None, timeout: float = DEFAULT_TIMEOUT,
+                      labels: Sequence[str] | None = None) -> tuple[Outcome, list[RunSet]]:
     """The reference's outputs for each feed set (ONNX Runtime CPU, exact, in a child)."""
     with Worker(_child_init) as w:
         return run_sets(w, source, REFERENCE, feed_sets, "exact", outputs=outputs,
-                        timeout=timeout)
+                        timeout=timeout, labels=labels)
 
 
 @dataclass
@@ -195,7 +251,7 @@ def probe(info: ModelInfo, backend: str, feed_sets: Sequence[Mapping[str, np.nda
           precision: str = "exact", options: Mapping[str, Any] | None = None,
           atol: float | None = None, rtol: float | None = None,
           timeout: float = DEFAULT_TIMEOUT, reference: list[RunSet] | None = None,
-          runs: int = 1) -> ProbeResult:
+          runs: int = 1, labels: Sequence[str] | None = None) -> ProbeResult:
     """Judge ``backend`` on ``info`` at each feed set against the reference.
 
     ``reference``: the reference's RunSets for the same feed sets, when already computed (one
@@ -203,14 +259,15 @@ def probe(info: ModelInfo, backend: str, feed_sets: Sequence[Mapping[str, np.nda
     """
     source = info.source()
     if reference is None:
-        ref_open, reference = reference_outputs(source, feed_sets, timeout=timeout)
+        ref_open, reference = reference_outputs(source, feed_sets, timeout=timeout,
+                                                labels=labels)
         if not ref_open.ok:
             return ProbeResult(backend, NO_REFERENCE,
                                f"the reference ({REFERENCE}) cannot run the model: "
                                f"{ref_open.describe()}")
     with Worker(_child_init) as w:
         opened, sets = run_sets(w, source, backend, feed_sets, precision, options, runs,
-                                timeout=timeout)
+                                timeout=timeout, labels=labels)
     return judge(backend, opened, sets, reference, precision, atol, rtol)
 
 

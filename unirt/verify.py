@@ -22,7 +22,7 @@ from typing import Any
 
 from .errors import UnirtError
 from .model import ModelInfo
-from .probe import ERROR, NO_REFERENCE, PASS, ProbeResult, probe
+from .probe import ERROR, NO_REFERENCE, PASS, ProbeResult, probe, shape_sets
 from .tensor import TensorInfo
 
 logger = logging.getLogger("unirt")
@@ -37,12 +37,6 @@ VERSION = 1
 #: ``UNIRT_VERIFY_TIMEOUT`` overrides it.
 DEFAULT_TIMEOUT = 120.0
 TIMEOUT_ENV = "UNIRT_VERIFY_TIMEOUT"
-
-#: Sizes given to dynamic dimensions: the first probe, and the second that shows whether the
-#: model really is dynamic. Axis 0 is taken for a batch axis; others for sizes (pixels, tokens).
-BATCH_SIZES = (1, 2)
-OTHER_SIZES = (32, 48)
-
 
 @dataclass(frozen=True)
 class Verification:
@@ -76,32 +70,8 @@ class Verification:
 
 def probe_shapes(inputs: Sequence[TensorInfo],
                  declared: Mapping[str, Sequence[int]] | None = None) -> list[dict[str, tuple]]:
-    """One or two shape sets: the declared (or default) sizes, and for models with dynamic dims
-    a second set with every dynamic dim at another size."""
-    from .inputs import resolve_shape
-
-    declared = dict(declared or {})
-    first, second = {}, {}
-    dynamic = False
-    for t in inputs:
-        if t.shape is None or t.dtype is None:
-            continue
-        if t.name in declared:
-            first[t.name] = resolve_shape(t, declared[t.name])
-            second[t.name] = first[t.name]
-            continue
-        a, b = [], []
-        for axis, d in enumerate(t.shape):
-            if isinstance(d, int):
-                a.append(d)
-                b.append(d)
-            else:
-                dynamic = True
-                sizes = BATCH_SIZES if axis == 0 else OTHER_SIZES
-                a.append(sizes[0])
-                b.append(sizes[1])
-        first[t.name], second[t.name] = tuple(a), tuple(b)
-    return [first, second] if dynamic else [first]
+    """The shape sets a verification runs (:func:`unirt.probe.shape_sets`, without labels)."""
+    return [shapes for _, shapes in shape_sets(inputs, declared)]
 
 
 def _key(info: ModelInfo, backend: str, version: str | None, precision: str,
@@ -130,7 +100,8 @@ def verify(info: ModelInfo, backend: str, version: str | None, precision: str = 
     if timeout is None:
         timeout = float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT)
     try:
-        sets = probe_shapes(info.inputs, shapes)
+        labelled = shape_sets(info.inputs, shapes)
+        sets = [s for _, s in labelled]
     except UnirtError as exc:
         result = ProbeResult(backend, NO_REFERENCE, f"no inputs can be generated ({exc})")
         return Verification("unverified", result, False, "")
@@ -153,7 +124,7 @@ def verify(info: ModelInfo, backend: str, version: str | None, precision: str = 
         return Verification("unverified", result, False, key)
     start = time.perf_counter()
     result = probe(info, backend, feed_sets, precision, options, atol=tolerance,
-                   timeout=timeout)
+                   timeout=timeout, labels=[label for label, _ in labelled])
     logger.info("verified %s on %s in %.2f s: %s", info.name, backend,
                 time.perf_counter() - start, result.status)
     if result.status == PASS:
