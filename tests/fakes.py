@@ -106,3 +106,16 @@ class _BatchOneSession(BackendSession):
 
     def close(self) -> None:
         self.closed = True
+
+
+class RejectsMul(_OrtBacked):
+    """A backend whose rules refuse the Mul op (the capability verdict says UNSUPPORTED)."""
+
+    name = "fake-rejects-mul"
+    default_rank = 2
+
+    def _rules_impl(self, model: ModelInfo) -> list[Any]:
+        from unirt.capability import Reason
+
+        return [Reason("this engine has no Mul kernel", "op", n.name, n.op_type)
+                for n in model.nodes if n.op_type == "Mul"]

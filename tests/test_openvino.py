@@ -252,8 +252,14 @@ def test_device_names_are_accepted_as_openvino_spells_them(tmp_path: Path) -> No
 # -- engine errors and query_model -------------------------------------------------------------
 def test_engine_errors_name_backend_model_and_cause(tmp_path: Path) -> None:
     path = M.save(_custom_op_model(), tmp_path / "custom.onnx")
-    with pytest.raises(BackendError) as info:
-        load(path, backend="openvino")
+    with pytest.raises(BackendError, match=r"openvino cannot run custom.onnx: node 'foo' "
+                                           r"\(my.domain::FooBar\): custom domain"):
+        load(path, backend="openvino")  # the capability check refuses it before the engine
+    from unirt.model import read_model
+    from unirt.plugins import get_registry
+
+    with pytest.raises(BackendError) as info:  # and the engine itself, asked directly
+        get_registry().backend("openvino").open(read_model(path))
     message = str(info.value)
     assert "openvino" in message and "custom.onnx" in message
     assert "my.domain.FooBar" in message

@@ -78,7 +78,7 @@ def test_prefer_falls_back_with_a_warning(registry: Registry, model_path, caplog
 def test_prefer_success_is_marked_preferred(registry: Registry, model_path) -> None:
     sess = load(model_path, prefer=["fake-working"], registry=registry)
     assert sess.route[0].backend == "fake-working"
-    assert sess.route[0].outcome == "chosen" and sess.route[0].reason == "preferred"
+    assert sess.route[0].outcome == "chosen" and sess.route[0].reason.startswith("preferred")
     assert all(s.outcome == "not tried" for s in sess.route[1:])
 
 
@@ -248,3 +248,21 @@ def test_backend_order_env(registry: Registry, model_path, monkeypatch) -> None:
     monkeypatch.setenv("UNIRT_BACKEND_ORDER", "nope")
     with pytest.raises(UnirtError, match="UNIRT_BACKEND_ORDER names unknown backend 'nope'"):
         load(model_path, registry=registry)
+
+
+def test_capability_verdict_unsupported_is_skipped_with_reasons(registry: Registry,
+                                                                 model_path) -> None:
+    from .fakes import RejectsMul
+
+    registry.register(FakePlugin(RejectsMul), "rejects-mul")
+    sess = load(model_path, device="cpu", registry=registry)
+    step = next(s for s in sess.route if s.backend == "fake-rejects-mul")
+    assert step.outcome == "unsupported"
+    assert "node 'mul' (Mul): this engine has no Mul kernel" in step.reason
+    assert sess.backend == "fake-working"
+    with pytest.raises(BackendError, match=r"fake-rejects-mul cannot run tiny.onnx: node 'mul' "
+                                           r"\(Mul\): this engine has no Mul kernel"):
+        load(model_path, backend="fake-rejects-mul", registry=registry)
+    # a model without Mul is not refused
+    add = M.save(M.add(), model_path.parent / "add.onnx")
+    assert load(add, backend="fake-rejects-mul", registry=registry).backend == "fake-rejects-mul"

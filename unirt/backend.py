@@ -181,6 +181,12 @@ class Backend(ABC):
         reason for what is only doubtful. Called by :meth:`check` only when available."""
         return []
 
+    def _host_outputs_impl(self, model: ModelInfo) -> set[str]:
+        """Output tensor names of the nodes this backend computes itself, outside its engine
+        (ncnn: an ArgMax at the end of the graph, done in numpy). :meth:`check` does not judge
+        those nodes by the engine's op-support table, which would wrongly refuse them."""
+        return set()
+
     @abstractmethod
     def _available_impl(self) -> Availability:
         """Return availability. Import the engine here, never at module level."""

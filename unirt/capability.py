@@ -31,6 +31,8 @@ import functools
 import json
 import logging
 import re
+import threading
+import weakref
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -124,10 +126,30 @@ def _attr_value(value: Any, default: Any = None, has_default: bool = False) -> s
     return str(value)
 
 
+#: Features per model and node, computed once and shared by every backend's check (a model is
+#: checked against each candidate while routing: that must cost milliseconds, not a recompute).
+_FEATURES: weakref.WeakKeyDictionary[ModelInfo, dict[int, dict[str, str]]] = (
+    weakref.WeakKeyDictionary())
+_FEATURES_LOCK = threading.Lock()
+
+
 def node_features(model: ModelInfo, node: NodeInfo) -> dict[str, str]:
     """The features a node is judged on: ``@attr`` -> value, ``iK.t``/``iK.r`` -> input dtype and
     rank, ``oK.t``/``oK.r`` -> output dtype and rank. Missing attributes get their schema default;
-    an omitted optional input is ``"-"``; what shape inference could not tell is ``"?"``."""
+    an omitted optional input is ``"-"``; what shape inference could not tell is ``"?"``.
+    Memoised per model (the result must not be modified)."""
+    with _FEATURES_LOCK:
+        per_model = _FEATURES.setdefault(model, {})
+        known = per_model.get(id(node))
+    if known is not None:
+        return known
+    feats = _compute_features(model, node)
+    with _FEATURES_LOCK:
+        per_model[id(node)] = feats
+    return feats
+
+
+def _compute_features(model: ModelInfo, node: NodeInfo) -> dict[str, str]:
     domain = "" if node.domain == "ai.onnx" else node.domain
     opset = model.opsets.get(domain, model.opsets.get("ai.onnx", 0) if domain == "" else 0)
     info = _schema_info(node.op_type, domain, int(opset) or 1)
@@ -233,6 +255,13 @@ class Verdict:
                 "engine_version": self.engine_version, "table": self.table,
                 "reasons": [r.as_dict() for r in self.reasons], "notes": list(self.notes),
                 "ops": dict(self.ops)}
+
+    def summary(self, most: int = 3) -> str:
+        """The reasons on one line (the first ``most``), as the route shows them."""
+        shown = [str(r) for r in self.reasons if r.verdict == self.status][:most] or \
+            [str(r) for r in self.reasons][:most]
+        more = len(self.reasons) - len(shown)
+        return "; ".join(shown) + (f"; and {more} more (unirt capabilities)" if more > 0 else "")
 
     def __str__(self) -> str:
         lines = [f"{self.backend}: {self.status}"]
@@ -379,6 +408,19 @@ def judge_node(ev: OpEvidence, feats: dict[str, str]) -> Judgement:
                      "cases fail, none resembles this node")
 
 
+def _unmeasured_constants(j: Judgement, node: NodeInfo, const: tuple[int, ...]) -> Judgement:
+    """A conformance case feeds every input of its node at run time; a real model's weights are
+    constants, and engines that fold or pre-pack weights (ncnn, OpenCV) run such a node where
+    they fail the case. So a failure judged from cases alone (not from a value only failing
+    cases have) says nothing about a node with constant inputs: UNKNOWN, to be measured."""
+    if j.status != UNSUPPORTED or not const or j.kind not in ("all_fail", "case"):
+        return j
+    which = ", ".join(f"input {k} ({node.inputs[k]})" for k in const)
+    return Judgement(UNKNOWN, "constant_inputs",
+                     f"{j.message}; but every conformance case feeds {which} at run time, and "
+                     "here it is a constant (weights): not measured")
+
+
 def _signature(key: str, feats: dict[str, str]) -> str:
     return key + json.dumps(feats, sort_keys=True, separators=(",", ":"))
 
@@ -436,6 +478,10 @@ class OpTable:
             (_Case(c["n"], c["s"], c.get("e"), {}),
              frozenset(_signature(*interned[i]) for i in c.get("f") or []))
             for c in deferred if c.get("f")]
+        #: Ops that appear in some failing multi-node case: their nodes need a signature even
+        #: when the op alone always passes.
+        self.multi_ops: frozenset[str] = frozenset(
+            interned[i][0] for c in deferred for i in c.get("f") or [])
         for c in deferred:
             for key, feats in (interned[i] for i in c.get("f") or []):
                 ev = self.ops.get(key)
@@ -549,7 +595,13 @@ def check_backend(backend: Backend, model: ModelInfo, table: OpTable | None = No
                              f"`unirt probe-ops --backend {backend.name}`")
     else:
         verdict.table = table.name
-        reasons += _table_reasons(backend, model, table, verdict.ops)
+        try:
+            host = set(backend._host_outputs_impl(model))
+        except Exception:  # a broken hook must not hide the table's reasons
+            logger.warning("host outputs of %s failed on %s", backend.name, model.name,
+                           exc_info=True)
+            host = set()
+        reasons += _table_reasons(backend, model, table, verdict.ops, host)
     try:
         rules = list(backend._rules_impl(model))
     except Exception as exc:  # a broken rule must not hide the other reasons
@@ -567,8 +619,8 @@ def check_backend(backend: Backend, model: ModelInfo, table: OpTable | None = No
     return verdict
 
 
-def _table_reasons(backend: Backend, model: ModelInfo, table: OpTable, ops: dict[str, str]
-                   ) -> list[Reason]:
+def _table_reasons(backend: Backend, model: ModelInfo, table: OpTable, ops: dict[str, str],
+                   host: set[str] | frozenset[str] = frozenset()) -> list[Reason]:
     reasons: list[Reason] = []
     opset = model.opsets.get("", model.opsets.get("ai.onnx"))
     refused = table.limits.get("refused_opset")
@@ -582,9 +634,12 @@ def _table_reasons(backend: Backend, model: ModelInfo, table: OpTable, ops: dict
     known = set(getattr(backend, "known_domains", ()) or ())
     cache: dict[str, Judgement] = {}
     signatures: set[str] = set()
-    for node in model.nodes:
+    for index, node in enumerate(model.nodes):
         key = op_key(node.op_type, node.domain)
-        label = node.name or f"{node.op_type}#{model.nodes.index(node)}"
+        label = node.name or f"{node.op_type}#{index}"
+        if node.outputs and set(node.outputs) <= host:  # computed by the backend, not its engine
+            ops[key] = _op_state(ops.get(key), "supported")
+            continue
         domain = "" if node.domain == "ai.onnx" else node.domain
         if domain not in _STANDARD_DOMAINS and domain not in known:
             reasons.append(Reason(f"custom domain {domain!r}: the engine implements no ops of it",
@@ -609,12 +664,19 @@ def _table_reasons(backend: Backend, model: ModelInfo, table: OpTable, ops: dict
                                   f"{model.opsets.get(domain)})", "opset", label, key))
             ops[key] = _op_state(ops.get(key), "unsupported")
             continue
+        if ev.status == "supported" and key not in table.multi_ops:
+            # Every conformance case of this op passed: nothing about the node can make it
+            # resemble a failing one, so its features (and shape inference) are not needed.
+            ops[key] = _op_state(ops.get(key), "supported")
+            continue
         feats = node_features(model, node)
         sig = _signature(key, feats)
         signatures.add(sig)
-        j = cache.get(sig)
+        const = tuple(k for k, name in enumerate(node.inputs) if k and name in model.constants)
+        j = cache.get(sig + repr(const))
         if j is None:
-            j = cache[sig] = judge_node(ev, feats)
+            j = cache[sig + repr(const)] = _unmeasured_constants(judge_node(ev, feats), node,
+                                                                 const)
         if j.status == SUPPORTED:
             ops[key] = _op_state(ops.get(key), "supported" if ev.status == "supported"
                                  else "conditional")

@@ -81,6 +81,9 @@ class ModelInfo:
     external_data: tuple[Path, ...]
     size_bytes: int
     op_counts: Counter[str] = field(default_factory=Counter)
+    #: Names of the tensors fixed in the model (initializers, Constant outputs, in every graph):
+    #: weights, as opposed to values computed or fed at run time.
+    constants: frozenset[str] = frozenset()
 
     @property
     def name(self) -> str:
@@ -302,8 +305,12 @@ def _describe(
     outputs = tuple(_tensor_info(v) for v in g.output)
     nodes = []
     counts: Counter[str] = Counter()
+    constants: set[str] = set()
     for gpath, graph in _iter_graphs(g):
+        constants.update(t.name for t in graph.initializer)
         for n in graph.node:
+            if n.op_type == "Constant" and n.domain in ("", "ai.onnx"):
+                constants.update(n.output)
             nodes.append(NodeInfo(n.name, n.op_type, n.domain, tuple(n.input), tuple(n.output),
                                   _attributes(n), gpath))
             counts[n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}"] += 1
@@ -315,6 +322,7 @@ def _describe(
         producer=f"{proto.producer_name} {proto.producer_version}".strip(), opsets=opsets,
         inputs=inputs, outputs=outputs, nodes=tuple(nodes), external_data=external,
         size_bytes=size + sum(f.stat().st_size for f in external), op_counts=counts,
+        constants=frozenset(constants),
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 #: Outcomes a step can have.
 CHOSEN = "chosen"
 UNAVAILABLE = "unavailable"
+UNSUPPORTED = "unsupported"  # the capability verdict (op-support table, backend rules)
 FAILED = "failed"  # the engine refused or failed to open the model
 REJECTED = "rejected"  # verification saw it crash, hang, fail or give wrong numbers
 EXCLUDED = "excluded"

@@ -29,6 +29,9 @@ from .route import (
     RouteStep,
     render_route,
 )
+from .route import (
+    UNSUPPORTED as UNSUPPORTED_STEP,
+)
 from .session import Session
 
 logger = logging.getLogger("unirt")
@@ -177,6 +180,7 @@ class _Router:
         self.input_shapes: dict[str, Sequence[int]] = {}
         self.verifications: dict[str, Any] = {}
         self.ranking: Any = None  # fastest.Ranking when prefer="fastest"
+        self.verdicts: dict[str, Any] = {}  # capability.Verdict per candidate checked
 
     def open_options(self, name: str) -> OpenOptions:
         return OpenOptions(precision=self.precision, threads=self.threads, device=self.device,
@@ -185,6 +189,11 @@ class _Router:
     def try_open(self, name: str) -> tuple[Any, RouteStep | None]:
         """Open one candidate: (session, None), or (None, the failed step)."""
         be = self.registry.backend(name)
+        unsupported = self._check(name)
+        if unsupported is not None:
+            if self.backend is not None:
+                raise BackendError(f"{name} cannot run {self.info.name}: {unsupported.reason}")
+            return None, unsupported
         rejected = self._verify(name)
         if rejected is not None:
             if self.backend is not None:
@@ -200,6 +209,20 @@ class _Router:
             if self.backend is not None:
                 raise
             return None, RouteStep(name, FAILED, str(exc))
+
+    def _check(self, name: str) -> RouteStep | None:
+        """The static verdict (op-support table and the backend's rules): None unless it is
+        UNSUPPORTED. UNKNOWN goes on to verification and open, which measure instead."""
+        from .capability import UNSUPPORTED
+
+        be = self.registry.backend(name)
+        if not be.available().available:
+            return None  # open() reports it as unavailable
+        verdict = be.check(self.info)
+        self.verdicts[name] = verdict
+        if verdict.status == UNSUPPORTED:
+            return RouteStep(name, UNSUPPORTED_STEP, verdict.summary())
+        return None
 
     def _verify(self, name: str) -> RouteStep | None:
         """Verification before opening in the user's process: None when the candidate may be
@@ -276,8 +299,12 @@ class _Router:
         elif name in self.preferred:
             why = "preferred"
         else:
-            failed = [s for s in self.steps if s.outcome in (FAILED, UNAVAILABLE, REJECTED)]
+            failed = [s for s in self.steps
+                      if s.outcome in (FAILED, UNAVAILABLE, REJECTED, UNSUPPORTED_STEP)]
             why = "first in the default order" + (" that could open the model" if failed else "")
+        verdict = self.verdicts.get(name)
+        if verdict is not None and verdict.status != "SUPPORTED":
+            why += f"; capability {verdict.status.lower()}: {verdict.summary(1)}"
         v = self.verifications.get(name)
         return why if v is None else f"{why}; {v.describe()}"
 

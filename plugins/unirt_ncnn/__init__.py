@@ -156,6 +156,10 @@ class NcnnBackend(Backend):
 
         return [Reason(why, kind=kind) for kind, why in _refusals(model)]
 
+    def _host_outputs_impl(self, model: ModelInfo) -> set[str]:
+        """ArgMax/ArgMin at the end of the graph run in numpy (ncnn has no such layer)."""
+        return {h.output for h in _graph.host_tail(model)}
+
     # -- opening -----------------------------------------------------------------------------------
     def _open_impl(self, model: ModelInfo, options: OpenOptions) -> BackendSession:
         self._check_options(options)
