@@ -7,8 +7,8 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[all,dev]"
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[all,dev]"
 # The pnnx wheel declares torch; its converter binary needs none of it.
-.venv/bin/python -m pip install -q --no-deps pnnx
+.venv/bin/python -m pip install -q -c constraints.txt --no-deps pnnx
 .venv/bin/python -m ruff check unirt plugins tests benchmarks examples
 .venv/bin/python -m pytest -q "$@"
