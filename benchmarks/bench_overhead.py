@@ -44,10 +44,11 @@ def _interleaved(raw, wrapped, samples: int, calls: int) -> tuple[float, float]:
 
 
 def _pair(path: Path, feeds: dict[str, np.ndarray]):
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    raw = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    # The raw call goes to the very InferenceSession unirt wraps: two sessions would each keep
+    # a thread pool whose spinning threads slow the other one down, and measure that instead.
     sess = unirt.load(path, backend="onnxruntime")
+    raw = sess._impl._sess
+    assert isinstance(raw, ort.InferenceSession)
     names = [o.name for o in raw.get_outputs()]
     # Same outputs either way, or the comparison is meaningless.
     for a, b in zip(raw.run(names, feeds), sess.run(feeds).values()):
