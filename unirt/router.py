@@ -304,7 +304,11 @@ class _Router:
             why = "first in the default order" + (" that could open the model" if failed else "")
         verdict = self.verdicts.get(name)
         if verdict is not None and verdict.status != "SUPPORTED":
-            why += f"; capability {verdict.status.lower()}: {verdict.summary(1)}"
+            first = str(verdict.reasons[0]) if verdict.reasons else ""
+            first = first if len(first) <= 120 else first[:117] + "..."
+            more = f" (+{len(verdict.reasons) - 1} more: unirt capabilities)" \
+                if len(verdict.reasons) > 1 else ""
+            why += f"; capability {verdict.status.lower()}: {first}{more}"
         v = self.verifications.get(name)
         return why if v is None else f"{why}; {v.describe()}"
 
