@@ -135,3 +135,30 @@ def test_fresh_registry_per_test_is_isolated() -> None:
     a, b = Registry(builtins=(), entry_points=False), Registry(builtins=(), entry_points=False)
     a.register(FakePlugin(Working), "fakes")
     assert "fake-working" in a.backends and "fake-working" not in b.backends
+
+
+def test_the_core_names_no_backend_except_the_builtin_tuple() -> None:
+    """DESIGN: apart from BUILTIN_PLUGINS, nothing in unirt/ names a backend (docstrings and
+    comments may, as examples); the reference is found by Backend.is_reference."""
+    import ast
+
+    import unirt as pkg
+
+    names = set(Registry(entry_points=False).backends) | set(BUILTIN_PLUGINS)
+    root = Path(pkg.__file__).parent
+    offenders = []
+    for path in root.rglob("*.py"):
+        if "testing" in path.parts:
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                      if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef,
+                                        ast.AsyncFunctionDef))
+                      and n.body and isinstance(n.body[0], ast.Expr)
+                      and isinstance(n.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                    and id(node) not in docstrings and node.value in names
+                    and not (path.name == "plugins.py" and node.value in BUILTIN_PLUGINS)):
+                offenders.append(f"{path.name}:{node.lineno}: {node.value!r}")
+    assert not offenders, offenders

@@ -103,6 +103,9 @@ class Backend(ABC):
     device_class: ClassVar[str] = "cpu"
     #: Position in the default order for its device class: lower is tried first.
     default_rank: ClassVar[int] = 100
+    #: True for the one backend every numeric check compares with (ONNX Runtime on the CPU):
+    #: it is never verified against itself.
+    is_reference: ClassVar[bool] = False
     #: Opset domains beyond the standard ones whose ops the engine implements (ONNX Runtime's
     #: ``com.microsoft``). Nodes of any other custom domain are UNSUPPORTED by :meth:`check`;
     #: nodes of these domains are judged by the op-support table (UNKNOWN when it lacks them).

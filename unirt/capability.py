@@ -53,8 +53,6 @@ UNSUPPORTED = "UNSUPPORTED"
 UNKNOWN = "UNKNOWN"
 UNAVAILABLE = "UNAVAILABLE"
 
-#: The backend whose outputs every measured comparison is made against (DESIGN: the reference).
-REFERENCE_BACKEND = "onnxruntime"
 
 TABLE_DIR = Path(__file__).parent / "optables"
 TABLE_FORMAT = 1

@@ -26,10 +26,10 @@ from .metrics import diff, tolerance, within
 from .model import ModelInfo, ModelSource, read_model
 from .probe import (
     DEFAULT_TIMEOUT,
-    REFERENCE,
     ProbeResult,
     _child_init,
     probe,
+    reference_name,
     reference_outputs,
     run_sets,
 )
@@ -61,7 +61,7 @@ def default_backends(exclude_reference: bool = True) -> list[str]:
     from .inventory import backends
 
     return [b.name for b in backends() if b.available
-            and not (exclude_reference and b.name == REFERENCE)]
+            and not (exclude_reference and b.name == reference_name())]
 
 
 def feeds_for(info: ModelInfo, feeds: Mapping[str, np.ndarray] | None,
@@ -104,10 +104,11 @@ def compare(
     ref_open, reference = reference_outputs(info.source(), [all_feeds], timeout=timeout)
     if not ref_open.ok or reference[0].outputs is None:
         why = ref_open.describe() if not ref_open.ok else reference[0].outcome.describe()
-        raise UnirtError(f"the reference ({REFERENCE}) could not run {info.name}: {why}")
+        raise UnirtError(f"the reference ({reference_name()}) could not run {info.name}: "
+                         f"{why}")
     results = [probe(info, name, [all_feeds], precision, (options or {}).get(name), atol, rtol,
                      timeout, reference=reference) for name in names]
-    return CompareReport(info.name, REFERENCE, precision,
+    return CompareReport(info.name, reference_name(), precision,
                          {k: (list(np.shape(v)), str(np.asarray(v).dtype))
                           for k, v in all_feeds.items()}, results)
 
@@ -202,13 +203,14 @@ class _Prober:
         path = self.workdir / f"probe{self.count}.onnx"
         onnx.save(_with_outputs(self.proto, tensors, self.typed), str(path))
         results = []
-        for worker, backend, precision in ((self.ref_worker, REFERENCE, "exact"),
+        ref = reference_name()
+        for worker, backend, precision in ((self.ref_worker, ref, "exact"),
                                            (self.be_worker, self.backend, self.precision)):
             opened, sets = run_sets(worker, str(path), backend, [self.feeds], precision,
                                     outputs=tensors, timeout=self.timeout)
             bad = opened if not opened.ok else sets[0].outcome
             if not bad.ok:
-                who = "reference" if backend == REFERENCE else backend
+                who = "reference" if backend == ref else backend
                 raise UnirtError(f"{who} failed with extra outputs: {bad.describe()}")
             results.append(sets[0].outputs)
         ref_out, got_out = results

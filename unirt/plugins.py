@@ -169,6 +169,12 @@ class Registry:
                     record.error = f"register_backends: {type(exc).__name__}: {first_line(exc)}"
         return found
 
+    @property
+    def reference(self) -> str | None:
+        """The name of the reference backend (``is_reference``), or None when none is
+        registered (its plugin disabled or broken)."""
+        return next((n for n, b in self.backends.items() if b.is_reference), None)
+
     def backend(self, name: str) -> Backend:
         """The backend called ``name``; an unknown name lists the registered ones."""
         try:

@@ -23,7 +23,18 @@ from .metrics import OutputDiff, diff, tolerance, within
 from .model import ModelInfo
 from .tensor import TensorInfo
 
-REFERENCE = "onnxruntime"
+
+def reference_name() -> str:
+    """The backend every comparison is made against (``Backend.is_reference``)."""
+    from .errors import UnirtError
+    from .plugins import get_registry
+
+    name = get_registry().reference
+    if name is None:
+        raise UnirtError("no reference backend is registered (a backend with is_reference, "
+                         "normally ONNX Runtime on the CPU): is its plugin installed and enabled?")
+    return name
+
 DEFAULT_TIMEOUT = 300.0
 
 # Statuses of a probe.
@@ -183,7 +194,7 @@ def reference_outputs(source: str | bytes, feed_sets: Sequence[Mapping[str, np.n
                       labels: Sequence[str] | None = None) -> tuple[Outcome, list[RunSet]]:
     """The reference's outputs for each feed set (ONNX Runtime CPU, exact, in a child)."""
     with Worker(_child_init) as w:
-        return run_sets(w, source, REFERENCE, feed_sets, "exact", outputs=outputs,
+        return run_sets(w, source, reference_name(), feed_sets, "exact", outputs=outputs,
                         timeout=timeout, labels=labels)
 
 
@@ -263,7 +274,7 @@ def probe(info: ModelInfo, backend: str, feed_sets: Sequence[Mapping[str, np.nda
                                                 labels=labels)
         if not ref_open.ok:
             return ProbeResult(backend, NO_REFERENCE,
-                               f"the reference ({REFERENCE}) cannot run the model: "
+                               f"the reference ({reference_name()}) cannot run the model: "
                                f"{ref_open.describe()}")
     with Worker(_child_init) as w:
         opened, sets = run_sets(w, source, backend, feed_sets, precision, options, runs,
@@ -312,7 +323,7 @@ def judge(backend: str, opened: Outcome, sets: list[RunSet], reference: list[Run
         result.status, result.reason = FAIL, "wrong numbers: " + "; ".join(failing)
     elif all(r.outputs is None for r in reference):
         result.status = NO_REFERENCE
-        result.reason = (f"the reference ({REFERENCE}) cannot run the model: "
+        result.reason = (f"the reference ({reference_name()}) cannot run the model: "
                          f"{reference[0].outcome.describe() if reference else 'no inputs'}")
     elif not times:
         result.status = ERROR

@@ -227,10 +227,9 @@ class _Router:
     def _verify(self, name: str) -> RouteStep | None:
         """Verification before opening in the user's process: None when the candidate may be
         opened, else its REJECTED step. The reference itself is never verified."""
-        from .probe import REFERENCE
         from .verify import verify
 
-        if self.verify_mode == "never" or name == REFERENCE:
+        if self.verify_mode == "never" or self.registry.backend(name).is_reference:
             return None
         avail = self.registry.backend(name).available()
         if not avail.available:

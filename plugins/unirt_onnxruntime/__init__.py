@@ -78,6 +78,7 @@ class OrtSession(BackendSession):
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     description = "ONNX Runtime, CPU execution provider (the reference)"
+    is_reference = True
     install_hint = "pip install onnxruntime"
     device_class = "cpu"
     default_rank = 50
@@ -165,6 +166,7 @@ class OnnxRuntimeCudaBackend(OnnxRuntimeBackend):
     default_rank = 20
     provider = "CUDAExecutionProvider"
     device_label = "cuda"
+    is_reference = False
 
     def _device_availability(self, version: str | None) -> Availability:
         import ctypes.util
