@@ -321,3 +321,59 @@ def test_a_shape_pnnx_fails_on_is_a_shape_limit_at_run(load, tmp_path: Path,
     for _ in range(2):  # the failure is remembered, not re-converted
         with pytest.raises(ShapeLimitError, match=r"ncnn: pnnx failed .*exit 9"):
             impl.run(feeds, ["merged"])
+
+
+# -- static rules (check): what only a conversion can settle is UNKNOWN -------------------------
+def _topk_model(cast: bool) -> Any:
+    """TopK(k=3) on float32[1,10]; with ``cast`` its indices go through a Cast to float32."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    k = numpy_helper.from_array(np.array([3], np.int64), "k")
+    nodes = [helper.make_node("TopK", ["x", "k"], ["v", "i"], name="topk", axis=1)]
+    outs = [helper.make_tensor_value_info("v", TensorProto.FLOAT, [1, 3])]
+    if cast:
+        nodes.append(helper.make_node("Cast", ["i"], ["y"], name="cast", to=TensorProto.FLOAT))
+        outs.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3]))
+    else:
+        outs.append(helper.make_tensor_value_info("i", TensorProto.INT64, [1, 3]))
+    g = helper.make_graph(nodes, "topk", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 10])], outs, [k])
+    return M._model(g)
+
+
+def _check(proto: Any) -> Any:
+    return get_registry().backend("ncnn").check(read_model(proto))
+
+
+def test_check_static_batch_above_one_is_unknown_naming_the_input() -> None:
+    from unirt.capability import UNKNOWN
+
+    verdict = _check(M.conv_net(batch=2))
+    assert verdict.status == UNKNOWN
+    batch = [r for r in verdict.reasons if r.kind == "batch"]
+    assert len(batch) == 1 and batch[0].verdict == UNKNOWN
+    assert "input 'input' has a static batch of 2" in batch[0].message
+    assert not any(r.kind == "batch" for r in _check(M.conv_net(batch=1)).reasons)
+
+
+def test_check_dynamic_dims_are_unknown_naming_input_and_dim() -> None:
+    from unirt.capability import SUPPORTED, UNKNOWN
+
+    verdict = _check(M.dynamic_batch())
+    assert verdict.status == UNKNOWN
+    [reason] = [r for r in verdict.reasons if r.kind == "dynamic"]
+    assert reason.verdict == UNKNOWN
+    assert "input 'x' has dynamic dims (batch)" in reason.message
+    assert "pnnx can crash on dynamic dims" in reason.message
+    static = _check(M.tiny())
+    assert static.status == SUPPORTED and static.reasons == []
+
+
+def test_check_topk_feeding_a_cast_is_unknown_naming_both_nodes() -> None:
+    from unirt.capability import UNKNOWN
+
+    verdict = _check(_topk_model(cast=True))
+    [reason] = [r for r in verdict.reasons if r.kind == "crash"]
+    assert (reason.node, reason.op, reason.verdict) == ("topk", "TopK", UNKNOWN)
+    assert "feeds Cast 'cast'" in reason.message and "segfaulted" in reason.message
+    assert not any(r.kind == "crash" for r in _check(_topk_model(cast=False)).reasons)

@@ -390,3 +390,65 @@ def test_static_check_names_the_inputs_open_would_refuse() -> None:
     verdict = get_registry().backend("opencv").check(read_model(proto))
     assert not verdict.supported
     assert any("input 'x' is bfloat16" in str(r) for r in verdict.reasons)
+
+
+# -- static rules (check) -----------------------------------------------------------------------
+def _rule_reasons(proto: onnx.ModelProto) -> tuple[str, list[Any]]:
+    """(verdict status, reasons) of ``check`` on ``proto``, as routing sees it."""
+    from unirt.model import read_model
+
+    verdict = get_registry().backend("opencv").check(read_model(proto))
+    return verdict.status, verdict.reasons
+
+
+def test_check_refuses_sequence_input_and_string_output_naming_them() -> None:
+    from unirt.capability import UNSUPPORTED
+
+    seq = helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, [2])
+    proto = _model([helper.make_node("SequenceAt", ["s", "i"], ["y"], name="at"),
+                    helper.make_node("Cast", ["y"], ["txt"], name="to_str", to=TensorProto.STRING)],
+                   [seq, V("i", TensorProto.INT64, [])], [V("txt", TensorProto.STRING, [2])])
+    status, reasons = _rule_reasons(proto)
+    assert status == UNSUPPORTED
+    assert any(r.kind == "input" and "input 's' is not a tensor" in r.message
+               and r.verdict == UNSUPPORTED for r in reasons)
+    assert any(r.kind == "dtype" and "output 'txt' is a string tensor" in r.message
+               for r in reasons)
+
+
+def test_check_rules_leave_a_plain_float_model_alone() -> None:
+    from unirt.capability import SUPPORTED
+
+    status, reasons = _rule_reasons(M.conv_net(batch="N"))  # dynamic batch: no rule either
+    assert status == SUPPORTED and reasons == []
+
+
+def test_3d_pool_with_a_unit_kernel_axis_is_not_refused_and_runs(load) -> None:
+    """Measured on OpenCV 5.0.0 (both engines): MaxPool3d/AvgPool3d((1,2,2)) runs and matches
+    ONNX Runtime, so no rule refuses it (it was reported to fail in getMemoryShapes)."""
+    from unirt.capability import UNSUPPORTED
+
+    for op in ("MaxPool", "AveragePool"):
+        proto = _model([helper.make_node(op, ["x"], ["y"], name="pool3d", kernel_shape=[1, 2, 2],
+                                         strides=[1, 2, 2], pads=[0, 0, 0, 0, 0, 0])],
+                       [V("x", TensorProto.FLOAT, [1, 2, 4, 8, 8])],
+                       [V("y", TensorProto.FLOAT, [1, 2, 4, 4, 4])])
+        status, reasons = _rule_reasons(proto)
+        assert status != UNSUPPORTED, reasons
+        x = np.random.default_rng(0).standard_normal((1, 2, 4, 8, 8)).astype(np.float32)
+        out = load(proto, name=op).run({"x": x})["y"]
+        np.testing.assert_allclose(out, _ort(proto, {"x": x})["y"], atol=1e-5)
+
+
+def test_classic_engine_gets_a_net_per_input_shape(tmp_path: Path) -> None:
+    """The classic engine returns wrong numbers after an input-shape change (measured on
+    OpenCV 5.0.0); unirt gives each shape its own Net, so every shape matches the reference."""
+    path = M.save(M.resnet_like(batch="N", size=32), tmp_path / "dyn.onnx")
+    sess = unirt.load(path, backend="opencv", verify="never",
+                      options={"opencv": {"engine": "classic"}})
+    ref = unirt.load(path, backend="onnxruntime")
+    rng = np.random.default_rng(0)
+    for batch in (1, 2, 1, 3):
+        x = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
+        np.testing.assert_allclose(sess(x), ref(x), atol=1e-4, err_msg=f"batch {batch}")
+    assert sess.details["nets_per_shape"] == 3

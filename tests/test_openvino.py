@@ -332,3 +332,50 @@ def test_threads_running_different_batch_sizes_at_once(tmp_path: Path) -> None:
             np.testing.assert_allclose(sess.run(feeds[i])["y"], expected[i], atol=1e-5)
 
     run_in_threads(worker)
+
+
+# -- static rules (check) ----------------------------------------------------------------------
+def _container_model(which: str) -> onnx.ModelProto:
+    """A graph taking a sequence, returning a sequence, or taking an optional."""
+    f2 = helper.make_tensor_value_info
+    if which == "sequence input":
+        seq = helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, [2])
+        g = helper.make_graph([helper.make_node("SequenceAt", ["s", "i"], ["y"], name="at")],
+                              "g", [seq, f2("i", TensorProto.INT64, [])],
+                              [f2("y", TensorProto.FLOAT, [2])])
+    elif which == "sequence output":
+        seq = helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, [2])
+        g = helper.make_graph([helper.make_node("SequenceConstruct", ["x", "x"], ["s"],
+                                                name="mk")],
+                              "g", [f2("x", TensorProto.FLOAT, [2])], [seq])
+    else:
+        opt = helper.make_value_info("s", helper.make_optional_type_proto(
+            helper.make_tensor_type_proto(TensorProto.FLOAT, [2])))
+        g = helper.make_graph([helper.make_node("OptionalGetElement", ["s"], ["y"], name="get")],
+                              "g", [opt], [f2("y", TensorProto.FLOAT, [2])])
+    return M._model(g, opset=18)
+
+
+@pytest.mark.parametrize("which, expected", [
+    ("sequence input", "input 's' is a sequence"),
+    ("sequence output", "output 's' is a sequence"),
+    ("optional input", "input 's' is an optional"),
+])
+def test_check_refuses_sequences_and_optionals(which: str, expected: str) -> None:
+    from unirt.capability import UNSUPPORTED
+
+    verdict = get_registry().backend("openvino").check(read_model(_container_model(which)))
+    assert verdict.status == UNSUPPORTED
+    [reason] = [r for r in verdict.reasons if r.kind == "input"]
+    assert reason.verdict == UNSUPPORTED
+    assert expected in reason.message and "cannot be fed sequences or optionals" in reason.message
+
+
+def test_check_rules_leave_tensor_models_alone() -> None:
+    from unirt.capability import SUPPORTED
+
+    backend = get_registry().backend("openvino")
+    for proto in (M.tiny(), M.dynamic_batch()):
+        verdict = backend.check(read_model(proto))
+        assert verdict.status == SUPPORTED and verdict.reasons == []
+    assert backend._rules_impl(read_model(M.multi_io())) == []

@@ -151,10 +151,14 @@ class NcnnBackend(Backend):
                              f"{', '.join(OPTIONS)}")
 
     def _rules_impl(self, model: ModelInfo) -> list[Any]:
-        """The same refusals ``open`` makes (float32 inputs, Mat rank), so ``check`` agrees."""
-        from unirt.capability import Reason
+        """The same refusals ``open`` makes (float32 inputs, Mat rank), so ``check`` agrees,
+        plus what only converting (or running) can settle, as UNKNOWN: see :func:`_doubts`."""
+        from unirt.capability import UNKNOWN, Reason
 
-        return [Reason(why, kind=kind) for kind, why in _refusals(model)]
+        reasons = [Reason(why, kind=kind) for kind, why in _refusals(model)]
+        reasons += [Reason(why, kind=kind, node=node, op=op, verdict=UNKNOWN)
+                    for kind, why, node, op in _doubts(model)]
+        return reasons
 
     def _host_outputs_impl(self, model: ModelInfo) -> set[str]:
         """ArgMax/ArgMin at the end of the graph run in numpy (ncnn has no such layer)."""
@@ -209,6 +213,55 @@ def _refusals(model: ModelInfo) -> list[tuple[str, str]]:
     for t in model.outputs:
         if t.dtype is None:
             out.append(("dtype", f"output {t.name!r} is not a tensor"))
+    return out
+
+
+def _doubts(model: ModelInfo) -> list[tuple[str, str, str | None, str | None]]:
+    """(kind, reason, node, op) for what may fail on ncnn but cannot be known without running
+    pnnx (statically, and cheaply: one pass over the nodes, nothing converted):
+
+    * a static batch > 1: ncnn runs one sample at a time. :meth:`NcnnSession._make_plan` splits
+      a batch into samples only for a *dynamic* batch axis; a static batch N is converted at N,
+      and refused at open when pnnx marks axis 0 as a batch axis (``batch_index=0``), run whole
+      only when pnnx treats it as an ordinary dim. Only the conversion says which.
+    * dynamic dims: such a model is converted per input shape at its first run, and pnnx has
+      crashed (SIGSEGV) converting models with dynamic dims (ENGINE_NOTES).
+    * a TopK whose output feeds a Cast: ncnn segfaulted running such a model converted by pnnx
+      (ENGINE_NOTES). Not every one crashes: a bare TopK(k=3) -> Cast(indices) on float32[1,10]
+      was refused cleanly at open here (ncnn has no TopK/Tensor.to layer), so this stays UNKNOWN.
+    """
+    out: list[tuple[str, str, str | None, str | None]] = []
+    for t in model.inputs:
+        if t.shape is None or t.dtype is None:
+            continue  # refused outright by _refusals
+        first = t.shape[0] if t.shape else None
+        if isinstance(first, int) and first > 1:
+            out.append(("batch", f"input {t.name!r} has a static batch of {first}; ncnn runs "
+                                 "one sample at a time: a batch of N is split into samples only "
+                                 "on a dynamic batch axis that pnnx marks as batch (axis 0); a "
+                                 "static one runs only where pnnx does not treat axis 0 as a "
+                                 "batch axis, else it is refused at open", None, None))
+        dynamic = [str(d) if d is not None else f"axis {i}" for i, d in enumerate(t.shape)
+                   if not isinstance(d, int)]
+        if dynamic:
+            out.append(("dynamic", f"input {t.name!r} has dynamic dims ({', '.join(dynamic)}): "
+                                   "converted per input shape at first run; pnnx can crash on "
+                                   "dynamic dims", None, None))
+    topk: dict[str, str] = {}  # TopK output -> node label
+    casts: list[tuple[str, str]] = []  # (Cast input, Cast label)
+    for i, n in enumerate(model.nodes):
+        if n.domain not in ("", "ai.onnx"):
+            continue
+        if n.op_type == "TopK":
+            label = n.name or f"TopK#{i}"
+            topk.update((o, label) for o in n.outputs if o)
+        elif n.op_type == "Cast" and n.inputs:
+            casts.append((n.inputs[0], n.name or f"Cast#{i}"))
+    for tensor, cast in casts:
+        label = topk.get(tensor)
+        if label is not None:
+            out.append(("crash", f"TopK output {tensor!r} feeds Cast {cast!r}: ncnn segfaulted "
+                                 "running a TopK+Cast model converted by pnnx", label, "TopK"))
     return out
 
 

@@ -178,12 +178,18 @@ class OpenCvSession(BackendSession):
     """A loaded ``cv2.dnn.Net`` behind a lock (a ``Net`` runs one forward at a time)."""
 
     def __init__(self, net: Any, model: ModelInfo, forward_names: Sequence[str],
-                 cv_error: type[BaseException]) -> None:
+                 cv_error: type[BaseException], reload: Any = None) -> None:
         from unirt.conform import conform  # imports numpy: not at plugin load
 
         super().__init__()
         self._conform = conform
         self._net = net
+        # The classic engine keeps the shapes of its first forward: fed another input shape it
+        # returns wrong numbers without an error (measured: off by ~1.7 on resnet_like at batch
+        # 2 after batch 1, and still off back at batch 1). So with the classic engine and a
+        # dynamic model, each input-shape signature gets a Net of its own, read by ``reload``.
+        self._reload = reload
+        self._nets: dict[tuple[Any, ...], Any] = {}
         self._lock = threading.Lock()
         self._label = model.name
         self._cv_error = cv_error
@@ -222,12 +228,31 @@ class OpenCvSession(BackendSession):
                 dims.setdefault(symbol, int(shape[axis]))
         return dims
 
+    def _net_for(self, feeds: Mapping[str, Any]) -> Any:
+        """The Net for this input-shape signature (classic engine, dynamic model): the first
+        signature uses the Net that was opened, each new one reads the model again."""
+        sig = tuple((name, getattr(value, "shape", None)) for name, value in sorted(
+            feeds.items()))
+        if not self._nets:
+            self._nets[sig] = self._net
+        net = self._nets.get(sig)
+        if net is None:
+            try:
+                net = self._nets[sig] = self._reload()
+            except self._cv_error as exc:
+                raise BackendError(f"opencv could not reload {self._label} for a new input "
+                                   f"shape: {engine_message(exc)}") from exc
+            self.details["nets_per_shape"] = len(self._nets)
+        return net
+
     def run(self, feeds: dict[str, Any], output_names: Sequence[str]) -> Sequence[Any]:
         self._check_feeds(feeds)
         with self._lock:
             net = self._net
             if net is None:
                 raise BackendError(f"opencv: the session for {self._label} is closed")
+            if self._reload is not None:
+                net = self._net_for(feeds)
             try:
                 for name, value in feeds.items():
                     net.setInput(value, name)
@@ -256,6 +281,7 @@ class OpenCvSession(BackendSession):
     def close(self) -> None:
         with self._lock:
             self._net = None
+            self._nets.clear()
 
 
 class OpenCvBackend(Backend):
@@ -286,7 +312,27 @@ class OpenCvBackend(Backend):
         return Availability(True, version, devices=tuple(devices))
 
     def _rules_impl(self, model: ModelInfo) -> list[Any]:
-        """The same input/output refusals ``open`` makes, so ``check`` agrees with it."""
+        """The same input/output refusals ``open`` makes, so ``check`` agrees with it: a
+        sequence, optional or map (kind ``input``), a string or unfeedable dtype (kind
+        ``dtype``).
+
+        Rules deliberately absent, because measuring did not bear them out (OpenCV 5.0.0, both
+        engines, ``readNetFromONNX`` + ``forward`` in a child process, compared with ONNX
+        Runtime):
+
+        * 3D MaxPool/AveragePool with a unit kernel axis (PyTorch ``MaxPool3d((1,2,2))``, said
+          to fail in ``pooling_layer getMemoryShapes``): kernels (1,2,2), (2,1,2), (2,2,1) and
+          (1,1,1), with and without explicit pads/dilations/ceil_mode, at opsets 9-17, on a bare
+          pool and after a Conv3d, on static and symbolic dims, all ran and matched. Refusing
+          them would be a guess; the op-support table judges 3D pooling on its measured cases.
+        * Dynamic input dims: the default engine (new) gave right answers on every shape change
+          tried (dynamic batch Gemm, a conv net at batch 1/2/1, Resize at two sizes). The
+          classic engine did not: on ``resnet_like(batch="N")`` a ``Net`` that first ran batch 1
+          returned numbers off by ~1.7 at batch 2 and then at batch 1 again, without an error.
+          A static rule cannot tell which engine a load will use (only ``engine="classic"``, a
+          non-CPU target or a model the new engine cannot read select it), so that is not a
+          model rule. A zero-size feed, which crashes the new engine, is refused at run time.
+        """
         from unirt.capability import Reason
 
         reasons = []
@@ -294,7 +340,7 @@ class OpenCvBackend(Backend):
             for info in infos:
                 why = _refusal(info, what)
                 if why:
-                    reasons.append(Reason(why, kind="dtype"))
+                    reasons.append(Reason(why, kind="input" if info.dtype is None else "dtype"))
         return reasons
 
     # -- options ------------------------------------------------------------------------------
@@ -404,7 +450,12 @@ class OpenCvBackend(Backend):
                 logger.debug("opencv: %s engine could not load %s: %s", attempt.engine,
                              model.name, message)
                 continue
-            sess = OpenCvSession(net, model, forward_names, cv2.error)
+            reload = None
+            if attempt.engine == "classic" and model.has_dynamic_inputs:
+                def reload(cv2: Any = cv2, data: Any = data, attempt: _Attempt = attempt,
+                           has_engines: bool = has_engines) -> Any:
+                    return self._read(cv2, data, attempt, has_engines)
+            sess = OpenCvSession(net, model, forward_names, cv2.error, reload)
             sess.precision = attempt.precision
             sess.details.update(self._describe(cv2, attempt, caps, failures, options))
             logger.debug("opencv: loaded %s with the %s engine (%s/%s)", model.name,

@@ -194,6 +194,31 @@ class OpenVinoBackend(Backend):
             return Availability(False, version, reason="OpenVINO finds no device to run on")
         return Availability(True, version.split("-")[0], devices=devices)
 
+    # -- static rules -------------------------------------------------------------------------
+    def _rules_impl(self, model: ModelInfo) -> list[Any]:
+        """Graph inputs/outputs that are sequences, optionals or maps: OpenVINO cannot be fed
+        or return them. Measured on 2026.4: ``read_model`` itself fails on a model taking a
+        sequence ("No conversion rule found for operations: util::SequenceAt"), returning one
+        (``util::SequenceMark``) or taking an optional (``OptionalGetElement-18``). Only inputs
+        and outputs that are not tensors pay for the (memoised) type facts that tell which."""
+        from unirt.capability import Reason
+
+        reasons = []
+        for what, infos in (("input", model.inputs), ("output", model.outputs)):
+            for info in infos:
+                if info.dtype is not None or info.shape is not None:
+                    continue  # a tensor (an exotic element type is the table's business)
+                fact = model.value_types.get(info.name)
+                if fact is not None and fact.kind == "tensor":
+                    continue  # a tensor of undefined element type and rank, not a container
+                kind = fact.kind if fact is not None and fact.kind != "?" else \
+                    "sequence, optional or map"
+                article = "an" if kind[0] in "aeiou" else "a"
+                reasons.append(Reason(
+                    f"{what} {info.name!r} is {article} {kind}: OpenVINO cannot be fed sequences "
+                    "or optionals (nor return them): it takes and gives tensors only", "input"))
+        return reasons
+
     # -- options ------------------------------------------------------------------------------
     def _check_options(self, extra: Mapping[str, Any]) -> None:
         for key in extra:
