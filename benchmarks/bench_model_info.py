@@ -15,58 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from unirt.model import read_model
-
-
-def resnet50_like() -> onnx.ModelProto:
-    """ResNet-50's layer structure (bottlenecks 3-4-6-3) with zero weights of the real sizes."""
-    nodes, inits = [], []
-    count = 0
-
-    def conv(x: str, cin: int, cout: int, k: int, stride: int = 1) -> str:
-        nonlocal count
-        count += 1
-        w, b, y = f"w{count}", f"b{count}", f"c{count}"
-        inits.append(numpy_helper.from_array(np.zeros((cout, cin, k, k), np.float32), w))
-        inits.append(numpy_helper.from_array(np.zeros((cout,), np.float32), b))
-        nodes.append(helper.make_node("Conv", [x, w, b], [y], kernel_shape=[k, k],
-                                      strides=[stride, stride], pads=[k // 2] * 4,
-                                      name=f"conv{count}"))
-        nodes.append(helper.make_node("Relu", [y], [y + "r"], name=f"relu{count}"))
-        return y + "r"
-
-    x = conv("input", 3, 64, 7, 2)
-    nodes.append(helper.make_node("MaxPool", [x], ["pool"], kernel_shape=[3, 3], strides=[2, 2],
-                                  pads=[1, 1, 1, 1], name="maxpool"))
-    x, cin = "pool", 64
-    for stage, (blocks, width) in enumerate([(3, 64), (4, 128), (6, 256), (3, 512)]):
-        for blk in range(blocks):
-            stride = 2 if blk == 0 and stage > 0 else 1
-            y = conv(x, cin, width, 1)
-            y = conv(y, width, width, 3, stride)
-            y = conv(y, width, width * 4, 1)
-            short = conv(x, cin, width * 4, 1, stride) if blk == 0 else x
-            out = f"add{stage}_{blk}"
-            nodes.append(helper.make_node("Add", [y, short], [out], name=out))
-            x, cin = out, width * 4
-    nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"], name="gap"))
-    nodes.append(helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"))
-    inits.append(numpy_helper.from_array(np.zeros((1000, 2048), np.float32), "fcw"))
-    inits.append(numpy_helper.from_array(np.zeros((1000,), np.float32), "fcb"))
-    nodes.append(helper.make_node("Gemm", ["flat", "fcw", "fcb"], ["logits"], transB=1,
-                                  name="fc"))
-    g = helper.make_graph(nodes, "resnet50_like",
-                          [helper.make_tensor_value_info("input", TensorProto.FLOAT,
-                                                         ["N", 3, 224, 224])],
-                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
-                                                         ["N", 1000])], inits)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    return m
+from unirt.testing.models import resnet50_sized as resnet50_like
 
 
 def chain(n: int = 10_000) -> onnx.ModelProto:

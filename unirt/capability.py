@@ -147,6 +147,21 @@ def node_features(model: ModelInfo, node: NodeInfo) -> dict[str, str]:
     return feats
 
 
+_SIGNATURES: weakref.WeakKeyDictionary[ModelInfo, dict[int, str]] = weakref.WeakKeyDictionary()
+
+
+def _node_signature(model: ModelInfo, node: NodeInfo, key: str, feats: dict[str, str]) -> str:
+    """``_signature`` memoised per model, like the features it is made of."""
+    with _FEATURES_LOCK:
+        per_model = _SIGNATURES.setdefault(model, {})
+        sig = per_model.get(id(node))
+    if sig is None:
+        sig = _signature(key, feats)
+        with _FEATURES_LOCK:
+            per_model[id(node)] = sig
+    return sig
+
+
 def _compute_features(model: ModelInfo, node: NodeInfo) -> dict[str, str]:
     domain = "" if node.domain == "ai.onnx" else node.domain
     opset = model.opsets.get(domain, model.opsets.get("ai.onnx", 0) if domain == "" else 0)
@@ -668,7 +683,7 @@ def _table_reasons(backend: Backend, model: ModelInfo, table: OpTable, ops: dict
             ops[key] = _op_state(ops.get(key), "supported")
             continue
         feats = node_features(model, node)
-        sig = _signature(key, feats)
+        sig = _node_signature(model, node, key, feats)
         signatures.add(sig)
         const = tuple(k for k, name in enumerate(node.inputs) if k and name in model.constants)
         j = cache.get(sig + repr(const))
