@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import openvino as ov
+from _timing import interleaved
 
 import unirt
 from unirt.plugins import set_registry
@@ -73,21 +74,6 @@ def bench_loads(path: Path) -> dict[str, float]:
     return out
 
 
-def _interleaved(a: Callable[[], Any], b: Callable[[], Any], samples: int,
-                 calls: int) -> tuple[float, float]:
-    """Median seconds per call of ``a`` and ``b``, alternating which one goes first."""
-    ta: list[float] = []
-    tb: list[float] = []
-    for i in range(samples):
-        order = [(a, ta), (b, tb)] if i % 2 == 0 else [(b, tb), (a, ta)]
-        for fn, acc in order:
-            start = time.perf_counter()
-            for _ in range(calls):
-                fn()
-            acc.append((time.perf_counter() - start) / calls)
-    return statistics.median(ta), statistics.median(tb)
-
-
 def bench_overhead(path: Path, samples: int, calls: int = 200) -> dict[str, float]:
     """unirt ``Session.run`` vs the raw OpenVINO call, same model, precision and config."""
     sess = unirt.load(path, backend="openvino", options={"openvino": {"cache": False}})
@@ -105,7 +91,7 @@ def bench_overhead(path: Path, samples: int, calls: int = 200) -> dict[str, floa
     def wrapped() -> Any:
         return sess.run(feeds)
 
-    t_raw, t_unirt = _interleaved(raw, wrapped, samples, calls)
+    t_raw, t_unirt = interleaved(raw, wrapped, samples, calls)
     return {"raw_us": t_raw * 1e6, "unirt_us": t_unirt * 1e6,
             "overhead_us": (t_unirt - t_raw) * 1e6}
 

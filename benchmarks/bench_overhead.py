@@ -22,25 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from _timing import interleaved
 
 import unirt
 from unirt.testing import models
 from unirt.testing.real_models import light_case
-
-
-def _interleaved(raw, wrapped, samples: int, calls: int) -> tuple[float, float]:
-    """Median seconds per call of ``raw()`` and ``wrapped()``, measured alternately."""
-    t_raw, t_wrapped = [], []
-    for i in range(samples):
-        pair = [(raw, t_raw), (wrapped, t_wrapped)]
-        if i % 2:
-            pair.reverse()
-        for fn, acc in pair:
-            start = time.perf_counter()
-            for _ in range(calls):
-                fn()
-            acc.append((time.perf_counter() - start) / calls)
-    return statistics.median(t_raw), statistics.median(t_wrapped)
 
 
 def _pair(path: Path, feeds: dict[str, np.ndarray]):
@@ -79,13 +65,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tiny_path = models.save(models.tiny(), Path(tmp) / "tiny.onnx")
         raw, wrapped, _ = _pair(tiny_path, {"x": np.ones((1, 4), np.float32)})
-        r, w = _interleaved(raw, wrapped, args.samples, calls=500)
+        r, w = interleaved(raw, wrapped, args.samples, calls=500)
         results["tiny"] = {"raw_us": r * 1e6, "unirt_us": w * 1e6, "overhead_us": (w - r) * 1e6,
                            "ratio": w / r}
 
     path, feeds, _ = light_case("resnet50")
     raw, wrapped, _ = _pair(path, feeds)
-    r, w = _interleaved(raw, wrapped, max(args.samples // 5, 20), calls=1)
+    r, w = interleaved(raw, wrapped, max(args.samples // 5, 20), calls=1)
     results["resnet50"] = {"raw_ms": r * 1e3, "unirt_ms": w * 1e3,
                            "overhead_us": (w - r) * 1e6, "ratio": w / r}
     results["import"] = _import_time()

@@ -235,9 +235,12 @@ class Session:
         except UnirtError:
             raise
         except Exception as exc:
-            raise BackendError(f"{self._backend} failed running {self.model.name}: "
-                               f"{type(exc).__name__}: {first_line(exc)}") from exc
+            raise self._engine_failure(self._backend, exc) from exc
         return dict(zip(names, results))
+
+    def _engine_failure(self, backend: str, exc: Exception) -> BackendError:
+        return BackendError(f"{backend} failed running {self.model.name}: "
+                            f"{type(exc).__name__}: {first_line(exc)}")
 
     def _run_elsewhere(self, feeds: dict[str, Any], names: Sequence[str],
                        limit: ShapeLimitError) -> dict[str, np.ndarray]:
@@ -261,8 +264,7 @@ class Session:
         except UnirtError:
             raise
         except Exception as exc:
-            raise BackendError(f"{name} failed running {self.model.name}: "
-                               f"{type(exc).__name__}: {first_line(exc)}") from exc
+            raise self._engine_failure(name, exc) from exc
         return dict(zip(names, results))
 
     def __call__(self, *args: Any, **feeds: Any) -> Any:
