@@ -379,3 +379,21 @@ def test_check_rules_leave_tensor_models_alone() -> None:
         verdict = backend.check(read_model(proto))
         assert verdict.status == SUPPORTED and verdict.reasons == []
     assert backend._rules_impl(read_model(M.multi_io())) == []
+
+
+def test_pass_through_graph_feeds_its_input(tmp_path: Path) -> None:
+    """A lone Dropout becomes Parameter -> Result, whose port is named after the output: the
+    input must still be fed (by position), or OpenVINO returns uninitialised memory."""
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Dropout", ["x"], ["y"], name="drop")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])])
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 22)])
+    proto.ir_version = 10
+    from unirt.model import read_model
+    from unirt.plugins import get_registry
+
+    sess = get_registry().backend("openvino").open(read_model(proto))
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.testing.assert_array_equal(sess.run({"x": x}, ["y"])[0], x)

@@ -139,3 +139,26 @@ def test_real_engines_precision_is_measured(tmp_path: Path, precision: str) -> N
         else:
             assert sess.precision.describe().startswith(str(sess.precision))
         sess.close()
+
+
+def test_a_real_model_an_engine_gets_wrong_is_rejected_by_verification() -> None:
+    """The onnx wheel's light SqueezeNet: the route must agree with what the engine really
+    returns. OpenVINO 2026.4.1 returns softmax outputs off by 0.12 (outputs are ~1e-3) without
+    any error; verification must reject it and fall back to a backend with the right numbers."""
+    from unirt.plugins import get_registry
+    from unirt.testing.real_models import light_case
+
+    be = get_registry().backend("openvino")
+    if not be.available().available:
+        pytest.skip(f"openvino not available: {be.available().reason}")
+    path, feeds, expected = light_case("squeezenet")
+    raw = be.open(unirt.read_model(path)).run(feeds, ["softmaxout_1"])[0]
+    engine_is_right = bool(np.allclose(raw, expected, atol=1e-4, rtol=1e-3))
+    sess = unirt.load(path, prefer="openvino", device="cpu")
+    step = next(s for s in sess.route if s.backend == "openvino")
+    if engine_is_right:  # a fixed engine version: then it must be accepted
+        assert sess.backend == "openvino" and "verified" in step.reason
+    else:
+        assert step.outcome == "rejected" and step.reason.startswith("wrong numbers: softmaxout_1")
+        assert sess.backend != "openvino"
+    np.testing.assert_allclose(sess.run(feeds)["softmaxout_1"], expected, atol=1e-5, rtol=1e-3)

@@ -294,6 +294,11 @@ def _attributes(node: Any) -> dict[str, Any]:
     return attrs
 
 
+#: Ops whose output is not fixed even when their inputs are.
+_RANDOM_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
+                         "Multinomial", "Bernoulli", "Dropout"})
+
+
 def _describe(
     proto: onnx.ModelProto, path: Path | None, data: bytes | None, size: int,
     external: tuple[Path, ...],
@@ -309,8 +314,13 @@ def _describe(
     for gpath, graph in _iter_graphs(g):
         constants.update(t.name for t in graph.initializer)
         for n in graph.node:
-            if n.op_type == "Constant" and n.domain in ("", "ai.onnx"):
-                constants.update(n.output)
+            # Constant folding, in the graph's topological order: a node of the standard
+            # domain whose inputs are all fixed computes a fixed value (weights built by
+            # ConstantOfShape, a Reshape of an initializer), unless it draws random numbers.
+            if n.domain in ("", "ai.onnx") and n.op_type not in _RANDOM_OPS and (
+                    n.op_type == "Constant"
+                    or (n.input and all(not i or i in constants for i in n.input))):
+                constants.update(o for o in n.output if o)
             nodes.append(NodeInfo(n.name, n.op_type, n.domain, tuple(n.input), tuple(n.output),
                                   _attributes(n), gpath))
             counts[n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}"] += 1

@@ -116,6 +116,7 @@ def load(
     options: Mapping[str, Mapping[str, Any]] | None = None,
     fallback: bool = True,
     verify: str = "auto",
+    check: bool = True,
     tolerance: float | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     registry: Registry | None = None,
@@ -152,6 +153,7 @@ def load(
                      backend, fallback, precision, threads, device, options)
     router.vetoed = vetoed
     router.verify_mode, router.tolerance = verify, tolerance
+    router.use_check = check
     router.ranking = ranking
     router.input_shapes = dict(input_shapes or {})
     return router.route()
@@ -181,6 +183,7 @@ class _Router:
         self.verifications: dict[str, Any] = {}
         self.ranking: Any = None  # fastest.Ranking when prefer="fastest"
         self.verdicts: dict[str, Any] = {}  # capability.Verdict per candidate checked
+        self.use_check = True  # False: the caller measures the engine itself (probes)
 
     def open_options(self, name: str) -> OpenOptions:
         return OpenOptions(precision=self.precision, threads=self.threads, device=self.device,
@@ -216,8 +219,8 @@ class _Router:
         from .capability import UNSUPPORTED
 
         be = self.registry.backend(name)
-        if not be.available().available:
-            return None  # open() reports it as unavailable
+        if not self.use_check or not be.available().available:
+            return None  # open() reports an unavailable backend itself
         verdict = be.check(self.info)
         self.verdicts[name] = verdict
         if verdict.status == UNSUPPORTED:

@@ -109,9 +109,26 @@ class OpenVinoSession(BackendSession):
         # engine already gives. Then run returns the engine's tuple as it is.
         self._identity = all(self._where[n] == (i, None) for i, n in enumerate(self._all_names))
         # Inputs the ONNX frontend dropped (unused by any node) must not be fed to the request.
-        compiled_inputs = {n for port in compiled.inputs for n in port.get_names()}
-        self._unused_inputs = frozenset(t.name for t in model.inputs
-                                        if t.name not in compiled_inputs)
+        # ONNX input name -> the compiled input port it feeds, or None for an input the ONNX
+        # frontend dropped (read by no node). Ports are matched by tensor name first; a port
+        # that lost its name (a pass-through graph, Parameter -> Result, is named after the
+        # output) is matched by position when the frontend kept every input. Dropping such an
+        # input instead would leave the port unset and return uninitialised memory (measured:
+        # values of 1e33 for a lone Dropout).
+        ports = [set(port.get_names()) for port in compiled.inputs]
+        keys: dict[str, int | None] = {}
+        for t in model.inputs:
+            keys[t.name] = next((i for i, names in enumerate(ports) if t.name in names), None)
+        unmatched = [i for i in range(len(ports)) if i not in keys.values()]
+        if len(ports) == len(model.inputs):
+            for t in model.inputs:
+                if keys[t.name] is None:
+                    keys[t.name] = unmatched.pop(0)
+        self._unused_inputs = frozenset(n for n, k in keys.items() if k is None)
+        by_name = all(k is None or t.name in ports[k]
+                      for t, k in zip(model.inputs, keys.values()))
+        # Feed by port index unless every used input is found under its own name (fast path).
+        self._feed_keys = None if by_name else keys
 
     def _request(self) -> Any:
         req = self._compiled.create_infer_request()
@@ -123,7 +140,10 @@ class OpenVinoSession(BackendSession):
             infer = self._local.infer
         except AttributeError:
             infer = self._request()
-        if self._unused_inputs:
+        if self._feed_keys is not None:
+            feeds = {self._feed_keys[k]: v for k, v in feeds.items()
+                     if self._feed_keys[k] is not None}
+        elif self._unused_inputs:
             feeds = {k: v for k, v in feeds.items() if k not in self._unused_inputs}
         try:
             # share_inputs: the request reads the caller's arrays in place (no copy);
