@@ -377,3 +377,16 @@ def test_check_topk_feeding_a_cast_is_unknown_naming_both_nodes() -> None:
     assert (reason.node, reason.op, reason.verdict) == ("topk", "TopK", UNKNOWN)
     assert "feeds Cast 'cast'" in reason.message and "segfaulted" in reason.message
     assert not any(r.kind == "crash" for r in _check(_topk_model(cast=False)).reasons)
+
+
+@pytest.mark.parametrize("name", ["bvlc_alexnet", "shufflenet"])
+def test_real_ir3_models_convert(name: str) -> None:
+    """IR 3 models list their weights among the graph inputs; pnnx must be given the real input
+    only (it failed with ``input_shapes[0] expect [16]f32`` before the rewrite)."""
+    from unirt.testing.real_models import LIGHT_MODELS, light_case
+
+    path, feeds, expected = light_case(name)
+    with unirt.load(path, backend="ncnn", verify="never", check=False) as sess:
+        out = next(iter(sess.run(feeds).values()))
+    rtol, _ = LIGHT_MODELS[name]
+    np.testing.assert_allclose(out, expected, rtol=rtol, atol=1e-5)

@@ -82,18 +82,34 @@ def ncnn_outputs(model: ModelInfo, host: tuple[HostOp, ...]) -> list[str]:
 
 
 def write_prepared(model: ModelInfo, host: tuple[HostOp, ...], dest: Path) -> Path:
-    """The model pnnx converts: the original file when nothing is cut and its weights are inline,
-    otherwise a rewritten single-file copy at ``dest``."""
-    if not host and model.path is not None and not model.external_data:
-        return model.path
+    """The model pnnx converts: the original file when nothing is cut, its weights are inline
+    and its graph inputs are only real inputs; otherwise a rewritten single-file copy at
+    ``dest``. IR < 4 models list every initializer among the graph inputs, and pnnx takes those
+    for inputs to be given shapes (``input_shapes[0] expect [16]f32`` on the onnx wheel's
+    light SqueezeNet): the copy lists only the real inputs, at IR 4."""
     import onnx
 
     src = model.source()
+    if not host and model.path is not None and not model.external_data:
+        proto = onnx.load(str(model.path), load_external_data=False)
+        if not _weights_listed_as_inputs(proto):
+            return model.path
     proto = onnx.load_from_string(src) if isinstance(src, bytes) else onnx.load(src)
+    if _weights_listed_as_inputs(proto):
+        weights = {t.name for t in proto.graph.initializer}
+        real = [i for i in proto.graph.input if i.name not in weights]
+        del proto.graph.input[:]
+        proto.graph.input.extend(real)
+        proto.ir_version = max(proto.ir_version, 4)
     if host:
         _cut_tail(proto, host, ncnn_outputs(model, host))
     onnx.save(proto, str(dest))
     return dest
+
+
+def _weights_listed_as_inputs(proto: Any) -> bool:
+    weights = {t.name for t in proto.graph.initializer}
+    return any(i.name in weights for i in proto.graph.input)
 
 
 def _cut_tail(proto: Any, host: tuple[HostOp, ...], outputs: list[str]) -> None:
