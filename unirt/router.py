@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .backend import OpenOptions
@@ -137,6 +138,9 @@ def load(
         raise UnirtError(f"verify must be one of {', '.join(MODES)}, not {verify!r}")
     if tolerance is not None and not (isinstance(tolerance, (int, float)) and tolerance > 0):
         raise UnirtError(f"tolerance must be a positive number, not {tolerance!r}")
+    request = _Request(backend=backend, fallback=fallback, precision=precision, threads=threads,
+                       device=device, options=options, verify=verify, check=check,
+                       tolerance=tolerance, input_shapes=dict(input_shapes or {}))
     ranking = None
     prefer_list = _names(prefer, "prefer")
     if backend is None and "fastest" in prefer_list:
@@ -144,19 +148,28 @@ def load(
                                 options, input_shapes, tolerance)
         i = prefer_list.index("fastest")
         prefer_list[i:i + 1] = [n for n in ranking.order if n not in prefer_list]
-        prefer = prefer_list
-    everything, excluded = candidates(registry, backend, prefer, exclude, device)
+    everything, excluded = candidates(registry, backend, prefer_list or None, exclude, device)
     vetoed: set[str] = set()
     if backend is None:
         everything, vetoed = _apply_policy(registry, info, everything)
-    router = _Router(registry, info, everything, excluded | vetoed, set(_names(prefer, "prefer")),
-                     backend, fallback, precision, threads, device, options)
-    router.vetoed = vetoed
-    router.verify_mode, router.tolerance = verify, tolerance
-    router.use_check = check
-    router.ranking = ranking
-    router.input_shapes = dict(input_shapes or {})
-    return router.route()
+    return _Router(registry, info, request, everything, excluded, vetoed, set(prefer_list),
+                   ranking).route()
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What the caller of ``load`` asked for, as the router and run-time fallback use it."""
+
+    backend: str | None
+    fallback: bool
+    precision: str
+    threads: int | None
+    device: str
+    options: Mapping[str, Mapping[str, Any]]
+    verify: str
+    check: bool  # False: the caller measures the engine itself (probes)
+    tolerance: float | None
+    input_shapes: dict[str, Sequence[int]]
 
 
 class _Router:
@@ -166,28 +179,22 @@ class _Router:
     cannot take is routed the same way, with the same options, and recorded on the same route.
     """
 
-    def __init__(self, registry: Registry, info: Any, everything: list[str], excluded: set[str],
-                 preferred: set[str], backend: str | None, fallback: bool, precision: str,
-                 threads: int | None, device: str,
-                 options: Mapping[str, Mapping[str, Any]]) -> None:
-        self.registry, self.info = registry, info
-        self.everything, self.excluded, self.preferred = everything, excluded, preferred
-        self.backend, self.fallback = backend, fallback
-        self.precision, self.threads, self.device, self.options = (
-            precision, threads, device, options)
+    def __init__(self, registry: Registry, info: Any, request: _Request, everything: list[str],
+                 excluded: set[str], vetoed: set[str], preferred: set[str],
+                 ranking: Any = None) -> None:
+        self.registry, self.info, self.request = registry, info, request
+        self.everything, self.preferred = everything, preferred
+        self.excluded, self.vetoed = excluded | vetoed, vetoed
+        self.backend = request.backend
+        self.ranking = ranking  # fastest.Ranking when prefer="fastest"
         self.steps: list[RouteStep] = []
-        self.vetoed: set[str] = set()
-        self.verify_mode = "auto"
-        self.tolerance: float | None = None
-        self.input_shapes: dict[str, Sequence[int]] = {}
-        self.verifications: dict[str, Any] = {}
-        self.ranking: Any = None  # fastest.Ranking when prefer="fastest"
+        self.verifications: dict[str, Any] = {}  # verify.Verification per candidate
         self.verdicts: dict[str, Any] = {}  # capability.Verdict per candidate checked
-        self.use_check = True  # False: the caller measures the engine itself (probes)
 
     def open_options(self, name: str) -> OpenOptions:
-        return OpenOptions(precision=self.precision, threads=self.threads, device=self.device,
-                           extra=dict(self.options.get(name, {})))
+        r = self.request
+        return OpenOptions(precision=r.precision, threads=r.threads, device=r.device,
+                           extra=dict(r.options.get(name, {})))
 
     def try_open(self, name: str) -> tuple[Any, RouteStep | None]:
         """Open one candidate: (session, None), or (None, the failed step)."""
@@ -219,7 +226,7 @@ class _Router:
         from .capability import UNSUPPORTED
 
         be = self.registry.backend(name)
-        if not self.use_check or not be.available().available:
+        if not self.request.check or not be.available().available:
             return None  # open() reports an unavailable backend itself
         verdict = be.check(self.info)
         self.verdicts[name] = verdict
@@ -232,16 +239,16 @@ class _Router:
         opened, else its REJECTED step. The reference itself is never verified."""
         from .verify import verify
 
-        if self.verify_mode == "never" or self.registry.backend(name).is_reference:
+        r = self.request
+        if r.verify == "never" or self.registry.backend(name).is_reference:
             return None
         avail = self.registry.backend(name).available()
         if not avail.available:
             return None  # open() reports it as unavailable
-        v = verify(self.info, name, avail.version, self.precision,
-                   self.options.get(name, {}), self.input_shapes, self.verify_mode,
-                   self.tolerance)
+        v = verify(self.info, name, avail.version, r.precision, r.options.get(name, {}),
+                   r.input_shapes, r.verify, r.tolerance)
         self.verifications[name] = v
-        if v.status == "rejected" or (v.status == "unverified" and self.verify_mode == "always"):
+        if v.status == "rejected" or (v.status == "unverified" and r.verify == "always"):
             return RouteStep(name, REJECTED, v.describe())
         return None
 
@@ -263,7 +270,7 @@ class _Router:
             self.steps.append(step)
             nxt = next((n for n in everything[i + 1:] if n not in excluded), None)
             if name in self.preferred:
-                if not self.fallback:
+                if not self.request.fallback:
                     raise NoBackendError(f"preferred backend {name} cannot run {info.name} and "
                                          f"fallback=False: {step.reason}")
                 logger.warning("unirt: preferred backend %s cannot run %s (%s); falling back "
