@@ -24,7 +24,7 @@ import numpy as np
 from .errors import UnirtError
 from .isolation import Worker
 from .model import ModelSource, read_model
-from .probe import _child_init, _child_open, _child_peak_rss, _child_run
+from .probe import _child_init, _child_open, _child_peak_rss, _child_run, shape_label
 
 DEFAULT_TIMEOUT = 600.0
 
@@ -94,23 +94,11 @@ class BenchReport:
 def machine_info(backends: Sequence[str]) -> dict[str, Any]:
     """CPU model, core count, Python and engine versions, for the report's header."""
     from .inventory import backends as list_backends
+    from .inventory import cpu_name
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
     versions = {b.name: b.version for b in list_backends() if b.name in backends}
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
             "engines": versions}
-
-
-def _shape_label(feeds: Mapping[str, np.ndarray]) -> str:
-    return ",".join(f"{k}={'x'.join(map(str, v.shape))}" for k, v in feeds.items())
 
 
 def bench(
@@ -175,7 +163,7 @@ def bench(
                     continue
                 workers[name] = w
                 for feeds in feeds_per_shape:
-                    label = _shape_label(feeds)
+                    label = shape_label(feeds)
                     batch = next(iter(feeds.values())).shape[0] if feeds and next(
                         iter(feeds.values())).ndim else 1
                     results[(name, label)] = BenchResult(
@@ -202,7 +190,7 @@ def bench(
                     dead[name] = out
 
             for feeds in feeds_per_shape:
-                label = _shape_label(feeds)
+                label = shape_label(feeds)
                 if warmup:
                     for name in workers:
                         timed(name, results[(name, label)], feeds, warmup, keep=False)
@@ -226,11 +214,10 @@ def bench(
                 os.environ.pop("UNIRT_CACHE_DIR", None)
             else:
                 os.environ["UNIRT_CACHE_DIR"] = previous_cache
-    ordered = [results[(n, _shape_label(f))] if (n, _shape_label(f)) in results else failed[n]
-               for n in names for f in feeds_per_shape]
-    seen: set[int] = set()
-    unique = [r for r in ordered if not (id(r) in seen or seen.add(id(r)))]
-    return BenchReport(info.name, machine_info(names), unique)
+    # A backend that failed to load has one row; the others one per shape, in sweep order.
+    ordered = [r for n in names for r in ([failed[n]] if n in failed else
+                                          [results[(n, shape_label(f))] for f in feeds_per_shape])]
+    return BenchReport(info.name, machine_info(names), ordered)
 
 
 def _fail(res: BenchResult, outcome: Any) -> None:

@@ -735,10 +735,6 @@ def merge_query(verdict: Verdict, model: ModelInfo, unsupported: set[str] | None
 
 
 # -- the report: every backend, and optionally measured --------------------------------------
-#: Outputs within this of the reference count as matching in a ``--probe``.
-PROBE_RTOL = 1e-3
-PROBE_ATOL = 1e-3
-
 
 @dataclass
 class CapabilityReport:

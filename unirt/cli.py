@@ -162,7 +162,7 @@ def run(model: str, backend: str | None, prefer: tuple[str, ...], input_specs: t
     """Run MODEL once on .npy inputs (or seeded random ones) and summarise the outputs."""
     import time
 
-    from .inputs import load_npy, make_inputs, parse_assignments, parse_shape
+    from .inputs import feeds_for, load_npy, parse_assignments, parse_shape
     from .router import load
 
     sess = load(model, backend=backend, prefer=list(prefer) or None, precision=precision)
@@ -179,9 +179,8 @@ def run(model: str, backend: str | None, prefer: tuple[str, ...], input_specs: t
             raise UnirtError(f"--input names unknown input(s) {', '.join(sorted(unknown))}; "
                              f"inputs: {', '.join(names)}")
         shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
-        generated = [t for t in sess.inputs if t.name not in files]
-        feeds = make_inputs(generated, {k: v for k, v in shapes.items() if k not in files}, seed)
-        feeds.update({name: load_npy(path, name) for name, path in files.items()})
+        given = {name: load_npy(path, name) for name, path in files.items()}
+        feeds = feeds_for(sess.model, given, shapes, seed)
         start = time.perf_counter()
         outputs = sess.run(feeds)
         elapsed = time.perf_counter() - start

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UnirtError
+from .inputs import feeds_for
 from .isolation import Worker
 from .metrics import diff, tolerance, within
 from .model import ModelInfo, ModelSource, read_model
@@ -62,22 +63,6 @@ def default_backends(exclude_reference: bool = True) -> list[str]:
 
     return [b.name for b in backends() if b.available
             and not (exclude_reference and b.name == reference_name())]
-
-
-def feeds_for(info: ModelInfo, feeds: Mapping[str, np.ndarray] | None,
-              shapes: Mapping[str, Sequence[int]] | None, seed: int) -> dict[str, np.ndarray]:
-    """The given feeds, completed with seeded random ones (at ``shapes``) for the rest."""
-    from .inputs import make_inputs
-
-    given = dict(feeds or {})
-    unknown = set(given) - {t.name for t in info.inputs}
-    if unknown:
-        raise UnirtError(f"unknown input(s) {', '.join(sorted(unknown))}; inputs: "
-                         f"{', '.join(t.name for t in info.inputs)}")
-    generated = make_inputs([t for t in info.inputs if t.name not in given],
-                            {k: v for k, v in (shapes or {}).items() if k not in given}, seed)
-    return {t.name: (given[t.name] if t.name in given else generated[t.name])
-            for t in info.inputs}
 
 
 def compare(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,17 +66,6 @@ class Ranking:
         return {"order": self.order, "median_s": self.median_s, "rejected": self.rejected}
 
 
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
-                       cpu)
-    except OSError:
-        pass
-    return f"{cpu} x{os.cpu_count()}"
-
-
 def rank(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, str | None],
          precision: str, options: Mapping[str, Mapping[str, Any]],
          shapes: Mapping[str, Sequence[int]] | None = None,
@@ -85,13 +73,15 @@ def rank(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, str 
     """Measure (or read from the cache) the ranking of ``candidates`` on ``info``."""
     from .cache import ArtifactCache, artifact_key
     from .inputs import make_inputs
+    from .inventory import cpu_name
     from .verify import probe_shapes
 
     shape_set = probe_shapes(info.inputs, shapes)[0]
     key = artifact_key(CACHE_SECTION, info, versions={"engines": dict(versions),
                                                       "fastest": VERSION},
                        shapes={k: list(v) for k, v in shape_set.items()}, precision=precision,
-                       options={"machine": _machine(), "candidates": list(candidates),
+                       options={"machine": f"{cpu_name()} x{os.cpu_count()}",
+                                "candidates": list(candidates),
                                 "options": {k: dict(v) for k, v in options.items()},
                                 "tolerance": tolerance})
     cache = ArtifactCache()

@@ -16,6 +16,8 @@ from .tensor import TensorInfo
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
+    from .model import ModelInfo
+
 #: The size given to a dynamic dimension the user did not set.
 DEFAULT_DYNAMIC_DIM = 1
 
@@ -112,3 +114,17 @@ def load_npy(path: str | Path, name: str) -> np.ndarray:
         return np.load(p, allow_pickle=False)
     except Exception as exc:
         raise InputError(f"input {name!r}: {path} is not a readable .npy file ({exc})") from exc
+
+
+def feeds_for(info: ModelInfo, feeds: Mapping[str, np.ndarray] | None,
+              shapes: Mapping[str, Sequence[int]] | None, seed: int) -> dict[str, np.ndarray]:
+    """The given feeds, completed with seeded random ones (at ``shapes``) for the rest."""
+    given = dict(feeds or {})
+    unknown = set(given) - {t.name for t in info.inputs}
+    if unknown:
+        raise InputError(f"unknown input(s) {', '.join(sorted(unknown))}; inputs: "
+                         f"{', '.join(t.name for t in info.inputs)}")
+    generated = make_inputs([t for t in info.inputs if t.name not in given],
+                            {k: v for k, v in (shapes or {}).items() if k not in given}, seed)
+    return {t.name: (given[t.name] if t.name in given else generated[t.name])
+            for t in info.inputs}

@@ -43,3 +43,17 @@ def backends(registry: Registry | None = None) -> list[BackendStatus]:
             plugin=owner.get(name, "?"),
         ))
     return out
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), for benchmark reports and for keying
+    measurements that only hold on one machine."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((ln.split(":", 1)[1].strip() for ln in f
+                         if ln.startswith("model name")), cpu)
+    except OSError:
+        return cpu
