@@ -12,11 +12,12 @@ Tests build a fresh ``Registry`` each (a fresh PluginManager per test, as pytest
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,10 +136,17 @@ class Registry:
                 self._backends = self._collect()
             return self._backends
 
+    def hook_calls(self, hook_name: str) -> Iterator[tuple[str, Callable[..., Any]]]:
+        """Each implementation of a hook, in pluggy's call order, with its plugin's name, as a
+        function taking the hook's keyword arguments (it receives those it declares). For hooks
+        whose failures are handled per plugin: pluggy's own call stops at the first exception
+        and does not say whose it was."""
+        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+            yield self.pm.get_name(impl.plugin) or "?", functools.partial(_call_impl, impl)
+
     def _collect(self) -> dict[str, Backend]:
         found: dict[str, Backend] = {}
-        for impl in reversed(self.pm.hook.register_backends.get_hookimpls()):
-            plugin_name = self.pm.get_name(impl.plugin) or "?"
+        for plugin_name, call in self.hook_calls("register_backends"):
             record = self.records.get(plugin_name)
 
             def register(backend: Any, _plugin: str = plugin_name, _rec=record) -> None:
@@ -158,7 +166,7 @@ class Registry:
                     _rec.backends.append(backend.name)
 
             try:
-                impl.function(register=register)
+                call(register=register)
             except PluginError:
                 raise
             except Exception as exc:
@@ -187,13 +195,15 @@ class Registry:
 
     def call_hook_safely(self, hook_name: str, **kwargs: Any) -> None:
         """Call an observer hook; a plugin's exception is logged, never raised to the user."""
-        hook = getattr(self.pm.hook, hook_name)
-        for impl in reversed(hook.get_hookimpls()):
+        for plugin_name, call in self.hook_calls(hook_name):
             try:
-                impl.function(**{k: kwargs[k] for k in impl.argnames})
+                call(**kwargs)
             except Exception:
-                logger.warning("plugin %s failed in %s", self.pm.get_name(impl.plugin),
-                               hook_name, exc_info=True)
+                logger.warning("plugin %s failed in %s", plugin_name, hook_name, exc_info=True)
+
+
+def _call_impl(impl: Any, **kwargs: Any) -> Any:
+    return impl.function(**{k: kwargs[k] for k in impl.argnames})
 
 
 _default: Registry | None = None

@@ -349,12 +349,9 @@ def _rank_fastest(registry: Registry, info: Any, device: str, exclude: list[str]
 def _apply_policy(registry: Registry, info: Any, order: list[str]) -> tuple[list[str], set[str]]:
     """Let ``order_candidates`` hooks reorder or veto; vetoed names stay in the route, excluded."""
     candidates_list = list(order)
-    for impl in reversed(registry.pm.hook.order_candidates.get_hookimpls()):
-        plugin = registry.pm.get_name(impl.plugin)
+    for plugin, call in registry.hook_calls("order_candidates"):
         try:
-            impl.function(**{k: v for k, v in
-                             {"model": info, "candidates": candidates_list}.items()
-                             if k in impl.argnames})
+            call(model=info, candidates=candidates_list)
         except Exception as exc:
             raise PluginError(f"plugin {plugin} failed in order_candidates: "
                               f"{type(exc).__name__}: {exc}") from exc
