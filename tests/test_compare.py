@@ -126,3 +126,17 @@ def test_bench_cli_files(tmp_path: Path) -> None:
     assert csv.read_text().splitlines()[0].startswith("backend,shape,status")
     assert len(json.loads(js.read_text())["results"]) == 2
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_bad_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from unirt.errors import UnirtError
+
+    path = M.save(M.tiny(), tmp_path / "tiny.onnx")
+    with pytest.raises(UnirtError, match="runs and rounds must be >= 1 and warmup >= 0"):
+        bench(path, ["onnxruntime"], runs=0)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the [plot] extra were absent
+    result = CliRunner().invoke(cli, ["bench", str(path), "--plot", str(tmp_path / "p.png")])
+    assert result.exit_code == 1
+    assert result.output.strip() == 'Error: --plot needs matplotlib: pip install "unirt[plot]"'

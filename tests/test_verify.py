@@ -162,3 +162,15 @@ def test_a_real_model_an_engine_gets_wrong_is_rejected_by_verification() -> None
         assert step.outcome == "rejected" and step.reason.startswith("wrong numbers: softmaxout_1")
         assert sess.backend != "openvino"
     np.testing.assert_allclose(sess.run(feeds)["softmaxout_1"], expected, atol=1e-5, rtol=1e-3)
+
+
+def test_unverified_when_no_inputs_can_be_generated() -> None:
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [2])])
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    v = verify_mod.verify(unirt.read_model(proto), "fake-faithful", "0")
+    assert v.status == "unverified" and not v.cached
+    assert v.result.reason.startswith("no inputs can be generated (input 'x': cannot generate")
