@@ -85,8 +85,36 @@ class Approximates(_Delegating):
         return read_model(proto)
 
 
+class Poisoned(_Delegating):
+    """Refuses a batch of 2 (a shape limit), and is broken by that refusal: every later call
+    returns NaN, as OpenVINO 2026.4 did on a real OCR model."""
+
+    name = "fake-poisoned"
+
+    def _open_impl(self, model: ModelInfo, options: OpenOptions) -> BackendSession:
+        from unirt_onnxruntime import OnnxRuntimeBackend
+
+        return _PoisonedSession(OnnxRuntimeBackend().open(model, OpenOptions()))
+
+
+class _PoisonedSession(BackendSession):
+    def __init__(self, inner: BackendSession) -> None:
+        super().__init__()
+        self.inner, self.broken = inner, False
+
+    def run(self, feeds: dict[str, Any], output_names: Any) -> Any:
+        from unirt.errors import ShapeLimitError
+
+        if any(v.shape[:1] == (2,) for v in feeds.values()):
+            self.broken = True
+            raise ShapeLimitError("fake-poisoned refuses batch 2")
+        outs = self.inner.run(feeds, output_names)
+        return [o * float("nan") for o in outs] if self.broken else outs
+
+
 @unirt.hookimpl
 def register_backends(register: Any) -> None:
+    register(Poisoned)
     register(Faithful)
     register(Segfaults)
     register(Hangs)

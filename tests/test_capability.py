@@ -20,6 +20,7 @@ from unirt.capability import (
     UNAVAILABLE,
     UNKNOWN,
     UNSUPPORTED,
+    Evidence,
     OpTable,
     Reason,
     available_tables,
@@ -57,20 +58,44 @@ def test_all_pass_all_fail_and_bad_value() -> None:
     assert j.status == UNSUPPORTED and j.kind == "all_fail"
 
 
-def test_combination_failures_are_judged_by_nearest_case() -> None:
-    # Every value occurs in a passing case; only the combination (linear + 1) fails.
+def test_near_matches_and_ranks_do_not_predict_a_failure() -> None:
+    # Every value occurs in a passing case; only the combination (linear + 1) fails: no value
+    # explains the failure, so nothing about a node resembling it is held against the node.
     t = _table([("p1", "pass", {"@mode": "linear", "@ac": "0", "i0.r": "4"}),
                 ("p2", "pass", {"@mode": "cubic", "@ac": "1", "i0.r": "4"}),
                 ("f1", "mismatch", {"@mode": "linear", "@ac": "1", "i0.r": "4"})])
     ev = t.ops["Pool"]
-    assert not ev.bad_values and len(ev.unexplained) == 1
+    assert not ev.bad_values
+    assert judge_node(ev, {"@mode": "linear", "@ac": "1", "i0.r": "5"}).status == SUPPORTED
+    # ...but a node identical to the failing case is predicted to fail like it.
     same = judge_node(ev, {"@mode": "linear", "@ac": "1", "i0.r": "4"})
     assert same.status == UNSUPPORTED and "same attributes" in same.message
-    assert judge_node(ev, {"@mode": "linear", "@ac": "0", "i0.r": "4"}).status == SUPPORTED
-    # Unknown rank: cannot be told apart from the failing case -> never SUPPORTED.
-    assert judge_node(ev, {"@mode": "linear", "@ac": "1", "i0.r": "?"}).status == UNSUPPORTED
-    tie = judge_node(ev, {"@mode": "linear", "@ac": "1", "i0.r": "5"})
-    assert tie.status in (UNSUPPORTED, UNKNOWN)
+    assert judge_node(ev, {"@mode": "linear", "@ac": "1", "i0.r": "?"}).status == SUPPORTED
+    # A rank only the failing case has is incidental (LSTM's rank-4 output in the one failing
+    # case, which fails because of layout=1): the attribute explains it, the rank does not.
+    t = _table([("lstm", "pass", {"@layout": "0", "o0.r": "-"}),
+                ("lstm_batchwise", "mismatch", {"@layout": "1", "o0.r": "4"})])
+    ev = t.ops["Pool"]
+    assert set(ev.bad_values) == {("@layout", "1")}
+    assert judge_node(ev, {"@layout": "0", "o0.r": "4"}).status == SUPPORTED
+    j = judge_node(ev, {"@layout": "1", "o0.r": "4"})
+    assert j.status == UNSUPPORTED and j.kind == "attribute" and "layout='1'" in j.message
+
+
+def test_harness_failures_are_evidence_of_nothing() -> None:
+    # A converter that crashed on a toy graph ("harness") is charged to no op.
+    t = _table([("constant", "harness", {}), ("relu", "pass", {})])
+    assert t.ops["Pool"].failing == [] and t.ops["Pool"].status == "supported"
+
+
+def test_a_prediction_never_refuses_a_backend() -> None:
+    # A table in which every case of the op fails predicts UNSUPPORTED; the verdict stays
+    # UNKNOWN (to be measured), and the prediction is shown as such.
+    t = _table([("a", "mismatch", {})], op="Relu")
+    v = unirt.capability.check_backend(_RuleBackend(), read_model(M.tiny()), table=t)
+    assert v.prediction == UNSUPPORTED and v.status == UNKNOWN and v.decided_by is None
+    assert v.predicted and not v.decisive
+    assert "predicted unsupported" in v.summary()
 
 
 def test_multi_node_failures_are_charged_only_to_ops_that_never_pass() -> None:
@@ -99,7 +124,8 @@ def _ort() -> Backend:
 def test_onnxruntime_check_on_shipped_table() -> None:
     be = _ort()
     v = be.check(read_model(M.conv_net()))
-    assert v.status == SUPPORTED, v
+    # Static: the table predicts; only the engine (for the reference) or a run decides.
+    assert v.prediction == SUPPORTED and v.status == UNKNOWN, v
     assert v.table and v.table.startswith("onnxruntime-")
     assert v.ops["Conv"] in ("supported", "conditional")
 
@@ -115,13 +141,15 @@ def test_custom_domain_unknown_op_and_too_new_opset() -> None:
     v = be.check(read_model(m))
     kinds = {r.kind for r in v.reasons}
     assert v.status == UNSUPPORTED and {"domain", "op_unknown"} <= kinds
+    assert v.decided_by == Evidence.RULE
     assert {r.node for r in v.reasons} >= {"f", "n"}
     refused = find_table("onnxruntime", be.available().version)[0].limits.get("refused_opset")
     if refused:
         m = M.tiny()
         m.opset_import[0].version = refused
         v = be.check(read_model(m))
-        assert any(r.kind == "opset" for r in v.reasons) and v.status == UNSUPPORTED
+        assert any(r.kind == "opset" for r in v.reasons) and v.prediction == UNSUPPORTED
+        assert v.status == UNKNOWN  # a prediction: measured, not refused
 
 
 def test_nearest_older_table_is_used_and_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -173,7 +201,9 @@ def test_rules_and_missing_table_and_unavailable() -> None:
 def test_capabilities_report_and_json(tmp_path: Path) -> None:
     p = M.save(M.conv_net("N"), tmp_path / "m.onnx")
     r = unirt.capabilities(p, backends=["onnxruntime"])
+    # The reference is judged by its engine: it creates the session.
     assert r.verdicts["onnxruntime"].status == SUPPORTED
+    assert r.verdicts["onnxruntime"].decided_by == Evidence.ENGINE
     assert r.model["inputs"][0]["dynamic"] == ["N"]
     assert r.op_matrix["Conv"]["onnxruntime"] in ("supported", "conditional")
     res = CliRunner().invoke(capabilities_command, [str(p), "--backends", "onnxruntime",

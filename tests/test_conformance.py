@@ -146,7 +146,7 @@ def test_predicted_supported_cases_really_pass(backend_name: str, cases: list[An
     with Worker(_init_worker, (backend_name,)) as w:
         for c in sample:
             verdict = check_backend(backend, read_model(c.model), table)
-            if verdict.status != SUPPORTED:
+            if verdict.prediction != SUPPORTED:
                 continue
             status, error = _outcome_status(w.call(
                 _run_case_in_worker, c.model.SerializeToString(), c.data_sets, c.rtol, c.atol,

@@ -366,7 +366,7 @@ def test_check_dynamic_dims_are_unknown_naming_input_and_dim() -> None:
     assert "input 'x' has dynamic dims (batch)" in reason.message
     assert "pnnx can crash on dynamic dims" in reason.message
     static = _check(M.tiny())
-    assert static.status == SUPPORTED and static.reasons == []
+    assert static.prediction == SUPPORTED and static.reasons == []
 
 
 def test_check_topk_feeding_a_cast_is_unknown_naming_both_nodes() -> None:

@@ -377,7 +377,7 @@ def test_check_rules_leave_tensor_models_alone() -> None:
     backend = get_registry().backend("openvino")
     for proto in (M.tiny(), M.dynamic_batch()):
         verdict = backend.check(read_model(proto))
-        assert verdict.status == SUPPORTED and verdict.reasons == []
+        assert verdict.prediction == SUPPORTED and verdict.reasons == []
     assert backend._rules_impl(read_model(M.multi_io())) == []
 
 

@@ -7,6 +7,7 @@ line, exit status 1.
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any
 
@@ -78,6 +79,22 @@ def probe_ops_command(backend: str, out: str | None, ops: str | None, timeout: f
 
 
 # -- unirt capabilities ------------------------------------------------------------------------
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _clean(text: str) -> str:
+    """Engine messages carry colour codes; a table cell must not."""
+    return _ANSI.sub("", text)
+
+
+def _label(reason: Any) -> str:
+    if str(reason.evidence) == "table":
+        word = "predicted unsupported" if reason.verdict == "UNSUPPORTED" else "doubt"
+        return f"{word}: {reason}"
+    if reason.verdict != "UNSUPPORTED":
+        return f"doubt: {reason}"
+    return f"{reason.evidence}: {reason}"
+
 _STATE_MARK = {"supported": "yes", "conditional": "yes*", "unsupported": "NO", "unknown": "?",
                "unavailable": "-"}
 
@@ -125,29 +142,34 @@ def capabilities_command(model: str, backend_list: str | None, probe: bool,
                   markup=False)
     if m.get("shape_inference_error"):
         con.print(f"[yellow]shape inference failed: {m['shape_inference_error']}[/yellow]")
-    cols = ["backend", "verdict", "reasons"]
-    if report.probes:
-        cols += ["measured", "max abs err", "median ms"]
+    cols = ["backend", "verdict (decided by)", "predicted", "engine's answer", "measured",
+            "reasons"]
     rows = []
     for name, v in report.verdicts.items():
-        reasons = [str(r) for r in v.reasons[:6]]
-        if len(v.reasons) > 6:
-            reasons.append(f"... and {len(v.reasons) - 6} more (--json for all)")
+        ordered = v.ordered_reasons()
+        reasons = [_label(r) for r in ordered[:6]]
+        if len(ordered) > 6:
+            reasons.append(f"... and {len(ordered) - 6} more (--json for all)")
         reasons += [f"({n})" for n in v.notes]
-        row = [name + (f" {v.engine_version}" if v.engine_version else ""), v.status,
-               "\n".join(reasons)]
-        if report.probes:
-            p = report.probes.get(name)
-            if p is None:
-                row += ["-", "", ""]
-            else:
-                measured = p["status"] + (f": {p['detail']}" if p.get("detail") else "")
-                err = p.get("max_abs")
-                ms = p.get("median_ms")
-                row += [measured, "" if err is None else f"{err:.3g}",
-                        "" if ms is None else f"{ms:.3f}"]
-        rows.append(row)
-    con.print(_table("Verdicts", cols, rows))
+        p = v.measured
+        if v.status == "UNAVAILABLE":
+            measured = "-"
+        elif p is None:
+            measured = "not measured" + ("" if probe else " (--probe)")
+        else:
+            measured = p["status"] + (" (cached)" if p.get("cached") else "")
+            if p.get("max_abs") is not None:
+                measured += f", max abs {p['max_abs']:.3g}"
+            if p.get("median_ms") is not None:
+                measured += f", {p['median_ms']:.3f} ms"
+            if p.get("detail") and p["status"] != "pass":
+                measured += f": {p['detail']}"
+        rows.append([name + (f" {v.engine_version}" if v.engine_version else ""),
+                     v.status.value + ("" if v.decided_by is None else f" ({v.decided_by})"),
+                     v.prediction.value, v.engine or "-", _clean(measured),
+                     _clean("\n".join(reasons))])
+    con.print(_table("Verdicts (SUPPORTED: seen to run right; the table only predicts)", cols,
+                     rows))
     matrix = report.op_matrix
     backends_shown = list(report.verdicts)
     con.print(_table("Ops x backends (yes* = op passes only some conformance cases; this "

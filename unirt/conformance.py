@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from .capability import (
     CASE_STATUSES,
+    HARNESS,
     PASS,
     TABLE_DIR,
     TABLE_FORMAT,
@@ -35,7 +36,7 @@ from .capability import (
     op_key,
     version_slug,
 )
-from .errors import UnirtError, first_line
+from .errors import ToolCrashError, UnirtError, first_line
 from .isolation import CRASHED, OK, TIMEOUT, Worker
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -246,6 +247,8 @@ def run_case(backend_name: str, data: bytes, data_sets: list[tuple[list[Any], li
     """(status, first error line) of one case on one backend, in this process."""
     try:
         sess = open_unverified(data, backend_name)
+    except ToolCrashError as exc:  # the converter died on a toy graph: says nothing of the engine
+        return HARNESS, _error_line(exc)
     except Exception as exc:
         return "load_fail", _error_line(exc)
     try:
@@ -391,8 +394,8 @@ def compute_limits(entries: Sequence[dict[str, Any]]) -> dict[str, int | None]:
     above it ever loaded."""
     out: dict[str, int | None] = {}
     for key, field_, cause in (("refused_opset", "o", "opset"), ("refused_ir", "ir", "ir")):
-        loaded = max((e[field_] for e in entries if not e.get("r") and e["s"] != "load_fail"),
-                     default=0)
+        loaded = max((e[field_] for e in entries
+                       if not e.get("r") and e["s"] not in ("load_fail", HARNESS)), default=0)
         out[key] = min((e[field_] for e in entries
                         if e.get("r") == cause and e[field_] > loaded), default=None)
     return out

@@ -55,6 +55,12 @@ class ShapeLimitError(BackendError):
     """
 
 
+class ToolCrashError(BackendError):
+    """A tool the backend runs around its engine (a model converter such as pnnx) crashed. On a
+    real model the backend cannot run it; on a conformance toy graph it is a failure of the
+    measuring harness, not evidence about the engine (``probe-ops`` records it as such)."""
+
+
 class NoBackendError(UnirtError):
     """No candidate backend could open the model; the message lists each one and why."""
 
@@ -75,3 +81,8 @@ def first_line(exc: BaseException) -> str:
 
 class CacheError(UnirtError):
     """The artifact cache cannot be used: its directory is not writable, or a build failed."""
+
+
+class HarnessError(UnirtError):
+    """unirt itself could not measure (a child interpreter that could not start, a plugin that
+    cannot be rebuilt in it). Says nothing about any engine: never recorded as a verdict."""

@@ -17,6 +17,7 @@ import importlib
 import logging
 import os
 import threading
+import types
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,7 @@ import pluggy
 
 from . import hookspecs
 from .backend import Backend
-from .errors import BackendNotFoundError, PluginError, first_line
+from .errors import BackendNotFoundError, HarnessError, PluginError, first_line
 
 logger = logging.getLogger("unirt")
 
@@ -56,6 +57,18 @@ class PluginRecord:
         return dict(self.__dict__)
 
 
+@dataclass(frozen=True)
+class RegistrySpec:
+    """How to build the same registry in another interpreter (a verification child): the
+    constructor's arguments, and the plugins registered through the API, each as an importable
+    module name or a picklable object. Made by :meth:`Registry.spec`."""
+
+    builtins: tuple[str, ...]
+    entry_points: bool
+    disabled: frozenset[str]
+    extra: tuple[tuple[str, str, Any], ...] = ()  # (name, "module" | "object", module or object)
+
+
 def _disabled_from_env() -> set[str]:
     raw = os.environ.get(DISABLE_ENV, "")
     return {n.strip() for n in raw.split(",") if n.strip()}
@@ -73,6 +86,9 @@ class Registry:
     ) -> None:
         self.pm = pluggy.PluginManager("unirt")
         self.pm.add_hookspecs(hookspecs)
+        self._builtins = tuple(builtins)
+        self._entry_points = entry_points
+        self._extra: list[tuple[str, str, Any]] = []
         self.disabled = set(_disabled_from_env() if disabled is None else disabled)
         self.records: dict[str, PluginRecord] = {}
         self._backends: dict[str, Backend] | None = None
@@ -126,6 +142,53 @@ class Registry:
         self.pm.register(plugin, name=name)
         self.records[name] = PluginRecord(name, source, True)
         self._backends = None  # collected again on next use
+        if source == "api":  # built-ins and entry points are found again by the child itself
+            if isinstance(plugin, types.ModuleType):
+                self._extra.append((name, "module", plugin.__name__))
+            else:
+                self._extra.append((name, "object", plugin))
+
+    # -- another interpreter -------------------------------------------------------------------
+    def spec(self) -> RegistrySpec:
+        """What a child interpreter needs to build this registry again (see
+        :meth:`from_spec`). Raises ``HarnessError`` when a plugin registered through the API
+        cannot travel (an object that does not pickle: a class defined in ``__main__`` of a
+        script, a lambda): verification would otherwise measure some other backend."""
+        import pickle
+
+        spec = RegistrySpec(self._builtins, self._entry_points, frozenset(self.disabled),
+                            tuple(self._extra))
+        for name, kind, obj in self._extra:
+            if kind != "object":
+                continue
+            try:
+                data = pickle.dumps(obj)
+                module = getattr(obj, "__module__", None) or getattr(type(obj), "__module__", "")
+                if module == "__main__":
+                    raise pickle.PicklingError("it is defined in __main__, which a child "
+                                               "interpreter does not import")
+                del data
+            except Exception as exc:
+                raise HarnessError(
+                    f"plugin {name!r} was registered in this process and cannot be rebuilt in "
+                    f"a verification child ({first_line(exc)}): register it from an importable "
+                    "module, or load with verify='never'") from exc
+        return spec
+
+    @classmethod
+    def from_spec(cls, spec: RegistrySpec) -> Registry:
+        """The registry :meth:`spec` describes, built in this interpreter."""
+        reg = cls(spec.builtins, entry_points=spec.entry_points, disabled=spec.disabled)
+        for name, kind, obj in spec.extra:
+            if name in reg.records:
+                continue
+            try:
+                plugin = importlib.import_module(obj) if kind == "module" else obj
+            except Exception as exc:
+                raise HarnessError(f"plugin {name!r} cannot be imported in a child "
+                                   f"interpreter: {first_line(exc)}") from exc
+            reg.register(plugin, name=name, source="api")
+        return reg
 
     # -- backends ----------------------------------------------------------------------------
     @property

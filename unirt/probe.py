@@ -14,22 +14,26 @@ from __future__ import annotations
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .errors import HarnessError
 from .isolation import Outcome, Worker
 from .metrics import OutputDiff, diff, tolerance, within
 from .model import ModelInfo
 from .tensor import TensorInfo
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .plugins import Registry, RegistrySpec
 
-def reference_name() -> str:
+
+def reference_name(registry: Registry | None = None) -> str:
     """The backend every comparison is made against (``Backend.is_reference``)."""
     from .errors import UnirtError
     from .plugins import get_registry
 
-    name = get_registry().reference
+    name = (registry or get_registry()).reference
     if name is None:
         raise UnirtError("no reference backend is registered (a backend with is_reference, "
                          "normally ONNX Runtime on the CPU): is its plugin installed and enabled?")
@@ -37,9 +41,14 @@ def reference_name() -> str:
 
 DEFAULT_TIMEOUT = 300.0
 
-# Statuses of a probe.
-PASS, FAIL, ERROR, CRASHED, TIMEOUT, NO_REFERENCE = (
-    "pass", "fail", "error", "crashed", "timeout", "no reference")
+# Statuses of a probe. HARNESS: unirt itself could not measure (a child that could not start,
+# a plugin registry that could not be rebuilt in it): says nothing about the engine.
+PASS, FAIL, ERROR, CRASHED, TIMEOUT, NO_REFERENCE, HARNESS = (
+    "pass", "fail", "error", "crashed", "timeout", "no reference", "harness")
+
+#: Errors raised in a child that are unirt's own failure to measure, not the engine's answer.
+_HARNESS_ERRORS = frozenset({"HarnessError", "BackendNotFoundError", "PluginError",
+                             "ModuleNotFoundError"})
 
 
 # -- what runs in the child ----------------------------------------------------------------------
@@ -48,17 +57,22 @@ def _child_init() -> dict[str, Any]:
 
 
 def _child_open(state: dict[str, Any], source: str | bytes, backend: str, precision: str,
-                options: dict[str, Any], threads: int | None = None) -> dict[str, Any]:
+                options: dict[str, Any], threads: int | None = None,
+                registry: RegistrySpec | None = None) -> dict[str, Any]:
     import time
 
     import unirt
+    from unirt.plugins import Registry
 
     start = time.perf_counter()
+    # The parent's plugins, rebuilt here: a backend registered in the caller's process must be
+    # the one measured (None: this interpreter's default registry, built the same way).
+    reg = None if registry is None else Registry.from_spec(registry)
     # check=False, verify="never": a probe *is* the measurement; the capability table and a
     # verification child must not decide what it measures.
     sess = unirt.load(source, backend=backend, precision=precision, threads=threads,
                       options={backend: options} if options else None, verify="never",
-                      check=False)
+                      check=False, registry=reg)
     state["sess"] = sess
     return {"load_s": time.perf_counter() - start, "precision": str(sess.precision)}
 
@@ -162,15 +176,15 @@ def run_sets(worker: Worker, source: str | bytes, backend: str,
              feed_sets: Sequence[Mapping[str, np.ndarray]], precision: str = "exact",
              options: Mapping[str, Any] | None = None, runs: int = 1,
              outputs: list[str] | None = None, timeout: float = DEFAULT_TIMEOUT,
-             threads: int | None = None,
-             labels: Sequence[str] | None = None) -> tuple[Outcome, list[RunSet]]:
+             threads: int | None = None, labels: Sequence[str] | None = None,
+             registry: RegistrySpec | None = None) -> tuple[Outcome, list[RunSet]]:
     """Open ``source`` on ``backend`` in ``worker`` and run each feed set ``runs`` times.
 
     Returns the open's Outcome and one RunSet per feed set tried; after a crash or timeout the
     child and its session are gone, so the remaining sets are not tried.
     """
     opened = worker.call(_child_open, source, backend, precision, dict(options or {}), threads,
-                         timeout=timeout)
+                         registry, timeout=timeout)
     sets: list[RunSet] = []
     if not opened.ok:
         return opened, sets
@@ -181,8 +195,16 @@ def run_sets(worker: Worker, source: str | bytes, backend: str,
             sets.append(RunSet(label, out, out.value["outputs"], out.value["times"]))
         else:
             sets.append(RunSet(label, out))
-            if out.status in (CRASHED, TIMEOUT):
-                break
+            if out.status in (CRASHED, TIMEOUT, HARNESS):
+                return opened, sets
+    if len(feed_sets) > 1 and any(s.outputs is None for s in sets[1:]):
+        # An engine may be left broken by a call it refused (OpenVINO returned NaN, or refused
+        # good shapes, after one): the user's session lives on after such a call, so the base
+        # set is run once more on the same session and must still be right.
+        label = f"{sets[0].label} again, after a refused call"
+        out = worker.call(_child_run, dict(feed_sets[0]), 1, outputs, timeout=timeout)
+        sets.append(RunSet(label, out, out.value["outputs"] if out.ok else None,
+                           out.value["times"] if out.ok else []))
     return opened, sets
 
 
@@ -194,11 +216,31 @@ def _label(name: str | None, feeds: Mapping[str, Any]) -> str:
 
 def reference_outputs(source: str | bytes, feed_sets: Sequence[Mapping[str, np.ndarray]],
                       outputs: list[str] | None = None, timeout: float = DEFAULT_TIMEOUT,
-                      labels: Sequence[str] | None = None) -> tuple[Outcome, list[RunSet]]:
-    """The reference's outputs for each feed set (ONNX Runtime CPU, exact, in a child)."""
+                      labels: Sequence[str] | None = None, registry: Registry | None = None
+                      ) -> tuple[Outcome, list[RunSet]]:
+    """The reference's outputs for each feed set (ONNX Runtime CPU, exact, in a child).
+
+    When the reference cannot open the model, each set is returned without outputs, carrying
+    that outcome, so that a backend can still be run (for its safety) and judged "no reference".
+    """
+    try:
+        spec = _spec(registry)
+    except HarnessError as exc:
+        opened = Outcome(HARNESS, error=str(exc), error_type="HarnessError")
+        return opened, [RunSet(_label(labels[i] if labels else None, f), opened)
+                        for i, f in enumerate(feed_sets)]
     with Worker(_child_init) as w:
-        return run_sets(w, source, reference_name(), feed_sets, "exact", outputs=outputs,
-                        timeout=timeout, labels=labels)
+        opened, sets = run_sets(w, source, reference_name(registry), feed_sets, "exact",
+                                outputs=outputs, timeout=timeout, labels=labels,
+                                registry=spec)
+    if not opened.ok:
+        sets = [RunSet(_label(labels[i] if labels else None, f), opened)
+                for i, f in enumerate(feed_sets)]
+    return opened, sets
+
+
+def _spec(registry: Registry | None) -> RegistrySpec | None:
+    return None if registry is None else registry.spec()
 
 
 @dataclass
@@ -265,29 +307,32 @@ def probe(info: ModelInfo, backend: str, feed_sets: Sequence[Mapping[str, np.nda
           precision: str = "exact", options: Mapping[str, Any] | None = None,
           atol: float | None = None, rtol: float | None = None,
           timeout: float = DEFAULT_TIMEOUT, reference: list[RunSet] | None = None,
-          runs: int = 1, labels: Sequence[str] | None = None) -> ProbeResult:
+          runs: int = 1, labels: Sequence[str] | None = None,
+          registry: Registry | None = None) -> ProbeResult:
     """Judge ``backend`` on ``info`` at each feed set against the reference.
 
     ``reference``: the reference's RunSets for the same feed sets, when already computed (one
-    reference run serves every backend compared on the same inputs).
+    reference run serves every backend compared on the same inputs). When the reference cannot
+    run the model, the backend is still run (a crash or a refusal is still its answer) and
+    judged ``no reference``; when unirt's own harness fails, the result is ``harness``.
     """
     source = info.source()
     if reference is None:
-        ref_open, reference = reference_outputs(source, feed_sets, timeout=timeout,
-                                                labels=labels)
-        if not ref_open.ok:
-            return ProbeResult(backend, NO_REFERENCE,
-                               f"the reference ({reference_name()}) cannot run the model: "
-                               f"{ref_open.describe()}")
+        _, reference = reference_outputs(source, feed_sets, timeout=timeout, labels=labels,
+                                         registry=registry)
+    harness = next((r.outcome for r in reference if _status(r.outcome) == HARNESS), None)
+    if harness is not None:
+        return ProbeResult(backend, HARNESS, "unirt could not run the reference: "
+                           f"{harness.describe()}", opened=False)
     with Worker(_child_init) as w:
         opened, sets = run_sets(w, source, backend, feed_sets, precision, options, runs,
-                                timeout=timeout, labels=labels)
-    return judge(backend, opened, sets, reference, precision, atol, rtol)
+                                timeout=timeout, labels=labels, registry=_spec(registry))
+    return judge(backend, opened, sets, reference, precision, atol, rtol, registry)
 
 
 def judge(backend: str, opened: Outcome, sets: list[RunSet], reference: list[RunSet],
           precision: str = "exact", atol: float | None = None,
-          rtol: float | None = None) -> ProbeResult:
+          rtol: float | None = None, registry: Registry | None = None) -> ProbeResult:
     """The verdict on one backend's runs (from :func:`run_sets`) against the reference's."""
     if not opened.ok:
         return ProbeResult(backend, _status(opened), _open_reason(opened), opened=False)
@@ -296,16 +341,23 @@ def judge(backend: str, opened: Outcome, sets: list[RunSet], reference: list[Run
     worst: dict[str, OutputDiff] = {}
     failing: list[str] = []
     times: list[float] = []
-    for ref, got in zip(reference, sets):
+    pairs = list(zip(reference, sets))
+    again = sets[-1] if len(sets) == len(reference) + 1 and reference else None
+    if again is not None:
+        pairs.append((reference[0], again))
+    for ref, got in pairs:
         result.shapes.append(got.label)
+        if got.outputs is None and _status(got.outcome) in (CRASHED, TIMEOUT, HARNESS):
+            result.status = _status(got.outcome)
+            result.reason = f"{got.outcome.describe()} running {got.label}"
+            return result
         if ref.outputs is None:
             result.limited[got.label] = f"the reference cannot run it: {ref.outcome.describe()}"
             continue
         if got.outputs is None:
-            if got.outcome.status in (CRASHED, TIMEOUT):
-                result.status = _status(got.outcome)
-                result.reason = f"{got.outcome.describe()} running {got.label}"
-                return result
+            if got is again:  # the shape it ran before, refused now: broken by the refusal
+                failing.append(f"{got.label}: {got.outcome.describe()}")
+                continue
             result.limited[got.label] = got.outcome.describe()
             continue
         times.extend(got.times)
@@ -326,7 +378,7 @@ def judge(backend: str, opened: Outcome, sets: list[RunSet], reference: list[Run
         result.status, result.reason = FAIL, "wrong numbers: " + "; ".join(failing)
     elif all(r.outputs is None for r in reference):
         result.status = NO_REFERENCE
-        result.reason = (f"the reference ({reference_name()}) cannot run the model: "
+        result.reason = (f"the reference ({reference_name(registry)}) cannot run the model: "
                          f"{reference[0].outcome.describe() if reference else 'no inputs'}")
     elif not times:
         result.status = ERROR
@@ -335,9 +387,14 @@ def judge(backend: str, opened: Outcome, sets: list[RunSet], reference: list[Run
 
 
 def _status(outcome: Outcome) -> str:
+    if outcome.status == HARNESS or (outcome.status == ERROR
+                                     and outcome.error_type in _HARNESS_ERRORS):
+        return HARNESS
     return outcome.status if outcome.status in (CRASHED, TIMEOUT) else ERROR
 
 
 def _open_reason(outcome: Outcome) -> str:
     text = outcome.describe()
+    if _status(outcome) == HARNESS:
+        return f"unirt could not measure: {text}"
     return text if outcome.status in (CRASHED, TIMEOUT) else text.split(": ", 1)[-1]

@@ -8,27 +8,51 @@ order tried, with its outcome and the reason. ``Session.route``, ``Session.expla
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
-#: Outcomes a step can have.
-CHOSEN = "chosen"
-UNAVAILABLE = "unavailable"
-UNSUPPORTED = "unsupported"  # the capability verdict (op-support table, backend rules)
-FAILED = "failed"  # the engine refused or failed to open the model
-REJECTED = "rejected"  # verification saw it crash, hang, fail or give wrong numbers
-EXCLUDED = "excluded"
-NOT_TRIED = "not tried"  # a candidate after the chosen one
-SHAPE_FALLBACK = "shape fallback"  # the chosen engine could not take an input shape at run time
+
+class RouteOutcome(str, Enum):
+    """What happened to one candidate. A ``str``, so JSON and comparisons see the word."""
+
+    CHOSEN = "chosen"
+    UNAVAILABLE = "unavailable"
+    #: decisive static evidence: a backend rule, a node no engine of this kind runs
+    UNSUPPORTED = "unsupported"
+    FAILED = "failed"  # the engine refused or failed to open the model
+    REJECTED = "rejected"  # verification saw it crash, hang, give wrong numbers, or not measure
+    EXCLUDED = "excluded"
+    NOT_TRIED = "not tried"  # a candidate after the chosen one
+    SHAPE_FALLBACK = "shape fallback"  # the engine could not take an input shape at run time
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+CHOSEN = RouteOutcome.CHOSEN
+UNAVAILABLE = RouteOutcome.UNAVAILABLE
+UNSUPPORTED = RouteOutcome.UNSUPPORTED
+FAILED = RouteOutcome.FAILED
+REJECTED = RouteOutcome.REJECTED
+EXCLUDED = RouteOutcome.EXCLUDED
+NOT_TRIED = RouteOutcome.NOT_TRIED
+SHAPE_FALLBACK = RouteOutcome.SHAPE_FALLBACK
 
 
 @dataclass(frozen=True)
 class RouteStep:
     backend: str
-    outcome: str
+    outcome: RouteOutcome
     reason: str = ""
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "outcome", RouteOutcome(self.outcome))
+
     def as_dict(self) -> dict[str, Any]:
-        return {"backend": self.backend, "outcome": self.outcome, "reason": self.reason}
+        return {"backend": self.backend, "outcome": self.outcome.value, "reason": self.reason}
 
     def __str__(self) -> str:
         return f"{self.backend}: {self.outcome}" + (f" ({self.reason})" if self.reason else "")

@@ -122,22 +122,17 @@ def load(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     registry: Registry | None = None,
 ) -> Session:
-    """Open ``model`` on the best backend that can run it. See the README for every argument."""
+    """Open ``model`` on the best backend that can run it. See the README for every argument.
+
+    Every argument is checked before any child process starts or any cache entry is written.
+    """
     registry = registry or get_registry()
     info = read_model(model)
     options = dict(options or {})
-    for name, opts in options.items():
-        registry.backend(name)
-        if not isinstance(opts, Mapping):
-            raise UnirtError(f"options[{name!r}] must be a dict of backend options")
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise UnirtError(f"threads must be a positive integer, not {threads!r}")
-    from .verify import MODES
-
-    if verify not in MODES:
-        raise UnirtError(f"verify must be one of {', '.join(MODES)}, not {verify!r}")
-    if tolerance is not None and not (isinstance(tolerance, (int, float)) and tolerance > 0):
-        raise UnirtError(f"tolerance must be a positive number, not {tolerance!r}")
+    _check_arguments(registry, info, backend=backend, prefer=prefer, exclude=exclude,
+                     device=device, precision=precision, threads=threads, options=options,
+                     verify=verify, tolerance=tolerance, input_shapes=input_shapes,
+                     fallback=fallback, check=check)
     request = _Request(backend=backend, fallback=fallback, precision=precision, threads=threads,
                        device=device, options=options, verify=verify, check=check,
                        tolerance=tolerance, input_shapes=dict(input_shapes or {}))
@@ -150,10 +145,99 @@ def load(
         prefer_list[i:i + 1] = [n for n in ranking.order if n not in prefer_list]
     everything, excluded = candidates(registry, backend, prefer_list or None, exclude, device)
     vetoed: set[str] = set()
+    verdicts: dict[str, Any] = {}
     if backend is None:
+        if check:
+            everything, verdicts = _order_by_prediction(registry, info, everything,
+                                                        set(prefer_list) | excluded)
         everything, vetoed = _apply_policy(registry, info, everything)
-    return _Router(registry, info, request, everything, excluded, vetoed, set(prefer_list),
-                   ranking).route()
+    router = _Router(registry, info, request, everything, excluded, vetoed, set(prefer_list),
+                     ranking)
+    router.verdicts.update(verdicts)
+    return router.route()
+
+
+def _check_arguments(registry: Registry, info: Any, *, backend: str | None,
+                     prefer: str | Sequence[str] | None, exclude: str | Sequence[str] | None,
+                     device: str, precision: str, threads: int | None,
+                     options: Mapping[str, Any], verify: str, tolerance: float | None,
+                     input_shapes: Mapping[str, Sequence[int]] | None, fallback: bool,
+                     check: bool) -> None:
+    """Every ``load`` argument, checked up front: a typo costs a clear error, not seconds of
+    verification children and a cache entry."""
+    from .backend import PRECISIONS
+    from .inputs import resolve_shape
+    from .verify import MODES
+
+    if backend is not None and not isinstance(backend, str):
+        raise UnirtError(f"backend must be a backend name, not {backend!r}")
+    if backend is not None:
+        registry.backend(backend)
+    for name in _names(prefer, "prefer"):
+        if name != "fastest":
+            registry.backend(name)
+    for name in _names(exclude, "exclude"):
+        registry.backend(name)
+    if device not in DEVICES:
+        raise UnirtError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
+    if precision not in PRECISIONS:
+        raise UnirtError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    for name, opts in options.items():
+        registry.backend(name)
+        if not isinstance(opts, Mapping):
+            raise UnirtError(f"options[{name!r}] must be a dict of backend options")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or threads < 1):
+        raise UnirtError(f"threads must be a positive integer, not {threads!r}")
+    if verify not in MODES:
+        raise UnirtError(f"verify must be one of {', '.join(MODES)}, not {verify!r}")
+    if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(
+            tolerance, (int, float)) or not tolerance > 0):
+        raise UnirtError(f"tolerance must be a positive number, not {tolerance!r}")
+    for flag, value in (("fallback", fallback), ("check", check)):
+        if not isinstance(value, bool):
+            raise UnirtError(f"{flag} must be True or False, not {value!r}")
+    if input_shapes is not None:
+        if not isinstance(input_shapes, Mapping):
+            raise UnirtError("input_shapes must be a dict of input name -> shape")
+        by_name = {t.name: t for t in info.inputs}
+        for name, shape in input_shapes.items():
+            if name not in by_name:
+                raise UnirtError(f"input_shapes names {name!r}, which is not an input of "
+                                 f"{info.name}; inputs: {', '.join(by_name) or 'none'}")
+            if isinstance(shape, (str, bytes)) or not all(
+                    isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                    for d in _as_sequence(shape)):
+                raise UnirtError(f"input_shapes[{name!r}] must be a sequence of non-negative "
+                                 f"integers, not {shape!r}")
+            resolve_shape(by_name[name], tuple(shape))
+
+
+def _as_sequence(value: Any) -> Sequence[Any]:
+    try:
+        return list(value)
+    except TypeError:
+        return [value, None]  # not iterable: fails the element check
+
+
+def _order_by_prediction(registry: Registry, info: Any, order: list[str], keep: set[str]
+                         ) -> tuple[list[str], dict[str, Any]]:
+    """The table orders, it does not decide: in the default part of the order, candidates the
+    table predicts UNSUPPORTED go after the others (the reference among those others opens with
+    no child process); named preferences keep their place. Returns the order and the static
+    verdicts computed on the way, for the router to reuse."""
+    from .capability import UNSUPPORTED
+
+    verdicts: dict[str, Any] = {}
+    doubtful: list[str] = []
+    for name in order:
+        be = registry.backend(name)
+        if name in keep or be.is_reference or not be.available().available:
+            continue
+        verdicts[name] = v = be.check(info)
+        if v.prediction == UNSUPPORTED and v.status != UNSUPPORTED:
+            doubtful.append(name)
+    return [n for n in order if n not in doubtful] + doubtful, verdicts
 
 
 @dataclass(frozen=True)
@@ -204,11 +288,12 @@ class _Router:
             if self.backend is not None:
                 raise BackendError(f"{name} cannot run {self.info.name}: {unsupported.reason}")
             return None, unsupported
-        rejected = self._verify(name)
-        if rejected is not None:
+        refused = self._verify(name)
+        if refused is not None:
             if self.backend is not None:
-                raise BackendError(f"{name} was rejected for {self.info.name}: {rejected.reason}")
-            return None, rejected
+                word = "refused" if refused.outcome == FAILED else "was rejected for"
+                raise BackendError(f"{name} {word} {self.info.name}: {refused.reason}")
+            return None, refused
         try:
             return be.open(self.info, self.open_options(name)), None
         except BackendUnavailableError as exc:
@@ -221,14 +306,15 @@ class _Router:
             return None, RouteStep(name, FAILED, str(exc))
 
     def _check(self, name: str) -> RouteStep | None:
-        """The static verdict (op-support table and the backend's rules): None unless it is
-        UNSUPPORTED. UNKNOWN goes on to verification and open, which measure instead."""
+        """The static verdict: None unless decisive evidence (a backend rule, a node no engine
+        of this kind runs) refuses the candidate. The table's predictions never do: they ride
+        on the route and the candidate is measured. The reference is judged by its engine."""
         from .capability import UNSUPPORTED
 
         be = self.registry.backend(name)
-        if not self.request.check or not be.available().available:
+        if not self.request.check or be.is_reference or not be.available().available:
             return None  # open() reports an unavailable backend itself
-        verdict = be.check(self.info)
+        verdict = self.verdicts.get(name) or be.check(self.info)
         self.verdicts[name] = verdict
         if verdict.status == UNSUPPORTED:
             return RouteStep(name, UNSUPPORTED_STEP, verdict.summary())
@@ -236,8 +322,11 @@ class _Router:
 
     def _verify(self, name: str) -> RouteStep | None:
         """Verification before opening in the user's process: None when the candidate may be
-        opened, else its REJECTED step. The reference itself is never verified."""
-        from .verify import verify
+        opened, else its step: REJECTED (wrong numbers, crash, hang, or not measurable), or
+        FAILED when the engine refused the model in the child (it is not opened again here: an
+        engine can take another path in this process, and crash it). The reference is never
+        verified: its engine's own answer is opening the model."""
+        from .verify import VerifyStatus, verify
 
         r = self.request
         if r.verify == "never" or self.registry.backend(name).is_reference:
@@ -246,11 +335,13 @@ class _Router:
         if not avail.available:
             return None  # open() reports it as unavailable
         v = verify(self.info, name, avail.version, r.precision, r.options.get(name, {}),
-                   r.input_shapes, r.verify, r.tolerance)
+                   r.input_shapes, r.verify, r.tolerance, registry=self.registry)
         self.verifications[name] = v
-        if v.status == "rejected" or (v.status == "unverified" and r.verify == "always"):
-            return RouteStep(name, REJECTED, v.describe())
-        return None
+        if v.status == VerifyStatus.REFUSED:
+            return RouteStep(name, FAILED, v.describe())
+        if v.accepted and not (v.status == VerifyStatus.UNVERIFIED and r.verify == "always"):
+            return None
+        return RouteStep(name, REJECTED, v.describe())
 
     def route(self) -> Session:
         info, everything, excluded = self.info, self.everything, self.excluded
@@ -263,7 +354,8 @@ class _Router:
                 self.steps.append(RouteStep(name, CHOSEN, self._chosen_reason(name)))
                 self.steps.extend(
                     RouteStep(n, EXCLUDED, self._excluded_reason(n)) if n in excluded
-                    else RouteStep(n, NOT_TRIED) for n in everything[i + 1:])
+                    else RouteStep(n, NOT_TRIED, self._not_tried_reason(n))
+                    for n in everything[i + 1:])
                 return Session(info, name, impl, self.steps, self.open_options(name),
                                reroute=self.reroute if self.backend is None else None,
                                verification=self.verifications.get(name))
@@ -312,14 +404,19 @@ class _Router:
                       if s.outcome in (FAILED, UNAVAILABLE, REJECTED, UNSUPPORTED_STEP)]
             why = "first in the default order" + (" that could open the model" if failed else "")
         verdict = self.verdicts.get(name)
-        if verdict is not None and verdict.status != "SUPPORTED":
-            first = str(verdict.reasons[0]) if verdict.reasons else ""
-            first = first if len(first) <= 120 else first[:117] + "..."
-            more = f" (+{len(verdict.reasons) - 1} more: unirt capabilities)" \
-                if len(verdict.reasons) > 1 else ""
-            why += f"; capability {verdict.status.lower()}: {first}{more}"
+        if verdict is not None and verdict.predicted:
+            first = next((r for r in verdict.predicted if r.verdict == "UNSUPPORTED"), None)
+            if first is not None:
+                text = str(first) if len(str(first)) <= 120 else str(first)[:117] + "..."
+                why += f"; predicted unsupported ({text}), measured instead"
         v = self.verifications.get(name)
         return why if v is None else f"{why}; {v.describe()}"
+
+    def _not_tried_reason(self, name: str) -> str:
+        verdict = self.verdicts.get(name)
+        if verdict is None or verdict.prediction != "UNSUPPORTED":
+            return ""
+        return "ordered last: " + verdict.summary(1)
 
     def _excluded_reason(self, name: str) -> str:
         if name in self.vetoed:

@@ -7,6 +7,10 @@ the model on the candidate in a child process, runs seeded inputs at two sizes o
 dimension and compares with ONNX Runtime CPU. The verdict is cached, content-addressed: model
 bytes and external data, backend, engine version, precision, options and input shapes. A new
 engine version or one changed byte of the model re-verifies; a corrupt entry is rebuilt.
+
+Only a verdict about the engine is cached: it ran right, it gave wrong numbers, it crashed, it
+refused the model. What says nothing about the engine is never cached: a time-out (a busy machine),
+a reference that cannot run the model, unirt's own harness failing (a child that could not start).
 """
 
 from __future__ import annotations
@@ -17,13 +21,30 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import UnirtError
 from .model import ModelInfo
-from .probe import ERROR, NO_REFERENCE, PASS, ProbeResult, probe, shape_sets
+from .probe import (
+    CRASHED,
+    ERROR,
+    FAIL,
+    HARNESS,
+    NO_REFERENCE,
+    PASS,
+    ProbeResult,
+    RunSet,
+    probe,
+    shape_sets,
+)
 from .tensor import TensorInfo
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from .plugins import Registry
 
 logger = logging.getLogger("unirt")
 
@@ -32,39 +53,69 @@ MODES = ("auto", "always", "never")
 CACHE_SECTION = "verify"
 VERDICT_FILE = "verdict.json"
 #: Bumped when what a verdict means changes: older verdicts then miss.
-VERSION = 1
+VERSION = 2
 #: Seconds a verification probe may take before the candidate is rejected as hung;
 #: ``UNIRT_VERIFY_TIMEOUT`` overrides it.
 DEFAULT_TIMEOUT = 120.0
 TIMEOUT_ENV = "UNIRT_VERIFY_TIMEOUT"
 
+class VerifyStatus(str, Enum):
+    """What verification concluded about one candidate."""
+
+    VERIFIED = "verified"  # ran right in a child: open it in the user's process
+    REJECTED = "rejected"  # crashed, hung, or gave wrong numbers
+    REFUSED = "refused"  # the engine raised opening the model (its own answer): not opened
+    #: nothing could be compared (the reference cannot run the model, no inputs can be made) or
+    #: unirt could not measure (``result.status == "harness"``)
+    UNVERIFIED = "unverified"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: Signals that a crash is the engine's doing, not someone killing the child (OOM killer, user).
+_ENGINE_SIGNALS = frozenset({"SIGSEGV", "SIGFPE", "SIGABRT", "SIGBUS", "SIGILL", "SIGTRAP"})
+
+
 @dataclass(frozen=True)
 class Verification:
     """A verdict on (model, backend, engine version, precision, options, shapes).
 
-    ``status``: ``verified``; ``rejected`` (it crashed, hung, or gave wrong numbers);
-    ``refused`` (it raised a clear error opening the model: harmless, so the in-process open is
-    left to raise the same error with its own type); ``unverified`` (nothing could be compared:
-    the reference cannot run the model, or no inputs can be generated for it).
     ``cached``: taken from the cache, no child was started.
     """
 
-    status: str
+    status: VerifyStatus
     result: ProbeResult
     cached: bool
     key: str
 
     @property
     def accepted(self) -> bool:
-        return self.status != "rejected"
+        """May the candidate be opened in the user's process (with ``verify="auto"``)?
+        Verified, or unverified only for want of a reference after it ran safely in a child."""
+        return self.status == VerifyStatus.VERIFIED or (
+            self.status == VerifyStatus.UNVERIFIED and self.result.status == NO_REFERENCE)
+
+    @property
+    def about_engine(self) -> bool:
+        """Whether the verdict says something about the engine (and so may be cached)."""
+        r = self.result
+        if self.status in (VerifyStatus.VERIFIED, VerifyStatus.REFUSED):
+            return True
+        if self.status != VerifyStatus.REJECTED:
+            return False
+        if r.status == CRASHED:
+            return r.reason.startswith("crashed (exit code") or any(
+                s in r.reason for s in _ENGINE_SIGNALS)
+        return r.status in (FAIL, ERROR)
 
     def describe(self) -> str:
         source = "cached verdict: " if self.cached else ""
-        if self.status == "verified":
+        if self.status == VerifyStatus.VERIFIED:
             limited = "".join(f"; refuses {k} ({v})" for k, v in self.result.limited.items())
             return f"{source}verified, {self.result.summary()}{limited}"
-        if self.status == "rejected":  # the route's outcome already says "rejected"
-            return f"{source}{self.result.reason}"
+        if self.status in (VerifyStatus.REJECTED, VerifyStatus.REFUSED):
+            return f"{source}{self.result.reason}"  # the route's outcome says the rest
         return f"{source}{self.status}: {self.result.reason}"
 
 
@@ -72,6 +123,19 @@ def probe_shapes(inputs: Sequence[TensorInfo],
                  declared: Mapping[str, Sequence[int]] | None = None) -> list[dict[str, tuple]]:
     """The shape sets a verification runs (:func:`unirt.probe.shape_sets`, without labels)."""
     return [shapes for _, shapes in shape_sets(inputs, declared)]
+
+
+def feed_sets(info: ModelInfo, shapes: Mapping[str, Sequence[int]] | None = None
+              ) -> tuple[list[str], list[dict[str, tuple]], list[dict[str, np.ndarray]]]:
+    """(labels, shape sets, seeded inputs) a verification runs: the same for ``load``,
+    ``capabilities --probe`` and ``compare``, so their verdicts are one. Raises ``UnirtError``
+    when no inputs can be generated (bf16, strings without a shape, sequences)."""
+    from .inputs import make_inputs
+
+    labelled = shape_sets(info.inputs, shapes)
+    sets = [s for _, s in labelled]
+    return ([label for label, _ in labelled], sets,
+            [make_inputs(info.inputs, s, seed=i) for i, s in enumerate(sets)])
 
 
 def _key(info: ModelInfo, backend: str, version: str | None, precision: str,
@@ -86,62 +150,107 @@ def _key(info: ModelInfo, backend: str, version: str | None, precision: str,
                                  "tolerance": tolerance})
 
 
+def _read(entry: Path) -> Verification | None:
+    """A cached verdict, or None when the entry is not one this version wrote."""
+    doc = json.loads((entry / VERDICT_FILE).read_text())
+    status = VerifyStatus(doc["status"])
+    result = ProbeResult.from_dict(doc["result"])
+    if status == VerifyStatus.UNVERIFIED:
+        raise ValueError("an unverified verdict is never cached")
+    return Verification(status, result, True, "")
+
+
+def lookup(info: ModelInfo, backend: str, version: str | None, precision: str = "exact",
+           options: Mapping[str, Any] | None = None,
+           shapes: Mapping[str, Sequence[int]] | None = None,
+           tolerance: float | None = None) -> Verification | None:
+    """The cached verdict for these arguments, or None; never measures (``capabilities``)."""
+    from .cache import ArtifactCache
+
+    try:
+        sets = [s for _, s in shape_sets(info.inputs, shapes)]
+    except UnirtError:
+        return None
+    key = _key(info, backend, version, precision, options or {}, sets, tolerance)
+    entry = ArtifactCache().lookup(CACHE_SECTION, key)
+    if entry is None:
+        return None
+    try:
+        v = _read(entry)
+    except (OSError, ValueError, KeyError, TypeError):
+        logger.warning("unreadable verification verdict %s; ignored", key)
+        return None
+    return None if v is None else Verification(v.status, v.result, True, key)
+
+
+def status_of(result: ProbeResult) -> VerifyStatus:
+    """The verdict a probe's result amounts to."""
+    if result.status == PASS:
+        return VerifyStatus.VERIFIED
+    if result.status in (NO_REFERENCE, HARNESS):
+        return VerifyStatus.UNVERIFIED
+    if result.status == ERROR and not result.opened:
+        return VerifyStatus.REFUSED
+    return VerifyStatus.REJECTED
+
+
 def verify(info: ModelInfo, backend: str, version: str | None, precision: str = "exact",
            options: Mapping[str, Any] | None = None,
            shapes: Mapping[str, Sequence[int]] | None = None, mode: str = "auto",
-           tolerance: float | None = None, timeout: float | None = None) -> Verification:
+           tolerance: float | None = None, timeout: float | None = None,
+           registry: Registry | None = None, reference: list[RunSet] | None = None,
+           runs: int = 1) -> Verification:
     """The verdict for running ``info`` on ``backend``: from the cache, or measured now.
 
-    ``mode="always"`` measures even when a verdict is cached (and refreshes it).
+    ``mode="always"`` measures even when a verdict is cached (and refreshes it). ``registry``:
+    the plugins in use, rebuilt in the children. ``reference``: the reference's runs on
+    :func:`feed_sets`, when already made for another backend. ``runs``: times each set is run
+    (for a median time; the verdict does not depend on it).
     """
     from .cache import ArtifactCache
-    from .inputs import make_inputs
 
     if timeout is None:
         timeout = float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT)
     try:
-        labelled = shape_sets(info.inputs, shapes)
-        sets = [s for _, s in labelled]
-    except UnirtError as exc:
+        labels, sets, feeds = feed_sets(info, shapes)
+    except UnirtError as exc:  # bf16, strings without shape, sequences: nothing to compare
         result = ProbeResult(backend, NO_REFERENCE, f"no inputs can be generated ({exc})")
-        return Verification("unverified", result, False, "")
+        return Verification(VerifyStatus.UNVERIFIED, result, False, "")
     key = _key(info, backend, version, precision, options or {}, sets, tolerance)
     cache = ArtifactCache()
     if mode != "always":
         entry = cache.lookup(CACHE_SECTION, key)
         if entry is not None:
             try:
-                doc = json.loads((entry / VERDICT_FILE).read_text())
-                return Verification(doc["status"], ProbeResult.from_dict(doc["result"]), True, key)
+                v = _read(entry)
+                if v is not None:
+                    return Verification(v.status, v.result, True, key)
             except (OSError, ValueError, KeyError, TypeError):
                 logger.warning("unreadable verification verdict %s; measuring again", key)
     else:
         cache.remove(CACHE_SECTION, key)
-    try:
-        feed_sets = [make_inputs(info.inputs, s, seed=i) for i, s in enumerate(sets)]
-    except UnirtError as exc:  # bf16, strings without shape, sequences: nothing to compare
-        result = ProbeResult(backend, NO_REFERENCE, f"no inputs can be generated ({exc})")
-        return Verification("unverified", result, False, key)
     start = time.perf_counter()
-    result = probe(info, backend, feed_sets, precision, options, atol=tolerance,
-                   timeout=timeout, labels=[label for label, _ in labelled])
+    result = probe(info, backend, feeds, precision, options, atol=tolerance,
+                   timeout=timeout, labels=labels, registry=registry, reference=reference,
+                   runs=runs)
     logger.info("verified %s on %s in %.2f s: %s", info.name, backend,
                 time.perf_counter() - start, result.status)
-    if result.status == PASS:
-        status = "verified"
-    elif result.status == NO_REFERENCE:
-        status = "unverified"
-    elif result.status == ERROR and not result.opened:
-        status = "refused"
-    else:
-        status = "rejected"
+    verification = Verification(status_of(result), result, False, key)
+    if verification.about_engine:
+        store(verification, info, backend, version, precision)
+    return verification
+
+
+def store(v: Verification, info: ModelInfo, backend: str, version: str | None,
+          precision: str) -> None:
+    """Write a verdict into the cache (atomically, under the entry's lock)."""
+    from .cache import ArtifactCache
 
     def build(tmp: Path) -> dict[str, Any]:
         (tmp / VERDICT_FILE).write_text(json.dumps(
-            {"status": status, "result": result.as_dict(), "model": info.name,
+            {"status": v.status.value, "result": v.result.as_dict(), "model": info.name,
              "backend": backend, "engine": version, "precision": precision}, indent=1))
-        return {"model": info.name, "backend": backend, "status": status}
+        return {"model": info.name, "backend": backend, "status": v.status.value}
 
-    cache.get_or_build(CACHE_SECTION, key, build,
-                       meta={"kind": "verification", "engine": version})
-    return Verification(status, result, False, key)
+    ArtifactCache().get_or_build(CACHE_SECTION, v.key, build,
+                                 meta={"kind": "verification", "engine": version})

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from unirt.errors import BackendError
+from unirt.errors import BackendError, ToolCrashError
 
 logger = logging.getLogger("unirt")
 
@@ -226,7 +226,7 @@ def _run_pnnx(exe: Path, args: list[str], cwd: Path, timeout: float, what: str) 
     return output
 
 
-class _PnnxCrash(BackendError):
+class _PnnxCrash(ToolCrashError):
     """pnnx died on a signal: worth one retry with ``inputshape2``."""
 
 

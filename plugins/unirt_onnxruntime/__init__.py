@@ -101,6 +101,27 @@ class OnnxRuntimeBackend(Backend):
                                       "rule", n.name or "StringNormalizer", "StringNormalizer"))
         return reasons
 
+    def _query_impl(self, model: ModelInfo, options: OpenOptions) -> set[str] | None:
+        """The engine's own answer: creating a session (graph optimisations off, so it costs
+        little). ONNX Runtime names a node it has no kernel for; any other refusal is raised
+        with the engine's message."""
+        import re
+
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        try:
+            ort.InferenceSession(model.source(), sess_options=so, providers=[self.provider])
+        except Exception as exc:
+            text = str(exc)
+            m = re.search(r"node with name '([^']*)'", text)
+            if m and "implementation" in text:
+                return {m.group(1)}
+            raise
+        return set()
+
     def _available_impl(self) -> Availability:
         import importlib.util
 

@@ -1,0 +1,282 @@
+"""The capability report: per backend, the table's prediction, the engine's own answer and the
+measured outcome, then the final verdict and which evidence decided it.
+
+Built above the router and the verifier: measured outcomes are the verification verdicts that
+``load`` writes and reads (the same cache key), so ``load``, ``capabilities`` and ``compare``
+tell one story. Where a measured run is wrong, the layerwise search names the first diverging
+node, so a measured failure still gets a node-level explanation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import UnirtError
+from .features import op_key
+from .judge import merge_query, refused_by_engine, settle
+from .verdict import UNAVAILABLE, UNSUPPORTED, Evidence, Reason, Verdict
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..model import ModelInfo, ModelSource
+    from ..plugins import Registry
+    from ..probe import ProbeResult, RunSet
+    from ..verify import Verification
+
+logger = logging.getLogger("unirt")
+
+
+@dataclass
+class CapabilityReport:
+    """What ``unirt.capabilities`` returns: the model's summary, a verdict per backend (with its
+    prediction, engine answer and measured outcome), and the op x backend matrix of the model's
+    own ops as the tables see them."""
+
+    model: dict[str, Any]
+    verdicts: dict[str, Verdict]
+    probes: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def op_matrix(self) -> dict[str, dict[str, str]]:
+        """op -> backend -> ``supported`` / ``conditional`` / ``unsupported`` / ``unknown``
+        (``unavailable`` for a backend that is not installed): the table's prediction."""
+        out: dict[str, dict[str, str]] = {}
+        for op in self.model["op_counts"]:
+            out[op] = {name: ("unavailable" if v.status == UNAVAILABLE
+                              else v.ops.get(op, "unknown"))
+                       for name, v in self.verdicts.items()}
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model,
+                "verdicts": {k: v.as_dict() for k, v in self.verdicts.items()},
+                "op_matrix": self.op_matrix, "probes": self.probes}
+
+    def __str__(self) -> str:
+        lines = [f"{self.model['name']}: " + ", ".join(
+            f"{op} x{n}" for op, n in self.model["op_counts"].items())]
+        lines += [str(v) for v in self.verdicts.values()]
+        for name, p in self.probes.items():
+            lines.append(f"{name} measured: {p['status']} {p.get('detail') or ''}".rstrip())
+        return "\n".join(lines)
+
+
+def model_summary(model: ModelInfo) -> dict[str, Any]:
+    """The facts ``unirt capabilities`` prints before any verdict."""
+    def tensor(t: Any) -> dict[str, Any]:
+        return {"name": t.name, "dtype": None if t.dtype is None else str(t.dtype),
+                "shape": None if t.shape is None else list(t.shape),
+                "dynamic": [] if t.shape is None else [
+                    d if d is not None else f"axis{i}" for i, d in enumerate(t.shape)
+                    if not isinstance(d, int)]}
+
+    counts: Counter[str] = Counter(op_key(n.op_type, n.domain) for n in model.nodes)
+    return {"name": model.name, "path": str(model.path) if model.path else None,
+            "ir_version": model.ir_version, "opsets": dict(model.opsets),
+            "nodes": len(model.nodes), "op_counts": dict(counts.most_common()),
+            "inputs": [tensor(t) for t in model.inputs],
+            "outputs": [tensor(t) for t in model.outputs],
+            "custom_domains": list(model.custom_domains), "size_bytes": model.size_bytes,
+            "external_data": [str(p) for p in model.external_data],
+            "shape_inference_error": model.shape_inference_error}
+
+
+def capabilities(
+    model: ModelSource | ModelInfo,
+    *,
+    backends: Sequence[str] | None = None,
+    probe: bool = False,
+    query: bool = True,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    timeout: float = 120.0,
+    registry: Registry | None = None,
+    layerwise: bool = True,
+) -> CapabilityReport:
+    """The capability matrix for one model: for every registered backend (or ``backends``), the
+    table's prediction, the engine's own answer (``query``), the measured outcome (the cached
+    verification verdict, or measured now with ``probe=True``), and the final verdict with the
+    evidence that decided it. ``shapes``: the base shapes of dynamic inputs, as ``load``'s
+    ``input_shapes=`` (the same verdicts are read and written)."""
+    from ..inputs import resolve_shape
+    from ..model import read_model, validate_graph
+    from ..plugins import get_registry
+
+    registry = registry or get_registry()
+    info = read_model(model)
+    validate_graph(info)
+    names = list(backends) if backends else list(registry.backends)
+    for name in names:
+        registry.backend(name)  # an unknown name: an error listing the known ones, before work
+    by_name = {t.name: t for t in info.inputs}
+    for name, shape in (shapes or {}).items():
+        if name not in by_name:
+            raise UnirtError(f"--shape names {name!r}, which is not an input of {info.name}; "
+                             f"inputs: {', '.join(by_name) or 'none'}")
+        resolve_shape(by_name[name], tuple(shape))
+    verdicts: dict[str, Verdict] = {}
+    for name in names:
+        be = registry.backend(name)
+        v = verdicts[name] = be.check(info)
+        if v.status == UNAVAILABLE:
+            continue
+        if query:
+            try:
+                merge_query(v, info, be.query(info))
+            except UnirtError as exc:
+                if be.is_reference:
+                    refused_by_engine(v, str(exc))
+                else:
+                    v.notes.append(f"engine query failed: {exc}")
+        if not be.is_reference and not probe:
+            from ..verify import lookup
+
+            cached = lookup(info, name, v.engine_version, "exact", {}, shapes, None)
+            if cached is not None:
+                apply_measurement(v, cached)
+    report = CapabilityReport(model_summary(info), verdicts)
+    if probe:
+        _measure(report, info, registry, shapes, timeout, layerwise)
+    for name, v in verdicts.items():
+        settle(v, reference=registry.backend(name).is_reference)
+        if v.measured is not None:
+            report.probes[name] = v.measured
+    return report
+
+
+def apply_measurement(verdict: Verdict, verification: Verification) -> None:
+    """Fold a verification verdict (measured now or cached) into a capability verdict."""
+    from ..verify import VerifyStatus
+
+    summary = probe_summary(verification.result)
+    summary["cached"] = verification.cached
+    verdict.measured = summary
+    result = verification.result
+    if verification.status == VerifyStatus.REFUSED:
+        refused_by_engine(verdict, result.reason)
+    elif verification.status == VerifyStatus.REJECTED:
+        verdict.reasons.append(Reason(f"measured: {result.reason}", "measured",
+                                      evidence=Evidence.MEASURED))
+    elif verification.status == VerifyStatus.UNVERIFIED:
+        verdict.notes.append(f"not measured: {result.reason}")
+    settle(verdict)
+
+
+def _measure(report: CapabilityReport, info: ModelInfo, registry: Registry,
+             shapes: Mapping[str, Sequence[int]] | None, timeout: float,
+             layerwise: bool) -> None:
+    """Measure every available backend now: one reference run shared by all, each backend's
+    verdict written where ``load`` reads it."""
+    from ..probe import reference_outputs
+    from ..verify import feed_sets, verify
+
+    runnable = [n for n, v in report.verdicts.items() if v.status != UNAVAILABLE]
+    try:
+        labels, _, feeds = feed_sets(info, shapes)
+    except UnirtError as exc:
+        for name in runnable:
+            report.verdicts[name].notes.append(f"not measured: no inputs can be generated "
+                                               f"({exc})")
+        return
+    _, reference = reference_outputs(info.source(), feeds, timeout=timeout, labels=labels,
+                                     registry=registry)
+    for name in runnable:
+        v = report.verdicts[name]
+        if registry.backend(name).is_reference:
+            v.measured = _reference_summary(reference)
+            if v.measured["status"] not in ("pass", "dynamic_fail"):
+                refused_by_engine(v, v.measured["detail"] or v.measured["status"])
+            continue
+        ver = verify(info, name, v.engine_version, "exact", {}, shapes, "always",
+                     timeout=timeout, registry=registry, reference=reference, runs=10)
+        apply_measurement(v, ver)
+        if layerwise and ver.result.status == "fail":
+            _explain_divergence(v, info, name, ver.result, labels, feeds, timeout)
+
+
+def _reference_summary(reference: list[RunSet]) -> dict[str, Any]:
+    """The reference measured on its own inputs: it passes by definition when it runs."""
+    import statistics
+
+    ran = [r for r in reference if r.outputs is not None]
+    times = [t for r in ran for t in r.times]
+    if ran:
+        limited = {r.label: r.outcome.describe() for r in reference if r.outputs is None}
+        status, detail = "pass", "the reference"
+        if limited:
+            status = "run_fail" if reference[0].outputs is None else "dynamic_fail"
+            detail = ("declared dynamic, fails at " if status == "dynamic_fail" else "") + \
+                "; ".join(f"{k}: {v}" for k, v in limited.items())
+        return {"status": status, "detail": detail, "precision": "fp32",
+                "median_ms": statistics.median(times) * 1e3 if times else None,
+                "max_abs": 0.0, "max_rel": 0.0, "shapes": [r.label for r in reference],
+                "limited": limited, "cached": False}
+    first = reference[0].outcome if reference else None
+    status = {"crashed": "crash", "timeout": "timeout"}.get(first.status if first else "",
+                                                           "load_fail")
+    return {"status": status, "detail": first.describe() if first else "nothing ran",
+            "precision": None, "median_ms": None, "max_abs": None, "max_rel": None,
+            "shapes": [], "limited": {}, "cached": False}
+
+
+def _explain_divergence(verdict: Verdict, info: ModelInfo, backend: str, result: ProbeResult,
+                        labels: list[str], feeds: list[dict[str, Any]], timeout: float) -> None:
+    """Name the first node whose output diverges, on the inputs where the run was wrong."""
+    from ..compare import layerwise
+    from ..probe import _label
+
+    index = next((i for i, (label, f) in enumerate(zip(labels, feeds))
+                  if f" at {_label(label, f)}" in result.reason), 0)
+    try:
+        lw = layerwise(info.source(), backend, feeds=feeds[index], timeout=timeout)
+    except UnirtError as exc:
+        verdict.notes.append(f"layerwise search failed: {exc}")
+        return
+    if lw.status != "diverges" or lw.first is None:
+        verdict.notes.append(f"layerwise search: {lw.status}"
+                             + (f" ({lw.reason})" if lw.reason else ""))
+        return
+    first = lw.first
+    outs = ", ".join(f"{k} {v:.3g}" for k, v in first.output_errors.items())
+    ins = ", ".join(f"{k} {v:.3g}" for k, v in first.input_errors.items())
+    verdict.reasons.insert(0, Reason(
+        f"first diverging node: max abs error {outs or '?'} at its output"
+        + (f", {ins} at its inputs" if ins else ""), "diverges", first.node, first.op,
+        UNSUPPORTED, Evidence.MEASURED))
+
+
+def probe_summary(result: ProbeResult) -> dict[str, Any]:
+    """A :class:`~unirt.probe.ProbeResult` as the matrix shows it: ``status`` is ``pass``,
+    ``mismatch``, ``load_fail``, ``run_fail`` (at the base shapes), ``dynamic_fail`` (declared
+    dynamic, fails at another size), ``crash``, ``timeout``, ``unverified`` (no reference) or
+    ``harness`` (unirt could not measure)."""
+    from ..probe import CRASHED, ERROR, FAIL, HARNESS, NO_REFERENCE, TIMEOUT
+
+    out: dict[str, Any] = {"status": "pass", "detail": None, "precision": result.precision,
+                           "median_ms": None if result.run_s is None else result.run_s * 1e3,
+                           "max_abs": max((o.max_abs for o in result.outputs), default=None),
+                           "max_rel": max((o.max_rel for o in result.outputs), default=None),
+                           "shapes": result.shapes, "limited": result.limited}
+    if result.status == CRASHED:
+        out.update(status="crash", detail=result.reason)
+    elif result.status == TIMEOUT:
+        out.update(status="timeout", detail=result.reason)
+    elif result.status == HARNESS:
+        out.update(status="harness", detail=result.reason)
+    elif result.status == ERROR and not result.opened:
+        out.update(status="load_fail", detail=result.reason)
+    elif result.status == FAIL:
+        out.update(status="mismatch", detail=result.reason)
+    elif result.status == NO_REFERENCE:
+        out.update(status="unverified", detail=result.reason)
+    elif result.limited:
+        base = result.shapes[0] if result.shapes else None
+        if base in result.limited or result.status == ERROR:
+            out.update(status="run_fail", detail="; ".join(
+                f"{k}: {v}" for k, v in result.limited.items()))
+        else:
+            out.update(status="dynamic_fail", detail="declared dynamic, fails at " + ", ".join(
+                f"{k}: {v}" for k, v in result.limited.items()))
+    return out
