@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import InputError, UnirtError
-from .tensor import TensorInfo
+from .tensor import TensorInfo, is_static
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -50,22 +50,50 @@ def parse_assignments(items: Sequence[str], what: str) -> dict[str, str]:
 
 def resolve_shape(info: TensorInfo, given: Sequence[int] | None = None) -> tuple[int, ...]:
     """The concrete shape to use for ``info``: ``given`` (checked against static dims) or the
-    declared shape with dynamic dims set to :data:`DEFAULT_DYNAMIC_DIM`."""
+    declared shape with dynamic dims set to :data:`DEFAULT_DYNAMIC_DIM`.
+
+    Dynamic dims are whatever :func:`~unirt.tensor.is_static` rejects, so a ``-1`` or ``"?"``
+    left in a hand-built TensorInfo gets a size too. ``given`` is checked here, where the input's
+    name is known, because a negative or non-integer size would otherwise reach numpy and come
+    out as a bare ``ValueError`` that names no input.
+    """
+    if given is not None:
+        given = _check_given(info, given)
     if info.shape is None:
         if given is None:
             raise InputError(f"input {info.name!r} has no declared shape: give one with --shape")
-        return tuple(given)
+        return given
     if given is None:
-        return tuple(d if isinstance(d, int) else DEFAULT_DYNAMIC_DIM for d in info.shape)
-    given = tuple(given)
+        return tuple(d if is_static(d) else DEFAULT_DYNAMIC_DIM for d in info.shape)
+    declared = info.describe().split(": ", 1)[1]
     if len(given) != len(info.shape):
-        raise InputError(f"shape for {info.describe()} must have rank {len(info.shape)}, "
-                         f"got {'x'.join(map(str, given)) or 'a scalar'}")
+        raise InputError(f"input {info.name!r}: the shape must have rank {len(info.shape)} "
+                         f"({declared}), got {'x'.join(map(str, given)) or 'a scalar'}")
     for axis, (want, got) in enumerate(zip(info.shape, given)):
-        if isinstance(want, int) and want != got:
-            raise InputError(f"shape for {info.describe()}: dimension {axis} is fixed at {want}, "
-                             f"got {got}")
+        if is_static(want) and want != got:
+            raise InputError(f"input {info.name!r}: dimension {axis} is fixed at {want}, "
+                             f"got {got} (declared {declared})")
     return given
+
+
+def _check_given(info: TensorInfo, given: Sequence[int]) -> tuple[int, ...]:
+    """``given`` as a tuple of ints >= 0, or an InputError naming the input (a string, a float
+    or a ``-1`` passed through the Python API must not reach numpy)."""
+    import operator
+
+    if isinstance(given, (str, bytes)):
+        raise InputError(f"input {info.name!r}: a shape is a sequence of ints, got {given!r} "
+                         "(parse '1x3x224x224' with unirt.inputs.parse_shape)")
+    try:
+        dims = tuple(operator.index(d) for d in given)
+    except TypeError:
+        raise InputError(f"input {info.name!r}: a shape is a sequence of ints, "
+                         f"got {given!r}") from None
+    if any(d < 0 for d in dims):
+        declared = info.describe().split(": ", 1)[1]
+        raise InputError(f"input {info.name!r}: bad shape {'x'.join(map(str, dims))} for "
+                         f"{declared}: sizes must be >= 0 (give each dynamic dim a size)")
+    return dims
 
 
 def random_array(info: TensorInfo, shape: Sequence[int], rng: np.random.Generator) -> np.ndarray:

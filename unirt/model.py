@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from .errors import ModelError, ModelNotFoundError, first_line
-from .tensor import Dim, TensorInfo
+from .tensor import Dim, TensorInfo, normalize_dim
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -260,15 +260,21 @@ def _tensor_info(value: Any) -> TensorInfo:
         dtype = None
     if not tt.HasField("shape"):
         return TensorInfo(value.name, None, dtype)
-    dims: list[Dim] = []
-    for d in tt.shape.dim:
-        if d.HasField("dim_value"):
-            dims.append(int(d.dim_value))
-        elif d.HasField("dim_param"):
-            dims.append(d.dim_param)
-        else:
-            dims.append(None)
-    return TensorInfo(value.name, tuple(dims), dtype)
+    return TensorInfo(value.name, tuple(_dim(d) for d in tt.shape.dim), dtype)
+
+
+def _dim(d: Any) -> Dim:
+    """A ``TensorShapeProto.Dimension`` as unirt represents it (see
+    :func:`~unirt.tensor.normalize_dim`). The one place dims are read from a proto, so that
+    every exporter's spelling of "dynamic" (Paddle's ``dim_value: -1``, ``dim_param: "?"``,
+    ``"None"``, ``""``) reads as ``None`` in inputs, outputs and shape-inference facts alike.
+    ``dim_value: 0`` stays a fixed 0, as ONNX Runtime and OpenVINO treat it (they refuse any
+    other size for an input declared so)."""
+    if d.HasField("dim_value"):
+        return normalize_dim(int(d.dim_value))
+    if d.HasField("dim_param"):
+        return normalize_dim(d.dim_param)
+    return None
 
 
 def _attributes(node: Any) -> dict[str, Any]:
@@ -349,11 +355,8 @@ def _type_fact(tp: Any) -> TypeFact:
         dtype = _DTYPE_NAMES.get(dtype, dtype) if tt.elem_type else None
         if not tt.HasField("shape"):
             return TypeFact(None, dtype)
-        dims: list[Dim] = []
-        for d in tt.shape.dim:
-            dims.append(int(d.dim_value) if d.HasField("dim_value")
-                        else (d.dim_param if d.HasField("dim_param") else None))
-        return TypeFact(len(dims), dtype, "tensor", tuple(dims))
+        dims = tuple(_dim(d) for d in tt.shape.dim)
+        return TypeFact(len(dims), dtype, "tensor", dims)
     if which == "sequence_type":
         inner = _type_fact(tp.sequence_type.elem_type)
         return TypeFact(inner.rank, inner.dtype, "sequence")

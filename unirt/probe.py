@@ -22,7 +22,7 @@ from .errors import HarnessError
 from .isolation import Outcome, Worker
 from .metrics import OutputDiff, diff, tolerance, within
 from .model import ModelInfo
-from .tensor import TensorInfo
+from .tensor import TensorInfo, is_static, normalize_dim
 
 if TYPE_CHECKING:  # pragma: no cover
     from .plugins import Registry, RegistrySpec
@@ -124,7 +124,9 @@ def shape_sets(inputs: Sequence[TensorInfo], declared: Mapping[str, Sequence[int
                ) -> list[tuple[str, dict[str, tuple[int, ...]]]]:
     """(label, shapes) to probe: ``base`` (declared shapes; dynamic dims at batch 1 / size 32),
     then one set per dynamic dimension symbol at its other size (``T=64``), so that a model that
-    declares an axis dynamic but works at one size only is caught."""
+    declares an axis dynamic but works at one size only is caught. An unnamed dim (``None``, or
+    a placeholder such as ``-1`` or ``"?"`` in a hand-built TensorInfo) is varied on its own
+    (``x[2]=64``): two ``"?"`` dims are not declared equal."""
     from .inputs import resolve_shape
 
     declared = {k: tuple(v) for k, v in (declared or {}).items()}
@@ -134,9 +136,11 @@ def shape_sets(inputs: Sequence[TensorInfo], declared: Mapping[str, Sequence[int
         if t.shape is None or t.dtype is None or t.name in declared:
             continue
         for axis, d in enumerate(t.shape):
-            if isinstance(d, int):
+            if is_static(d):
                 continue
-            sym = d if isinstance(d, str) and d else f"{t.name}[{axis}]"
+            # A placeholder ("?", "-1", a negative size) names nothing: each such dim is its own.
+            named = normalize_dim(d)
+            sym = named if isinstance(named, str) else f"{t.name}[{axis}]"
             symbols.setdefault(sym, BATCH_SIZES if axis == 0 else OTHER_SIZES)
             where.setdefault(sym, []).append((t.name, axis))
 
@@ -148,7 +152,7 @@ def shape_sets(inputs: Sequence[TensorInfo], declared: Mapping[str, Sequence[int
             if t.name in declared:
                 out[t.name] = resolve_shape(t, declared[t.name])
                 continue
-            dims = [d if isinstance(d, int) else 0 for d in t.shape]
+            dims = [d if is_static(d) else 0 for d in t.shape]
             for sym, places in where.items():
                 for name, axis in places:
                     if name == t.name:

@@ -25,7 +25,7 @@ from .errors import (
     first_line,
 )
 from .route import RouteStep, render_route
-from .tensor import TensorInfo
+from .tensor import TensorInfo, is_static
 
 if TYPE_CHECKING:  # pragma: no cover
     from .backend import BackendSession, OpenOptions
@@ -47,8 +47,9 @@ class _InputCheck:
         self.name = info.name
         self.dtype = info.dtype
         self.rank = None if info.shape is None else len(info.shape)
+        # is_static, not isinstance(int): a -1 left in a hand-built TensorInfo is dynamic.
         self.static = tuple(
-            (axis, d) for axis, d in enumerate(info.shape or ()) if isinstance(d, int)
+            (axis, d) for axis, d in enumerate(info.shape or ()) if is_static(d)
         )
 
     def coerce(self, value: Any) -> np.ndarray:

@@ -430,3 +430,44 @@ def resnet50_sized() -> onnx.ModelProto:
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     return m
+
+
+def paddle_style(classes: int = 5) -> onnx.ModelProto:
+    """A classifier declared the way PaddlePaddle exports one: ``x: float32[-1,3,?,?]``
+    (``dim_value: -1`` for the batch, ``dim_param: "?"`` for height and width) ->
+    ``y: float32[-1,classes]``; Conv-Relu-GlobalAveragePool-Reshape(-1, 8)-Gemm.
+
+    Why: exporters spell "dynamic" in ways the ONNX spec does not (a negative ``dim_value``, a
+    placeholder ``dim_param``); ONNX Runtime runs such a model at any size, so unirt must too.
+    """
+    shape = numpy_helper.from_array(np.array([-1, 8], np.int64), "flat_shape")
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3],
+                         pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r1"], ["gap"], name="gap"),
+        helper.make_node("Reshape", ["gap", "flat_shape"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "w2", "b2"], ["y"], transB=1, name="fc"),
+    ]
+    g = helper.make_graph(
+        nodes, "paddle_style",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, "?", "?"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, classes])],
+        [_w("w1", (8, 3, 3, 3), 10, 0.3), _w("b1", (8,), 11), _w("w2", (classes, 8), 12, 0.5),
+         _w("b2", (classes,), 13), shape],
+    )
+    return _model(g)
+
+
+def placeholder_dims(first: str = "None", second: str = "-1") -> onnx.ModelProto:
+    """``y = x @ W`` on ``x: float32[first, second, 4]`` -> ``y: float32[first, second, 2]``,
+    the two dims declared with placeholder ``dim_param`` strings (``"None"``, ``"-1"``, ``"?"``,
+    ``""``...) that some exporters write instead of leaving a dim unnamed: they name no size
+    shared with anything, so unirt must read them as anonymous dynamic dims."""
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"], name="matmul")], "placeholder_dims",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [first, second, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [first, second, 2])],
+        [_w("W", (4, 2), 14, 0.5)],
+    )
+    return _model(g)
