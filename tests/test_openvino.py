@@ -17,7 +17,7 @@ from onnx import TensorProto, helper
 
 import unirt
 from unirt.cache import backend_cache_dir
-from unirt.errors import BackendError, BackendUnavailableError, UnirtError
+from unirt.errors import BackendError, BackendUnavailableError, ShapeLimitError, UnirtError
 from unirt.inputs import make_inputs
 from unirt.model import read_model
 from unirt.plugins import get_registry
@@ -397,3 +397,103 @@ def test_pass_through_graph_feeds_its_input(tmp_path: Path) -> None:
     sess = get_registry().backend("openvino").open(read_model(proto))
     x = np.arange(12, dtype=np.float32).reshape(3, 4)
     np.testing.assert_array_equal(sess.run({"x": x}, ["y"])[0], x)
+
+
+# -- a refused run must not spoil the next one ---------------------------------------------------
+def _pool_model() -> onnx.ModelProto:
+    """AveragePool with a 3x2 kernel, then Relu, on [N, 2, H, W]: OpenVINO's shape inference
+    refuses H < 3 (the kernel is larger than the data), as on the PP-OCR recognizer at height 32.
+    On 2026.4.1 (CPU, more than one thread) the compiled model keeps the refused call's dims:
+    the next run at H=3, which ran fine before, is refused with ``(dim: 2)`` in the message, on
+    every try; on the real recognizer a good shape after a refused one came back all-NaN in about
+    half of fresh processes, and a fresh InferRequest did not help."""
+    g = helper.make_graph(
+        [helper.make_node("AveragePool", ["x"], ["p"], name="pool", kernel_shape=[3, 2],
+                          strides=[3, 2]),
+         helper.make_node("Relu", ["p"], ["y"], name="relu")], "pool",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, "h", "w"])])
+    return M._model(g)
+
+
+def _pool_feeds(height: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(height)
+    return {"x": rng.standard_normal((1, 2, height, 4)).astype(np.float32)}
+
+
+def _expected_pool(feeds: dict[str, np.ndarray]) -> np.ndarray:
+    x = feeds["x"]
+    h, w = x.shape[2] // 3, x.shape[3] // 2
+    pooled = x[:, :, :h * 3, :w * 2].reshape(1, 2, h, 3, w, 2).mean(axis=(3, 5))
+    return np.maximum(pooled, 0)
+
+
+def test_a_refused_shape_is_a_shape_limit_and_spoils_no_later_run(tmp_path: Path) -> None:
+    sess = load(M.save(_pool_model(), tmp_path / "pool.onnx"), backend="openvino")
+    good, bad = _pool_feeds(3), _pool_feeds(2)
+    np.testing.assert_allclose(sess.run(good)["y"], _expected_pool(good), atol=1e-5)
+    for _ in range(2):
+        with pytest.raises(ShapeLimitError, match="openvino failed running pool.onnx: .*"
+                                                  "larger than the data shape"):
+            sess.run(bad)
+        # Without a new compiled model this run is refused too, quoting the refused dims.
+        np.testing.assert_allclose(sess.run(good)["y"], _expected_pool(good), atol=1e-5)
+        taller = _pool_feeds(6)
+        np.testing.assert_allclose(sess.run(taller)["y"], _expected_pool(taller), atol=1e-5)
+    assert sess._impl.reopened == 2
+
+
+def test_a_refused_shape_spoils_no_other_thread(tmp_path: Path) -> None:
+    """A thread that made its request before another thread's run was refused gets a request
+    on the new compiled model: the old one is shared by every request made on it."""
+    import threading
+
+    sess = load(M.save(_pool_model(), tmp_path / "pool.onnx"), backend="openvino")
+    good = _pool_feeds(3)
+    ran, refused, results = threading.Event(), threading.Event(), []
+
+    def other() -> None:
+        results.append(sess.run(good)["y"])
+        ran.set()
+        refused.wait(60)
+        results.append(sess.run(good)["y"])
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    assert ran.wait(60)
+    with pytest.raises(ShapeLimitError):
+        sess.run(_pool_feeds(2))
+    refused.set()
+    thread.join(60)
+    assert len(results) == 2
+    for got in results:
+        np.testing.assert_allclose(got, _expected_pool(good), atol=1e-5)
+
+
+def test_when_compiling_again_fails_the_next_run_compiles(tmp_path: Path) -> None:
+    sess = load(M.save(_pool_model(), tmp_path / "pool.onnx"), backend="openvino")
+    impl = sess._impl
+    real, calls = impl._reopen, []
+
+    def flaky(old):
+        calls.append(old is not None)
+        if old is not None:
+            raise RuntimeError("Exception from src/x.cpp:1:\nno memory left")
+        return real(old)
+
+    impl._reopen = flaky
+    good = _pool_feeds(3)
+    sess.run(good)
+    with pytest.raises(ShapeLimitError):
+        sess.run(_pool_feeds(2))
+    assert calls == [True] and impl._compiled is None
+    np.testing.assert_allclose(sess.run(good)["y"], _expected_pool(good), atol=1e-5)
+    assert calls == [True, False]
+
+
+def test_closed_session_runs_no_more(tmp_path: Path) -> None:
+    be = get_registry().backend("openvino")
+    impl = be.open(read_model(M.save(_pool_model(), tmp_path / "pool.onnx")))
+    impl.close()
+    with pytest.raises(BackendError, match="closed"):
+        impl.run(_pool_feeds(3), ["y"])

@@ -18,6 +18,17 @@ What this backend guards against, each found by running OpenVINO (see ENGINE_NOT
   concurrent ``Session.run`` calls never share a request and never wait on a lock of ours.
 * Error text. OpenVINO's exceptions start with C++ source locations (``Exception from
   src/inference/...``); :func:`_engine_message` keeps the lines a user can act on.
+* A refused run poisons the compiled model. When the CPU plugin's shape inference refuses an
+  input shape (an AvgPool kernel larger than the feature map at a small image height: the PP-OCR
+  recognizer at height 32), the compiled model keeps the dims of the refused call: the next call
+  at a shape that ran fine before is refused with the old dims in the message (every time, even
+  on a one-node graph), and on the PP-OCR recognizer a good shape after a refused one returned
+  all-NaN in about half of fresh processes (2026.4.1). The state lives in the compiled model, not
+  the request: a fresh ``InferRequest`` still returns NaN; compiling again is clean every time.
+  So after any engine error from a run the session compiles the model again (from OpenVINO's
+  cache: tens of milliseconds) and every thread takes a fresh request on the new one. A refusal
+  raised by shape inference is a :class:`~unirt.errors.ShapeLimitError`, so a Session re-routes
+  that shape to another engine instead of failing.
 
 Compiled models are cached by OpenVINO itself (its ``CACHE_DIR`` property), in an engine-managed
 directory of unirt's artifact cache (``<cache>/openvino/<key>``), one per model content
@@ -37,12 +48,12 @@ import io
 import logging
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import unirt
 from unirt.backend import Availability, Backend, BackendSession, OpenOptions
-from unirt.errors import BackendError, BackendUnavailableError, UnirtError
+from unirt.errors import BackendError, BackendUnavailableError, ShapeLimitError, UnirtError
 from unirt.model import ModelInfo
 
 logger = logging.getLogger("unirt")
@@ -82,10 +93,21 @@ def _engine_message(exc: BaseException) -> str:
 class OpenVinoSession(BackendSession):
     """A compiled model plus one infer request per calling thread."""
 
-    def __init__(self, compiled: Any, model: ModelInfo, label: str) -> None:
+    def __init__(self, compiled: Any, model: ModelInfo, label: str,
+                 reopen: Callable[[Any], Any] | None = None) -> None:
         super().__init__()
         self._compiled = compiled
         self._label = label
+        # Makes a new compiled model from the old one: a run that raised leaves the compiled
+        # model in a state that can spoil later runs (see the module docstring), so it is
+        # replaced, not reused.
+        self._reopen = reopen
+        # Bumped each time the compiled model is replaced; a thread's request carries the
+        # generation it was made in and is dropped once that is not the current one.
+        self._generation = 0
+        self._lock = threading.Lock()
+        #: How many times a run's error made the session compile the model again.
+        self.reopened = 0
         self._local = threading.local()
         ports = list(compiled.outputs)
         by_name: dict[str, int] = {}
@@ -130,16 +152,47 @@ class OpenVinoSession(BackendSession):
         # Feed by port index unless every used input is found under its own name (fast path).
         self._feed_keys = None if by_name else keys
 
-    def _request(self) -> Any:
-        req = self._compiled.create_infer_request()
-        self._local.infer = req.infer
-        return req.infer
+    def _request(self) -> tuple[int, Any]:
+        """A new infer request for this thread, on the current compiled model."""
+        with self._lock:
+            if self._compiled is None:
+                if self._reopen is None:
+                    raise BackendError(f"openvino: the session for {self._label} is closed")
+                try:  # the last run's error dropped the compiled model and compiling failed then
+                    self._compiled = self._reopen(None)
+                except RuntimeError as exc:
+                    raise BackendError(f"openvino could not compile {self._label} again: "
+                                       f"{_engine_message(exc)}") from exc
+            slot = (self._generation, self._compiled.create_infer_request().infer)
+        self._local.slot = slot
+        return slot
+
+    def _discard(self, generation: int) -> None:
+        """After a run raised: replace the compiled model (once, however many threads saw it
+        fail) so that no later run, on any thread, uses the one the failed run left behind."""
+        with self._lock:
+            if generation != self._generation or self._compiled is None:
+                return  # another thread already replaced it (or the session is closed)
+            self._generation += 1
+            self.reopened += 1
+            old, self._compiled = self._compiled, None
+            if self._reopen is None:
+                self._compiled = old  # nothing to compile from: fresh requests are all there is
+                return
+            try:
+                self._compiled = self._reopen(old)
+            except RuntimeError as exc:  # tried again by the next run, which reports it
+                logger.debug("openvino: compiling %s again failed: %s", self._label,
+                             _engine_message(exc))
+        logger.debug("openvino: %s compiled again after a failed run", self._label)
 
     def run(self, feeds: dict[str, Any], output_names: Sequence[str]) -> Sequence[Any]:
         try:
-            infer = self._local.infer
+            generation, infer = self._local.slot
+            if generation != self._generation:
+                generation, infer = self._request()
         except AttributeError:
-            infer = self._request()
+            generation, infer = self._request()
         if self._feed_keys is not None:
             feeds = {self._feed_keys[k]: v for k, v in feeds.items()
                      if self._feed_keys[k] is not None}
@@ -151,8 +204,10 @@ class OpenVinoSession(BackendSession):
             # request's buffers that the next run on this thread would overwrite.
             results = infer(feeds, share_inputs=True, share_outputs=False).to_tuple()
         except RuntimeError as exc:
-            raise BackendError(f"openvino failed running {self._label}: "
-                               f"{_engine_message(exc)}") from exc
+            self._discard(generation)
+            error = ShapeLimitError if _is_shape_refusal(exc) else BackendError
+            raise error(f"openvino failed running {self._label}: "
+                        f"{_engine_message(exc)}") from exc
         if self._identity and (output_names is self._all_names
                                or tuple(output_names) == self._all_names):
             return results
@@ -166,8 +221,19 @@ class OpenVinoSession(BackendSession):
     def close(self) -> None:
         # Requests of other threads live in their thread-local slots; dropping the local drops
         # them all, and with them the last references to the compiled model.
-        self._local = threading.local()
-        self._compiled = None
+        with self._lock:
+            self._local = threading.local()
+            self._compiled = None
+            self._reopen = None
+            self._generation += 1
+
+
+def _is_shape_refusal(exc: BaseException) -> bool:
+    """Whether a run's error is OpenVINO's shape inference refusing the input shapes (a kernel
+    larger than the feature map, a Reshape whose size does not divide): a limit of the engine
+    at that shape, which another engine may well run, not a fault of the model."""
+    text = str(exc)
+    return "shape_inference" in text or "While validating node" in text
 
 
 def _numpy_dtype(element_type: Any) -> Any:
@@ -313,15 +379,27 @@ class OpenVinoBackend(Backend):
         device = self.device(options)
         config = self._config(options, model)
         source = model.source()
-        try:
+
+        def compile_model(old: Any = None) -> Any:
+            """Compile the model; given the compiled model a failed run left behind, make a new
+            one from its exported blob (the very model that was opened, without reading the
+            file again: clean on the PP-OCR recognizer, 50-130 ms), or failing that compile."""
+            if old is not None:
+                try:
+                    return core.import_model(old.export_model(), device, config)
+                except RuntimeError as exc:  # a device that cannot export: compile instead
+                    logger.debug("openvino: export/import of %s failed (%s); compiling",
+                                 model.name, _engine_message(exc))
             if isinstance(source, str):
-                compiled = core.compile_model(source, device, config)
-            else:
-                compiled = core.compile_model(core.read_model(source), device, config)
+                return core.compile_model(source, device, config)
+            return core.compile_model(core.read_model(source), device, config)
+
+        try:
+            compiled = compile_model()
         except RuntimeError as exc:
             raise BackendError(f"{self.name} could not open {model.name} on {device}: "
                                f"{_engine_message(exc)}") from exc
-        sess = OpenVinoSession(compiled, model, model.name)
+        sess = OpenVinoSession(compiled, model, model.name, reopen=compile_model)
         sess.precision = self._read_precision(compiled, options)
         sess.details.update(self._describe(compiled, device, config))
         logger.debug("openvino compiled %s on %s (%s)", model.name, device, sess.precision)
