@@ -26,6 +26,8 @@ in a loop would otherwise outlive the parent).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import pickle
 import select
@@ -112,10 +114,8 @@ class Channel:
     def close(self) -> None:
         self._reader.close()
         for fd in {self.rfd, self.wfd}:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
 
 def _first_line(text: str) -> str:
@@ -130,13 +130,25 @@ def _error_payload(exc: BaseException) -> tuple[str, str, str]:
             traceback.format_exc())
 
 
+class _Unpickler(pickle.Unpickler):
+    """Names what went wrong when a message refers to the parent's ``__main__``: this child's
+    ``__main__`` is this module, and it does not re-run the user's script to find it."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module in ("__main__", "__mp_main__"):
+            raise AttributeError(
+                f"{name!r} is defined in the script being run (__main__); functions and classes "
+                "sent to a child must live in an importable module (the child does not re-run "
+                "your script)")
+        return super().find_class(module, name)
+
+
+def _loads(data: bytes) -> Any:
+    return _Unpickler(io.BytesIO(data)).load()
+
+
 def _load_failure(what: str, exc: BaseException) -> str:
-    """Why a pickled function could not be loaded here, with the usual cause spelled out."""
-    message = f"cannot load {what} in the child process: {type(exc).__name__}: {exc}"
-    if "__main__" in str(exc):
-        message += (" (functions and classes sent to a child must live in an importable module, "
-                    "not in the script being run: the child does not re-run your script)")
-    return message
+    return f"cannot load {what} in the child process: {type(exc).__name__}: {exc}"
 
 
 def _watch_parent(parent: int) -> None:
@@ -156,7 +168,7 @@ def serve(channel: Channel, parent: int) -> int:
     threading.Thread(target=_watch_parent, args=(parent,), name="unirt-parent-watch",
                      daemon=True).start()
     try:
-        init, init_args = channel.recv()
+        init, init_args = _loads(channel.recv_bytes())
     except EOFError:
         return 0
     except BaseException as exc:
@@ -178,7 +190,7 @@ def serve(channel: Channel, parent: int) -> int:
             return 0
         reply: tuple[str, Any]
         try:
-            msg = pickle.loads(data)
+            msg = _loads(data)
         except BaseException as exc:
             reply = (HARNESS, _load_failure("the call", exc))
         else:
@@ -211,10 +223,8 @@ def _flush() -> None:
     # What the call printed through Python should be in the output file before the parent reads
     # its tail (C++ engines' own buffers are theirs).
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
             stream.flush()
-        except (OSError, ValueError, AttributeError):
-            pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,10 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     os.set_inheritable(rfd, False)
     os.set_inheritable(wfd, False)
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(AttributeError, ValueError):
             stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-        except (AttributeError, ValueError):
-            pass
     return serve(Channel(rfd, wfd), parent)
 
 
