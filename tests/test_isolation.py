@@ -245,6 +245,36 @@ def test_interpreter_that_exits_at_once_is_a_harness_failure(
     assert "exited with code 1 before it was ready" in (out.error or "")
 
 
+def _fake_python(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "python3-fake"
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_a_child_that_dies_before_the_handshake_says_why(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _fake_python(tmp_path, "echo '\033[1mFatal Python error: init_fs_encoding\033[0m' >&2; "
+                                  "exit 3")
+    monkeypatch.setattr(isolation, "python_executable", lambda: fake)
+    out = run_isolated(os.getpid)
+    assert out.status == HARNESS and out.exitcode == 3
+    assert out.output_tail == "Fatal Python error: init_fs_encoding"
+
+
+def test_a_child_that_never_says_ready_is_a_harness_failure(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pid_file = tmp_path / "pid"
+    fake = _fake_python(tmp_path, f"echo $$ > {pid_file}; exec sleep 60")
+    monkeypatch.setattr(isolation, "python_executable", lambda: fake)
+    monkeypatch.setattr(isolation, "HANDSHAKE_TIMEOUT", 1.0)
+    start = time.monotonic()
+    out = run_isolated(os.getpid, timeout=60)
+    assert out.status == HARNESS and "did not report ready within 1 s" in (out.error or "")
+    assert time.monotonic() - start < 10
+    assert _gone(int(pid_file.read_text()))
+
+
 def test_no_python_at_all_is_a_clear_harness_failure(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "executable", "/opt/someapp/bin/someapp")
     monkeypatch.setattr(sys, "_base_executable", "", raising=False)

@@ -33,7 +33,6 @@ POSIX only (``pass_fds``, process groups).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import pickle
@@ -169,10 +168,12 @@ def _child_env() -> dict[str, str]:
 def _output_file() -> int:
     """An unlinked temporary file for a quiet child's fd 1/2, opened for appending so that the
     parent can truncate it between calls while the child keeps writing."""
-    fd, path = tempfile.mkstemp(prefix="unirt-child-", suffix=".log")
-    os.unlink(path)
-    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
-    return fd
+    first, path = tempfile.mkstemp(prefix="unirt-child-", suffix=".log")
+    try:
+        return os.open(path, os.O_RDWR | os.O_APPEND)
+    finally:
+        os.close(first)
+        os.unlink(path)
 
 
 def _read_tail(fd: int) -> str | None:
@@ -299,8 +300,13 @@ class Worker:
         try:
             child.channel.send_bytes(init_message, timeout=HANDSHAKE_TIMEOUT)
             kind, reply = _receive(child, HANDSHAKE_TIMEOUT)
-        except (OSError, TimeoutError):
+        except TimeoutError:
+            kind, reply = "timeout", None
+        except OSError:
             kind, reply = "dead", None
+        except BaseException:  # interrupted: a child that never said ready is no use
+            self._discard()
+            raise
         if kind == "reply" and reply[0] == _child.READY:
             return None
         code = self._discard()
@@ -343,6 +349,10 @@ class Worker:
             kind, reply = "timeout", None
         except OSError:
             kind, reply = "dead", None
+        except BaseException:
+            # Interrupted (Ctrl-C) mid-call: the child is busy and the channel out of step.
+            self._discard()
+            raise
         elapsed = time.perf_counter() - start
         if kind == "timeout":
             self._discard()
