@@ -10,23 +10,46 @@ runs a model not yet known to be safe goes through here. Two shapes:
   the next call starts a fresh child. This is what makes ~1,900 conformance cases affordable on two
   cores: an engine import per case would cost more than the cases themselves.
 
-Children are started with ``spawn``: forking a parent that already holds engine threads or locks is
-how deadlocks are made. Functions and arguments must be picklable (module-level functions).
+How a child is made, and why:
+
+* A fresh interpreter on unirt's own :mod:`unirt._child` (``python -P -m unirt._child``), not a
+  ``multiprocessing`` spawn: spawn re-imports the user's ``__main__``, and a script without an
+  ``if __name__ == "__main__":`` guard would run its top level (``unirt.load(...)``) again in the
+  child. Not ``fork`` either: forking a parent that holds engine threads or locks makes deadlocks.
+* The child gets the parent's ``sys.path`` as ``PYTHONPATH`` so that it imports the same unirt,
+  plugins and user modules; site-packages stay on (no ``-I``).
+* Messages are pickles over two dedicated pipes, because engines print on fd 1/2 from C++. With
+  ``quiet`` those go to an unlinked temporary file (a pipe could fill up and block the engine);
+  its last ~2 KB ride along on a crash, timeout or harness failure as ``Outcome.output_tail``.
+* The child leads its own process group, so a timeout kills grandchildren (a converter) too.
+* A handshake separates "unirt could not start a child" (:data:`HARNESS`) from "the engine
+  crashed" (:data:`CRASHED`): callers must not record the former as evidence about an engine.
+
+Functions and arguments are pickled, so functions go by module and name: they must live in an
+importable module, not in the script being run (the child does not re-run the script).
+POSIX only (``pass_fds``, process groups).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
-import multiprocessing.util
 import os
+import pickle
+import re
 import signal
+import subprocess
+import sys
+import tempfile
 import time
-import traceback
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from . import _child
+from ._child import Channel
+from .errors import UnirtError
 
 logger = logging.getLogger("unirt")
 
@@ -34,6 +57,21 @@ OK = "ok"
 ERROR = "error"
 CRASHED = "crashed"
 TIMEOUT = "timeout"
+HARNESS = "harness"
+
+#: How long a child may take to start and load the worker's ``init`` before that counts as a
+#: harness failure (an interpreter start and a few imports; generous for loaded CI machines).
+HANDSHAKE_TIMEOUT = 60.0
+#: How much of the end of a child's output an Outcome keeps.
+OUTPUT_TAIL_BYTES = 2048
+#: How often a waiting parent checks that the child is still alive (a forked grandchild can keep
+#: the reply pipe open after the child died, so EOF alone is not enough).
+_LIVENESS_INTERVAL = 0.25
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+
+
+class IsolationError(UnirtError):
+    """No Python interpreter to start a child with (an embedding application's executable)."""
 
 
 @dataclass
@@ -42,7 +80,10 @@ class Outcome:
 
     ``status``: ``"ok"`` (``value`` holds the result), ``"error"`` (the function raised: ``error``
     is its first line, ``traceback`` the full text), ``"crashed"`` (the child died: ``signal``
-    names the signal, or ``exitcode`` is set) or ``"timeout"`` (killed after ``timeout`` s).
+    names the signal, or ``exitcode`` is set), ``"timeout"`` (killed after ``timeout`` s) or
+    ``"harness"`` (unirt could not start the child or load the function in it: says nothing
+    about the engine). ``output_tail`` is the end of what the child printed, for a crash, timeout
+    or harness failure of a quiet child.
     """
 
     status: str
@@ -53,6 +94,7 @@ class Outcome:
     signal: str | None = None
     exitcode: int | None = None
     seconds: float = 0.0
+    output_tail: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -67,65 +109,9 @@ class Outcome:
             return f"crashed ({how})"
         if self.status == TIMEOUT:
             return f"timed out after {self.seconds:.0f} s"
+        if self.status == HARNESS:
+            return f"isolation failed: {self.error or 'the child process did not start'}"
         return self.error or "error"
-
-
-def _first_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[0] if lines else ""
-
-
-def _silence() -> None:
-    # Engines print pages of warnings on fd 1/2 from C++: keep them out of the user's terminal.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
-    os.close(devnull)
-
-
-def _worker_main(conn: Any, init: Callable[..., Any] | None, init_args: tuple[Any, ...],
-                 quiet: bool) -> None:
-    if quiet:
-        _silence()
-    state: Any = None
-    init_error: tuple[str, str, str] | None = None
-    if init is not None:
-        try:
-            state = init(*init_args)
-        except BaseException as exc:
-            init_error = (type(exc).__name__, _first_line(str(exc)) or type(exc).__name__,
-                          traceback.format_exc())
-    while True:
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            return
-        if msg is None:
-            return
-        fn, args = msg
-        if init_error is not None:
-            conn.send((ERROR, init_error))
-            continue
-        try:
-            value = fn(state, *args)
-        except BaseException as exc:
-            reply: tuple[str, Any] = (ERROR, (type(exc).__name__,
-                                              _first_line(str(exc)) or type(exc).__name__,
-                                              traceback.format_exc()))
-        else:
-            reply = (OK, value)
-        try:
-            conn.send(reply)
-        except Exception as exc:  # an unpicklable result
-            conn.send((ERROR, (type(exc).__name__, f"result cannot be sent back: {exc}", "")))
-
-
-def _terminate(proc: Any, conn: Any) -> None:
-    with contextlib.suppress(OSError):
-        conn.close()
-    if proc.is_alive():
-        proc.kill()
-    proc.join(5)
 
 
 def _signal_name(exitcode: int | None) -> str | None:
@@ -137,11 +123,130 @@ def _signal_name(exitcode: int | None) -> str | None:
         return str(-exitcode)
 
 
+def _looks_like_python(path: str) -> bool:
+    name = os.path.basename(path).lower()
+    return (bool(path) and name.startswith(("python", "pypy")) and os.path.isfile(path)
+            and os.access(path, os.X_OK))
+
+
+def python_executable() -> str:
+    """The interpreter to start children with: ``sys.executable``, or the base interpreter when
+    that is empty or not a Python (an application embedding Python reports its own binary)."""
+    candidates = [sys.executable, getattr(sys, "_base_executable", "") or ""]
+    for path in candidates:
+        if _looks_like_python(path):
+            return path
+    raise IsolationError(
+        "cannot run engines in a child process: no Python interpreter found "
+        f"(sys.executable={sys.executable!r}, sys._base_executable={candidates[1]!r})")
+
+
+def _child_command(exe: str) -> list[str]:
+    # The child must not put its working directory first on sys.path (the parent may not have
+    # it there): it gets the parent's path through PYTHONPATH instead.
+    if sys.version_info >= (3, 11):
+        return [exe, "-P", "-m", "unirt._child"]
+    return [exe, "-c", "import sys\nif sys.path[:1] == ['']: del sys.path[0]\n"
+            "from unirt._child import main\nsys.exit(main())"]
+
+
+def _child_env() -> dict[str, str]:
+    """The parent's environment with ``PYTHONPATH`` = the parent's ``sys.path`` (the entries that
+    exist, in order, made absolute) followed by any ``PYTHONPATH`` already set."""
+    paths: list[str] = []
+    for entry in sys.path:
+        path = os.path.abspath(entry or os.curdir)
+        if path not in paths and os.path.exists(path):
+            paths.append(path)
+    env = dict(os.environ)
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    return env
+
+
+def _output_file() -> int:
+    """An unlinked temporary file for a quiet child's fd 1/2, opened for appending so that the
+    parent can truncate it between calls while the child keeps writing."""
+    first, path = tempfile.mkstemp(prefix="unirt-child-", suffix=".log")
+    try:
+        return os.open(path, os.O_RDWR | os.O_APPEND)
+    finally:
+        os.close(first)
+        os.unlink(path)
+
+
+def _read_tail(fd: int) -> str | None:
+    try:
+        size = os.fstat(fd).st_size
+        data = os.pread(fd, OUTPUT_TAIL_BYTES, max(0, size - OUTPUT_TAIL_BYTES))
+    except OSError:
+        return None
+    text = _ANSI.sub("", data.decode("utf-8", "replace")).strip()
+    return text or None
+
+
+class _Child:
+    """One started child: its process, channel and output file. Holds no reference to the
+    Worker, so that a Worker nobody closed can be collected and its finalizer kill this."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], channel: Channel, log: int | None) -> None:
+        self.proc = proc
+        self.channel = channel
+        self.log = log
+        self.answered = False
+        self.tail: str | None = None
+        self._dead = False
+
+    def exited(self) -> bool:
+        """Whether the child has exited, without reaping it (its pid, which is also its process
+        group's id, must stay ours until :meth:`kill` has killed the group)."""
+        if self.proc.returncode is not None:
+            return True
+        if hasattr(os, "waitid"):
+            try:
+                return os.waitid(os.P_PID, self.proc.pid,
+                                 os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+            except ChildProcessError:
+                return True
+        return self.proc.poll() is not None  # pragma: no cover - no waitid (older macOS)
+
+    def kill(self) -> int | None:
+        """Kill the child's whole process group, reap the child, keep its output's tail, release
+        everything. Idempotent; returns the exit code (negative: the signal)."""
+        if self._dead:
+            return self.proc.returncode
+        self._dead = True
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            logger.warning("child process %d did not die after SIGKILL", self.proc.pid)
+        self.channel.close()
+        if self.log is not None:
+            self.tail = _read_tail(self.log)
+            os.close(self.log)
+        return self.proc.returncode
+
+    def close(self) -> None:
+        """Ask the child to exit, give it a moment, then :meth:`kill` whatever is left."""
+        if not self._dead and not self.exited():
+            with contextlib.suppress(OSError, TimeoutError):
+                self.channel.send(None, timeout=1.0)
+                self.channel.wait(2.0)  # EOF once the child has exited
+        self.kill()
+
+
 class Worker:
     """A long-lived child that runs ``init(*init_args)`` once, then ``fn(state, *args)`` per call.
 
     Restarted transparently after a crash or timeout. Use as a context manager or call
-    :meth:`close`. Not thread-safe: one call at a time.
+    :meth:`close`; one never closed is killed when collected or at interpreter exit.
+
+    Not thread-safe: one call at a time per Worker (calls are request/reply on one pipe pair);
+    use one Worker per thread.
     """
 
     def __init__(self, init: Callable[..., Any] | None = None, init_args: tuple[Any, ...] = (),
@@ -149,67 +254,121 @@ class Worker:
         self._init = init
         self._init_args = init_args
         self._quiet = quiet
-        self._ctx = multiprocessing.get_context("spawn")
-        self._proc: Any = None
-        self._conn: Any = None
-        self._finalizer: Any = None
+        self._child: _Child | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
         self._starts = 0
 
-    def _start(self) -> None:
-        parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(target=_worker_main,
-                                 args=(child, self._init, self._init_args, self._quiet))
-        # Not a daemon: the child may need children of its own (a backend that verifies or
-        # converts in a subprocess). It still ends with us: its recv() fails when our end closes.
-        proc.start()
-        self._starts += 1
-        child.close()
-        self._proc, self._conn = proc, parent
-        # A Worker nobody closed must not hold up interpreter exit (multiprocessing joins
-        # non-daemon children at exit, and ours waits on its pipe): kill it first.
-        self._finalizer = multiprocessing.util.Finalize(self, _terminate, args=(proc, parent),
-                                                        exitpriority=10)
+    def _start(self) -> Outcome | None:
+        """Start a child and wait for its handshake; a HARNESS Outcome when that fails."""
+        start = time.perf_counter()
 
-    def _kill(self) -> int | None:
-        proc, self._proc = self._proc, None
-        self._conn = None
+        def harness(message: str, tail: str | None = None, exitcode: int | None = None,
+                    error_type: str | None = None) -> Outcome:
+            logger.debug("isolation: %s", message)
+            return Outcome(HARNESS, error=message, error_type=error_type,
+                           signal=_signal_name(exitcode), exitcode=exitcode,
+                           seconds=time.perf_counter() - start, output_tail=tail)
+
+        try:
+            exe = python_executable()
+        except IsolationError as exc:
+            return harness(str(exc), error_type=type(exc).__name__)
+        init_message = pickle.dumps((self._init, self._init_args),
+                                    protocol=pickle.HIGHEST_PROTOCOL)
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        log = _output_file() if self._quiet else None
+        self._starts += 1
+        try:
+            proc = subprocess.Popen(
+                [*_child_command(exe), str(to_child_r), str(from_child_w), str(os.getpid())],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=_child_env(),
+                pass_fds=(to_child_r, from_child_w), start_new_session=True)
+        except OSError as exc:
+            for fd in (to_child_w, from_child_r, *(() if log is None else (log,))):
+                os.close(fd)
+            return harness(f"cannot start a child process with {exe}: "
+                           f"{exc.strerror or exc}", error_type=type(exc).__name__)
+        finally:  # the child's ends: only the child may hold them, or its death brings no EOF
+            os.close(to_child_r)
+            os.close(from_child_w)
+        os.set_blocking(to_child_w, False)
+        child = _Child(proc, Channel(from_child_r, to_child_w), log)
+        self._child = child
+        self._finalizer = weakref.finalize(self, child.kill)
+
+        try:
+            child.channel.send_bytes(init_message, timeout=HANDSHAKE_TIMEOUT)
+            kind, reply = _receive(child, HANDSHAKE_TIMEOUT)
+        except TimeoutError:
+            kind, reply = "timeout", None
+        except OSError:
+            kind, reply = "dead", None
+        except BaseException:  # interrupted: a child that never said ready is no use
+            self._discard()
+            raise
+        if kind == "reply" and reply[0] == _child.READY:
+            return None
+        code = self._discard()
+        if kind == "timeout":
+            return harness(f"the child process ({exe}) did not report ready within "
+                           f"{HANDSHAKE_TIMEOUT:g} s", child.tail)
+        if kind == "reply" and reply[0] == _child.HARNESS:
+            return harness(str(reply[1]), child.tail)
+        how = f"signal {_signal_name(code)}" if code is not None and code < 0 else f"code {code}"
+        return harness(f"the child process ({exe}) exited with {how} before it was ready "
+                       "(it could not start Python or import unirt)", child.tail, code)
+
+    def _discard(self) -> int | None:
+        """Kill the current child (if any); its exit code."""
+        child, self._child = self._child, None
         finalizer, self._finalizer = self._finalizer, None
         if finalizer is not None:
-            finalizer()  # closes our pipe end, kills the child if alive, joins it
-        return None if proc is None else proc.exitcode
+            finalizer.detach()
+        return None if child is None else child.kill()
 
     def call(self, fn: Callable[..., Any], *args: Any, timeout: float = 60.0) -> Outcome:
-        """Run ``fn(state, *args)`` in the child. Never raises for what the child does."""
-        if self._proc is None or not self._proc.is_alive():
-            self._kill()
-            self._start()
+        """Run ``fn(state, *args)`` in the child. Never raises for what the child does (a function
+        or argument that cannot be pickled here is the caller's bug and raises)."""
+        message = pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL)
+        if self._child is not None and self._child.exited():
+            self._discard()
+        if self._child is None:
+            failure = self._start()
+            if failure is not None:
+                return failure
+        child = self._child
+        assert child is not None
+        if child.answered and child.log is not None:
+            os.ftruncate(child.log, 0)  # the tail should be this call's output
         start = time.perf_counter()
         try:
-            self._conn.send((fn, args))
-        except (BrokenPipeError, OSError):
-            code = self._kill()
-            return Outcome(CRASHED, signal=_signal_name(code), exitcode=code,
-                           seconds=time.perf_counter() - start)
-        try:
-            ready = self._conn.poll(timeout)
-        except (EOFError, OSError):
-            ready = True
-        if not ready:
-            self._kill()
-            return Outcome(TIMEOUT, error=f"timed out after {timeout:g} s",
-                           seconds=time.perf_counter() - start)
-        try:
-            status, payload = self._conn.recv()
-        except (EOFError, OSError):
-            # The child died mid-call: wait for its exit code to name the signal.
-            if self._proc is not None:
-                self._proc.join(5)
-            code = self._kill()
-            return Outcome(CRASHED, signal=_signal_name(code), exitcode=code,
-                           seconds=time.perf_counter() - start)
+            child.channel.send_bytes(message, timeout=timeout)
+            kind, reply = _receive(child, max(0.0, timeout - (time.perf_counter() - start)))
+        except TimeoutError:
+            kind, reply = "timeout", None
+        except OSError:
+            kind, reply = "dead", None
+        except BaseException:
+            # Interrupted (Ctrl-C) mid-call: the child is busy and the channel out of step.
+            self._discard()
+            raise
         elapsed = time.perf_counter() - start
+        if kind == "timeout":
+            self._discard()
+            return Outcome(TIMEOUT, error=f"timed out after {timeout:g} s", seconds=elapsed,
+                           output_tail=child.tail)
+        if kind == "dead":
+            code = self._discard()
+            return Outcome(CRASHED, signal=_signal_name(code), exitcode=code, seconds=elapsed,
+                           output_tail=child.tail)
+        child.answered = True
+        status, payload = reply
         if status == OK:
             return Outcome(OK, value=payload, seconds=elapsed)
+        if status == _child.HARNESS:
+            return Outcome(HARNESS, error=str(payload), seconds=elapsed,
+                           output_tail=_read_tail(child.log) if child.log is not None else None)
         etype, line, tb = payload
         return Outcome(ERROR, error=f"{etype}: {line}", error_type=etype, traceback=tb,
                        seconds=elapsed)
@@ -221,13 +380,10 @@ class Worker:
 
     def close(self) -> None:
         """Stop the child (politely, then by force)."""
-        if self._proc is not None and self._proc.is_alive() and self._conn is not None:
-            try:
-                self._conn.send(None)
-                self._proc.join(2)
-            except (BrokenPipeError, OSError):
-                pass
-        self._kill()
+        child = self._child
+        if child is not None:
+            child.close()
+        self._discard()
 
     def __enter__(self) -> Worker:
         return self
@@ -236,12 +392,33 @@ class Worker:
         self.close()
 
 
-def _call_plain(_state: Any, fn: Callable[..., Any], *args: Any) -> Any:
-    return fn(*args)
+def _receive(child: _Child, timeout: float) -> tuple[str, Any]:
+    """Wait for the child's next message: ``("reply", message)``, ``("dead", None)`` when the
+    child died (EOF, or it exited while something else holds the pipe) or ``("timeout", None)``.
+    A reply that cannot be unpickled here becomes an error reply."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return "timeout", None
+        if child.channel.wait(min(remaining, _LIVENESS_INTERVAL)):
+            try:
+                data = child.channel.recv_bytes(max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                return "timeout", None
+            except (EOFError, OSError):
+                return "dead", None
+            try:
+                return "reply", pickle.loads(data)
+            except Exception as exc:
+                return "reply", (ERROR, (type(exc).__name__,
+                                         f"the result cannot be loaded in the parent: {exc}", ""))
+        if child.exited():
+            return "dead", None
 
 
 def run_isolated(fn: Callable[..., Any], *args: Any, timeout: float = 120.0,
                  quiet: bool = True) -> Outcome:
     """Call ``fn(*args)`` once in a fresh child process; a crash or hang becomes an Outcome."""
     with Worker(quiet=quiet) as w:
-        return w.call(_call_plain, fn, *args, timeout=timeout)
+        return w.call(_child.call_plain, fn, *args, timeout=timeout)
