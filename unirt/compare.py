@@ -85,6 +85,8 @@ def compare(
     names = list(backends) if backends else default_backends()
     for n in names:
         registry.backend(n)  # unknown names: an error listing the registered ones
+    if feeds is None and seed == 0 and atol is None and rtol is None and not options:
+        return _compare_as_verification(info, names, shapes, precision, timeout)
     all_feeds = feeds_for(info, feeds, shapes, seed)
     ref_open, reference = reference_outputs(info.source(), [all_feeds], timeout=timeout)
     if not ref_open.ok or reference[0].outputs is None:
@@ -96,6 +98,30 @@ def compare(
     return CompareReport(info.name, reference_name(), precision,
                          {k: (list(np.shape(v)), str(np.asarray(v).dtype))
                           for k, v in all_feeds.items()}, results)
+
+
+def _compare_as_verification(info: ModelInfo, names: list[str],
+                             shapes: Mapping[str, Sequence[int]] | None, precision: str,
+                             timeout: float) -> CompareReport:
+    """``compare`` on generated inputs is a verification: the same inputs and shape sets as
+    ``load`` runs, and the verdicts written where ``load`` and ``capabilities`` read them."""
+    from .plugins import get_registry
+    from .verify import feed_sets, verify
+
+    registry = get_registry()
+    labels, _, all_sets = feed_sets(info, shapes)
+    ref_open, reference = reference_outputs(info.source(), all_sets, timeout=timeout,
+                                            labels=labels)
+    if not ref_open.ok or reference[0].outputs is None:
+        why = ref_open.describe() if not ref_open.ok else reference[0].outcome.describe()
+        raise UnirtError(f"the reference ({reference_name()}) could not run {info.name}: "
+                         f"{why}")
+    results = [verify(info, name, registry.backend(name).available().version, precision, {},
+                      shapes, "always", timeout=timeout, reference=reference).result
+               for name in names]
+    return CompareReport(info.name, reference_name(), precision,
+                         {k: (list(np.shape(v)), str(np.asarray(v).dtype))
+                          for k, v in all_sets[0].items()}, results)
 
 
 # -- layerwise -----------------------------------------------------------------------------------

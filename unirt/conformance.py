@@ -38,6 +38,7 @@ from .capability import (
 )
 from .errors import ToolCrashError, UnirtError, first_line
 from .isolation import CRASHED, OK, TIMEOUT, Worker
+from .isolation import HARNESS as ISO_HARNESS
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -312,6 +313,8 @@ def _outcome_status(outcome: Any) -> tuple[str, str | None]:
         return "crash", outcome.describe()
     if outcome.status == TIMEOUT:
         return "timeout", outcome.describe()
+    if outcome.status == ISO_HARNESS:  # unirt could not run the case: not the engine's doing
+        return HARNESS, outcome.describe()
     return "run_fail", outcome.error
 
 

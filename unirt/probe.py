@@ -19,6 +19,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import HarnessError
+from .isolation import CRASHED as ISO_CRASHED
+from .isolation import ERROR as ISO_ERROR
+from .isolation import HARNESS as ISO_HARNESS
+from .isolation import TIMEOUT as ISO_TIMEOUT
 from .isolation import Outcome, Worker
 from .metrics import OutputDiff, diff, tolerance, within
 from .model import ModelInfo
@@ -43,12 +47,12 @@ DEFAULT_TIMEOUT = 300.0
 
 # Statuses of a probe. HARNESS: unirt itself could not measure (a child that could not start,
 # a plugin registry that could not be rebuilt in it): says nothing about the engine.
-PASS, FAIL, ERROR, CRASHED, TIMEOUT, NO_REFERENCE, HARNESS = (
-    "pass", "fail", "error", "crashed", "timeout", "no reference", "harness")
+PASS, FAIL, NO_REFERENCE = "pass", "fail", "no reference"
+ERROR, CRASHED, TIMEOUT, HARNESS = ISO_ERROR, ISO_CRASHED, ISO_TIMEOUT, ISO_HARNESS
 
 #: Errors raised in a child that are unirt's own failure to measure, not the engine's answer.
-_HARNESS_ERRORS = frozenset({"HarnessError", "BackendNotFoundError", "PluginError",
-                             "ModuleNotFoundError"})
+_HARNESS_ERRORS = frozenset({"HarnessError", "IsolationError", "BackendNotFoundError",
+                             "PluginError", "ModuleNotFoundError"})
 
 
 # -- what runs in the child ----------------------------------------------------------------------

@@ -203,7 +203,9 @@ def _run_pnnx(exe: Path, args: list[str], cwd: Path, timeout: float, what: str) 
     try:
         proc = subprocess.run(
             [str(exe), *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, timeout=timeout, start_new_session=True, check=False)
+            stdin=subprocess.DEVNULL, timeout=timeout, check=False)
+        # pnnx stays in our process group: when a verification child is killed (timeout, its
+        # parent gone), the group kill takes a pnnx still converting with it.
     except subprocess.TimeoutExpired as exc:
         raise BackendError(f"{NAME}: pnnx did not finish converting {what} within {timeout:g} s "
                            "(killed; raise the ncnn option 'timeout' if the model is large)"
