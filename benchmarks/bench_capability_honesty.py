@@ -71,9 +71,9 @@ def run(backend_name: str, results_dir: Path | None, cases: list[Any],
             info = read_model(c.model)
         except Exception:
             continue
-        pred_in[c.name] = check_backend(backend, info, table).status
+        pred_in[c.name] = check_backend(backend, info, table).prediction
         loo = OpTable(table.data, table.path, exclude={c.name})
-        pred_loo[c.name] = check_backend(backend, info, loo).status
+        pred_loo[c.name] = check_backend(backend, info, loo).prediction
     return {"backend": backend_name, "version": backend.available().version,
             "table": table.name, "table_note": note, "probe_seconds": round(probe_s, 1),
             "predict_seconds": round(time.perf_counter() - t1, 1),
