@@ -212,7 +212,7 @@ def verify(info: ModelInfo, backend: str, version: str | None, precision: str = 
     if timeout is None:
         timeout = float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT)
     try:
-        labels, sets, feeds = feed_sets(info, shapes)
+        sets = [s for _, s in shape_sets(info.inputs, shapes)]
     except UnirtError as exc:  # bf16, strings without shape, sequences: nothing to compare
         result = ProbeResult(backend, NO_REFERENCE, f"no inputs can be generated ({exc})")
         return Verification(VerifyStatus.UNVERIFIED, result, False, "")
@@ -229,6 +229,11 @@ def verify(info: ModelInfo, backend: str, version: str | None, precision: str = 
                 logger.warning("unreadable verification verdict %s; measuring again", key)
     else:
         cache.remove(CACHE_SECTION, key)
+    try:  # generated only now: a cached verdict costs no input generation
+        labels, _, feeds = feed_sets(info, shapes)
+    except UnirtError as exc:
+        result = ProbeResult(backend, NO_REFERENCE, f"no inputs can be generated ({exc})")
+        return Verification(VerifyStatus.UNVERIFIED, result, False, key)
     start = time.perf_counter()
     result = probe(info, backend, feeds, precision, options, atol=tolerance,
                    timeout=timeout, labels=labels, registry=registry, reference=reference,

@@ -152,10 +152,10 @@ class OpTable:
         # of an expanded function says nothing about the Add that passes in fifty other cases.
         for c in deferred:
             for key, feats in (interned[i] for i in c.get("f") or []):
-                ev = self.ops.get(key)
-                if ev is None or not ev.passing:
-                    ev = self.ops.setdefault(key, OpEvidence(key))
-                    ev.failing.append(Case(c["n"], c["s"], c.get("e"), feats))
+                known = self.ops.get(key)
+                if known is None or not known.passing:
+                    self.ops.setdefault(key, OpEvidence(key)).failing.append(
+                        Case(c["n"], c["s"], c.get("e"), feats))
 
     @property
     def name(self) -> str:
