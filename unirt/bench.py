@@ -41,6 +41,8 @@ class BenchResult:
     precision: str | None = None
     cold_load_s: float | None = None
     warm_load_s: float | None = None
+    #: Importing the engine in a fresh process, apart from the load (OpenVINO: ~0.6 s).
+    import_s: float | None = None
     latencies_s: list[float] = field(default_factory=list)
     peak_rss_bytes: int | None = None
     batch: int = 1
@@ -73,8 +75,9 @@ class BenchResult:
     def as_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "shape": self.shape, "status": self.status,
                 "reason": self.reason, "precision": self.precision,
-                "cold_load_s": self.cold_load_s, "warm_load_s": self.warm_load_s,
-                "median_ms": self.median_ms, "p90_ms": self.p90_ms, "p99_ms": self.p99_ms,
+                "import_s": self.import_s, "cold_load_s": self.cold_load_s,
+                "warm_load_s": self.warm_load_s, "median_ms": self.median_ms,
+                "p90_ms": self.p90_ms, "p99_ms": self.p99_ms,
                 "throughput_per_s": self.throughput, "peak_rss_mb":
                     None if self.peak_rss_bytes is None else self.peak_rss_bytes / 2**20,
                 "runs": len(self.latencies_s)}
@@ -169,7 +172,7 @@ def bench(
                     results[(name, label)] = BenchResult(
                         name, label, precision=first.value["precision"],
                         cold_load_s=first.value["load_s"], warm_load_s=warm.value["load_s"],
-                        batch=int(batch))
+                        import_s=first.value.get("import_s"), batch=int(batch))
             per_round = max(1, -(-runs // rounds))
             dead: dict[str, Any] = {}  # a crashed or hung child took its session with it
 

@@ -402,11 +402,13 @@ def bench_cmd(model: str, backend_list: str | None, shape_specs: tuple[str, ...]
     con.print(f"{report.model} on {m['cpu']} ({m['cores']} cores), "
               + ", ".join(f"{k} {v}" for k, v in m["engines"].items()))
     rows = [[r.backend, r.shape, r.status if r.status != "ok" else (r.precision or ""),
-             _ms(r.cold_load_s), _ms(r.warm_load_s), _fmt(r.median_ms), _fmt(r.p90_ms),
+             _ms(r.import_s), _ms(r.cold_load_s), _ms(r.warm_load_s), _fmt(r.median_ms),
+             _fmt(r.p90_ms),
              _fmt(r.p99_ms), _fmt(r.throughput),
              "" if r.peak_rss_bytes is None else f"{r.peak_rss_bytes / 2**20:.0f}", r.reason]
             for r in report.results]
-    con.print(_table("Benchmark", ["backend", "shape", "precision", "cold load ms",
+    con.print(_table("Benchmark", ["backend", "shape", "precision", "engine import ms",
+                                   "cold load ms",
                                    "warm load ms", "median ms", "p90 ms", "p99 ms", "samples/s",
                                    "peak MB", "note"], rows))
 
@@ -492,10 +494,12 @@ def _add_builtin_groups() -> None:
     """Commands kept in modules of their own (the capability matrix, the cache)."""
     from .cache_cli import cache
     from .capability_cli import capabilities_command, probe_ops_command
+    from .tune_cli import tune_command
 
     cli.add_command(capabilities_command)
     cli.add_command(probe_ops_command)
     cli.add_command(cache)
+    cli.add_command(tune_command)
 
 
 _add_builtin_groups()

@@ -1,10 +1,14 @@
-"""``prefer="fastest"``: route to the fastest backend whose numbers pass, measured on the model.
+"""Tuning: the fastest backend whose numbers are right, measured on the model.
 
-Every available candidate opens the model in a child of its own, runs it once on seeded inputs
-at the model's shape (judged against the reference like any verification), and the ones that
-pass are timed side by side, round after round in rotating order, so that a noisy machine slows
-them alike. The ranking and the figures behind it are cached per (model, machine, engine
-versions, precision, options, shapes), so only the first load pays for the measurement.
+One measurement behind ``prefer="fastest"``, ``unirt tune`` and ``load(tune="background")``.
+Every candidate is verified first (:func:`unirt.verify.verify`: a child process, seeded inputs
+at every shape set, compared with the reference, and the verdict cached where ``load`` reads it),
+then the verified ones are timed side by side in children of their own, round after round in
+rotating order, so that a noisy machine slows them alike.
+
+The ranking is cached per (model, machine, precision, options, shapes, tolerance) with the
+engine versions it was measured with: a lookup (the default route, at every ``load``) needs no
+engine import, and an entry whose versions no longer match what is installed is measured again.
 """
 
 from __future__ import annotations
@@ -13,30 +17,31 @@ import json
 import logging
 import os
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .isolation import Worker
 from .model import ModelInfo
-from .probe import (
-    _child_init,
-    _child_run,
-    judge,
-    reference_outputs,
-    run_sets,
-)
+from .probe import _child_init, _child_run, run_sets
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .plugins import Registry
 
 logger = logging.getLogger("unirt")
 
 FASTEST = "fastest"
 CACHE_SECTION = "fastest"
 RESULT_FILE = "ranking.json"
-VERSION = 1
+VERSION = 2
 ROUNDS = 5
 RUNS_PER_ROUND = 3
 WARMUP = 2
+
+#: ``progress(done, total, what)`` while measuring: the CLI draws a bar with it.
+Progress = Callable[[int, int, str], None]
+
 
 def _timeout() -> float:
     from .verify import DEFAULT_TIMEOUT, TIMEOUT_ENV
@@ -46,13 +51,24 @@ def _timeout() -> float:
 
 @dataclass
 class Ranking:
-    """Candidates that passed, fastest first, with median seconds per run; and those that did
-    not pass, with why. ``cached``: read from the cache, nothing was measured now."""
+    """Candidates that passed, fastest first, with median seconds per run; those that did not
+    pass, with why; and the figures behind them. ``cached``: read from the cache, nothing was
+    measured now. ``versions``: engine versions of the candidates when it was measured."""
 
     order: list[str]
     median_s: dict[str, float]
     rejected: dict[str, str] = field(default_factory=dict)
     cached: bool = False
+    versions: dict[str, str | None] = field(default_factory=dict)
+    candidates: list[str] = field(default_factory=list)
+    max_abs: dict[str, float] = field(default_factory=dict)
+    load_s: dict[str, float] = field(default_factory=dict)
+    precision: dict[str, str] = field(default_factory=dict)
+    shapes: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def winner(self) -> str | None:
+        return self.order[0] if self.order else None
 
     def describe(self, name: str) -> str:
         if name in self.rejected:
@@ -63,72 +79,150 @@ class Ranking:
         return f"fastest #{rank} of {len(self.order)} that pass: {figures}{source}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"order": self.order, "median_s": self.median_s, "rejected": self.rejected}
+        return {"order": self.order, "median_s": self.median_s, "rejected": self.rejected,
+                "versions": self.versions, "candidates": self.candidates,
+                "max_abs": self.max_abs, "load_s": self.load_s, "precision": self.precision,
+                "shapes": self.shapes}
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any], cached: bool = False) -> Ranking:
+        order = [str(n) for n in doc["order"]]
+        median = {str(k): float(v) for k, v in doc["median_s"].items()}
+        if set(order) != set(median):
+            raise ValueError("ranking order and figures disagree")
+        return cls(order, median, dict(doc.get("rejected", {})), cached,
+                   dict(doc.get("versions", {})), list(doc.get("candidates", order)),
+                   dict(doc.get("max_abs", {})), dict(doc.get("load_s", {})),
+                   dict(doc.get("precision", {})), dict(doc.get("shapes", {})))
+
+
+def _key(info: ModelInfo, precision: str, options: Mapping[str, Mapping[str, Any]],
+         shapes: Mapping[str, Sequence[int]] | None, tolerance: float | None) -> str:
+    """The tuning key: no engine version in it, so a lookup imports no engine (the versions are
+    kept inside the entry and compared where they matter)."""
+    from .cache import artifact_key
+    from .inventory import cpu_name
+    from .verify import probe_shapes
+
+    shape_set = probe_shapes(info.inputs, shapes)[0]
+    return artifact_key(CACHE_SECTION, info, versions={"fastest": VERSION},
+                        shapes={k: list(v) for k, v in shape_set.items()}, precision=precision,
+                        options={"machine": f"{cpu_name()} x{os.cpu_count()}",
+                                 "options": {k: dict(v) for k, v in options.items()},
+                                 "tolerance": tolerance})
+
+
+def lookup(info: ModelInfo, precision: str = "exact",
+           options: Mapping[str, Mapping[str, Any]] | None = None,
+           shapes: Mapping[str, Sequence[int]] | None = None,
+           tolerance: float | None = None) -> Ranking | None:
+    """The cached ranking for this model on this machine, or None; never measures, imports no
+    engine. The caller checks the winner's version against what is installed."""
+    from .cache import ArtifactCache
+    from .errors import UnirtError
+
+    try:
+        key = _key(info, precision, options or {}, shapes, tolerance)
+    except UnirtError:
+        return None
+    entry = ArtifactCache().lookup(CACHE_SECTION, key)
+    if entry is None:
+        return None
+    try:
+        return Ranking.from_dict(json.loads((entry / RESULT_FILE).read_text()), cached=True)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        logger.warning("unreadable fastest-backend ranking %s; ignored", key)
+        return None
 
 
 def rank(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, str | None],
          precision: str, options: Mapping[str, Mapping[str, Any]],
          shapes: Mapping[str, Sequence[int]] | None = None,
-         tolerance: float | None = None) -> Ranking:
-    """Measure (or read from the cache) the ranking of ``candidates`` on ``info``."""
-    from .cache import ArtifactCache, artifact_key
-    from .inputs import make_inputs
-    from .inventory import cpu_name
-    from .verify import probe_shapes
+         tolerance: float | None = None, *, registry: Registry | None = None,
+         progress: Progress | None = None, remeasure: bool = False,
+         nice: int = 0) -> Ranking:
+    """The ranking of ``candidates`` on ``info``: cached when measured for the same candidates
+    and engine versions, else measured now (and cached). ``remeasure`` measures regardless
+    (``unirt tune``); ``nice`` lowers the children's priority (background tuning)."""
+    from .cache import ArtifactCache
 
-    shape_set = probe_shapes(info.inputs, shapes)[0]
-    key = artifact_key(CACHE_SECTION, info, versions={"engines": dict(versions),
-                                                      "fastest": VERSION},
-                       shapes={k: list(v) for k, v in shape_set.items()}, precision=precision,
-                       options={"machine": f"{cpu_name()} x{os.cpu_count()}",
-                                "candidates": list(candidates),
-                                "options": {k: dict(v) for k, v in options.items()},
-                                "tolerance": tolerance})
-    cache = ArtifactCache()
-    entry = cache.lookup(CACHE_SECTION, key)
-    if entry is not None:
-        try:
-            doc = json.loads((entry / RESULT_FILE).read_text())
-            return Ranking(doc["order"], doc["median_s"], doc["rejected"], cached=True)
-        except (OSError, ValueError, KeyError):
-            logger.warning("unreadable fastest-backend ranking %s; measuring again", key)
-    feeds = make_inputs(info.inputs, shape_set, seed=0)
-    ranking = _measure(info, candidates, feeds, precision, options, tolerance)
+    if not remeasure:
+        known = lookup(info, precision, options, shapes, tolerance)
+        if known is not None and set(known.candidates) == set(candidates) and all(
+                known.versions.get(n) == versions.get(n) for n in candidates):
+            return known
+    ranking = _measure(info, candidates, versions, precision, options, shapes, tolerance,
+                       registry, progress, nice)
+    key = _key(info, precision, options, shapes, tolerance)
 
     def build(tmp: Path) -> dict[str, Any]:
         (tmp / RESULT_FILE).write_text(json.dumps(ranking.as_dict(), indent=1))
         return {"model": info.name, "kind": "fastest-backend ranking"}
 
+    cache = ArtifactCache()
+    cache.remove(CACHE_SECTION, key)  # a new measurement replaces the old one
     cache.get_or_build(CACHE_SECTION, key, build)
     return ranking
 
 
-def _measure(info: ModelInfo, candidates: Sequence[str], feeds: dict[str, Any],
+def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, str | None],
              precision: str, options: Mapping[str, Mapping[str, Any]],
-             tolerance: float | None) -> Ranking:
+             shapes: Mapping[str, Sequence[int]] | None, tolerance: float | None,
+             registry: Registry | None, progress: Progress | None, nice: int) -> Ranking:
+    """Verify every candidate (cached verdicts reused), then time the verified ones."""
+    from .plugins import get_registry
+    from .verify import VerifyStatus, feed_sets, verify
+
+    reg = registry or get_registry()
     source = info.source()
     timeout = _timeout()
-    ref_open, reference = reference_outputs(source, [feeds], timeout=timeout)
+    _, _, feeds_all = feed_sets(info, shapes)
+    feeds = feeds_all[0]
+    ranking = Ranking([], {}, versions=dict(versions), candidates=list(candidates),
+                      shapes={k: list(v.shape) for k, v in feeds.items()})
+    total = len(candidates) * 2
+    step = 0
+
+    def tick(what: str) -> None:
+        nonlocal step
+        step += 1
+        if progress is not None:
+            progress(step, total, what)
+
+    passed: list[str] = []
+    for name in candidates:
+        tick(f"verifying {name}")
+        if reg.backend(name).is_reference:
+            passed.append(name)
+            ranking.max_abs[name] = 0.0
+            continue
+        v = verify(info, name, versions.get(name), precision, options.get(name, {}), shapes,
+                   tolerance=tolerance, timeout=timeout, registry=reg)
+        if v.status != VerifyStatus.VERIFIED:
+            ranking.rejected[name] = v.result.reason if v.status == VerifyStatus.REJECTED \
+                else f"{v.status}: {v.result.reason}"
+            continue
+        passed.append(name)
+        ranking.max_abs[name] = max((o.max_abs for o in v.result.outputs), default=0.0)
     workers: dict[str, Worker] = {}
-    rejected: dict[str, str] = {}
     times: dict[str, list[float]] = {}
+    spec = None if registry is None else registry.spec()
     try:
-        for name in candidates:
-            w = Worker(_child_init)
+        for name in passed:
+            tick(f"opening {name}")
+            w = Worker(_child_init, **({"nice": nice} if nice else {}))
             opened, sets = run_sets(w, source, name, [feeds], precision, options.get(name),
-                                    runs=1, timeout=timeout)
-            result = judge(name, opened, sets, reference, precision, tolerance)
-            if not ref_open.ok or not result.passed:
+                                    runs=WARMUP, timeout=timeout, registry=spec)
+            if not opened.ok or not sets or sets[0].outputs is None:
+                why = opened.describe() if not opened.ok else (
+                    sets[0].outcome.describe() if sets else "nothing ran")
+                ranking.rejected[name] = f"failed while timing: {why}"
                 w.close()
-                rejected[name] = result.reason or result.status
                 continue
+            ranking.load_s[name] = opened.value["load_s"]
+            ranking.precision[name] = opened.value["precision"]
             workers[name] = w
             times[name] = []
-        for name, w in list(workers.items()):  # untimed warm-up
-            out = w.call(_child_run, feeds, WARMUP, None, False, timeout=timeout)
-            if not out.ok:
-                rejected[name] = out.describe()
-                workers.pop(name).close()
         for r in range(ROUNDS):
             order = list(workers)
             order = order[r % len(order):] + order[:r % len(order)] if order else order
@@ -138,12 +232,13 @@ def _measure(info: ModelInfo, candidates: Sequence[str], feeds: dict[str, Any],
                 if out.ok:
                     times[name].extend(out.value["times"])
                 else:
-                    rejected[name] = out.describe()
+                    ranking.rejected[name] = f"failed while timing: {out.describe()}"
                     workers.pop(name).close()
                     times.pop(name, None)
     finally:
         for w in workers.values():
             w.close()
-    medians = {n: statistics.median(t) for n, t in times.items() if t and n not in rejected}
-    order = sorted(medians, key=medians.__getitem__)
-    return Ranking(order, medians, rejected)
+    ranking.median_s = {n: statistics.median(t) for n, t in times.items()
+                        if t and n not in ranking.rejected}
+    ranking.order = sorted(ranking.median_s, key=ranking.median_s.__getitem__)
+    return ranking

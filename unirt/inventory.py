@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,15 +46,19 @@ def backends(registry: Registry | None = None) -> list[BackendStatus]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_name() -> str:
     """The CPU's model name (``/proc/cpuinfo`` on Linux), for benchmark reports and for keying
-    measurements that only hold on one machine."""
-    import platform
-
-    cpu = platform.processor() or platform.machine()
+    measurements that only hold on one machine. Memoised, and ``/proc`` first: on Linux
+    ``platform.processor()`` may run ``uname -p``, a process on the path of every ``load``."""
     try:
         with open("/proc/cpuinfo") as f:
-            return next((ln.split(":", 1)[1].strip() for ln in f
-                         if ln.startswith("model name")), cpu)
+            name = next((ln.split(":", 1)[1].strip() for ln in f
+                         if ln.startswith("model name")), None)
+        if name:
+            return name
     except OSError:
-        return cpu
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()

@@ -55,7 +55,10 @@ def _names(value: str | Iterable[str] | None, what: str) -> list[str]:
 
 
 def default_order(registry: Registry, device: str = "auto") -> list[str]:
-    """Backend names in the default routing order for ``device``."""
+    """Backend names in the default routing order for ``device``: GPU backends by rank, then the
+    reference (it opens at once, with no child process: the first load costs what the raw engine
+    costs), then the other CPU backends by rank, for fallback. A tuning result, when cached,
+    goes before all of them (:func:`load`)."""
     if device not in DEVICES:
         raise UnirtError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
     backends = list(registry.backends.values())
@@ -63,7 +66,7 @@ def default_order(registry: Registry, device: str = "auto") -> list[str]:
         backends = [b for b in backends if b.device_class == "cpu"]
     elif device in ("cuda", "gpu"):
         backends = [b for b in backends if b.device_class == "gpu"]
-    backends.sort(key=lambda b: (b.device_class != "gpu", b.default_rank))
+    backends.sort(key=lambda b: (b.device_class != "gpu", not b.is_reference, b.default_rank))
     names = [b.name for b in backends]
     override = [n.strip() for n in os.environ.get(ORDER_ENV, "").split(",") if n.strip()]
     for name in override:
@@ -138,23 +141,43 @@ def load(
                        tolerance=tolerance, input_shapes=dict(input_shapes or {}))
     ranking = None
     prefer_list = _names(prefer, "prefer")
+    tuned: str | None = None
     if backend is None and "fastest" in prefer_list:
         ranking = _rank_fastest(registry, info, device, _names(exclude, "exclude"), precision,
                                 options, input_shapes, tolerance)
         i = prefer_list.index("fastest")
         prefer_list[i:i + 1] = [n for n in ranking.order if n not in prefer_list]
-    everything, excluded = candidates(registry, backend, prefer_list or None, exclude, device)
+    elif backend is None and not prefer_list:
+        ranking = _tuned(registry, info, device, request)
+        tuned = ranking.winner if ranking is not None else None
+    everything, excluded = candidates(registry, backend, prefer_list or ([tuned] if tuned else
+                                                                         None), exclude, device)
     vetoed: set[str] = set()
-    verdicts: dict[str, Any] = {}
     if backend is None:
-        if check:
-            everything, verdicts = _order_by_prediction(registry, info, everything,
-                                                        set(prefer_list) | excluded)
         everything, vetoed = _apply_policy(registry, info, everything)
-    router = _Router(registry, info, request, everything, excluded, vetoed, set(prefer_list),
-                     ranking)
-    router.verdicts.update(verdicts)
-    return router.route()
+    return _Router(registry, info, request, everything, excluded, vetoed, set(prefer_list),
+                   ranking, tuned=tuned).route()
+
+
+def _tuned(registry: Registry, info: Any, device: str, request: _Request) -> Any:
+    """The cached tuning result for this model on this machine, when its winner is still
+    installed at the version it was measured with (one engine's availability is asked, no
+    other engine is imported). None otherwise: the default order applies."""
+    from .fastest import lookup
+
+    ranking = lookup(info, request.precision, request.options, request.input_shapes,
+                     request.tolerance)
+    if ranking is None or ranking.winner is None:
+        return None
+    winner = ranking.winner
+    if winner not in registry.backends or winner not in default_order(registry, device):
+        return None
+    avail = registry.backend(winner).available()
+    if not avail.available or avail.version != ranking.versions.get(winner):
+        logger.info("unirt: the tuning result for %s was measured with %s %s; %s now: not used",
+                    info.name, winner, ranking.versions.get(winner), avail.version)
+        return None
+    return ranking
 
 
 def _check_arguments(registry: Registry, info: Any, *, backend: str | None,
@@ -220,26 +243,6 @@ def _as_sequence(value: Any) -> Sequence[Any]:
         return [value, None]  # not iterable: fails the element check
 
 
-def _order_by_prediction(registry: Registry, info: Any, order: list[str], keep: set[str]
-                         ) -> tuple[list[str], dict[str, Any]]:
-    """The table orders, it does not decide: in the default part of the order, candidates the
-    table predicts UNSUPPORTED go after the others (the reference among those others opens with
-    no child process); named preferences keep their place. Returns the order and the static
-    verdicts computed on the way, for the router to reuse."""
-    from .capability import UNSUPPORTED
-
-    verdicts: dict[str, Any] = {}
-    doubtful: list[str] = []
-    for name in order:
-        be = registry.backend(name)
-        if name in keep or be.is_reference or not be.available().available:
-            continue
-        verdicts[name] = v = be.check(info)
-        if v.prediction == UNSUPPORTED and v.status != UNSUPPORTED:
-            doubtful.append(name)
-    return [n for n in order if n not in doubtful] + doubtful, verdicts
-
-
 @dataclass(frozen=True)
 class _Request:
     """What the caller of ``load`` asked for, as the router and run-time fallback use it."""
@@ -265,12 +268,14 @@ class _Router:
 
     def __init__(self, registry: Registry, info: Any, request: _Request, everything: list[str],
                  excluded: set[str], vetoed: set[str], preferred: set[str],
-                 ranking: Any = None) -> None:
+                 ranking: Any = None, tuned: str | None = None) -> None:
         self.registry, self.info, self.request = registry, info, request
         self.everything, self.preferred = everything, preferred
         self.excluded, self.vetoed = excluded | vetoed, vetoed
         self.backend = request.backend
-        self.ranking = ranking  # fastest.Ranking when prefer="fastest"
+        self.ranking = ranking  # fastest.Ranking: prefer="fastest", or a cached tuning result
+        self.tuned = tuned  # the tuning result's winner the default route starts with
+        self._ordered = False  # the table's predictions applied to the rest of the order
         self.steps: list[RouteStep] = []
         self.verifications: dict[str, Any] = {}  # verify.Verification per candidate
         self.verdicts: dict[str, Any] = {}  # capability.Verdict per candidate checked
@@ -309,11 +314,11 @@ class _Router:
         """The static verdict: None unless decisive evidence (a backend rule, a node no engine
         of this kind runs) refuses the candidate. The table's predictions never do: they ride
         on the route and the candidate is measured. The reference is judged by its engine."""
-        from .capability import UNSUPPORTED
-
         be = self.registry.backend(name)
         if not self.request.check or be.is_reference or not be.available().available:
             return None  # open() reports an unavailable backend itself
+        from .capability import UNSUPPORTED
+
         verdict = self.verdicts.get(name) or be.check(self.info)
         self.verdicts[name] = verdict
         if verdict.status == UNSUPPORTED:
@@ -326,11 +331,11 @@ class _Router:
         FAILED when the engine refused the model in the child (it is not opened again here: an
         engine can take another path in this process, and crash it). The reference is never
         verified: its engine's own answer is opening the model."""
-        from .verify import VerifyStatus, verify
-
         r = self.request
         if r.verify == "never" or self.registry.backend(name).is_reference:
             return None
+        from .verify import VerifyStatus, verify
+
         avail = self.registry.backend(name).available()
         if not avail.available:
             return None  # open() reports it as unavailable
@@ -343,9 +348,35 @@ class _Router:
             return None
         return RouteStep(name, REJECTED, v.describe())
 
+    def order_rest(self, after: int) -> None:
+        """After the first failure, order the candidates left by the table's prediction (the
+        ones it predicts to fail go last; named preferences keep their place). Done lazily:
+        the first candidate, usually the reference, opens without any static verdict, so an
+        engine is imported only when routing reaches it."""
+        if self._ordered or not self.request.check or self.backend is not None:
+            return
+        self._ordered = True
+        from .capability import UNSUPPORTED
+
+        doubtful: list[str] = []
+        for name in self.everything[after:]:
+            be = self.registry.backend(name)
+            if name in self.preferred or name == self.tuned or name in self.excluded or \
+                    be.is_reference or not be.available().available:
+                continue
+            v = self.verdicts.get(name) or be.check(self.info)
+            self.verdicts[name] = v
+            if v.prediction == UNSUPPORTED and v.status != UNSUPPORTED:
+                doubtful.append(name)
+        rest = self.everything[after:]
+        self.everything[after:] = [n for n in rest if n not in doubtful] + doubtful
+
     def route(self) -> Session:
         info, everything, excluded = self.info, self.everything, self.excluded
         for i, name in enumerate(everything):
+            if i and not self._ordered and not self.registry.backend(name).is_reference:
+                self.order_rest(i)  # a candidate before this one was not chosen
+                name = everything[i]
             if name in excluded:
                 self.steps.append(RouteStep(name, EXCLUDED, self._excluded_reason(name)))
                 continue
@@ -395,7 +426,9 @@ class _Router:
     def _chosen_reason(self, name: str) -> str:
         if self.backend is not None:
             why = "requested with backend="
-        elif self.ranking is not None and name in self.ranking.order:
+        elif self.tuned == name and self.ranking is not None:
+            why = f"tuned: {self.ranking.describe(name)}"
+        elif self.tuned is None and self.ranking is not None and name in self.ranking.order:
             why = f"preferred: {self.ranking.describe(name)}"
         elif name in self.preferred:
             why = "preferred"
@@ -440,7 +473,8 @@ def _rank_fastest(registry: Registry, info: Any, device: str, exclude: list[str]
             continue
         pool.append(name)
         versions[name] = avail.version
-    return rank(info, pool, versions, precision, options, input_shapes, tolerance)
+    return rank(info, pool, versions, precision, options, input_shapes, tolerance,
+                registry=registry)
 
 
 def _apply_policy(registry: Registry, info: Any, order: list[str]) -> tuple[list[str], set[str]]:

@@ -1,0 +1,117 @@
+"""``unirt tune``: verify and time every available backend on a model, keep the ranking.
+
+The next ``unirt.load(model)`` with no preference opens the winner directly (its verdict is
+cached too). The measurement is :func:`unirt.fastest.rank`, the one ``prefer="fastest"`` makes.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from . import cli_output
+from .errors import UnirtError
+
+
+@click.command("tune")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--backends", "backend_list", default=None, metavar="A,B,...",
+              help="Only these backends (default: every available one for --device).")
+@click.option("--shape", "-s", "shape_specs", multiple=True, metavar="NAME=1x3x224x224",
+              help="Shape of an input to tune at (sets its dynamic dims).")
+@click.option("--precision", type=click.Choice(["exact", "fast"]), default="exact",
+              show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "gpu"]), default="auto",
+              show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def tune_command(model: str, backend_list: str | None, shape_specs: tuple[str, ...],
+                 precision: str, device: str, as_json: bool) -> None:
+    """Verify and time every available backend on MODEL; the next load uses the fastest that
+    is right."""
+    from .fastest import rank
+    from .inputs import parse_assignments, parse_shape
+    from .model import read_model
+    from .plugins import get_registry
+    from .router import _check_arguments, default_order
+
+    registry = get_registry()
+    info = read_model(model)
+    shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
+    _check_arguments(registry, info, backend=None, prefer=None, exclude=None, device=device,
+                     precision=precision, threads=None, options={}, verify="auto",
+                     tolerance=None, input_shapes=shapes or None, fallback=True, check=True)
+    names = [b.strip() for b in backend_list.split(",") if b.strip()] if backend_list else \
+        default_order(registry, device)
+    pool, versions, skipped = [], {}, {}
+    for name in names:
+        avail = registry.backend(name).available()
+        if avail.available:
+            pool.append(name)
+            versions[name] = avail.version
+        else:
+            skipped[name] = avail.reason or "not available"
+    if not pool:
+        raise UnirtError("no available backend to tune: " + "; ".join(
+            f"{n}: {why}" for n, why in skipped.items()))
+    progress, stop = _progress(as_json, info.name)
+    try:
+        ranking = rank(info, pool, versions, precision, {}, shapes or None, registry=registry,
+                       progress=progress, remeasure=True)
+    finally:
+        stop()
+    if as_json:
+        cli_output.print_json({"model": info.name, "precision": precision,
+                               "ranking": ranking.as_dict(), "unavailable": skipped})
+        return
+    _print(ranking, skipped, info.name, registry)
+
+
+def _progress(as_json: bool, label: str) -> tuple[Any, Any]:
+    """A progress bar on a terminal's stderr, else a log line per step (never on stdout)."""
+    import logging
+
+    if as_json or not sys.stderr.isatty():
+        log = logging.getLogger("unirt")
+
+        def note(done: int, total: int, what: str) -> None:
+            log.info("tune %s: %s (%d/%d)", label, what, done, total)
+
+        return note, lambda: None
+    from rich.progress import Progress
+
+    bar = Progress(console=cli_output.console(stderr=True), transient=True)
+    task = bar.add_task(f"tuning {label}", total=None)
+    bar.start()
+
+    def update(done: int, total: int, what: str) -> None:
+        bar.update(task, completed=done, total=total, description=f"{label}: {what}")
+
+    return update, bar.stop
+
+
+def _print(ranking: Any, skipped: dict[str, str], model: str, registry: Any) -> None:
+    con = cli_output.console()
+    ref = registry.reference
+    ref_ms = ranking.median_s.get(ref) if ref else None
+    rows = []
+    for name in ranking.order:
+        ms = ranking.median_s[name] * 1e3
+        speed = f"{ref_ms * 1e3 / ms:.2f}x" if ref_ms else ""
+        err = ranking.max_abs.get(name)
+        load = ranking.load_s.get(name)
+        rows.append([name, "verified" if name != ref else "reference", f"{ms:.3f}", speed,
+                     "" if err is None else f"{err:.2g}",
+                     "" if load is None else f"{load * 1e3:.0f}"])
+    for name, why in ranking.rejected.items():
+        rows.append([name, f"not used: {why}", "", "", "", ""])
+    for name, why in skipped.items():
+        rows.append([name, f"unavailable: {why}", "", "", "", ""])
+    at = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in ranking.shapes.items())
+    con.print(cli_output.table(f"Tuning {model} at {at}",
+                               ["backend", "result", "median ms", "vs reference",
+                                "max abs err", "load ms"], rows))
+    if ranking.winner:
+        con.print(f"The next unirt.load({model!r}) opens {ranking.winner} (ranking cached).",
+                  highlight=False)
