@@ -8,6 +8,8 @@ and internal errors).
 
 from __future__ import annotations
 
+import re
+
 
 class UnirtError(Exception):
     """Base class of every error that is the user's to fix (or an engine's to refuse)."""
@@ -73,9 +75,20 @@ class PluginError(UnirtError):
     """A plugin is malformed: duplicate backend names, a hook returning the wrong thing."""
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+#: A log record another library printed into an engine's output (ONNX Runtime inside pnnx:
+#: ``2026-11-28 09:06:48.1 [W:onnxruntime:pnnx, cpuid_info.cc:105 LogEarlyWarning] ...``).
+_FOREIGN_LOG = re.compile(r"\S*\d{4}-\d\d-\d\d[ T][\d:.]+ \[[WIEV]:[^\]]*\][^;]*;?\s*")
+
+
+def clean(text: str) -> str:
+    """Engine text as a reason can carry it: no colour codes, no other libraries' log lines."""
+    return _FOREIGN_LOG.sub("", _ANSI.sub("", text)).strip()
+
+
 def first_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception's message (engines print pages)."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    """The first non-empty line of an exception's message (engines print pages), cleaned."""
+    lines = [ln.strip() for ln in clean(str(exc)).splitlines() if ln.strip()]
     return lines[0] if lines else type(exc).__name__
 
 

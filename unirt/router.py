@@ -366,10 +366,21 @@ class _Router:
                 continue
             v = self.verdicts.get(name) or be.check(self.info)
             self.verdicts[name] = v
-            if v.prediction == UNSUPPORTED and v.status != UNSUPPORTED:
+            if v.prediction == UNSUPPORTED and v.status != UNSUPPORTED and \
+                    not self._measured_right(name):
                 doubtful.append(name)
         rest = self.everything[after:]
         self.everything[after:] = [n for n in rest if n not in doubtful] + doubtful
+
+    def _measured_right(self, name: str) -> bool:
+        """Whether a cached verdict says this candidate ran the model right: a measurement
+        outranks the table's prediction (a lookup, no child)."""
+        from .verify import VerifyStatus, lookup
+
+        r = self.request
+        v = lookup(self.info, name, self.registry.backend(name).available().version,
+                   r.precision, r.options.get(name, {}), r.input_shapes, r.tolerance)
+        return v is not None and v.status == VerifyStatus.VERIFIED
 
     def route(self) -> Session:
         info, everything, excluded = self.info, self.everything, self.excluded
@@ -396,8 +407,10 @@ class _Router:
                 if not self.request.fallback:
                     raise NoBackendError(f"preferred backend {name} cannot run {info.name} and "
                                          f"fallback=False: {step.reason}")
+                usable = next((n for n in everything[i + 1:] if n not in excluded
+                               and self.registry.backend(n).available().available), None)
                 logger.warning("unirt: preferred backend %s cannot run %s (%s); falling back "
-                               "to %s", name, info.name, step.reason, nxt or "nothing")
+                               "to %s", name, info.name, step.reason, usable or "nothing")
             self.registry.call_hook_safely("on_fallback", model=info, step=step,
                                            next_backend=nxt)
         raise NoBackendError(f"no backend can run {info.name}:\n{render_route(self.steps)}")

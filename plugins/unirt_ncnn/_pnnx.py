@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from unirt.errors import BackendError, ToolCrashError
+from unirt.errors import BackendError, ToolCrashError, clean
 
 logger = logging.getLogger("unirt")
 
@@ -185,11 +185,12 @@ def _shape_arg(shapes: Sequence[Shape]) -> str:
 
 def _summarise_failure(output: str) -> str:
     """The lines of pnnx's output that say what went wrong (it prints pages of progress)."""
-    keep = [ln.strip() for ln in output.splitlines()
+    lines = [clean(ln) for ln in output.splitlines()]
+    keep = [ln for ln in lines
             if re.search(r"error|fail|not supported|unsupported|todo|unknown|abort|what\(\)",
-                         ln, re.IGNORECASE)]
+                         ln, re.IGNORECASE) and "Unknown CPU vendor" not in ln]
     if not keep:
-        keep = [ln.strip() for ln in output.splitlines() if ln.strip()][-3:]
+        keep = [ln for ln in lines if ln][-3:]
     return "; ".join(dict.fromkeys(keep))[:600] or "no output"
 
 
@@ -220,7 +221,7 @@ def _run_pnnx(exe: Path, args: list[str], cwd: Path, timeout: float, what: str) 
             sig = signal.Signals(-proc.returncode).name
         except ValueError:
             sig = f"signal {-proc.returncode}"
-        raise _PnnxCrash(f"{NAME}: pnnx crashed ({sig}) converting {what}: "
+        raise ToolCrashError(f"{NAME}: pnnx crashed ({sig}) converting {what}: "
                          f"{_summarise_failure(output)}")
     if proc.returncode != 0:
         raise BackendError(f"{NAME}: pnnx failed converting {what} (exit {proc.returncode}): "
@@ -228,8 +229,7 @@ def _run_pnnx(exe: Path, args: list[str], cwd: Path, timeout: float, what: str) 
     return output
 
 
-class _PnnxCrash(ToolCrashError):
-    """pnnx died on a signal: worth one retry with ``inputshape2``."""
+
 
 
 def convert(
@@ -270,7 +270,7 @@ def convert(
         used2 = None
         try:
             output = _run_pnnx(exe, base, scratch, timeout, what)
-        except _PnnxCrash:
+        except ToolCrashError:  # pnnx died on a signal: worth one retry
             # pnnx crashes on some models with dynamic dims unless it is shown a second shape.
             if not shapes2:
                 raise

