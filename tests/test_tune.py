@@ -1,0 +1,106 @@
+"""The default route: a cached tuning result opens its winner directly; without one the reference
+opens at once, with no child process and no other engine imported; ``unirt tune``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+import unirt
+from unirt import fastest
+from unirt import verify as verify_mod
+from unirt.cli import cli
+from unirt.testing import models as M
+
+
+@pytest.fixture
+def conv(tmp_path: Path) -> Path:
+    return M.save(M.conv_net(), tmp_path / "conv.onnx")
+
+
+def _no_child(*a: Any, **k: Any) -> Any:
+    raise AssertionError("no child process may start on this path")
+
+
+def _tune(conv: Path, names: list[str]) -> fastest.Ranking:
+    reg = unirt.plugins.get_registry()
+    versions = {n: reg.backend(n).available().version for n in names}
+    return fastest.rank(unirt.read_model(conv), names, versions, "exact", {})
+
+
+def test_the_first_load_opens_the_reference_with_no_child(conv: Path, fake_engines: None,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(verify_mod, "probe", _no_child)
+    sess = unirt.load(conv)
+    assert sess.backend == "onnxruntime"
+    assert sess.verification is None  # the reference is judged by its engine, not verified
+
+
+def test_the_first_load_imports_no_other_engine(conv: Path) -> None:
+    code = ("import sys, unirt; s = unirt.load(sys.argv[1]); "
+            "print(s.backend, sorted(m for m in ('openvino', 'cv2', 'ncnn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(conv)], capture_output=True,
+                         text=True, timeout=120, check=True)
+    assert out.stdout.split(None, 1) == ["onnxruntime", "[]\n"]
+
+
+def test_a_tuning_result_opens_its_winner_without_measuring(
+        conv: Path, fake_engines: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    ranking = _tune(conv, ["onnxruntime", "fake-fast", "fake-approx", "fake-faithful"])
+    assert ranking.winner == "fake-fast", ranking.as_dict()
+    assert "fake-approx" in ranking.rejected and "fake-approx" not in ranking.order
+    monkeypatch.setattr(verify_mod, "probe", _no_child)
+    monkeypatch.setattr(fastest, "_measure", _no_child)
+    sess = unirt.load(conv)
+    assert sess.backend == "fake-fast"
+    assert sess.route[0].reason.startswith("tuned: fastest #1 of 3 that pass")
+    assert sess.verification is not None and sess.verification.cached
+
+
+def test_a_tuning_result_from_another_engine_version_is_not_used(
+        conv: Path, fake_engines: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    _tune(conv, ["onnxruntime", "fake-fast"])
+    from unirt.backend import Availability
+
+    be = unirt.plugins.get_registry().backend("fake-fast")
+    monkeypatch.setattr(be, "_availability", Availability(True, "9.9-new", ("cpu",)))
+    assert unirt.load(conv).backend == "onnxruntime"
+
+
+def test_a_preference_beats_the_tuning_result(conv: Path, fake_engines: None) -> None:
+    _tune(conv, ["onnxruntime", "fake-fast"])
+    assert unirt.load(conv, prefer="fake-faithful").backend == "fake-faithful"
+    assert unirt.load(conv, backend="onnxruntime").backend == "onnxruntime"
+
+
+def test_unirt_tune_prints_the_ranking_and_the_next_load_uses_it(
+        conv: Path, fake_engines: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    res = CliRunner().invoke(cli, ["tune", str(conv), "--backends",
+                                   "onnxruntime,fake-fast,fake-segfault"])
+    assert res.exit_code == 0, res.output
+    assert "fake-fast" in res.output and "verified" in res.output
+    assert "not used: crashed (signal SIGSEGV)" in res.output
+    assert "opens fake-fast" in res.output
+    monkeypatch.setattr(verify_mod, "probe", _no_child)
+    assert unirt.load(conv).backend == "fake-fast"
+    res = CliRunner().invoke(cli, ["tune", str(conv), "--backends", "onnxruntime", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["ranking"]["order"] == ["onnxruntime"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--shape", "input=1x3"], "rank"),
+    (["--shape", "nope=1x3x16x16"], "not an input"),
+    (["--backends", "nosuch"], "unknown backend 'nosuch'"),
+])
+def test_unirt_tune_bad_arguments_are_one_line_errors(conv: Path, args: list[str],
+                                                      message: str) -> None:
+    res = CliRunner().invoke(cli, ["tune", str(conv), *args])
+    assert res.exit_code == 1, res.output
+    assert res.output.startswith("Error: ") and message in res.output
