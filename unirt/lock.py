@@ -137,10 +137,12 @@ class Lock:
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
-            truncated = exc.pos >= len(text.rstrip())
+            # A cut-off copy fails at its end, or inside a string that never closes.
+            truncated = (exc.pos >= len(text.rstrip()) and text.strip()) or exc.msg.startswith(
+                "Unterminated string")
             why = "it ends early (truncated?)" if truncated else "it is not valid JSON"
-            raise LockError(f"{source} is not a readable unirt lock: {why}: {exc.msg} at line "
-                            f"{exc.lineno} column {exc.colno}") from None
+            raise LockError(f"{source} is not a readable unirt lock: {why}: {exc.msg} (line "
+                            f"{exc.lineno}, column {exc.colno})") from None
         r = _Reader(source)
         if not isinstance(doc, dict):
             raise LockError(f"{source} is not a unirt lock: expected a JSON object, found "
@@ -359,6 +361,10 @@ def make_lock(model: ModelSource | ModelInfo, backend_name: str,
         raise LockError(f"cannot lock {backend_name}: it is not available on this machine "
                         f"({avail.reason})")
     shape_map = {k: [int(d) for d in v] for k, v in (shapes or {}).items()}
+    unknown = sorted(set(shape_map) - {t.name for t in info.inputs})
+    if unknown:  # a lock must name shapes the verification could have used
+        raise UnirtError(f"shapes names {', '.join(map(repr, unknown))}, not an input of "
+                         f"{info.name}; inputs: {', '.join(t.name for t in info.inputs)}")
     engines = {n: b.available().version for n, b in registry.backends.items()
                if b.available().available}
     keys: dict[str, str] = {}
