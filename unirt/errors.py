@@ -99,3 +99,9 @@ class CacheError(UnirtError):
 class HarnessError(UnirtError):
     """unirt itself could not measure (a child interpreter that could not start, a plugin that
     cannot be rebuilt in it). Says nothing about any engine: never recorded as a verdict."""
+
+
+class LockError(UnirtError):
+    """A deployment lock (``unirt.lock``) cannot be used: the file is missing, malformed or of
+    another format version, or it was made for other model bytes or engine versions than this
+    machine has. The message names the file and what differs."""

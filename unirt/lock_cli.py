@@ -1,0 +1,117 @@
+"""``unirt lock``: measure once and write a deployment lock; ``unirt lock --check``: does a lock
+hold on this machine?
+
+Kept apart from :mod:`unirt.cli` (the core adds it with ``cli.add_command(lock_command)``).
+Errors follow the CLI's rule: a ``UnirtError`` (a malformed lock is a ``LockError``) is one line,
+exit status 1. ``--check`` exits 1 with the differences, one per line, so a deployment script can
+gate on it before shipping a device image.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import cli_output
+from .errors import UnirtError
+
+_console = cli_output.console
+_print_json = cli_output.print_json
+
+
+@click.command("lock")
+@click.argument("model", required=False, type=click.Path(dir_okay=False))
+@click.option("--out", "-o", "out", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the lock (default: unirt.lock).")
+@click.option("--shape", "-s", "shape_specs", multiple=True, metavar="NAME=1x3x224x224",
+              help="Input shape to verify and time at (sets its dynamic dims; repeatable).")
+@click.option("--precision", type=click.Choice(["exact", "fast"]), default="exact",
+              show_default=True)
+@click.option("--backend", "-b", default=None,
+              help="Lock this backend (verified now) instead of the fastest one that passes.")
+@click.option("--check", "check_path", type=click.Path(dir_okay=False), default=None,
+              metavar="LOCK", help="Check LOCK against this machine (and MODEL, when given) "
+                                   "instead of writing one: exit 1 with the differences.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def lock_command(model: str | None, out: str | None, shape_specs: tuple[str, ...],
+                 precision: str, backend: str | None, check_path: str | None,
+                 as_json: bool) -> None:
+    """Choose MODEL's backend once, measured, and write it to a lock file for a fleet.
+
+    Devices then open exactly that choice with unirt.load(MODEL, lock="unirt.lock"), with no
+    measuring; a changed model or engine version is refused, naming what differs.
+    """
+    if check_path is not None:
+        if out or shape_specs or backend:
+            raise UnirtError("--check reads a lock: --out, --shape and --backend make one")
+        _check(check_path, model, as_json)
+        return
+    if model is None:
+        raise click.UsageError("give the MODEL to lock, or --check LOCK [MODEL]")
+    _write(model, out or "unirt.lock", shape_specs, precision, backend, as_json)
+
+
+def _write(model: str, out: str, shape_specs: tuple[str, ...], precision: str,
+           backend: str | None, as_json: bool) -> None:
+    from .inputs import parse_assignments, parse_shape
+    from .lock import measure_lock, write_lock
+
+    shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
+    lock = measure_lock(model, backend=backend, shapes=shapes, precision=precision)
+    path = write_lock(lock, out)
+    if as_json:
+        _print_json({"written_to": str(path), "lock": lock.to_dict()})
+        return
+    con = _console()
+    con.print(f"{lock.model.file}: locked on [bold]{lock.backend}[/bold] "
+              f"({lock.engines.get(lock.backend) or 'no version'}), {lock.precision} precision",
+              markup=True)
+    if lock.verification is not None:
+        con.print(f"verified: {lock.verification.summary}", markup=False)
+    if lock.ranking:
+        rows = [[i, r.backend, _fmt(r.median_ms), _fmt(r.max_abs)]
+                for i, r in enumerate(lock.ranking, 1)]
+        con.print(cli_output.table("Ranking", ["#", "backend", "median ms", "max abs"], rows))
+    for name, why in lock.rejected.items():
+        con.print(f"not ranked: {name}: {why}", markup=False)
+    con.print(f"lock written to {path}", markup=False)
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3g}"
+
+
+def _check(lock_path: str, model: str | None, as_json: bool) -> None:
+    from .lock import inspect_lock, read_lock
+
+    lock = read_lock(lock_path)
+    checked: str | None = model
+    notes: list[str] = []
+    if checked is None:  # a lock ships next to its model: check that file when it is there
+        beside = Path(lock_path).parent / lock.model.file
+        if beside.is_file():
+            checked = str(beside)
+        else:
+            notes.append(f"model not checked: give MODEL ({lock.model.file} is not next to "
+                         f"{lock.label})")
+    result = inspect_lock(lock, checked)
+    notes += result.notes
+    data: dict[str, Any] = {"lock": lock_path, "ok": result.ok, "backend": lock.backend,
+                            "model_checked": checked, "differences": result.differences,
+                            "notes": notes}
+    if as_json:
+        _print_json(data)
+    else:
+        for line in result.differences:
+            click.echo(line)
+        for line in notes:
+            click.echo(f"note: {line}", err=True)
+        if result.ok:
+            what = f" and {Path(checked).name}" if checked else ""
+            click.echo(f"{lock.label} holds on this machine{what}: {lock.backend} "
+                       f"({lock.describe()})")
+    if not result.ok:
+        sys.exit(1)
