@@ -104,3 +104,35 @@ def test_unirt_tune_bad_arguments_are_one_line_errors(conv: Path, args: list[str
     res = CliRunner().invoke(cli, ["tune", str(conv), *args])
     assert res.exit_code == 1, res.output
     assert res.output.startswith("Error: ") and message in res.output
+
+
+def test_tune_lock_then_load_with_the_lock_measures_nothing(
+        conv: Path, tmp_path: Path, fake_engines: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    lock = tmp_path / "unirt.lock"
+    res = CliRunner().invoke(cli, ["tune", str(conv), "--backends", "onnxruntime,fake-fast",
+                                   "--lock", str(lock)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(lock.read_text())["backend"] == "fake-fast"
+    monkeypatch.setattr(verify_mod, "probe", _no_child)
+    monkeypatch.setattr(fastest, "_measure", _no_child)
+    sess = unirt.load(conv, lock=lock)
+    assert sess.backend == "fake-fast" and sess.route[0].reason.startswith("from lock unirt.lock")
+    with pytest.raises(unirt.UnirtError, match="give lock= alone"):
+        unirt.load(conv, lock=lock, prefer="onnxruntime")
+    with pytest.raises(unirt.UnirtError, match="lock_mode must be"):
+        unirt.load(conv, lock=lock, lock_mode="maybe")
+
+
+def test_a_lock_for_other_model_bytes_raises_or_warns(
+        conv: Path, tmp_path: Path, fake_engines: None, caplog: pytest.LogCaptureFixture) -> None:
+    from unirt.errors import LockError
+    from unirt.lock import measure_lock, write_lock
+
+    lock = tmp_path / "unirt.lock"
+    write_lock(measure_lock(conv, "fake-fast"), lock)
+    M.save(M.tiny(), conv)  # same file name, other bytes
+    with pytest.raises(LockError, match="was made for model sha256"):
+        unirt.load(conv, lock=lock)
+    sess = unirt.load(conv, lock=lock, lock_mode="warn")
+    assert sess.backend == "onnxruntime"
+    assert any("was made for model sha256" in r.getMessage() for r in caplog.records)

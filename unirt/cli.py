@@ -494,12 +494,14 @@ def _add_builtin_groups() -> None:
     """Commands kept in modules of their own (the capability matrix, the cache)."""
     from .cache_cli import cache
     from .capability_cli import capabilities_command, probe_ops_command
+    from .lock_cli import lock_command
     from .tune_cli import tune_command
 
     cli.add_command(capabilities_command)
     cli.add_command(probe_ops_command)
     cli.add_command(cache)
     cli.add_command(tune_command)
+    cli.add_command(lock_command)
 
 
 _add_builtin_groups()

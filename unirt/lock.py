@@ -425,8 +425,7 @@ def measure_lock(model: ModelSource, backend: str | None = None,
     processes; what ``unirt lock`` and ``unirt tune --lock`` run on the machine that decides."""
     from .model import read_model
     from .plugins import get_registry
-    from .router import _rank_fastest, load
-    from .verify import verify
+    from .router import load
 
     registry = registry or get_registry()
     info = read_model(model)
@@ -439,14 +438,11 @@ def measure_lock(model: ModelSource, backend: str | None = None,
     else:
         sess = load(source, prefer="fastest", input_shapes=shape_map or None,
                     precision=precision, verify="always", registry=registry)
-        # The same arguments as load's own ranking: read back from the cache, not measured.
-        ranking = _rank_fastest(registry, info, "auto", [], precision, {}, shape_map or None,
-                                None)
-        for name in ranking.order:  # each ranked backend's error, for the lock's table
-            be = registry.backend(name)
-            if name != sess.backend and not be.is_reference:
-                verify(info, name, be.available().version, precision, {}, shape_map or None,
-                       registry=registry)
+        # The ranking load just measured (or read): every ranked backend was verified on the
+        # way, its error is in the ranking.
+        from .fastest import lookup
+
+        ranking = lookup(info, precision, {}, shape_map or None, None)
     with sess:
         return make_lock(info, sess.backend, ranking, sess.verification, shape_map, precision,
                          registry)

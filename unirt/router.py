@@ -124,10 +124,15 @@ def load(
     tolerance: float | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     registry: Registry | None = None,
+    lock: str | os.PathLike[str] | None = None,
+    lock_mode: str = "raise",
 ) -> Session:
     """Open ``model`` on the best backend that can run it. See the README for every argument.
 
     Every argument is checked before any child process starts or any cache entry is written.
+    ``lock=`` opens exactly the choice a deployment lock records (``unirt lock``), measuring
+    nothing; a lock made for other model bytes or engine versions raises ``LockError``, or with
+    ``lock_mode="warn"`` logs why and routes as usual.
     """
     registry = registry or get_registry()
     info = read_model(model)
@@ -136,6 +141,24 @@ def load(
                      device=device, precision=precision, threads=threads, options=options,
                      verify=verify, tolerance=tolerance, input_shapes=input_shapes,
                      fallback=fallback, check=check)
+    if lock_mode not in ("raise", "warn"):
+        raise UnirtError(f"lock_mode must be 'raise' or 'warn', not {lock_mode!r}")
+    if lock is not None:
+        if backend is not None or prefer:
+            raise UnirtError("give lock= alone: the lock names the backend")
+        from .lock import resolve_lock
+
+        locked = resolve_lock(lock, info, registry, lock_mode, precision=precision)
+        if locked is not None:
+            name, figures = locked
+            request = _Request(backend=name, fallback=False, precision=precision,
+                               threads=threads, device=device, options=options, verify="never",
+                               check=False, tolerance=tolerance,
+                               input_shapes=dict(input_shapes or {}))
+            router = _Router(registry, info, request, [name], set(), set(), set())
+            router.verifications[name] = figures
+            router.locked = figures.describe()
+            return router.route()
     request = _Request(backend=backend, fallback=fallback, precision=precision, threads=threads,
                        device=device, options=options, verify=verify, check=check,
                        tolerance=tolerance, input_shapes=dict(input_shapes or {}))
@@ -276,6 +299,7 @@ class _Router:
         self.ranking = ranking  # fastest.Ranking: prefer="fastest", or a cached tuning result
         self.tuned = tuned  # the tuning result's winner the default route starts with
         self._ordered = False  # the table's predictions applied to the rest of the order
+        self.locked: str | None = None  # the lock's description, when opened from one
         self.steps: list[RouteStep] = []
         self.verifications: dict[str, Any] = {}  # verify.Verification per candidate
         self.verdicts: dict[str, Any] = {}  # capability.Verdict per candidate checked
@@ -437,6 +461,8 @@ class _Router:
                              f"{render_route(self.steps)}")
 
     def _chosen_reason(self, name: str) -> str:
+        if self.locked is not None:
+            return self.locked
         if self.backend is not None:
             why = "requested with backend="
         elif self.tuned == name and self.ranking is not None:

@@ -25,9 +25,11 @@ from .errors import UnirtError
               show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "gpu"]), default="auto",
               show_default=True)
+@click.option("--lock", "lock_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write a deployment lock of the winner (unirt.load(..., lock=FILE)).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def tune_command(model: str, backend_list: str | None, shape_specs: tuple[str, ...],
-                 precision: str, device: str, as_json: bool) -> None:
+                 precision: str, device: str, lock_path: str | None, as_json: bool) -> None:
     """Verify and time every available backend on MODEL; the next load uses the fastest that
     is right."""
     from .fastest import rank
@@ -61,11 +63,23 @@ def tune_command(model: str, backend_list: str | None, shape_specs: tuple[str, .
                        progress=progress, remeasure=True)
     finally:
         stop()
+    if lock_path is not None:
+        from .lock import measure_lock, write_lock
+
+        if ranking.winner is None:
+            raise UnirtError(f"no backend passed on {info.name}: nothing to lock")
+        write_lock(measure_lock(model, ranking.winner, shapes or None, precision, registry),
+                   lock_path)
     if as_json:
         cli_output.print_json({"model": info.name, "precision": precision,
-                               "ranking": ranking.as_dict(), "unavailable": skipped})
+                               "ranking": ranking.as_dict(), "unavailable": skipped,
+                               "lock": lock_path})
         return
     _print(ranking, skipped, info.name, registry)
+    if lock_path is not None:
+        cli_output.console().print(f"Lock written to {lock_path}: unirt.load({model!r}, "
+                                   f"lock={lock_path!r}) opens {ranking.winner} without "
+                                   "measuring.", highlight=False)
 
 
 def _progress(as_json: bool, label: str) -> tuple[Any, Any]:
