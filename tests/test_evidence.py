@@ -37,12 +37,17 @@ def _failing_table(tmp_path: Path, backend: str, version: str, ops: list[str]) -
     (tmp_path / f"{backend}-{version}.json").write_text(json.dumps(table))
 
 
-def test_a_predicted_unsupported_backend_is_measured_and_chosen(
-        conv: Path, tmp_path: Path, fake_engines: None, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def relu_predicted_to_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fake-faithful's table says every Relu case fails: conv_net is predicted UNSUPPORTED."""
     tables = tmp_path / "tables"
     tables.mkdir()
     _failing_table(tables, "fake-faithful", "0.0-test", ["Relu"])
     monkeypatch.setenv("UNIRT_OPTABLES", str(tables))
+
+
+def test_a_predicted_unsupported_backend_is_measured_and_chosen(
+        conv: Path, fake_engines: None, relu_predicted_to_fail: None) -> None:
     sess = unirt.load(conv, prefer="fake-faithful", device="cpu")
     assert sess.backend == "fake-faithful"
     chosen = sess.route[0]
@@ -57,11 +62,8 @@ def test_a_predicted_unsupported_backend_is_measured_and_chosen(
 
 
 def test_the_default_order_puts_predicted_failures_last(
-        conv: Path, tmp_path: Path, fake_engines: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    tables = tmp_path / "tables"
-    tables.mkdir()
-    _failing_table(tables, "fake-faithful", "0.0-test", ["Relu"])
-    monkeypatch.setenv("UNIRT_OPTABLES", str(tables))
+        conv: Path, fake_engines: None, relu_predicted_to_fail: None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     # The first candidate fails; only then are the others ordered (lazily: the first one, usually
     # the reference, opens without any static verdict or engine import).
     monkeypatch.setenv("UNIRT_BACKEND_ORDER", "fake-segfault,fake-faithful,onnxruntime")

@@ -8,11 +8,12 @@ order tried, with its outcome and the reason. ``Session.route``, ``Session.expla
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
+from .words import Word
 
-class RouteOutcome(str, Enum):
+
+class RouteOutcome(Word):
     """What happened to one candidate. A ``str``, so JSON and comparisons see the word."""
 
     CHOSEN = "chosen"
@@ -24,12 +25,6 @@ class RouteOutcome(str, Enum):
     EXCLUDED = "excluded"
     NOT_TRIED = "not tried"  # a candidate after the chosen one
     SHAPE_FALLBACK = "shape fallback"  # the engine could not take an input shape at run time
-
-    def __str__(self) -> str:
-        return self.value
-
-    def __format__(self, spec: str) -> str:
-        return format(self.value, spec)
 
 
 CHOSEN = RouteOutcome.CHOSEN

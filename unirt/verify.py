@@ -21,7 +21,6 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +39,7 @@ from .probe import (
     shape_sets,
 )
 from .tensor import TensorInfo
+from .words import Word
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -59,7 +59,7 @@ VERSION = 2
 DEFAULT_TIMEOUT = 120.0
 TIMEOUT_ENV = "UNIRT_VERIFY_TIMEOUT"
 
-class VerifyStatus(str, Enum):
+class VerifyStatus(Word):
     """What verification concluded about one candidate."""
 
     VERIFIED = "verified"  # ran right in a child: open it in the user's process
@@ -68,9 +68,6 @@ class VerifyStatus(str, Enum):
     #: nothing could be compared (the reference cannot run the model, no inputs can be made) or
     #: unirt could not measure (``result.status == "harness"``)
     UNVERIFIED = "unverified"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 #: Signals that a crash is the engine's doing, not someone killing the child (OOM killer, user).

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
+from ..words import Word
 
-class Status(str, Enum):
+
+class Status(Word):
     """Whether a backend can run a model. A ``str`` so that JSON and older callers see the word."""
 
     SUPPORTED = "SUPPORTED"
@@ -23,14 +24,8 @@ class Status(str, Enum):
     UNKNOWN = "UNKNOWN"  # nothing decisive known: to be measured
     UNAVAILABLE = "UNAVAILABLE"  # the backend is not installed or cannot run here
 
-    def __str__(self) -> str:
-        return self.value
 
-    def __format__(self, spec: str) -> str:
-        return format(self.value, spec)
-
-
-class Evidence(str, Enum):
+class Evidence(Word):
     """What a reason, or a verdict, rests on; later members are stronger."""
 
     #: The op-support table (single-node conformance cases): a prediction, never a veto.
@@ -45,12 +40,6 @@ class Evidence(str, Enum):
     MEASURED = "measured"
     #: Whether the backend is installed and usable here at all.
     AVAILABILITY = "availability"
-
-    def __str__(self) -> str:
-        return self.value
-
-    def __format__(self, spec: str) -> str:
-        return format(self.value, spec)
 
 
 SUPPORTED = Status.SUPPORTED
