@@ -24,6 +24,8 @@ class RouteOutcome(str, Enum):
     EXCLUDED = "excluded"
     NOT_TRIED = "not tried"  # a candidate after the chosen one
     SHAPE_FALLBACK = "shape fallback"  # the engine could not take an input shape at run time
+    #: a background tuner found a verified backend faster by the margin and moved the session
+    SWAPPED = "swapped"
 
     def __str__(self) -> str:
         return self.value
@@ -40,6 +42,7 @@ REJECTED = RouteOutcome.REJECTED
 EXCLUDED = RouteOutcome.EXCLUDED
 NOT_TRIED = RouteOutcome.NOT_TRIED
 SHAPE_FALLBACK = RouteOutcome.SHAPE_FALLBACK
+SWAPPED = RouteOutcome.SWAPPED
 
 
 @dataclass(frozen=True)
