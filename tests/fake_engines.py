@@ -137,6 +137,77 @@ class _PoisonedSession(BackendSession):
         return [o * float("nan") for o in outs] if self.broken else outs
 
 
+class Slow(_Delegating):
+    """Right numbers, 20 ms late: the engine a background tuner should move away from."""
+
+    name = "fake-slow"
+
+    def _before_run(self) -> None:
+        time.sleep(0.02)
+
+
+class Memoizing(_Delegating):
+    """Right numbers, faster than ONNX Runtime on repeated inputs: it returns the outputs of
+    the previous call when the inputs are byte-for-byte the same (a timing loop's case), and
+    computes them otherwise (every call of a real workload)."""
+
+    name = "fake-fast"
+
+    def _open_impl(self, model: ModelInfo, options: OpenOptions) -> BackendSession:
+        from unirt_onnxruntime import OnnxRuntimeBackend
+
+        return _MemoSession(OnnxRuntimeBackend().open(model, OpenOptions()))
+
+
+class _MemoSession(BackendSession):
+    def __init__(self, inner: BackendSession) -> None:
+        super().__init__()
+        self.inner = inner
+        self.last: tuple[Any, Any] | None = None
+        self.closed = False
+
+    def run(self, feeds: dict[str, Any], output_names: Any) -> Any:
+        if self.closed:
+            raise RuntimeError("fake-fast: run on a closed session")
+        key = (tuple(output_names), tuple((n, a.shape, a.tobytes()) for n, a in feeds.items()))
+        last = self.last
+        if last is not None and last[0] == key:
+            return last[1]
+        outs = self.inner.run(feeds, output_names)
+        self.last = (key, outs)
+        return outs
+
+    def close(self) -> None:
+        self.closed = True
+        self.inner.close()
+
+
+class FastWrong(_Delegating):
+    """The fastest of all and wrong: zeros of the right shapes, without running anything."""
+
+    name = "fake-fast-wrong"
+
+    def _open_impl(self, model: ModelInfo, options: OpenOptions) -> BackendSession:
+        from unirt_onnxruntime import OnnxRuntimeBackend
+
+        return _ZerosSession(OnnxRuntimeBackend().open(model, OpenOptions()))
+
+
+class _ZerosSession(BackendSession):
+    def __init__(self, inner: BackendSession) -> None:
+        super().__init__()
+        self.inner = inner
+        self.zeros: dict[Any, Any] = {}
+
+    def run(self, feeds: dict[str, Any], output_names: Any) -> Any:
+        import numpy as np
+
+        key = (tuple(output_names), tuple(a.shape for a in feeds.values()))
+        if key not in self.zeros:
+            self.zeros[key] = [np.zeros_like(o) for o in self.inner.run(feeds, output_names)]
+        return self.zeros[key]
+
+
 @unirt.hookimpl
 def register_backends(register: Any) -> None:
     register(Poisoned)
@@ -145,3 +216,6 @@ def register_backends(register: Any) -> None:
     register(Segfaults)
     register(Hangs)
     register(Approximates)
+    register(Slow)
+    register(Memoizing)
+    register(FastWrong)

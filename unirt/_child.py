@@ -1,4 +1,4 @@
-"""The child side of :mod:`unirt.isolation`, run as ``python -m unirt._child RFD WFD``.
+"""The child side of :mod:`unirt.isolation`, run as ``python -m unirt._child RFD WFD PPID [NICE]``.
 
 A fresh interpreter on this module, rather than a ``multiprocessing`` spawn, because spawn
 re-imports the user's ``__main__``: a script without an ``if __name__ == "__main__":`` guard (most
@@ -230,6 +230,12 @@ def _flush() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     rfd, wfd, parent = int(args[0]), int(args[1]), int(args[2])
+    niceness = int(args[3]) if len(args) > 3 else 0
+    if niceness > 0:
+        # Before any engine is imported: on Linux niceness is per thread and threads inherit
+        # it, so the engine's thread pools, created later, run at this priority too.
+        with contextlib.suppress(OSError):
+            os.nice(niceness)
     # Grandchildren (a converter run with os.system) must not hold our pipe ends open, or the
     # parent would not see EOF when we die.
     os.set_inheritable(rfd, False)

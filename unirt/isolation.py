@@ -41,9 +41,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +73,36 @@ _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 
 class IsolationError(UnirtError):
     """No Python interpreter to start a child with (an embedding application's executable)."""
+
+
+class Cancelled(BaseException):
+    """The measurement this Worker serves was stopped (a background tuner's ``stop()``).
+
+    A ``BaseException``, like ``KeyboardInterrupt``: it must unwind through callers that turn
+    every ``Exception`` into a verdict (a stopped measurement says nothing about an engine and
+    must not be cached as one). The Worker has killed its child when this is raised.
+    """
+
+
+_defaults = threading.local()
+
+
+@contextlib.contextmanager
+def worker_defaults(*, nice: int = 0, cancel: threading.Event | None = None) -> Iterator[None]:
+    """Workers created in this thread, inside the block, start their children at ``nice``
+    (``os.nice`` in the child, before any engine is imported) and give up when ``cancel`` is
+    set (the child is killed, the call raises :class:`Cancelled`).
+
+    A thread-local default rather than an argument threaded through every measurement
+    (``fastest.rank`` -> ``probe.reference_outputs`` -> ``Worker``): a background tuner wraps
+    the same measurement ``load`` uses, and the code in between stays as it is.
+    """
+    previous = getattr(_defaults, "value", None)
+    _defaults.value = (nice, cancel)
+    try:
+        yield
+    finally:
+        _defaults.value = previous
 
 
 @dataclass
@@ -250,10 +281,18 @@ class Worker:
     """
 
     def __init__(self, init: Callable[..., Any] | None = None, init_args: tuple[Any, ...] = (),
-                 *, quiet: bool = True) -> None:
+                 *, quiet: bool = True, nice: int | None = None,
+                 cancel: threading.Event | None = None) -> None:
+        """``nice``: added to the child's niceness at its start (0: as the parent; a background
+        measurement uses a positive value so that it takes CPU only when the user's work leaves
+        some). ``cancel``: when set, a call in progress kills the child and raises
+        :class:`Cancelled`. Both default to the thread's :func:`worker_defaults`."""
+        default_nice, default_cancel = getattr(_defaults, "value", None) or (0, None)
         self._init = init
         self._init_args = init_args
         self._quiet = quiet
+        self._nice = default_nice if nice is None else int(nice)
+        self._cancel = default_cancel if cancel is None else cancel
         self._child: _Child | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._starts = 0
@@ -281,7 +320,8 @@ class Worker:
         self._starts += 1
         try:
             proc = subprocess.Popen(
-                [*_child_command(exe), str(to_child_r), str(from_child_w), str(os.getpid())],
+                [*_child_command(exe), str(to_child_r), str(from_child_w), str(os.getpid()),
+                 str(self._nice)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=_child_env(),
                 pass_fds=(to_child_r, from_child_w), start_new_session=True)
         except OSError as exc:
@@ -299,7 +339,7 @@ class Worker:
 
         try:
             child.channel.send_bytes(init_message, timeout=HANDSHAKE_TIMEOUT)
-            kind, reply = _receive(child, HANDSHAKE_TIMEOUT)
+            kind, reply = _receive(child, HANDSHAKE_TIMEOUT, self._cancel)
         except TimeoutError:
             kind, reply = "timeout", None
         except OSError:
@@ -331,6 +371,9 @@ class Worker:
         """Run ``fn(state, *args)`` in the child. Never raises for what the child does (a function
         or argument that cannot be pickled here is the caller's bug and raises)."""
         message = pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL)
+        if self._cancel is not None and self._cancel.is_set():
+            self._discard()
+            raise Cancelled("the measurement was stopped")
         if self._child is not None and self._child.exited():
             self._discard()
         if self._child is None:
@@ -344,7 +387,8 @@ class Worker:
         start = time.perf_counter()
         try:
             child.channel.send_bytes(message, timeout=timeout)
-            kind, reply = _receive(child, max(0.0, timeout - (time.perf_counter() - start)))
+            kind, reply = _receive(child, max(0.0, timeout - (time.perf_counter() - start)),
+                                   self._cancel)
         except TimeoutError:
             kind, reply = "timeout", None
         except OSError:
@@ -392,12 +436,16 @@ class Worker:
         self.close()
 
 
-def _receive(child: _Child, timeout: float) -> tuple[str, Any]:
+def _receive(child: _Child, timeout: float,
+             cancel: threading.Event | None = None) -> tuple[str, Any]:
     """Wait for the child's next message: ``("reply", message)``, ``("dead", None)`` when the
     child died (EOF, or it exited while something else holds the pipe) or ``("timeout", None)``.
-    A reply that cannot be unpickled here becomes an error reply."""
+    A reply that cannot be unpickled here becomes an error reply. Raises :class:`Cancelled`
+    within one liveness interval of ``cancel`` being set (the caller kills the child)."""
     deadline = time.monotonic() + timeout
     while True:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("the measurement was stopped")
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return "timeout", None

@@ -25,6 +25,8 @@ class RouteOutcome(Word):
     EXCLUDED = "excluded"
     NOT_TRIED = "not tried"  # a candidate after the chosen one
     SHAPE_FALLBACK = "shape fallback"  # the engine could not take an input shape at run time
+    #: a background tuner found a verified backend faster by the margin and moved the session
+    SWAPPED = "swapped"
 
 
 CHOSEN = RouteOutcome.CHOSEN
@@ -35,6 +37,7 @@ REJECTED = RouteOutcome.REJECTED
 EXCLUDED = RouteOutcome.EXCLUDED
 NOT_TRIED = RouteOutcome.NOT_TRIED
 SHAPE_FALLBACK = RouteOutcome.SHAPE_FALLBACK
+SWAPPED = RouteOutcome.SWAPPED
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,20 @@
 dims), so a bad feed gets an error naming the input, what was expected and what was given,
 before the engine sees it, and a good call pays a few microseconds on top of the engine call.
 No hooks, no logging and no model reading happen per call.
+
+The engine can be replaced while the session is in use (``tune="background"``: a faster engine
+that was verified on the model). Everything that goes with an engine (backend name, engine
+session, precision, verification, options) lives in one :class:`_Engine` referenced by one
+attribute, so ``run`` reads it once and never sees a backend name from one engine and a session
+from another; each engine counts its calls in flight, so the one replaced is closed when its
+last call returns, never under a call.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -30,8 +38,13 @@ from .tensor import TensorInfo, is_static
 if TYPE_CHECKING:  # pragma: no cover
     from .backend import BackendSession, OpenOptions
     from .model import ModelInfo
+    from .tuning import BackgroundTuner
 
 logger = logging.getLogger("unirt")
+
+#: How long ``close`` waits for a stopped background tuner (its children die within a fraction of
+#: a second; an engine being opened in this process cannot be interrupted).
+_TUNER_STOP_WAIT = 30.0
 
 #: ``reroute(failed_backend, shape_text, reason) -> (backend name, BackendSession)``
 Reroute = Callable[[str, str, str], "tuple[str, BackendSession]"]
@@ -122,6 +135,59 @@ class Precision(str):
         return f"{self}, max abs error {err:.2g} on {name}"
 
 
+class _Engine:
+    """One engine session and the facts that go with it, swapped as a whole.
+
+    The facts (``backend``, ``impl``, ``precision``, ``verification``, ``options``) never change
+    after construction. ``calls`` holds one entry per call in flight: ``deque.append`` and
+    ``pop`` are atomic under the GIL and cost tens of nanoseconds, where a lock would cost a few
+    hundred. ``retired`` is set once, when the session stops sending new calls here (a swap or
+    ``close``). A caller appends, then checks ``retired``; the retirer sets ``retired``, then
+    checks ``calls``: whichever comes second sees the other, so the engine is closed exactly
+    when the last call that reached it has returned (:meth:`close` runs at most once).
+    """
+
+    __slots__ = ("_closed", "backend", "calls", "impl", "options", "precision", "retired",
+                 "verification")
+
+    _close_lock = threading.Lock()  # the slow path only: closing a retired engine
+
+    def __init__(self, backend: str, impl: BackendSession, verification: Any,
+                 options: OpenOptions | None) -> None:
+        self.backend = backend
+        self.impl = impl
+        self.verification = verification
+        self.options = options
+        errors = verification.result.max_abs if verification is not None else {}
+        self.precision = Precision(impl.precision, errors)
+        self.calls: deque[None] = deque()
+        self.retired = False
+        self._closed = False
+
+    def leave(self) -> None:
+        """A call on this engine has returned: close it if it was the last on a retired one."""
+        self.calls.pop()
+        if self.retired and not self.calls:
+            self.close()
+
+    def retire(self) -> None:
+        """No new call comes here any more: close now if none is in flight, else at the last."""
+        self.retired = True
+        if not self.calls:
+            self.close()
+
+    def close(self) -> None:
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self.impl.close()
+        except Exception as exc:  # an engine that fails to free itself must not fail run()
+            logger.warning("unirt: closing the %s engine session failed: %s: %s", self.backend,
+                           type(exc).__name__, first_line(exc))
+
+
 class Session:
     """A model opened on one backend. Create it with :func:`unirt.load`.
 
@@ -140,30 +206,56 @@ class Session:
         verification: Any = None,
     ) -> None:
         self.model = model
-        self._backend = backend
-        self._impl: BackendSession | None = impl
+        self._engine: _Engine | None = _Engine(backend, impl, verification, options)
+        self._tuner: BackgroundTuner | None = None
         self._route = route if isinstance(route, list) else list(route)
         self._reroute = reroute
         # Input-shape signature -> (backend, engine session) for shapes the chosen engine
         # refused at run time (ShapeLimitError) and another candidate took.
         self._by_shape: dict[tuple, tuple[str, BackendSession]] = {}
         self._fallback_lock = threading.Lock()
-        self.options = options
         self._inputs = model.inputs
         self._outputs = model.outputs
         self._checks = {t.name: _InputCheck(t) for t in model.inputs}
         self._output_names = tuple(t.name for t in model.outputs)
         self._output_set = frozenset(self._output_names)
-        self.verification = verification
-        errors = verification.result.max_abs if verification is not None else {}
-        self._precision = Precision(impl.precision, errors)
         self._close_lock = threading.Lock()
+        # The facts of the last engine, for description after close().
+        self._last: _Engine = self._engine
+
+    def _current(self) -> _Engine:
+        engine = self._engine
+        return self._last if engine is None else engine
 
     # -- description -------------------------------------------------------------------------
     @property
     def backend(self) -> str:
-        """The name of the backend running the model, e.g. ``"onnxruntime"``."""
-        return self._backend
+        """The name of the backend running the model, e.g. ``"onnxruntime"`` (after a background
+        swap, the new one: the route says when and why)."""
+        return self._current().backend
+
+    @property
+    def options(self) -> OpenOptions | None:
+        """The options the running engine was opened with."""
+        return self._current().options
+
+    @property
+    def verification(self) -> Any:
+        """The verification verdict the running engine was opened on (``None``: the reference,
+        or ``verify="never"``)."""
+        return self._current().verification
+
+    @property
+    def _impl(self) -> BackendSession | None:
+        """The running engine session (None once closed); tests and benchmarks reach in."""
+        engine = self._engine
+        return None if engine is None else engine.impl
+
+    @property
+    def tuner(self) -> BackgroundTuner | None:
+        """The background tuner of ``tune="background"`` (its ``result``, ``swapped``), or
+        None when the session was not opened with one."""
+        return self._tuner
 
     @property
     def inputs(self) -> list[TensorInfo]:
@@ -181,30 +273,33 @@ class Session:
     @property
     def details(self) -> dict[str, Any]:
         """How the engine runs the model (providers, device), as the backend reports it."""
-        return dict(self._impl.details) if self._impl is not None else {}
+        engine = self._engine
+        return dict(engine.impl.details) if engine is not None else {}
 
     @property
     def precision(self) -> Precision:
         """The precision the engine actually computes in (``"fp32"``, ``"bf16"``...), with the
         error verification measured against the reference (``.max_abs`` per output)."""
-        return self._precision
+        return self._current().precision
 
     @property
     def closed(self) -> bool:
-        return self._impl is None
+        return self._engine is None
 
     def explain(self) -> str:
         """Why this backend: the route as text, and what the engine reports about itself."""
-        lines = [f"model: {self.model.name}", f"backend: {self._backend}",
-                 f"precision: {self._precision.describe()}", "route:",
+        engine = self._current()
+        lines = [f"model: {self.model.name}", f"backend: {engine.backend}",
+                 f"precision: {engine.precision.describe()}", "route:",
                  render_route(self._route)]
-        for key, value in self.details.items():
+        details = dict(engine.impl.details) if self._engine is not None else {}
+        for key, value in details.items():
             lines.append(f"{key}: {value}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
         state = " closed" if self.closed else ""
-        return f"<unirt.Session {self.model.name} on {self._backend}{state}>"
+        return f"<unirt.Session {self.model.name} on {self.backend}{state}>"
 
     # -- running -----------------------------------------------------------------------------
     def run(
@@ -215,8 +310,7 @@ class Session:
         Raises :class:`InputError` for a feed that does not match the model, :class:`OutputError`
         for an unknown output name, :class:`BackendError` when the engine fails.
         """
-        impl = self._impl
-        if impl is None:
+        if self._engine is None:
             raise SessionClosedError(f"session for {self.model.name} is closed")
         checked = self._check_feeds(feeds)
         if outputs is None:
@@ -229,24 +323,43 @@ class Session:
                     raise OutputError(f"{name!r} is not an output of {self.model.name}; "
                                       f"outputs: {', '.join(self._output_names)}")
             names = outputs
+        # Read the engine once, count the call on it, then check that it was not retired in
+        # between (a swap or close); see _Engine for why this never runs on a closed engine.
+        while True:
+            engine = self._engine
+            if engine is None:
+                raise SessionClosedError(f"session for {self.model.name} is closed")
+            calls = engine.calls
+            calls.append(None)
+            if not engine.retired:
+                break
+            engine.leave()  # swapped or closed meanwhile: take the new one (or fail)
         try:
-            results = impl.run(checked, names)
+            results = engine.impl.run(checked, names)
         except ShapeLimitError as exc:
-            return self._run_elsewhere(checked, names, exc)
+            return self._run_elsewhere(engine.backend, checked, names, exc)
         except UnirtError:
             raise
         except Exception as exc:
-            raise self._engine_failure(self._backend, exc) from exc
+            raise self._engine_failure(engine.backend, exc) from exc
+        finally:
+            calls.pop()
+            if engine.retired and not calls:
+                engine.close()
         return dict(zip(names, results))
 
     def _engine_failure(self, backend: str, exc: Exception) -> BackendError:
         return BackendError(f"{backend} failed running {self.model.name}: "
                             f"{type(exc).__name__}: {first_line(exc)}")
 
-    def _run_elsewhere(self, feeds: dict[str, Any], names: Sequence[str],
+    def _run_elsewhere(self, backend: str, feeds: dict[str, Any], names: Sequence[str],
                        limit: ShapeLimitError) -> dict[str, np.ndarray]:
-        """Run-time fallback: a shape the engine cannot take goes to the next candidate that can
-        open the model (once per shape signature; recorded on the route; warned once)."""
+        """Run-time fallback: a shape ``backend`` cannot take goes to the next candidate that can
+        open the model (once per shape signature; recorded on the route; warned once).
+
+        The shape's engine is kept across a swap: it was routed because an earlier engine
+        refused the shape, and it still runs it right; the new engine is asked first anyway,
+        and only a shape it refuses too comes here."""
         key = tuple((n, getattr(a, "shape", None)) for n, a in feeds.items())
         shape = ", ".join(f"{n}={'x'.join(map(str, s or ()))}" for n, s in key)
         with self._fallback_lock:
@@ -254,10 +367,12 @@ class Session:
             if entry is None:
                 if self._reroute is None:  # backend= never falls back
                     raise limit
-                entry = self._reroute(self._backend, shape, str(limit))
+                if self._engine is None:
+                    raise SessionClosedError(f"session for {self.model.name} is closed")
+                entry = self._reroute(backend, shape, str(limit))
                 if not self._by_shape:
                     logger.warning("unirt: %s cannot run %s at %s (%s); running that shape on %s",
-                                   self._backend, self.model.name, shape, limit, entry[0])
+                                   backend, self.model.name, shape, limit, entry[0])
                 self._by_shape[key] = entry
         name, impl = entry
         try:
@@ -316,15 +431,40 @@ class Session:
         return checked
 
     # -- lifetime ----------------------------------------------------------------------------
-    def close(self) -> None:
-        """Free the engine session. Idempotent; ``run`` after ``close`` raises."""
+    def _swap(self, backend: str, impl: BackendSession, step: RouteStep,
+              verification: Any = None, options: OpenOptions | None = None) -> bool:
+        """Run every later call on ``impl`` (opened and verified by the caller, the background
+        tuner). Calls in flight finish on the old engine, which is closed after the last of
+        them. Records ``step`` on the route and logs it once. Returns False, touching nothing,
+        when the session was closed meanwhile: the caller then closes ``impl``."""
+        new = _Engine(backend, impl, verification, options)
         with self._close_lock:
-            impl, self._impl = self._impl, None
+            old = self._engine
+            if old is None:
+                return False
+            self._engine = self._last = new
+            self._route.append(step)
+        old.retire()
+        logger.info("unirt: %s now runs on %s in place of %s: %s", self.model.name, backend,
+                    old.backend, step.reason)
+        return True
+
+    def close(self) -> None:
+        """Free the engine session (after calls in flight on it return) and stop a background
+        tuner, killing its child processes. Idempotent; ``run`` after ``close`` raises."""
+        tuner = self._tuner
+        if tuner is not None:
+            tuner.stop()
+        with self._close_lock:
+            engine, self._engine = self._engine, None
             others, self._by_shape = list(self._by_shape.values()), {}
-        if impl is not None:
-            impl.close()
+        if engine is not None:
+            engine.retire()
         for _, other in others:
             other.close()
+        if tuner is not None and not tuner.wait(_TUNER_STOP_WAIT):
+            logger.warning("unirt: the background tuner of %s did not stop within %g s",
+                           self.model.name, _TUNER_STOP_WAIT)
 
     def __enter__(self) -> Session:
         return self
