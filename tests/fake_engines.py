@@ -85,31 +85,6 @@ class Approximates(_Delegating):
         return read_model(proto)
 
 
-class Memoizing(_Delegating):
-    """Right numbers, and faster than ONNX Runtime on inputs it has seen (it remembers its last
-    answer): a backend that tuning must rank first."""
-
-    name = "fake-fast"
-
-    def _open_impl(self, model: ModelInfo, options: OpenOptions) -> BackendSession:
-        from unirt_onnxruntime import OnnxRuntimeBackend
-
-        return _MemoSession(OnnxRuntimeBackend().open(model, OpenOptions()))
-
-
-class _MemoSession(BackendSession):
-    def __init__(self, inner: BackendSession) -> None:
-        super().__init__()
-        self.inner = inner
-        self.last: tuple[Any, Any] | None = None
-
-    def run(self, feeds: dict[str, Any], output_names: Any) -> Any:
-        key = (tuple(output_names), tuple((k, v.tobytes()) for k, v in feeds.items()))
-        if self.last is None or self.last[0] != key:
-            self.last = (key, self.inner.run(feeds, output_names))
-        return self.last[1]
-
-
 class Poisoned(_Delegating):
     """Refuses a batch of 2 (a shape limit), and is broken by that refusal: every later call
     returns NaN, as OpenVINO 2026.4 did on a real OCR model."""
@@ -211,7 +186,6 @@ class _ZerosSession(BackendSession):
 @unirt.hookimpl
 def register_backends(register: Any) -> None:
     register(Poisoned)
-    register(Memoizing)
     register(Faithful)
     register(Segfaults)
     register(Hangs)

@@ -136,3 +136,42 @@ def test_a_lock_for_other_model_bytes_raises_or_warns(
     sess = unirt.load(conv, lock=lock, lock_mode="warn")
     assert sess.backend == "onnxruntime"
     assert any("was made for model sha256" in r.getMessage() for r in caplog.records)
+
+
+def test_load_with_background_tuning_moves_to_the_fastest_right_engine(
+        conv: Path, fake_engines: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UNIRT_VERIFY_TIMEOUT", "20")
+    sess = unirt.load(conv, tune="background", device="cpu",
+                      exclude=["fake-hang", "fake-slow", "fake-poisoned"])
+    assert sess.backend == "onnxruntime"  # at once, on the reference
+    assert sess.tuner is not None and sess.tuner.wait(180), sess.tuner
+    assert sess.tuner.swapped, sess.tuner.outcome
+    assert sess.backend == "fake-fast"
+    assert sess.route[-1].outcome == "swapped"
+    assert "fake-fast-wrong" in sess.tuner.result.rejected
+    sess.close()
+
+
+def test_background_tuning_is_off_by_default_and_checked(conv: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    assert unirt.load(conv).tuner is None
+    with pytest.raises(unirt.UnirtError, match="tune"):
+        unirt.load(conv, tune="sometimes")
+    monkeypatch.setenv("UNIRT_TUNE", "nope")
+    with pytest.raises(unirt.UnirtError, match="UNIRT_TUNE"):
+        unirt.load(conv)
+
+
+def test_a_swap_needs_the_winner_faster_in_this_process_too(conv: Path,
+                                                           fake_engines: None) -> None:
+    from unirt.backend import OpenOptions
+    from unirt.tuning import BackgroundTuner
+
+    sess = unirt.load(conv, backend="fake-fast", verify="never")
+    slow = unirt.plugins.get_registry().backend("fake-slow").open(sess.model, OpenOptions())
+    tuner = BackgroundTuner(sess, sess.model, ["fake-fast", "fake-slow"], {}, "exact", {}, None,
+                            None, 0.05, unirt.plugins.get_registry(), 10)
+    why = tuner._confirm(sess, slow)
+    assert why is not None and "not faster" in why
+    slow.close()
+    sess.close()

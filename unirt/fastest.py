@@ -65,6 +65,9 @@ class Ranking:
     load_s: dict[str, float] = field(default_factory=dict)
     precision: dict[str, str] = field(default_factory=dict)
     shapes: dict[str, list[int]] = field(default_factory=dict)
+    #: A candidate was left out for a reason that is not the engine's (a time-out on a busy
+    #: machine, unirt's harness failing): such a ranking is used once, never cached.
+    transient: bool = False
 
     @property
     def winner(self) -> str | None:
@@ -159,6 +162,10 @@ def rank(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, str 
         (tmp / RESULT_FILE).write_text(json.dumps(ranking.as_dict(), indent=1))
         return {"model": info.name, "kind": "fastest-backend ranking"}
 
+    if ranking.transient:
+        logger.info("unirt: ranking of %s not cached: %s", info.name, "; ".join(
+            f"{n}: {why}" for n, why in ranking.rejected.items()))
+        return ranking
     cache = ArtifactCache()
     cache.remove(CACHE_SECTION, key)  # a new measurement replaces the old one
     cache.get_or_build(CACHE_SECTION, key, build)
@@ -199,6 +206,8 @@ def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, 
         v = verify(info, name, versions.get(name), precision, options.get(name, {}), shapes,
                    tolerance=tolerance, timeout=timeout, registry=reg)
         if v.status != VerifyStatus.VERIFIED:
+            # a time-out, a kill, unirt's harness: not the engine's answer (no reference is)
+            ranking.transient |= not v.about_engine and v.result.status != "no reference"
             ranking.rejected[name] = v.result.reason if v.status == VerifyStatus.REJECTED \
                 else f"{v.status}: {v.result.reason}"
             continue
@@ -210,10 +219,13 @@ def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, 
     try:
         for name in passed:
             tick(f"opening {name}")
-            w = Worker(_child_init, **({"nice": nice} if nice else {}))
+            w = Worker(_child_init, nice=nice or None)
             opened, sets = run_sets(w, source, name, [feeds], precision, options.get(name),
                                     runs=WARMUP, timeout=timeout, registry=spec)
             if not opened.ok or not sets or sets[0].outputs is None:
+                ranking.transient |= (opened.status if not opened.ok else
+                                      sets[0].outcome.status if sets else "") in (
+                                          "timeout", "harness")
                 why = opened.describe() if not opened.ok else (
                     sets[0].outcome.describe() if sets else "nothing ran")
                 ranking.rejected[name] = f"failed while timing: {why}"
@@ -232,6 +244,7 @@ def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, 
                 if out.ok:
                     times[name].extend(out.value["times"])
                 else:
+                    ranking.transient |= out.status in ("timeout", "harness")
                     ranking.rejected[name] = f"failed while timing: {out.describe()}"
                     workers.pop(name).close()
                     times.pop(name, None)

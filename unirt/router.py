@@ -126,13 +126,16 @@ def load(
     registry: Registry | None = None,
     lock: str | os.PathLike[str] | None = None,
     lock_mode: str = "raise",
+    tune: str | None = None,
 ) -> Session:
     """Open ``model`` on the best backend that can run it. See the README for every argument.
 
     Every argument is checked before any child process starts or any cache entry is written.
     ``lock=`` opens exactly the choice a deployment lock records (``unirt lock``), measuring
     nothing; a lock made for other model bytes or engine versions raises ``LockError``, or with
-    ``lock_mode="warn"`` logs why and routes as usual.
+    ``lock_mode="warn"`` logs why and routes as usual. ``tune="background"`` (or
+    ``UNIRT_TUNE=background``) starts on the default route and moves to the fastest verified
+    engine between two calls once a low-priority background measurement finds one.
     """
     registry = registry or get_registry()
     info = read_model(model)
@@ -141,6 +144,9 @@ def load(
                      device=device, precision=precision, threads=threads, options=options,
                      verify=verify, tolerance=tolerance, input_shapes=input_shapes,
                      fallback=fallback, check=check)
+    from .tuning import resolve_mode
+
+    tune_mode = resolve_mode(tune)
     if lock_mode not in ("raise", "warn"):
         raise UnirtError(f"lock_mode must be 'raise' or 'warn', not {lock_mode!r}")
     if lock is not None:
@@ -178,8 +184,28 @@ def load(
     vetoed: set[str] = set()
     if backend is None:
         everything, vetoed = _apply_policy(registry, info, everything)
-    return _Router(registry, info, request, everything, excluded, vetoed, set(prefer_list),
+    sess = _Router(registry, info, request, everything, excluded, vetoed, set(prefer_list),
                    ranking, tuned=tuned).route()
+    if tune_mode == "background" and backend is None and "fastest" not in _names(prefer,
+                                                                                 "prefer"):
+        _tune_in_background(sess, registry, info, device, excluded | vetoed, request)
+    return sess
+
+
+def _tune_in_background(sess: Session, registry: Registry, info: Any, device: str,
+                        left_out: set[str], request: _Request) -> None:
+    """Measure the other available backends at low priority and swap to a faster verified one
+    (:mod:`unirt.tuning`); the pool is ``prefer="fastest"``'s, so they share the ranking."""
+    from .tuning import start_background
+
+    pool, versions = [], {}
+    for name in default_order(registry, device):
+        avail = registry.backend(name).available()
+        if name not in left_out and avail.available:
+            pool.append(name)
+            versions[name] = avail.version
+    start_background(sess, info, pool, versions, request.precision, request.options,
+                     request.input_shapes or None, request.tolerance, registry=registry)
 
 
 def _tuned(registry: Registry, info: Any, device: str, request: _Request) -> Any:
@@ -446,8 +472,8 @@ class _Router:
         """
         step = RouteStep(failed, SHAPE_FALLBACK, f"cannot run shape {shape}: {reason}")
         self.steps.append(step)
-        rest = [n for n in self.everything[self.everything.index(failed) + 1:]
-                if n not in self.excluded]
+        after = self.everything.index(failed) + 1 if failed in self.everything else 0
+        rest = [n for n in self.everything[after:] if n not in self.excluded and n != failed]
         self.registry.call_hook_safely("on_fallback", model=self.info, step=step,
                                        next_backend=rest[0] if rest else None)
         for name in rest:

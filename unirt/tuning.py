@@ -50,6 +50,9 @@ DEFAULT_NICE = 10
 #: Calls run on the new engine before the swap, so that the user's first call after it does not
 #: pay the engine's first-run costs (allocations, OpenVINO's lazy compilation).
 WARMUP_CALLS = 2
+#: The in-process confirmation before a swap: rounds of alternating blocks of calls per engine.
+CONFIRM_ROUNDS = 3
+CONFIRM_CALLS = 10
 
 
 def resolve_mode(tune: str | None) -> str:
@@ -190,11 +193,14 @@ class BackgroundTuner:
             session = self._session()
             if session is None or session.backend != current:
                 return "stopped: the session was closed or moved meanwhile"
+            assert impl is not None
+            confirmed = self._confirm(session, impl)
+            if confirmed is not None:
+                return f"stays on {current}: {confirmed}"
             w_ms, c_ms = ranking.median_s[winner] * 1e3, ranking.median_s[current] * 1e3
             cached = " (cached ranking)" if ranking.cached else ""
             reason = (f"tuned in the background: {winner} {w_ms:.3g} ms vs {current} "
                       f"{c_ms:.3g} ms ({speedup:.2f}x){cached}, verified {v.result.summary()}")
-            assert impl is not None
             if not session._swap(winner, impl, RouteStep(winner, SWAPPED, reason), v,
                                  self._winner_options(winner)):
                 return "stopped: the session was closed"
@@ -212,20 +218,52 @@ class BackgroundTuner:
 
     def _open(self, name: str) -> BackendSession:
         """Open the winner here (the measurement verified it in a child) and warm it up."""
-        from .inputs import make_inputs
-        from .verify import probe_shapes
-
         impl = self._registry.backend(name).open(self._info, self._winner_options(name))
         try:
-            feeds = make_inputs(self._info.inputs, probe_shapes(self._info.inputs,
-                                                                self._shapes)[0], seed=0)
-            names = [t.name for t in self._info.outputs]
+            feeds, names = self._feeds()
             for _ in range(WARMUP_CALLS):
                 impl.run(feeds, names)
         except BaseException:
             impl.close()
             raise
         return impl
+
+    def _feeds(self) -> tuple[dict[str, Any], list[str]]:
+        from .inputs import make_inputs
+        from .verify import probe_shapes
+
+        feeds = make_inputs(self._info.inputs, probe_shapes(self._info.inputs, self._shapes)[0],
+                            seed=0)
+        return feeds, [t.name for t in self._info.outputs]
+
+    def _confirm(self, session: Session, new: BackendSession) -> str | None:
+        """Time the current engine and the winner alternately in this process, where the user's
+        work runs: the children's ranking on a busy machine is noisy (measured on 2 cores: one
+        engine anywhere from 0.8 to 38 ms), and a swap must not trade a known engine for that
+        noise. None when the winner holds its margin here; else why not."""
+        import statistics
+        import time
+
+        feeds, names = self._feeds()
+        old = session._impl
+        if old is None:
+            return "the session was closed"
+        times: dict[str, list[float]] = {"old": [], "new": []}
+        for r in range(CONFIRM_ROUNDS):
+            order = [("old", old), ("new", new)] if r % 2 == 0 else [("new", new), ("old", old)]
+            for key, engine in order:
+                engine.run(feeds, names)  # the first call after the other engine: not timed
+                for _ in range(CONFIRM_CALLS):
+                    start = time.perf_counter()
+                    engine.run(feeds, names)
+                    times[key].append(time.perf_counter() - start)
+                if self._stop.is_set():
+                    return "stopped"
+        old_s, new_s = statistics.median(times["old"]), statistics.median(times["new"])
+        if old_s < new_s * (1 + self._margin):
+            return (f"the winner is not faster by {self._margin:.0%} in this process "
+                    f"({new_s * 1e3:.3g} ms vs {old_s * 1e3:.3g} ms)")
+        return None
 
     def _why_not(self, ranking: Ranking, current: str) -> str:
         if current not in ranking.median_s:
