@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger("unirt")
 
 PRECISIONS = ("exact", "fast")
+#: ``load(verify=...)``: measure unless cached, always measure, never measure.
+VERIFY_MODES = ("auto", "always", "never")
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .isolation import Worker
-from .model import ModelInfo
-from .probe import _child_init, _child_run, run_sets
-
 if TYPE_CHECKING:  # pragma: no cover
+    from .model import ModelInfo
     from .plugins import Registry
 
 logger = logging.getLogger("unirt")
@@ -177,7 +174,10 @@ def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, 
              shapes: Mapping[str, Sequence[int]] | None, tolerance: float | None,
              registry: Registry | None, progress: Progress | None, nice: int) -> Ranking:
     """Verify every candidate (cached verdicts reused), then time the verified ones."""
+    # Imported here: a lookup (every default load) needs none of the measuring machinery.
+    from .isolation import Worker
     from .plugins import get_registry
+    from .probe import _child_init, _child_run, run_sets
     from .verify import VerifyStatus, feed_sets, verify
 
     reg = registry or get_registry()

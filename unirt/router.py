@@ -238,8 +238,8 @@ def _check_arguments(registry: Registry, info: Any, *, backend: str | None,
     """Every ``load`` argument, checked up front: a typo costs a clear error, not seconds of
     verification children and a cache entry."""
     from .backend import PRECISIONS
+    from .backend import VERIFY_MODES as MODES
     from .inputs import resolve_shape
-    from .verify import MODES
 
     if backend is not None and not isinstance(backend, str):
         raise UnirtError(f"backend must be a backend name, not {backend!r}")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .backend import VERIFY_MODES
 from .errors import UnirtError
 from .model import ModelInfo
 from .probe import (
@@ -48,7 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger("unirt")
 
-MODES = ("auto", "always", "never")
+MODES = VERIFY_MODES
 #: The cache's name for verdicts (a pseudo-backend directory under the cache root).
 CACHE_SECTION = "verify"
 VERDICT_FILE = "verdict.json"
