@@ -101,10 +101,10 @@ def _key(info: ModelInfo, precision: str, options: Mapping[str, Mapping[str, Any
     """The tuning key: no engine version in it, so a lookup imports no engine (the versions are
     kept inside the entry and compared where they matter)."""
     from .cache import artifact_key
+    from .inputs import shape_sets
     from .inventory import cpu_name
-    from .verify import probe_shapes
 
-    shape_set = probe_shapes(info.inputs, shapes)[0]
+    shape_set = shape_sets(info.inputs, shapes)[0][1]
     return artifact_key(CACHE_SECTION, info, versions={"fastest": VERSION},
                         shapes={k: list(v) for k, v in shape_set.items()}, precision=precision,
                         options={"machine": f"{cpu_name()} x{os.cpu_count()}",

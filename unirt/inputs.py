@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import InputError, UnirtError
-from .tensor import TensorInfo, is_static
+from .tensor import TensorInfo, is_static, normalize_dim
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -156,3 +156,53 @@ def feeds_for(info: ModelInfo, feeds: Mapping[str, np.ndarray] | None,
                             {k: v for k, v in (shapes or {}).items() if k not in given}, seed)
     return {t.name: (given[t.name] if t.name in given else generated[t.name])
             for t in info.inputs}
+
+
+#: Sizes given to dynamic dimensions: the base probe, and the other size that shows whether a
+#: declared-dynamic axis really is dynamic. Axis 0 is taken for a batch axis; others for sizes.
+BATCH_SIZES = (1, 2)
+OTHER_SIZES = (32, 64)
+
+
+def shape_sets(inputs: Sequence[TensorInfo], declared: Mapping[str, Sequence[int]] | None = None
+               ) -> list[tuple[str, dict[str, tuple[int, ...]]]]:
+    """(label, shapes) to probe: ``base`` (declared shapes; dynamic dims at batch 1 / size 32),
+    then one set per dynamic dimension symbol at its other size (``T=64``), so that a model that
+    declares an axis dynamic but works at one size only is caught. An unnamed dim (``None``, or
+    a placeholder such as ``-1`` or ``"?"`` in a hand-built TensorInfo) is varied on its own
+    (``x[2]=64``): two ``"?"`` dims are not declared equal."""
+    declared = {k: tuple(v) for k, v in (declared or {}).items()}
+    symbols: dict[str, tuple[int, int]] = {}
+    where: dict[str, list[tuple[str, int]]] = {}
+    for t in inputs:
+        if t.shape is None or t.dtype is None or t.name in declared:
+            continue
+        for axis, d in enumerate(t.shape):
+            if is_static(d):
+                continue
+            # A placeholder ("?", "-1", a negative size) names nothing: each such dim is its own.
+            named = normalize_dim(d)
+            sym = named if isinstance(named, str) else f"{t.name}[{axis}]"
+            symbols.setdefault(sym, BATCH_SIZES if axis == 0 else OTHER_SIZES)
+            where.setdefault(sym, []).append((t.name, axis))
+
+    def build(values: Mapping[str, int]) -> dict[str, tuple[int, ...]]:
+        out: dict[str, tuple[int, ...]] = {}
+        for t in inputs:
+            if t.shape is None or t.dtype is None:
+                continue
+            if t.name in declared:
+                out[t.name] = resolve_shape(t, declared[t.name])
+                continue
+            dims = [d if is_static(d) else 0 for d in t.shape]
+            for sym, places in where.items():
+                for name, axis in places:
+                    if name == t.name:
+                        dims[axis] = values[sym]
+            out[t.name] = tuple(dims)
+        return out
+
+    base = {s: b for s, (b, _) in symbols.items()}
+    sets = [("base", build(base))]
+    sets += [(f"{sym}={alt}", build({**base, sym: alt})) for sym, (_, alt) in symbols.items()]
+    return sets

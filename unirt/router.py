@@ -144,9 +144,11 @@ def load(
                      device=device, precision=precision, threads=threads, options=options,
                      verify=verify, tolerance=tolerance, input_shapes=input_shapes,
                      fallback=fallback, check=check)
-    from .tuning import resolve_mode
+    tune_mode = "off"
+    if tune is not None or os.environ.get("UNIRT_TUNE"):  # the tuner is imported when asked for
+        from .tuning import resolve_mode
 
-    tune_mode = resolve_mode(tune)
+        tune_mode = resolve_mode(tune)
     if lock_mode not in ("raise", "warn"):
         raise UnirtError(f"lock_mode must be 'raise' or 'warn', not {lock_mode!r}")
     if lock is not None:
@@ -384,11 +386,11 @@ class _Router:
         r = self.request
         if r.verify == "never" or self.registry.backend(name).is_reference:
             return None
-        from .verify import VerifyStatus, verify
-
         avail = self.registry.backend(name).available()
         if not avail.available:
             return None  # open() reports it as unavailable
+        from .verify import VerifyStatus, verify
+
         v = verify(self.info, name, avail.version, r.precision, r.options.get(name, {}),
                    r.input_shapes, r.verify, r.tolerance, registry=self.registry)
         self.verifications[name] = v

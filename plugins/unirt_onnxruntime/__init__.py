@@ -12,13 +12,15 @@ router's fallback (with its reason) is what the user sees, not a 10x slowdown fo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import unirt
 from unirt.backend import Availability, Backend, BackendSession, OpenOptions
-from unirt.capability import Reason
 from unirt.errors import BackendError, UnirtError
 from unirt.model import ModelInfo
+
+if TYPE_CHECKING:  # pragma: no cover
+    from unirt.capability import Reason
 
 # Options a user may pass as load(options={"onnxruntime": {...}}).
 _SESSION_OPTIONS = {
@@ -89,6 +91,8 @@ class OnnxRuntimeBackend(Backend):
     def _rules_impl(self, model: ModelInfo) -> list[Reason]:
         # StringNormalizer builds a C++ locale (en_US.UTF-8 unless the node names one) when it
         # changes case; where the system lacks that locale the session fails to load.
+        from unirt.capability import Reason
+
         reasons = []
         for n in model.nodes:
             if n.op_type != "StringNormalizer" or n.domain not in ("", "ai.onnx"):
