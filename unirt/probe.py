@@ -88,12 +88,18 @@ def _child_open(state: dict[str, Any], source: str | bytes, backend: str, precis
 
 
 def _child_run(state: dict[str, Any], feeds: dict[str, np.ndarray], runs: int = 1,
-               outputs: list[str] | None = None, send_outputs: bool = True) -> dict[str, Any]:
+               outputs: list[str] | None = None, send_outputs: bool = True,
+               pause_s: float = 0.0) -> dict[str, Any]:
+    """Run ``runs`` times; ``pause_s`` sleeps before each timed call, as an application calling
+    at a frame rate does (back-to-back calls favour engines whose threads spin between calls,
+    and that is not how a robot runs a model)."""
     import time
 
     run = state["sess"].run
     times, result = [], None
     for _ in range(max(1, runs)):
+        if pause_s:
+            time.sleep(pause_s)
         start = time.perf_counter()
         result = run(feeds, outputs=outputs)
         times.append(time.perf_counter() - start)
