@@ -185,7 +185,7 @@ def run(model: str, backend: str | None, prefer: tuple[str, ...], input_specs: t
         outputs = sess.run(feeds)
         elapsed = time.perf_counter() - start
         saved = _save_outputs(outputs, output_dir) if output_dir else {}
-        summary = {
+        summary: dict[str, Any] = {
             "model": model, "backend": sess.backend, "seconds": elapsed,
             "inputs": {n: {"shape": list(a.shape), "dtype": str(a.dtype),
                            "source": files.get(n, f"random (seed {seed})")}
@@ -312,7 +312,7 @@ def compare(model: str, backend_list: str | None, input_specs: tuple[str, ...],
                 rows.append([r.backend, r.status.upper(), "", "", "", "", "", "", "", r.reason])
             for o in r.outputs:
                 tol = r.tolerances.get(o.name, (None, None))
-                rows.append([r.backend, r.status.upper(), r.precision, o.name,
+                rows.append([r.backend, r.status.upper(), r.precision or "", o.name,
                              _fmt(o.max_abs), _fmt(o.max_rel), _fmt(o.mean_abs),
                              _fmt(o.cosine), _topk(o),
                              o.problem or f"atol {tol[0]:.3g} rtol {tol[1]:.3g}"])

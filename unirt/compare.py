@@ -196,7 +196,7 @@ class _Prober:
         self.precision, self.atol, self.rtol, self.timeout = precision, atol, rtol, timeout
         self.workdir = workdir
         self.proto = onnx.load(str(info.path), load_external_data=False) if info.path else \
-            onnx.load_from_string(info.data)
+            onnx.load_from_string(info.data or b"")
         for f in info.external_data:  # modified copies must still find their weights
             target = workdir / f.relative_to(info.path.parent) if info.path else None
             if target is not None:
@@ -223,6 +223,7 @@ class _Prober:
             if not bad.ok:
                 who = "reference" if backend == ref else backend
                 raise UnirtError(f"{who} failed with extra outputs: {bad.describe()}")
+            assert sets[0].outputs is not None  # an ok outcome carries outputs
             results.append(sets[0].outputs)
         ref_out, got_out = results
         out = {}

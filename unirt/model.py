@@ -352,7 +352,7 @@ def _type_fact(tp: Any) -> TypeFact:
             dtype = helper.tensor_dtype_to_string(tt.elem_type).removeprefix("TensorProto.").lower()
         except Exception:  # undefined element type
             dtype = None
-        dtype = _DTYPE_NAMES.get(dtype, dtype) if tt.elem_type else None
+        dtype = _DTYPE_NAMES.get(dtype, dtype) if tt.elem_type and dtype is not None else None
         if not tt.HasField("shape"):
             return TypeFact(None, dtype)
         dims = tuple(_dim(d) for d in tt.shape.dim)

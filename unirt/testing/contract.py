@@ -19,7 +19,7 @@ time; once it opens a model it must return the reference's numbers (onnx's own
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,8 @@ class BackendContract:
         raise NotImplementedError("override the backend_name fixture")
 
     @pytest.fixture
-    def open_model(self, backend_name: str, tmp_path: Path) -> Callable[..., unirt.Session]:
+    def open_model(self, backend_name: str, tmp_path: Path
+                   ) -> Iterator[Callable[..., unirt.Session]]:
         """``open_model(proto)`` saves the model and opens it on the backend under test."""
         status = get_registry().backend(backend_name).available()
         if not status.available:
@@ -153,7 +154,8 @@ class BackendContract:
         sess = self.open_or_refuse(open_model, proto, backend_name)
         if sess is None:
             pytest.skip(f"{backend_name} refuses int64 inputs")
-        feeds = {"ids": np.array([[1, 2, 3]], np.int64), "scale": np.array(0.5, np.float32)}
+        feeds: dict[str, np.ndarray] = {"ids": np.array([[1, 2, 3]], np.int64),
+                                        "scale": np.array(0.5, np.float32)}
         try:
             out = sess.run(feeds)
         except BackendError as exc:
