@@ -499,6 +499,9 @@ class _Router:
             why = f"preferred: {self.ranking.describe(name)}"
         elif name in self.preferred:
             why = "preferred"
+        elif self.registry.backend(name).is_reference and not self.preferred:
+            why = ("the reference, opened at once (no tuning result for this model here: "
+                   "`unirt tune` measures the other engines)")
         else:
             failed = [s for s in self.steps
                       if s.outcome in (FAILED, UNAVAILABLE, REJECTED, UNSUPPORTED_STEP)]
