@@ -184,9 +184,9 @@ def test_a_changed_model_byte_is_refused_naming_both_digests(
     with pytest.raises(LockError) as err:
         L.resolve_lock(path, info, registry, "raise")
     msg = str(err.value)
-    assert (f"unirt.lock was made for model sha256 {locked[:12]}.. (conv.onnx), this is "
+    assert (f"unirt.lock was made for model digest {locked[:12]}.. (conv.onnx), this is "
             f"{now[:12]}.. (conv.onnx)") in msg
-    assert "unirt lock conv.onnx" in msg  # says how to fix it
+    assert "conv.onnx --out " in msg and "make the lock again with: unirt lock " in msg
 
 
 def test_a_changed_engine_version_is_refused_naming_both(
@@ -302,7 +302,7 @@ def test_cli_lock_and_check(cli: click.Group, model: Path, tmp_path: Path) -> No
     assert result.exit_code == 1
     lines = result.stdout.splitlines()
     assert len(lines) == 2
-    assert lines[0].startswith("unirt.lock was made for model sha256 ")
+    assert lines[0].startswith("unirt.lock was made for model digest ")
     assert lines[1].startswith("unirt.lock was made with onnxruntime 0.1.0, this machine has ")
     result = runner.invoke(cli, ["lock", "--check", str(out), str(model), "--json"])
     assert result.exit_code == 1 and len(json.loads(result.output)["differences"]) == 2

@@ -131,11 +131,11 @@ def test_a_lock_for_other_model_bytes_raises_or_warns(
     lock = tmp_path / "unirt.lock"
     write_lock(measure_lock(conv, "fake-fast"), lock)
     M.save(M.tiny(), conv)  # same file name, other bytes
-    with pytest.raises(LockError, match="was made for model sha256"):
+    with pytest.raises(LockError, match="was made for model digest"):
         unirt.load(conv, lock=lock)
     sess = unirt.load(conv, lock=lock, lock_mode="warn")
     assert sess.backend == "onnxruntime"
-    assert any("was made for model sha256" in r.getMessage() for r in caplog.records)
+    assert any("was made for model digest" in r.getMessage() for r in caplog.records)
 
 
 def test_load_with_background_tuning_moves_to_the_fastest_right_engine(
@@ -175,3 +175,13 @@ def test_a_swap_needs_the_winner_faster_in_this_process_too(conv: Path,
     assert why is not None and "not faster" in why
     slow.close()
     sess.close()
+
+
+def test_a_lock_carries_its_precision(conv: Path, tmp_path: Path, fake_engines: None) -> None:
+    from unirt.lock import measure_lock, write_lock
+
+    lock = tmp_path / "fast.lock"
+    write_lock(measure_lock(conv, "fake-fast", precision="fast"), lock)
+    sess = unirt.load(conv, lock=lock)  # no precision= needed: the lock's applies
+    assert sess.backend == "fake-fast" and sess.options is not None
+    assert sess.options.precision == "fast"

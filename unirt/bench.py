@@ -41,7 +41,8 @@ class BenchResult:
     precision: str | None = None
     cold_load_s: float | None = None
     warm_load_s: float | None = None
-    #: Importing the engine in a fresh process, apart from the load (OpenVINO: ~0.6 s).
+    #: Importing the engine and the backend's availability check in a fresh child, apart from
+    #: the load (numpy and unirt are already imported there).
     import_s: float | None = None
     latencies_s: list[float] = field(default_factory=list)
     peak_rss_bytes: int | None = None

@@ -407,7 +407,7 @@ def bench_cmd(model: str, backend_list: str | None, shape_specs: tuple[str, ...]
              _fmt(r.p99_ms), _fmt(r.throughput),
              "" if r.peak_rss_bytes is None else f"{r.peak_rss_bytes / 2**20:.0f}", r.reason]
             for r in report.results]
-    con.print(_table("Benchmark", ["backend", "shape", "precision", "engine import ms",
+    con.print(_table("Benchmark", ["backend", "shape", "precision", "import ms",
                                    "cold load ms",
                                    "warm load ms", "median ms", "p90 ms", "p99 ms", "samples/s",
                                    "peak MB", "note"], rows))

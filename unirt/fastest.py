@@ -144,12 +144,11 @@ def rank(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, str 
          shapes: Mapping[str, Sequence[int]] | None = None,
          tolerance: float | None = None, *, registry: Registry | None = None,
          progress: Progress | None = None, remeasure: bool = False,
-         nice: int = 0) -> Ranking:
+         nice: int = 0, keep: bool = True) -> Ranking:
     """The ranking of ``candidates`` on ``info``: cached when measured for the same candidates
-    and engine versions, else measured now (and cached). ``remeasure`` measures regardless
-    (``unirt tune``); ``nice`` lowers the children's priority (background tuning)."""
-    from .cache import ArtifactCache
-
+    and engine versions, else measured now (and cached unless ``keep`` is False: background
+    tuning keeps only a ranking this process confirmed, see :func:`store`). ``remeasure``
+    measures regardless (``unirt tune``); ``nice`` lowers the children's priority."""
     if not remeasure:
         known = lookup(info, precision, options, shapes, tolerance)
         if known is not None and set(known.candidates) == set(candidates) and all(
@@ -157,20 +156,31 @@ def rank(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, str 
             return known
     ranking = _measure(info, candidates, versions, precision, options, shapes, tolerance,
                        registry, progress, nice)
+    if keep:
+        store(info, ranking, precision, options, shapes, tolerance)
+    return ranking
+
+
+def store(info: ModelInfo, ranking: Ranking, precision: str,
+          options: Mapping[str, Mapping[str, Any]],
+          shapes: Mapping[str, Sequence[int]] | None, tolerance: float | None) -> None:
+    """Cache ``ranking`` as the tuning result the default route opens (replacing an older one);
+    not one in which a candidate was left out for a transient reason."""
+    from .cache import ArtifactCache
+
+    if ranking.transient:
+        logger.info("unirt: ranking of %s not cached: %s", info.name, "; ".join(
+            f"{n}: {why}" for n, why in ranking.rejected.items()))
+        return
     key = _key(info, precision, options, shapes, tolerance)
 
     def build(tmp: Path) -> dict[str, Any]:
         (tmp / RESULT_FILE).write_text(json.dumps(ranking.as_dict(), indent=1))
         return {"model": info.name, "kind": "fastest-backend ranking"}
 
-    if ranking.transient:
-        logger.info("unirt: ranking of %s not cached: %s", info.name, "; ".join(
-            f"{n}: {why}" for n, why in ranking.rejected.items()))
-        return ranking
     cache = ArtifactCache()
     cache.remove(CACHE_SECTION, key)  # a new measurement replaces the old one
     cache.get_or_build(CACHE_SECTION, key, build)
-    return ranking
 
 
 def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, str | None],

@@ -483,7 +483,7 @@ def inspect_lock(lock: Lock, model: ModelSource | ModelInfo | None = None,
         info = read_model(model)
         digest = model_digest(info)
         if digest != lock.model.digest:
-            diffs.append(f"{label} was made for model sha256 {lock.model.digest[:_SHORT]}.. "
+            diffs.append(f"{label} was made for model digest {lock.model.digest[:_SHORT]}.. "
                          f"({lock.model.file}), this is {digest[:_SHORT]}.. ({info.name})")
     if precision is not None and precision != lock.precision:
         diffs.append(f"{label} was made for precision {lock.precision}, this load asks for "
@@ -578,7 +578,11 @@ def resolve_lock(lock_path: str | os.PathLike[str] | Lock, info: ModelInfo,
     if not check.ok:
         why = "; ".join(check.differences)
         if mode == "raise":
-            raise LockError(f"{why} (make the lock again with: unirt lock {info.name} --out "
+            shapes = "".join(f" --shape {k}={'x'.join(map(str, v))}"
+                             for k, v in lock.shapes.items())
+            prec = "" if lock.precision == "exact" else f" --precision {lock.precision}"
+            raise LockError(f"{why} (make the lock again with: unirt lock "
+                            f"{info.path or info.name}{shapes}{prec} --out "
                             f"{lock.path or DEFAULT_PATH}; or load with lock_mode=\"warn\")")
         logger.warning("unirt: not using %s for %s, routing as usual: %s", lock.label,
                        info.name, why)

@@ -156,9 +156,12 @@ def load(
             raise UnirtError("give lock= alone: the lock names the backend")
         from .lock import resolve_lock
 
-        locked = resolve_lock(lock, info, registry, lock_mode, precision=precision)
+        # The lock's precision applies: a lock made with --precision fast opens fast.
+        locked = resolve_lock(lock, info, registry, lock_mode)
         if locked is not None:
             name, figures = locked
+            if figures.lock is not None:
+                precision = figures.lock.precision
             request = _Request(backend=name, fallback=False, precision=precision,
                                threads=threads, device=device, options=options, verify="never",
                                check=False, tolerance=tolerance,

@@ -75,7 +75,7 @@ def tune_command(model: str, backend_list: str | None, shape_specs: tuple[str, .
                                "ranking": ranking.as_dict(), "unavailable": skipped,
                                "lock": lock_path})
         return
-    _print(ranking, skipped, info.name, registry)
+    _print(ranking, skipped, info, registry)
     if lock_path is not None:
         cli_output.console().print(f"Lock written to {lock_path}: unirt.load({model!r}, "
                                    f"lock={lock_path!r}) opens {ranking.winner} without "
@@ -105,7 +105,8 @@ def _progress(as_json: bool, label: str) -> tuple[Any, Any]:
     return update, bar.stop
 
 
-def _print(ranking: Any, skipped: dict[str, str], model: str, registry: Any) -> None:
+def _print(ranking: Any, skipped: dict[str, str], info: Any, registry: Any) -> None:
+    model = info.name
     con = cli_output.console()
     ref = registry.reference
     ref_ms = ranking.median_s.get(ref) if ref else None
@@ -127,5 +128,13 @@ def _print(ranking: Any, skipped: dict[str, str], model: str, registry: Any) -> 
                                ["backend", "result", "median ms", "vs reference",
                                 "max abs err", "load ms"], rows))
     if ranking.winner:
-        con.print(f"The next unirt.load({model!r}) opens {ranking.winner} (ranking cached).",
+        from .inputs import shape_sets
+
+        default = {k: list(v) for k, v in shape_sets(info.inputs)[0][1].items()}
+        shapes = {} if default == ranking.shapes else ranking.shapes
+        call = f"unirt.load({model!r}" + (
+            f", input_shapes={{{', '.join(f'{k!r}: {tuple(v)}' for k, v in shapes.items())}}}"
+            if shapes else "") + ")"
+        con.print(f"The next {call} opens {ranking.winner} (ranking cached for these shapes).",
                   highlight=False)
+

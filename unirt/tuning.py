@@ -145,6 +145,9 @@ class BackgroundTuner:
         except Cancelled:
             self.outcome = "stopped"
         except Exception as exc:  # never into the user's thread: the session runs on as it is
+            if self._stop.is_set():  # closed meanwhile: its engines went with it, not an error
+                self.outcome = "stopped"
+                return
             self.error = exc
             self.outcome = f"failed: {type(exc).__name__}: {first_line(exc)}"
             logger.warning("unirt: background tuning of %s failed; it stays on its backend: "
@@ -169,13 +172,17 @@ class BackgroundTuner:
             self._versions.setdefault(
                 current, self._registry.backend(current).available().version)
         with worker_defaults(nice=self._nice, cancel=self._stop):
+            # Measured alongside the user's own work: kept as the default route's tuning result
+            # only once this process agrees with it (below), never on the children's word.
             ranking = rank(self._info, candidates, self._versions, self._precision,
-                           self._options, self._shapes, self._tolerance)
+                           self._options, self._shapes, self._tolerance, keep=False)
             self.result = ranking
             if self._stop.is_set():
                 return "stopped"
             choice = decide(ranking, current, self._margin)
             if choice is None:
+                if ranking.winner == current and not ranking.cached:
+                    self._keep(ranking)
                 return f"stays on {current}: {self._why_not(ranking, current)}"
             winner, speedup = choice
             v = verify(self._info, winner, self._versions.get(winner), self._precision,
@@ -206,10 +213,18 @@ class BackgroundTuner:
                 return "stopped: the session was closed"
             impl = None  # the session owns it now
             self.swapped = True
+            if not ranking.cached:
+                self._keep(ranking)
             return f"swapped to {winner}: {reason}"
         finally:
             if impl is not None:
                 impl.close()
+
+    def _keep(self, ranking: Ranking) -> None:
+        from .fastest import store
+
+        store(self._info, ranking, self._precision, self._options, self._shapes,
+              self._tolerance)
 
     def _winner_options(self, name: str) -> OpenOptions:
         base = self._open_options or OpenOptions(precision=self._precision)
@@ -244,21 +259,27 @@ class BackgroundTuner:
         import statistics
         import time
 
+        from .errors import SessionClosedError
+
         feeds, names = self._feeds()
-        old = session._impl
-        if old is None:
-            return "the session was closed"
+        calls: dict[str, Any] = {
+            # The current engine through the session: its calls are counted in flight, so a
+            # close() meanwhile waits for them instead of freeing the engine under them.
+            "old": lambda: session.run(feeds),
+            "new": lambda: new.run(feeds, names)}
         times: dict[str, list[float]] = {"old": [], "new": []}
-        for r in range(CONFIRM_ROUNDS):
-            order = [("old", old), ("new", new)] if r % 2 == 0 else [("new", new), ("old", old)]
-            for key, engine in order:
-                engine.run(feeds, names)  # the first call after the other engine: not timed
-                for _ in range(CONFIRM_CALLS):
-                    start = time.perf_counter()
-                    engine.run(feeds, names)
-                    times[key].append(time.perf_counter() - start)
-                if self._stop.is_set():
-                    return "stopped"
+        try:
+            for r in range(CONFIRM_ROUNDS):
+                for key in (("old", "new") if r % 2 == 0 else ("new", "old")):
+                    calls[key]()  # the first call after the other engine: not timed
+                    for _ in range(CONFIRM_CALLS):
+                        start = time.perf_counter()
+                        calls[key]()
+                        times[key].append(time.perf_counter() - start)
+                    if self._stop.is_set():
+                        return "stopped"
+        except SessionClosedError:
+            return "the session was closed"
         old_s, new_s = statistics.median(times["old"]), statistics.median(times["new"])
         if old_s < new_s * (1 + self._margin):
             return (f"the winner is not faster by {self._margin:.0%} in this process "
