@@ -516,7 +516,11 @@ class NcnnSession(BackendSession):
             except ShapeLimitError:
                 raise
             except BackendError as exc:
-                # Converting at a new shape failed: this shape can go to another backend.
+                if not self._plans:
+                    # No shape ever converted: the model cannot run on ncnn (a missing op, a
+                    # converter crash), whatever the shape. Not a shape limit.
+                    raise
+                # Another shape converted, this one failed: this shape can go elsewhere.
                 raise ShapeLimitError(str(exc)) from exc
         host = self._host_by_output
         needed = list(dict.fromkeys(
