@@ -10,7 +10,8 @@ verified load. Bounded (``--trials``), seeded, stops by itself; no network.
             invalid; and a second load in a fresh process must succeed with the numbers of ONNX
             Runtime, never loading a half-written entry.
 ``sigint``  Ctrl-C (SIGINT to the process group, as a terminal sends it) during ``unirt compare``
-            and during a first verified ``unirt.load``: the process must exit by itself within
+            and during a first verified ``unirt.load`` (on ncnn, ``--at-pnnx`` more trials aimed
+            at the moment pnnx converts): the process must exit by itself within
             ``--exit-timeout`` s, without an internal error, leaving no child process, temp file
             or half-written cache entry; a later load must succeed.
 
@@ -55,25 +56,27 @@ def worker(a: argparse.Namespace) -> int:
     del model
     print(READY, flush=True)
     t0 = time.perf_counter()
+    stage = "load"
     try:
         sess = unirt.load(a.model_path, backend=a.backend)
         feeds = C.feeds_for(sess.inputs, a.seed)
         out = sess.run(feeds)
+        seconds = time.perf_counter() - t0
+        stage = "after load"  # Ctrl-C from here on lands in this script, not in unirt
+        with unirt.load(a.model_path, backend="onnxruntime") as ref:
+            expected = ref.run(feeds)
+        conversions = sess.details.get("conversions") or []
+        doc = {"interrupted": False, "seconds": round(seconds, 3),
+               "max_abs_vs_onnxruntime": C.max_abs(out, expected),
+               "digest": hashlib.sha256(b"".join(v.tobytes() for v in out.values())).hexdigest(),
+               "verified_from_cache": getattr(sess.verification, "cached", None),
+               "artifact_from_cache": all(c.get("cached") for c in conversions) if conversions
+               else None}
+        sess.close()
     except KeyboardInterrupt:
-        print(RESULT + json.dumps({"interrupted": True,
+        print(RESULT + json.dumps({"interrupted": stage,
                                    "seconds": round(time.perf_counter() - t0, 3)}), flush=True)
         return 130
-    seconds = time.perf_counter() - t0
-    with unirt.load(a.model_path, backend="onnxruntime") as ref:
-        expected = ref.run(feeds)
-    conversions = sess.details.get("conversions") or []
-    doc = {"interrupted": False, "seconds": round(seconds, 3),
-           "max_abs_vs_onnxruntime": C.max_abs(out, expected),
-           "digest": hashlib.sha256(b"".join(v.tobytes() for v in out.values())).hexdigest(),
-           "verified_from_cache": getattr(sess.verification, "cached", None),
-           "artifact_from_cache": all(c.get("cached") for c in conversions) if conversions
-           else None}
-    sess.close()
     print(RESULT + json.dumps(doc), flush=True)
     return 0
 
@@ -272,29 +275,37 @@ def sigint(a: argparse.Namespace, root: Path, case: str, backend: str, model: Pa
         cmd = _worker_cmd(a, backend, model)
         window = calibrate(a, root, backend, model)
     trials = []
-    for i in range(a.sigints):
+    aimed = a.at_pnnx if (case, backend) == ("load", "ncnn") else 0
+    for i in range(a.sigints + aimed):
         trial = Trial(root, f"sigint-{case}-{backend}-{i}")
         proc = trial.start(cmd)
         if case == "load" and not _wait_ready(proc, a.load_timeout):
             trials.append({"harness": "worker did not start"})
             continue
-        delay = rng.uniform(0.2 * window, 0.9 * window) if case == "compare" else rng.uniform(
-            0.0, window)
-        time.sleep(delay)
+        if i >= a.sigints:  # aimed: the moment pnnx is converting
+            t0 = time.monotonic()
+            while (time.monotonic() - t0 < 3 * window and proc.poll() is None
+                   and not any(c == "pnnx" for _, c in marked(trial.mark))):
+                time.sleep(0.01)
+            delay = time.monotonic() - t0
+        else:
+            delay = rng.uniform(0.2 * window, 0.9 * window) if case == "compare" else \
+                rng.uniform(0.0, window)
+            time.sleep(delay)
         kids = [c for _, c in C.descendants(proc.pid)]
         finished = proc.poll() is not None
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         t0 = time.monotonic()
         try:
-            _out, err = proc.communicate(timeout=a.exit_timeout)
+            out, err = proc.communicate(timeout=a.exit_timeout)
             exit_s = time.monotonic() - t0
             hung = False
         except subprocess.TimeoutExpired:
             hung, exit_s = True, None
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            _out, err = proc.communicate()
+            out, err = proc.communicate()
         left_now = marked(trial.mark)
         left = wait_gone(trial.mark, a.grace)
         state = trial.state()
@@ -305,6 +316,7 @@ def sigint(a: argparse.Namespace, root: Path, case: str, backend: str, model: Pa
             "delay_s": round(delay, 3), "finished_before_signal": finished,
             "children_at_signal": kids, "returncode": proc.returncode, "hung": hung,
             "exit_s": None if exit_s is None else round(exit_s, 3),
+            "in_load": case == "compare" or (_result(out) or {}).get("interrupted") == "load",
             "internal_error": "Traceback" in err or "Internal error" in err,
             "stderr_tail": err.strip()[-300:], "orphans_at_exit": [c for _, c in left_now],
             "orphans_after_grace": [c for _, c in left], **state, "second_load": second,
@@ -313,7 +325,7 @@ def sigint(a: argparse.Namespace, root: Path, case: str, backend: str, model: Pa
     row = {
         "case": f"{case} ({a.compare_backends if case == 'compare' else backend})",
         "trials": len(trials), "window_s": round(window, 2),
-        "interrupted": sum(not t["finished_before_signal"] for t in done),
+        "interrupted": sum(t["in_load"] and not t["finished_before_signal"] for t in done),
         "with_child": sum(bool(t["children_at_signal"]) for t in done),
         "hang": sum(t["hung"] for t in done),
         "internal_error": sum(t["internal_error"] for t in done),
@@ -342,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="conv_net", choices=sorted(C.MODELS))
     p.add_argument("--trials", type=int, default=10, help="kill -9 trials per backend")
     p.add_argument("--sigints", type=int, default=5, help="Ctrl-C trials per case")
+    p.add_argument("--at-pnnx", type=int, default=2,
+                   help="extra Ctrl-C trials on the ncnn load, sent when pnnx is running")
     p.add_argument("--compare-backends", default="onnxruntime,openvino,opencv,ncnn")
     p.add_argument("--cases", default="kill9,sigint-compare,sigint-load")
     p.add_argument("--seed", type=int, default=0)
