@@ -10,7 +10,7 @@ fi
 .venv/bin/python -m pip install -q -c constraints.txt -e ".[all,dev]"
 # The pnnx wheel declares torch; its converter binary needs none of it.
 .venv/bin/python -m pip install -q -c constraints.txt --no-deps pnnx
-.venv/bin/python -m ruff check unirt plugins tests benchmarks examples
+.venv/bin/python -m ruff check unirt plugins tests benchmarks examples stress
 # py.typed is a promise: the core type-checks (the plugins are not yet clean).
 .venv/bin/python -m mypy unirt --ignore-missing-imports
 .venv/bin/python -m pytest -q "$@"

@@ -37,6 +37,7 @@ import logging
 import os
 import pickle
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -221,10 +222,14 @@ class _Child:
     """One started child: its process, channel and output file. Holds no reference to the
     Worker, so that a Worker nobody closed can be collected and its finalizer kill this."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], channel: Channel, log: int | None) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], channel: Channel, log: int | None,
+                 scratch: str | None = None) -> None:
         self.proc = proc
         self.channel = channel
         self.log = log
+        #: The child's private TMPDIR: what it (and a converter it started) left there is
+        #: removed with it, even when it was killed before it could clean up.
+        self.scratch = scratch
         self.answered = False
         self.tail: str | None = None
         self._dead = False
@@ -259,6 +264,8 @@ class _Child:
         if self.log is not None:
             self.tail = _read_tail(self.log)
             os.close(self.log)
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
         return self.proc.returncode
 
     def close(self) -> None:
@@ -317,23 +324,27 @@ class Worker:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         log = _output_file() if self._quiet else None
+        scratch = tempfile.mkdtemp(prefix="unirt-child-")
+        env = _child_env()
+        env.update(TMPDIR=scratch, TMP=scratch, TEMP=scratch)
         self._starts += 1
         try:
             proc = subprocess.Popen(
                 [*_child_command(exe), str(to_child_r), str(from_child_w), str(os.getpid()),
                  str(self._nice)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=_child_env(),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
                 pass_fds=(to_child_r, from_child_w), start_new_session=True)
         except OSError as exc:
             for fd in (to_child_w, from_child_r, *(() if log is None else (log,))):
                 os.close(fd)
+            shutil.rmtree(scratch, ignore_errors=True)
             return harness(f"cannot start a child process with {exe}: "
                            f"{exc.strerror or exc}", error_type=type(exc).__name__)
         finally:  # the child's ends: only the child may hold them, or its death brings no EOF
             os.close(to_child_r)
             os.close(from_child_w)
         os.set_blocking(to_child_w, False)
-        child = _Child(proc, Channel(from_child_r, to_child_w), log)
+        child = _Child(proc, Channel(from_child_r, to_child_w), log, scratch)
         self._child = child
         self._finalizer = weakref.finalize(self, child.kill)
 
