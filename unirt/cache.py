@@ -304,15 +304,15 @@ def _create_secret(root: Path) -> bytes:
             os.fsync(fd)
         finally:
             os.close(fd)
-        if os.path.lexists(path):  # there, but not a whole secret: damaged, replace it
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                pass  # another process was first: its secret is the one
-            except OSError:  # a file system without hard links
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            # Another process was first (a linked secret is always whole: its secret is the
+            # one), or the file there is damaged (the wrong length): only then replace it.
+            if _read_secret(root) is None:
                 os.replace(tmp, path)
+        except OSError:  # a file system without hard links
+            os.replace(tmp, path)
     finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -734,9 +734,9 @@ class ArtifactCache:
         raise) the manifest is written for what the engine left. ``key`` should be
         content-addressed so two models never share a directory.
 
-        A cache that cannot be written: the directory is handed over only when every file in it
-        verifies (the engine reads it and writes nothing, or fails to write silently); else
-        ``None``. A cache that cannot be created: ``None``.
+        A cache that cannot be written: when every file in the directory verifies, a private
+        directory of links to them (see :meth:`_managed_copy`); else ``None``. A cache that
+        cannot be created: ``None``.
         """
         entry = self.entry_path(backend, key)
         if self.problem is not None:
@@ -756,8 +756,9 @@ class ArtifactCache:
             os.utime(marker)  # last use, as a manifest's mtime is for other entries
         except OSError as exc:
             self._unwritable(exc)
-        if secret is None:  # read-only: use what is there only when all of it verifies
-            yield entry if self._managed_clean(backend, key, entry) else None
+        if secret is None:  # read-only
+            with self._managed_copy(backend, key, entry) as private:
+                yield private
             return
         lock = filelock.FileLock(str(lock_path), thread_local=False)
         try:
@@ -787,14 +788,34 @@ class ArtifactCache:
         finally:
             lock.release()
 
-    def _managed_clean(self, backend: str, key: str, entry: Path) -> bool:
+    @contextlib.contextmanager
+    def _managed_copy(self, backend: str, key: str, entry: Path) -> Iterator[Path | None]:
+        """For a cache that cannot be written: when every file of the managed directory
+        verifies, a private directory of links to them, removed after the block (the engine
+        has loaded what it needed by then). Not the directory itself: OpenVINO deletes a blob
+        it finds stale (its model file's time changed) and raises when it cannot ("cannot
+        remove: Read-only file system", 2026.4); in the private copy it deletes a link and
+        compiles. ``None`` when the directory is missing or anything in it does not verify."""
+        private: Path | None = None
         try:
-            if not entry.is_dir():
-                return False
-            _, bad = _managed_state(entry, backend, key, _read_secret(self.root))
-        except OSError:
-            return False
-        return not bad
+            if entry.is_dir():
+                good, bad = _managed_state(entry, backend, key, _read_secret(self.root))
+                if not bad:
+                    private = _private_dir(f"{backend}-{key[:12]}-")
+                    for rel in good:
+                        (private / rel).parent.mkdir(parents=True, exist_ok=True)
+                        os.symlink(entry / rel, private / rel)
+        except OSError as exc:
+            logger.debug("unirt: cannot use %s/%s from a read-only cache: %s", backend, key,
+                         _why(exc))
+            if private is not None:
+                shutil.rmtree(private, ignore_errors=True)
+            private = None
+        try:
+            yield private
+        finally:
+            if private is not None:
+                shutil.rmtree(private, ignore_errors=True)
 
     def _record_managed(self, backend: str, key: str, entry: Path,
                         known: dict[str, dict[str, Any]], secret: bytes) -> None:
