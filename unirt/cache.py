@@ -359,6 +359,16 @@ class CacheEntry:
         }
 
 
+def _older_format(entry: Path) -> bool:
+    """Whether an entry's manifest is a whole one of an older format (no MAC yet)."""
+    try:
+        doc = json.loads((entry / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and isinstance(doc.get("format"), int) and \
+        doc["format"] < MANIFEST_FORMAT
+
+
 def _manifest_for(directory: Path) -> dict[str, dict[str, Any]]:
     files: dict[str, dict[str, Any]] = {}
     for p in sorted(directory.rglob("*")):
@@ -596,8 +606,12 @@ class ArtifactCache:
             return
         try:
             if os.path.lexists(entry) and not self._verified(backend, key, entry):
-                logger.warning("cache entry %s/%s is corrupt or was altered (its files, manifest "
-                               "or MAC do not match): removed", backend, key)
+                if _older_format(entry):  # written before entries were signed: expected once
+                    logger.info("cache entry %s/%s was written by an older unirt: removed",
+                                backend, key)
+                else:
+                    logger.warning("cache entry %s/%s is corrupt or was altered (its files, "
+                                   "manifest or MAC do not match): removed", backend, key)
                 _remove_tree(entry)
         finally:
             lock.release()
