@@ -42,9 +42,18 @@ def info(root: str | None, as_json: bool) -> None:
         _emit_json(data)
         return
     click.echo(f"path: {data['path']}")
+    if data["problem"]:
+        click.echo(f"not usable: {data['problem']} (unirt works without a cache)")
     click.echo(f"entries: {data['entries']}  size: {format_size(data['size_bytes'])}")
     for name, b in data["backends"].items():
         click.echo(f"  {name}: {b['entries']} entries, {format_size(b['size_bytes'])}")
+    scratch = data["scratch"]
+    if scratch["dirs"]:
+        # Build directories of killed processes, and trash: `unirt cache clear` removes the
+        # stale ones (any load sweeps them too).
+        click.echo(f"scratch: {scratch['dirs']} unfinished build or trash director"
+                   f"{'y' if scratch['dirs'] == 1 else 'ies'}, "
+                   f"{format_size(scratch['size_bytes'])} ({scratch['stale']} stale)")
 
 
 @cache.command(name="list")

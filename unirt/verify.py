@@ -149,8 +149,13 @@ def _key(info: ModelInfo, backend: str, version: str | None, precision: str,
 
 
 def _read(entry: Path) -> Verification | None:
-    """A cached verdict, or None when the entry is not one this version wrote."""
+    """A cached verdict. Raises (OSError, ValueError, KeyError, TypeError) when the entry is not
+    one this version wrote: a status it does not know, a missing field. The cache has already
+    checked the entry's MAC, so an edited or forged verdict never gets here; what does is a
+    verdict no version of this code should trust either, and callers remove it."""
     doc = json.loads((entry / VERDICT_FILE).read_text())
+    if not isinstance(doc, dict):
+        raise TypeError("a verdict is a JSON object")
     status = VerifyStatus(doc["status"])
     result = ProbeResult.from_dict(doc["result"])
     if status == VerifyStatus.UNVERIFIED:
@@ -170,13 +175,15 @@ def lookup(info: ModelInfo, backend: str, version: str | None, precision: str = 
     except UnirtError:
         return None
     key = _key(info, backend, version, precision, options or {}, sets, tolerance)
-    entry = ArtifactCache().lookup(CACHE_SECTION, key)
+    cache = ArtifactCache()
+    entry = cache.lookup(CACHE_SECTION, key)
     if entry is None:
         return None
     try:
         v = _read(entry)
-    except (OSError, ValueError, KeyError, TypeError):
-        logger.warning("unreadable verification verdict %s; ignored", key)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        logger.warning("unreadable verification verdict %s (%s); removed", key, exc)
+        cache.remove(CACHE_SECTION, key)
         return None
     return None if v is None else Verification(v.status, v.result, True, key)
 
@@ -223,8 +230,10 @@ def verify(info: ModelInfo, backend: str, version: str | None, precision: str = 
                 v = _read(entry)
                 if v is not None:
                     return Verification(v.status, v.result, True, key)
-            except (OSError, ValueError, KeyError, TypeError):
-                logger.warning("unreadable verification verdict %s; measuring again", key)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                logger.warning("unreadable verification verdict %s (%s); removed, measuring "
+                               "again", key, exc)
+                cache.remove(CACHE_SECTION, key)
     else:
         cache.remove(CACHE_SECTION, key)
     try:  # generated only now: a cached verdict costs no input generation
@@ -246,7 +255,9 @@ def verify(info: ModelInfo, backend: str, version: str | None, precision: str = 
 
 def store(v: Verification, info: ModelInfo, backend: str, version: str | None,
           precision: str) -> None:
-    """Write a verdict into the cache (atomically, under the entry's lock)."""
+    """Write a verdict into the cache (atomically, under the entry's lock, signed with the
+    cache's secret). A cache that cannot be written stores nothing: the verdict holds for this
+    load only, and the private copy the cache made is dropped at once."""
     from .cache import ArtifactCache
 
     def build(tmp: Path) -> dict[str, Any]:
@@ -255,5 +266,7 @@ def store(v: Verification, info: ModelInfo, backend: str, version: str | None,
              "backend": backend, "engine": version, "precision": precision}, indent=1))
         return {"model": info.name, "backend": backend, "status": v.status.value}
 
-    ArtifactCache().get_or_build(CACHE_SECTION, v.key, build,
-                                 meta={"kind": "verification", "engine": version})
+    cache = ArtifactCache()
+    entry, _ = cache.get_or_build(CACHE_SECTION, v.key, build,
+                                  meta={"kind": "verification", "engine": version})
+    cache.release(entry)
