@@ -383,3 +383,19 @@ def test_every_error_is_a_unirt_error(tmp_path: Path) -> None:
     for bad in (tmp_path / "x", tmp_path / ("a" * 300), str(tmp_path / "a\x00")):
         with pytest.raises(UnirtError):
             read_model(bad)
+
+
+def test_large_model_weights_sized_without_reading_them(tmp_path: Path) -> None:
+    """Files past the skeleton threshold are read without their weights: the sizes of the data
+    left on disk are still checked against the dims."""
+    n = (9 << 20) // 4
+    w = numpy_helper.from_array(np.zeros(n, np.float32), "w")
+    m = _graph([helper.make_node("Add", ["x", "w"], ["y"], name="add")], [w], x_shape=[n])
+    p = tmp_path / "big.onnx"
+    p.write_bytes(m.SerializeToString())
+    read_model(p)
+    m.graph.initializer[0].dims[0] = n + 1
+    p.write_bytes(m.SerializeToString())
+    with pytest.raises(ModelError, match=rf"initializer 'w' holds {4 * n} bytes of data, but its "
+                                         rf"dims \[{n + 1}\] need {4 * n + 4}"):
+        read_model(p)

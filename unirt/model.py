@@ -1,9 +1,12 @@
 """ModelInfo: an ONNX model read once, so every backend and check works from the same facts.
 
-Reading validates the file up front (missing, not ONNX, truncated, external data missing) so the
-user gets one clear :class:`~unirt.errors.ModelError` naming the file instead of whatever the
-first engine to touch it would print. External weights are never loaded into memory here: only
-their presence and size are checked.
+Reading validates the file up front (missing, not ONNX, truncated; names that are not UTF-8,
+node inputs nothing produces, cycles, dims and opsets out of range, tensors whose data does not
+match their dims; external data outside the model's folder, missing, short, or not a regular
+file) so the user gets one clear :class:`~unirt.errors.ModelError` naming the file and the
+node or tensor instead of whatever the first engine to touch it would do: OpenCV reads a forged
+external-data path and segfaults on invalid UTF-8 where ONNX Runtime refuses. External weights
+are never loaded into memory here: only their location, kind and size are checked.
 
 ``onnx`` is imported inside :func:`read_model`, not at ``import unirt`` (it costs ~0.2 s).
 """
@@ -426,7 +429,7 @@ class _GraphChecker:
                 raise self.invalid(f"graph output {o!r}{where} is produced by no node, input "
                                    "or initializer")
         if later is not None:
-            self.check_acyclic(graph, where, outer)
+            self.check_acyclic(graph, where)
 
     def resolve(self, graph: Any, n: Any, where: str, seen: set[str],
                 outer: tuple[set[str], ...], later: set[str] | None) -> set[str] | None:
@@ -481,7 +484,7 @@ class _GraphChecker:
             raise self.invalid(f"a node's name or op type ({name!r}, {op!r}) is not valid UTF-8")
         return f"{name!r} ({op})" if name else f"<unnamed {op}>"
 
-    def check_acyclic(self, graph: Any, where: str, outer: tuple[set[str], ...]) -> None:
+    def check_acyclic(self, graph: Any, where: str) -> None:
         """Nodes out of topological order are accepted (ONNX Runtime sorts them itself); a
         cycle is not, as no engine can order it."""
         nodes = list(graph.node)
