@@ -79,6 +79,12 @@ def test_invalid_graph_is_a_model_error() -> None:
     g = helper.make_graph([helper.make_node("Relu", ["nope"], ["y"])], "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    with pytest.raises(ModelError, match="reads 'nope', which no graph input"):
+        read_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    # What only the ONNX checker sees (an attribute Relu does not have) is validate_graph's.
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], bogus=1)], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
     info = read_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
     with pytest.raises(ModelError, match="invalid ONNX graph"):
         validate_graph(info)

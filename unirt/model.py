@@ -1,18 +1,24 @@
 """ModelInfo: an ONNX model read once, so every backend and check works from the same facts.
 
-Reading validates the file up front (missing, not ONNX, truncated, external data missing) so the
-user gets one clear :class:`~unirt.errors.ModelError` naming the file instead of whatever the
-first engine to touch it would print. External weights are never loaded into memory here: only
-their presence and size are checked.
+Reading validates the file up front (missing, not ONNX, truncated; names that are not UTF-8,
+node inputs nothing produces, cycles, dims and opsets out of range, tensors whose data does not
+match their dims; external data outside the model's folder, missing, short, or not a regular
+file) so the user gets one clear :class:`~unirt.errors.ModelError` naming the file and the
+node or tensor instead of whatever the first engine to touch it would do: OpenCV reads a forged
+external-data path and segfaults on invalid UTF-8 where ONNX Runtime refuses. External weights
+are never loaded into memory here: only their location, kind and size are checked.
 
 ``onnx`` is imported inside :func:`read_model`, not at ``import unirt`` (it costs ~0.2 s).
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
+import math
 import os
+import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +146,10 @@ class ModelInfo:
 def read_model(source: ModelSource | ModelInfo) -> ModelInfo:
     """Read and validate a model from a path, serialized bytes or an ``onnx.ModelProto``.
 
+    Validation runs here, before any engine sees the model, because engines differ in what they
+    survive: OpenCV reads external data outside the model's folder and segfaults on invalid
+    UTF-8 names, where ONNX Runtime refuses. It is cheap (a walk of the proto already in memory;
+    no weights read) so that ``unirt.load`` pays well under a millisecond per hundred nodes.
     Raises :class:`ModelNotFoundError` or :class:`ModelError` naming the file and the problem.
     """
     if isinstance(source, ModelInfo):
@@ -148,22 +158,10 @@ def read_model(source: ModelSource | ModelInfo) -> ModelInfo:
 
     path: Path | None = None
     data: bytes | None = None
+    stripped: list[dict[int, int]] | None = None
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source).resolve()
-        if not path.exists():
-            raise ModelNotFoundError(f"model file not found: {source}")
-        if not path.is_file():
-            raise ModelError(f"{source}: is not a file")
-        size = path.stat().st_size
-        if size == 0:
-            raise ModelError(f"{source}: is empty, not an ONNX model")
+        path, proto, size, stripped = _read_file(source)
         label = str(source)
-        try:
-            proto = _read_skeleton(path) if size >= _SKELETON_BYTES else None
-            if proto is None:
-                proto = onnx.load(str(path), load_external_data=False)
-        except Exception as exc:  # protobuf DecodeError, OSError, ...
-            raise ModelError(f"{label}: not a valid ONNX model ({first_line(exc)})") from exc
     elif isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         size = len(data)
@@ -174,9 +172,12 @@ def read_model(source: ModelSource | ModelInfo) -> ModelInfo:
             raise ModelError(f"{label}: not a valid ONNX model ({first_line(exc)})") from exc
     elif isinstance(source, onnx.ModelProto):
         proto = source
-        data = proto.SerializeToString()
+        label = f"<ModelProto {_text(proto.graph.name) or 'unnamed'}>"
+        try:
+            data = proto.SerializeToString()
+        except Exception as exc:  # > 2 GiB, or a field protobuf cannot encode
+            raise ModelError(f"{label}: cannot be serialized ({first_line(exc)})") from exc
         size = len(data)
-        label = f"<ModelProto {proto.graph.name or 'unnamed'}>"
     else:
         raise ModelError(
             f"cannot read a model from {type(source).__name__}: "
@@ -184,8 +185,98 @@ def read_model(source: ModelSource | ModelInfo) -> ModelInfo:
         )
 
     _check_structure(proto, label)
-    external = _check_external_data(proto, path, label)
-    return _describe(proto, path, data, size, external)
+    external, graphs = _check_graphs(proto, path, label, stripped)
+    return _describe(proto, path, data, size, external, graphs)
+
+
+def _text(value: Any) -> str:
+    """A proto string field as text: protobuf hands invalid UTF-8 back as ``bytes``."""
+    return value if isinstance(value, str) else repr(value)
+
+
+def _path_error(source: Any, exc: OSError, what: str = "model file") -> ModelError:
+    """An ``OSError`` from stat/open turned into the error a user can act on (never a raw
+    ``OSError``/``RuntimeError``: unirt's contract is one exception family)."""
+    code = exc.errno
+    if code in (errno.ENOENT, errno.ENOTDIR):
+        return ModelNotFoundError(f"{what} not found: {source}")
+    if code == errno.ELOOP:
+        return ModelError(f"{source}: symlink loop (too many levels of symbolic links)")
+    if code == errno.ENAMETOOLONG:
+        return ModelError(f"{_short(source)}: path too long ({exc.strerror})")
+    if code in (errno.EACCES, errno.EPERM):
+        return ModelError(f"{source}: cannot be read (permission denied)")
+    return ModelError(f"{_short(source)}: cannot be read ({exc.strerror or exc})")
+
+
+def _short(source: Any, limit: int = 120) -> str:
+    text = str(source)
+    return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-limit // 2:]}"
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _read_file(source: str | os.PathLike[str]) -> tuple[
+        Path, onnx.ModelProto, int, list[dict[int, int]] | None]:
+    """Open a model file without ever blocking or following it outside regular files.
+
+    ``stat`` first (a FIFO or a device would block ``open`` forever), then open with
+    ``O_NONBLOCK`` and ``fstat`` the descriptor (the path could have been swapped in between),
+    then read a skeleton (large files) or the whole file from that one descriptor.
+    """
+    import onnx
+
+    raw = os.fspath(source)
+    text = os.fsdecode(raw) if isinstance(raw, bytes) else raw
+    if "\x00" in text:
+        raise ModelError(f"{text!r}: the path contains a NUL byte")
+    try:
+        st = os.stat(text)
+    except OSError as exc:
+        raise _path_error(source, exc) from exc
+    except ValueError as exc:  # embedded NUL on some platforms
+        raise ModelError(f"{source!r}: invalid path ({exc})") from exc
+    if stat.S_ISDIR(st.st_mode):
+        raise ModelError(f"{source}: is not a file (a directory)")
+    if not stat.S_ISREG(st.st_mode):
+        raise ModelError(f"{source}: is not a regular file ({_file_kind(st.st_mode)}); "
+                         "unirt reads models from regular files only")
+    path = Path(os.path.realpath(text))
+    try:
+        fd = os.open(text, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise _path_error(source, exc) from exc
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):  # swapped after the stat above
+            raise ModelError(f"{source}: is not a regular file ({_file_kind(st.st_mode)})")
+        size = st.st_size
+        if size == 0:
+            raise ModelError(f"{source}: is empty, not an ONNX model")
+        proto: onnx.ModelProto | None = None
+        stripped: list[dict[int, int]] | None = None
+        if size >= _SKELETON_BYTES:
+            skeleton = _skeleton_of(f.fileno(), path)
+            if skeleton is not None:
+                proto, stripped = skeleton
+        if proto is None:
+            try:
+                f.seek(0)
+                proto = onnx.ModelProto()
+                proto.ParseFromString(f.read())
+            except OSError as exc:
+                raise _path_error(source, exc) from exc
+            except Exception as exc:  # protobuf DecodeError, ...
+                raise ModelError(
+                    f"{source}: not a valid ONNX model ({first_line(exc)})") from exc
+    return path, proto, size, stripped
 
 
 def _check_structure(proto: onnx.ModelProto, label: str) -> None:
@@ -196,6 +287,405 @@ def _check_structure(proto: onnx.ModelProto, label: str) -> None:
         raise ModelError(f"{label}: the graph declares no outputs (truncated or not ONNX?)")
     if not proto.opset_import and proto.ir_version >= 3:
         raise ModelError(f"{label}: the model declares no opset import")
+    for o in proto.opset_import:  # the same domain twice is accepted: skl2onnx writes that
+        domain = o.domain
+        if not isinstance(domain, str):
+            raise ModelError(f"{label}: an opset import names domain {domain!r}, "
+                             "which is not valid UTF-8")
+        shown = domain or "ai.onnx"
+        if o.version < 1 or o.version > _MAX_OPSET:
+            raise ModelError(f"{label}: opset {shown} version {o.version} is not a known "
+                             "opset version")
+
+
+#: Above this, an opset version is corruption, not a future release (ai.onnx is at 2x today).
+#: Versions newer than the installed onnx knows are accepted: engines judge those themselves.
+_MAX_OPSET = 10_000
+#: The largest size unirt accepts for a declared input dimension: no engine indexes past int32
+#: per axis, and generating a probe feed of such a size would exhaust memory.
+_MAX_DIM = 1 << 31
+
+#: ONNX element type name -> bits per element (packed for sub-byte types); types without a fixed
+#: size (strings) or whose packing unirt does not know are absent, and their sizes unchecked.
+_ELEMENT_BITS = {
+    "FLOAT": 32, "UINT8": 8, "INT8": 8, "UINT16": 16, "INT16": 16, "INT32": 32, "INT64": 64,
+    "BOOL": 8, "FLOAT16": 16, "DOUBLE": 64, "UINT32": 32, "UINT64": 64, "COMPLEX64": 64,
+    "COMPLEX128": 128, "BFLOAT16": 16, "FLOAT8E4M3FN": 8, "FLOAT8E4M3FNUZ": 8,
+    "FLOAT8E5M2": 8, "FLOAT8E5M2FNUZ": 8, "FLOAT8E8M0": 8, "UINT4": 4, "INT4": 4,
+    "FLOAT4E2M1": 4, "UINT2": 2, "INT2": 2,
+}
+#: data_type -> (typed data field, values per element) for the types whose typed field holds
+#: exactly one fixed-size value per element (the others are checked through raw_data only).
+_TYPED_FIELDS = {1: ("float_data", 1), 6: ("int32_data", 1), 7: ("int64_data", 1),
+                 11: ("double_data", 1), 12: ("uint64_data", 1), 13: ("uint64_data", 1),
+                 14: ("float_data", 2), 15: ("double_data", 2)}
+#: TensorProto field numbers of raw_data, float_data, double_data (bytes per value when packed).
+_RAW, _PACKED_BYTES = 9, {4: 4, 10: 8}
+
+
+@functools.cache
+def _element_bits_by_type() -> dict[int, int | None]:
+    """data_type -> bits per element (``None``: size not fixed or unknown to unirt), for every
+    element type the installed onnx defines; a data_type absent from it is no ONNX type."""
+    from onnx import TensorProto
+
+    return {v: _ELEMENT_BITS.get(TensorProto.DataType.Name(v))
+            for v in TensorProto.DataType.values() if v != 0}
+
+
+class _GraphChecker:
+    """One walk over every graph of a model (subgraphs included, outer-scope names visible)
+    that finds what makes engines crash or misbehave rather than refuse: names that are not
+    valid UTF-8, node inputs nothing produces, cycles, tensors whose data does not match their
+    dims, declared input dims out of range, and external data that is missing, short or outside
+    the model's folder. Each problem is a :class:`ModelError` naming the node or tensor."""
+
+    def __init__(self, path: Path | None, label: str, stripped: list[dict[int, int]] | None):
+        self.path = path
+        self.label = label
+        self.stripped = stripped
+        self.external: list[tuple[Any, str]] = []  # (TensorProto, where)
+        self.bits = _element_bits_by_type()
+        #: (path, graph) of every graph, in the order and with the paths of _iter_graphs.
+        self.graphs: list[tuple[str, Any]] = []
+
+    def fail(self, message: str) -> ModelError:
+        return ModelError(f"{self.label}: {message}")
+
+    def invalid(self, message: str) -> ModelError:
+        """A structural problem, worded as :func:`validate_graph` words the checker's."""
+        return ModelError(f"{self.label}: invalid ONNX graph: {message}")
+
+    def name(self, value: Any, what: str) -> str:
+        if not isinstance(value, str):
+            raise self.fail(f"{what} {value!r} is not valid UTF-8")
+        return value
+
+    def graph(self, graph: Any, gpath: str, outer: tuple[set[str], ...]) -> None:
+        """Check one graph; ``outer`` holds the name sets of its enclosing graphs (live: a
+        subgraph is checked when its node is reached, so it sees what is defined before it).
+
+        Written for speed (it runs on every ``unirt.load``): the common case is one set test per
+        node; the node-by-node diagnosis runs only once something is known to be wrong.
+        """
+        self.graphs.append((gpath, graph))
+        where = f" in subgraph {gpath}" if gpath else ""
+        known: set[str] = {self.name(v.name, f"graph input{where}") for v in graph.input}
+        for i, t in enumerate(graph.initializer):
+            known.add(self.tensor(t, f"initializer{where}",
+                                  self.stripped[i] if self.stripped is not None and not gpath
+                                  and i < len(self.stripped) else None))
+        for st in graph.sparse_initializer:
+            known.add(self.tensor(st.values, f"sparse initializer{where}"))
+            self.tensor(st.indices, f"indices of sparse initializer{where}")
+        for v in graph.value_info:
+            self.name(v.name, f"value_info{where}")
+        seen = set(known)
+        seen.add("")  # an omitted optional input
+        scopes = (*outer, seen)
+        texts: list[Any] = []  # node names, op types, domains, attribute names: UTF-8 checked
+        outputs: list[Any] = []  # at the end, in one pass
+        nodes = graph.node
+        later: set[str] | None = None  # every name this graph's nodes write, once needed
+        for n in nodes:
+            texts += (n.name, n.op_type, n.domain)
+            ins = n.input
+            if not seen.issuperset(ins):
+                later = self.resolve(graph, n, where, seen, outer, later)
+            outs = n.output
+            outputs += outs
+            seen.update(outs)
+            attrs = n.attribute
+            if attrs:
+                special = False
+                for a in attrs:
+                    texts.append(a.name)
+                    special = special or a.type not in _PLAIN_ATTRIBUTES
+                if special:
+                    self.attributes(n, gpath, where, scopes if later is None else
+                                    (*scopes, later))
+        if bytes in set(map(type, texts)) or bytes in set(map(type, outputs)):
+            for n in nodes:
+                label = self.node_label(n)
+                self.name(n.domain, f"domain of node {label}{where}")
+                for a in n.attribute:
+                    self.name(a.name, f"attribute of node {label}{where}")
+                for o in n.output:
+                    self.name(o, f"output of node {label}{where}")
+        named = [o for o in outputs if o]
+        if len(set(named)) != len(named) or not known.isdisjoint(named):
+            defined = set(known)
+            for n in nodes:
+                for o in n.output:
+                    if o and o in defined:
+                        raise self.invalid(
+                            f"node {self.node_label(n)}{where} writes {o!r}, which another "
+                            "node, input or initializer already defines (a graph must assign "
+                            "each name once)")
+                    defined.add(o)
+        for v in graph.output:
+            o = self.name(v.name, f"graph output{where}")
+            if o not in seen and not any(o in s for s in outer):
+                raise self.invalid(f"graph output {o!r}{where} is produced by no node, input "
+                                   "or initializer")
+        if later is not None:
+            self.check_acyclic(graph, where)
+
+    def resolve(self, graph: Any, n: Any, where: str, seen: set[str],
+                outer: tuple[set[str], ...], later: set[str] | None) -> set[str] | None:
+        """The slow path for a node whose inputs are not all defined yet in its own graph:
+        each must come from an enclosing graph or (out of order) a later node of this one, else
+        a ModelError names it. Returns the set of names this graph writes once it was needed
+        (``None`` while every input came from outside)."""
+        label: str | None = None
+        for i_name in n.input:
+            if i_name in seen or any(i_name in s for s in outer):
+                continue
+            label = label or self.node_label(n)
+            i_name = self.name(i_name, f"input of node {label}{where}")
+            if later is None:
+                later = {o for m in graph.node for o in m.output}
+            if i_name not in later:
+                raise self.invalid(f"node {label}{where} reads {i_name!r}, which no graph "
+                                   "input, initializer or node produces")
+        return later
+
+    def attributes(self, n: Any, gpath: str, where: str, scopes: tuple[set[str], ...]) -> None:
+        """The attributes of a node that has a tensor, a graph or an invalid type among them
+        (their names are checked for UTF-8 by the caller)."""
+        from onnx import AttributeProto
+
+        label: str | None = None
+        for a in n.attribute:
+            kind = a.type
+            if kind in _PLAIN_ATTRIBUTES:
+                continue
+            if kind == AttributeProto.TENSOR:  # Constant's value: the common case, kept cheap
+                self.tensor(a.t, (n, a.name, where))
+                continue
+            label = label or self.node_label(n)
+            aname = self.name(a.name, f"attribute of node {label}{where}")
+            sub = f"{gpath}/{_text(n.name) or _text(n.op_type)}/{aname}".lstrip("/")
+            if kind == AttributeProto.GRAPH:
+                self.graph(a.g, sub, scopes)
+            elif kind == AttributeProto.GRAPHS:
+                for j, g in enumerate(a.graphs):
+                    self.graph(g, f"{sub}[{j}]", scopes)
+            elif kind == AttributeProto.TENSORS:
+                for t in a.tensors:
+                    self.tensor(t, (n, a.name, where))
+            elif kind not in _ATTRIBUTE_TYPES:
+                raise self.invalid(f"attribute {aname!r} of node {label}{where} has no valid "
+                                   f"type ({kind})")
+
+    def node_label(self, n: Any) -> str:
+        name, op = n.name, n.op_type
+        if not isinstance(name, str) or not isinstance(op, str):
+            raise self.invalid(f"a node's name or op type ({name!r}, {op!r}) is not valid UTF-8")
+        return f"{name!r} ({op})" if name else f"<unnamed {op}>"
+
+    def check_acyclic(self, graph: Any, where: str) -> None:
+        """Nodes out of topological order are accepted (ONNX Runtime sorts them itself); a
+        cycle is not, as no engine can order it."""
+        nodes = list(graph.node)
+        producers = {o: i for i, n in enumerate(nodes) for o in n.output if o}
+        waiting = [0] * len(nodes)
+        users: dict[int, list[int]] = {}
+        for i, n in enumerate(nodes):
+            for name in set(n.input):
+                j = producers.get(name)
+                if j is not None:
+                    waiting[i] += 1
+                    users.setdefault(j, []).append(i)
+        ready = [i for i, w in enumerate(waiting) if w == 0]
+        done = 0
+        while ready:
+            i = ready.pop()
+            done += 1
+            for k in users.get(i, ()):
+                waiting[k] -= 1
+                if waiting[k] == 0:
+                    ready.append(k)
+        if done < len(nodes):
+            first = next(i for i, w in enumerate(waiting) if w)
+            raise self.invalid(f"node {self.node_label(nodes[first])}{where} is part of a "
+                               "cycle (its inputs depend on its own outputs)")
+        logger.debug("%s: nodes%s are not in topological order (accepted: acyclic)",
+                     self.label, where)
+
+    def tensor(self, t: Any, what: Any, dropped: dict[int, int] | None = None) -> str:
+        """Check one tensor's name, dims, type and data size; returns its name. ``what`` says
+        where the tensor is: a string, or a node whose label is only worked out on failure (the
+        common case pays for no message)."""
+        name = t.name
+        if type(name) is not str:
+            self.name(name, f"{self.where(what)} name")
+        dims = t.dims
+        if dims and min(dims) < 0:
+            raise self.invalid(f"{self.where(what)} {name!r} has a negative dimension "
+                               f"({list(dims)})")
+        bits = self.bits.get(t.data_type, False)
+        if bits is False:
+            raise self.invalid(f"{self.where(what)} {name!r} has element type {t.data_type}, "
+                               "which is not an ONNX element type")
+        if t.data_location == 1:  # EXTERNAL
+            self.external.append((t, f"{self.where(what)} {name!r}"))
+            return name
+        if not bits:
+            return name
+        numel = math.prod(dims)
+        nbytes = (numel * bits + 7) // 8
+        raw = len(t.raw_data) if t.HasField("raw_data") else (dropped or {}).get(_RAW)
+        if raw is not None:
+            if raw != nbytes:
+                raise self.invalid(f"{self.where(what)} {name!r} holds {raw} bytes of data, "
+                                   f"but its dims {list(dims)} need {nbytes}")
+            return name
+        typed = _TYPED_FIELDS.get(t.data_type)
+        if typed is not None:
+            count = len(getattr(t, typed[0]))
+            if dropped:
+                for field_no, per in _PACKED_BYTES.items():
+                    count += dropped.get(field_no, 0) // per
+            if count != numel * typed[1] and not (count == 0 and dropped):
+                raise self.invalid(f"{self.where(what)} {name!r} holds {count} values, but its "
+                                   f"dims {list(dims)} need {numel * typed[1]}")
+        elif numel and not dropped and not _has_typed_data(t):
+            raise self.invalid(f"{self.where(what)} {name!r} holds no data for its {numel} "
+                               "elements")
+        return name
+
+    def where(self, what: Any) -> str:
+        """The words for where a tensor is: ``what`` itself, or for ``(node, attribute name,
+        where)`` the tensor of that node's attribute."""
+        if isinstance(what, str):
+            return what
+        node, aname, where = what
+        return f"tensor of attribute {_text(aname)!r} of node {self.node_label(node)}{where}"
+
+    def external_data(self) -> tuple[Path, ...]:
+        """Check every external tensor: where its file is (inside the model's folder, after
+        symlinks), what it is (a readable regular file) and that its bytes cover the tensor."""
+        if not self.external:
+            return ()
+        resolved: dict[str, tuple[str, os.stat_result]] = {}
+        files: dict[str, None] = {}
+        base = os.path.realpath(self.path.parent) if self.path is not None else ""
+        for t, shown in self.external:
+            info: dict[str, str] = {}
+            for e in t.external_data:
+                key = self.name(e.key, f"external data key of {shown}")
+                info[key] = self.name(e.value, f"external data entry {key!r} of {shown}")
+            location = info.get("location")
+            if not location:
+                raise self.fail(f"{shown} is external but names no file")
+            if self.path is None:
+                raise self.fail(
+                    f"{shown} lives in external file {location!r}, which cannot be found for a "
+                    "model given in memory; load it from its path")
+            offset = self.offset(info, "offset", shown, location)
+            length = self.offset(info, "length", shown, location)
+            if location not in resolved:
+                resolved[location] = self.locate(location, shown, base)
+            target, st = resolved[location]
+            files[target] = None
+            bits = self.bits.get(t.data_type)
+            numel = 1
+            for d in t.dims:
+                numel *= d
+            nbytes = (numel * bits + 7) // 8 if bits else None
+            if length is not None and nbytes is not None and length != nbytes:
+                raise self.fail(f"{shown}: external data file {location!r} gives length "
+                                f"{length}, but its dims {list(t.dims)} need {nbytes} bytes")
+            needed = (offset or 0) + (length if length is not None else nbytes or 0)
+            if st.st_size < needed:
+                raise self.fail(f"external data file {location!r} for {shown} is truncated "
+                                f"({st.st_size} bytes, the tensor needs bytes up to {needed})")
+        return tuple(Path(f) for f in files)
+
+    def offset(self, info: dict[str, str], key: str, shown: str, location: str) -> int | None:
+        value = info.get(key)
+        if value is None or value == "":
+            return None
+        if not (value.isascii() and value.isdigit()):
+            raise self.fail(f"{shown}: external data {key} {value!r} (file {location!r}) is "
+                            "not a non-negative integer")
+        return int(value)
+
+    def locate(self, location: str, shown: str, base: str) -> tuple[str, os.stat_result]:
+        assert self.path is not None
+        problem = None
+        if "\x00" in location:
+            problem = "contains a NUL byte"
+        elif os.path.isabs(location):
+            problem = "is an absolute path; external data must lie in the model's folder"
+        if problem:
+            raise self.fail(f"external data location {location!r} of {shown} {problem}")
+        try:
+            target = os.path.realpath(os.path.join(base, location))
+        except (OSError, ValueError) as exc:
+            raise self.fail(f"external data location {_short(location)!r} of {shown} cannot "
+                            f"be resolved ({first_line(exc)})") from exc
+        if target == base or os.path.commonpath([base, target]) != base:
+            raise self.fail(f"external data location {_short(location)!r} of {shown} resolves "
+                            f"to {target}, outside the model's folder {base}; unirt reads "
+                            "external data only from inside it")
+        try:
+            st = os.stat(target)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                raise self.fail(f"external data file {location!r} for {shown} is missing "
+                                f"(looked in {self.path.parent})") from exc
+            err = _path_error(_short(location), exc, "external data file")
+            raise self.fail(f"external data of {shown}: {err}") from exc
+        if not stat.S_ISREG(st.st_mode):
+            raise self.fail(f"external data file {location!r} for {shown} is not a regular "
+                            f"file ({_file_kind(st.st_mode)})")
+        if not os.access(target, os.R_OK):
+            raise self.fail(f"external data file {location!r} for {shown} cannot be read "
+                            "(permission denied)")
+        return target, st
+
+
+_ATTRIBUTE_TYPES = frozenset(range(1, 15))
+#: Attribute types that hold no tensor and no graph (FLOAT, INT, STRING, FLOATS, INTS, STRINGS,
+#: TYPE_PROTO(S), SPARSE_TENSOR(S)): nothing in them for validation to walk.
+_PLAIN_ATTRIBUTES = frozenset((1, 2, 3, 6, 7, 8, 11, 12, 13, 14))
+
+
+def _has_typed_data(t: Any) -> bool:
+    return any(len(getattr(t, f)) for f in ("float_data", "int32_data", "string_data",
+                                            "int64_data", "double_data", "uint64_data"))
+
+
+def _check_graphs(proto: onnx.ModelProto, path: Path | None, label: str,
+                  stripped: list[dict[int, int]] | None,
+                  ) -> tuple[tuple[Path, ...], list[tuple[str, Any]]]:
+    """Everything :class:`_GraphChecker` checks, plus the declared inputs' dims. Returns the
+    external data files and every graph with its path (so that describing the model does not
+    walk the attributes again)."""
+    checker = _GraphChecker(path, label, stripped)
+    checker.graph(proto.graph, "", ())
+    weights = {t.name for t in proto.graph.initializer}  # IR < 4 lists them as inputs too
+    for v in proto.graph.input:
+        if v.name in weights:
+            continue
+        t = v.type
+        if t.WhichOneof("value") != "tensor_type" or not t.tensor_type.HasField("shape"):
+            continue
+        for d in t.tensor_type.shape.dim:
+            if d.HasField("dim_value") and d.dim_value > _MAX_DIM:
+                raise ModelError(f"{label}: input {v.name!r} declares dimension {d.dim_value}, "
+                                 f"beyond the largest any engine accepts (2^31)")
+            if d.HasField("dim_param"):
+                checker.name(d.dim_param, f"a dim name of input {v.name!r}")
+    for v in proto.graph.output:
+        t = v.type
+        if t.WhichOneof("value") == "tensor_type" and t.tensor_type.HasField("shape"):
+            for d in t.tensor_type.shape.dim:
+                if d.HasField("dim_param"):
+                    checker.name(d.dim_param, f"a dim name of output {v.name!r}")
+    return checker.external_data(), checker.graphs
 
 
 def _iter_graphs(graph: Any, prefix: str = ""):  # -> Iterator[tuple[str, GraphProto]]
@@ -210,41 +700,6 @@ def _iter_graphs(graph: Any, prefix: str = ""):  # -> Iterator[tuple[str, GraphP
             elif attr.type == AttributeProto.GRAPHS:
                 for i, g in enumerate(attr.graphs):
                     yield from _iter_graphs(g, f"{sub}[{i}]")
-
-
-def _check_external_data(proto: onnx.ModelProto, path: Path | None, label: str) -> tuple[Path, ...]:
-    from onnx import TensorProto
-
-    files: dict[Path, int] = {}  # file -> bytes needed
-    for _, graph in _iter_graphs(proto.graph):
-        for tensor in graph.initializer:
-            if tensor.data_location != TensorProto.EXTERNAL:
-                continue
-            info = {e.key: e.value for e in tensor.external_data}
-            location = info.get("location")
-            if not location:
-                raise ModelError(
-                    f"{label}: initializer {tensor.name!r} is external but names no file")
-            if path is None:
-                raise ModelError(
-                    f"{label}: initializer {tensor.name!r} lives in external file {location!r}, "
-                    "which cannot be found for a model given in memory; load it from its path"
-                )
-            file = (path.parent / location).resolve()
-            end = int(info.get("offset", 0) or 0) + int(info.get("length", 0) or 0)
-            files[file] = max(files.get(file, 0), end)
-            if not file.is_file():
-                raise ModelError(
-                    f"{label}: external data file {location!r} for initializer "
-                    f"{tensor.name!r} is missing (looked in {path.parent})"
-                )
-    for file, needed in files.items():
-        if file.stat().st_size < needed:
-            raise ModelError(
-                f"{label}: external data file {file.name!r} is truncated "
-                f"({file.stat().st_size} bytes, the model needs {needed})"
-            )
-    return tuple(files)
 
 
 def _tensor_info(value: Any) -> TensorInfo:
@@ -278,25 +733,31 @@ def _dim(d: Any) -> Dim:
 
 
 def _attributes(node: Any) -> dict[str, Any]:
-    from onnx import AttributeProto, helper
-
+    """A node's attributes as Python values (tensors and graphs summarised). Reads the fields
+    directly rather than through ``onnx.helper.get_attribute_value``: this runs for every node
+    on every ``unirt.load``. Attribute types are AttributeProto's numbers (1 FLOAT, 2 INT,
+    3 STRING, 4 TENSOR, 5 GRAPH, 6 FLOATS, 7 INTS, 8 STRINGS, 10 GRAPHS; the rest summarised)."""
     attrs: dict[str, Any] = {}
     for a in node.attribute:
-        if a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS):
+        kind = a.type
+        if kind == 2:
+            attrs[a.name] = a.i
+        elif kind == 7:
+            attrs[a.name] = tuple(a.ints)
+        elif kind == 1:
+            attrs[a.name] = a.f
+        elif kind == 6:
+            attrs[a.name] = tuple(a.floats)
+        elif kind == 3:
+            attrs[a.name] = a.s.decode("utf-8", "replace")
+        elif kind == 8:
+            attrs[a.name] = tuple(x.decode("utf-8", "replace") for x in a.strings)
+        elif kind in (5, 10):
             attrs[a.name] = "<graph>"
-        elif a.type == AttributeProto.TENSOR:
+        elif kind == 4:
             attrs[a.name] = f"<tensor {list(a.t.dims)}>"
-        elif a.type in (AttributeProto.TENSORS, AttributeProto.SPARSE_TENSOR,
-                        AttributeProto.SPARSE_TENSORS, AttributeProto.TYPE_PROTO,
-                        AttributeProto.TYPE_PROTOS):
-            attrs[a.name] = "<complex>"
         else:
-            v = helper.get_attribute_value(a)
-            if isinstance(v, bytes):
-                v = v.decode("utf-8", "replace")
-            elif isinstance(v, list):
-                v = tuple(x.decode("utf-8", "replace") if isinstance(x, bytes) else x for x in v)
-            attrs[a.name] = v
+            attrs[a.name] = "<complex>"
     return attrs
 
 
@@ -307,8 +768,10 @@ _RANDOM_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "R
 
 def _describe(
     proto: onnx.ModelProto, path: Path | None, data: bytes | None, size: int,
-    external: tuple[Path, ...],
+    external: tuple[Path, ...], graphs: list[tuple[str, Any]] | None = None,
 ) -> ModelInfo:
+    """The :class:`ModelInfo` of a validated proto; ``graphs`` is every graph with its path as
+    validation found them (walked again when not given)."""
     g = proto.graph
     # IR < 4 lists initializers among the inputs: those are weights, not things to feed.
     initializers = {t.name for t in g.initializer}
@@ -317,7 +780,7 @@ def _describe(
     nodes = []
     counts: Counter[str] = Counter()
     constants: set[str] = set()
-    for gpath, graph in _iter_graphs(g):
+    for gpath, graph in (graphs if graphs is not None else _iter_graphs(g)):
         constants.update(t.name for t in graph.initializer)
         for n in graph.node:
             # Constant folding, in the graph's topological order: a node of the standard
@@ -448,15 +911,23 @@ def _infer_types(info: ModelInfo) -> tuple[dict[str, TypeFact], str | None]:
     return facts, error
 
 
-def validate_graph(info: ModelInfo) -> None:
-    """Run the ONNX checker (graph structure, types, topological order) and turn a failure into a
-    :class:`ModelError` naming the model and the problem. Not part of :func:`read_model`: it costs
-    time that ``unirt.load`` should not pay, and engines judge what they can run themselves."""
+def validate_graph(info: ModelInfo, full_check: bool = True) -> None:
+    """Run the ONNX checker (graph structure, types, topological order and, with
+    ``full_check``, strict shape inference) and turn a failure into a :class:`ModelError` naming
+    the model and the problem. Not part of :func:`read_model`: on a model with its weights
+    inline it reads and copies every weight, which ``unirt.load`` should not pay for; the checks
+    that keep engines from crashing are :func:`read_model`'s own.
+
+    A model read from a file is checked by its path, so that the checker resolves external data
+    next to the model, not in the current directory."""
     import onnx
 
     try:
-        proto = _load_proto(info, weights=True)  # the checker checks weights' sizes too
-        onnx.checker.check_model(proto)
+        if info.path is not None:
+            onnx.checker.check_model(str(info.path), full_check=full_check)
+        else:
+            assert info.data is not None
+            onnx.checker.check_model(info.data, full_check=full_check)
     except Exception as exc:
         line = first_line(exc)
         if any(p in line for p in _BENIGN_CHECKER_ERRORS):
@@ -529,45 +1000,67 @@ def _fields(buf: Any, start: int, end: int):  # -> Iterator[(field, wire, key, v
         pos = nxt
 
 
-def _strip_message(buf: Any, start: int, end: int, path: tuple[int, ...]) -> list[Any]:
+def _strip_message(buf: Any, start: int, end: int, path: tuple[int, ...],
+                   sink: list[dict[int, int]] | None = None) -> list[Any]:
     """Copy a message, descending along ``path`` (ModelProto.graph=7 -> GraphProto.initializer=5)
-    and dropping large data fields of the tensors at its end."""
+    and dropping large data fields of the tensors at its end. ``sink`` gets, per tensor in
+    order, the byte length of each field dropped: what lets validation check a weight's size
+    against its dims without reading it."""
     parts: list[Any] = []
+    dropped: dict[int, int] = {}
     for field_no, wire, key_start, value_start, nxt in _fields(buf, start, end):
         if path and wire == 2 and field_no == path[0]:
-            inner = _strip_message(buf, value_start, nxt, path[1:])
+            inner = _strip_message(buf, value_start, nxt, path[1:], sink)
             size = sum(len(p) for p in inner)
             parts.append(buf[key_start:value_start - len(_encode_varint(nxt - value_start))])
             parts.append(_encode_varint(size))
             parts.extend(inner)
         elif not path and field_no in _DATA_FIELDS and nxt - value_start > _KEEP_DATA_BYTES:
+            dropped[field_no] = dropped.get(field_no, 0) + nxt - value_start
             continue
         else:
             parts.append(buf[key_start:nxt])
+    if not path and sink is not None:
+        sink.append(dropped)
     return parts
 
 
-def _read_skeleton(path: Path) -> onnx.ModelProto | None:
-    """The model without the data of its large initializers (names, dims, types kept), read
-    through mmap so the weights' pages are never touched: what makes reading a 100 MB model
-    cost milliseconds. ``None`` on anything unexpected; the caller then reads it whole (and
-    reports a broken file properly)."""
+def _skeleton_of(fd: int, path: Path) -> tuple[onnx.ModelProto, list[dict[int, int]]] | None:
+    """The model in file descriptor ``fd`` without the data of its large initializers (names,
+    dims, types kept), read through mmap so the weights' pages are never touched: what makes
+    reading a 100 MB model cost milliseconds. Also returns, per main-graph initializer, the
+    sizes of the data fields left out. ``None`` on anything unexpected; the caller then reads
+    the file whole (and reports a broken file properly)."""
     import mmap
 
     import onnx
 
     try:
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        sink: list[dict[int, int]] = []
+        with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mm:
             view = memoryview(mm)
+            parts: list[Any] = []
             try:
-                parts = _strip_message(view, 0, len(mm), (7, 5))
+                parts = _strip_message(view, 0, len(mm), (7, 5), sink)
                 data = b"".join(parts)
             finally:
                 del parts
                 view.release()
         proto = onnx.ModelProto()
         proto.ParseFromString(data)
-        return proto
+        if len(sink) != len(proto.graph.initializer):  # a layout the walk did not expect
+            return None
+        return proto, sink
     except Exception:
         logger.debug("skeleton read of %s failed; reading it whole", path, exc_info=True)
         return None
+
+
+def _read_skeleton(path: Path) -> onnx.ModelProto | None:
+    """:func:`_skeleton_of` for a path (re-reading a model already validated)."""
+    try:
+        with open(path, "rb") as f:
+            skeleton = _skeleton_of(f.fileno(), path)
+    except OSError:
+        return None
+    return skeleton[0] if skeleton is not None else None
