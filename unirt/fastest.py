@@ -180,7 +180,8 @@ def store(info: ModelInfo, ranking: Ranking, precision: str,
 
     cache = ArtifactCache()
     cache.remove(CACHE_SECTION, key)  # a new measurement replaces the old one
-    cache.get_or_build(CACHE_SECTION, key, build)
+    entry, _ = cache.get_or_build(CACHE_SECTION, key, build)
+    cache.release(entry)
 
 
 def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, str | None],

@@ -405,6 +405,7 @@ class NcnnSession(BackendSession):
                                     "precision": c.precision})
         conv = _pnnx.Converted.load(entry)
         net = _Net(conv, self._load(conv))
+        c.cache.release(entry)  # a private build (no writable cache): its files are loaded now
         self.details["conversions"].append({
             "shapes": [list(s) for s in sig], "cached": not built, "entry": str(entry),
             "seconds": round(time.perf_counter() - start, 3)})
@@ -516,11 +517,9 @@ class NcnnSession(BackendSession):
             except ShapeLimitError:
                 raise
             except BackendError as exc:
-                if not self._plans:
-                    # No shape ever converted: the model cannot run on ncnn (a missing op, a
-                    # converter crash), whatever the shape. Not a shape limit.
-                    raise
-                # Another shape converted, this one failed: this shape can go elsewhere.
+                # Converting at a new shape failed: this shape can go to another backend (the
+                # run-time fallback takes ShapeLimitError only; a conversion that fails at every
+                # shape is still better served elsewhere than raised).
                 raise ShapeLimitError(str(exc)) from exc
         host = self._host_by_output
         needed = list(dict.fromkeys(
