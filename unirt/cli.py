@@ -165,6 +165,10 @@ def run(model: str, backend: str | None, prefer: tuple[str, ...], input_specs: t
     from .inputs import feeds_for, load_npy, parse_assignments, parse_shape
     from .router import load
 
+    # Parsed before the model is opened, so a malformed --shape costs no engine load; a shape
+    # too large for this machine is refused by feeds_for (an InputError naming the input, the
+    # shape and the limit) before anything is allocated.
+    shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
     sess = load(model, backend=backend, prefer=list(prefer) or None, precision=precision)
     with sess:
         names = [t.name for t in sess.inputs]
@@ -178,7 +182,6 @@ def run(model: str, backend: str | None, prefer: tuple[str, ...], input_specs: t
         if unknown:
             raise UnirtError(f"--input names unknown input(s) {', '.join(sorted(unknown))}; "
                              f"inputs: {', '.join(names)}")
-        shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
         given = {name: load_npy(path, name) for name, path in files.items()}
         feeds = feeds_for(sess.model, given, shapes, seed)
         start = time.perf_counter()

@@ -120,8 +120,7 @@ def _compare_as_verification(info: ModelInfo, names: list[str],
                       shapes, "always", timeout=timeout, reference=reference).result
                for name in names]
     return CompareReport(info.name, reference_name(), precision,
-                         {k: (list(np.shape(v)), str(np.asarray(v).dtype))
-                          for k, v in all_sets[0].items()}, results)
+                         all_sets[0].signature(), results)
 
 
 # -- layerwise -----------------------------------------------------------------------------------

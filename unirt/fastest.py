@@ -201,7 +201,7 @@ def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, 
     _, _, feeds_all = feed_sets(info, shapes)
     feeds = feeds_all[0]
     ranking = Ranking([], {}, versions=dict(versions), candidates=list(candidates),
-                      shapes={k: list(v.shape) for k, v in feeds.items()})
+                      shapes={k: list(v) for k, v in feeds.shapes})
     total = len(candidates) * 2
     step = 0
 

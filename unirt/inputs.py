@@ -6,9 +6,13 @@ bench, verification probes), so all of them generate the same feeds for the same
 
 from __future__ import annotations
 
+import logging
+import math
+import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import InputError, UnirtError
 from .tensor import TensorInfo, is_static, normalize_dim
@@ -18,8 +22,107 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .model import ModelInfo
 
+logger = logging.getLogger("unirt")
+
 #: The size given to a dynamic dimension the user did not set.
 DEFAULT_DYNAMIC_DIM = 1
+
+#: Overrides the size limit on generated inputs: the most elements one input set may have.
+MAX_ELEMENTS_ENV = "UNIRT_MAX_ELEMENTS"
+#: The byte limit per input set when the available memory cannot be read (no /proc/meminfo).
+FALLBACK_LIMIT_BYTES = 2 << 30
+#: The share of the available memory one generated input set may take.
+MEMORY_SHARE = 4
+
+
+@dataclass(frozen=True)
+class SizeLimit:
+    """The most one generated input set may hold: ``amount`` elements or bytes (``unit``), and
+    where the figure comes from (for the message that refuses a shape).
+
+    Why a limit at all: a model of 89 bytes can declare a 1x3x200000x200000 input, and a shape
+    typed on the command line can be as large; numpy would try to allocate it (894 GiB) and the
+    caller's process would die of it, or of the OOM killer, instead of hearing which input is too
+    large. The default follows the machine (a quarter of MemAvailable): a robot with 1 GiB free
+    and a workstation with 100 GiB need different figures, and neither needs a constant."""
+
+    amount: int
+    unit: str  # "elements" or "bytes"
+    origin: str
+
+    def describe(self) -> str:
+        figure = (f"{self.amount:,} elements" if self.unit == "elements"
+                  else _bytes_text(self.amount))
+        return f"{figure} per input set ({self.origin})"
+
+
+def _bytes_text(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} TiB"  # pragma: no cover - the loop returns
+
+
+def _mem_available() -> int | None:
+    """MemAvailable from /proc/meminfo in bytes, or None where there is none (macOS)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def size_limit() -> SizeLimit:
+    """The limit in force now: ``UNIRT_MAX_ELEMENTS`` when set, else a quarter of the available
+    memory (read each time: what is free changes), else 2 GiB."""
+    raw = os.environ.get(MAX_ELEMENTS_ENV, "").strip()
+    if raw:
+        try:
+            amount = int(raw.replace("_", ""))
+        except ValueError:
+            amount = -1
+        if amount <= 0:
+            raise UnirtError(f"{MAX_ELEMENTS_ENV}={raw!r}: write a positive number of elements")
+        return SizeLimit(amount, "elements", f"{MAX_ELEMENTS_ENV}")
+    available = _mem_available()
+    if available is None:
+        return SizeLimit(FALLBACK_LIMIT_BYTES, "bytes",
+                         f"the available memory is unknown; set {MAX_ELEMENTS_ENV} to change it")
+    return SizeLimit(max(1, available // MEMORY_SHARE), "bytes",
+                     f"a quarter of the available memory; set {MAX_ELEMENTS_ENV} to change it")
+
+
+def _itemsize(info: TensorInfo) -> int:
+    """Bytes per generated element (an object array holds a pointer per element)."""
+    dtype = info.dtype
+    return 8 if dtype is None or dtype.kind in "OUS" else int(dtype.itemsize)
+
+
+def check_sizes(inputs: Sequence[TensorInfo], shapes: Mapping[str, Sequence[int]],
+                limit: SizeLimit | None = None) -> None:
+    """Refuse, before anything is allocated, a set of inputs larger than :func:`size_limit`,
+    with an InputError naming the largest input, its shape and the limit. Sizes are Python ints
+    (``math.prod``): a product that overflows int64 in numpy must not wrap to a small one."""
+    by_name = {t.name: t for t in inputs}
+    sized = [(by_name[n], tuple(s)) for n, s in shapes.items() if n in by_name]
+    if not sized:
+        return
+    limit = limit or size_limit()
+    counts = [(t, s, math.prod(s), math.prod(s) * _itemsize(t)) for t, s in sized]
+    total = sum(c[2] if limit.unit == "elements" else c[3] for c in counts)
+    if total <= limit.amount:
+        return
+    t, s, elements, size = max(counts, key=lambda c: c[3])
+    dtype = "?" if t.dtype is None else str(t.dtype)
+    what = (f"input {t.name!r}: shape {'x'.join(map(str, s)) or 'scalar'} is {elements:,} "
+            f"elements ({_bytes_text(size)} of {dtype})")
+    if len(counts) > 1 and (elements if limit.unit == "elements" else size) <= limit.amount:
+        what += f", and the inputs together {total:,} {limit.unit}"
+    raise InputError(f"{what}: over unirt's limit of {limit.describe()}")
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -55,16 +158,21 @@ def resolve_shape(info: TensorInfo, given: Sequence[int] | None = None) -> tuple
     Dynamic dims are whatever :func:`~unirt.tensor.is_static` rejects, so a ``-1`` or ``"?"``
     left in a hand-built TensorInfo gets a size too. ``given`` is checked here, where the input's
     name is known, because a negative or non-integer size would otherwise reach numpy and come
-    out as a bare ``ValueError`` that names no input.
+    out as a bare ``ValueError`` that names no input; so is its size (:func:`check_sizes`), since
+    every path that takes a shape (``load(input_shapes=)``, ``capabilities --shape``, ``run
+    --shape``, input generation) comes through here before anything is allocated.
     """
     if given is not None:
         given = _check_given(info, given)
     if info.shape is None:
         if given is None:
             raise InputError(f"input {info.name!r} has no declared shape: give one with --shape")
+        check_sizes([info], {info.name: given})
         return given
     if given is None:
-        return tuple(d if is_static(d) else DEFAULT_DYNAMIC_DIM for d in info.shape)
+        shape = tuple(d if is_static(d) else DEFAULT_DYNAMIC_DIM for d in info.shape)
+        check_sizes([info], {info.name: shape})
+        return shape
     declared = info.describe().split(": ", 1)[1]
     if len(given) != len(info.shape):
         raise InputError(f"input {info.name!r}: the shape must have rank {len(info.shape)} "
@@ -73,6 +181,7 @@ def resolve_shape(info: TensorInfo, given: Sequence[int] | None = None) -> tuple
         if is_static(want) and want != got:
             raise InputError(f"input {info.name!r}: dimension {axis} is fixed at {want}, "
                              f"got {got} (declared {declared})")
+    check_sizes([info], {info.name: given})
     return given
 
 
@@ -119,7 +228,10 @@ def random_array(info: TensorInfo, shape: Sequence[int], rng: np.random.Generato
 def make_inputs(
     inputs: Sequence[TensorInfo], shapes: Mapping[str, Sequence[int]] | None = None, seed: int = 0,
 ) -> dict[str, np.ndarray]:
-    """Seeded random feeds for every input, at ``shapes`` where given."""
+    """Seeded random feeds for every input, at ``shapes`` where given.
+
+    Every shape is resolved and the whole set checked against :func:`size_limit` before the
+    first array is made: a set refused for its size allocates nothing."""
     import numpy as np
 
     shapes = dict(shapes or {})
@@ -127,8 +239,117 @@ def make_inputs(
     if unknown:
         raise InputError(f"--shape names unknown input(s) {', '.join(sorted(unknown))}; inputs: "
                          f"{', '.join(i.name for i in inputs)}")
+    resolved = {i.name: resolve_shape(i, shapes.get(i.name)) for i in inputs}
+    check_sizes(inputs, resolved)
     rng = np.random.default_rng(seed)
-    return {i.name: random_array(i, resolve_shape(i, shapes.get(i.name)), rng) for i in inputs}
+    return {i.name: random_array(i, resolved[i.name], rng) for i in inputs}
+
+
+def generated_dtype(info: TensorInfo) -> Any:
+    """The dtype :func:`random_array` makes for ``info``, or the InputError it would raise:
+    lets the parent of a verification know that a child can build the inputs without building
+    them itself."""
+    import numpy as np
+
+    dtype = info.dtype
+    if dtype is None:
+        raise InputError(f"input {info.name!r} is not a tensor: unirt cannot generate it")
+    if dtype.kind in "fiuc":
+        return dtype
+    if dtype.kind == "b":
+        return np.dtype(bool)
+    if dtype.kind in "OUS":
+        return np.dtype(object)
+    raise InputError(f"input {info.name!r}: cannot generate values of {dtype}")
+
+
+#: Values planted in a float input by :func:`plant_nonfinite`, in this order.
+NONFINITE_VALUES = (float("nan"), float("inf"), float("-inf"))
+#: How many values are planted in each float input (fewer when it is smaller).
+NONFINITE_COUNT = 6
+
+
+def plant_nonfinite(feeds: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+    """``feeds`` with a few NaN, +inf and -inf at seeded positions of every float input (in
+    place; returned for convenience). Integer, bool and string inputs are left as they are.
+
+    Why: a verification that feeds only finite numbers cannot see an engine that turns a NaN
+    into a finite number (measured: OpenVINO in 3 cases and ncnn in 2 where ONNX Runtime returns
+    NaN), and a depth camera's invalid pixels are NaN."""
+    import numpy as np
+
+    rng = np.random.default_rng([seed, 0x4E414E])  # its own stream: the base values stay put
+    for name in sorted(feeds):
+        array = feeds[name]
+        if array.dtype.kind not in "fc" or array.size == 0:
+            continue
+        count = min(array.size, NONFINITE_COUNT)
+        where = rng.choice(array.size, size=count, replace=False)
+        flat = array.reshape(-1)  # a view: the arrays made here are contiguous
+        for i, pos in enumerate(sorted(int(p) for p in where)):
+            flat[pos] = NONFINITE_VALUES[i % len(NONFINITE_VALUES)]
+    return feeds
+
+
+@dataclass(frozen=True)
+class FeedRecipe:
+    """A set of seeded inputs described rather than made: what :func:`make_inputs` takes
+    (the input infos, their shapes, the seed), plus whether NaN/inf are planted.
+
+    Why: verification sends this to the reference's child and to the backend's child, and each
+    builds the same arrays (same seed: bit-identical), so the caller's process never allocates
+    probe inputs (an 89-byte model can declare a 200 MB input) and no input crosses a pipe.
+    Hashable, so a child that runs the same recipe again (a timing loop) builds it once.
+    ``shapes`` are resolved (one per input, in the model's order) when the recipe is made, in
+    the parent, so a shape that is wrong or too large is refused there, before any child starts.
+    """
+
+    inputs: tuple[TensorInfo, ...]
+    shapes: tuple[tuple[str, tuple[int, ...]], ...]
+    seed: int = 0
+    nonfinite: bool = False
+
+    @classmethod
+    def make(cls, inputs: Sequence[TensorInfo], shapes: Mapping[str, Sequence[int]] | None = None,
+             seed: int = 0, nonfinite: bool = False) -> FeedRecipe:
+        """A recipe checked as :func:`make_inputs` would check it (names, shapes, dtypes,
+        size), so that building it in a child cannot fail where making it here did not."""
+        shapes = dict(shapes or {})
+        unknown = set(shapes) - {i.name for i in inputs}
+        if unknown:
+            raise InputError(f"--shape names unknown input(s) {', '.join(sorted(unknown))}; "
+                             f"inputs: {', '.join(i.name for i in inputs)}")
+        resolved = {i.name: resolve_shape(i, shapes.get(i.name)) for i in inputs}
+        for i in inputs:
+            generated_dtype(i)
+        check_sizes(inputs, resolved)
+        return cls(tuple(inputs), tuple(resolved.items()), seed, nonfinite)
+
+    @property
+    def shape_of(self) -> dict[str, tuple[int, ...]]:
+        """Input name -> the shape it is built at."""
+        return dict(self.shapes)
+
+    @property
+    def has_float(self) -> bool:
+        """Whether some input is a float tensor (where NaN/inf can be planted)."""
+        return any(i.dtype is not None and i.dtype.kind in "fc"
+                   and math.prod(dict(self.shapes)[i.name]) > 0 for i in self.inputs)
+
+    def with_nonfinite(self) -> FeedRecipe:
+        """The same inputs with NaN/inf planted (:func:`plant_nonfinite`)."""
+        return FeedRecipe(self.inputs, self.shapes, self.seed, True)
+
+    def signature(self) -> dict[str, tuple[list[int], str]]:
+        """Input name -> (shape, dtype) of what :meth:`build` makes, without making it."""
+        return {i.name: (list(dict(self.shapes)[i.name]), str(generated_dtype(i)))
+                for i in self.inputs}
+
+    def build(self) -> dict[str, np.ndarray]:
+        """The arrays (what ``make_inputs(inputs, shapes, seed)`` returns, NaN/inf planted when
+        asked)."""
+        feeds = make_inputs(self.inputs, dict(self.shapes), self.seed)
+        return plant_nonfinite(feeds, self.seed) if self.nonfinite else feeds
 
 
 def load_npy(path: str | Path, name: str) -> np.ndarray:
@@ -170,7 +391,8 @@ def shape_sets(inputs: Sequence[TensorInfo], declared: Mapping[str, Sequence[int
     then one set per dynamic dimension symbol at its other size (``T=64``), so that a model that
     declares an axis dynamic but works at one size only is caught. An unnamed dim (``None``, or
     a placeholder such as ``-1`` or ``"?"`` in a hand-built TensorInfo) is varied on its own
-    (``x[2]=64``): two ``"?"`` dims are not declared equal."""
+    (``x[2]=64``): two ``"?"`` dims are not declared equal. A set over :func:`size_limit` is
+    an InputError here, before a child is started for it."""
     declared = {k: tuple(v) for k, v in (declared or {}).items()}
     symbols: dict[str, tuple[int, int]] = {}
     where: dict[str, list[tuple[str, int]]] = {}
@@ -205,4 +427,7 @@ def shape_sets(inputs: Sequence[TensorInfo], declared: Mapping[str, Sequence[int
     base = {s: b for s, (b, _) in symbols.items()}
     sets = [("base", build(base))]
     sets += [(f"{sym}={alt}", build({**base, sym: alt})) for sym, (_, alt) in symbols.items()]
+    limit = size_limit()
+    for _, shapes in sets:  # before any child is started or any input made
+        check_sizes(inputs, shapes, limit)
     return sets

@@ -7,10 +7,21 @@ result (with its signal), never the end of the caller's process.
 
 The reference is ONNX Runtime on the CPU in ``exact`` precision, run in a child as well and once
 per set of inputs, so that its outputs can be shared by every backend probed on them.
+
+Generated inputs travel as a :class:`~unirt.inputs.FeedRecipe` (input infos, shapes, seed) and
+each child builds the arrays itself, identical in every child: the caller's process never
+allocates probe inputs. User-given feeds (``compare --input``) travel as arrays.
+
+A set with NaN/inf planted (the recipe's ``nonfinite``) is judged apart: NaN is equal to NaN,
+and a backend that returns finite numbers where the reference has NaN/inf "hides" them. That is
+noted on the result (``ProbeResult.nonfinite``), never a rejection: most deployments never feed
+NaN, and an engine that computes finite inputs right is right for them. A crash or a hang on
+that set still rejects (the user's process would die or hang the day a NaN comes in).
 """
 
 from __future__ import annotations
 
+import logging
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import HarnessError
-from .inputs import BATCH_SIZES, OTHER_SIZES, shape_sets  # noqa: F401 - re-exported
+from .inputs import BATCH_SIZES, OTHER_SIZES, FeedRecipe, shape_sets  # noqa: F401 - re-exported
 from .isolation import CRASHED as ISO_CRASHED
 from .isolation import ERROR as ISO_ERROR
 from .isolation import HARNESS as ISO_HARNESS
@@ -30,6 +41,11 @@ from .model import ModelInfo
 
 if TYPE_CHECKING:  # pragma: no cover
     from .plugins import Registry, RegistrySpec
+
+#: What a set of inputs is, on its way to a child: arrays, or a recipe the child builds.
+Feeds = Mapping[str, np.ndarray] | FeedRecipe
+
+logger = logging.getLogger("unirt")
 
 
 def reference_name(registry: Registry | None = None) -> str:
@@ -49,6 +65,10 @@ DEFAULT_TIMEOUT = 300.0
 # a plugin registry that could not be rebuilt in it): says nothing about the engine.
 PASS, FAIL, NO_REFERENCE = "pass", "fail", "no reference"
 ERROR, CRASHED, TIMEOUT, HARNESS = ISO_ERROR, ISO_CRASHED, ISO_TIMEOUT, ISO_HARNESS
+
+#: How :attr:`ProbeResult.nonfinite` starts when the backend returns finite numbers where the
+#: reference has NaN/inf.
+HIDES = "hides NaN/inf"
 
 #: Errors raised in a child that are unirt's own failure to measure, not the engine's answer.
 _HARNESS_ERRORS = frozenset({"HarnessError", "IsolationError", "BackendNotFoundError",
@@ -87,14 +107,31 @@ def _child_open(state: dict[str, Any], source: str | bytes, backend: str, precis
             "precision": str(sess.precision)}
 
 
-def _child_run(state: dict[str, Any], feeds: dict[str, np.ndarray], runs: int = 1,
+def _child_feeds(state: dict[str, Any], feeds: Feeds) -> Mapping[str, np.ndarray]:
+    """The arrays to run: ``feeds`` itself, or the recipe built here. The last recipe's arrays
+    are kept, so a timing loop that sends the same recipe each round builds it once (and only
+    one set is held at a time)."""
+    if not isinstance(feeds, FeedRecipe):
+        return feeds
+    kept = state.get("recipe")
+    if kept is not None and kept[0] == feeds:
+        return kept[1]
+    state.pop("recipe", None)  # the old arrays go before the new ones are made
+    arrays = feeds.build()
+    state["recipe"] = (feeds, arrays)
+    return arrays
+
+
+def _child_run(state: dict[str, Any], feeds: Feeds, runs: int = 1,
                outputs: list[str] | None = None, send_outputs: bool = True,
                pause_s: float = 0.0) -> dict[str, Any]:
     """Run ``runs`` times; ``pause_s`` sleeps before each timed call, as an application calling
     at a frame rate does (back-to-back calls favour engines whose threads spin between calls,
-    and that is not how a robot runs a model)."""
+    and that is not how a robot runs a model). ``feeds``: arrays, or a
+    :class:`~unirt.inputs.FeedRecipe` built here (outside the timed part)."""
     import time
 
+    feeds = _child_feeds(state, feeds)
     run = state["sess"].run
     times, result = [], None
     for _ in range(max(1, runs)):
@@ -125,8 +162,12 @@ def _child_peak_rss(_state: dict[str, Any]) -> int:
 
 
 # -- the parent's side ---------------------------------------------------------------------------
-def shape_label(feeds: Mapping[str, Any]) -> str:
-    """``x=1x8,y=1`` — how a set of inputs is named in reports and reasons."""
+def shape_label(feeds: Mapping[str, Any] | FeedRecipe) -> str:
+    """``x=1x8,y=1`` — how a set of inputs is named in reports and reasons (a recipe: the
+    shapes it builds, ``with NaN/inf`` when it plants them)."""
+    if isinstance(feeds, FeedRecipe):
+        text = ",".join(f"{k}={'x'.join(map(str, v)) or 'scalar'}" for k, v in feeds.shapes)
+        return f"{text} with NaN/inf" if feeds.nonfinite else text
     return ",".join(f"{k}={'x'.join(map(str, np.shape(v))) or 'scalar'}" for k, v in feeds.items())
 
 
@@ -138,18 +179,21 @@ class RunSet:
     outcome: Outcome
     outputs: dict[str, np.ndarray] | None = None
     times: list[float] = field(default_factory=list)
+    #: The inputs had NaN/inf planted: judged for how NaN/inf come out, not for right numbers.
+    nonfinite: bool = False
 
 
 def run_sets(worker: Worker, source: str | bytes, backend: str,
-             feed_sets: Sequence[Mapping[str, np.ndarray]], precision: str = "exact",
+             feed_sets: Sequence[Feeds], precision: str = "exact",
              options: Mapping[str, Any] | None = None, runs: int = 1,
              outputs: list[str] | None = None, timeout: float = DEFAULT_TIMEOUT,
              threads: int | None = None, labels: Sequence[str] | None = None,
              registry: RegistrySpec | None = None) -> tuple[Outcome, list[RunSet]]:
     """Open ``source`` on ``backend`` in ``worker`` and run each feed set ``runs`` times.
 
-    Returns the open's Outcome and one RunSet per feed set tried; after a crash or timeout the
-    child and its session are gone, so the remaining sets are not tried.
+    A feed set is arrays or a :class:`~unirt.inputs.FeedRecipe` (built in the child). Returns
+    the open's Outcome and one RunSet per feed set tried; after a crash or timeout the child and
+    its session are gone, so the remaining sets are not tried.
     """
     opened = worker.call(_child_open, source, backend, precision, dict(options or {}), threads,
                          registry, timeout=timeout)
@@ -158,11 +202,12 @@ def run_sets(worker: Worker, source: str | bytes, backend: str,
         return opened, sets
     for i, feeds in enumerate(feed_sets):
         label = _label(labels[i] if labels else None, feeds)
-        out = worker.call(_child_run, dict(feeds), runs, outputs, timeout=timeout)
+        planted = isinstance(feeds, FeedRecipe) and feeds.nonfinite
+        out = worker.call(_child_run, _payload(feeds), runs, outputs, timeout=timeout)
         if out.ok:
-            sets.append(RunSet(label, out, out.value["outputs"], out.value["times"]))
+            sets.append(RunSet(label, out, out.value["outputs"], out.value["times"], planted))
         else:
-            sets.append(RunSet(label, out))
+            sets.append(RunSet(label, out, nonfinite=planted))
             if out.status in (CRASHED, TIMEOUT, HARNESS):
                 return opened, sets
     if len(feed_sets) > 1 and any(s.outputs is None for s in sets[1:]):
@@ -170,19 +215,24 @@ def run_sets(worker: Worker, source: str | bytes, backend: str,
         # good shapes, after one): the user's session lives on after such a call, so the base
         # set is run once more on the same session and must still be right.
         label = f"{sets[0].label} again, after a refused call"
-        out = worker.call(_child_run, dict(feed_sets[0]), 1, outputs, timeout=timeout)
+        out = worker.call(_child_run, _payload(feed_sets[0]), 1, outputs, timeout=timeout)
         sets.append(RunSet(label, out, out.value["outputs"] if out.ok else None,
                            out.value["times"] if out.ok else []))
     return opened, sets
 
 
-def _label(name: str | None, feeds: Mapping[str, Any]) -> str:
+def _payload(feeds: Feeds) -> Feeds:
+    """What goes to the child: a recipe as it is, arrays as a plain dict."""
+    return feeds if isinstance(feeds, FeedRecipe) else dict(feeds)
+
+
+def _label(name: str | None, feeds: Feeds) -> str:
     """``x=1x8`` for the base set, ``T=64 (x=1x64)`` for a set named after a dynamic dim."""
     shapes = shape_label(feeds)
     return shapes if not name or name == "base" else f"{name} ({shapes})"
 
 
-def reference_outputs(source: str | bytes, feed_sets: Sequence[Mapping[str, np.ndarray]],
+def reference_outputs(source: str | bytes, feed_sets: Sequence[Feeds],
                       outputs: list[str] | None = None, timeout: float = DEFAULT_TIMEOUT,
                       labels: Sequence[str] | None = None, registry: Registry | None = None
                       ) -> tuple[Outcome, list[RunSet]]:
@@ -195,16 +245,20 @@ def reference_outputs(source: str | bytes, feed_sets: Sequence[Mapping[str, np.n
         spec = _spec(registry)
     except HarnessError as exc:
         opened = Outcome(HARNESS, error=str(exc), error_type="HarnessError")
-        return opened, [RunSet(_label(labels[i] if labels else None, f), opened)
-                        for i, f in enumerate(feed_sets)]
+        return opened, [RunSet(_label(labels[i] if labels else None, f), opened,
+                               nonfinite=_planted(f)) for i, f in enumerate(feed_sets)]
     with Worker(_child_init) as w:
         opened, sets = run_sets(w, source, reference_name(registry), feed_sets, "exact",
                                 outputs=outputs, timeout=timeout, labels=labels,
                                 registry=spec)
     if not opened.ok:
-        sets = [RunSet(_label(labels[i] if labels else None, f), opened)
-                for i, f in enumerate(feed_sets)]
+        sets = [RunSet(_label(labels[i] if labels else None, f), opened,
+                       nonfinite=_planted(f)) for i, f in enumerate(feed_sets)]
     return opened, sets
+
+
+def _planted(feeds: Feeds) -> bool:
+    return isinstance(feeds, FeedRecipe) and feeds.nonfinite
 
 
 def _spec(registry: Registry | None) -> RegistrySpec | None:
@@ -219,6 +273,10 @@ class ProbeResult:
     ``outputs`` holds each output's differences on the first set of inputs where it was worst;
     ``shapes`` what was run; ``limited`` the sets of inputs the backend refused without harm
     (an error, not a crash: a shape limitation the router can fall back from at run time).
+    ``nonfinite``: how the backend differs from the reference on inputs with NaN/inf planted
+    (``"hides NaN/inf: output y finite where the reference has NaN (3 of 3 values)"``), empty
+    when it does not or when no such set was run. A note, never a rejection (see the module's
+    docstring); :meth:`summary` carries it.
     """
 
     backend: str
@@ -233,6 +291,12 @@ class ProbeResult:
     run_s: float | None = None
     #: False when the backend raised while opening the model (nothing ran).
     opened: bool = True
+    nonfinite: str = ""
+
+    @property
+    def hides_nonfinite(self) -> bool:
+        """Whether the backend returned finite numbers where the reference has NaN/inf."""
+        return self.nonfinite.startswith(HIDES)
 
     @property
     def passed(self) -> bool:
@@ -247,6 +311,7 @@ class ProbeResult:
             "backend": self.backend, "status": self.status, "reason": self.reason,
             "precision": self.precision, "shapes": self.shapes, "limited": self.limited,
             "load_s": self.load_s, "run_s": self.run_s, "opened": self.opened,
+            "nonfinite": self.nonfinite,
             "outputs": [o.as_dict() | {"atol": self.tolerances.get(o.name, (None, None))[0],
                                        "rtol": self.tolerances.get(o.name, (None, None))[1]}
                         for o in self.outputs],
@@ -259,19 +324,26 @@ class ProbeResult:
         tols = {o["name"]: (o.get("atol"), o.get("rtol")) for o in d.get("outputs", [])}
         return cls(d["backend"], d["status"], d.get("reason", ""), d.get("precision"),
                    list(d.get("shapes", [])), outs, tols, dict(d.get("limited", {})),
-                   d.get("load_s"), d.get("run_s"), bool(d.get("opened", True)))
+                   d.get("load_s"), d.get("run_s"), bool(d.get("opened", True)),
+                   str(d.get("nonfinite") or ""))
 
     def summary(self) -> str:
-        """One line: ``max abs 1.6e-02 on logits (bf16)`` or the reason it failed."""
+        """One line: ``max abs 1.6e-02 on logits (bf16)`` or the reason it failed, followed by
+        the NaN/inf note when there is one."""
+        note = f"; {self.nonfinite}" if self.nonfinite else ""
         if self.status != PASS:
-            return self.reason or self.status
+            return (self.reason or self.status) + note
         if not self.outputs:
-            return "no outputs compared"
+            return "no outputs compared" + note
         worst = max(self.outputs, key=lambda o: o.max_abs)
-        return f"max abs {worst.max_abs:.2g} on {worst.name} ({self.precision})"
+        return f"max abs {worst.max_abs:.2g} on {worst.name} ({self.precision}){note}"
 
 
-def probe(info: ModelInfo, backend: str, feed_sets: Sequence[Mapping[str, np.ndarray]],
+#: How many times a backend that timed out is run again before the timeout is its verdict.
+TIMEOUT_RETRIES = 1
+
+
+def probe(info: ModelInfo, backend: str, feed_sets: Sequence[Feeds],
           precision: str = "exact", options: Mapping[str, Any] | None = None,
           atol: float | None = None, rtol: float | None = None,
           timeout: float = DEFAULT_TIMEOUT, reference: list[RunSet] | None = None,
@@ -283,6 +355,10 @@ def probe(info: ModelInfo, backend: str, feed_sets: Sequence[Mapping[str, np.nda
     reference run serves every backend compared on the same inputs). When the reference cannot
     run the model, the backend is still run (a crash or a refusal is still its answer) and
     judged ``no reference``; when unirt's own harness fails, the result is ``harness``.
+
+    A backend that times out is run once more, in a fresh child, before the timeout stands: a
+    time-out is as often a busy machine (another build, a tuner, swap) as a hung engine, and a
+    rejection costs the user the backend for this load.
     """
     source = info.source()
     if reference is None:
@@ -292,22 +368,36 @@ def probe(info: ModelInfo, backend: str, feed_sets: Sequence[Mapping[str, np.nda
     if harness is not None:
         return ProbeResult(backend, HARNESS, "unirt could not run the reference: "
                            f"{harness.describe()}", opened=False)
-    with Worker(_child_init) as w:
-        opened, sets = run_sets(w, source, backend, feed_sets, precision, options, runs,
-                                timeout=timeout, labels=labels, registry=_spec(registry))
-    return judge(backend, opened, sets, reference, precision, atol, rtol, registry)
+    for attempt in range(TIMEOUT_RETRIES + 1):
+        with Worker(_child_init) as w:
+            opened, sets = run_sets(w, source, backend, feed_sets, precision, options, runs,
+                                    timeout=timeout, labels=labels, registry=_spec(registry))
+        result = judge(backend, opened, sets, reference, precision, atol, rtol, registry)
+        if result.status != TIMEOUT:
+            break
+        if attempt < TIMEOUT_RETRIES:
+            logger.info("%s timed out verifying %s (%s); trying once more", backend,
+                        info.name, result.reason)
+        else:
+            result.reason += f" (and on {TIMEOUT_RETRIES} retry)" if TIMEOUT_RETRIES == 1 \
+                else f" (and on {TIMEOUT_RETRIES} retries)"
+    return result
 
 
 def judge(backend: str, opened: Outcome, sets: list[RunSet], reference: list[RunSet],
           precision: str = "exact", atol: float | None = None,
           rtol: float | None = None, registry: Registry | None = None) -> ProbeResult:
-    """The verdict on one backend's runs (from :func:`run_sets`) against the reference's."""
+    """The verdict on one backend's runs (from :func:`run_sets`) against the reference's.
+
+    A set with NaN/inf planted (``RunSet.nonfinite``) decides nothing but a crash or a hang:
+    it is compared with NaN equal to NaN, and what differs goes to ``result.nonfinite``."""
     if not opened.ok:
         return ProbeResult(backend, _status(opened), _open_reason(opened), opened=False)
     result = ProbeResult(backend, PASS, precision=opened.value["precision"],
                          load_s=opened.value["load_s"])
     worst: dict[str, OutputDiff] = {}
     failing: list[str] = []
+    notes: list[str] = []
     times: list[float] = []
     pairs = list(zip(reference, sets))
     again = sets[-1] if len(sets) == len(reference) + 1 and reference else None
@@ -319,6 +409,10 @@ def judge(backend: str, opened: Outcome, sets: list[RunSet], reference: list[Run
             result.status = _status(got.outcome)
             result.reason = f"{got.outcome.describe()} running {got.label}"
             return result
+        if got.nonfinite:
+            if ref.outputs is not None:
+                notes += _nonfinite_notes(got, ref, precision, atol, rtol)
+            continue
         if ref.outputs is None:
             result.limited[got.label] = f"the reference cannot run it: {ref.outcome.describe()}"
             continue
@@ -342,9 +436,14 @@ def judge(backend: str, opened: Outcome, sets: list[RunSet], reference: list[Run
                 failing.append(f"{name} at {got.label}: {why}")
     result.outputs = list(worst.values())
     result.run_s = statistics.median(times) if times else None
+    hides = [n for n in notes if n.startswith(_HIDDEN)]
+    others = [n for n in notes if not n.startswith(_HIDDEN)]
+    result.nonfinite = "; ".join(
+        ([f"{HIDES}: " + "; ".join(h[len(_HIDDEN):] for h in hides)] if hides else [])
+        + ([f"on NaN/inf inputs: {'; '.join(others)}"] if others else []))
     if failing:
         result.status, result.reason = FAIL, "wrong numbers: " + "; ".join(failing)
-    elif all(r.outputs is None for r in reference):
+    elif all(r.outputs is None for r in reference if not r.nonfinite):
         result.status = NO_REFERENCE
         result.reason = (f"the reference ({reference_name(registry)}) cannot run the model: "
                          f"{reference[0].outcome.describe() if reference else 'no inputs'}")
@@ -352,6 +451,51 @@ def judge(backend: str, opened: Outcome, sets: list[RunSet], reference: list[Run
         result.status = ERROR
         result.reason = "; ".join(f"{k}: {v}" for k, v in result.limited.items()) or "nothing ran"
     return result
+
+
+#: Marks a note of :func:`_nonfinite_notes` that is a hidden NaN/inf (stripped when joined).
+_HIDDEN = "\0hidden:"
+
+
+def _nonfinite_notes(got: RunSet, ref: RunSet, precision: str, atol: float | None,
+                     rtol: float | None) -> list[str]:
+    """How ``got`` differs from ``ref`` on inputs with NaN/inf planted, one note per output:
+    finite values where the reference has NaN or inf (hidden: marked with ``_HIDDEN``), NaN or
+    inf where the reference is finite, other values out of tolerance, or an error."""
+    assert ref.outputs is not None
+    if got.outputs is None:
+        return [f"refused ({got.outcome.describe()})"]
+    notes: list[str] = []
+    for name, ref_value in ref.outputs.items():
+        r = np.asarray(ref_value)
+        a = np.asarray(got.outputs.get(name))
+        if r.dtype.kind not in "fc" or r.size == 0:
+            continue
+        if a.shape != r.shape or a.dtype.kind not in "fcbiu":
+            notes.append(f"output {name}: {diff(name, a, r).problem or 'not comparable'}")
+            continue
+        ref_nan, ref_inf = np.isnan(r), np.isinf(r)
+        finite = np.isfinite(a)
+        hid_nan, hid_inf = int((ref_nan & finite).sum()), int((ref_inf & finite).sum())
+        if hid_nan or hid_inf:
+            what = " and ".join(w for w, n in (("NaN", hid_nan), ("inf", hid_inf)) if n)
+            notes.append(f"{_HIDDEN}output {name} finite where the reference has {what} "
+                         f"({hid_nan + hid_inf} of {int((ref_nan | ref_inf).sum())} values)")
+        shown = ~np.isfinite(r) | ~finite  # NaN == NaN, inf == inf of its sign
+        made = int((np.isfinite(r) & ~finite).sum())
+        if made:
+            notes.append(f"output {name} NaN or inf where the reference is finite "
+                         f"({made} values)")
+        keep = ~shown
+        tol = tolerance(precision, r, atol, rtol)
+        if keep.any() and not within(a[keep], r[keep], *tol):
+            bad = int((~np.isclose(a[keep].astype(np.float64), r[keep].astype(np.float64),
+                                   atol=tol[0], rtol=tol[1])).sum())
+            notes.append(f"output {name} out of tolerance on {bad} finite values")
+        wrong_sign = int((ref_inf & np.isinf(a) & (a != r)).sum())
+        if wrong_sign:
+            notes.append(f"output {name} inf of the other sign ({wrong_sign} values)")
+    return notes
 
 
 def _status(outcome: Outcome) -> str:

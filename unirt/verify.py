@@ -43,8 +43,7 @@ from .tensor import TensorInfo
 from .words import Word
 
 if TYPE_CHECKING:  # pragma: no cover
-    import numpy as np
-
+    from .inputs import FeedRecipe
     from .plugins import Registry
 
 logger = logging.getLogger("unirt")
@@ -124,16 +123,28 @@ def probe_shapes(inputs: Sequence[TensorInfo],
 
 
 def feed_sets(info: ModelInfo, shapes: Mapping[str, Sequence[int]] | None = None
-              ) -> tuple[list[str], list[dict[str, tuple]], list[dict[str, np.ndarray]]]:
-    """(labels, shape sets, seeded inputs) a verification runs: the same for ``load``,
+              ) -> tuple[list[str], list[dict[str, tuple]], list[FeedRecipe]]:
+    """(labels, shape sets, input recipes) a verification runs: the same for ``load``,
     ``capabilities --probe`` and ``compare``, so their verdicts are one. Raises ``UnirtError``
-    when no inputs can be generated (bf16, strings without a shape, sequences)."""
-    from .inputs import make_inputs
+    when no inputs can be generated (bf16, strings without a shape, sequences) or when a set is
+    over the size limit (:func:`unirt.inputs.size_limit`).
+
+    Recipes, not arrays: each child (the reference's, the backend's) builds the same seeded
+    arrays itself (``recipe.build()``), so verifying a model never allocates its inputs in the
+    caller's process. For a model with a float input, one more set follows the shape sets: the
+    base set with NaN/inf planted, judged for how NaN/inf come out (a note, never a rejection:
+    see :mod:`unirt.probe`)."""
+    from .inputs import FeedRecipe
 
     labelled = shape_sets(info.inputs, shapes)
+    labels = [label for label, _ in labelled]
     sets = [s for _, s in labelled]
-    return ([label for label, _ in labelled], sets,
-            [make_inputs(info.inputs, s, seed=i) for i, s in enumerate(sets)])
+    recipes = [FeedRecipe.make(info.inputs, s, seed=i) for i, s in enumerate(sets)]
+    if recipes and recipes[0].has_float:
+        labels.append("base")
+        sets.append(sets[0])
+        recipes.append(recipes[0].with_nonfinite())
+    return labels, sets, recipes
 
 
 def _key(info: ModelInfo, backend: str, version: str | None, precision: str,

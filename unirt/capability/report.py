@@ -21,8 +21,10 @@ from .judge import merge_query, refused_by_engine, settle
 from .verdict import UNAVAILABLE, UNSUPPORTED, Evidence, Reason, Verdict
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..inputs import FeedRecipe
+    from ..isolation import Worker
     from ..model import ModelInfo, ModelSource
-    from ..plugins import Registry
+    from ..plugins import Registry, RegistrySpec
     from ..probe import ProbeResult, RunSet
     from ..verify import Verification
 
@@ -94,12 +96,15 @@ def capabilities(
     timeout: float = 120.0,
     registry: Registry | None = None,
     layerwise: bool = True,
+    query_timeout: float | None = None,
 ) -> CapabilityReport:
     """The capability matrix for one model: for every registered backend (or ``backends``), the
     table's prediction, the engine's own answer (``query``), the measured outcome (the cached
     verification verdict, or measured now with ``probe=True``), and the final verdict with the
     evidence that decided it. ``shapes``: the base shapes of dynamic inputs, as ``load``'s
-    ``input_shapes=`` (the same verdicts are read and written)."""
+    ``input_shapes=`` (the same verdicts are read and written). ``query_timeout``: seconds an
+    engine's own answer may take (default ``UNIRT_QUERY_TIMEOUT``, else 30 s); it is asked in a
+    child process, so a query that does not end in time is a note, never a hung caller."""
     from ..inputs import resolve_shape
     from ..model import read_model, validate_graph
     from ..plugins import get_registry
@@ -117,25 +122,24 @@ def capabilities(
                              f"inputs: {', '.join(by_name) or 'none'}")
         resolve_shape(by_name[name], tuple(shape))
     verdicts: dict[str, Verdict] = {}
-    for name in names:
-        be = registry.backend(name)
-        v = verdicts[name] = be.check(info)
-        if v.status == UNAVAILABLE:
-            continue
-        if query:
-            try:
-                merge_query(v, info, be.query(info))
-            except UnirtError as exc:
-                if be.is_reference:
-                    refused_by_engine(v, str(exc))
-                else:
-                    v.notes.append(f"engine query failed: {exc}")
-        if not be.is_reference and not probe:
-            from ..verify import lookup
+    querier = _Querier(registry, query_timeout_default() if query_timeout is None
+                       else query_timeout)
+    try:
+        for name in names:
+            be = registry.backend(name)
+            v = verdicts[name] = be.check(info)
+            if v.status == UNAVAILABLE:
+                continue
+            if query:
+                querier.ask(v, info, name)
+            if not be.is_reference and not probe:
+                from ..verify import lookup
 
-            cached = lookup(info, name, v.engine_version, "exact", {}, shapes, None)
-            if cached is not None:
-                apply_measurement(v, cached)
+                cached = lookup(info, name, v.engine_version, "exact", {}, shapes, None)
+                if cached is not None:
+                    apply_measurement(v, cached)
+    finally:
+        querier.close()
     report = CapabilityReport(model_summary(info), verdicts)
     if probe:
         _measure(report, info, registry, shapes, timeout, layerwise)
@@ -144,6 +148,102 @@ def capabilities(
         if v.measured is not None:
             report.probes[name] = v.measured
     return report
+
+
+#: Seconds an engine's own answer (``Backend.query``) may take; ``UNIRT_QUERY_TIMEOUT``
+#: overrides. OpenVINO's ``query_model`` is exponential in If nesting (depth 16: 1.3 s, depth
+#: 20: 19 s, depth 25: minutes): a report must not wait for it.
+QUERY_TIMEOUT = 30.0
+QUERY_TIMEOUT_ENV = "UNIRT_QUERY_TIMEOUT"
+
+
+def query_timeout_default() -> float:
+    """``UNIRT_QUERY_TIMEOUT`` or :data:`QUERY_TIMEOUT`."""
+    import os
+
+    raw = os.environ.get(QUERY_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return QUERY_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise UnirtError(f"{QUERY_TIMEOUT_ENV}={raw!r}: write a positive number of seconds")
+    return value
+
+
+def _child_query(source: ModelSource, backend: str, spec: RegistrySpec | None
+                 ) -> set[str] | None:
+    """``Backend.query`` in a child (run by :func:`unirt.isolation.run_isolated`): the model
+    read here and the parent's plugin registry rebuilt from ``spec``, as the probe's children
+    do, so the engine asked is the one the parent would have asked."""
+    from ..model import read_model
+    from ..plugins import Registry, get_registry
+
+    registry = get_registry() if spec is None else Registry.from_spec(spec)
+    return registry.backend(backend).query(read_model(source))
+
+
+class _Querier:
+    """Asks each engine for its own answer on the model, bounded in time.
+
+    Every backend but the reference is asked in a child process with a timeout: an engine's
+    query is code that has not yet been seen to end on this model (OpenVINO's ``query_model``
+    runs for minutes on a 25-deep If nest, and a crash there would end the caller). A time-out,
+    a crash or unirt failing to start the child is a note on the verdict, never a refusal: it
+    says how the question went, not whether the engine runs the model. The reference is asked
+    in this process (see :func:`capabilities`)."""
+
+    def __init__(self, registry: Registry, timeout: float) -> None:
+        self.registry = registry
+        self.timeout = timeout
+        self._worker: Worker | None = None
+
+    def ask(self, verdict: Verdict, info: ModelInfo, name: str) -> None:
+        from ..errors import HarnessError
+        from ..isolation import HARNESS, TIMEOUT, Worker
+        from ..probe import _HARNESS_ERRORS
+
+        be = self.registry.backend(name)
+        if be.is_reference:
+            # ONNX Runtime's answer is creating a session (graph optimisations off: 0.04 s on
+            # a 25-deep If nest, import included; in a child 0.55-0.6 s), and the default
+            # route opens it in this process anyway: a child would bound nothing load does not.
+            try:
+                merge_query(verdict, info, be.query(info))
+            except UnirtError as exc:
+                refused_by_engine(verdict, str(exc))
+            return
+        try:
+            spec = self.registry.spec()
+        except HarnessError as exc:
+            verdict.notes.append(f"engine query not asked: {exc}")
+            return
+        if self._worker is None:
+            self._worker = Worker()
+        from .._child import call_plain
+
+        outcome = self._worker.call(call_plain, _child_query, info.source(), name, spec,
+                                    timeout=self.timeout)
+        if outcome.ok:
+            merge_query(verdict, info, outcome.value)
+        elif outcome.status == TIMEOUT:
+            logger.info("%s: the engine query on %s timed out after %g s", name, info.name,
+                        self.timeout)
+            verdict.notes.append(f"engine query timed out after {self.timeout:g} s")
+        elif outcome.status == HARNESS or outcome.error_type in _HARNESS_ERRORS:
+            verdict.notes.append(f"engine query not asked: unirt could not measure: "
+                                 f"{outcome.describe()}")
+        elif outcome.status == "crashed":
+            verdict.notes.append(f"engine query {outcome.describe()}")
+        else:  # the engine raised: its message, as Backend.query raised it
+            verdict.notes.append(f"engine query failed: {outcome.describe().split(': ', 1)[-1]}")
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
 
 
 def apply_measurement(verdict: Verdict, verification: Verification) -> None:
@@ -160,6 +260,8 @@ def apply_measurement(verdict: Verdict, verification: Verification) -> None:
         verdict.reasons.append(Reason(result.reason, "measured", evidence=Evidence.MEASURED))
     elif verification.status == VerifyStatus.UNVERIFIED:
         verdict.notes.append(f"not measured: {result.reason}")
+    if result.nonfinite:  # a note, not a reason: it decides nothing (see unirt.probe)
+        verdict.notes.append(result.nonfinite)
     settle(verdict)
 
 
@@ -221,7 +323,7 @@ def _reference_summary(reference: list[RunSet]) -> dict[str, Any]:
 
 
 def _explain_divergence(verdict: Verdict, info: ModelInfo, backend: str, result: ProbeResult,
-                        labels: list[str], feeds: list[dict[str, Any]], timeout: float) -> None:
+                        labels: list[str], feeds: list[FeedRecipe], timeout: float) -> None:
     """Name the first node whose output diverges, on the inputs where the run was wrong."""
     from ..compare import layerwise
     from ..probe import _label
@@ -229,7 +331,8 @@ def _explain_divergence(verdict: Verdict, info: ModelInfo, backend: str, result:
     index = next((i for i, (label, f) in enumerate(zip(labels, feeds))
                   if f" at {_label(label, f)}" in result.reason), 0)
     try:
-        lw = layerwise(info.source(), backend, feeds=feeds[index], timeout=timeout)
+        # A diagnosis after a mismatch, on arrays: the recipe is built here for it.
+        lw = layerwise(info.source(), backend, feeds=feeds[index].build(), timeout=timeout)
     except UnirtError as exc:
         verdict.notes.append(f"layerwise search failed: {exc}")
         return
@@ -250,14 +353,16 @@ def probe_summary(result: ProbeResult) -> dict[str, Any]:
     """A :class:`~unirt.probe.ProbeResult` as the matrix shows it: ``status`` is ``pass``,
     ``mismatch``, ``load_fail``, ``run_fail`` (at the base shapes), ``dynamic_fail`` (declared
     dynamic, fails at another size), ``crash``, ``timeout``, ``unverified`` (no reference) or
-    ``harness`` (unirt could not measure)."""
+    ``harness`` (unirt could not measure). ``nonfinite``: how the backend treats NaN/inf
+    inputs where it differs from the reference (``hides NaN/inf: ...``), empty otherwise."""
     from ..probe import CRASHED, ERROR, FAIL, HARNESS, NO_REFERENCE, TIMEOUT
 
     out: dict[str, Any] = {"status": "pass", "detail": None, "precision": result.precision,
                            "median_ms": None if result.run_s is None else result.run_s * 1e3,
                            "max_abs": max((o.max_abs for o in result.outputs), default=None),
                            "max_rel": max((o.max_rel for o in result.outputs), default=None),
-                           "shapes": result.shapes, "limited": result.limited}
+                           "shapes": result.shapes, "limited": result.limited,
+                           "nonfinite": result.nonfinite}
     if result.status == CRASHED:
         out.update(status="crash", detail=result.reason)
     elif result.status == TIMEOUT:
