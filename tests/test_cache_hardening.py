@@ -443,13 +443,18 @@ def test_a_real_read_only_mount(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         monkeypatch.setenv("UNIRT_CACHE_DIR", str(mnt))
         os.utime(path)  # OpenVINO now finds its blob stale: it wants to delete it
         x = np.ones((1, 3, 32, 32), np.float32)
-        sess = unirt.load(path, prefer="openvino")
-        assert sess.backend == "openvino" and sess.verification.cached
-        ref = unirt.load(path, backend="onnxruntime").run({"input": x})["logits"]
-        np.testing.assert_allclose(sess.run({"input": x})["logits"], ref, atol=1e-4)
+        with unirt.load(path, prefer="openvino") as sess:
+            assert sess.backend == "openvino" and sess.verification.cached
+            ref = unirt.load(path, backend="onnxruntime").run({"input": x})["logits"]
+            np.testing.assert_allclose(sess.run({"input": x})["logits"], ref, atol=1e-4)
         _unirt_run(path)
     finally:
-        subprocess.run(["umount", str(mnt)], capture_output=True)
+        import gc
+
+        gc.collect()  # engine objects holding files under the mount
+        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+            # still busy (an engine's file handle): detach it now, freed when released
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 def test_ncnn_works_without_a_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

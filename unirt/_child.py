@@ -97,8 +97,10 @@ class Channel:
                 raise EOFError("the other side closed the channel")
             pos += n
 
-    def recv_bytes(self, timeout: float | None = None) -> bytes:
-        """One frame's payload. Raises ``EOFError`` at end of stream, ``TimeoutError`` when the
+    def recv_bytes(self, timeout: float | None = None) -> bytearray:
+        """One frame's payload (a bytearray: ``pickle.loads`` takes it as it is, and a copy of
+        an output-sized message is memory the caller does not have to spend). Raises
+        ``EOFError`` at end of stream, ``TimeoutError`` when the
         whole frame did not arrive within ``timeout`` seconds (the stream is then unusable)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         header = bytearray(_HEADER.size)
@@ -106,7 +108,7 @@ class Channel:
         (size,) = _HEADER.unpack(header)
         payload = bytearray(size)
         self._read_exactly(memoryview(payload), deadline)
-        return bytes(payload)
+        return payload
 
     def recv(self, timeout: float | None = None) -> Any:
         return pickle.loads(self.recv_bytes(timeout))
@@ -143,7 +145,7 @@ class _Unpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _loads(data: bytes) -> Any:
+def _loads(data: bytes | bytearray) -> Any:
     return _Unpickler(io.BytesIO(data)).load()
 
 

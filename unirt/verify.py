@@ -53,7 +53,7 @@ MODES = VERIFY_MODES
 CACHE_SECTION = "verify"
 VERDICT_FILE = "verdict.json"
 #: Bumped when what a verdict means changes: older verdicts then miss.
-VERSION = 2
+VERSION = 3
 #: Seconds a verification probe may take before the candidate is rejected as hung;
 #: ``UNIRT_VERIFY_TIMEOUT`` overrides it.
 DEFAULT_TIMEOUT = 120.0
