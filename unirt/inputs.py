@@ -225,6 +225,18 @@ def random_array(info: TensorInfo, shape: Sequence[int], rng: np.random.Generato
     raise InputError(f"input {info.name!r}: cannot generate values of {dtype}")
 
 
+def _resolve_all(inputs: Sequence[TensorInfo], shapes: Mapping[str, Sequence[int]] | None
+                 ) -> dict[str, tuple[int, ...]]:
+    """Every input's concrete shape (given ones checked against the declaration); a name that
+    is no input is an error naming the inputs."""
+    given = dict(shapes or {})
+    unknown = set(given) - {i.name for i in inputs}
+    if unknown:
+        raise InputError(f"--shape names unknown input(s) {', '.join(sorted(unknown))}; inputs: "
+                         f"{', '.join(i.name for i in inputs)}")
+    return {i.name: resolve_shape(i, given.get(i.name)) for i in inputs}
+
+
 def make_inputs(
     inputs: Sequence[TensorInfo], shapes: Mapping[str, Sequence[int]] | None = None, seed: int = 0,
 ) -> dict[str, np.ndarray]:
@@ -234,12 +246,7 @@ def make_inputs(
     first array is made: a set refused for its size allocates nothing."""
     import numpy as np
 
-    shapes = dict(shapes or {})
-    unknown = set(shapes) - {i.name for i in inputs}
-    if unknown:
-        raise InputError(f"--shape names unknown input(s) {', '.join(sorted(unknown))}; inputs: "
-                         f"{', '.join(i.name for i in inputs)}")
-    resolved = {i.name: resolve_shape(i, shapes.get(i.name)) for i in inputs}
+    resolved = _resolve_all(inputs, shapes)
     check_sizes(inputs, resolved)
     rng = np.random.default_rng(seed)
     return {i.name: random_array(i, resolved[i.name], rng) for i in inputs}
@@ -314,12 +321,7 @@ class FeedRecipe:
              seed: int = 0, nonfinite: bool = False) -> FeedRecipe:
         """A recipe checked as :func:`make_inputs` would check it (names, shapes, dtypes,
         size), so that building it in a child cannot fail where making it here did not."""
-        shapes = dict(shapes or {})
-        unknown = set(shapes) - {i.name for i in inputs}
-        if unknown:
-            raise InputError(f"--shape names unknown input(s) {', '.join(sorted(unknown))}; "
-                             f"inputs: {', '.join(i.name for i in inputs)}")
-        resolved = {i.name: resolve_shape(i, shapes.get(i.name)) for i in inputs}
+        resolved = _resolve_all(inputs, shapes)
         for i in inputs:
             generated_dtype(i)
         check_sizes(inputs, resolved)
