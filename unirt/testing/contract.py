@@ -149,6 +149,23 @@ class BackendContract:
             return
         assert_close(out, M.reference(proto, feeds))
 
+    def test_a_refused_call_leaves_the_session_right(self, open_model: Callable,
+                                                     backend_name: str) -> None:
+        """An engine error must not poison the session: OpenVINO 2026.4 returned NaN, or refused
+        good shapes, after a call it refused. Good, refused, good, good: right every time."""
+        proto = M.baked_reshape()
+        sess = self.open_or_refuse(open_model, proto, backend_name)
+        if sess is None:
+            pytest.skip(f"{backend_name} refuses the model")
+        good = make_inputs(sess.inputs, {"x": (1, 32)}, seed=3)
+        want = M.reference(proto, good)
+        assert_close(sess.run(good), want)
+        with pytest.raises(UnirtError) as refused:
+            sess.run(make_inputs(sess.inputs, {"x": (1, 64)}, seed=4))
+        assert backend_name in str(refused.value)
+        for _ in range(2):
+            assert_close(sess.run(good), want)
+
     def test_integer_and_scalar_inputs(self, open_model: Callable, backend_name: str) -> None:
         proto = M.int_inputs()
         sess = self.open_or_refuse(open_model, proto, backend_name)

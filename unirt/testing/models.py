@@ -101,6 +101,21 @@ def dynamic_batch() -> onnx.ModelProto:
     return _model(g)
 
 
+def baked_reshape() -> onnx.ModelProto:
+    """Declares ``x: float32[1, T]`` dynamic, but a Reshape to the constant ``[4, 8]`` (a traced
+    size baked in by an exporter) works at T=32 only: every other T is refused by the engine.
+    ``y = Relu(Reshape(x) @ W)`` -> float32[4, 2]."""
+    g = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["r"], name="baked"),
+         helper.make_node("MatMul", ["r", "W"], ["m"], name="mm"),
+         helper.make_node("Relu", ["m"], ["y"], name="relu")], "baked_reshape",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "T"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 2])],
+        [numpy_helper.from_array(np.array([4, 8], np.int64), "shape"), _w("W", (8, 2), 3)],
+    )
+    return _model(g)
+
+
 def int_inputs() -> onnx.ModelProto:
     """Token ids ``ids: int64[1, seq]`` and a scalar ``scale: float32[]``:
     ``out = Gather(table, ids) * scale`` -> float32[1, seq, 4]."""
