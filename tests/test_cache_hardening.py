@@ -329,7 +329,7 @@ def test_a_verdict_of_unknown_status_is_a_miss_and_removed(tmp_path: Path,
     _resign(entry)  # even signed (as another unirt version could), it is not a verdict
     assert verify_entry(entry)
     with pytest.raises(ValueError):
-        verify_mod._read(entry)
+        verify_mod._read(entry, v.key)
     from unirt.plugins import get_registry
 
     version = get_registry().backend("fake-faithful").available().version

@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import statistics
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -98,6 +98,26 @@ class Ranking:
                    dict(doc.get("versions", {})), list(doc.get("candidates", order)),
                    dict(doc.get("max_abs", {})), dict(doc.get("load_s", {})),
                    dict(doc.get("precision", {})), dict(doc.get("shapes", {})))
+
+
+def candidate_pool(registry: Registry, names: Sequence[str], left_out: Collection[str] = ()
+                   ) -> tuple[list[str], dict[str, str | None], dict[str, str]]:
+    """The backends among ``names`` (minus ``left_out``) that can run here, with their engine
+    versions (what a ranking is measured with), and the others with why not: the pool
+    ``prefer="fastest"``, ``unirt tune`` and background tuning rank."""
+    pool: list[str] = []
+    versions: dict[str, str | None] = {}
+    skipped: dict[str, str] = {}
+    for name in names:
+        if name in left_out:
+            continue
+        avail = registry.backend(name).available()
+        if avail.available:
+            pool.append(name)
+            versions[name] = avail.version
+        else:
+            skipped[name] = avail.reason or "not available"
+    return pool, versions, skipped
 
 
 def _key(info: ModelInfo, precision: str, options: Mapping[str, Mapping[str, Any]],

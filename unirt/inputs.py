@@ -225,6 +225,30 @@ def random_array(info: TensorInfo, shape: Sequence[int], rng: np.random.Generato
     raise InputError(f"input {info.name!r}: cannot generate values of {dtype}")
 
 
+def check_shapes(info: ModelInfo, shapes: Mapping[str, Any], what: str) -> None:
+    """Shapes a caller gives for a model's inputs (``load(input_shapes=)``, ``--shape``): each
+    names an input, is a sequence of non-negative integers and fits the declaration; else an
+    error naming ``what`` and the input, before any work starts."""
+    by_name = {t.name: t for t in info.inputs}
+    for name, shape in shapes.items():
+        if name not in by_name:
+            raise UnirtError(f"{what} names {name!r}, which is not an input of {info.name}; "
+                             f"inputs: {', '.join(by_name) or 'none'}")
+        if isinstance(shape, (str, bytes)) or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                for d in _as_sequence(shape)):
+            raise UnirtError(f"{what}[{name!r}] must be a sequence of non-negative integers, "
+                             f"not {shape!r}")
+        resolve_shape(by_name[name], tuple(shape))
+
+
+def _as_sequence(value: Any) -> Sequence[Any]:
+    try:
+        return list(value)
+    except TypeError:
+        return [value, None]  # not iterable: fails the element check
+
+
 def _resolve_all(inputs: Sequence[TensorInfo], shapes: Mapping[str, Sequence[int]] | None
                  ) -> dict[str, tuple[int, ...]]:
     """Every input's concrete shape (given ones checked against the declaration); a name that

@@ -201,14 +201,10 @@ def _tune_in_background(sess: Session, registry: Registry, info: Any, device: st
                         left_out: set[str], request: _Request) -> None:
     """Measure the other available backends at low priority and swap to a faster verified one
     (:mod:`unirt.tuning`); the pool is ``prefer="fastest"``'s, so they share the ranking."""
+    from .fastest import candidate_pool
     from .tuning import start_background
 
-    pool, versions = [], {}
-    for name in default_order(registry, device):
-        avail = registry.backend(name).available()
-        if name not in left_out and avail.available:
-            pool.append(name)
-            versions[name] = avail.version
+    pool, versions, _ = candidate_pool(registry, default_order(registry, device), left_out)
     start_background(sess, info, pool, versions, request.precision, request.options,
                      request.input_shapes or None, request.tolerance, registry=registry)
 
@@ -244,7 +240,7 @@ def _check_arguments(registry: Registry, info: Any, *, backend: str | None,
     verification children and a cache entry."""
     from .backend import PRECISIONS
     from .backend import VERIFY_MODES as MODES
-    from .inputs import resolve_shape
+    from .inputs import check_shapes
 
     if backend is not None and not isinstance(backend, str):
         raise UnirtError(f"backend must be a backend name, not {backend!r}")
@@ -277,24 +273,7 @@ def _check_arguments(registry: Registry, info: Any, *, backend: str | None,
     if input_shapes is not None:
         if not isinstance(input_shapes, Mapping):
             raise UnirtError("input_shapes must be a dict of input name -> shape")
-        by_name = {t.name: t for t in info.inputs}
-        for name, shape in input_shapes.items():
-            if name not in by_name:
-                raise UnirtError(f"input_shapes names {name!r}, which is not an input of "
-                                 f"{info.name}; inputs: {', '.join(by_name) or 'none'}")
-            if isinstance(shape, (str, bytes)) or not all(
-                    isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                    for d in _as_sequence(shape)):
-                raise UnirtError(f"input_shapes[{name!r}] must be a sequence of non-negative "
-                                 f"integers, not {shape!r}")
-            resolve_shape(by_name[name], tuple(shape))
-
-
-def _as_sequence(value: Any) -> Sequence[Any]:
-    try:
-        return list(value)
-    except TypeError:
-        return [value, None]  # not iterable: fails the element check
+        check_shapes(info, input_shapes, "input_shapes")
 
 
 @dataclass(frozen=True)
@@ -535,17 +514,9 @@ def _rank_fastest(registry: Registry, info: Any, device: str, exclude: list[str]
                   input_shapes: Mapping[str, Sequence[int]] | None,
                   tolerance: float | None) -> Any:
     """Rank the available candidates for ``prefer="fastest"`` (measured once, then cached)."""
-    from .fastest import rank
+    from .fastest import candidate_pool, rank
 
-    pool = []
-    versions = {}
-    for name in default_order(registry, device):
-        be = registry.backend(name)
-        avail = be.available()
-        if name in exclude or not avail.available:
-            continue
-        pool.append(name)
-        versions[name] = avail.version
+    pool, versions, _ = candidate_pool(registry, default_order(registry, device), exclude)
     return rank(info, pool, versions, precision, options, input_shapes, tolerance,
                 registry=registry)
 

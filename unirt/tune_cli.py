@@ -32,7 +32,7 @@ def tune_command(model: str, backend_list: str | None, shape_specs: tuple[str, .
                  precision: str, device: str, lock_path: str | None, as_json: bool) -> None:
     """Verify and time every available backend on MODEL; the next load uses the fastest that
     is right."""
-    from .fastest import rank
+    from .fastest import candidate_pool, rank
     from .inputs import parse_assignments, parse_shape
     from .model import read_model
     from .plugins import get_registry
@@ -46,14 +46,7 @@ def tune_command(model: str, backend_list: str | None, shape_specs: tuple[str, .
                      tolerance=None, input_shapes=shapes or None, fallback=True, check=True)
     names = [b.strip() for b in backend_list.split(",") if b.strip()] if backend_list else \
         default_order(registry, device)
-    pool, versions, skipped = [], {}, {}
-    for name in names:
-        avail = registry.backend(name).available()
-        if avail.available:
-            pool.append(name)
-            versions[name] = avail.version
-        else:
-            skipped[name] = avail.reason or "not available"
+    pool, versions, skipped = candidate_pool(registry, names)
     if not pool:
         raise UnirtError("no available backend to tune: " + "; ".join(
             f"{n}: {why}" for n, why in skipped.items()))

@@ -43,6 +43,7 @@ from .tensor import TensorInfo
 from .words import Word
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .cache import ArtifactCache
     from .inputs import FeedRecipe
     from .plugins import Registry
 
@@ -159,7 +160,7 @@ def _key(info: ModelInfo, backend: str, version: str | None, precision: str,
                                  "tolerance": tolerance})
 
 
-def _read(entry: Path) -> Verification | None:
+def _read(entry: Path, key: str) -> Verification:
     """A cached verdict. Raises (OSError, ValueError, KeyError, TypeError) when the entry is not
     one this version wrote: a status it does not know, a missing field. The cache has already
     checked the entry's MAC, so an edited or forged verdict never gets here; what does is a
@@ -171,7 +172,21 @@ def _read(entry: Path) -> Verification | None:
     result = ProbeResult.from_dict(doc["result"])
     if status == VerifyStatus.UNVERIFIED:
         raise ValueError("an unverified verdict is never cached")
-    return Verification(status, result, True, "")
+    return Verification(status, result, True, key)
+
+
+def _cached(cache: ArtifactCache, key: str) -> Verification | None:
+    """The verdict cached under ``key``, or None; one that cannot be read is removed (the next
+    verification measures again)."""
+    entry = cache.lookup(CACHE_SECTION, key)
+    if entry is None:
+        return None
+    try:
+        return _read(entry, key)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        logger.warning("unreadable verification verdict %s (%s); removed", key, exc)
+        cache.remove(CACHE_SECTION, key)
+        return None
 
 
 def lookup(info: ModelInfo, backend: str, version: str | None, precision: str = "exact",
@@ -185,18 +200,8 @@ def lookup(info: ModelInfo, backend: str, version: str | None, precision: str = 
         sets = [s for _, s in shape_sets(info.inputs, shapes)]
     except UnirtError:
         return None
-    key = _key(info, backend, version, precision, options or {}, sets, tolerance)
-    cache = ArtifactCache()
-    entry = cache.lookup(CACHE_SECTION, key)
-    if entry is None:
-        return None
-    try:
-        v = _read(entry)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        logger.warning("unreadable verification verdict %s (%s); removed", key, exc)
-        cache.remove(CACHE_SECTION, key)
-        return None
-    return None if v is None else Verification(v.status, v.result, True, key)
+    return _cached(ArtifactCache(),
+                   _key(info, backend, version, precision, options or {}, sets, tolerance))
 
 
 def status_of(result: ProbeResult) -> VerifyStatus:
@@ -235,16 +240,9 @@ def verify(info: ModelInfo, backend: str, version: str | None, precision: str = 
     key = _key(info, backend, version, precision, options or {}, sets, tolerance)
     cache = ArtifactCache()
     if mode != "always":
-        entry = cache.lookup(CACHE_SECTION, key)
-        if entry is not None:
-            try:
-                v = _read(entry)
-                if v is not None:
-                    return Verification(v.status, v.result, True, key)
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                logger.warning("unreadable verification verdict %s (%s); removed, measuring "
-                               "again", key, exc)
-                cache.remove(CACHE_SECTION, key)
+        known = _cached(cache, key)
+        if known is not None:
+            return known
     else:
         cache.remove(CACHE_SECTION, key)
     try:  # generated only now: a cached verdict costs no input generation

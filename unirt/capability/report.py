@@ -105,7 +105,7 @@ def capabilities(
     ``input_shapes=`` (the same verdicts are read and written). ``query_timeout``: seconds an
     engine's own answer may take (default ``UNIRT_QUERY_TIMEOUT``, else 30 s); it is asked in a
     child process, so a query that does not end in time is a note, never a hung caller."""
-    from ..inputs import resolve_shape
+    from ..inputs import check_shapes
     from ..model import read_model, validate_graph
     from ..plugins import get_registry
 
@@ -115,12 +115,7 @@ def capabilities(
     names = list(backends) if backends else list(registry.backends)
     for name in names:
         registry.backend(name)  # an unknown name: an error listing the known ones, before work
-    by_name = {t.name: t for t in info.inputs}
-    for name, shape in (shapes or {}).items():
-        if name not in by_name:
-            raise UnirtError(f"--shape names {name!r}, which is not an input of {info.name}; "
-                             f"inputs: {', '.join(by_name) or 'none'}")
-        resolve_shape(by_name[name], tuple(shape))
+    check_shapes(info, shapes or {}, "--shape")
     verdicts: dict[str, Verdict] = {}
     querier = _Querier(registry, query_timeout_default() if query_timeout is None
                        else query_timeout)
