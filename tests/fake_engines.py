@@ -85,6 +85,31 @@ class Approximates(_Delegating):
         return read_model(proto)
 
 
+class Picky(_Delegating):
+    """Refuses a batch of 1 (a shape limit, as OpenVINO refuses an OCR classifier at height 32)
+    and runs every other batch right, before and after a refusal."""
+
+    name = "fake-picky"
+
+    def _open_impl(self, model: ModelInfo, options: OpenOptions) -> BackendSession:
+        from unirt_onnxruntime import OnnxRuntimeBackend
+
+        return _PickySession(OnnxRuntimeBackend().open(model, OpenOptions()))
+
+
+class _PickySession(BackendSession):
+    def __init__(self, inner: BackendSession) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def run(self, feeds: dict[str, Any], output_names: Any) -> Any:
+        from unirt.errors import ShapeLimitError
+
+        if any(v.shape[:1] == (1,) for v in feeds.values()):
+            raise ShapeLimitError("fake-picky refuses batch 1")
+        return self.inner.run(feeds, output_names)
+
+
 class Poisoned(_Delegating):
     """Refuses a batch of 2 (a shape limit), and is broken by that refusal: every later call
     returns NaN, as OpenVINO 2026.4 did on a real OCR model."""
@@ -186,6 +211,7 @@ class _ZerosSession(BackendSession):
 @unirt.hookimpl
 def register_backends(register: Any) -> None:
     register(Poisoned)
+    register(Picky)
     register(Faithful)
     register(Segfaults)
     register(Hangs)

@@ -135,6 +135,21 @@ def test_a_verdict_is_repeatable_when_a_refused_call_breaks_the_engine(
         assert "again, after a refused call" in v.result.reason, v.result.reason
 
 
+def test_a_set_refused_from_the_start_is_a_shape_limit_not_a_broken_engine(
+        tmp_path: Path, fake_engines: None) -> None:
+    # The base set (batch 1) is refused, batch 2 runs right, and runs right again after the
+    # refusals: verified with the base shape limited, never rejected.
+    model = M.save(M.conv_net("N"), tmp_path / "dyn.onnx")
+    v = verify_mod.verify(unirt.read_model(model), "fake-picky", "0.0-test", mode="always")
+    assert v.status == VerifyStatus.VERIFIED, v.result.reason
+    assert any("batch 1" in why for why in v.result.limited.values())
+    assert any("again, after a refused call" in label for label in v.result.shapes)
+    # capabilities tells the same story as the route: verified (with a refused shape) is
+    # SUPPORTED, decided by the measurement.
+    verdict = unirt.capabilities(model, backends=["fake-picky"]).verdicts["fake-picky"]
+    assert verdict.status == SUPPORTED and verdict.decided_by == Evidence.MEASURED
+
+
 @pytest.mark.parametrize("bad, match", [
     ({"precision": "fp8"}, "precision must be one of"),
     ({"device": "tpu"}, "device must be one of"),

@@ -181,6 +181,8 @@ class RunSet:
     times: list[float] = field(default_factory=list)
     #: The inputs had NaN/inf planted: judged for how NaN/inf come out, not for right numbers.
     nonfinite: bool = False
+    #: Set on the run of an earlier set repeated after a refused call: that set's index.
+    again_of: int | None = None
 
 
 def run_sets(worker: Worker, source: str | bytes, backend: str,
@@ -210,14 +212,16 @@ def run_sets(worker: Worker, source: str | bytes, backend: str,
             sets.append(RunSet(label, out, nonfinite=planted))
             if out.status in (CRASHED, TIMEOUT, HARNESS):
                 return opened, sets
-    if len(feed_sets) > 1 and any(s.outputs is None for s in sets[1:]):
+    ran = next((i for i, s in enumerate(sets) if s.outputs is not None and not s.nonfinite), None)
+    if ran is not None and any(s.outputs is None for s in sets[ran + 1:]):
         # An engine may be left broken by a call it refused (OpenVINO returned NaN, or refused
-        # good shapes, after one): the user's session lives on after such a call, so the base
-        # set is run once more on the same session and must still be right.
-        label = f"{sets[0].label} again, after a refused call"
-        out = worker.call(_child_run, _payload(feed_sets[0]), 1, outputs, timeout=timeout)
+        # good shapes, after one): the user's session lives on after such a call, so the first
+        # set that ran is run once more on the same session and must still be right. (A set
+        # refused from the start says nothing about that: it is a shape limit.)
+        label = f"{sets[ran].label} again, after a refused call"
+        out = worker.call(_child_run, _payload(feed_sets[ran]), 1, outputs, timeout=timeout)
         sets.append(RunSet(label, out, out.value["outputs"] if out.ok else None,
-                           out.value["times"] if out.ok else []))
+                           out.value["times"] if out.ok else [], again_of=ran))
     return opened, sets
 
 
@@ -400,9 +404,9 @@ def judge(backend: str, opened: Outcome, sets: list[RunSet], reference: list[Run
     notes: list[str] = []
     times: list[float] = []
     pairs = list(zip(reference, sets))
-    again = sets[-1] if len(sets) == len(reference) + 1 and reference else None
-    if again is not None:
-        pairs.append((reference[0], again))
+    again = sets[-1] if sets and sets[-1].again_of is not None else None
+    if again is not None and again.again_of is not None and again.again_of < len(reference):
+        pairs.append((reference[again.again_of], again))
     for ref, got in pairs:
         result.shapes.append(got.label)
         if got.outputs is None and _status(got.outcome) in (CRASHED, TIMEOUT, HARNESS):

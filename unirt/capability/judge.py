@@ -287,7 +287,8 @@ def settle(verdict: Verdict, *, reference: bool = False) -> None:
     decisive = verdict.decisive
     measured = verdict.measured or {}
     for evidence in (Evidence.MEASURED, Evidence.ENGINE, Evidence.RULE):
-        if evidence == Evidence.MEASURED and measured.get("status") in ("pass", "dynamic_fail"):
+        if evidence == Evidence.MEASURED and (measured.get("verified") or measured.get(
+                "status") in ("pass", "dynamic_fail")):
             verdict.status, verdict.decided_by = SUPPORTED, Evidence.MEASURED
             return
         if any(r.evidence == evidence for r in decisive):

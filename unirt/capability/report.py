@@ -247,6 +247,9 @@ def apply_measurement(verdict: Verdict, verification: Verification) -> None:
 
     summary = probe_summary(verification.result)
     summary["cached"] = verification.cached
+    # What load decides on: verified is SUPPORTED even where some shapes are refused (limits
+    # the run-time fallback takes), as the route opens it.
+    summary["verified"] = verification.status == VerifyStatus.VERIFIED
     verdict.measured = summary
     result = verification.result
     if verification.status == VerifyStatus.REFUSED:
