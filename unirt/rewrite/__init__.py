@@ -1,0 +1,5 @@
+"""Rewrites: graph edits that make a model fit an engine, each proved numerically before use.
+
+The contract is :class:`~unirt.rewrite.base.Rewrite` (registered through the
+``register_rewrites`` hook, built-ins the same way as third-party ones).
+"""
