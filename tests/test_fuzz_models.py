@@ -312,15 +312,25 @@ def test_regressions_downstream(tmp_path: Path) -> None:
 #: Valid ONNX (checker and shape inference accept it) that crashes an engine: found by this
 #: fuzzer. SqueezeNet with its first Conv's stride 100: a MaxPool then yields a zero-size
 #: spatial axis, and ONNX Runtime 1.32 with its default optimizations (NCHWc kernels) dies of
-#: SIGFPE at run time; with optimizations off it raises a clean error. Only running the engine
-#: in a child process protects the user's process (unirt opens the reference in-process).
+#: SIGFPE at run time; with optimizations off it raises a clean error. unirt opens the reference
+#: in-process (no child on a first load), so the first process dies as raw ONNX Runtime's would;
+#: the crash guard (unirt.crashguard) makes every later one survive, and with
+#: ``UNIRT_CRASH_GUARD=child`` none dies at all.
 ENGINE_CRASHES: list[tuple[str, Mutation]] = [("squeezenet", ("attr", 0.0, 100))]
 
 
-@pytest.mark.xfail(reason="ONNX Runtime 1.32 SIGFPE on a zero-size axis (NCHWc); the default "
-                          "route opens the reference in-process", strict=False)
-def test_engine_crashes_downstream(tmp_path: Path) -> None:
-    _check_downstream(tmp_path, ENGINE_CRASHES)
+def test_engine_crashes_downstream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = [_write(tmp_path, base, mutation, i) for i, (base, mutation) in
+             enumerate(ENGINE_CRASHES)]
+    first = run_in_children(paths)
+    again = run_in_children(paths)
+    assert all(o.startswith(("ok", "unirt error", "CRASH")) for o in first.values()), first
+    assert all(o.startswith(("ok", "unirt error")) for o in again.values()), (
+        "a process died again on a model a process had died on", again)
+    monkeypatch.setenv("UNIRT_CACHE_DIR", str(tmp_path / "other-cache"))
+    monkeypatch.setenv("UNIRT_CRASH_GUARD", "child")
+    guarded = run_in_children(paths)
+    assert all(o.startswith(("ok", "unirt error")) for o in guarded.values()), guarded
 
 
 @settings(max_examples=2, deadline=None, derandomize=True, database=None,

@@ -127,6 +127,7 @@ def load(
     lock: str | os.PathLike[str] | None = None,
     lock_mode: str = "raise",
     tune: str | None = None,
+    crash_guard: str | None = None,
 ) -> Session:
     """Open ``model`` on the best backend that can run it. See the README for every argument.
 
@@ -136,6 +137,10 @@ def load(
     ``lock_mode="warn"`` logs why and routes as usual. ``tune="background"`` (or
     ``UNIRT_TUNE=background``) starts on the default route and moves to the fastest verified
     engine between two calls once a low-priority background measurement finds one.
+    ``crash_guard`` (``UNIRT_CRASH_GUARD``): ``"auto"`` opens the reference in this process at
+    once and, should a process die on the model before its first answer, runs the reference in
+    a child first on every later load; ``"child"`` does that before the first open too (see
+    :mod:`unirt.crashguard`).
     """
     registry = registry or get_registry()
     info = read_model(model)
@@ -144,6 +149,9 @@ def load(
                      device=device, precision=precision, threads=threads, options=options,
                      verify=verify, tolerance=tolerance, input_shapes=input_shapes,
                      fallback=fallback, check=check)
+    from .crashguard import resolve_mode as guard_mode
+
+    guard = guard_mode(crash_guard)
     tune_mode = "off"
     if tune is not None or os.environ.get("UNIRT_TUNE"):  # the tuner is imported when asked for
         from .tuning import resolve_mode
@@ -165,14 +173,15 @@ def load(
             request = _Request(backend=name, fallback=False, precision=precision,
                                threads=threads, device=device, options=options, verify="never",
                                check=False, tolerance=tolerance,
-                               input_shapes=dict(input_shapes or {}))
+                               input_shapes=dict(input_shapes or {}), crash_guard=guard)
             router = _Router(registry, info, request, [name], set(), set(), set())
             router.verifications[name] = figures
             router.locked = figures.describe()
             return router.route()
     request = _Request(backend=backend, fallback=fallback, precision=precision, threads=threads,
                        device=device, options=options, verify=verify, check=check,
-                       tolerance=tolerance, input_shapes=dict(input_shapes or {}))
+                       tolerance=tolerance, input_shapes=dict(input_shapes or {}),
+                       crash_guard=guard)
     ranking = None
     prefer_list = _names(prefer, "prefer")
     tuned: str | None = None
@@ -290,6 +299,7 @@ class _Request:
     check: bool  # False: the caller measures the engine itself (probes)
     tolerance: float | None
     input_shapes: dict[str, Sequence[int]]
+    crash_guard: str = "auto"  # crashguard.GuardMode
 
 
 class _Router:
@@ -313,6 +323,7 @@ class _Router:
         self.steps: list[RouteStep] = []
         self.verifications: dict[str, Any] = {}  # verify.Verification per candidate
         self.verdicts: dict[str, Any] = {}  # capability.Verdict per candidate checked
+        self.marker: Any = None  # crashguard.Marker held for the reference opened in-process
 
     def open_options(self, name: str) -> OpenOptions:
         r = self.request
@@ -327,22 +338,68 @@ class _Router:
             if self.backend is not None:
                 raise BackendError(f"{name} cannot run {self.info.name}: {unsupported.reason}")
             return None, unsupported
-        refused = self._verify(name)
+        refused = self._guard(name) if be.is_reference else self._verify(name)
         if refused is not None:
             if self.backend is not None:
                 word = "refused" if refused.outcome == FAILED else "was rejected for"
                 raise BackendError(f"{name} {word} {self.info.name}: {refused.reason}")
             return None, refused
         try:
-            return be.open(self.info, self.open_options(name)), None
+            impl = be.open(self.info, self.open_options(name))
         except BackendUnavailableError as exc:
+            self._release_marker()
             if self.backend is not None:
                 raise  # backend= never falls back
             return None, RouteStep(name, UNAVAILABLE, str(be.available().reason or exc))
         except UnirtError as exc:
+            self._release_marker()
             if self.backend is not None:
                 raise
             return None, RouteStep(name, FAILED, str(exc))
+        return impl, None
+
+    def _guard(self, name: str) -> RouteStep | None:
+        """The reference's guard (:mod:`unirt.crashguard`): None when it may be opened here,
+        else its step. Known to answer here: open at once (one ``stat``). A cached child verdict
+        decides. A process died on it before (or ``crash_guard="child"``): run it in a child
+        first. Otherwise a marker is held until the session's first answer."""
+        from . import crashguard
+
+        r = self.request
+        if r.verify == "never":
+            return None
+        avail = self.registry.backend(name).available()
+        if not avail.available:
+            return None  # open() reports it as unavailable
+        opts = r.options.get(name, {})
+        k = crashguard.key(self.info, name, avail.version, r.precision, opts)
+        if crashguard.ran_before(k):
+            return None
+        from .verify import VerifyStatus, lookup, verify_reference
+
+        v = lookup(self.info, name, avail.version, r.precision, opts, r.input_shapes)
+        if v is None and (r.crash_guard == crashguard.GuardMode.CHILD
+                          or crashguard.died_before(k)):
+            if r.crash_guard != crashguard.GuardMode.CHILD:
+                logger.warning("unirt: a process died running %s on %s before its first "
+                               "answer; running it in a child first", self.info.name, name)
+            v = verify_reference(self.info, name, avail.version, r.precision, opts,
+                                 r.input_shapes, registry=self.registry)
+        if v is None:
+            self.marker = crashguard.arm(k, f"{self.info.name} on {name}")
+            return None
+        if v.accepted:  # (not a verification to show: it was compared with nothing)
+            crashguard.record_ran(k)
+            return None
+        if v.about_engine:
+            crashguard.forget(k)
+        word = FAILED if v.status == VerifyStatus.REFUSED else REJECTED
+        return RouteStep(name, word, f"in a child: {v.describe()}")
+
+    def _release_marker(self) -> None:
+        marker, self.marker = self.marker, None
+        if marker is not None:
+            marker.release()
 
     def _check(self, name: str) -> RouteStep | None:
         """The static verdict: None unless decisive evidence (a backend rule, a node no engine
@@ -432,9 +489,10 @@ class _Router:
                     RouteStep(n, EXCLUDED, self._excluded_reason(n)) if n in excluded
                     else RouteStep(n, NOT_TRIED, self._not_tried_reason(n))
                     for n in everything[i + 1:])
+                marker, self.marker = self.marker, None
                 return Session(info, name, impl, self.steps, self.open_options(name),
                                reroute=self.reroute if self.backend is None else None,
-                               verification=self.verifications.get(name))
+                               verification=self.verifications.get(name), guard=marker)
             self.steps.append(step)
             nxt = next((n for n in everything[i + 1:] if n not in excluded), None)
             if name in self.preferred:
@@ -462,6 +520,7 @@ class _Router:
                                        next_backend=rest[0] if rest else None)
         for name in rest:
             impl, failure = self.try_open(name)
+            self._release_marker()  # only the first call of a load's own engine is guarded
             if failure is None:
                 self.steps.append(RouteStep(name, CHOSEN, f"for shape {shape}, in place of "
                                                           f"{failed}"))

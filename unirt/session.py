@@ -204,8 +204,11 @@ class Session:
         options: OpenOptions | None = None,
         reroute: Reroute | None = None,
         verification: Any = None,
+        guard: Any = None,
     ) -> None:
         self.model = model
+        #: crashguard.Marker held until the first call returns (see unirt.crashguard)
+        self._guard = guard
         self._engine: _Engine | None = _Engine(backend, impl, verification, options)
         self._tuner: BackgroundTuner | None = None
         self._route = route if isinstance(route, list) else list(route)
@@ -346,7 +349,14 @@ class Session:
             calls.pop()
             if engine.retired and not calls:
                 engine.close()
+        if self._guard is not None:
+            self._first_answer()
         return dict(zip(names, results))
+
+    def _first_answer(self) -> None:
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            guard.passed()
 
     def _engine_failure(self, backend: str, exc: Exception) -> BackendError:
         return BackendError(f"{backend} failed running {self.model.name}: "
@@ -444,6 +454,9 @@ class Session:
                 return False
             self._engine = self._last = new
             self._route.append(step)
+            guard, self._guard = self._guard, None
+        if guard is not None:  # it guarded the old engine's first answer, which never came
+            guard.release()
         old.retire()
         logger.info("unirt: %s now runs on %s in place of %s: %s", self.model.name, backend,
                     old.backend, step.reason)
@@ -460,6 +473,9 @@ class Session:
             others, self._by_shape = list(self._by_shape.values()), {}
         if engine is not None:
             engine.retire()
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            guard.release()
         for _, other in others:
             other.close()
         if tuner is not None and not tuner.wait(_TUNER_STOP_WAIT):

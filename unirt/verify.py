@@ -279,3 +279,43 @@ def store(v: Verification, info: ModelInfo, backend: str, version: str | None,
     entry, _ = cache.get_or_build(CACHE_SECTION, v.key, build,
                                   meta={"kind": "verification", "engine": version})
     cache.release(entry)
+
+
+def verify_reference(info: ModelInfo, backend: str, version: str | None,
+                     precision: str = "exact", options: Mapping[str, Any] | None = None,
+                     shapes: Mapping[str, Sequence[int]] | None = None,
+                     timeout: float | None = None,
+                     registry: Registry | None = None) -> Verification:
+    """The reference's own trial: open ``info`` on it in a child and run the verification's
+    input sets, nothing to compare with. VERIFIED when every set ran; REJECTED when it crashed
+    or hung; REFUSED when it raised opening the model. Cached like :func:`verify` (the same
+    key: a comparison of the reference with itself means the same). Used by the crash guard
+    (:mod:`unirt.crashguard`) before the reference is opened in the user's process."""
+    from .cache import ArtifactCache
+    from .probe import TIMEOUT, TIMEOUT_RETRIES, judge, reference_outputs
+
+    if timeout is None:
+        timeout = float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT)
+    try:
+        sets = [s for _, s in shape_sets(info.inputs, shapes)]
+        key = _key(info, backend, version, precision, options or {}, sets, None)
+        known = _cached(ArtifactCache(), key)
+        if known is not None:
+            return known
+        labels, _, feeds = feed_sets(info, shapes)
+    except UnirtError as exc:
+        result = ProbeResult(backend, NO_REFERENCE, f"no inputs can be generated ({exc})")
+        return Verification(VerifyStatus.UNVERIFIED, result, False, "")
+    start = time.perf_counter()
+    for _ in range(TIMEOUT_RETRIES + 1):  # a time-out is as often a busy machine
+        opened, runs = reference_outputs(info.source(), feeds, timeout=timeout, labels=labels,
+                                         registry=registry)
+        result = judge(backend, opened, runs, runs, "exact", registry=registry)
+        if result.status != TIMEOUT:
+            break
+    logger.info("ran the reference %s on %s in a child in %.2f s: %s", backend, info.name,
+                time.perf_counter() - start, result.status)
+    verification = Verification(status_of(result), result, False, key)
+    if verification.about_engine:
+        store(verification, info, backend, version, precision)
+    return verification
