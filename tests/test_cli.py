@@ -154,3 +154,23 @@ def test_console_script_main_runs(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "unirt.cli", "backends", "--json"],
                          capture_output=True, text=True, check=True)
     assert "onnxruntime" in [b["name"] for b in json.loads(out.stdout)["backends"]]
+
+
+@pytest.mark.parametrize("command", ["run", "info", "compare", "bench", "capabilities", "tune"])
+def test_a_directory_is_a_one_line_error(runner: CliRunner, tmp_path: Path, command: str) -> None:
+    result = runner.invoke(cli, [command, str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert f"Error: {tmp_path}: is not a file (a directory)" in result.output
+    assert "Usage:" not in result.output
+
+
+def test_saved_outputs_are_readable_like_any_file(runner: CliRunner, tmp_path: Path) -> None:
+    import os
+
+    path = M.save(M.tiny(), tmp_path / "m.onnx")
+    result = runner.invoke(cli, ["run", str(path), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for saved in (tmp_path / "out").glob("*.npy"):
+        assert saved.stat().st_mode & 0o777 == 0o666 & ~mask

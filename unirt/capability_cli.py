@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from . import cli_output
+from .cli_options import model_argument
 from .errors import UnirtError
 
 _console = cli_output.console
@@ -100,7 +101,7 @@ _STATE_MARK = {"supported": "yes", "conditional": "yes*", "unsupported": "NO", "
 
 
 @click.command("capabilities")
-@click.argument("model", type=click.Path(dir_okay=False))
+@model_argument
 @click.option("--backends", "backend_list", default=None,
               help="Only these backends (comma-separated); default: every registered one.")
 @click.option("--probe", is_flag=True,

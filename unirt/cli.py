@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from . import cli_output
+from .cli_options import model_argument
 from .errors import UnirtError
 
 EXIT_USER_ERROR = 1
@@ -99,7 +100,7 @@ def plugins(as_json: bool) -> None:
 
 # -- unirt info -------------------------------------------------------------------------------
 @cli.command()
-@click.argument("model", type=click.Path(dir_okay=False))
+@model_argument
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info(model: str, as_json: bool) -> None:
     """Describe a model: inputs, outputs, opsets, operators, size."""
@@ -142,7 +143,7 @@ def _tensor_json(t: Any) -> dict[str, Any]:
 
 # -- unirt run --------------------------------------------------------------------------------
 @cli.command()
-@click.argument("model", type=click.Path(dir_okay=False))
+@model_argument
 @click.option("--backend", "-b", default=None, help="Run on this backend only (no fallback).")
 @click.option("--prefer", multiple=True, help="Try this backend first (repeatable).")
 @click.option("--input", "-i", "input_specs", multiple=True, metavar="NAME=FILE.npy",
@@ -266,7 +267,7 @@ def _feeds_and_shapes(input_specs: tuple[str, ...],
 
 
 @cli.command()
-@click.argument("model", type=click.Path(dir_okay=False))
+@model_argument
 @click.option("--backends", "backend_list", default=None, metavar="A,B,...",
               help="Backends to compare (default: every available one).")
 @click.option("--input", "-i", "input_specs", multiple=True, metavar="NAME=FILE.npy")
@@ -346,7 +347,7 @@ def _layerwise_text(lw: Any) -> str:
 
 # -- unirt bench ------------------------------------------------------------------------------
 @cli.command(name="bench")
-@click.argument("model", type=click.Path(dir_okay=False))
+@model_argument
 @click.option("--backends", "backend_list", default=None, metavar="A,B,...",
               help="Backends to measure (default: every available one).")
 @click.option("--shape", "-s", "shape_specs", multiple=True, metavar="NAME=1x3x224x224",
@@ -446,11 +447,18 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _write_atomic(path: Path, data: str | bytes) -> None:
     """Write through a temporary file and rename: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # what open() would give, not mkstemp's 0600
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
         os.replace(tmp, path)

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from . import cli_output
+from .cli_options import optional_model_argument
 from .errors import UnirtError
 
 _console = cli_output.console
@@ -23,7 +24,7 @@ _print_json = cli_output.print_json
 
 
 @click.command("lock")
-@click.argument("model", required=False, type=click.Path(dir_okay=False))
+@optional_model_argument
 @click.option("--out", "-o", "out", type=click.Path(dir_okay=False), default=None,
               help="Where to write the lock (default: unirt.lock).")
 @click.option("--shape", "-s", "shape_specs", multiple=True, metavar="NAME=1x3x224x224",

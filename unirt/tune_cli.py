@@ -12,11 +12,12 @@ from typing import Any
 import click
 
 from . import cli_output
+from .cli_options import model_argument
 from .errors import UnirtError
 
 
 @click.command("tune")
-@click.argument("model", type=click.Path(dir_okay=False))
+@model_argument
 @click.option("--backends", "backend_list", default=None, metavar="A,B,...",
               help="Only these backends (default: every available one for --device).")
 @click.option("--shape", "-s", "shape_specs", multiple=True, metavar="NAME=1x3x224x224",
