@@ -174,3 +174,23 @@ def test_saved_outputs_are_readable_like_any_file(runner: CliRunner, tmp_path: P
     os.umask(mask)
     for saved in (tmp_path / "out").glob("*.npy"):
         assert saved.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_run_verifies_at_the_shapes_it_runs(runner: CliRunner, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """--shape (and --input files) reach load(input_shapes=): what verification measures is
+    what runs."""
+    seen: dict[str, object] = {}
+    import unirt.router as router_module
+
+    real = router_module.load
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.update(kwargs)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(router_module, "load", spy)
+    path = M.save(M.dynamic_batch(), tmp_path / "m.onnx")
+    result = runner.invoke(cli, ["run", str(path), "--shape", "x=3x8"])
+    assert result.exit_code == 0, result.output
+    assert seen["input_shapes"] == {"x": (3, 8)}

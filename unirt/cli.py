@@ -164,27 +164,33 @@ def run(model: str, backend: str | None, prefer: tuple[str, ...], input_specs: t
     import time
 
     from .inputs import feeds_for, load_npy, parse_assignments, parse_shape
+    from .model import read_model
     from .router import load
 
     # Parsed before the model is opened, so a malformed --shape costs no engine load; a shape
     # too large for this machine is refused by feeds_for (an InputError naming the input, the
     # shape and the limit) before anything is allocated.
     shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
-    sess = load(model, backend=backend, prefer=list(prefer) or None, precision=precision)
+    info = read_model(model)
+    names = [t.name for t in info.inputs]
+    files: dict[str, str] = {}
+    for spec in input_specs:
+        if "=" not in spec and len(names) == 1:
+            files[names[0]] = spec
+        else:
+            files.update(parse_assignments([spec], "--input"))
+    unknown = set(files) - set(names)
+    if unknown:
+        raise UnirtError(f"--input names unknown input(s) {', '.join(sorted(unknown))}; "
+                         f"inputs: {', '.join(names)}")
+    given = {name: load_npy(path, name) for name, path in files.items()}
+    feeds = feeds_for(info, given, shapes, seed)
+    # The shapes that will run are the shapes verification measures (a detector verified at
+    # 32x32 may refuse 640x640, or be wrong only there).
+    sess = load(info, backend=backend, prefer=list(prefer) or None, precision=precision,
+                input_shapes={n: tuple(a.shape) for n, a in feeds.items()
+                              if n in shapes or n in given} or None)
     with sess:
-        names = [t.name for t in sess.inputs]
-        files: dict[str, str] = {}
-        for spec in input_specs:
-            if "=" not in spec and len(names) == 1:
-                files[names[0]] = spec
-            else:
-                files.update(parse_assignments([spec], "--input"))
-        unknown = set(files) - set(names)
-        if unknown:
-            raise UnirtError(f"--input names unknown input(s) {', '.join(sorted(unknown))}; "
-                             f"inputs: {', '.join(names)}")
-        given = {name: load_npy(path, name) for name, path in files.items()}
-        feeds = feeds_for(sess.model, given, shapes, seed)
         start = time.perf_counter()
         outputs = sess.run(feeds)
         elapsed = time.perf_counter() - start
