@@ -17,7 +17,7 @@ from typing import Any
 
 from .backend import OpenOptions
 from .errors import BackendError, BackendUnavailableError, NoBackendError, PluginError, UnirtError
-from .model import ModelSource, read_model
+from .model import ModelInfo, ModelSource, read_model
 from .plugins import Registry, get_registry
 from .route import (
     CHOSEN,
@@ -109,7 +109,7 @@ def candidates(
 
 
 def load(
-    model: ModelSource,
+    model: ModelSource | ModelInfo,
     *,
     backend: str | None = None,
     prefer: str | Sequence[str] | None = None,
