@@ -194,3 +194,28 @@ def test_run_verifies_at_the_shapes_it_runs(runner: CliRunner, tmp_path: Path,
     result = runner.invoke(cli, ["run", str(path), "--shape", "x=3x8"])
     assert result.exit_code == 0, result.output
     assert seen["input_shapes"] == {"x": (3, 8)}
+
+
+def test_unset_dynamic_dims_are_warned_about_and_image_sized(
+        runner: CliRunner, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["images"], ["y"], name="r")], "g",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "H", "W"])])
+    path = tmp_path / "img.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with caplog.at_level("WARNING", logger="unirt"):
+        result = runner.invoke(cli, ["run", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output[result.output.index("{"):])["inputs"]["images"]["shape"] \
+        == [1, 3, 32, 32]
+    assert "input 'images': dynamic dims not given, using 0 (N) = 1, 2 (H) = 32, 3 (W) = 32; " \
+           "give the real size with --shape images=1x3x32x32" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="unirt"):
+        result = runner.invoke(cli, ["run", str(path), "--shape", "images=1x3x64x48"])
+    assert result.exit_code == 0, result.output
+    assert "dynamic dims not given" not in caplog.text

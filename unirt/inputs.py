@@ -399,8 +399,25 @@ def feeds_for(info: ModelInfo, feeds: Mapping[str, np.ndarray] | None,
     if unknown:
         raise InputError(f"unknown input(s) {', '.join(sorted(unknown))}; inputs: "
                          f"{', '.join(t.name for t in info.inputs)}")
-    generated = make_inputs([t for t in info.inputs if t.name not in given],
-                            {k: v for k, v in (shapes or {}).items() if k not in given}, seed)
+    todo = [t for t in info.inputs if t.name not in given]
+    wanted = {k: tuple(v) for k, v in (shapes or {}).items() if k not in given}
+    unset = [t for t in todo if t.name not in wanted and t.shape is not None
+             and not all(is_static(d) for d in t.shape)]
+    if unset:
+        # The sizes verification measures first (batch 1, other axes 32: an image model takes
+        # 32x32, where 1x1 breaks a detector's strides), said out loud: a guessed size is the
+        # usual reason a model "fails" on every engine.
+        base = shape_sets(unset)[0][1]
+        for t in unset:
+            if t.name not in base:
+                continue
+            wanted[t.name] = base[t.name]
+            dims = ", ".join(f"{axis} ({d if d is not None else '?'}) = {base[t.name][axis]}"
+                             for axis, d in enumerate(t.shape or ()) if not is_static(d))
+            logger.warning("input %r: dynamic dims not given, using %s; give the real size "
+                           "with --shape %s=%s", t.name, dims, t.name,
+                           "x".join(map(str, base[t.name])))
+    generated = make_inputs(todo, wanted, seed)
     return {t.name: (given[t.name] if t.name in given else generated[t.name])
             for t in info.inputs}
 
