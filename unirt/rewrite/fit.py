@@ -35,7 +35,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..model import ModelInfo
     from ..plugins import Registry
     from ..probe import ProbeResult, RunSet
-    from ..verify import Verification
 
 logger = logging.getLogger("unirt")
 
@@ -353,8 +352,7 @@ def _measure(original: ModelInfo, fitted: ModelInfo, backend: str, precision: st
              ) -> tuple[ProbeResult, str, bool]:
     """Run ``fitted`` on ``backend`` in a child and judge it: (result, what it was compared
     with, whether the comparison was independent of the rewrite)."""
-    from ..probe import HARNESS, NO_REFERENCE, ProbeResult, probe, reference_name, \
-        reference_outputs
+    from ..probe import HARNESS, NO_REFERENCE, ProbeResult, probe, reference_name, reference_outputs
     from ..verify import feed_sets
 
     ref_name = reference_name(registry)
@@ -371,7 +369,7 @@ def _measure(original: ModelInfo, fitted: ModelInfo, backend: str, precision: st
         return ProbeResult(backend, HARNESS, f"unirt could not run the reference: "
                            f"{opened.describe()}", opened=False), "", False
     else:
-        why_ref = first_line(opened.describe())
+        why_ref = opened.describe().splitlines()[0] if opened.describe() else opened.status
         evaluated, why_eval = evaluator_outputs(original, recipes, labels, timeout)
         if evaluated is not None:
             reference = evaluated

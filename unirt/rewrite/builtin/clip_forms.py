@@ -24,7 +24,7 @@ def _bounds(model: onnx.ModelProto, node: onnx.NodeProto) -> tuple[bool, float |
                                  or attribute(node, "max") is not None):
         return True, attribute(node, "min"), attribute(node, "max")
     values: list[float | None] = []
-    for name in (list(node.input[1:3]) + ["", ""])[:2]:
+    for name in [*node.input[1:3], "", ""][:2]:
         if not name:
             values.append(None)
             continue

@@ -80,8 +80,8 @@ class UnitKernelAxis(Rewrite):
             return []
         names = Names(model)
         changes: list[Change] = []
-        for i, j, x_dims, y_dims in reversed(found):
-            changes.append(self._fold(model, names, i, j, x_dims, y_dims))
+        for i, j, x_sizes, y_sizes in reversed(found):
+            changes.append(self._fold(model, names, i, j, x_sizes, y_sizes))
         return list(reversed(changes))
 
     def _fold(self, model: onnx.ModelProto, names: Names, i: int, j: int, x_dims: list[int],
