@@ -18,7 +18,8 @@ def _hook_names() -> list[str]:
 
 
 def test_there_are_hooks() -> None:
-    assert {"register_backends", "register_commands", "on_fallback"} <= set(_hook_names())
+    assert {"register_backends", "register_commands", "on_fallback",
+            "register_rewrites"} <= set(_hook_names())
 
 
 @pytest.mark.parametrize("name", _hook_names())

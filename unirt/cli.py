@@ -512,6 +512,7 @@ def _add_builtin_groups() -> None:
     from .cache_cli import cache
     from .capability_cli import capabilities_command, probe_ops_command
     from .lock_cli import lock_command
+    from .rewrite_cli import rewrite_command
     from .tune_cli import tune_command
 
     cli.add_command(capabilities_command)
@@ -519,6 +520,7 @@ def _add_builtin_groups() -> None:
     cli.add_command(cache)
     cli.add_command(tune_command)
     cli.add_command(lock_command)
+    cli.add_command(rewrite_command)
 
 
 _add_builtin_groups()

@@ -46,6 +46,23 @@ def register_backends(register: Callable[[Any], None]) -> None:
 
 
 @hookspec
+def register_rewrites(register: Callable[[Any], None]) -> None:
+    """Register the model rewrites this plugin provides.
+
+    :param register: call it once per rewrite with a :class:`unirt.rewrite.Rewrite` subclass (or
+        an instance). Two rewrites with the same ``name`` are a :class:`unirt.errors.PluginError`,
+        as is anything that is not a ``Rewrite`` or has no ``name``.
+
+    Called once per :class:`~unirt.plugins.Registry`, the first time its rewrites are needed
+    (a candidate backend failed and ``load(rewrite=...)`` allows rewriting, ``unirt rewrite``,
+    ``unirt capabilities``). Not ``firstresult``: every plugin's implementation is called. The
+    built-in rewrites are registered through this same hook. A rewrite only transforms: unirt
+    runs every rewritten model in a child process and compares it with the reference on the
+    original before it is used, so a wrong rewrite is discarded, never routed to.
+    """
+
+
+@hookspec
 def register_commands(cli: click.Group) -> None:
     """Add commands to the ``unirt`` command line.
 

@@ -26,7 +26,7 @@ import pluggy
 
 from . import hookspecs
 from .backend import Backend
-from .errors import BackendNotFoundError, HarnessError, PluginError, first_line
+from .errors import BackendNotFoundError, HarnessError, PluginError, UnirtError, first_line
 
 logger = logging.getLogger("unirt")
 
@@ -36,6 +36,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "unirt_openvino",
     "unirt_opencv",
     "unirt_ncnn",
+    "unirt.rewrite.builtin",  # the built-in model rewrites, registered like any plugin's
 )
 
 ENTRY_POINT_GROUP = "unirt"
@@ -52,6 +53,7 @@ class PluginRecord:
     error: str | None = None
     backends: list[str] = field(default_factory=list)
     disabled: bool = False
+    rewrites: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -92,6 +94,7 @@ class Registry:
         self.disabled = set(_disabled_from_env() if disabled is None else disabled)
         self.records: dict[str, PluginRecord] = {}
         self._backends: dict[str, Backend] | None = None
+        self._rewrites: dict[str, Any] | None = None
         self._lock = threading.Lock()
         for module_name in builtins:
             self._load_module(module_name, source="builtin")
@@ -141,7 +144,7 @@ class Registry:
             return
         self.pm.register(plugin, name=name)
         self.records[name] = PluginRecord(name, source, True)
-        self._backends = None  # collected again on next use
+        self._backends = self._rewrites = None  # collected again on next use
         if source == "api":  # built-ins and entry points are found again by the child itself
             if isinstance(plugin, types.ModuleType):
                 self._extra.append((name, "module", plugin.__name__))
@@ -239,6 +242,58 @@ class Registry:
                     record.loaded = False
                     record.error = f"register_backends: {type(exc).__name__}: {first_line(exc)}"
         return found
+
+    # -- rewrites ----------------------------------------------------------------------------
+    @property
+    def rewrites(self) -> dict[str, Any]:
+        """Every registered rewrite (:class:`unirt.rewrite.Rewrite` instances) by name, in
+        registration order. Collected on first use: routing asks only after a candidate
+        failed, so a first load that succeeds never imports them."""
+        with self._lock:
+            if self._rewrites is None:
+                self._rewrites = self._collect_rewrites()
+            return self._rewrites
+
+    def _collect_rewrites(self) -> dict[str, Any]:
+        from .rewrite.base import Rewrite
+
+        found: dict[str, Rewrite] = {}
+        for plugin_name, call in self.hook_calls("register_rewrites"):
+            record = self.records.get(plugin_name)
+
+            def register(rewrite: Any, _plugin: str = plugin_name, _rec=record) -> None:
+                if isinstance(rewrite, type) and issubclass(rewrite, Rewrite):
+                    rewrite = rewrite()
+                if not isinstance(rewrite, Rewrite) or not isinstance(
+                        getattr(rewrite, "name", None), str) or not rewrite.name:
+                    raise PluginError(f"plugin {_plugin} registered {rewrite!r}, which is not a "
+                                      "unirt Rewrite with a name")
+                if rewrite.name in found:
+                    raise PluginError(f"plugin {_plugin} registered rewrite {rewrite.name!r}, "
+                                      "which another plugin already registered")
+                found[rewrite.name] = rewrite
+                if _rec is not None:
+                    _rec.rewrites.append(rewrite.name)
+
+            try:
+                call(register=register)
+            except PluginError:
+                raise
+            except Exception as exc:
+                logger.warning("plugin %s failed in register_rewrites: %s",
+                               plugin_name, first_line(exc))
+                if record is not None:
+                    record.loaded = False
+                    record.error = f"register_rewrites: {type(exc).__name__}: {first_line(exc)}"
+        return found
+
+    def rewrite(self, name: str) -> Any:
+        """The rewrite called ``name``; an unknown name lists the registered ones."""
+        try:
+            return self.rewrites[name]
+        except KeyError:
+            known = ", ".join(self.rewrites) or "none"
+            raise UnirtError(f"unknown rewrite {name!r}; registered rewrites: {known}") from None
 
     @property
     def reference(self) -> str | None:

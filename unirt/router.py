@@ -128,6 +128,7 @@ def load(
     lock_mode: str = "raise",
     tune: str | None = None,
     crash_guard: str | None = None,
+    rewrite: bool | Sequence[str] = True,
 ) -> Session:
     """Open ``model`` on the best backend that can run it. See the README for every argument.
 
@@ -141,6 +142,9 @@ def load(
     once and, should a process die on the model before its first answer, runs the reference in
     a child first on every later load; ``"child"`` does that before the first open too (see
     :mod:`unirt.crashguard`).
+    ``rewrite=True`` lets a candidate that cannot run the model (or runs it wrong) be tried with
+    a verified rewrite of it (:mod:`unirt.rewrite.fit`); a list of names limits it to those;
+    ``False`` turns it off.
     """
     registry = registry or get_registry()
     info = read_model(model)
@@ -152,6 +156,7 @@ def load(
     from .crashguard import resolve_mode as guard_mode
 
     guard = guard_mode(crash_guard)
+    rewrites = _check_rewrite(registry, rewrite)
     tune_mode = "off"
     if tune is not None or os.environ.get("UNIRT_TUNE"):  # the tuner is imported when asked for
         from .tuning import resolve_mode
@@ -173,7 +178,8 @@ def load(
             request = _Request(backend=name, fallback=False, precision=precision,
                                threads=threads, device=device, options=options, verify="never",
                                check=False, tolerance=tolerance,
-                               input_shapes=dict(input_shapes or {}), crash_guard=guard)
+                               input_shapes=dict(input_shapes or {}), crash_guard=guard,
+                               rewrite=False)
             router = _Router(registry, info, request, [name], set(), set(), set())
             router.verifications[name] = figures
             router.locked = figures.describe()
@@ -181,7 +187,7 @@ def load(
     request = _Request(backend=backend, fallback=fallback, precision=precision, threads=threads,
                        device=device, options=options, verify=verify, check=check,
                        tolerance=tolerance, input_shapes=dict(input_shapes or {}),
-                       crash_guard=guard)
+                       crash_guard=guard, rewrite=rewrites)
     ranking = None
     prefer_list = _names(prefer, "prefer")
     tuned: str | None = None
@@ -285,6 +291,18 @@ def _check_arguments(registry: Registry, info: Any, *, backend: str | None,
         check_shapes(info, input_shapes, "input_shapes")
 
 
+def _check_rewrite(registry: Registry, rewrite: Any) -> bool | tuple[str, ...]:
+    """``load(rewrite=)``: True, False or rewrite names, each known (checked up front, so a
+    typo costs an error, not a fallback that silently skips the rewrite asked for). A name list
+    loads the rewrite plugins now; True and False do not."""
+    if isinstance(rewrite, bool):
+        return rewrite
+    from .rewrite.fit import check_names
+
+    names = check_names(registry, rewrite)
+    return True if names is None else names
+
+
 @dataclass(frozen=True)
 class _Request:
     """What the caller of ``load`` asked for, as the router and run-time fallback use it."""
@@ -300,6 +318,8 @@ class _Request:
     tolerance: float | None
     input_shapes: dict[str, Sequence[int]]
     crash_guard: str = "auto"  # crashguard.GuardMode
+    #: True: every applicable rewrite; a tuple: only those; False: none
+    rewrite: bool | tuple[str, ...] = True
 
 
 class _Router:
@@ -324,6 +344,7 @@ class _Router:
         self.verifications: dict[str, Any] = {}  # verify.Verification per candidate
         self.verdicts: dict[str, Any] = {}  # capability.Verdict per candidate checked
         self.marker: Any = None  # crashguard.Marker held for the reference opened in-process
+        self.fitted: dict[str, Any] = {}  # rewrite.fit.Fitted per candidate opened rewritten
 
     def open_options(self, name: str) -> OpenOptions:
         r = self.request
@@ -482,7 +503,7 @@ class _Router:
             if name in excluded:
                 self.steps.append(RouteStep(name, EXCLUDED, self._excluded_reason(name)))
                 continue
-            impl, step = self.try_open(name)
+            impl, step = self.open_or_fit(name)
             if step is None:
                 self.steps.append(RouteStep(name, CHOSEN, self._chosen_reason(name)))
                 self.steps.extend(
@@ -519,7 +540,7 @@ class _Router:
         self.registry.call_hook_safely("on_fallback", model=self.info, step=step,
                                        next_backend=rest[0] if rest else None)
         for name in rest:
-            impl, failure = self.try_open(name)
+            impl, failure = self.open_or_fit(name)
             self._release_marker()  # only the first call of a load's own engine is guarded
             if failure is None:
                 self.steps.append(RouteStep(name, CHOSEN, f"for shape {shape}, in place of "
@@ -529,7 +550,86 @@ class _Router:
         raise NoBackendError(f"no backend can run {self.info.name} at shape {shape}:\n"
                              f"{render_route(self.steps)}")
 
+    # -- rewrites: a candidate that failed, tried again with a verified rewrite of the model ----
+    def open_or_fit(self, name: str) -> tuple[Any, RouteStep | None]:
+        """:meth:`try_open`, and when the candidate was unsupported, refused the model or ran it
+        wrong, the same candidate on the model fitted by rewrites (:func:`unirt.rewrite.fit.fit`,
+        verified in a child against the reference on the original). Costs nothing when the
+        candidate opens: the first load's path is unchanged."""
+        try:
+            impl, step = self.try_open(name)
+        except BackendError as exc:  # backend= raises where a routed candidate gets a step
+            if not self._may_fit(name):
+                raise
+            impl, step = self._open_fitted(name, RouteStep(name, FAILED, str(exc)))
+            if step is not None:
+                if step.reason == str(exc):
+                    raise  # no rewrite applies: the engine's own error, as it was
+                raise BackendError(step.reason) from exc
+            return impl, None
+        if step is None and self._unjudged(name) and self._may_fit(name):
+            # Opened, but nothing could tell whether it runs the model right: the reference
+            # refuses the model too. A rewrite that makes the model well-formed can be judged.
+            fitted, _ = self._open_fitted(name, RouteStep(name, REJECTED, self.verifications[
+                name].describe()))
+            if fitted is not None:
+                impl.close()
+                return fitted, None
+            return impl, None
+        if step is None or step.outcome not in (UNSUPPORTED_STEP, FAILED, REJECTED) or \
+                not self._may_fit(name):
+            return impl, step
+        return self._open_fitted(name, step)
+
+    def _unjudged(self, name: str) -> bool:
+        """Whether ``name`` was opened on a verification that had no reference to compare
+        with (the reference refuses the model)."""
+        from .probe import NO_REFERENCE
+
+        v = self.verifications.get(name)
+        return v is not None and v.result.status == NO_REFERENCE
+
+    def _may_fit(self, name: str) -> bool:
+        return self.request.rewrite is not False and \
+            self.registry.backend(name).available().available
+
+    def _open_fitted(self, name: str, failed: RouteStep) -> tuple[Any, RouteStep | None]:
+        """Open ``name`` on the fitted model: (session, None) with ``failed`` kept on the route,
+        or (None, ``failed`` with what became of the rewrite added)."""
+        from .rewrite.fit import fit
+        from .verify import Verification, status_of
+
+        r = self.request
+        try:
+            fitted = fit(self.info, name,
+                         names=r.rewrite if isinstance(r.rewrite, tuple) else None,
+                         registry=self.registry, precision=r.precision,
+                         options=r.options.get(name, {}), shapes=r.input_shapes or None,
+                         tolerance=r.tolerance)
+        except UnirtError as exc:
+            return None, RouteStep(name, failed.outcome, f"{failed.reason}; rewriting failed: "
+                                                         f"{exc}")
+        if fitted.info is None:
+            return None, failed
+        if not fitted.usable:
+            return None, RouteStep(name, failed.outcome, f"{failed.reason}; after rewrite: "
+                                                         f"{fitted.describe()}")
+        try:
+            impl = self.registry.backend(name).open(fitted.info, self.open_options(name))
+        except UnirtError as exc:
+            return None, RouteStep(name, failed.outcome, f"{failed.reason}; the rewritten model "
+                                                         f"({', '.join(fitted.rewrites)}) "
+                                                         f"failed to open: {exc}")
+        assert fitted.result is not None
+        self.steps.append(failed)
+        self.fitted[name] = fitted
+        self.verifications[name] = Verification(status_of(fitted.result), fitted.result,
+                                                 fitted.cached, "")
+        return impl, None
+
     def _chosen_reason(self, name: str) -> str:
+        if name in self.fitted:
+            return f"after rewrite: {self.fitted[name].describe()}"
         if self.locked is not None:
             return self.locked
         if self.backend is not None:

@@ -3,3 +3,7 @@
 The contract is :class:`~unirt.rewrite.base.Rewrite` (registered through the
 ``register_rewrites`` hook, built-ins the same way as third-party ones).
 """
+
+from .base import Change, Rewrite, RewriteContext
+
+__all__ = ["Change", "Rewrite", "RewriteContext"]

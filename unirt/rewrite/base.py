@@ -61,6 +61,8 @@ class Rewrite(ABC):
     ``backends``: the backends it is meant for; None: any.
     ``opt_in``: applied only when named explicitly (it changes what the model means for inputs
     the exporter never traced, as un-baking a traced Reshape size does).
+    ``version``: bumped when what :meth:`apply` writes changes, so that a rewritten model cached
+    by an older version is not reused.
     """
 
     name: ClassVar[str]
@@ -68,6 +70,7 @@ class Rewrite(ABC):
     ops: ClassVar[frozenset[str]] = frozenset()
     backends: ClassVar[frozenset[str] | None] = None
     opt_in: ClassVar[bool] = False
+    version: ClassVar[int] = 1
 
     @abstractmethod
     def apply(self, model: onnx.ModelProto, context: RewriteContext) -> list[Change]:

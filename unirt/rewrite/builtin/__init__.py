@@ -1,0 +1,36 @@
+"""The built-in rewrites, registered through the ``register_rewrites`` hook exactly as a
+third-party plugin registers its own (this package is in :data:`unirt.plugins.BUILTIN_PLUGINS`).
+
+Each rewrite is its own module; :data:`BUILTIN_REWRITES` is the list, in the order the pipeline
+tries them. The modules import onnx only inside ``apply``: registering costs no model library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ...hookspecs import hookimpl
+from ..base import Rewrite
+from .clip_forms import ClipForms
+from .decompose import Decompose
+from .global_pool import GlobalPool
+from .pool_rank import PoolRank
+from .reduce_scalar import ReduceScalar
+from .unit_kernel_axis import UnitKernelAxis
+
+#: In application order: shape repairs first (later rewrites read the shapes they fix).
+BUILTIN_REWRITES: tuple[type[Rewrite], ...] = (
+    PoolRank,
+    UnitKernelAxis,
+    GlobalPool,
+    ReduceScalar,
+    ClipForms,
+    Decompose,
+)
+
+
+@hookimpl
+def register_rewrites(register: Callable[[Any], None]) -> None:
+    for rewrite in BUILTIN_REWRITES:
+        register(rewrite)

@@ -1,0 +1,460 @@
+"""The rewrite pipeline: choose the rewrites that apply, apply them to a copy, prove the copy.
+
+:func:`fit` is what routing, ``unirt rewrite`` and ``unirt capabilities`` share. The rewritten
+model is written content-addressed in the artifact cache (the original's digest, the rewrites,
+their versions and the context), so a second load finds it. It is used only after a child
+process ran it on the backend and its outputs matched the reference on the *original* model, on
+the same seeded inputs at two sizes of every dynamic dim, within the exact tolerance: a rewrite
+is a claim about the numbers, and unirt measures it.
+
+When the reference cannot run the original (the pool-rank model: ONNX Runtime refuses it too),
+onnx's own reference evaluator runs the original in a child instead, if it can and its outputs
+have the shapes the model declares; else the reference running the rewritten model is the
+comparison, and the result says so. The verdict is cached like :mod:`unirt.verify`'s: only a
+verdict about the engine or the rewrite, never a time-out or unirt's own failure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import UnirtError, first_line
+from ..words import Word
+from .base import Change, Rewrite, RewriteContext
+
+if TYPE_CHECKING:  # pragma: no cover
+    import onnx
+
+    from ..inputs import FeedRecipe
+    from ..model import ModelInfo
+    from ..plugins import Registry
+    from ..probe import ProbeResult, RunSet
+
+logger = logging.getLogger("unirt")
+
+#: Cache sections: rewritten models, and verdicts on them.
+MODEL_SECTION = "rewrite"
+VERDICT_SECTION = "rewrite-verify"
+MODEL_FILE = "model.onnx"
+CHANGES_FILE = "changes.json"
+VERDICT_FILE = "verdict.json"
+#: Bumped when what the pipeline writes or what a verdict means changes.
+VERSION = 1
+#: The name results give onnx's reference evaluator.
+EVALUATOR = "onnx.reference"
+
+
+class FitStatus(Word):
+    """What became of fitting a model to a backend."""
+
+    VERIFIED = "verified"  # rewritten, ran right in a child: use it
+    DISCARDED = "discarded"  # rewritten, but the numbers changed
+    REFUSED = "refused"  # rewritten, and the engine still refuses it (or crashes on it)
+    UNVERIFIED = "unverified"  # rewritten and ran, nothing independent to compare with
+    NOT_APPLICABLE = "not applicable"  # no rewrite applies to this model
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A model fitted to a backend (or why not).
+
+    ``rewrites``: the names of the rewrites that changed the model; ``changes`` each edit with
+    the rewrite that made it; ``info``: the rewritten model (None when nothing applied);
+    ``compared_with``: what the rewritten model's outputs were compared with; ``result``: the
+    measurement; ``failures``: rewrites that raised (a bug in the rewrite, never the model's).
+    """
+
+    backend: str
+    status: FitStatus
+    rewrites: tuple[str, ...] = ()
+    changes: tuple[tuple[str, Change], ...] = ()
+    info: ModelInfo | None = None
+    result: ProbeResult | None = None
+    compared_with: str = ""
+    reason: str = ""
+    cached: bool = False
+    failures: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def usable(self) -> bool:
+        """Whether the rewritten model may be opened in the user's process: verified, or ran
+        safely in a child with nothing independent to compare with."""
+        return self.info is not None and (self.status == FitStatus.VERIFIED or (
+            self.status == FitStatus.UNVERIFIED and self.result is not None
+            and self.result.status == "no reference"))
+
+    @property
+    def max_abs(self) -> float | None:
+        if self.result is None or not self.result.outputs:
+            return None
+        return max(o.max_abs for o in self.result.outputs)
+
+    def describe(self) -> str:
+        """``pool_rank (verified, max abs 0)``, ``pool_rank discarded: max abs 0.31 > 0.0001``."""
+        names = ", ".join(self.rewrites) or "no rewrite"
+        if self.status == FitStatus.NOT_APPLICABLE:
+            return self.reason or "no rewrite applies"
+        worst = self.max_abs
+        figure = "" if worst is None else f"max abs {worst:.2g}"
+        against = "" if self.compared_with.startswith("the reference on the original") \
+            else f" against {self.compared_with}"
+        if self.status == FitStatus.VERIFIED:
+            return f"{names} ({'cached verdict: ' if self.cached else ''}verified, " \
+                   f"{figure}{against})"
+        if self.status == FitStatus.DISCARDED:
+            return f"{names} discarded: {self._excess()}"
+        return f"{names} {self.status}: {self.reason}"
+
+    def _excess(self) -> str:
+        r = self.result
+        if r is None or not r.outputs:
+            return self.reason
+        worst = max(r.outputs, key=lambda o: o.max_abs)
+        if worst.problem:
+            return f"{worst.name}: {worst.problem}"
+        atol = r.tolerances.get(worst.name, (None, None))[0]
+        return f"max abs {worst.max_abs:.2g}" + (f" > {atol:g}" if atol is not None else "") \
+            + f" on {worst.name}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "status": self.status.value,
+                "rewrites": list(self.rewrites), "compared_with": self.compared_with,
+                "reason": self.reason, "max_abs": self.max_abs, "cached": self.cached,
+                "changes": [{"rewrite": n, "node": c.node, "op": c.op, "what": c.what}
+                            for n, c in self.changes],
+                "failures": dict(self.failures),
+                "result": None if self.result is None else self.result.as_dict(),
+                "path": None if self.info is None or self.info.path is None
+                else str(self.info.path)}
+
+
+# -- choosing ------------------------------------------------------------------------------------
+def check_names(registry: Registry, names: Any) -> tuple[str, ...] | None:
+    """``load(rewrite=...)`` as the pipeline takes it: None for ``True`` (every applicable
+    rewrite), a tuple of names for a list; raises ``UnirtError`` for anything else or an
+    unknown name. ``False`` is the caller's to handle (no rewriting at all)."""
+    if names is True or names is None:
+        return None
+    if isinstance(names, (str, bytes)) or not isinstance(names, Sequence) or not all(
+            isinstance(n, str) for n in names):
+        raise UnirtError(f"rewrite must be True, False or a list of rewrite names, not {names!r}")
+    for name in names:
+        registry.rewrite(name)  # unknown: an error listing the registered ones
+    return tuple(names)
+
+
+def select(registry: Registry, info: ModelInfo, backend: str | None,
+           names: Sequence[str] | None = None) -> list[Rewrite]:
+    """The rewrites to try on ``info`` for ``backend``: with ``names``, only those; else every
+    registered one that is not opt-in and is meant for this backend. Either way, a rewrite whose
+    ``ops`` the model does not contain is left out (it could not apply). No model is read."""
+    if names is not None:
+        chosen = [registry.rewrite(n) for n in names]
+    else:
+        chosen = [r for r in registry.rewrites.values() if not r.opt_in
+                  and (r.backends is None or backend in r.backends)]
+    ops = set(info.op_counts)
+    return [r for r in chosen if not r.ops or r.ops & ops]
+
+
+# -- applying ------------------------------------------------------------------------------------
+def apply(model: onnx.ModelProto, rewrites: Sequence[Rewrite], context: RewriteContext
+          ) -> tuple[list[tuple[str, Change]], dict[str, str]]:
+    """Apply ``rewrites`` in order to ``model`` in place. Returns each change with its rewrite's
+    name, and the rewrites that raised (their edits undone). Initializers that only the replaced
+    nodes read are dropped."""
+    import onnx
+
+    changes: list[tuple[str, Change]] = []
+    failures: dict[str, str] = {}
+    for rewrite in rewrites:
+        before = onnx.ModelProto()
+        before.CopyFrom(model)
+        try:
+            made = rewrite.apply(model, context)
+        except Exception as exc:
+            logger.warning("rewrite %s failed: %s", rewrite.name, first_line(exc))
+            failures[rewrite.name] = f"{type(exc).__name__}: {first_line(exc)}"
+            model.CopyFrom(before)
+            continue
+        if made:
+            _drop_orphans(model, before)
+            changes += [(rewrite.name, c) for c in made]
+        elif model != before:  # a rewrite that applied nothing must leave the model as it was
+            failures[rewrite.name] = "changed the model but reported no change"
+            model.CopyFrom(before)
+    return changes, failures
+
+
+def _drop_orphans(model: onnx.ModelProto, before: onnx.ModelProto) -> None:
+    def used(m: onnx.ModelProto) -> set[str]:
+        names = {i for n in m.graph.node for i in n.input}
+        names |= {o.name for o in m.graph.output}
+        return names
+
+    was, now = used(before), used(model)
+    keep = [t for t in model.graph.initializer if t.name in now or t.name not in was]
+    if len(keep) != len(model.graph.initializer):
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(keep)
+
+
+def _context_doc(context: RewriteContext) -> dict[str, Any]:
+    return {"backend": context.backend, "opset": context.opset,
+            "input_shapes": {k: list(v) for k, v in context.input_shapes.items()},
+            "options": {k: dict(v) for k, v in context.options.items()}}
+
+
+def rewritten(info: ModelInfo, rewrites: Sequence[Rewrite], context: RewriteContext
+              ) -> tuple[ModelInfo | None, list[tuple[str, Change]], dict[str, str]]:
+    """The rewritten model from the artifact cache, built now when missing: (its ModelInfo or
+    None when nothing applied, the changes, the rewrites that failed)."""
+    from ..cache import ArtifactCache, artifact_key
+    from ..model import _load_proto, read_model
+
+    key = artifact_key(MODEL_SECTION, info,
+                       versions={"pipeline": VERSION,
+                                 "rewrites": {r.name: r.version for r in rewrites}},
+                       options={"rewrites": [r.name for r in rewrites],
+                                "context": _context_doc(context)})
+
+    def build(tmp: Path) -> dict[str, Any]:
+        import onnx
+
+        proto = _load_proto(info, weights=True)
+        if info.path is not None and info.external_data:
+            from onnx.external_data_helper import load_external_data_for_model
+
+            load_external_data_for_model(proto, str(info.path.parent))
+        changes, failures = apply(proto, rewrites, context)
+        if changes:
+            onnx.save(proto, str(tmp / MODEL_FILE))
+        (tmp / CHANGES_FILE).write_text(json.dumps({
+            "changes": [{"rewrite": n, "node": c.node, "op": c.op, "what": c.what}
+                        for n, c in changes], "failures": failures}, indent=1))
+        return {"model": info.name, "rewrites": sorted({n for n, _ in changes})}
+
+    entry, _ = ArtifactCache().get_or_build(MODEL_SECTION, key, build,
+                                            meta={"kind": "rewritten model"})
+    doc = json.loads((entry / CHANGES_FILE).read_text())
+    changes = [(c["rewrite"], Change(c["node"], c["op"], c["what"])) for c in doc["changes"]]
+    failures = dict(doc.get("failures", {}))
+    if not changes:
+        return None, changes, failures
+    return read_model(entry / MODEL_FILE), changes, failures
+
+
+# -- verifying -----------------------------------------------------------------------------------
+def _child_evaluate(state: dict[str, Any], source: str | bytes, feeds: Any) -> dict[str, Any]:
+    """onnx's reference evaluator on ``source`` (in a child: it can be slow or fail badly)."""
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    from ..inputs import FeedRecipe
+
+    if "evaluator" not in state:
+        model = onnx.load(source) if isinstance(source, str) else onnx.load_from_string(source)
+        state["evaluator"] = ReferenceEvaluator(model)
+        state["names"] = [o.name for o in model.graph.output]
+    arrays = feeds.build() if isinstance(feeds, FeedRecipe) else feeds
+    outs = state["evaluator"].run(None, dict(arrays))
+    return {"outputs": dict(zip(state["names"], outs)), "times": []}
+
+
+def _declared(info: ModelInfo, outputs: Mapping[str, Any]) -> str | None:
+    """Why ``outputs`` do not have the shapes ``info`` declares (fully static ones), or None."""
+    import numpy as np
+
+    for t in info.outputs:
+        if t.shape is None or t.is_dynamic or t.name not in outputs:
+            continue
+        got = tuple(np.shape(outputs[t.name]))
+        if got != tuple(t.shape):
+            return f"output {t.name} has shape {list(got)}, the model declares {list(t.shape)}"
+    return None
+
+
+def evaluator_outputs(info: ModelInfo, recipes: Sequence[FeedRecipe], labels: Sequence[str],
+                      timeout: float) -> tuple[list[RunSet] | None, str]:
+    """onnx's reference evaluator on the original, in a child: (its RunSets, "") or (None, why
+    not). Outputs whose shapes differ from the declared ones are not trusted: the evaluator
+    reads an ill-formed node its own way (a 3-D kernel on a rank-4 input as a 2-D pool)."""
+    from ..isolation import Worker
+    from ..probe import RunSet, _child_init, _label
+
+    sets: list[RunSet] = []
+    with Worker(_child_init) as w:
+        for label, feeds in zip(labels, recipes):
+            out = w.call(_child_evaluate, info.source(), feeds, timeout=timeout)
+            if not out.ok:
+                return None, f"{EVALUATOR} cannot run it: {out.describe()}"
+            wrong = _declared(info, out.value["outputs"])
+            if wrong is not None:
+                return None, f"{EVALUATOR} computes something else ({wrong})"
+            sets.append(RunSet(_label(label, feeds), out, out.value["outputs"], [],
+                               nonfinite=feeds.nonfinite))
+    return sets, ""
+
+
+def _verdict_key(original: ModelInfo, fitted: ModelInfo, backend: str, version: str | None,
+                 precision: str, options: Mapping[str, Any], sets: list[dict[str, tuple]],
+                 tolerance: float | None) -> str:
+    from ..cache import artifact_key, model_digest
+
+    return artifact_key(VERDICT_SECTION, fitted,
+                        versions={"engine": version, "pipeline": VERSION},
+                        shapes=[{k: list(v) for k, v in s.items()} for s in sets],
+                        precision=precision,
+                        options={"backend": backend, "options": dict(options),
+                                 "tolerance": tolerance, "original": model_digest(original)})
+
+
+def _cached_verdict(key: str) -> tuple[ProbeResult, str] | None:
+    from ..cache import ArtifactCache
+    from ..probe import ProbeResult
+
+    cache = ArtifactCache()
+    entry = cache.lookup(VERDICT_SECTION, key)
+    if entry is None:
+        return None
+    try:
+        doc = json.loads((entry / VERDICT_FILE).read_text())
+        return ProbeResult.from_dict(doc["result"]), str(doc["compared_with"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        logger.warning("unreadable rewrite verdict %s (%s); removed", key, exc)
+        cache.remove(VERDICT_SECTION, key)
+        return None
+
+
+def _store_verdict(key: str, result: ProbeResult, compared_with: str) -> None:
+    from ..cache import ArtifactCache
+
+    def build(tmp: Path) -> dict[str, Any]:
+        (tmp / VERDICT_FILE).write_text(json.dumps(
+            {"result": result.as_dict(), "compared_with": compared_with}, indent=1))
+        return {"backend": result.backend, "status": result.status}
+
+    cache = ArtifactCache()
+    entry, _ = cache.get_or_build(VERDICT_SECTION, key, build,
+                                  meta={"kind": "rewrite verification"})
+    cache.release(entry)
+
+
+def _measure(original: ModelInfo, fitted: ModelInfo, backend: str, precision: str,
+             options: Mapping[str, Any], shapes: Mapping[str, Sequence[int]] | None,
+             tolerance: float | None, registry: Registry, timeout: float
+             ) -> tuple[ProbeResult, str, bool]:
+    """Run ``fitted`` on ``backend`` in a child and judge it: (result, what it was compared
+    with, whether the comparison was independent of the rewrite)."""
+    from ..probe import HARNESS, NO_REFERENCE, ProbeResult, probe, reference_name, reference_outputs
+    from ..verify import feed_sets
+
+    ref_name = reference_name(registry)
+    try:
+        labels, _, recipes = feed_sets(original, shapes)
+    except UnirtError as exc:
+        return ProbeResult(backend, NO_REFERENCE, f"no inputs can be generated ({exc})"), "", \
+            False
+    opened, reference = reference_outputs(original.source(), recipes, timeout=timeout,
+                                          labels=labels, registry=registry)
+    if opened.ok:
+        compared, independent = f"the reference on the original ({ref_name})", True
+    elif opened.status == HARNESS:
+        return ProbeResult(backend, HARNESS, f"unirt could not run the reference: "
+                           f"{opened.describe()}", opened=False), "", False
+    else:
+        why_ref = opened.describe().splitlines()[0] if opened.describe() else opened.status
+        evaluated, why_eval = evaluator_outputs(original, recipes, labels, timeout)
+        if evaluated is not None:
+            reference = evaluated
+            compared, independent = f"{EVALUATOR} on the original ({ref_name} refuses it)", True
+        else:
+            _, reference = reference_outputs(fitted.source(), recipes, timeout=timeout,
+                                             labels=labels, registry=registry)
+            compared = (f"{ref_name} on the rewritten model (the original runs on neither "
+                        f"{ref_name} nor {EVALUATOR})")
+            logger.info("%s: %s; %s", original.name, why_ref, why_eval)
+            independent = backend != ref_name
+    result = probe(fitted, backend, recipes, precision, options, atol=tolerance,
+                   timeout=timeout, labels=labels, registry=registry, reference=reference)
+    if not independent and result.passed:
+        result = ProbeResult(backend, NO_REFERENCE, "ran in a child; nothing independent to "
+                             f"compare with: {compared}", result.precision, result.shapes,
+                             result.outputs, result.tolerances, result.limited, result.load_s,
+                             result.run_s)
+    return result, compared, independent
+
+
+def _status(result: ProbeResult) -> FitStatus:
+    from ..probe import FAIL, HARNESS, NO_REFERENCE, PASS
+
+    if result.status == PASS:
+        return FitStatus.VERIFIED
+    if result.status == FAIL:
+        return FitStatus.DISCARDED
+    if result.status in (NO_REFERENCE, HARNESS):
+        return FitStatus.UNVERIFIED
+    return FitStatus.REFUSED
+
+
+def fit(info: ModelInfo, backend: str, *, names: Sequence[str] | None = None,
+        context: RewriteContext | None = None, registry: Registry | None = None,
+        precision: str = "exact", options: Mapping[str, Any] | None = None,
+        shapes: Mapping[str, Sequence[int]] | None = None, tolerance: float | None = None,
+        timeout: float | None = None) -> Fitted:
+    """Fit ``info`` to ``backend``: the applicable rewrites applied to a copy (cached), then
+    verified (cached). ``names``: only these rewrites (opt-in ones included); None: every
+    applicable one that is not opt-in. Raises ``UnirtError`` for an unknown name; a rewrite that
+    raises is reported in ``Fitted.failures`` and skipped."""
+    from ..plugins import get_registry
+    from ..verify import DEFAULT_TIMEOUT, TIMEOUT_ENV, Verification, probe_shapes, status_of
+
+    registry = registry or get_registry()
+    if names is not None:
+        names = check_names(registry, list(names))
+    context = context or RewriteContext(backend=backend, input_shapes=dict(shapes or {}))
+    chosen = select(registry, info, backend, names)
+    if not chosen:
+        return Fitted(backend, FitStatus.NOT_APPLICABLE, reason="no rewrite applies to "
+                      f"{info.name}" + (f" among {', '.join(names)}" if names else ""))
+    fitted, changes, failures = rewritten(info, chosen, context)
+    if fitted is None:
+        tried = ", ".join(r.name for r in chosen)
+        return Fitted(backend, FitStatus.NOT_APPLICABLE, failures=failures,
+                      reason=f"no rewrite applies to {info.name} (tried {tried})"
+                      + "".join(f"; {n} failed: {e}" for n, e in failures.items()))
+    applied = tuple(dict.fromkeys(n for n, _ in changes))
+    be = registry.backend(backend)
+    version = be.available().version
+    if timeout is None:
+        import os
+
+        timeout = float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT)
+    try:
+        sets = probe_shapes(info.inputs, shapes)
+    except UnirtError:
+        sets = []
+    key = _verdict_key(info, fitted, backend, version, precision, options or {}, sets,
+                       tolerance)
+    known = _cached_verdict(key)
+    if known is not None:
+        result, compared = known
+        cached = True
+    else:
+        start = time.perf_counter()
+        result, compared, _ = _measure(info, fitted, backend, precision, options or {},
+                                       shapes, tolerance, registry, timeout)
+        logger.info("verified rewrite %s of %s on %s in %.2f s: %s", "+".join(applied),
+                    info.name, backend, time.perf_counter() - start, result.status)
+        cached = False
+        if Verification(status_of(result), result, False, key).about_engine:
+            _store_verdict(key, result, compared)
+    status = _status(result)
+    return Fitted(backend, status, applied, tuple(changes), fitted, result, compared,
+                  result.reason, cached, failures)

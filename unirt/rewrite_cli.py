@@ -1,0 +1,75 @@
+"""``unirt rewrite``: write a model fitted to an engine, for users who ship the file without
+unirt. Nothing is written unless the rewritten model was verified (run on the engine in a child
+and compared with the reference on the original): a repair unirt cannot vouch for is not one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import click
+
+from .errors import UnirtError
+
+
+@click.command("rewrite")
+@click.argument("model", type=click.Path(dir_okay=False), required=False)
+@click.option("--for", "backend", default=None, metavar="BACKEND",
+              help="The engine the model is fitted to (verified on it).")
+@click.option("-o", "--out", "out", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the rewritten model.")
+@click.option("--only", "only", multiple=True, metavar="NAME",
+              help="Only this rewrite (repeatable; opt-in rewrites must be named).")
+@click.option("--shape", "-s", "shape_specs", multiple=True, metavar="NAME=1x3x224x224",
+              help="Shape of an input to verify at (sets its dynamic dims).")
+@click.option("--list", "list_only", is_flag=True, help="List the registered rewrites.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def rewrite_command(model: str | None, backend: str | None, out: str | None,
+                    only: tuple[str, ...], shape_specs: tuple[str, ...], list_only: bool,
+                    as_json: bool) -> None:
+    """Rewrite MODEL so that BACKEND runs it, verify it, and write it to OUT."""
+    from .plugins import get_registry
+
+    registry = get_registry()
+    if list_only:
+        rows = [{"name": r.name, "summary": r.summary, "ops": sorted(r.ops),
+                 "opt_in": r.opt_in, "version": r.version} for r in registry.rewrites.values()]
+        if as_json:
+            click.echo(json.dumps(rows, indent=1))
+        else:
+            for row in rows:
+                click.echo(f"{row['name']}{' (opt-in)' if row['opt_in'] else ''}: "
+                           f"{row['summary']}")
+        return
+    if model is None or backend is None or out is None:
+        raise UnirtError("give MODEL, --for BACKEND and -o OUT.onnx (or --list)")
+    from .inputs import parse_assignments, parse_shape
+    from .model import read_model
+    from .rewrite.fit import FitStatus, fit
+
+    info = read_model(model)
+    registry.backend(backend)
+    shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
+    fitted = fit(info, backend, names=list(only) or None, registry=registry,
+                 shapes=shapes or None)
+    written = fitted.status == FitStatus.VERIFIED and fitted.info is not None
+    if written:
+        assert fitted.info is not None and fitted.info.path is not None
+        target = Path(out)
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.copyfile(fitted.info.path, tmp)
+        os.replace(tmp, target)
+    if as_json:
+        click.echo(json.dumps(fitted.as_dict() | {"written": str(out) if written else None},
+                              indent=1))
+    else:
+        for name, change in fitted.changes:
+            click.echo(f"{name}: {change}")
+        click.echo(f"{backend}: {fitted.describe()}")
+        if written:
+            click.echo(f"wrote {out}")
+    if not written:
+        raise UnirtError(f"{out} not written: {fitted.describe()}")

@@ -1,0 +1,86 @@
+"""Models with the problems the built-in rewrites repair, built with ``onnx.helper``.
+
+Kept apart from :mod:`unirt.testing.models` because each exists to fail somewhere: the pool-rank
+model runs on no engine, the C3D-style one fails on OpenCV DNN.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+F = TensorProto.FLOAT
+
+
+def _model(nodes: list[onnx.NodeProto], x: list[int], y: list[int],
+           inits: list[onnx.TensorProto] | None = None, opset: int = 17) -> onnx.ModelProto:
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F, x)],
+                          [helper.make_tensor_value_info("y", F, y)], inits or [])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)],
+                          producer_name="unirt.testing")
+    m.ir_version = 8
+    return m
+
+
+def pool_rank(op: str = "MaxPool") -> onnx.ModelProto:
+    """PyTorch ``MaxPool3d(2)`` on an unbatched ``(C, D, H, W) = (2, 4, 6, 6)`` tensor, as it
+    exports: a 3-D kernel on a rank-4 input (ONNX reads it as 2-D pooling; every engine
+    refuses it)."""
+    return _model([helper.make_node(op, ["x"], ["y"], kernel_shape=[2, 2, 2],
+                                    strides=[2, 2, 2], name="p1")], [2, 4, 6, 6], [2, 2, 3, 3])
+
+
+def pool_rank_expected(x: np.ndarray, op: str = "MaxPool") -> np.ndarray:
+    """What :func:`pool_rank` means (PyTorch's answer), in numpy."""
+    c, d, h, w = x.shape
+    blocks = x.reshape(c, d // 2, 2, h // 2, 2, w // 2, 2).transpose(0, 1, 3, 5, 2, 4, 6)
+    blocks = blocks.reshape(c, d // 2, h // 2, w // 2, 8)
+    return blocks.max(-1) if op == "MaxPool" else blocks.mean(-1)
+
+
+def c3d(size: int = 16, frames: int = 8) -> onnx.ModelProto:
+    """A C3D-style block: Conv3d 3x3x3, ReLU, MaxPool3d (1,2,2), adaptive (global) average
+    pool: OpenCV DNN fails the 3-D global pool ("expected 'addedDims <= pads_begin.size()'")."""
+    w = numpy_helper.from_array(
+        np.random.default_rng(0).standard_normal((4, 3, 3, 3, 3)).astype(np.float32) * 0.1, "w")
+    return _model([
+        helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3, 3],
+                         pads=[1, 1, 1, 1, 1, 1], name="conv1"),
+        helper.make_node("Relu", ["c"], ["r"], name="relu1"),
+        helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[1, 2, 2], strides=[1, 2, 2],
+                         name="pool1"),
+        helper.make_node("GlobalAveragePool", ["p"], ["y"], name="gap")],
+        [1, 3, frames, size, size], [1, 4, 1, 1, 1], [w])
+
+
+def unary(op: str, shape: tuple[int, ...] = (1, 3, 8, 8), opset: int = 17,
+          **attrs: Any) -> onnx.ModelProto:
+    """One elementwise activation node."""
+    return _model([helper.make_node(op, ["x"], ["y"], name="act", **attrs)], list(shape),
+                  list(shape), opset=opset)
+
+
+def relu6() -> onnx.ModelProto:
+    """ReLU6 as exported: Clip with constant bounds 0 and 6."""
+    lo = numpy_helper.from_array(np.array(0, np.float32), "lo")
+    hi = numpy_helper.from_array(np.array(6, np.float32), "hi")
+    return _model([helper.make_node("Clip", ["x", "lo", "hi"], ["y"], name="relu6")],
+                  [1, 3, 8, 8], [1, 3, 8, 8], [lo, hi])
+
+
+def mean_to_scalar() -> onnx.ModelProto:
+    """A mean over every axis, keepdims=0: a rank-0 output."""
+    return _model([helper.make_node("ReduceMean", ["x"], ["y"], keepdims=0, name="mean")],
+                  [1, 3, 4, 4], [])
+
+
+def unit_kernel_conv3d() -> onnx.ModelProto:
+    """Conv3d with a (1, 3, 3) kernel, padding only on H and W (an R(2+1)D spatial conv)."""
+    w = numpy_helper.from_array(
+        np.random.default_rng(1).standard_normal((4, 3, 1, 3, 3)).astype(np.float32), "w")
+    return _model([helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[1, 3, 3],
+                                    pads=[0, 1, 1, 0, 1, 1], name="conv")],
+                  [1, 3, 4, 8, 8], [1, 4, 4, 8, 8], [w])
