@@ -169,8 +169,9 @@ class ResizeConstant(Rewrite):
                 return None
             out = value.astype(np.int64)
             ratio = (out / in_sizes).astype(np.float32)
-            exact = bool(np.all(np.floor(in_sizes.astype(np.float32) * ratio) == out))
-            exact = exact and bool(np.all(in_sizes.astype(np.float32) * ratio == out))
+            # Scales only where in * scale is the size exactly, in any precision an engine
+            # may multiply in (7/5 rounds to 6.99999... in float64): ratios such as 2 or 0.5.
+            exact = bool(np.all(in_sizes.astype(np.float64) * ratio.astype(np.float64) == out))
             return (3, ratio, True) if exact else (3, out, False)
         if scales:
             if ge.constant(graph, scales) is not None:
