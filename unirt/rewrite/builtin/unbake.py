@@ -1,0 +1,160 @@
+"""A traced size baked into a constant Reshape shape, freed again (opt-in).
+
+``torch.onnx.export(..., dynamic_axes=...)`` declares a dim dynamic ('T'), but a ``view`` whose
+shape was computed from Python ints during tracing is exported as a constant: Reshape(x,
+[1, 16, 4]) where x is [1, 'T', 4]. The model then runs at T=16 only, on every engine.
+:func:`baked_reshapes` finds such Reshapes (``unirt lint`` reports them); :class:`UnbakeReshape`
+replaces the one baked entry with 0 (the dim stays in place) or -1 (it is merged with static
+neighbours). It is opt-in because it changes what the model computes at sizes never traced: it
+reproduces what a correct export would give, which only a human can confirm.
+
+A Reshape counts as baked when its data has exactly one symbolic dim (one a graph input
+declares), its shape is a constant with no -1 and no 0 that copies that dim, and the element
+count fixes the traced size. The entry is safe to free when the entries before it split only
+dims before the symbolic one and the entries after it only dims after it (so the symbolic dim
+lies wholly inside it). Shapes with -1, or computed through a Shape op, are never reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from unirt.rewrite.base import Change, Rewrite, RewriteContext
+from unirt.rewrite.builtin import graph_edits as ge
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BakedDim:
+    """One Reshape that pins a declared-dynamic dim to its traced size.
+
+    ``input``/``dim``/``dim_param``: the graph input dim declared dynamic. ``node``: the
+    Reshape's name; ``shape``: its constant shape input. ``index``: the entry of that constant
+    holding the traced size (None when it is spread over several entries), ``value``: that
+    entry (the traced size itself when ``index`` is None), ``traced``: the traced size of the
+    dim. ``fix``: what un-baking writes at ``index`` (0 or -1), None when it is not safe.
+    """
+
+    input: str
+    dim: int
+    dim_param: str
+    node: str
+    shape: str
+    index: int | None
+    value: int
+    traced: int
+    fix: int | None
+
+    def __str__(self) -> str:
+        where = (f"bakes {self.value} (entry {self.index} of its shape)"
+                 if self.index is not None else f"bakes {self.traced} across its shape entries")
+        return (f"input '{self.input}' dim {self.dim} is declared dynamic ('{self.dim_param}') "
+                f"but Reshape '{self.node}' {where}")
+
+
+def _declared_symbols(graph: onnx.GraphProto) -> dict[str, tuple[str, int]]:
+    """Each dim_param a graph input declares, to (input, dim) where it first appears."""
+    found: dict[str, tuple[str, int]] = {}
+    for vi in graph.input:
+        for k, d in enumerate(ge.dims_of(vi) or []):
+            if isinstance(d, str):
+                found.setdefault(d, (vi.name, k))
+    return found
+
+
+def _analyse(node: onnx.NodeProto, data: list[ge.Dim], shape: list[int],
+             symbols: dict[str, tuple[str, int]], shape_name: str) -> BakedDim | None:
+    allowzero = any(a.name == "allowzero" and a.i for a in node.attribute)
+    if -1 in shape or (allowzero and 0 in shape) or any(s < 0 for s in shape):
+        return None
+    dynamic = [k for k, d in enumerate(data) if not isinstance(d, int)]
+    copied = {k for k, s in enumerate(shape) if s == 0}
+    if any(k >= len(data) for k in copied):
+        return None
+    free = [k for k in dynamic if k not in copied]
+    if len(free) != 1 or any(data[k] is None for k in free):
+        return None
+    pos = free[0]
+    sym = data[pos]
+    if not isinstance(sym, str) or sym not in symbols:
+        return None
+    if any(not isinstance(data[k], int) for k in copied if k >= pos):
+        return None  # a copied dynamic dim after the free one: too tangled to say
+    # Copied dims stand for themselves on both sides: count a symbolic one as 1.
+    sizes = [d if isinstance(d, int) else 1 for d in data]
+    eff = [sizes[k] if s == 0 else s for k, s in enumerate(shape)]
+    before, after = math.prod(sizes[:pos]), math.prod(sizes[pos + 1:])
+    total = math.prod(eff)
+    if before * after == 0 or total % (before * after):
+        return None
+    traced = total // (before * after)
+    if traced < 1:
+        return None
+    name = node.name or node.output[0]
+    inp, dim = symbols[sym]
+    safe = [j for j in range(len(eff)) if shape[j] != 0 and eff[j] % traced == 0
+            and before % math.prod(eff[:j]) == 0 and after % math.prod(eff[j + 1:]) == 0]
+    if len(safe) != 1:
+        return BakedDim(inp, dim, sym, name, shape_name, None, traced, traced, None)
+    j = safe[0]
+    in_place = j == pos and eff[j] == traced and eff[:j] == sizes[:j]
+    return BakedDim(inp, dim, sym, name, shape_name, j, shape[j], traced, 0 if in_place else -1)
+
+
+def baked_reshapes(model: onnx.ModelProto) -> list[BakedDim]:
+    """The Reshapes of ``model``'s top-level graph whose constant shape bakes the traced size of
+    a declared-dynamic input dim, in node order."""
+    graph = model.graph
+    if not any(n.op_type == "Reshape" for n in graph.node):
+        return []
+    symbols = _declared_symbols(graph)
+    if not symbols:
+        return []
+    dims = ge.shapes(model)
+    found: list[BakedDim] = []
+    for node in graph.node:
+        if node.op_type != "Reshape" or len(node.input) < 2:
+            continue
+        value = ge.constant(graph, node.input[1])
+        data = dims.get(node.input[0])
+        if value is None or data is None or value.ndim != 1:
+            continue
+        baked = _analyse(node, data, [int(v) for v in value.tolist()], symbols, node.input[1])
+        if baked is not None:
+            found.append(baked)
+    return found
+
+
+class UnbakeReshape(Rewrite):
+    name = "unbake_reshape"
+    summary = "a traced size baked into a constant Reshape shape freed as 0/-1 (opt-in)"
+    ops = frozenset({"Reshape"})
+    opt_in = True
+
+    def apply(self, model: onnx.ModelProto, context: RewriteContext) -> list[Change]:
+        todo = [b for b in baked_reshapes(model) if b.fix is not None and b.index is not None]
+        if not todo:
+            return []
+        graph = model.graph
+        by_name = {(n.name or n.output[0]): n for n in graph.node}
+        changes: list[Change] = []
+        for b in todo:
+            node = by_name[b.node]
+            old = ge.constant(graph, b.shape)
+            assert old is not None and b.index is not None and b.fix is not None
+            new = np.array(old, np.int64).reshape(-1)
+            new[b.index] = b.fix
+            node.input[1] = ge.add_constant(graph, f"{b.node}/unbaked_shape", new)
+            changes.append(Change(b.node, "Reshape",
+                                  f"shape {old.tolist()} -> {new.tolist()}: entry {b.index} baked "
+                                  f"the traced size {b.traced} of '{b.input}' dim {b.dim} "
+                                  f"('{b.dim_param}')"))
+        ge.drop_unused(graph, [b.shape for b in todo])
+        ge.reinfer(model, relax_outputs=True)
+        return changes
