@@ -82,9 +82,12 @@ def _registry_with(plugin: object) -> Registry:
 
 def test_builtins_are_registered_through_the_hook() -> None:
     reg = Registry(entry_points=False)
+    from unirt.rewrite.builtin import BUILTIN_REWRITES
+
     assert {"pool_rank", "unit_kernel_axis", "reduce_scalar", "clip_forms", "decompose",
-            "global_pool"} <= set(reg.rewrites)
-    assert reg.records["unirt.rewrite.builtin"].rewrites[0] == "pool_rank"
+            "global_pool", "focus_slice", "resize_constant", "fold", "opset_convert",
+            "pin_dims", "unbake_reshape"} == set(reg.rewrites)
+    assert reg.records["unirt.rewrite.builtin"].rewrites == [r.name for r in BUILTIN_REWRITES]
 
 
 def test_duplicate_rewrite_name_is_a_plugin_error() -> None:
@@ -158,7 +161,7 @@ def test_rewrite_false_turns_it_off(pool_rank_file: Path) -> None:
 
 @pytest.mark.parametrize(("value", "match"), [
     ("yes", "rewrite must be True, False or a list of rewrite names"),
-    (["pool_rank", "nope"], "unknown rewrite 'nope'; registered rewrites: pool_rank"),
+    (["pool_rank", "nope"], "unknown rewrite 'nope'; registered rewrites: pin_dims, unbake_reshape, pool_rank"),
     ([1], "rewrite must be"),
 ])
 def test_bad_rewrite_argument_is_a_clear_error(value, match: str, pool_rank_file: Path) -> None:

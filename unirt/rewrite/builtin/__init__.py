@@ -14,19 +14,33 @@ from ...hookspecs import hookimpl
 from ..base import Rewrite
 from .clip_forms import ClipForms
 from .decompose import Decompose
+from .focus import FocusSlice
+from .fold import Fold
 from .global_pool import GlobalPool
+from .opset import OpsetConvert
+from .pin import PinDims
 from .pool_rank import PoolRank
 from .reduce_scalar import ReduceScalar
+from .resize import ResizeConstant
+from .unbake import UnbakeReshape
 from .unit_kernel_axis import UnitKernelAxis
 
-#: In application order: shape repairs first (later rewrites read the shapes they fix).
+#: In application order: the shapes first (pinned dims and un-baked sizes are what the later
+#: rewrites read), then node repairs, then folding what they left constant, then the opset
+#: (converted last: the repairs are written in the model's own opset).
 BUILTIN_REWRITES: tuple[type[Rewrite], ...] = (
+    PinDims,
+    UnbakeReshape,
     PoolRank,
     UnitKernelAxis,
     GlobalPool,
     ReduceScalar,
+    ResizeConstant,
+    FocusSlice,
     ClipForms,
     Decompose,
+    Fold,
+    OpsetConvert,
 )
 
 
