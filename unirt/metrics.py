@@ -2,10 +2,15 @@
 
 One place for the error figures and the pass/fail rule, so that ``unirt compare``, the
 verification before routing and ``unirt capabilities --probe`` all judge numbers the same way.
+
+Outputs can be hundreds of MB; every figure is accumulated over pieces of :data:`CHUNK` elements
+(cast to float64 one piece at a time), so judging one costs a few MB in the caller, not several
+float64 copies of the whole output.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -15,6 +20,11 @@ import numpy as np
 #: reference (a few ulps through a deep net); ``fast`` allows bf16/fp16 (8-11 bits of mantissa),
 #: and its absolute part scales with the output's magnitude (see :func:`tolerance`).
 TOLERANCES = {"exact": (1e-4, 1e-3), "fast": (2e-2, 5e-2)}
+
+#: Elements per piece: the figures hold a few float64 buffers of this size (512 KB each), small
+#: enough to stay in cache, large enough that the loop in Python costs nothing. The buffers are
+#: reused from piece to piece: fresh ones would cost a page fault per 4 KB each time.
+CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -45,9 +55,9 @@ def tolerance(precision: str, reference: np.ndarray,
     if atol is None:
         atol = d_atol
         if precision == "fast" and reference.size and reference.dtype.kind == "f":
-            finite = np.abs(reference[np.isfinite(reference)])
-            if finite.size:
-                atol = max(d_atol, d_atol * float(finite.max()))
+            largest = _abs_max(np.asarray(reference), finite=True)
+            if largest is not None:
+                atol = max(d_atol, d_atol * largest)
     return atol, d_rtol if rtol is None else rtol
 
 
@@ -65,45 +75,25 @@ def diff(name: str, actual: Any, reference: Any) -> OutputDiff:
                           problem=None if equal else "non-numeric values differ")
     if a.size == 0:
         return OutputDiff(name, 0.0, 0.0, 0.0, None)
-    af = a.astype(np.float64)
-    rf = r.astype(np.float64)
-    nan_a, nan_r = np.isnan(af), np.isnan(rf)
+    # max_rel counts only where |reference| is above a floor set by its largest magnitude: take
+    # that from the reference alone first, so that one pass over both arrays does the rest.
+    ref_max = _abs_max(r, finite=False) or 0.0
+    s = _Sums(floor=max(ref_max * 1e-3, 1e-12))
+    for fa, fr in _pieces(a, r):
+        s.add(fa, fr)
+    if s.ref_max != ref_max:  # NaN in ``actual`` hid the reference's largest value: recount
+        s.max_rel, s.floor = 0.0, max(s.ref_max * 1e-3, 1e-12)
+        for fa, fr in _pieces(a, r):
+            s.add(fa, fr, rel_only=True)
     problem = None
-    if (nan_a != nan_r).any():
-        problem = f"{int((nan_a & ~nan_r).sum())} NaN where the reference has none" if (
-            nan_a & ~nan_r).any() else "finite values where the reference has NaN"
-    both = ~(nan_a | nan_r)
-    d = np.abs(af - rf)[both]
-    same_inf = (af == rf)[both]  # inf - inf is nan; equal infinities are no error
-    d = np.where(same_inf, 0.0, d)
-    max_abs = float(d.max()) if d.size else 0.0
-    mean_abs = float(d.mean()) if d.size else 0.0
-    ref_abs = np.abs(rf[both])
-    floor = max(float(ref_abs.max()) * 1e-3, 1e-12) if ref_abs.size else 1e-12
-    big = ref_abs > floor
-    max_rel = float((d[big] / ref_abs[big]).max()) if big.any() else 0.0
-    cosine = _cosine(af[both], rf[both])
+    if s.nan_mismatch:
+        problem = f"{s.extra_nan} NaN where the reference has none" if s.extra_nan else \
+            "finite values where the reference has NaN"
     top1 = top5 = None
     if r.dtype.kind == "f" and r.ndim >= 1 and r.shape[-1] >= 2 and r.ndim <= 2:
-        top1, top5 = _topk_agreement(af.reshape(-1, r.shape[-1]), rf.reshape(-1, r.shape[-1]))
-    return OutputDiff(name, max_abs, max_rel, mean_abs, cosine, top1, top5, problem)
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float | None:
-    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
-    if na == 0.0 or nb == 0.0 or not np.isfinite(na) or not np.isfinite(nb):
-        return None
-    return float(np.dot(a.ravel(), b.ravel()) / (na * nb))
-
-
-def _topk_agreement(a: np.ndarray, r: np.ndarray) -> tuple[float, float | None]:
-    top1 = float((a.argmax(-1) == r.argmax(-1)).mean())
-    if r.shape[-1] < 5:
-        return top1, None
-    ka = np.argsort(-a, axis=-1)[:, :5]
-    kr = np.argsort(-r, axis=-1)[:, :5]
-    overlap = [len(set(x) & set(y)) / 5 for x, y in zip(ka, kr)]
-    return top1, float(np.mean(overlap))
+        top1, top5 = _topk_agreement(a, r)
+    return OutputDiff(name, s.max_abs, s.max_rel, s.sum_abs / s.count if s.count else 0.0,
+                      s.cosine(), top1, top5, problem)
 
 
 def within(actual: Any, reference: Any, atol: float, rtol: float) -> bool:
@@ -114,6 +104,215 @@ def within(actual: Any, reference: Any, atol: float, rtol: float) -> bool:
     if a.dtype.kind in "OUSV" or r.dtype.kind in "OUSV":
         return bool(np.array_equal(a, r))
     if a.dtype.kind in "biu" and r.dtype.kind in "biu":  # labels, indices, masks: exact
-        return bool(np.array_equal(a, r))
-    return bool(np.allclose(a.astype(np.float64), r.astype(np.float64), atol=atol, rtol=rtol,
-                            equal_nan=True))
+        return all(np.array_equal(pa, pr) for pa, pr in _pieces(a, r, dtype=None))
+    buf = _Buffers()
+    for fa, fr in _pieces(a, r):
+        # the formula of np.isclose alone first, in place; it decides when all is finite
+        d, t, b = buf.take(fa.size)
+        with np.errstate(invalid="ignore", over="ignore"):
+            np.subtract(fa, fr, out=d)
+            np.abs(d, out=d)
+            np.abs(fr, out=t)
+            t *= rtol
+            t += atol
+            if np.less_equal(d, t, out=b).all() and np.isfinite(fr, out=b).all():
+                continue
+        if not np.isclose(fa, fr, atol=atol, rtol=rtol, equal_nan=True).all():
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class NonfiniteCounts:
+    """Where ``actual`` and ``reference`` differ in NaN/inf, counted element by element:
+    ``hidden_nan`` / ``hidden_inf`` (finite where the reference has NaN / inf) of
+    ``ref_nonfinite``; ``made`` (NaN or inf where the reference is finite); ``wrong_sign``
+    (inf of the other sign); ``bad`` (finite in both, out of tolerance)."""
+
+    hidden_nan: int
+    hidden_inf: int
+    ref_nonfinite: int
+    made: int
+    wrong_sign: int
+    bad: int
+
+
+def nonfinite_counts(actual: Any, reference: Any, atol: float, rtol: float) -> NonfiniteCounts:
+    """Counts for an output computed on inputs with NaN/inf planted (same shape, numeric)."""
+    a, r = np.asarray(actual), np.asarray(reference)
+    # complex keeps NaN/inf in either part; the closeness of values is judged on the real part,
+    # as in ``within``
+    work = np.complex128 if "c" in (a.dtype.kind, r.dtype.kind) else np.float64
+    n = dict.fromkeys(("hidden_nan", "hidden_inf", "ref_nonfinite", "made", "wrong_sign",
+                       "bad"), 0)
+    for pa, pr in _pieces(a, r, dtype=work):
+        ref_nan, ref_inf = np.isnan(pr), np.isinf(pr)
+        fin_a, fin_r = np.isfinite(pa), np.isfinite(pr)
+        n["hidden_nan"] += int(np.count_nonzero(ref_nan & fin_a))
+        n["hidden_inf"] += int(np.count_nonzero(ref_inf & fin_a))
+        n["ref_nonfinite"] += int(np.count_nonzero(~fin_r))
+        n["made"] += int(np.count_nonzero(fin_r & ~fin_a))
+        n["wrong_sign"] += int(np.count_nonzero(ref_inf & np.isinf(pa) & (pa != pr)))
+        keep = fin_a & fin_r
+        ka, kr = pa[keep].real, pr[keep].real
+        n["bad"] += int(np.count_nonzero(~np.isclose(ka, kr, atol=atol, rtol=rtol)))
+    return NonfiniteCounts(**n)
+
+
+# -- pieces -------------------------------------------------------------------------------------
+def _pieces(*arrays: np.ndarray, dtype: Any = np.float64) -> Iterator[tuple[np.ndarray, ...]]:
+    """Matching 1-D pieces of same-shape arrays, at most :data:`CHUNK` elements, cast to
+    ``dtype`` (``None``: each its own) one piece at a time. The order is memory order (an
+    elementwise figure needs no index), so a view, transposed or strided array is read in place;
+    the pieces are read-only and overwritten by the next step."""
+    it = np.nditer(arrays, flags=["external_loop", "buffered", "zerosize_ok"],
+                   op_flags=[["readonly"]] * len(arrays),
+                   op_dtypes=None if dtype is None else [dtype] * len(arrays),
+                   casting="unsafe", buffersize=CHUNK, order="K")
+    with it:
+        for piece in it:
+            p: Any = piece  # one array for one operand, else a tuple of them
+            yield (p,) if len(arrays) == 1 else tuple(p)
+
+
+class _Buffers:
+    """Two float64 buffers and a flag buffer of one piece's size, reused for every piece."""
+
+    def __init__(self) -> None:
+        self.d, self.t = np.empty(CHUNK), np.empty(CHUNK)
+        self.b = np.empty(CHUNK, bool)
+
+    def take(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.d[:n], self.t[:n], self.b[:n]
+
+
+def _abs_max(x: np.ndarray, finite: bool) -> float | None:
+    """Largest ``|x|`` (as float64) over values not NaN (``finite``: not NaN nor inf); None when
+    there is none. Floats are read in their own type (max and min are exact), others as
+    float64, as the figures see them."""
+    best: float | None = None
+    for (p,) in _pieces(x, dtype=x.dtype if x.dtype.kind == "f" else np.float64):
+        ok = np.isfinite(p) if finite else ~np.isnan(p)
+        if not ok.all():
+            p = p[ok]
+        if p.size:
+            m = max(float(p.max()), -float(p.min()))
+            best = m if best is None else max(best, m)
+    return best
+
+
+class _Sums:
+    """Running figures of :func:`diff` over float64 pieces of both arrays."""
+
+    def __init__(self, floor: float) -> None:
+        self.floor = floor  # max_rel counts where |reference| > floor
+        self.max_abs = self.max_rel = self.sum_abs = self.ref_max = 0.0
+        self.dot = self.aa = self.rr = 0.0
+        self.count = self.extra_nan = 0
+        self.nan_mismatch = False
+        self.buf = _Buffers()
+
+    def add(self, fa: np.ndarray, fr: np.ndarray, rel_only: bool = False) -> None:
+        d, ref_abs, b = self.buf.take(fa.size)
+        with np.errstate(invalid="ignore"):
+            np.subtract(fa, fr, out=d)
+        np.abs(d, out=d)
+        if np.isnan(d, out=b).any():  # a NaN in either, or inf - inf
+            fa, fr, d = self._both(fa, fr, d, b, note=not rel_only)
+            ref_abs, b = ref_abs[:d.size], b[:d.size]
+        if not d.size:
+            return
+        np.abs(fr, out=ref_abs)
+        if not rel_only:
+            self.count += d.size
+            self.max_abs = max(self.max_abs, float(d.max()))
+            self.sum_abs += float(d.sum())
+            self.ref_max = max(self.ref_max, float(ref_abs.max()))
+            with np.errstate(invalid="ignore", over="ignore"):
+                self.dot += float(np.dot(fa, fr))
+                self.aa += float(np.dot(fa, fa))
+                self.rr += float(np.dot(fr, fr))
+        # relative error where |reference| > floor; the rest count as 0, below any real figure
+        np.greater(ref_abs, self.floor, out=b)
+        if b.any():
+            np.divide(d, ref_abs, out=d, where=b)
+            np.copyto(d, 0.0, where=np.logical_not(b, out=b))
+            self.max_rel = max(self.max_rel, float(d.max()))
+
+    def _both(self, fa: np.ndarray, fr: np.ndarray, d: np.ndarray, odd: np.ndarray,
+              note: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The values where neither is NaN, and ``|fa - fr|`` there (equal infinities: 0)."""
+        nan_a, nan_r = np.isnan(fa), np.isnan(fr)
+        if note:
+            extra = int(np.count_nonzero(nan_a & ~nan_r))
+            self.extra_nan += extra
+            self.nan_mismatch |= bool(extra) or bool((nan_r & ~nan_a).any())
+        both = ~(nan_a | nan_r)
+        d[odd & both] = 0.0  # inf - inf: equal infinities are no error
+        return fa[both], fr[both], d[both]
+
+    def cosine(self) -> float | None:
+        na, nb = float(np.sqrt(self.aa)), float(np.sqrt(self.rr))
+        if na == 0.0 or nb == 0.0 or not np.isfinite(na) or not np.isfinite(nb):
+            return None
+        return float(self.dot / (na * nb))
+
+
+# -- class scores -------------------------------------------------------------------------------
+def _topk_agreement(a: np.ndarray, r: np.ndarray) -> tuple[float, float | None]:
+    """Share of rows (of a 1-D or 2-D output) whose top-1 class agrees, and the mean share of
+    the top 5 in common; rows are cast to float64 a few at a time."""
+    a2, r2 = (a[np.newaxis], r[np.newaxis]) if r.ndim == 1 else (a, r)
+    rows, cols = r2.shape
+    five = cols >= 5
+    hits1 = hits5 = 0
+    if cols <= CHUNK:
+        step = max(1, CHUNK // cols)
+        for i in range(0, rows, step):
+            fa, fr = a2[i:i + step].astype(np.float64), r2[i:i + step].astype(np.float64)
+            hits1 += int(np.count_nonzero(fa.argmax(-1) == fr.argmax(-1)))
+            if five:
+                ka = np.argsort(-fa, axis=-1)[:, :5]
+                kr = np.argsort(-fr, axis=-1)[:, :5]
+                hits5 += int(np.count_nonzero(ka[:, :, None] == kr[:, None, :]))
+    else:  # rows longer than a piece: each row's leaders, gathered piece by piece
+        for i in range(rows):
+            la, lr = _Leaders(), _Leaders()
+            for c in range(0, cols, CHUNK):
+                la.add(a2[i, c:c + CHUNK].astype(np.float64), c)
+                lr.add(r2[i, c:c + CHUNK].astype(np.float64), c)
+            hits1 += int(la.first == lr.first)
+            hits5 += len(set(la.top) & set(lr.top))
+    return hits1 / rows, hits5 / (5 * rows) if five else None
+
+
+class _Leaders:
+    """Index of the largest value (NaN first, as ``argmax``) and of the 5 largest (NaN last, as
+    ``argsort(-x)``; ties to the lower index) of a row seen in pieces."""
+
+    def __init__(self) -> None:
+        self.first = -1
+        self._best = 0.0
+        self._top: list[tuple[bool, float, int]] = []  # (is NaN, -value, index), best first
+
+    @property
+    def top(self) -> list[int]:
+        return [i for _, _, i in self._top]
+
+    def add(self, x: np.ndarray, offset: int) -> None:
+        j = int(x.argmax())
+        v = float(x[j])
+        if self.first < 0 or (not np.isnan(self._best) and (np.isnan(v) or v > self._best)):
+            self.first, self._best = offset + j, v
+        key = -x
+        k = min(5, key.size)
+        kth = np.partition(key, k - 1)[k - 1]
+        if np.isnan(kth):  # fewer than k numbers: all of them, then the first NaNs
+            nan = np.isnan(key)
+            idx = np.concatenate([np.flatnonzero(~nan), np.flatnonzero(nan)])[:k]
+        else:
+            less = np.flatnonzero(key < kth)
+            idx = np.concatenate([less, np.flatnonzero(key == kth)[:k - less.size]])
+        cand = [(bool(np.isnan(key[j])), 0.0 if np.isnan(key[j]) else float(key[j]), offset + j)
+                for j in idx.tolist()]
+        self._top = sorted(self._top + cand)[:5]

@@ -36,7 +36,7 @@ from .isolation import ERROR as ISO_ERROR
 from .isolation import HARNESS as ISO_HARNESS
 from .isolation import TIMEOUT as ISO_TIMEOUT
 from .isolation import Outcome, Worker
-from .metrics import OutputDiff, diff, tolerance, within
+from .metrics import OutputDiff, diff, nonfinite_counts, tolerance, within
 from .model import ModelInfo
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -478,27 +478,18 @@ def _nonfinite_notes(got: RunSet, ref: RunSet, precision: str, atol: float | Non
         if a.shape != r.shape or a.dtype.kind not in "fcbiu":
             notes.append(f"output {name}: {diff(name, a, r).problem or 'not comparable'}")
             continue
-        ref_nan, ref_inf = np.isnan(r), np.isinf(r)
-        finite = np.isfinite(a)
-        hid_nan, hid_inf = int((ref_nan & finite).sum()), int((ref_inf & finite).sum())
-        if hid_nan or hid_inf:
-            what = " and ".join(w for w, n in (("NaN", hid_nan), ("inf", hid_inf)) if n)
+        n = nonfinite_counts(a, r, *tolerance(precision, r, atol, rtol))
+        if n.hidden_nan or n.hidden_inf:
+            what = " and ".join(w for w, k in (("NaN", n.hidden_nan), ("inf", n.hidden_inf)) if k)
             notes.append(f"{_HIDDEN}output {name} finite where the reference has {what} "
-                         f"({hid_nan + hid_inf} of {int((ref_nan | ref_inf).sum())} values)")
-        shown = ~np.isfinite(r) | ~finite  # NaN == NaN, inf == inf of its sign
-        made = int((np.isfinite(r) & ~finite).sum())
-        if made:
+                         f"({n.hidden_nan + n.hidden_inf} of {n.ref_nonfinite} values)")
+        if n.made:
             notes.append(f"output {name} NaN or inf where the reference is finite "
-                         f"({made} values)")
-        keep = ~shown
-        tol = tolerance(precision, r, atol, rtol)
-        if keep.any() and not within(a[keep], r[keep], *tol):
-            bad = int((~np.isclose(a[keep].astype(np.float64), r[keep].astype(np.float64),
-                                   atol=tol[0], rtol=tol[1])).sum())
-            notes.append(f"output {name} out of tolerance on {bad} finite values")
-        wrong_sign = int((ref_inf & np.isinf(a) & (a != r)).sum())
-        if wrong_sign:
-            notes.append(f"output {name} inf of the other sign ({wrong_sign} values)")
+                         f"({n.made} values)")
+        if n.bad:
+            notes.append(f"output {name} out of tolerance on {n.bad} finite values")
+        if n.wrong_sign:
+            notes.append(f"output {name} inf of the other sign ({n.wrong_sign} values)")
     return notes
 
 
