@@ -161,7 +161,8 @@ def test_rewrite_false_turns_it_off(pool_rank_file: Path) -> None:
 
 @pytest.mark.parametrize(("value", "match"), [
     ("yes", "rewrite must be True, False or a list of rewrite names"),
-    (["pool_rank", "nope"], "unknown rewrite 'nope'; registered rewrites: pin_dims, unbake_reshape, pool_rank"),
+    (["pool_rank", "nope"],
+     "unknown rewrite 'nope'; registered rewrites: pin_dims, unbake_reshape, pool_rank"),
     ([1], "rewrite must be"),
 ])
 def test_bad_rewrite_argument_is_a_clear_error(value, match: str, pool_rank_file: Path) -> None:
