@@ -429,13 +429,16 @@ def _shape_inference(g: _Graph, earlier: list[Finding]) -> list[Finding]:
     with onnx's words added to its detail as ``onnx``."""
     if g.strict_error is None:
         return earlier
-    explained = {f.node: k for k, f in enumerate(earlier)
-                 if f.node and f.severity == Severity.ERROR}
+    explained: dict[str, list[int]] = {}
+    for k, f in enumerate(earlier):
+        if f.node and f.severity == Severity.ERROR:
+            explained.setdefault(f.node, []).append(k)
     out = list(earlier)
     errors = parse_inference_errors(g.strict_error)
     for node, op, message in errors:
-        k = explained.get(node) if node is not None else None
-        if k is not None:
+        ks = explained.get(node, []) if node is not None else []
+        if ks:  # the finding on the attribute onnx names, else the node's first
+            k = next((k for k in ks if str(out[k].detail.get("attribute")) in message), ks[0])
             out[k] = replace(out[k], detail={**out[k].detail, "shape_inference": message})
             continue
         severity = None
@@ -810,31 +813,35 @@ def _engine(e: EngineLimits) -> str:
 
 def _version_finding(limits: list[EngineLimits], what: str, value: int, code: Code,
                      refused: Any, measured: Any) -> list[Finding]:
+    """One finding on the model's opset (or IR version) across the engines: ERROR when every
+    engine is known to refuse it, WARNING when some do or when none was measured that high,
+    INFO when only some were not measured that high."""
     refusing = [e for e in limits if refused(e) is not None and value >= refused(e)]
     untested = [e for e in limits if e not in refusing and measured(e) is not None
                 and value > measured(e)]
-    loading = [e.backend for e in limits if e not in refusing]
-    out: list[Finding] = []
-    key = "opset" if what == "opset" else "ir_version"
-    if refusing:
-        severity = Severity.ERROR if not loading else Severity.WARNING
-        who = ", ".join(f"{_engine(e)} (refuses {refused(e)} and above)" for e in refusing)
-        rest = (f"; {', '.join(loading)} load it" if loading
-                else "; no installed engine loads it")
-        out.append(Finding(severity, code, None, None,
-                           f"{what} {value}: {who}{rest}",
-                           {key: value, "loads": loading,
-                            "refused_by": {e.backend: {"version": e.version,
-                                                       "refuses_from": refused(e),
-                                                       "max": refused(e) - 1}
-                                           for e in refusing}}))
+    loading = [e.backend for e in limits if e not in refusing and e not in untested]
+    if not refusing and not untested:
+        return []
+    parts = [f"{_engine(e)} refuses {what} {refused(e)} and above" for e in refusing]
     if untested:
-        who = ", ".join(f"{_engine(e)} (up to {measured(e)})" for e in untested)
-        out.append(Finding(Severity.INFO, code, None, None,
-                           f"{what} {value} is newer than any conformance case measured on {who}",
-                           {key: value, "untested_on": {e.backend: measured(e)
-                                                        for e in untested}}))
-    return out
+        parts.append(", ".join(f"{_engine(e)}" for e in untested) + " measured only up to "
+                     + ", ".join(sorted({str(measured(e)) for e in untested})))
+    if loading:
+        parts.append(f"{', '.join(loading)} load it")
+        severity = Severity.WARNING if refusing else Severity.INFO
+    elif untested:
+        parts.append("no installed engine is known to load it")
+        severity = Severity.WARNING
+    else:
+        parts.append("no installed engine loads it")
+        severity = Severity.ERROR
+    key = "opset" if what == "opset" else "ir_version"
+    return [Finding(severity, code, None, None, f"{what} {value}: " + "; ".join(parts),
+                    {key: value, "loads": loading,
+                     "refused_by": {e.backend: {"version": e.version,
+                                                "refuses_from": refused(e),
+                                                "max": refused(e) - 1} for e in refusing},
+                     "untested_on": {e.backend: measured(e) for e in untested}})]
 
 
 def _op_opsets(info: ModelInfo, limits: list[EngineLimits], opset: int) -> list[Finding]:
