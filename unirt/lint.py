@@ -316,11 +316,6 @@ def _standard(node: NodeInfo) -> bool:
 
 
 # -- the ONNX checker and strict shape inference ------------------------------------------------
-#: Complaints the ONNX checker or shape inference makes that engines accept (an output declared
-#: without a shape, custom ops, an opset newer than the installed onnx): infos, not errors.
-_BENIGN = ("Field 'shape' of 'type' is required", "No Op registered",
-           "No opset import for domain", "is not a registered function/op",
-           "is under development", "is too new")
 #: Shape inference finding the model's own type annotation (``value_info``, a declared output)
 #: at odds with what it infers: a stale annotation, which ONNX Runtime merges with a warning and
 #: runs (measured on the real-corpus ``slanet_plus``): a warning, not an error.
@@ -367,7 +362,12 @@ def parse_inference_errors(text: str) -> list[tuple[str | None, str | None, str]
 
 
 def _benign(message: str) -> bool:
-    return any(p in message for p in _BENIGN)
+    """A complaint engines accept (an output declared without a shape, custom ops, an opset
+    newer than the installed onnx): the same list :func:`~unirt.model.validate_graph` lets
+    pass, here an info rather than an error."""
+    from .model import _BENIGN_CHECKER_ERRORS
+
+    return any(p in message for p in _BENIGN_CHECKER_ERRORS)
 
 
 def _checker(g: _Graph) -> list[Finding]:
@@ -514,7 +514,7 @@ def _baked_dims(g: _Graph) -> list[Finding]:
     if not g.declared:
         return []
     out: list[Finding] = []
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[Any, ...]] = set()
     for i, node in enumerate(g.info.nodes):
         if not _standard(node) or not node.outputs or not node.outputs[0]:
             continue
@@ -525,8 +525,7 @@ def _baked_dims(g: _Graph) -> list[Finding]:
         else:
             continue
         for f in found:
-            key = (str(f.node), str(f.detail.get("dim_param") or f.detail.get("input")) + str(
-                f.detail.get("dim")))
+            key = (f.node, f.detail.get("input"), f.detail.get("dim"))
             if key not in seen:
                 seen.add(key)
                 out.append(f)
