@@ -96,6 +96,9 @@ def _label(reason: Any) -> str:
         return f"doubt: {reason}"
     return f"{reason.evidence}: {reason}"
 
+#: Lint findings shown per severity at the top of ``unirt capabilities``.
+_LINT_LINES = 10
+
 _STATE_MARK = {"supported": "yes", "conditional": "yes*", "unsupported": "NO", "unknown": "?",
                "unavailable": "-"}
 
@@ -129,6 +132,16 @@ def capabilities_command(model: str, backend_list: str | None, probe: bool,
         _echo_json(report.as_dict())
         return
     con = _console()
+    if report.lint is not None and report.lint_findings:
+        from .lint import LintReport
+        from .lint_cli import report_lines
+
+        shown = LintReport(report.lint.model, tuple(report.lint_findings))
+        lines = report_lines(shown, limit=_LINT_LINES)
+        con.print(f"lint: {lines[0].split(': ', 1)[-1]} (unirt lint {model} for all "
+                  "findings)", markup=False, highlight=False, soft_wrap=True)
+        for line in lines[1:]:
+            con.print(line, markup=False, highlight=False, soft_wrap=True)
     m = report.model
     opsets = ", ".join(f"{d or 'ai.onnx'}:{v}" for d, v in m["opsets"].items())
     con.print(f"[bold]{m['name']}[/bold]: IR {m['ir_version']}, opsets {opsets}, "

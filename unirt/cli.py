@@ -511,6 +511,7 @@ def _add_builtin_groups() -> None:
     """Commands kept in modules of their own (the capability matrix, the cache)."""
     from .cache_cli import cache
     from .capability_cli import capabilities_command, probe_ops_command
+    from .lint_cli import lint_command
     from .lock_cli import lock_command
     from .rewrite_cli import rewrite_command
     from .tune_cli import tune_command
@@ -521,6 +522,7 @@ def _add_builtin_groups() -> None:
     cli.add_command(tune_command)
     cli.add_command(lock_command)
     cli.add_command(rewrite_command)
+    cli.add_command(lint_command)
 
 
 _add_builtin_groups()

@@ -888,6 +888,14 @@ def _infer_types(info: ModelInfo) -> tuple[dict[str, TypeFact], str | None]:
         error = f"{type(exc).__name__}: {first_line(exc)}"
         logger.debug("shape inference failed on %s: %s", info.name, error)
         inferred = proto
+    return facts_of(inferred), error
+
+
+def facts_of(inferred: onnx.ModelProto) -> dict[str, TypeFact]:
+    """Every tensor's :class:`TypeFact` in a proto that shape inference has annotated (shared
+    with :mod:`unirt.lint`, which runs inference in strict mode with data propagation)."""
+    import onnx
+
     facts: dict[str, TypeFact] = {}
     for _, graph in _iter_graphs(inferred.graph):
         for t in graph.initializer:
@@ -908,7 +916,7 @@ def _infer_types(info: ModelInfo) -> tuple[dict[str, TypeFact], str | None]:
                             onnx.helper.make_tensor_type_proto(a.t.data_type, None)).dtype
                         facts[n.output[0]] = TypeFact(len(a.t.dims), dtype, "tensor",
                                                       tuple(int(d) for d in a.t.dims))
-    return facts, error
+    return facts
 
 
 def validate_graph(info: ModelInfo, full_check: bool = True) -> None:

@@ -23,6 +23,7 @@ from .verdict import UNAVAILABLE, UNSUPPORTED, Evidence, Reason, Verdict
 if TYPE_CHECKING:  # pragma: no cover
     from ..inputs import FeedRecipe
     from ..isolation import Worker
+    from ..lint import Finding, LintReport
     from ..model import ModelInfo, ModelSource
     from ..plugins import Registry, RegistrySpec
     from ..probe import ProbeResult, RunSet
@@ -40,6 +41,17 @@ class CapabilityReport:
     model: dict[str, Any]
     verdicts: dict[str, Verdict]
     probes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: What ``unirt lint`` finds on the model (in place of refusing a model the ONNX checker
+    #: rejects: the verdicts still say which engine runs it anyway).
+    lint: LintReport | None = None
+
+    @property
+    def lint_findings(self) -> list[Finding]:
+        """The lint errors and warnings (infos are ``unirt lint``'s only)."""
+        from ..lint import Severity
+
+        return [] if self.lint is None else list(self.lint.of(Severity.ERROR,
+                                                              Severity.WARNING))
 
     @property
     def op_matrix(self) -> dict[str, dict[str, str]]:
@@ -53,13 +65,17 @@ class CapabilityReport:
         return out
 
     def as_dict(self) -> dict[str, Any]:
-        return {"model": self.model,
+        lint = None if self.lint is None else {
+            "ok": self.lint.ok, "counts": self.lint.counts(),
+            "findings": [f.as_dict() for f in self.lint_findings]}
+        return {"model": self.model, "lint": lint,
                 "verdicts": {k: v.as_dict() for k, v in self.verdicts.items()},
                 "op_matrix": self.op_matrix, "probes": self.probes}
 
     def __str__(self) -> str:
-        lines = [f"{self.model['name']}: " + ", ".join(
-            f"{op} x{n}" for op, n in self.model["op_counts"].items())]
+        lines = [str(f) for f in self.lint_findings]
+        lines.append(f"{self.model['name']}: " + ", ".join(
+            f"{op} x{n}" for op, n in self.model["op_counts"].items()))
         lines += [str(v) for v in self.verdicts.values()]
         for name, p in self.probes.items():
             lines.append(f"{name} measured: {p['status']} {p.get('detail') or ''}".rstrip())
@@ -106,16 +122,20 @@ def capabilities(
     engine's own answer may take (default ``UNIRT_QUERY_TIMEOUT``, else 30 s); it is asked in a
     child process, so a query that does not end in time is a note, never a hung caller."""
     from ..inputs import check_shapes
-    from ..model import read_model, validate_graph
+    from ..lint import lint
+    from ..model import read_model
     from ..plugins import get_registry
 
     registry = registry or get_registry()
     info = read_model(model)
-    validate_graph(info)
     names = list(backends) if backends else list(registry.backends)
     for name in names:
         registry.backend(name)  # an unknown name: an error listing the known ones, before work
     check_shapes(info, shapes or {}, "--shape")
+    # The ONNX checker's and shape inference's complaints are findings here, not a refusal:
+    # a model every engine is said to reject (a pooling kernel of the wrong rank) is exactly
+    # the one whose verdicts and repairs the user came to see.
+    linted = lint(info, backends=names, registry=registry)
     verdicts: dict[str, Verdict] = {}
     querier = _Querier(registry, query_timeout_default() if query_timeout is None
                        else query_timeout)
@@ -135,7 +155,7 @@ def capabilities(
                     apply_measurement(v, cached)
     finally:
         querier.close()
-    report = CapabilityReport(model_summary(info), verdicts)
+    report = CapabilityReport(model_summary(info), verdicts, lint=linted)
     if probe:
         _measure(report, info, registry, shapes, timeout, layerwise)
     for name, v in verdicts.items():
