@@ -156,7 +156,8 @@ def test_console_script_main_runs(tmp_path: Path) -> None:
     assert "onnxruntime" in [b["name"] for b in json.loads(out.stdout)["backends"]]
 
 
-@pytest.mark.parametrize("command", ["run", "info", "compare", "bench", "capabilities", "tune"])
+@pytest.mark.parametrize("command", ["run", "info", "compare", "bench", "capabilities", "tune",
+                                     "lint"])
 def test_a_directory_is_a_one_line_error(runner: CliRunner, tmp_path: Path, command: str) -> None:
     result = runner.invoke(cli, [command, str(tmp_path)])
     assert result.exit_code == 1, result.output

@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING
 import click
 
 from . import cli_output
+from .cli_options import model_argument
 
 if TYPE_CHECKING:  # pragma: no cover
     from .lint import Finding, LintReport
 
 
 @click.command("lint")
-@click.argument("model", type=click.Path(dir_okay=False))
+@model_argument
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def lint_command(model: str, as_json: bool) -> None:
     """Check MODEL: the ONNX checker and strict shape inference (each problem tied to a node),

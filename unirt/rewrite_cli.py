@@ -12,11 +12,12 @@ from pathlib import Path
 
 import click
 
+from .cli_options import optional_model_argument
 from .errors import UnirtError
 
 
 @click.command("rewrite")
-@click.argument("model", type=click.Path(dir_okay=False), required=False)
+@optional_model_argument
 @click.option("--for", "backend", default=None, metavar="BACKEND",
               help="The engine the model is fitted to (verified on it).")
 @click.option("-o", "--out", "out", type=click.Path(dir_okay=False), default=None,
