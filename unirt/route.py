@@ -27,6 +27,8 @@ class RouteOutcome(Word):
     SHAPE_FALLBACK = "shape fallback"  # the engine could not take an input shape at run time
     #: a background tuner found a verified backend faster by the margin and moved the session
     SWAPPED = "swapped"
+    #: the model was rewritten before routing, by opt-in rewrites the caller named
+    REWRITTEN = "rewritten"
 
 
 CHOSEN = RouteOutcome.CHOSEN
@@ -38,6 +40,7 @@ EXCLUDED = RouteOutcome.EXCLUDED
 NOT_TRIED = RouteOutcome.NOT_TRIED
 SHAPE_FALLBACK = RouteOutcome.SHAPE_FALLBACK
 SWAPPED = RouteOutcome.SWAPPED
+REWRITTEN = RouteOutcome.REWRITTEN
 
 
 @dataclass(frozen=True)

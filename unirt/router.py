@@ -25,6 +25,7 @@ from .route import (
     FAILED,
     NOT_TRIED,
     REJECTED,
+    REWRITTEN,
     SHAPE_FALLBACK,
     UNAVAILABLE,
     RouteStep,
@@ -184,6 +185,10 @@ def load(
             router.verifications[name] = figures
             router.locked = figures.describe()
             return router.route()
+    asked: RouteStep | None = None
+    if isinstance(rewrites, tuple):
+        info, asked = _rewrite_as_asked(registry, info, rewrites, precision, input_shapes,
+                                        tolerance)
     request = _Request(backend=backend, fallback=fallback, precision=precision, threads=threads,
                        device=device, options=options, verify=verify, check=check,
                        tolerance=tolerance, input_shapes=dict(input_shapes or {}),
@@ -204,8 +209,11 @@ def load(
     vetoed: set[str] = set()
     if backend is None:
         everything, vetoed = _apply_policy(registry, info, everything)
-    sess = _Router(registry, info, request, everything, excluded, vetoed, set(prefer_list),
-                   ranking, tuned=tuned).route()
+    router = _Router(registry, info, request, everything, excluded, vetoed, set(prefer_list),
+                     ranking, tuned=tuned)
+    if asked is not None:
+        router.steps.append(asked)
+    sess = router.route()
     if tune_mode == "background" and backend is None and "fastest" not in _names(prefer,
                                                                                  "prefer"):
         _tune_in_background(sess, registry, info, device, excluded | vetoed, request)
@@ -289,6 +297,47 @@ def _check_arguments(registry: Registry, info: Any, *, backend: str | None,
         if not isinstance(input_shapes, Mapping):
             raise UnirtError("input_shapes must be a dict of input name -> shape")
         check_shapes(info, input_shapes, "input_shapes")
+
+
+def _rewrite_as_asked(registry: Registry, info: Any, names: tuple[str, ...], precision: str,
+                      input_shapes: Mapping[str, Sequence[int]] | None,
+                      tolerance: float | None) -> tuple[Any, RouteStep | None]:
+    """Opt-in rewrites named in ``rewrite=[...]`` apply before routing, to every candidate: they
+    change what the model accepts (un-baking a traced size), so no engine's failure can ask for
+    them. Verified on the reference against the original, at the sizes where the original runs
+    (``Rewrite.traced_sizes``) unless ``input_shapes`` says otherwise. A discarded or refused
+    rewrite is an error (it was asked for); one that does not apply is logged and skipped."""
+    from .inputs import shape_sets
+    from .probe import reference_name
+    from .rewrite.fit import FitStatus, fit
+
+    opt_in = [n for n in names if registry.rewrite(n).opt_in]
+    if not opt_in:
+        return info, None
+    shapes = dict(input_shapes or {})
+    if not shapes:
+        from .model import _load_proto
+
+        model = _load_proto(info)  # small constants kept: a Reshape's shape is one
+        traced: dict[str, dict[int, int]] = {}
+        for n in opt_in:
+            for inp, dims in registry.rewrite(n).traced_sizes(model).items():
+                traced.setdefault(inp, {}).update(dims)
+        if traced:
+            base = shape_sets(info.inputs)[0][1]
+            shapes = {i: tuple(dims.get(k, d) for k, d in enumerate(base[i]))
+                      for i, dims in traced.items() if i in base}
+    reference = reference_name(registry)
+    fitted = fit(info, reference, names=opt_in, registry=registry, precision=precision,
+                 shapes=shapes or None, tolerance=tolerance)
+    if fitted.status == FitStatus.NOT_APPLICABLE:
+        logger.warning("unirt: %s", fitted.describe())
+        return info, None
+    if not fitted.usable or fitted.info is None:
+        raise UnirtError(f"rewrite {', '.join(opt_in)} of {info.name}: {fitted.describe()}")
+    at = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in shapes.items())
+    return fitted.info, RouteStep("rewrite", REWRITTEN, f"before routing, as asked: "
+                                  f"{fitted.describe()}" + (f" at {at}" if at else ""))
 
 
 def _check_rewrite(registry: Registry, rewrite: Any) -> bool | tuple[str, ...]:

@@ -72,6 +72,13 @@ class Rewrite(ABC):
     opt_in: ClassVar[bool] = False
     version: ClassVar[int] = 1
 
+    def traced_sizes(self, model: onnx.ModelProto) -> Mapping[str, Mapping[int, int]]:
+        """Input dims at which the *original* model is known to run (input -> dim -> size), for
+        a rewrite that changes what the model accepts (un-baking a traced size): its verification
+        must compare where the original runs, not at sizes only the rewritten model takes.
+        Empty (the default): any size will do."""
+        return {}
+
     @abstractmethod
     def apply(self, model: onnx.ModelProto, context: RewriteContext) -> list[Change]:
         """Edit ``model`` in place; return the changes made, ``[]`` when nothing applied (the

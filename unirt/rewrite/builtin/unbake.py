@@ -137,6 +137,13 @@ class UnbakeReshape(Rewrite):
     ops = frozenset({"Reshape"})
     opt_in = True
 
+    def traced_sizes(self, model: onnx.ModelProto) -> dict[str, dict[int, int]]:
+        sizes: dict[str, dict[int, int]] = {}
+        for b in baked_reshapes(model):
+            if b.fix is not None:
+                sizes.setdefault(b.input, {})[b.dim] = b.traced
+        return sizes
+
     def apply(self, model: onnx.ModelProto, context: RewriteContext) -> list[Change]:
         todo = [b for b in baked_reshapes(model) if b.fix is not None and b.index is not None]
         if not todo:
