@@ -135,6 +135,16 @@ class Fitted:
 
 
 # -- choosing ------------------------------------------------------------------------------------
+def max_opset(backend: str, registry: Registry) -> int | None:
+    """The highest default-domain opset ``backend`` loads, from its measured op-support table
+    (:func:`unirt.lint.engine_limits`): what ``opset_convert`` converts down to. None when the
+    table says nothing (no conversion)."""
+    from ..lint import engine_limits
+
+    limits = engine_limits([backend], registry)
+    return limits[0].max_opset if limits else None
+
+
 def check_names(registry: Registry, names: Any) -> tuple[str, ...] | None:
     """``load(rewrite=...)`` as the pipeline takes it: None for ``True`` (every applicable
     rewrite), a tuple of names for a list; raises ``UnirtError`` for anything else or an
@@ -418,7 +428,8 @@ def fit(info: ModelInfo, backend: str, *, names: Sequence[str] | None = None,
     registry = registry or get_registry()
     if names is not None:
         names = check_names(registry, list(names))
-    context = context or RewriteContext(backend=backend, input_shapes=dict(shapes or {}))
+    context = context or RewriteContext(backend=backend, input_shapes=dict(shapes or {}),
+                                        opset=max_opset(backend, registry))
     chosen = select(registry, info, backend, names)
     if not chosen:
         return Fitted(backend, FitStatus.NOT_APPLICABLE, reason="no rewrite applies to "
