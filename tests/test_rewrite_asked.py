@@ -63,3 +63,4 @@ def test_an_opt_in_rewrite_that_does_not_apply_is_skipped(tmp_path: Path,
     assert "no rewrite applies" in caplog.text
     assert all(step.outcome != RouteOutcome.REWRITTEN for step in s.route)
     s.close()
+

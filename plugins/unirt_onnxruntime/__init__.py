@@ -114,7 +114,7 @@ class OnnxRuntimeBackend(Backend):
         import onnxruntime as ort
 
         so = ort.SessionOptions()
-        so.log_severity_level = 3
+        so.log_severity_level = 4  # the refusal comes back as the exception
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
             ort.InferenceSession(model.source(), sess_options=so, providers=[self.provider])
@@ -148,7 +148,10 @@ class OnnxRuntimeBackend(Backend):
         import onnxruntime as ort
 
         so = ort.SessionOptions()
-        so.log_severity_level = 3  # engine warnings go to our logger's level, not stderr
+        # Fatal only: every error ONNX Runtime would print (in colour, to the user's stderr)
+        # also comes back as an exception, which unirt raises as a BackendError naming the
+        # backend and the model. The option log_severity_level turns it back on.
+        so.log_severity_level = 4
         if options.threads is not None:
             so.intra_op_num_threads = options.threads
         for key, value in options.extra.items():
