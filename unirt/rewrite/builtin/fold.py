@@ -23,19 +23,19 @@ from collections import Counter
 import onnx
 
 from unirt.rewrite.base import Change, Rewrite, RewriteContext
-from unirt.rewrite.builtin import graph_edits as ge
+from unirt.rewrite.graph import Dim, dims_of, pinned_inputs, set_input_dims
 
 log = logging.getLogger(__name__)
 
 
-def _io(graph: onnx.GraphProto) -> tuple[list[tuple[str, list[ge.Dim] | None]], ...]:
-    return ([(v.name, ge.dims_of(v)) for v in graph.input
+def _io(graph: onnx.GraphProto) -> tuple[list[tuple[str, list[Dim] | None]], ...]:
+    return ([(v.name, dims_of(v)) for v in graph.input
              if v.name not in {i.name for i in graph.initializer}],
-            [(v.name, ge.dims_of(v)) for v in graph.output])
+            [(v.name, dims_of(v)) for v in graph.output])
 
 
-def _keeps_dynamic(before: list[tuple[str, list[ge.Dim] | None]],
-                   after: list[tuple[str, list[ge.Dim] | None]]) -> str | None:
+def _keeps_dynamic(before: list[tuple[str, list[Dim] | None]],
+                   after: list[tuple[str, list[Dim] | None]]) -> str | None:
     """Why ``after`` does not keep the names and dynamic dims of ``before``; None when it does."""
     if [n for n, _ in before] != [n for n, _ in after]:
         return f"names changed: {[n for n, _ in before]} -> {[n for n, _ in after]}"
@@ -70,9 +70,9 @@ class Fold(Rewrite):
             return []
         work = onnx.ModelProto()
         work.CopyFrom(model)
-        pins = {n: s for n, s in ge.pinned_inputs(work, context.input_shapes).items()
+        pins = {n: s for n, s in pinned_inputs(work, context.input_shapes).items()
                 if n in context.input_shapes}
-        ge.set_input_dims(work, pins)
+        set_input_dims(work, pins)
         inputs_before, outputs_before = _io(work.graph)
         try:
             result = onnxslim.slim(work)
@@ -94,7 +94,7 @@ class Fold(Rewrite):
         new = Counter(n.op_type for n in result.graph.node)
         changes = [Change(name, "input", f"pinned to {dims} before folding")
                    for name, dims in pins.items()
-                   if any(not isinstance(d, int) for d in (ge.dims_of(
+                   if any(not isinstance(d, int) for d in (dims_of(
                        next(v for v in model.graph.input if v.name == name)) or []))]
         for op in sorted(set(old) | set(new)):
             if old[op] != new[op]:
