@@ -11,6 +11,10 @@ it is for.
 from __future__ import annotations
 
 import importlib.util
+import logging
+import os
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from unirt.rewrite.base import Change, Rewrite, RewriteContext
+from unirt.rewrite.builtin import fold as fold_module
 from unirt.rewrite.builtin.focus import FocusSlice
 from unirt.rewrite.builtin.fold import Fold
 from unirt.rewrite.builtin.opset import OpsetConvert
@@ -336,6 +341,48 @@ def test_fold_pins_only_what_the_caller_gave() -> None:
 @needs_onnxslim
 def test_fold_has_nothing_to_do_on_a_simple_graph() -> None:
     _not_applied(Fold(), M.add())
+
+
+def slim_and_sign(data: bytes) -> bytes:
+    """The real child function, with the child's pid written into the result (module level: the
+    child imports it by name)."""
+    out = onnx.load_model_from_string(fold_module.slim_bytes(data))
+    helper.set_model_props(out, {"slimmed_in_pid": str(os.getpid())})
+    return out.SerializeToString()
+
+
+def segfault(data: bytes) -> bytes:
+    os.kill(os.getpid(), signal.SIGSEGV)
+    return data
+
+
+def hang(data: bytes) -> bytes:
+    time.sleep(60)
+    return data
+
+
+@needs_onnxslim
+def test_fold_runs_onnxslim_in_a_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fold_module, "_CHILD_FN", slim_and_sign)
+    out, _ = _applied(Fold(), foldable(1))
+    pids = {p.key: p.value for p in out.metadata_props}
+    assert pids["slimmed_in_pid"] != str(os.getpid())
+
+
+@needs_onnxslim
+@pytest.mark.parametrize(("child", "said"), [(segfault, "SIGSEGV"), (hang, "timed out")])
+def test_fold_child_failure_leaves_the_model_untouched(
+        child: Any, said: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(fold_module, "_CHILD_FN", child)
+    monkeypatch.setattr(fold_module, "TIMEOUT", 2.0)
+    m = foldable(1)
+    before = m.SerializeToString()
+    with caplog.at_level(logging.INFO, logger=fold_module.__name__):
+        assert Fold().apply(m, RewriteContext()) == []
+    assert m.SerializeToString() == before
+    assert any(said in r.getMessage() and "left as it was" in r.getMessage()
+               for r in caplog.records)
 
 
 # -- opset_convert -------------------------------------------------------------------------------
