@@ -161,7 +161,8 @@ def test_rewrite_false_turns_it_off(pool_rank_file: Path) -> None:
 
 @pytest.mark.parametrize(("value", "match"), [
     ("yes", "rewrite must be True, False or a list of rewrite names"),
-    (["pool_rank", "nope"], "unknown rewrite 'nope'; registered rewrites: pin_dims, unbake_reshape, pool_rank"),
+    (["pool_rank", "nope"],
+     "unknown rewrite 'nope'; registered rewrites: pin_dims, unbake_reshape, pool_rank"),
     ([1], "rewrite must be"),
 ])
 def test_bad_rewrite_argument_is_a_clear_error(value, match: str, pool_rank_file: Path) -> None:
@@ -225,3 +226,36 @@ def test_cli_bad_arguments(pool_rank_file: Path) -> None:
     assert res.exit_code == 1 and "--for BACKEND" in res.output
     res = CliRunner().invoke(cli, ["rewrite", "--list"])
     assert res.exit_code == 0 and "pool_rank:" in res.output
+
+
+def test_capabilities_marks_fixable_by_rewrite(pool_rank_file: Path) -> None:
+    """The pool-rank model: the strict checker's complaint is shown, not a refusal of the
+    model; each backend refused on the MaxPool (by its rule, or ONNX Runtime's message naming
+    "Node (p1) Op (MaxPool)") is fixable by pool_rank, and by nothing that does not apply."""
+    import json
+
+    from unirt.cli import cli
+
+    report = unirt.capabilities(pool_rank_file, backends=["onnxruntime"])
+    assert "strides has incorrect size" in report.model["checker_error"]
+    assert report.verdicts["onnxruntime"].fixable_by == ["pool_rank"]
+    res = CliRunner().invoke(cli, ["capabilities", str(pool_rank_file), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)["verdicts"]
+    assert doc["onnxruntime"]["status"] == "UNSUPPORTED"
+    assert doc["onnxruntime"]["fixable_by"] == ["pool_rank"]
+    if _available("openvino"):
+        assert doc["openvino"]["fixable_by"] == ["pool_rank"]
+    assert all(v["fixable_by"] == [] for v in doc.values() if v["status"] != "UNSUPPORTED")
+    res = CliRunner().invoke(cli, ["capabilities", str(pool_rank_file), "--backends",
+                                   "onnxruntime"])
+    assert res.exit_code == 0 and "fixable by rewrite:" in res.output
+    assert "pool_rank" in res.output
+
+
+def test_capabilities_fixable_by_nothing_on_a_model_that_runs() -> None:
+    from unirt.testing import models as M
+
+    report = unirt.capabilities(M.add(), backends=["onnxruntime"])
+    assert report.verdicts["onnxruntime"].fixable_by == []
+    assert report.as_dict()["verdicts"]["onnxruntime"]["fixable_by"] == []

@@ -141,6 +141,9 @@ def capabilities_command(model: str, backend_list: str | None, probe: bool,
             "?" if d is None else str(d) for d in t["shape"]) + "]"
         con.print(f"input {t['name']}: {t['dtype']}{shape}{dyn}", highlight=False,
                   markup=False)
+    if m.get("checker_error"):
+        con.print(f"[yellow]ONNX checker: {m['checker_error']}[/yellow]", highlight=False,
+                  markup=False)
     if m.get("shape_inference_error"):
         con.print(f"[yellow]shape inference failed: {m['shape_inference_error']}[/yellow]")
     cols = ["backend", "verdict (decided by)", "predicted", "engine's answer", "measured",
@@ -152,6 +155,8 @@ def capabilities_command(model: str, backend_list: str | None, probe: bool,
         if len(ordered) > 6:
             reasons.append(f"... and {len(ordered) - 6} more (--json for all)")
         reasons += [f"({n})" for n in v.notes]
+        if v.fixable_by:
+            reasons.append(f"fixable by rewrite: {', '.join(v.fixable_by)}")
         p = v.measured
         if v.status == "UNAVAILABLE":
             measured = "-"
