@@ -183,17 +183,6 @@ def test_fit_is_cached(pool_rank_file: Path) -> None:
     assert first.info.path == again.info.path  # the content-addressed rewritten model
 
 
-def test_c3d_runs_on_opencv_after_rewrites(tmp_path: Path) -> None:
-    if not _available("opencv"):
-        pytest.skip("opencv not installed")
-    path = save(rm.c3d(), tmp_path / "c3d.onnx")
-    sess = unirt.load(path, backend="opencv")
-    assert "global_pool" in sess.route[-1].reason and "verified" in sess.route[-1].reason
-    x = np.random.default_rng(0).standard_normal((1, 3, 8, 16, 16)).astype(np.float32)
-    ref = unirt.load(path).run({"x": x})["y"]
-    np.testing.assert_allclose(sess.run({"x": x})["y"], ref, atol=1e-5)
-
-
 def test_cli_writes_a_file_raw_onnxruntime_runs(pool_rank_file: Path, tmp_path: Path) -> None:
     import onnxruntime as ort
 

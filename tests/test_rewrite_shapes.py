@@ -32,6 +32,7 @@ from unirt.rewrite.builtin.pin import PinDims
 from unirt.rewrite.builtin.resize import ResizeConstant
 from unirt.rewrite.builtin.unbake import BakedDim, UnbakeReshape, baked_reshapes
 from unirt.testing import models as M
+from unirt.testing import rewrite_models as rm
 
 ATOL = 1e-5
 BIG = 9223372036854775807
@@ -110,37 +111,14 @@ def _ops(m: onnx.ModelProto) -> list[str]:
 
 
 # -- focus_slice ---------------------------------------------------------------------------------
-YOLO_ORDER = [(0, 0), (1, 0), (0, 1), (1, 1)]  # x[..., ::2, ::2], x[..., 1::2, ::2], ...
+YOLO_ORDER = list(rm.YOLO_ORDER)
 
 
 def focus(order: list[tuple[int, int]] = YOLO_ORDER, chained: bool = True, step: int = 2,
           batch: int | str = 1, size: int = 16) -> onnx.ModelProto:
-    """YOLOv5's Focus: four strided Slices of ``x`` concatenated on channels, then a Conv.
-    ``chained``: one Slice per axis, as older torch exports it; else one Slice on both axes."""
-    nodes, inits, cat = [], [_f32("w", (8, 12, 3, 3), 5)], []
-    for k, (dh, dw) in enumerate(order):
-        if chained:
-            inits += [_i64(f"s{k}h", [dh]), _i64(f"e{k}h", [BIG]), _i64(f"a{k}h", [2]),
-                      _i64(f"t{k}h", [step]), _i64(f"s{k}w", [dw]), _i64(f"e{k}w", [BIG]),
-                      _i64(f"a{k}w", [3]), _i64(f"t{k}w", [step])]
-            nodes += [helper.make_node("Slice", ["x", f"s{k}h", f"e{k}h", f"a{k}h", f"t{k}h"],
-                                       [f"h{k}"], name=f"slice{k}h"),
-                      helper.make_node("Slice", [f"h{k}", f"s{k}w", f"e{k}w", f"a{k}w",
-                                                 f"t{k}w"], [f"q{k}"], name=f"slice{k}w")]
-        else:
-            inits += [_i64(f"s{k}", [dh, dw]), _i64(f"e{k}", [BIG, BIG]), _i64(f"a{k}", [-2, -1]),
-                      _i64(f"t{k}", [step, step])]
-            nodes.append(helper.make_node("Slice", ["x", f"s{k}", f"e{k}", f"a{k}", f"t{k}"],
-                                          [f"q{k}"], name=f"slice{k}"))
-        cat.append(f"q{k}")
-    half = size // 2 if step == 2 else size
-    nodes += [helper.make_node("Concat", cat, ["cat"], axis=1, name="focus_cat"),
-              helper.make_node("Conv", ["cat", "w"], ["y"], kernel_shape=[3, 3],
-                               pads=[1, 1, 1, 1], name="conv")]
-    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                                        [batch, 3, size, size])],
-                  [helper.make_tensor_value_info("y", TensorProto.FLOAT,
-                                                 [batch, 8, half, half])], inits, opset=13)
+    m = rm.focus(order, chained, step, batch, size)
+    onnx.checker.check_model(m)
+    return m
 
 
 @pytest.mark.parametrize("chained", [True, False], ids=["slice-per-axis", "one-slice"])
