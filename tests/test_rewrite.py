@@ -183,17 +183,6 @@ def test_fit_is_cached(pool_rank_file: Path) -> None:
     assert first.info.path == again.info.path  # the content-addressed rewritten model
 
 
-def test_c3d_runs_on_opencv_after_rewrites(tmp_path: Path) -> None:
-    if not _available("opencv"):
-        pytest.skip("opencv not installed")
-    path = save(rm.c3d(), tmp_path / "c3d.onnx")
-    sess = unirt.load(path, backend="opencv")
-    assert "global_pool" in sess.route[-1].reason and "verified" in sess.route[-1].reason
-    x = np.random.default_rng(0).standard_normal((1, 3, 8, 16, 16)).astype(np.float32)
-    ref = unirt.load(path).run({"x": x})["y"]
-    np.testing.assert_allclose(sess.run({"x": x})["y"], ref, atol=1e-5)
-
-
 def test_cli_writes_a_file_raw_onnxruntime_runs(pool_rank_file: Path, tmp_path: Path) -> None:
     import onnxruntime as ort
 
@@ -226,3 +215,36 @@ def test_cli_bad_arguments(pool_rank_file: Path) -> None:
     assert res.exit_code == 1 and "--for BACKEND" in res.output
     res = CliRunner().invoke(cli, ["rewrite", "--list"])
     assert res.exit_code == 0 and "pool_rank:" in res.output
+
+
+def test_capabilities_marks_fixable_by_rewrite(pool_rank_file: Path) -> None:
+    """The pool-rank model: lint's finding is shown, not a refusal of the model; each backend
+    refused on the MaxPool (by its rule, or ONNX Runtime's message naming "Node (p1) Op
+    (MaxPool)") is fixable by pool_rank, and by nothing that does not apply."""
+    import json
+
+    from unirt.cli import cli
+
+    report = unirt.capabilities(pool_rank_file, backends=["onnxruntime"])
+    assert any(f.code == "pool-kernel-rank" and f.node == "p1" for f in report.lint.errors)
+    assert report.verdicts["onnxruntime"].fixable_by == ["pool_rank"]
+    res = CliRunner().invoke(cli, ["capabilities", str(pool_rank_file), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)["verdicts"]
+    assert doc["onnxruntime"]["status"] == "UNSUPPORTED"
+    assert doc["onnxruntime"]["fixable_by"] == ["pool_rank"]
+    if _available("openvino"):
+        assert doc["openvino"]["fixable_by"] == ["pool_rank"]
+    assert all(v["fixable_by"] == [] for v in doc.values() if v["status"] != "UNSUPPORTED")
+    res = CliRunner().invoke(cli, ["capabilities", str(pool_rank_file), "--backends",
+                                   "onnxruntime"])
+    assert res.exit_code == 0 and "fixable by rewrite:" in res.output
+    assert "pool_rank" in res.output
+
+
+def test_capabilities_fixable_by_nothing_on_a_model_that_runs() -> None:
+    from unirt.testing import models as M
+
+    report = unirt.capabilities(M.add(), backends=["onnxruntime"])
+    assert report.verdicts["onnxruntime"].fixable_by == []
+    assert report.as_dict()["verdicts"]["onnxruntime"]["fixable_by"] == []

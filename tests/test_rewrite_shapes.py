@@ -11,6 +11,10 @@ it is for.
 from __future__ import annotations
 
 import importlib.util
+import logging
+import os
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from unirt.rewrite.base import Change, Rewrite, RewriteContext
+from unirt.rewrite.builtin import fold as fold_module
 from unirt.rewrite.builtin.focus import FocusSlice
 from unirt.rewrite.builtin.fold import Fold
 from unirt.rewrite.builtin.opset import OpsetConvert
@@ -27,6 +32,7 @@ from unirt.rewrite.builtin.pin import PinDims
 from unirt.rewrite.builtin.resize import ResizeConstant
 from unirt.rewrite.builtin.unbake import BakedDim, UnbakeReshape, baked_reshapes
 from unirt.testing import models as M
+from unirt.testing import rewrite_models as rm
 
 ATOL = 1e-5
 BIG = 9223372036854775807
@@ -105,37 +111,14 @@ def _ops(m: onnx.ModelProto) -> list[str]:
 
 
 # -- focus_slice ---------------------------------------------------------------------------------
-YOLO_ORDER = [(0, 0), (1, 0), (0, 1), (1, 1)]  # x[..., ::2, ::2], x[..., 1::2, ::2], ...
+YOLO_ORDER = list(rm.YOLO_ORDER)
 
 
 def focus(order: list[tuple[int, int]] = YOLO_ORDER, chained: bool = True, step: int = 2,
           batch: int | str = 1, size: int = 16) -> onnx.ModelProto:
-    """YOLOv5's Focus: four strided Slices of ``x`` concatenated on channels, then a Conv.
-    ``chained``: one Slice per axis, as older torch exports it; else one Slice on both axes."""
-    nodes, inits, cat = [], [_f32("w", (8, 12, 3, 3), 5)], []
-    for k, (dh, dw) in enumerate(order):
-        if chained:
-            inits += [_i64(f"s{k}h", [dh]), _i64(f"e{k}h", [BIG]), _i64(f"a{k}h", [2]),
-                      _i64(f"t{k}h", [step]), _i64(f"s{k}w", [dw]), _i64(f"e{k}w", [BIG]),
-                      _i64(f"a{k}w", [3]), _i64(f"t{k}w", [step])]
-            nodes += [helper.make_node("Slice", ["x", f"s{k}h", f"e{k}h", f"a{k}h", f"t{k}h"],
-                                       [f"h{k}"], name=f"slice{k}h"),
-                      helper.make_node("Slice", [f"h{k}", f"s{k}w", f"e{k}w", f"a{k}w",
-                                                 f"t{k}w"], [f"q{k}"], name=f"slice{k}w")]
-        else:
-            inits += [_i64(f"s{k}", [dh, dw]), _i64(f"e{k}", [BIG, BIG]), _i64(f"a{k}", [-2, -1]),
-                      _i64(f"t{k}", [step, step])]
-            nodes.append(helper.make_node("Slice", ["x", f"s{k}", f"e{k}", f"a{k}", f"t{k}"],
-                                          [f"q{k}"], name=f"slice{k}"))
-        cat.append(f"q{k}")
-    half = size // 2 if step == 2 else size
-    nodes += [helper.make_node("Concat", cat, ["cat"], axis=1, name="focus_cat"),
-              helper.make_node("Conv", ["cat", "w"], ["y"], kernel_shape=[3, 3],
-                               pads=[1, 1, 1, 1], name="conv")]
-    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                                        [batch, 3, size, size])],
-                  [helper.make_tensor_value_info("y", TensorProto.FLOAT,
-                                                 [batch, 8, half, half])], inits, opset=13)
+    m = rm.focus(order, chained, step, batch, size)
+    onnx.checker.check_model(m)
+    return m
 
 
 @pytest.mark.parametrize("chained", [True, False], ids=["slice-per-axis", "one-slice"])
@@ -336,6 +319,48 @@ def test_fold_pins_only_what_the_caller_gave() -> None:
 @needs_onnxslim
 def test_fold_has_nothing_to_do_on_a_simple_graph() -> None:
     _not_applied(Fold(), M.add())
+
+
+def slim_and_sign(data: bytes) -> bytes:
+    """The real child function, with the child's pid written into the result (module level: the
+    child imports it by name)."""
+    out = onnx.load_model_from_string(fold_module.slim_bytes(data))
+    helper.set_model_props(out, {"slimmed_in_pid": str(os.getpid())})
+    return out.SerializeToString()
+
+
+def segfault(data: bytes) -> bytes:
+    os.kill(os.getpid(), signal.SIGSEGV)
+    return data
+
+
+def hang(data: bytes) -> bytes:
+    time.sleep(60)
+    return data
+
+
+@needs_onnxslim
+def test_fold_runs_onnxslim_in_a_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fold_module, "_CHILD_FN", slim_and_sign)
+    out, _ = _applied(Fold(), foldable(1))
+    pids = {p.key: p.value for p in out.metadata_props}
+    assert pids["slimmed_in_pid"] != str(os.getpid())
+
+
+@needs_onnxslim
+@pytest.mark.parametrize(("child", "said"), [(segfault, "SIGSEGV"), (hang, "timed out")])
+def test_fold_child_failure_leaves_the_model_untouched(
+        child: Any, said: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(fold_module, "_CHILD_FN", child)
+    monkeypatch.setattr(fold_module, "TIMEOUT", 2.0)
+    m = foldable(1)
+    before = m.SerializeToString()
+    with caplog.at_level(logging.INFO, logger=fold_module.__name__):
+        assert Fold().apply(m, RewriteContext()) == []
+    assert m.SerializeToString() == before
+    assert any(said in r.getMessage() and "left as it was" in r.getMessage()
+               for r in caplog.records)
 
 
 # -- opset_convert -------------------------------------------------------------------------------

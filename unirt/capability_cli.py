@@ -165,6 +165,8 @@ def capabilities_command(model: str, backend_list: str | None, probe: bool,
         if len(ordered) > 6:
             reasons.append(f"... and {len(ordered) - 6} more (--json for all)")
         reasons += [f"({n})" for n in v.notes]
+        if v.fixable_by:
+            reasons.append(f"fixable by rewrite: {', '.join(v.fixable_by)}")
         p = v.measured
         if v.status == "UNAVAILABLE":
             measured = "-"

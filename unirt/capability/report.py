@@ -10,6 +10,7 @@ node, so a measured failure still gets a node-level explanation.
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -162,7 +163,62 @@ def capabilities(
         settle(v, reference=registry.backend(name).is_reference)
         if v.measured is not None:
             report.probes[name] = v.measured
+        v.fixable_by = fixable_by(v, info, registry, shapes)
     return report
+
+
+#: Measured outcomes that say the backend ran the model right, or say nothing about it.
+_NOT_FAILED = frozenset({"pass", "unverified", "harness"})
+
+
+def fixable_by(verdict: Verdict, info: ModelInfo, registry: Registry,
+               shapes: Mapping[str, Sequence[int]] | None = None) -> list[str]:
+    """The rewrites ``load`` would try on a refused backend that address what refused it: when
+    the verdict is UNSUPPORTED on decisive evidence, or a measured run failed, the available
+    non-opt-in rewrites (:func:`unirt.rewrite.fit.select`) whose ``ops`` include an op named by
+    the deciding reasons (their ``op``, or a node or op type of the model their message names,
+    as an engine's error does: "Node (p1) Op (MaxPool)"). Cheap: no child, no engine; whether
+    the rewrite then runs right is for ``load`` (or ``unirt rewrite``) to measure. Each
+    candidate is applied to a copy in this process (graph edits only) and listed when it changed
+    something: a MaxPool rewrite for 3-D kernels says nothing about a 2-D pool's problem."""
+    from ..rewrite.fit import select
+
+    measured = verdict.measured
+    failed = (measured is not None and not measured.get("verified")
+              and measured.get("status") not in _NOT_FAILED)
+    if failed:
+        deciding = [r for r in verdict.reasons if r.evidence == Evidence.MEASURED]
+    elif verdict.status == UNSUPPORTED:
+        deciding = [r for r in verdict.decisive if r.evidence != Evidence.AVAILABILITY]
+    else:
+        return []
+    ops = {op for r in deciding for op in _ops_named(r, info)}
+    if not ops:
+        return []
+    candidates = [r for r in select(registry, info, verdict.backend) if r.ops & ops]
+    return [r.name for r in candidates if _changes(r, info, verdict.backend, shapes)]
+
+
+def _changes(rewrite: Any, info: ModelInfo, backend: str,
+             shapes: Mapping[str, Sequence[int]] | None) -> bool:
+    """Whether ``rewrite`` changes the model (applied to a fresh copy of it)."""
+    from ..model import _load_proto
+    from ..rewrite.base import RewriteContext
+    from ..rewrite.fit import apply
+
+    proto = _load_proto(info, weights=True)
+    changes, _ = apply(proto, [rewrite], RewriteContext(backend=backend,
+                                                        input_shapes=dict(shapes or {})))
+    return bool(changes)
+
+
+def _ops_named(reason: Reason, info: ModelInfo) -> set[str]:
+    """The model's op types a reason is about: its ``op``, else those its message names."""
+    if reason.op:
+        return {reason.op}
+    words = set(re.findall(r"[A-Za-z_][\w./:-]*", reason.message))
+    found = {n.op_type for n in info.nodes if n.name and n.name in words}
+    return found | (words & set(info.op_counts))
 
 
 #: Seconds an engine's own answer (``Backend.query``) may take; ``UNIRT_QUERY_TIMEOUT``

@@ -113,6 +113,9 @@ class Verdict:
     decided_by: Evidence | None = None
     engine: str | None = None
     measured: dict[str, Any] | None = None
+    #: The rewrites that address an op named by what refused the backend (see
+    #: :func:`unirt.capability.report.fixable_by`): what ``load`` tries on it.
+    fixable_by: list[str] = field(default_factory=list)
 
     @property
     def supported(self) -> bool:
@@ -134,7 +137,8 @@ class Verdict:
                 "prediction": self.prediction.value, "engine": self.engine,
                 "measured": self.measured, "engine_version": self.engine_version,
                 "table": self.table, "reasons": [r.as_dict() for r in self.reasons],
-                "notes": list(self.notes), "ops": dict(self.ops)}
+                "notes": list(self.notes), "ops": dict(self.ops),
+                "fixable_by": list(self.fixable_by)}
 
     def ordered_reasons(self) -> list[Reason]:
         """The deciding reasons first (strongest evidence first), then UNSUPPORTED predictions,
@@ -161,6 +165,8 @@ class Verdict:
         lines = [f"{self.backend}: {self.status}{how}; predicted {self.prediction}"]
         lines += [f"  - {_labelled(r)}" for r in self.ordered_reasons()]
         lines += [f"  ({n})" for n in self.notes]
+        if self.fixable_by:
+            lines.append(f"  fixable by rewrite: {', '.join(self.fixable_by)}")
         return "\n".join(lines)
 
 

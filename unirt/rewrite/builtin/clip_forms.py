@@ -11,7 +11,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..base import Change, Rewrite, RewriteContext
-from ..graph import Names, add_constant, attribute, constant, node_label, replace, value_types
+from ..graph import (
+    Names,
+    add_constant,
+    attribute,
+    constant,
+    nodes_of,
+    numpy_dtype,
+    replace_each,
+    value_types,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -28,7 +37,7 @@ def _bounds(model: onnx.ModelProto, node: onnx.NodeProto) -> tuple[bool, float |
         if not name:
             values.append(None)
             continue
-        value = constant(model, name)
+        value = constant(model.graph, name)
         if value is None or value.size != 1:
             return False, None, None
         values.append(float(value.reshape(-1)[0]))
@@ -41,27 +50,21 @@ class ClipForms(Rewrite):
     ops = frozenset({"Clip"})
 
     def apply(self, model: onnx.ModelProto, context: RewriteContext) -> list[Change]:
-        import numpy as np
         from onnx import helper
 
         types = value_types(model)
-        found: list[tuple[int, float | None, float | None]] = []
-        for i, node in enumerate(model.graph.node):
-            if node.op_type != "Clip" or node.domain not in ("", "ai.onnx"):
-                continue
+        found: list[tuple[int, tuple[float | None, float | None]]] = []
+        for i, node in nodes_of(model.graph, ("Clip",)):
             known, low, high = _bounds(model, node)
             if known and (low is not None or high is not None):
-                found.append((i, low, high))
-        if not found:
-            return []
-        names = Names(model)
-        changes: list[Change] = []
-        for i, low, high in reversed(found):
-            node = model.graph.node[i]
-            label = node_label(node, i)
-            elem = types.get(node.input[0], (1, None))[0]
-            dtype = helper.tensor_dtype_to_np_dtype(elem) if elem else np.float32
-            x, out, new, what = node.input[0], node.output[0], [], []
+                found.append((i, (low, high)))
+        def fix(node: onnx.NodeProto, label: str, names: Names,
+                bounds: tuple[float | None, float | None]) -> tuple[list[onnx.NodeProto], str]:
+            low, high = bounds
+            dtype = numpy_dtype(types.get(node.input[0], (1, None))[0])
+            x, out = node.input[0], node.output[0]
+            new: list[onnx.NodeProto] = []
+            what: list[str] = []
             steps: list[tuple[str, float]] = []
             if low is not None:
                 steps.append(("Max", low))
@@ -73,11 +76,11 @@ class ClipForms(Rewrite):
                     new.append(helper.make_node("Relu", [x], [y], name=names(f"{label}_relu")))
                     what.append("Relu")
                 else:
-                    c = add_constant(model, names, f"{label}_{op.lower()}", bound, dtype)
+                    c = add_constant(model.graph, names, f"{label}_{op.lower()}", bound, dtype)
                     new.append(helper.make_node(op, [x, c], [y], name=names(f"{label}_{op}")))
                     what.append(f"{op}({bound:g})")
                 x = y
-            replace(model, i, new)
-            bounds = f"[{'' if low is None else f'{low:g}'}, {'' if high is None else f'{high:g}'}]"
-            changes.append(Change(label, "Clip", f"bounds {bounds} as {' + '.join(what)}"))
-        return list(reversed(changes))
+            shown = f"[{'' if low is None else f'{low:g}'}, {'' if high is None else f'{high:g}'}]"
+            return new, f"bounds {shown} as {' + '.join(what)}"
+
+        return replace_each(model, found, fix)

@@ -13,7 +13,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..base import Change, Rewrite, RewriteContext
-from ..graph import Names, add_constant, attribute, node_label, replace, value_types
+from ..graph import (
+    Names,
+    add_constant,
+    attribute,
+    nodes_of,
+    numpy_dtype,
+    replace_each,
+    value_types,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -27,7 +35,7 @@ class _Builder:
         self.nodes: list[onnx.NodeProto] = []
 
     def const(self, value: float) -> str:
-        return add_constant(self.model, self.names, f"{self.label}_c", value, self.dtype)
+        return add_constant(self.model.graph, self.names, f"{self.label}_c", value, self.dtype)
 
     def op(self, op: str, *inputs: str, out: str | None = None) -> str:
         from onnx import helper
@@ -97,24 +105,19 @@ class Decompose(Rewrite):
     ops = frozenset({"HardSigmoid", "HardSwish", "Swish", "Gelu", "Mish"})
 
     def apply(self, model: onnx.ModelProto, context: RewriteContext) -> list[Change]:
-        import numpy as np
-        from onnx import helper
 
-        found = [(i, f) for i, n in enumerate(model.graph.node)
-                 if n.op_type in self.ops and n.domain in ("", "ai.onnx")
-                 and (f := _formula(n)) is not None]
+        found = [(i, f) for i, n in nodes_of(model.graph, self.ops)
+                 if (f := _formula(n)) is not None]
         if not found:
             return []
         types = value_types(model)
-        names = Names(model)
-        changes: list[Change] = []
-        for i, (text, emit) in reversed(found):
-            node = model.graph.node[i]
-            label = node_label(node, i)
-            elem = types.get(node.input[0], (1, None))[0]
-            dtype = helper.tensor_dtype_to_np_dtype(elem) if elem else np.float32
-            b = _Builder(model, names, label, dtype)
+
+        def fix(node: onnx.NodeProto, label: str, names: Names,
+                formula: tuple[str, Callable[[_Builder, str, str], None]]
+                ) -> tuple[list[onnx.NodeProto], str]:
+            text, emit = formula
+            b = _Builder(model, names, label, numpy_dtype(types.get(node.input[0], (1, None))[0]))
             emit(b, node.input[0], node.output[0])
-            replace(model, i, b.nodes)
-            changes.append(Change(label, node.op_type, f"as {text} ({len(b.nodes)} nodes)"))
-        return list(reversed(changes))
+            return b.nodes, f"as {text} ({len(b.nodes)} nodes)"
+
+        return replace_each(model, found, fix)

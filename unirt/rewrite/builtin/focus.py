@@ -20,7 +20,17 @@ import onnx
 from onnx import helper
 
 from unirt.rewrite.base import Change, Rewrite, RewriteContext
-from unirt.rewrite.builtin import graph_edits as ge
+from unirt.rewrite.graph import (
+    Dim,
+    Names,
+    add_constant,
+    constant,
+    consumers,
+    drop_unused,
+    producers,
+    shapes,
+    splice,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +46,7 @@ class _Chain:
     offset: tuple[int, int]  # (row, column) offset of the stride-2 slices
 
 
-def _slice_chain(graph: onnx.GraphProto, name: str, dims: dict[str, list[ge.Dim]],
+def _slice_chain(graph: onnx.GraphProto, name: str, dims: dict[str, list[Dim]],
                  prod: dict[str, onnx.NodeProto],
                  users: dict[str, list[onnx.NodeProto]]) -> _Chain | None:
     """The (at most two) Slices that produce ``name``, as stride-2 slices of H and W."""
@@ -51,7 +61,7 @@ def _slice_chain(graph: onnx.GraphProto, name: str, dims: dict[str, list[ge.Dim]
         src_dims = dims.get(src)
         if src_dims is None or len(src_dims) != 4:
             return None
-        values = [ge.constant(graph, n) for n in node.input[1:5]]
+        values = [constant(graph, n) for n in node.input[1:5]]
         if any(v is None for v in values):
             return None
         starts, ends, axes, steps = (np.asarray(v).reshape(-1).tolist() for v in values)
@@ -91,19 +101,17 @@ def _space_to_depth(graph: onnx.GraphProto, source: str, out: str, dims: list[in
     c2, h2, w2 = 2 * c, (h // 2 if first == H else h), (w // 2 if first == W else w)
     s2, p2 = shape_for(second, c2, h2, w2)
     final = [batch, 4 * c, h // 2, w // 2]
-    names = [ge.fresh_name(graph, f"{prefix}/focus_{k}") for k in range(4)]
+    fresh = Names(graph)
+    steps = [fresh(f"{prefix}/focus_{k}") for k in range(4)]
+    shape1, shape2, shape3 = (add_constant(graph, fresh, f"{prefix}/focus_shape{k + 1}", s,
+                                           np.int64) for k, s in enumerate((s1, s2, final)))
     return [
-        helper.make_node("Reshape", [source, ge.add_constant(graph, f"{prefix}/focus_shape1",
-                                                              np.array(s1, np.int64))],
-                         [names[0]], name=names[0]),
-        helper.make_node("Transpose", [names[0]], [names[1]], perm=p1, name=names[1]),
-        helper.make_node("Reshape", [names[1], ge.add_constant(graph, f"{prefix}/focus_shape2",
-                                                                np.array(s2, np.int64))],
-                         [names[2]], name=names[2]),
-        helper.make_node("Transpose", [names[2]], [names[3]], perm=p2, name=names[3]),
-        helper.make_node("Reshape", [names[3], ge.add_constant(graph, f"{prefix}/focus_shape3",
-                                                                np.array(final, np.int64))],
-                         [out], name=ge.fresh_name(graph, f"{prefix}/focus_out")),
+        helper.make_node("Reshape", [source, shape1], [steps[0]], name=steps[0]),
+        helper.make_node("Transpose", [steps[0]], [steps[1]], perm=p1, name=steps[1]),
+        helper.make_node("Reshape", [steps[1], shape2], [steps[2]], name=steps[2]),
+        helper.make_node("Transpose", [steps[2]], [steps[3]], perm=p2, name=steps[3]),
+        helper.make_node("Reshape", [steps[3], shape3], [out],
+                         name=fresh(f"{prefix}/focus_out")),
     ]
 
 
@@ -117,21 +125,21 @@ class FocusSlice(Rewrite):
         graph = model.graph
         if not any(n.op_type == "Concat" for n in graph.node):
             return []
-        dims = ge.shapes(model, context.input_shapes)
+        dims = shapes(model, context.input_shapes)
         changes: list[Change] = []
         for out in [n.output[0] for n in graph.node if n.op_type == "Concat" and n.output]:
-            concat = ge.producers(graph)[out]  # fresh: an earlier splice rebuilt the node list
+            concat = producers(graph)[out]  # fresh: an earlier splice rebuilt the node list
             change = self._rewrite_one(graph, concat, dims)
             if change is not None:
                 changes.append(change)
         return changes
 
     def _rewrite_one(self, graph: onnx.GraphProto, concat: onnx.NodeProto,
-                     dims: dict[str, list[ge.Dim]]) -> Change | None:
+                     dims: dict[str, list[Dim]]) -> Change | None:
         axis = next((a.i for a in concat.attribute if a.name == "axis"), None)
         if len(concat.input) != 4 or axis not in (1, -3):
             return None
-        prod, users = ge.producers(graph), ge.consumers(graph)
+        prod, users = producers(graph), consumers(graph)
         outputs = {o.name for o in graph.output}
         chains = []
         for name in concat.input:
@@ -161,8 +169,8 @@ class FocusSlice(Rewrite):
         removed = [s for ch in chains for s in ch.slices]
         consts = [i for s in removed for i in s.input[1:]]
         names = ", ".join(s.name or s.output[0] for s in removed)
-        ge.splice(graph, [*removed, concat], new, at=concat)
-        ge.drop_unused(graph, consts)
+        splice(graph, [*removed, concat], new, at=concat)
+        drop_unused(graph, consts)
         return Change(prefix, "Concat",
                       f"Focus: stride-2 Slices of '{source}' ({names}) concatenated on channels "
                       f"-> Reshape/Transpose/Reshape/Transpose/Reshape (space-to-depth, "

@@ -11,7 +11,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..base import Change, Rewrite, RewriteContext
-from ..graph import Names, add_constant, node_label, opset, replace, value_types
+from ..graph import (
+    Names,
+    add_constant,
+    nodes_of,
+    opset_of,
+    replace_each,
+    value_types,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -29,30 +36,22 @@ class GlobalPool(Rewrite):
 
         types = value_types(model)
         found: list[tuple[int, int]] = []
-        for i, node in enumerate(model.graph.node):
-            if node.op_type not in REDUCE or node.domain not in ("", "ai.onnx"):
-                continue
+        for i, node in nodes_of(model.graph, REDUCE):
             dims = types.get(node.input[0], (0, None))[1]
             if dims is not None and len(dims) > 4:
                 found.append((i, len(dims)))
-        if not found:
-            return []
-        names = Names(model)
-        changes: list[Change] = []
-        for i, rank in reversed(found):
-            node = model.graph.node[i]
-            label = node_label(node, i)
+        def fix(node: onnx.NodeProto, label: str, names: Names,
+                rank: int) -> tuple[list[onnx.NodeProto], str]:
             op = REDUCE[node.op_type]
             axes = list(range(2, rank))
             # ReduceMean and ReduceMax take their axes as an input from opset 18.
-            if opset(model) >= 18:
-                axes_name = add_constant(model, names, f"{label}_axes", axes, "int64")
+            if opset_of(model) >= 18:
+                axes_name = add_constant(model.graph, names, f"{label}_axes", axes, "int64")
                 new = helper.make_node(op, [node.input[0], axes_name], [node.output[0]],
                                        name=node.name or None, keepdims=1)
             else:
                 new = helper.make_node(op, [node.input[0]], [node.output[0]],
                                        name=node.name or None, axes=axes, keepdims=1)
-            replace(model, i, [new])
-            changes.append(Change(label, node.op_type, f"over {rank - 2} spatial axes: {op} "
-                                  f"over axes {axes}, keepdims=1"))
-        return list(reversed(changes))
+            return [new], f"over {rank - 2} spatial axes: {op} over axes {axes}, keepdims=1"
+
+        return replace_each(model, found, fix)

@@ -14,7 +14,7 @@ import logging
 import onnx
 
 from unirt.rewrite.base import Change, Rewrite, RewriteContext
-from unirt.rewrite.builtin import graph_edits as ge
+from unirt.rewrite.graph import opset_of
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ class OpsetConvert(Rewrite):
 
     def apply(self, model: onnx.ModelProto, context: RewriteContext) -> list[Change]:
         target = context.opset
-        current = ge.opset_of(model)
+        current = opset_of(model)
         if target is None or target >= current:
             return []
         from onnx import version_converter
@@ -37,9 +37,9 @@ class OpsetConvert(Rewrite):
             log.info("opset_convert: cannot convert opset %d to %d: %s", current, target,
                      str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
             return []
-        if ge.opset_of(converted) != target:
+        if opset_of(converted) != target:
             log.info("opset_convert: converter returned opset %d, not %d",
-                     ge.opset_of(converted), target)
+                     opset_of(converted), target)
             return []
         before = [n.op_type for n in model.graph.node]
         model.CopyFrom(converted)

@@ -14,7 +14,7 @@ import logging
 import onnx
 
 from unirt.rewrite.base import Change, Rewrite, RewriteContext
-from unirt.rewrite.builtin import graph_edits as ge
+from unirt.rewrite.graph import dims_of, pinned_inputs, reinfer, set_input_dims
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +26,11 @@ class PinDims(Rewrite):
     def apply(self, model: onnx.ModelProto, context: RewriteContext) -> list[Change]:
         if not context.input_shapes:
             return []
-        pinned = ge.pinned_inputs(model, context.input_shapes)
+        pinned = pinned_inputs(model, context.input_shapes)
         changes: list[Change] = []
         todo: dict[str, list[int]] = {}
         for vi in model.graph.input:
-            dims = ge.dims_of(vi)
+            dims = dims_of(vi)
             if vi.name not in context.input_shapes or vi.name not in pinned or dims is None:
                 continue
             if all(isinstance(d, int) for d in dims):
@@ -41,6 +41,6 @@ class PinDims(Rewrite):
                                   f"dims {shown} pinned to {pinned[vi.name]}"))
         if not todo:
             return []
-        ge.set_input_dims(model, todo)
-        ge.reinfer(model)
+        set_input_dims(model, todo)
+        reinfer(model)
         return changes

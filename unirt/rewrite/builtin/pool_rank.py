@@ -12,7 +12,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..base import Change, Rewrite, RewriteContext
-from ..graph import Names, attribute, node_label, replace, squeeze, unsqueeze, value_types
+from ..graph import (
+    Names,
+    attribute,
+    nodes_of,
+    replace_each,
+    squeeze,
+    unsqueeze,
+    value_types,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -31,21 +39,14 @@ class PoolRank(Rewrite):
 
         types = value_types(model)
         found: list[tuple[int, int]] = []
-        for i, node in enumerate(model.graph.node):
-            if node.op_type not in POOLS or node.domain not in ("", "ai.onnx"):
-                continue
+        for i, node in nodes_of(model.graph, POOLS):
             kernel = attribute(node, "kernel_shape")
             dims = types.get(node.input[0], (0, None))[1] if node.input else None
             if kernel is None or dims is None or len(kernel) != len(dims) - 1:
                 continue
             found.append((i, len(dims)))
-        if not found:
-            return []
-        names = Names(model)
-        changes: list[Change] = []
-        for i, rank in reversed(found):
-            node = model.graph.node[i]
-            label = node_label(node, i)
+        def fix(node: onnx.NodeProto, label: str, names: Names,
+                rank: int) -> tuple[list[onnx.NodeProto], str]:
             batched = names(f"{node.input[0]}_batched")
             pooled = [names(f"{o}_batched") if o else "" for o in node.output]
             pool = helper.make_node(node.op_type, [batched], pooled, name=node.name or None,
@@ -55,8 +56,8 @@ class PoolRank(Rewrite):
                    pool]
             new += [squeeze(model, names, p, [0], o, names(f"{label}_sq_{k}"))
                     for k, (p, o) in enumerate(zip(pooled, node.output)) if o]
-            replace(model, i, new)
             kernel = attribute(node, "kernel_shape")
-            changes.append(Change(label, node.op_type, f"kernel {list(kernel)} on a rank-{rank} "
-                                  f"input: wrapped in Unsqueeze/{node.op_type}/Squeeze"))
-        return list(reversed(changes))
+            return new, (f"kernel {list(kernel)} on a rank-{rank} input: wrapped in "
+                         f"Unsqueeze/{node.op_type}/Squeeze")
+
+        return replace_each(model, found, fix)

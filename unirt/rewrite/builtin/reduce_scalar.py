@@ -14,8 +14,8 @@ from ..graph import (
     add_constant,
     attribute,
     constant,
-    node_label,
-    replace,
+    nodes_of,
+    replace_each,
     set_attribute,
     value_types,
 )
@@ -32,7 +32,7 @@ def _all_axes(model: onnx.ModelProto, node: onnx.NodeProto, rank: int | None) ->
     """Whether ``node`` reduces every axis of its input."""
     axes = attribute(node, "axes")
     if axes is None and len(node.input) > 1 and node.input[1]:
-        value = constant(model, node.input[1])
+        value = constant(model.graph, node.input[1])
         if value is None:
             return False  # axes computed at run time: unknown
         axes = [int(a) for a in value.reshape(-1)]
@@ -52,33 +52,25 @@ class ReduceScalar(Rewrite):
         from onnx import helper
 
         types = value_types(model)
-        found: list[int] = []
-        for i, node in enumerate(model.graph.node):
-            if node.op_type not in REDUCTIONS or node.domain not in ("", "ai.onnx"):
-                continue
+        found: list[tuple[int, None]] = []
+        for i, node in nodes_of(model.graph, REDUCTIONS):
             if attribute(node, "keepdims", 1) != 0:
                 continue
             dims = types.get(node.input[0], (0, None))[1]
             if _all_axes(model, node, None if dims is None else len(dims)):
                 if dims is not None and len(dims) == 0:
                     continue  # already a scalar in, nothing dropped
-                found.append(i)
-        if not found:
-            return []
-        names = Names(model)
-        changes: list[Change] = []
-        for i in reversed(found):
-            node = model.graph.node[i]
-            label = node_label(node, i)
+                found.append((i, None))
+        def fix(node: onnx.NodeProto, label: str, names: Names,
+                _: None) -> tuple[list[onnx.NodeProto], str]:
             kept = names(f"{node.output[0]}_kept")
             reduced = helper.make_node(node.op_type, list(node.input), [kept],
                                        name=node.name or None)
             reduced.attribute.extend(node.attribute)
             set_attribute(reduced, "keepdims", 1)
-            shape = add_constant(model, names, f"{label}_scalar_shape", [], "int64")
+            shape = add_constant(model.graph, names, f"{label}_scalar_shape", [], "int64")
             reshape = helper.make_node("Reshape", [kept, shape], [node.output[0]],
                                        name=names(f"{label}_to_scalar"))
-            replace(model, i, [reduced, reshape])
-            changes.append(Change(label, node.op_type,
-                                  "reduced to a scalar: keepdims=1, then Reshape to []"))
-        return list(reversed(changes))
+            return [reduced, reshape], "reduced to a scalar: keepdims=1, then Reshape to []"
+
+        return replace_each(model, found, fix)

@@ -21,7 +21,23 @@ import onnx
 from onnx import helper
 
 from unirt.rewrite.base import Change, Rewrite, RewriteContext
-from unirt.rewrite.builtin import graph_edits as ge
+from unirt.rewrite.graph import (
+    Dim,
+    Names,
+    add_constant,
+    constant,
+    consumers,
+    dims_of,
+    drop_unused,
+    opset_of,
+    pinned_inputs,
+    producers,
+    reinfer,
+    set_input_dims,
+    shapes,
+    splice,
+    used_by_subgraphs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +50,11 @@ _CHAIN_OPS = frozenset({
 
 
 def _evaluate(model: onnx.ModelProto, name: str,
-              dims: dict[str, list[ge.Dim]]) -> np.ndarray | None:
+              dims: dict[str, list[Dim]]) -> np.ndarray | None:
     """The value of ``name`` when it depends only on constants and on the (known) shapes of
     other tensors; None otherwise."""
     graph = model.graph
-    prod = ge.producers(graph)
+    prod = producers(graph)
     inits = {i.name: i for i in graph.initializer}
     graph_inputs = {i.name for i in graph.input}
     nodes: list[onnx.NodeProto] = []
@@ -100,10 +116,10 @@ class ResizeConstant(Rewrite):
         graph = model.graph
         if not any(n.op_type in self.ops for n in graph.node):
             return []
-        opset = ge.opset_of(model)
-        pins = {n: s for n, s in ge.pinned_inputs(model, context.input_shapes).items()
+        opset = opset_of(model)
+        pins = {n: s for n, s in pinned_inputs(model, context.input_shapes).items()
                 if n in context.input_shapes}
-        dims = ge.shapes(model, pins)
+        dims = shapes(model, pins)
         changes: list[Change] = []
         edits: list[tuple[int, int, np.ndarray, bool]] = []
         for k, node in enumerate(graph.node):
@@ -115,17 +131,19 @@ class ResizeConstant(Rewrite):
         if not edits:
             return []
         old_inputs: list[str] = []
+        fresh = Names(graph)
         for k, slot, value, as_scales in edits:
             node = graph.node[k]
             label = node.name or node.output[0]
             old = node.input[slot]
             old_inputs.append(old)
-            const = ge.add_constant(graph, f"{label}/{'scales' if as_scales else 'sizes'}", value)
+            const = add_constant(graph, fresh, f"{label}/{'scales' if as_scales else 'sizes'}",
+                                 value)
             ins = list(node.input) + [""] * (slot + 1 - len(node.input))
             if node.op_type == "Resize" and opset >= 11:
                 ins[2:4] = ([const, ""] if as_scales else ["", const])
                 if opset < 13 and not as_scales:  # opset 11/12: scales must be an empty tensor
-                    ins[2] = ge.add_constant(graph, f"{label}/no_scales", np.zeros(0, np.float32))
+                    ins[2] = add_constant(graph, fresh, f"{label}/no_scales", [], np.float32)
                 ins = ins[:3] if as_scales else ins[:4]
             else:
                 ins[slot] = const
@@ -137,17 +155,17 @@ class ResizeConstant(Rewrite):
             changes.append(Change(label, node.op_type, what))
         self._prune(graph, old_inputs)
         dynamic = {n: s for n, s in pins.items()
-                   if any(not isinstance(d, int) for d in ge.dims_of(
+                   if any(not isinstance(d, int) for d in dims_of(
                        next(v for v in graph.input if v.name == n)) or [])}
         if dynamic:
-            ge.set_input_dims(model, dynamic)
-            ge.reinfer(model)
+            set_input_dims(model, dynamic)
+            reinfer(model)
             changes += [Change(n, "input", f"pinned to {s}: the constant holds for these sizes")
                         for n, s in dynamic.items()]
         return changes
 
     def _constant_for(self, model: onnx.ModelProto, node: onnx.NodeProto, opset: int,
-                      dims: dict[str, list[ge.Dim]]) -> tuple[int, np.ndarray, bool] | None:
+                      dims: dict[str, list[Dim]]) -> tuple[int, np.ndarray, bool] | None:
         """(input slot replaced, constant, whether it is scales) for one node; None: leave it."""
         graph = model.graph
         found = _resize_inputs(node, opset)
@@ -162,7 +180,7 @@ class ResizeConstant(Rewrite):
         axes: Sequence[int] = [a % rank for a in attrs.get("axes") or range(rank)]
         in_sizes = np.array([x_dims[a] for a in axes], np.int64)
         if sizes:
-            if ge.constant(graph, sizes) is not None:
+            if constant(graph, sizes) is not None:
                 return None
             value = _evaluate(model, sizes, dims)
             if value is None or value.shape != in_sizes.shape:
@@ -174,7 +192,7 @@ class ResizeConstant(Rewrite):
             exact = bool(np.all(in_sizes.astype(np.float64) * ratio.astype(np.float64) == out))
             return (3, ratio, True) if exact else (3, out, False)
         if scales:
-            if ge.constant(graph, scales) is not None:
+            if constant(graph, scales) is not None:
                 return None
             value = _evaluate(model, scales, dims)
             if value is None or value.shape != in_sizes.shape:
@@ -189,9 +207,9 @@ class ResizeConstant(Rewrite):
         outputs = {o.name for o in graph.output}
         frontier = set(roots)
         while frontier:
-            users = ge.consumers(graph)
-            sub = ge.used_by_subgraphs(graph)
-            prod = ge.producers(graph)
+            users = consumers(graph)
+            sub = used_by_subgraphs(graph)
+            prod = producers(graph)
             dead = [prod[n] for n in frontier if n in prod and n not in outputs
                     and all(o not in users and o not in sub and o not in outputs
                             for o in prod[n].output)]
@@ -199,14 +217,5 @@ class ResizeConstant(Rewrite):
                 break
             frontier = {i for d in dead for i in d.input if i}
             inits = [i for i in frontier if i not in prod]
-            gone = {d.output[0] for d in dead}
-            keep = []
-            for nd in graph.node:
-                if nd.output and nd.output[0] in gone:
-                    continue
-                copy = onnx.NodeProto()
-                copy.CopyFrom(nd)
-                keep.append(copy)
-            del graph.node[:]
-            graph.node.extend(keep)
-            ge.drop_unused(graph, inits)
+            splice(graph, dead)
+            drop_unused(graph, inits)

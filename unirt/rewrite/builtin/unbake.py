@@ -25,7 +25,16 @@ import numpy as np
 import onnx
 
 from unirt.rewrite.base import Change, Rewrite, RewriteContext
-from unirt.rewrite.builtin import graph_edits as ge
+from unirt.rewrite.graph import (
+    Dim,
+    Names,
+    add_constant,
+    constant,
+    dims_of,
+    drop_unused,
+    reinfer,
+    shapes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +71,13 @@ def _declared_symbols(graph: onnx.GraphProto) -> dict[str, tuple[str, int]]:
     """Each dim_param a graph input declares, to (input, dim) where it first appears."""
     found: dict[str, tuple[str, int]] = {}
     for vi in graph.input:
-        for k, d in enumerate(ge.dims_of(vi) or []):
+        for k, d in enumerate(dims_of(vi) or []):
             if isinstance(d, str):
                 found.setdefault(d, (vi.name, k))
     return found
 
 
-def _analyse(node: onnx.NodeProto, data: list[ge.Dim], shape: list[int],
+def _analyse(node: onnx.NodeProto, data: list[Dim], shape: list[int],
              symbols: dict[str, tuple[str, int]], shape_name: str) -> BakedDim | None:
     allowzero = any(a.name == "allowzero" and a.i for a in node.attribute)
     if -1 in shape or (allowzero and 0 in shape) or any(s < 0 for s in shape):
@@ -116,12 +125,12 @@ def baked_reshapes(model: onnx.ModelProto) -> list[BakedDim]:
     symbols = _declared_symbols(graph)
     if not symbols:
         return []
-    dims = ge.shapes(model)
+    dims = shapes(model)
     found: list[BakedDim] = []
     for node in graph.node:
         if node.op_type != "Reshape" or len(node.input) < 2:
             continue
-        value = ge.constant(graph, node.input[1])
+        value = constant(graph, node.input[1])
         data = dims.get(node.input[0])
         if value is None or data is None or value.ndim != 1:
             continue
@@ -151,17 +160,18 @@ class UnbakeReshape(Rewrite):
         graph = model.graph
         by_name = {(n.name or n.output[0]): n for n in graph.node}
         changes: list[Change] = []
+        fresh = Names(graph)
         for b in todo:
             node = by_name[b.node]
-            old = ge.constant(graph, b.shape)
+            old = constant(graph, b.shape)
             assert old is not None and b.index is not None and b.fix is not None
             new = np.array(old, np.int64).reshape(-1)
             new[b.index] = b.fix
-            node.input[1] = ge.add_constant(graph, f"{b.node}/unbaked_shape", new)
+            node.input[1] = add_constant(graph, fresh, f"{b.node}/unbaked_shape", new)
             changes.append(Change(b.node, "Reshape",
                                   f"shape {old.tolist()} -> {new.tolist()}: entry {b.index} baked "
                                   f"the traced size {b.traced} of '{b.input}' dim {b.dim} "
                                   f"('{b.dim_param}')"))
-        ge.drop_unused(graph, [b.shape for b in todo])
-        ge.reinfer(model, relax_outputs=True)
+        drop_unused(graph, [b.shape for b in todo])
+        reinfer(model, relax_outputs=True)
         return changes

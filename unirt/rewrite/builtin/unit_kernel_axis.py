@@ -17,8 +17,8 @@ from ..graph import (
     add_constant,
     attribute,
     constant,
-    node_label,
-    replace,
+    nodes_of,
+    replace_each,
     static_dims,
     value_types,
 )
@@ -54,14 +54,13 @@ class UnitKernelAxis(Rewrite):
 
     def apply(self, model: onnx.ModelProto, context: RewriteContext) -> list[Change]:
         types = value_types(model)
-        found: list[tuple[int, int, list[int], list[int]]] = []
-        for i, node in enumerate(model.graph.node):
-            if node.op_type not in OPS or node.domain not in ("", "ai.onnx"):
-                continue
+        found: list[tuple[int, tuple[int, list[int], list[int]]]] = []
+        for i, node in nodes_of(model.graph, OPS):
             if len([o for o in node.output if o]) != 1:
                 continue  # MaxPool's indices would index the folded tensor
-            if node.op_type == "Conv" and (len(node.input) < 2 or
-                                           constant(model, node.input[1]) is None):
+            weight = (constant(model.graph, node.input[1])
+                      if node.op_type == "Conv" and len(node.input) > 1 else None)
+            if node.op_type == "Conv" and weight is None:
                 continue
             x_dims = types.get(node.input[0], (0, None))[1]
             y_dims = types.get(node.output[0], (0, None))[1]
@@ -69,28 +68,21 @@ class UnitKernelAxis(Rewrite):
                 continue
             x_static, y_static = static_dims(x_dims[1:]), static_dims(y_dims[1:])
             kernel = attribute(node, "kernel_shape")
-            if kernel is None and node.op_type == "Conv":
-                kernel = list(constant(model, node.input[1]).shape[2:])
+            if kernel is None and weight is not None:
+                kernel = list(weight.shape[2:])
             if x_static is None or y_static is None or kernel is None or len(kernel) != 3:
                 continue
             j = _unit_axis(node, list(kernel))
             if j is not None:
-                found.append((i, j, x_static, y_static))
-        if not found:
-            return []
-        names = Names(model)
-        changes: list[Change] = []
-        for i, j, x_sizes, y_sizes in reversed(found):
-            changes.append(self._fold(model, names, i, j, x_sizes, y_sizes))
-        return list(reversed(changes))
+                found.append((i, (j, x_static, y_static)))
+        return replace_each(model, found,
+                            lambda node, label, names, f: self._fold(model, node, label, names, *f))
 
-    def _fold(self, model: onnx.ModelProto, names: Names, i: int, j: int, x_dims: list[int],
-              y_dims: list[int]) -> Change:
-        """Replace node ``i`` by its 2-D form over spatial axis ``j``; dims without the batch."""
+    def _fold(self, model: onnx.ModelProto, node: onnx.NodeProto, label: str, names: Names,
+              j: int, x_dims: list[int], y_dims: list[int]) -> tuple[list[onnx.NodeProto], str]:
+        """``node`` in its 2-D form over spatial axis ``j``; dims without the batch."""
         from onnx import helper
 
-        node = model.graph.node[i]
-        label = node_label(node, i)
         others = [k for k in range(3) if k != j]
         perm = [0, 2 + j, 1] + [2 + k for k in others]
         back = [0, 2] + [1 if k == j else 3 + others.index(k) for k in range(3)]
@@ -99,14 +91,15 @@ class UnitKernelAxis(Rewrite):
         in_spatial = [x_dims[1 + k] for k in others]
         moved, flat, flat_out, unflat = (names(f"{label}_{w}") for w in
                                          ("moved", "folded", "folded_out", "unfolded"))
-        shape_in = add_constant(model, names, f"{label}_fold_shape", [-1, c, *in_spatial],
+        shape_in = add_constant(model.graph, names, f"{label}_fold_shape", [-1, c, *in_spatial],
                                 "int64")
-        shape_out = add_constant(model, names, f"{label}_unfold_shape",
+        shape_out = add_constant(model.graph, names, f"{label}_unfold_shape",
                                  [-1, size, m, *out_spatial], "int64")
         inputs = [flat]
         if node.op_type == "Conv":
-            weight = constant(model, node.input[1])
-            inputs.append(add_constant(model, names, f"{node.input[1]}_2d",
+            weight = constant(model.graph, node.input[1])
+            assert weight is not None  # apply() kept only Convs with a constant weight
+            inputs.append(add_constant(model.graph, names, f"{node.input[1]}_2d",
                                        weight.squeeze(axis=2 + j)))
             inputs += list(node.input[2:])
         op2d = helper.make_node(node.op_type, inputs, [flat_out], name=node.name or None)
@@ -117,7 +110,7 @@ class UnitKernelAxis(Rewrite):
             elif a.name == "pads":
                 value = _drop(value, j, halves=2)
             op2d.attribute.append(helper.make_attribute(a.name, value))
-        replace(model, i, [
+        new = [
             helper.make_node("Transpose", [node.input[0]], [moved], perm=perm,
                              name=names(f"{label}_to_2d")),
             helper.make_node("Reshape", [moved, shape_in], [flat], name=names(f"{label}_fold")),
@@ -126,7 +119,7 @@ class UnitKernelAxis(Rewrite):
                              name=names(f"{label}_unfold")),
             helper.make_node("Transpose", [unflat], [node.output[0]], perm=back,
                              name=names(f"{label}_from_2d")),
-        ])
+        ]
         axis = "DHW"[j]
-        return Change(label, node.op_type, f"kernel 1 on axis {axis}: the 2-D {node.op_type} "
-                      f"with {axis} folded into the batch (Transpose/Reshape around it)")
+        return new, (f"kernel 1 on axis {axis}: the 2-D {node.op_type} with {axis} folded into "
+                     "the batch (Transpose/Reshape around it)")
