@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-
-import numpy as np
-import onnx
-from onnx import helper
+from typing import TYPE_CHECKING
 
 from unirt.rewrite.base import Change, Rewrite, RewriteContext
 from unirt.rewrite.graph import (
@@ -31,6 +28,9 @@ from unirt.rewrite.graph import (
     shapes,
     splice,
 )
+
+if TYPE_CHECKING:  # pragma: no cover - registering the built-ins imports no onnx
+    import onnx
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,8 @@ def _slice_chain(graph: onnx.GraphProto, name: str, dims: dict[str, list[Dim]],
                  prod: dict[str, onnx.NodeProto],
                  users: dict[str, list[onnx.NodeProto]]) -> _Chain | None:
     """The (at most two) Slices that produce ``name``, as stride-2 slices of H and W."""
+    import numpy as np
+
     offsets: dict[int, int] = {}
     slices: list[onnx.NodeProto] = []
     current = name
@@ -88,6 +90,9 @@ def _space_to_depth(graph: onnx.GraphProto, source: str, out: str, dims: list[in
                     first: int, prefix: str) -> list[onnx.NodeProto]:
     """Reshape/Transpose steps: split ``first`` axis, then the other, each offset into
     channels ahead of what is there (so ``first``'s offset ends up varying fastest)."""
+    import numpy as np
+    from onnx import helper
+
     n, c, h, w = dims
     batch = n if n > 0 else -1
     second = W if first == H else H

@@ -26,11 +26,13 @@ from __future__ import annotations
 import importlib.util
 import logging
 from collections import Counter
-
-import onnx
+from typing import TYPE_CHECKING
 
 from unirt.rewrite.base import Change, Rewrite, RewriteContext
 from unirt.rewrite.graph import Dim, dims_of, pinned_inputs, set_input_dims
+
+if TYPE_CHECKING:  # pragma: no cover - registering the built-ins imports no onnx
+    import onnx
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ TIMEOUT = 120.0
 def slim_bytes(data: bytes) -> bytes:
     """onnxslim on a serialized model, the result serialized: what the child runs (module level,
     so that the child imports it by name; bytes both ways, the form a pipe carries)."""
+    import onnx
     import onnxslim
 
     result = onnxslim.slim(onnx.load_model_from_string(data))
@@ -52,6 +55,8 @@ def slim_bytes(data: bytes) -> bytes:
 
 def _slim_isolated(model: onnx.ModelProto) -> onnx.ModelProto | None:
     """:func:`slim_bytes` run in a child; None (and the reason logged) when it did not finish."""
+    import onnx
+
     from unirt.isolation import run_isolated
 
     try:
@@ -110,6 +115,8 @@ class Fold(Rewrite):
     summary = "constant folding and shape simplification (onnxslim)"
 
     def apply(self, model: onnx.ModelProto, context: RewriteContext) -> list[Change]:
+        import onnx
+
         if importlib.util.find_spec("onnxslim") is None:
             log.info("fold: onnxslim is not installed (pip install 'unirt[fold]'); skipped")
             return []

@@ -10,11 +10,13 @@ for an op (or produces a model the checker rejects), nothing changes and the log
 from __future__ import annotations
 
 import logging
-
-import onnx
+from typing import TYPE_CHECKING
 
 from unirt.rewrite.base import Change, Rewrite, RewriteContext
 from unirt.rewrite.graph import opset_of
+
+if TYPE_CHECKING:  # pragma: no cover - registering the built-ins imports no onnx
+    import onnx
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +26,8 @@ class OpsetConvert(Rewrite):
     summary = "default-domain opset converted down to what the engine loads (version_converter)"
 
     def apply(self, model: onnx.ModelProto, context: RewriteContext) -> list[Change]:
+        import onnx
+
         target = context.opset
         current = opset_of(model)
         if target is None or target >= current:

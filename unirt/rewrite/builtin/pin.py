@@ -10,11 +10,13 @@ given size that contradicts a static dim, or has the wrong rank, leaves that inp
 from __future__ import annotations
 
 import logging
-
-import onnx
+from typing import TYPE_CHECKING
 
 from unirt.rewrite.base import Change, Rewrite, RewriteContext
 from unirt.rewrite.graph import dims_of, pinned_inputs, reinfer, set_input_dims
+
+if TYPE_CHECKING:  # pragma: no cover - registering the built-ins imports no onnx
+    import onnx
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
-
-import numpy as np
-import onnx
-from onnx import helper
+from typing import TYPE_CHECKING, Any
 
 from unirt.rewrite.base import Change, Rewrite, RewriteContext
 from unirt.rewrite.graph import (
@@ -39,6 +35,10 @@ from unirt.rewrite.graph import (
     used_by_subgraphs,
 )
 
+if TYPE_CHECKING:  # pragma: no cover - registering the built-ins imports no onnx
+    import numpy as np
+    import onnx
+
 log = logging.getLogger(__name__)
 
 #: Ops a sizes/scales chain may contain: shape arithmetic, nothing that reads tensor data.
@@ -53,6 +53,10 @@ def _evaluate(model: onnx.ModelProto, name: str,
               dims: dict[str, list[Dim]]) -> np.ndarray | None:
     """The value of ``name`` when it depends only on constants and on the (known) shapes of
     other tensors; None otherwise."""
+    import numpy as np
+    import onnx
+    from onnx import helper
+
     graph = model.graph
     prod = producers(graph)
     inits = {i.name: i for i in graph.initializer}
@@ -113,6 +117,8 @@ class ResizeConstant(Rewrite):
     ops = frozenset({"Resize", "Upsample"})
 
     def apply(self, model: onnx.ModelProto, context: RewriteContext) -> list[Change]:
+        import numpy as np
+
         graph = model.graph
         if not any(n.op_type in self.ops for n in graph.node):
             return []
@@ -167,6 +173,9 @@ class ResizeConstant(Rewrite):
     def _constant_for(self, model: onnx.ModelProto, node: onnx.NodeProto, opset: int,
                       dims: dict[str, list[Dim]]) -> tuple[int, np.ndarray, bool] | None:
         """(input slot replaced, constant, whether it is scales) for one node; None: leave it."""
+        import numpy as np
+        from onnx import helper
+
         graph = model.graph
         found = _resize_inputs(node, opset)
         x_dims = dims.get(node.input[0])

@@ -20,9 +20,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-
-import numpy as np
-import onnx
+from typing import TYPE_CHECKING
 
 from unirt.rewrite.base import Change, Rewrite, RewriteContext
 from unirt.rewrite.graph import (
@@ -35,6 +33,9 @@ from unirt.rewrite.graph import (
     reinfer,
     shapes,
 )
+
+if TYPE_CHECKING:  # pragma: no cover - registering the built-ins imports no onnx
+    import onnx
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,8 @@ class UnbakeReshape(Rewrite):
         return sizes
 
     def apply(self, model: onnx.ModelProto, context: RewriteContext) -> list[Change]:
+        import numpy as np
+
         todo = [b for b in baked_reshapes(model) if b.fix is not None and b.index is not None]
         if not todo:
             return []
