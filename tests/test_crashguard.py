@@ -128,3 +128,32 @@ def test_child_mode_runs_the_reference_in_a_child_once(tmp_path: Path) -> None:
     with unirt.load(path, crash_guard="child") as s:
         assert s.backend == "onnxruntime"
         assert _files() == [".ran"]  # recorded by the child's pass, before any call here
+
+
+def test_a_marker_held_elsewhere_makes_the_load_run_the_reference_in_a_child(
+        tmp_path: Path) -> None:
+    """Processes started together: one holds the marker, the others must not open a model none
+    of them has seen answer; they run the reference in a child first (a tester saw three
+    processes started at once all die)."""
+    from unirt.model import read_model
+
+    path = models.save(models.tiny(), tmp_path / "m.onnx")
+    info = read_model(path)
+    be = unirt.plugins.get_registry().backend("onnxruntime")
+    k = crashguard.key(info, "onnxruntime", be.available().version, "exact", {})
+    holder = crashguard.arm(k, "another process")  # a flock conflicts across open files
+    assert holder is not None
+    assert crashguard.marker_state(k) == crashguard.MarkerState.HELD
+    with unirt.load(path) as s:
+        assert s.backend == "onnxruntime"
+        assert crashguard.ran_before(k)  # the child's pass was recorded
+    holder.release()
+
+
+def test_simultaneous_arming_gives_one_marker(tmp_path: Path) -> None:
+    k = "c" * 40
+    first = crashguard.arm(k, "one")
+    second = crashguard.arm(k, "two")
+    assert first is not None and second is None
+    first.release()
+    assert crashguard.marker_state(k) == crashguard.MarkerState.NONE

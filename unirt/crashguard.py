@@ -19,9 +19,12 @@ model and engine version: the pass is cached) before the very first in-process o
 processes that must not die even once. A marker left by a process that exited without running
 the model (killed by the user, say) costs one such child run, never a wrong verdict.
 
-Where the cache cannot be written, there is no marker and no record: loads behave as raw ONNX
-Runtime does. Only the first call is guarded: a crash on a later call with other shapes is
-not remembered (the verification of other engines runs in children and is not affected).
+Processes started together (a launch file, a pool of workers) each find the others' marker
+held: all but the one holding it run the reference in a child first, rather than every one of
+them dying at once. Where the cache cannot be written, there is no marker and no record: loads
+behave as raw ONNX Runtime does. Only the first call is guarded: a crash on a later call with
+other shapes is not remembered (the verification of other engines runs in children and is not
+affected).
 """
 
 from __future__ import annotations
@@ -97,27 +100,40 @@ def ran_before(k: str) -> bool:
     return d is not None and (d / f"{k}.ran").is_file()
 
 
-def died_before(k: str) -> bool:
+class MarkerState(Word):
+    """What the marker of one model says (see :func:`marker_state`)."""
+
+    NONE = "none"  # no marker: no process is, or died, between an open and a first answer
+    DIED = "died"  # a marker nobody holds: a process died before the model's first answer
+    HELD = "held"  # a live process holds it: its first answer is still to come
+
+
+def marker_state(k: str) -> MarkerState:
     """Whether a process died (or exited) between opening this model in-process and its first
-    answer: a marker is there and no live process holds its lock."""
+    answer (a marker no live process holds), or one is there right now (the lock is held)."""
     import fcntl
 
     d = _directory()
     if d is None:
-        return False
+        return MarkerState.NONE
     path = d / f"{k}.pending"
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
-        return False
+        return MarkerState.NONE
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        return False  # a live process is between its open and its first answer
+        return MarkerState.HELD
     else:
-        return True
+        return MarkerState.DIED
     finally:
         os.close(fd)
+
+
+def died_before(k: str) -> bool:
+    """Whether a marker is there that no live process holds."""
+    return marker_state(k) == MarkerState.DIED
 
 
 def record_ran(k: str) -> None:
@@ -199,8 +215,10 @@ def _drop(path: Path, fd: int) -> None:
 
 def arm(k: str, what: str) -> Marker | None:
     """Put a held marker in place before an in-process open; None when there is no cache to
-    put it in, or another live process holds one for the same model (it guards the same
-    thing). The file appears already locked: it is locked, then renamed into place."""
+    put it in, or another live process holds one for the same model (the caller then asks
+    :func:`marker_state`: processes started together must not all open a model none of them
+    has seen answer). The file appears already locked: it is locked, then linked into place
+    (a link, unlike a rename, never replaces another process's marker)."""
     import fcntl
 
     d = _directory()
@@ -215,12 +233,11 @@ def arm(k: str, what: str) -> Marker | None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.write(fd, json.dumps({"pid": os.getpid(), "what": what,
                                  "time": time.time()}).encode())
-        if os.path.lexists(path):  # held by a live process (a dead one's was probed first)
-            raise FileExistsError(path)
-        os.replace(tmp, path)
+        os.link(tmp, path)  # atomic: fails when another process's marker is there
     except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         os.close(fd)
         return None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
     return Marker(d, k, fd, what)

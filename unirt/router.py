@@ -448,15 +448,24 @@ class _Router:
         from .verify import VerifyStatus, lookup, verify_reference
 
         v = lookup(self.info, name, avail.version, r.precision, opts, r.input_shapes)
-        if v is None and (r.crash_guard == crashguard.GuardMode.CHILD
-                          or crashguard.died_before(k)):
-            if r.crash_guard != crashguard.GuardMode.CHILD:
+        state = crashguard.marker_state(k) if v is None else crashguard.MarkerState.NONE
+        if v is None and state == crashguard.MarkerState.NONE and \
+                r.crash_guard != crashguard.GuardMode.CHILD:
+            self.marker = crashguard.arm(k, f"{self.info.name} on {name}")
+            if self.marker is not None:
+                return None
+            state = crashguard.marker_state(k)  # another process armed it meanwhile
+        if v is None and (state != crashguard.MarkerState.NONE
+                          or r.crash_guard == crashguard.GuardMode.CHILD):
+            if state == crashguard.MarkerState.DIED:
                 logger.warning("unirt: a process died running %s on %s before its first "
                                "answer; running it in a child first", self.info.name, name)
+            elif state == crashguard.MarkerState.HELD:
+                logger.info("unirt: another process is opening %s on %s for the first time; "
+                            "running it in a child first", self.info.name, name)
             v = verify_reference(self.info, name, avail.version, r.precision, opts,
                                  r.input_shapes, registry=self.registry)
-        if v is None:
-            self.marker = crashguard.arm(k, f"{self.info.name} on {name}")
+        if v is None:  # no cache to hold a marker in: as raw ONNX Runtime
             return None
         if v.accepted:  # (not a verification to show: it was compared with nothing)
             crashguard.record_ran(k)
