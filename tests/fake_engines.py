@@ -59,6 +59,16 @@ class Segfaults(_Delegating):
         os.kill(os.getpid(), signal.SIGSEGV)
 
 
+class SegfaultsOnOpen(_Delegating):
+    """Dies reading the model, as OpenCV's ONNX reader did on a declared 100000x1e9 input."""
+
+    name = "fake-segfault-open"
+
+    def _open_impl(self, model: ModelInfo, options: OpenOptions) -> BackendSession:
+        os.kill(os.getpid(), signal.SIGSEGV)
+        raise AssertionError("unreachable")
+
+
 class Hangs(_Delegating):
     name = "fake-hang"
 
@@ -214,6 +224,7 @@ def register_backends(register: Any) -> None:
     register(Picky)
     register(Faithful)
     register(Segfaults)
+    register(SegfaultsOnOpen)
     register(Hangs)
     register(Approximates)
     register(Slow)

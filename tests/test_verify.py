@@ -164,7 +164,7 @@ def test_a_real_model_an_engine_gets_wrong_is_rejected_by_verification() -> None
     np.testing.assert_allclose(sess.run(feeds)["softmaxout_1"], expected, atol=1e-5, rtol=1e-3)
 
 
-def test_unverified_when_no_inputs_can_be_generated() -> None:
+def test_unverified_when_no_inputs_can_be_generated(fake_engines: None) -> None:
     from onnx import TensorProto, helper
 
     g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
@@ -174,3 +174,29 @@ def test_unverified_when_no_inputs_can_be_generated() -> None:
     v = verify_mod.verify(unirt.read_model(proto), "fake-faithful", "0")
     assert v.status == "unverified" and not v.cached
     assert v.result.reason.startswith("no inputs can be generated (input 'x': cannot generate")
+    assert v.result.reason.endswith("; opened in a child, nothing run")
+
+
+def test_no_inputs_still_means_a_child_opens_it_first(tmp_path: Path,
+                                                     fake_engines: None) -> None:
+    """A declared input over the size limit: no inputs can be made, but the candidate is still
+    opened in a child before this process (a tester's OpenCV segfaulted reading such a model in
+    the caller's process). A crash there rejects it, cached; a clean open is 'unverified'."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [100000, 1000000000])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [100000, 1000000000])])
+    path = tmp_path / "huge.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with pytest.raises(BackendError, match=r"fake-segfault-open .*crashed \(signal SIGSEGV\)"):
+        unirt.load(path, backend="fake-segfault-open")
+    with pytest.raises(BackendError, match="cached verdict: crashed"):
+        unirt.load(path, backend="fake-segfault-open")
+    with unirt.load(path, backend="fake-faithful") as s:
+        v = s.verification
+        assert v is not None and v.status == verify_mod.VerifyStatus.UNVERIFIED
+        assert "no inputs can be generated" in v.result.reason
+        assert "opened in a child, nothing run" in v.result.reason

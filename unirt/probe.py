@@ -388,6 +388,27 @@ def probe(info: ModelInfo, backend: str, feed_sets: Sequence[Feeds],
     return result
 
 
+def open_only(info: ModelInfo, backend: str, precision: str = "exact",
+              options: Mapping[str, Any] | None = None, timeout: float = DEFAULT_TIMEOUT,
+              registry: Registry | None = None, why: str = "") -> ProbeResult:
+    """Open ``info`` on ``backend`` in a child and run nothing: for a model no inputs can be
+    generated for (bf16, strings, a declared shape over the size limit), whose engine must still
+    not be opened in the user's process before a child did (an engine can segfault reading the
+    model). Passing says only that: ``no reference``, with ``why`` nothing was run."""
+    try:
+        spec = _spec(registry)
+    except HarnessError as exc:
+        return ProbeResult(backend, HARNESS, f"unirt could not measure: {exc}", opened=False)
+    with Worker(_child_init) as w:
+        opened = w.call(_child_open, info.source(), backend, precision, dict(options or {}),
+                        None, spec, timeout=timeout)
+    if not opened.ok:
+        return ProbeResult(backend, _status(opened), _open_reason(opened), opened=False)
+    return ProbeResult(backend, NO_REFERENCE, f"{why}; opened in a child, nothing run"
+                       if why else "opened in a child, nothing run",
+                       precision=opened.value["precision"], load_s=opened.value["load_s"])
+
+
 def judge(backend: str, opened: Outcome, sets: list[RunSet], reference: list[RunSet],
           precision: str = "exact", atol: float | None = None,
           rtol: float | None = None, registry: Registry | None = None) -> ProbeResult:

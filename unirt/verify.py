@@ -36,6 +36,7 @@ from .probe import (
     PASS,
     ProbeResult,
     RunSet,
+    open_only,
     probe,
     shape_sets,
 )
@@ -232,11 +233,11 @@ def verify(info: ModelInfo, backend: str, version: str | None, precision: str = 
 
     if timeout is None:
         timeout = float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT)
+    no_inputs = ""
     try:
         sets = [s for _, s in shape_sets(info.inputs, shapes)]
     except UnirtError as exc:  # bf16, strings without shape, sequences: nothing to compare
-        result = ProbeResult(backend, NO_REFERENCE, f"no inputs can be generated ({exc})")
-        return Verification(VerifyStatus.UNVERIFIED, result, False, "")
+        sets, no_inputs = [], f"no inputs can be generated ({exc})"
     key = _key(info, backend, version, precision, options or {}, sets, tolerance)
     cache = ArtifactCache()
     if mode != "always":
@@ -245,15 +246,20 @@ def verify(info: ModelInfo, backend: str, version: str | None, precision: str = 
             return known
     else:
         cache.remove(CACHE_SECTION, key)
-    try:  # generated only now: a cached verdict costs no input generation
-        labels, _, feeds = feed_sets(info, shapes)
-    except UnirtError as exc:
-        result = ProbeResult(backend, NO_REFERENCE, f"no inputs can be generated ({exc})")
-        return Verification(VerifyStatus.UNVERIFIED, result, False, key)
+    labels: list[str] = []
+    feeds: list[FeedRecipe] = []
+    if not no_inputs:
+        try:  # generated only now: a cached verdict costs no input generation
+            labels, _, feeds = feed_sets(info, shapes)
+        except UnirtError as exc:
+            no_inputs = f"no inputs can be generated ({exc})"
     start = time.perf_counter()
-    result = probe(info, backend, feeds, precision, options, atol=tolerance,
-                   timeout=timeout, labels=labels, registry=registry, reference=reference,
-                   runs=runs)
+    if no_inputs:  # still opened in a child first: an engine can crash reading the model
+        result = open_only(info, backend, precision, options, timeout, registry, no_inputs)
+    else:
+        result = probe(info, backend, feeds, precision, options, atol=tolerance,
+                       timeout=timeout, labels=labels, registry=registry, reference=reference,
+                       runs=runs)
     logger.info("verified %s on %s in %.2f s: %s", info.name, backend,
                 time.perf_counter() - start, result.status)
     verification = Verification(status_of(result), result, False, key)
@@ -298,21 +304,25 @@ def verify_reference(info: ModelInfo, backend: str, version: str | None,
         timeout = float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT)
     try:
         sets = [s for _, s in shape_sets(info.inputs, shapes)]
-        key = _key(info, backend, version, precision, options or {}, sets, None)
-        known = _cached(ArtifactCache(), key)
-        if known is not None:
-            return known
-        labels, _, feeds = feed_sets(info, shapes)
-    except UnirtError as exc:
-        result = ProbeResult(backend, NO_REFERENCE, f"no inputs can be generated ({exc})")
-        return Verification(VerifyStatus.UNVERIFIED, result, False, "")
+    except UnirtError:
+        sets = []
+    key = _key(info, backend, version, precision, options or {}, sets, None)
+    known = _cached(ArtifactCache(), key)
+    if known is not None:
+        return known
     start = time.perf_counter()
-    for _ in range(TIMEOUT_RETRIES + 1):  # a time-out is as often a busy machine
-        opened, runs = reference_outputs(info.source(), feeds, timeout=timeout, labels=labels,
-                                         registry=registry)
-        result = judge(backend, opened, runs, runs, "exact", registry=registry)
-        if result.status != TIMEOUT:
-            break
+    try:
+        labels, _, feeds = feed_sets(info, shapes)
+    except UnirtError as exc:  # still opened in a child: it can crash reading the model
+        result = open_only(info, backend, "exact", options, timeout, registry,
+                           f"no inputs can be generated ({exc})")
+    else:
+        for _ in range(TIMEOUT_RETRIES + 1):  # a time-out is as often a busy machine
+            opened, runs = reference_outputs(info.source(), feeds, timeout=timeout,
+                                             labels=labels, registry=registry)
+            result = judge(backend, opened, runs, runs, "exact", registry=registry)
+            if result.status != TIMEOUT:
+                break
     logger.info("ran the reference %s on %s in a child in %.2f s: %s", backend, info.name,
                 time.perf_counter() - start, result.status)
     verification = Verification(status_of(result), result, False, key)
