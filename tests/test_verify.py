@@ -91,14 +91,18 @@ def test_engine_version_model_bytes_and_corruption_reverify(
 
 
 def test_unverified_when_the_reference_cannot_run(conv: Path, fake_engines: None,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
     def no_reference(info, backend, *a, **k):
         return ProbeResult(backend, NO_REFERENCE, "the reference (onnxruntime) cannot run it")
 
     monkeypatch.setattr(verify_mod, "probe", no_reference)
-    sess = unirt.load(conv, backend="fake-faithful")
+    with caplog.at_level("WARNING", logger="unirt"):
+        sess = unirt.load(conv, backend="fake-faithful", rewrite=False)
     assert sess.verification.status == "unverified"
     assert "unverified: the reference (onnxruntime) cannot run it" in sess.route[0].reason
+    assert "fake-faithful runs conv.onnx unverified: the reference (onnxruntime) cannot run " \
+           "it" in caplog.text
     with pytest.raises(BackendError, match="fake-faithful was rejected .* unverified"):
         unirt.load(conv, backend="fake-faithful", verify="always")
 

@@ -569,6 +569,7 @@ class _Router:
                     else RouteStep(n, NOT_TRIED, self._not_tried_reason(n))
                     for n in everything[i + 1:])
                 marker, self.marker = self.marker, None
+                self._warn_unverified(name)
                 return Session(info, name, impl, self.steps, self.open_options(name),
                                reroute=self.reroute if self.backend is None else None,
                                verification=self.verifications.get(name), guard=marker)
@@ -628,8 +629,10 @@ class _Router:
         if step is None and self._unjudged(name) and self._may_fit(name):
             # Opened, but nothing could tell whether it runs the model right: the reference
             # refuses the model too. A rewrite that makes the model well-formed can be judged.
+            # Only a verified fit replaces it: one as unverified as the original is no better
+            # (a tester saw an unverified 'fold' replace an unverified session, NaN both).
             fitted, _ = self._open_fitted(name, RouteStep(name, REJECTED, self.verifications[
-                name].describe()))
+                name].describe()), replaces_unjudged=True)
             if fitted is not None:
                 impl.close()
                 return fitted, None
@@ -638,6 +641,17 @@ class _Router:
                 not self._may_fit(name):
             return impl, step
         return self._open_fitted(name, step)
+
+    def _warn_unverified(self, name: str) -> None:
+        """Say it when the chosen engine runs the model on no evidence that its numbers are
+        right (the reference cannot run the model, or no inputs can be made): the route says
+        so too, but a robot's log should not need ``explain()`` to show it."""
+        from .verify import VerifyStatus
+
+        v = self.verifications.get(name)
+        if v is not None and v.status == VerifyStatus.UNVERIFIED:
+            logger.warning("unirt: %s runs %s unverified: %s", name, self.info.name,
+                           v.result.reason)
 
     def _unjudged(self, name: str) -> bool:
         """Whether ``name`` was opened on a verification that had no reference to compare
@@ -651,10 +665,12 @@ class _Router:
         return self.request.rewrite is not False and \
             self.registry.backend(name).available().available
 
-    def _open_fitted(self, name: str, failed: RouteStep) -> tuple[Any, RouteStep | None]:
+    def _open_fitted(self, name: str, failed: RouteStep, replaces_unjudged: bool = False
+                     ) -> tuple[Any, RouteStep | None]:
         """Open ``name`` on the fitted model: (session, None) with ``failed`` kept on the route,
-        or (None, ``failed`` with what became of the rewrite added)."""
-        from .rewrite.fit import fit
+        or (None, ``failed`` with what became of the rewrite added). ``replaces_unjudged``: the
+        candidate opened, unverified; only a verified fit replaces it, and nothing failed."""
+        from .rewrite.fit import FitStatus, fit
         from .verify import Verification, status_of
 
         r = self.request
@@ -669,9 +685,13 @@ class _Router:
                                                          f"{exc}")
         if fitted.info is None:
             return None, failed
-        if not fitted.usable:
+        if not fitted.usable or (replaces_unjudged and fitted.status != FitStatus.VERIFIED):
+            again = fitted.result is not None and fitted.result.reason and (
+                fitted.result.reason.replace(fitted.info.name, self.info.name) in failed.reason)
+            after = f"{', '.join(fitted.rewrites)} {fitted.status}, the same" if again \
+                else fitted.describe()
             return None, RouteStep(name, failed.outcome, f"{failed.reason}; after rewrite: "
-                                                         f"{fitted.describe()}")
+                                                         f"{after}")
         try:
             impl = self.registry.backend(name).open(fitted.info, self.open_options(name))
         except UnirtError as exc:
@@ -679,7 +699,8 @@ class _Router:
                                                          f"({', '.join(fitted.rewrites)}) "
                                                          f"failed to open: {exc}")
         assert fitted.result is not None
-        self.steps.append(failed)
+        if not replaces_unjudged:
+            self.steps.append(failed)
         self.fitted[name] = fitted
         self.verifications[name] = Verification(status_of(fitted.result), fitted.result,
                                                  fitted.cached, "")
