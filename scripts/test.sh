@@ -11,6 +11,7 @@ fi
 # The pnnx wheel declares torch; its converter binary needs none of it.
 .venv/bin/python -m pip install -q -c constraints.txt --no-deps pnnx
 .venv/bin/python -m ruff check unirt plugins tests benchmarks examples stress
-# py.typed is a promise: the core type-checks (the plugins are not yet clean).
-.venv/bin/python -m mypy unirt --ignore-missing-imports
+# py.typed is a promise: the core and the built-in plugins type-check.
+.venv/bin/python -m mypy unirt plugins/unirt_onnxruntime plugins/unirt_openvino \
+    plugins/unirt_opencv plugins/unirt_ncnn --ignore-missing-imports
 .venv/bin/python -m pytest -q "$@"

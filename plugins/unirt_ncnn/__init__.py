@@ -193,7 +193,8 @@ class NcnnBackend(Backend):
         )
         sess = NcnnSession(model, config)
         if not model.has_dynamic_inputs:
-            sess.prepare(tuple(tuple(int(d) for d in t.shape) for t in model.inputs))  # type: ignore[union-attr]
+            sess.prepare(tuple(tuple(int(d) for d in t.shape or ()  # type: ignore[arg-type]
+                                     ) for t in model.inputs))
         return sess
 
 
@@ -258,10 +259,10 @@ def _doubts(model: ModelInfo) -> list[tuple[str, str, str | None, str | None]]:
         elif n.op_type == "Cast" and n.inputs:
             casts.append((n.inputs[0], n.name or f"Cast#{i}"))
     for tensor, cast in casts:
-        label = topk.get(tensor)
-        if label is not None:
+        producer = topk.get(tensor)
+        if producer is not None:
             out.append(("crash", f"TopK output {tensor!r} feeds Cast {cast!r}: ncnn segfaulted "
-                                 "running a TopK+Cast model converted by pnnx", label, "TopK"))
+                                 "running a TopK+Cast model converted by pnnx", producer, "TopK"))
     return out
 
 
@@ -310,12 +311,13 @@ class _Net:
                     raise BackendError(f"{NAME}: extracting {b.blob} ({name!r}) failed "
                                        f"(ncnn returned {ret})")
                 arr = np.array(mat.numpy(batch_index=b.batch_index), dtype=np.float32)
-                if b.shape is not None and all(d is not None for d in b.shape):
-                    if arr.size != int(np.prod(b.shape, dtype=np.int64)):
+                dims = [d for d in b.shape or () if d is not None]
+                if b.shape is not None and len(dims) == len(b.shape):
+                    if arr.size != int(np.prod(dims, dtype=np.int64)):
                         raise BackendError(
                             f"{NAME}: output {name!r} has {arr.size} values, but pnnx converted "
                             f"it as shape {b.shape}")
-                    arr = arr.reshape(b.shape)
+                    arr = arr.reshape(dims)
                 out[name] = arr
         return out
 

@@ -154,10 +154,11 @@ class OpenVinoSession(BackendSession):
                 if keys[t.name] is None:
                     keys[t.name] = unmatched.pop(0)
         self._unused_inputs = frozenset(n for n, k in keys.items() if k is None)
-        by_name = all(k is None or t.name in ports[k]
-                      for t, k in zip(model.inputs, keys.values()))
+        named = all(k is None or t.name in ports[k]
+                    for t, k in zip(model.inputs, keys.values()))
         # Feed by port index unless every used input is found under its own name (fast path).
-        self._feed_keys = None if by_name else keys
+        self._feed_keys: dict[str, int] | None = None if named else {
+            n: k for n, k in keys.items() if k is not None}
 
     def _request(self) -> tuple[int, Any]:
         """A new infer request for this thread, on the current compiled model."""
@@ -201,8 +202,9 @@ class OpenVinoSession(BackendSession):
         except AttributeError:
             generation, infer = self._request()
         if self._feed_keys is not None:
-            feeds = {self._feed_keys[k]: v for k, v in feeds.items()
-                     if self._feed_keys[k] is not None}
+            ports_of = self._feed_keys
+            by_port: dict[Any, Any] = {ports_of[k]: v for k, v in feeds.items() if k in ports_of}
+            feeds = by_port
         elif self._unused_inputs:
             feeds = {k: v for k, v in feeds.items() if k not in self._unused_inputs}
         try:
