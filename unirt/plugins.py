@@ -211,36 +211,40 @@ class Registry:
             yield self.pm.get_name(impl.plugin) or "?", functools.partial(_call_impl, impl)
 
     def _collect(self) -> dict[str, Backend]:
-        found: dict[str, Backend] = {}
-        for plugin_name, call in self.hook_calls("register_backends"):
+        return self._registered("register_backends", "backend", Backend, "a unirt Backend")
+
+    def _registered(self, hook_name: str, kind: str, cls: type, what: str) -> dict[str, Any]:
+        """Call a ``register_*`` hook, one plugin at a time: each registers classes or
+        instances of ``cls`` by name (recorded on its PluginRecord's ``<kind>s`` list). A
+        malformed or duplicate registration is a :class:`PluginError`; a plugin whose hook
+        raises anything else is marked not loaded, with the reason, and the others go on."""
+        found: dict[str, Any] = {}
+        for plugin_name, call in self.hook_calls(hook_name):
             record = self.records.get(plugin_name)
 
-            def register(backend: Any, _plugin: str = plugin_name, _rec=record) -> None:
-                if isinstance(backend, type) and issubclass(backend, Backend):
-                    backend = backend()
-                if not isinstance(backend, Backend):
-                    raise PluginError(
-                        f"plugin {_plugin} registered {backend!r}, which is not a unirt Backend"
-                    )
-                if backend.name in found:
-                    raise PluginError(
-                        f"plugin {_plugin} registered backend {backend.name!r}, "
-                        "which another plugin already registered"
-                    )
-                found[backend.name] = backend
+            def register(obj: Any, _plugin: str = plugin_name, _rec=record) -> None:
+                item = obj() if isinstance(obj, type) and issubclass(obj, cls) else obj
+                name = getattr(item, "name", None)
+                if not isinstance(item, cls) or not isinstance(name, str) or not name:
+                    raise PluginError(f"plugin {_plugin} registered {obj!r}, which is not "
+                                      f"{what} with a name")
+                if name in found:
+                    raise PluginError(f"plugin {_plugin} registered {kind} {name!r}, "
+                                      "which another plugin already registered")
+                found[name] = item
                 if _rec is not None:
-                    _rec.backends.append(backend.name)
+                    getattr(_rec, f"{kind}s").append(name)
 
             try:
                 call(register=register)
             except PluginError:
                 raise
             except Exception as exc:
-                logger.warning("plugin %s failed in register_backends: %s",
-                               plugin_name, first_line(exc))
+                logger.warning("plugin %s failed in %s: %s", plugin_name, hook_name,
+                               first_line(exc))
                 if record is not None:
                     record.loaded = False
-                    record.error = f"register_backends: {type(exc).__name__}: {first_line(exc)}"
+                    record.error = f"{hook_name}: {type(exc).__name__}: {first_line(exc)}"
         return found
 
     # -- rewrites ----------------------------------------------------------------------------
@@ -257,35 +261,7 @@ class Registry:
     def _collect_rewrites(self) -> dict[str, Any]:
         from .rewrite.base import Rewrite
 
-        found: dict[str, Rewrite] = {}
-        for plugin_name, call in self.hook_calls("register_rewrites"):
-            record = self.records.get(plugin_name)
-
-            def register(rewrite: Any, _plugin: str = plugin_name, _rec=record) -> None:
-                if isinstance(rewrite, type) and issubclass(rewrite, Rewrite):
-                    rewrite = rewrite()
-                if not isinstance(rewrite, Rewrite) or not isinstance(
-                        getattr(rewrite, "name", None), str) or not rewrite.name:
-                    raise PluginError(f"plugin {_plugin} registered {rewrite!r}, which is not a "
-                                      "unirt Rewrite with a name")
-                if rewrite.name in found:
-                    raise PluginError(f"plugin {_plugin} registered rewrite {rewrite.name!r}, "
-                                      "which another plugin already registered")
-                found[rewrite.name] = rewrite
-                if _rec is not None:
-                    _rec.rewrites.append(rewrite.name)
-
-            try:
-                call(register=register)
-            except PluginError:
-                raise
-            except Exception as exc:
-                logger.warning("plugin %s failed in register_rewrites: %s",
-                               plugin_name, first_line(exc))
-                if record is not None:
-                    record.loaded = False
-                    record.error = f"register_rewrites: {type(exc).__name__}: {first_line(exc)}"
-        return found
+        return self._registered("register_rewrites", "rewrite", Rewrite, "a unirt Rewrite")
 
     def rewrite(self, name: str) -> Any:
         """The rewrite called ``name``; an unknown name lists the registered ones."""
