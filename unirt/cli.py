@@ -342,13 +342,7 @@ def _topk(o: Any) -> str:
 
 
 def _layerwise_text(lw: Any) -> str:
-    if lw.status != "diverges":
-        return f"layerwise {lw.backend}: {lw.status}" + (f" ({lw.reason})" if lw.reason else "")
-    f = lw.first
-    outs = ", ".join(f"{k} max abs {v:.3g}" for k, v in f.output_errors.items())
-    ins = ", ".join(f"{k} max abs {v:.3g}" for k, v in f.input_errors.items()) or "model inputs"
-    return (f"layerwise {lw.backend}: first divergence at node {f.node!r} ({f.op}, #{f.index}) "
-            f"after {lw.rounds} rounds\n  output: {outs}\n  inputs: {ins}")
+    return str(lw.text())
 
 
 # -- unirt bench ------------------------------------------------------------------------------
