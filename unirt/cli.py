@@ -507,6 +507,7 @@ def _add_builtin_groups() -> None:
     from .capability_cli import capabilities_command, probe_ops_command
     from .lint_cli import lint_command
     from .lock_cli import lock_command
+    from .reduce_cli import reduce_command
     from .rewrite_cli import rewrite_command
     from .tune_cli import tune_command
 
@@ -517,6 +518,7 @@ def _add_builtin_groups() -> None:
     cli.add_command(lock_command)
     cli.add_command(rewrite_command)
     cli.add_command(lint_command)
+    cli.add_command(reduce_command)
 
 
 _add_builtin_groups()
