@@ -236,8 +236,8 @@ def subgraph_model(proto: Any, nodes: Sequence[Any], values: Mapping[str, np.nda
 
     A tensor the nodes consume but do not produce is an initializer of the model when it is one
     there or comes out of a Constant node; otherwise an input, fed ``values[name]`` (the
-    reference's value). Outputs: ``outputs``, or the tensors the nodes produce that are outputs
-    of the model or that no node of the set consumes. Opsets and model-local functions are kept.
+    reference's value). Outputs: ``outputs``, or the tensors the nodes produce that the model's
+    outputs or its other nodes read. Opsets and model-local functions are kept.
     """
     import onnx
     from onnx import helper, numpy_helper
@@ -263,10 +263,15 @@ def subgraph_model(proto: Any, nodes: Sequence[Any], values: Mapping[str, np.nda
                 name, helper.np_dtype_to_tensor_dtype(arr.dtype), list(arr.shape)))
             feeds[name] = arr
     if outputs is None:
-        inside = {i for n in nodes for i in n.input}
-        model_outs = {o.name for o in g.output}
-        outputs = [o for n in nodes for o in n.output
-                   if o and (o in model_outs or o not in inside)]
+        # The cut's boundary: what the model's outputs or its other nodes read (a tensor no
+        # node reads, Dropout's mask, is no part of what the model computes).
+        chosen = {id(n) for n in nodes}
+        read_outside = {i for n in g.node if id(n) not in chosen for i in n.input}
+        read_outside |= {o.name for o in g.output}
+        outputs = [o for n in nodes for o in n.output if o in read_outside]
+        if not outputs:  # dead nodes only: what they produce that the set does not read
+            inside = {i for n in nodes for i in n.input}
+            outputs = [o for n in nodes for o in n.output if o and o not in inside]
     outs = []
     for name in outputs:
         if name in values:
@@ -482,14 +487,17 @@ class _Search:
             ins = [cur.tensors[i] for i in cur.input_errors if i in self.producer]
             worst = max(ins, key=lambda e: e.max_rel, default=None)
             if worst is None or not worst.max_rel:
-                return cur if cur is not s else None
+                return None if cur is s else cur
             up, _ = self.step(self.producer[worst.name])
             up_ins = [up.tensors[i].max_rel for i in up.input_errors]
             if not up_ins or max(up_ins) * 10 <= worst.max_rel:
                 self.alone(up)
                 return up
             cur = up
-        return cur if cur is not s else None
+        self.report.reason = (self.report.reason + "; " if self.report.reason else "") + (
+            f"the difference is already there {steps} nodes upstream, at node {cur.node!r} "
+            f"({cur.op}, #{cur.index}): rounding accumulated along the model")
+        return None
 
 
 def _ill_conditioned(s: LayerStep) -> str:
@@ -527,10 +535,11 @@ def _verdict(report: LayerwiseReport, s: LayerStep) -> None:
             where = f"node {o.node!r} ({o.op}, #{o.index})"
             if o.alone == Alone.WRONG:
                 report.verdict += f"; it starts at {where}, which is wrong alone"
+            elif o.alone == Alone.UNCHECKED:
+                report.verdict += f"; it starts at {where} (not checked alone: {o.alone_note})"
             else:
-                report.verdict += (f"; it starts at {where}, "
-                                   f"{'right' if o.alone != Alone.UNCHECKED else 'unchecked'} "
-                                   "alone (rounding of a different order)")
+                report.verdict += (f"; it starts at {where}, which is right alone (rounding "
+                                   "of a different order)")
     else:
         report.verdict = f"{name} could not be run alone: {s.alone_note}"
 
