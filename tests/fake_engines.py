@@ -95,6 +95,69 @@ class Approximates(_Delegating):
         return read_model(proto)
 
 
+def _after_first(model: ModelInfo, wanted: Any, op: str, value: float) -> ModelInfo:
+    """``model`` with the output of its first node for which ``wanted(node, elem_type)`` holds
+    passed through ``op`` (Mul or Add) with the constant ``value`` of the output's type."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    proto = onnx.load(model.source()) if model.path else onnx.load_from_string(model.data)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto)
+    except Exception:
+        inferred = proto
+    g = inferred.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*g.value_info, *g.input, *g.output]}
+    for i, node in enumerate(proto.graph.node):
+        out = node.output[0]
+        elem = types.get(out, 0)
+        if not wanted(node, elem):
+            continue
+        raw = out + "__fake_raw"
+        node.output[0] = raw
+        dtype = helper.tensor_dtype_to_np_dtype(elem or onnx.TensorProto.FLOAT)
+        const = numpy_helper.from_array(np.array(value, dtype), out + "__fake_c")
+        proto.graph.initializer.append(const)
+        proto.graph.node.insert(i + 1, helper.make_node(op, [raw, const.name], [out]))
+        break
+    return read_model(proto)
+
+
+_INTEGERS = {2, 3, 4, 5, 6, 7, 12, 13}  # uint8, int8, uint16, int16, int32, int64, uint32/64
+
+
+class WrongSoftmax(_Delegating):
+    """Halves the output of the first Softmax: a wrong kernel, wrong alone too."""
+
+    name = "fake-softmax"
+
+    def _rewrite(self, model: ModelInfo) -> ModelInfo:
+        return _after_first(model, lambda n, t: n.op_type == "Softmax", "Mul", 0.5)
+
+
+class WrongIntAdd(_Delegating):
+    """Adds 123 to the output of the first integer Add (a quantized model's int32 part going
+    wrong before any float tensor does)."""
+
+    name = "fake-intadd"
+
+    def _rewrite(self, model: ModelInfo) -> ModelInfo:
+        return _after_first(model, lambda n, t: n.op_type == "Add" and t in _INTEGERS, "Add",
+                            123)
+
+
+class Jitters(_Delegating):
+    """Scales the output of the first float Mul by 1 + 2e-6: rounding of another order, well
+    within tolerance, that an ill-conditioned node downstream amplifies."""
+
+    name = "fake-jitter"
+
+    def _rewrite(self, model: ModelInfo) -> ModelInfo:
+        return _after_first(model, lambda n, t: n.op_type == "Mul" and t == 1, "Mul",
+                            1 + 2e-6)
+
+
 class Picky(_Delegating):
     """Refuses a batch of 1 (a shape limit, as OpenVINO refuses an OCR classifier at height 32)
     and runs every other batch right, before and after a refusal."""
@@ -230,3 +293,6 @@ def register_backends(register: Any) -> None:
     register(Slow)
     register(Memoizing)
     register(FastWrong)
+    register(WrongSoftmax)
+    register(WrongIntAdd)
+    register(Jitters)

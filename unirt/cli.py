@@ -342,13 +342,7 @@ def _topk(o: Any) -> str:
 
 
 def _layerwise_text(lw: Any) -> str:
-    if lw.status != "diverges":
-        return f"layerwise {lw.backend}: {lw.status}" + (f" ({lw.reason})" if lw.reason else "")
-    f = lw.first
-    outs = ", ".join(f"{k} max abs {v:.3g}" for k, v in f.output_errors.items())
-    ins = ", ".join(f"{k} max abs {v:.3g}" for k, v in f.input_errors.items()) or "model inputs"
-    return (f"layerwise {lw.backend}: first divergence at node {f.node!r} ({f.op}, #{f.index}) "
-            f"after {lw.rounds} rounds\n  output: {outs}\n  inputs: {ins}")
+    return str(lw.text())
 
 
 # -- unirt bench ------------------------------------------------------------------------------
@@ -513,6 +507,7 @@ def _add_builtin_groups() -> None:
     from .capability_cli import capabilities_command, probe_ops_command
     from .lint_cli import lint_command
     from .lock_cli import lock_command
+    from .reduce_cli import reduce_command
     from .rewrite_cli import rewrite_command
     from .tune_cli import tune_command
 
@@ -523,6 +518,7 @@ def _add_builtin_groups() -> None:
     cli.add_command(lock_command)
     cli.add_command(rewrite_command)
     cli.add_command(lint_command)
+    cli.add_command(reduce_command)
 
 
 _add_builtin_groups()

@@ -415,12 +415,15 @@ def _explain_divergence(verdict: Verdict, info: ModelInfo, backend: str, result:
                              + (f" ({lw.reason})" if lw.reason else ""))
         return
     first = lw.first
-    outs = ", ".join(f"{k} {v:.3g}" for k, v in first.output_errors.items())
-    ins = ", ".join(f"{k} {v:.3g}" for k, v in first.input_errors.items())
+    outs = "; ".join(first.tensors[k].text() for k in first.output_errors
+                     if k in first.tensors)
+    ins = "; ".join(first.tensors[k].text() for k in first.input_errors if k in first.tensors)
     verdict.reasons.insert(0, Reason(
-        f"first diverging node: max abs error {outs or '?'} at its output"
-        + (f", {ins} at its inputs" if ins else ""), "diverges", first.node, first.op,
-        UNSUPPORTED, Evidence.MEASURED))
+        f"first diverging node: {outs or '?'} at its output"
+        + (f", {ins} at its inputs" if ins else "")
+        + (f"; {lw.verdict}" if lw.verdict else "")
+        + (f"; ill-conditioned: {lw.ill_conditioned}" if lw.ill_conditioned else ""),
+        "diverges", first.node, first.op, UNSUPPORTED, Evidence.MEASURED))
 
 
 def probe_summary(result: ProbeResult) -> dict[str, Any]:
