@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from . import progress as progress_events
 from .errors import UnirtError
 from .isolation import Worker
 from .model import ModelSource, read_model
@@ -151,14 +152,17 @@ def bench(
         try:
             failed: dict[str, BenchResult] = {}
             for name in names:
-                with Worker(_child_init) as cold:
-                    first = cold.call(_child_open, source, name, precision, {}, threads,
-                                      timeout=timeout)
-                tick(f"{name}: cold load")
-                w = Worker(_child_init)
-                warm = w.call(_child_open, source, name, precision, {}, threads,
-                              timeout=timeout)
-                tick(f"{name}: warm load")
+                with progress_events.step(progress_events.Step.BENCH_LOAD, name, info.name,
+                                          "cold and warm") as running:
+                    with Worker(_child_init) as cold:
+                        first = cold.call(_child_open, source, name, precision, {}, threads,
+                                          timeout=timeout)
+                    tick(f"{name}: cold load")
+                    w = Worker(_child_init)
+                    warm = w.call(_child_open, source, name, precision, {}, threads,
+                                  timeout=timeout)
+                    tick(f"{name}: warm load")
+                    running.detail = warm.status if first.ok else first.status
                 bad = first if not first.ok else warm if not warm.ok else None
                 if bad is not None:
                     w.close()
@@ -195,15 +199,18 @@ def bench(
 
             for feeds in feeds_per_shape:
                 label = shape_label(feeds)
-                if warmup:
-                    for name in workers:
-                        timed(name, results[(name, label)], feeds, warmup, keep=False)
-                for r in range(rounds):
-                    order = list(workers)
-                    order = order[r % len(order):] + order[:r % len(order)] if order else order
-                    for name in order:
-                        tick(f"{name} {label}: round {r + 1}/{rounds}")
-                        timed(name, results[(name, label)], feeds, per_round)
+                with progress_events.step(progress_events.Step.BENCH_RUN,
+                                          ", ".join(workers) or None, info.name, label):
+                    if warmup:
+                        for name in workers:
+                            timed(name, results[(name, label)], feeds, warmup, keep=False)
+                    for r in range(rounds):
+                        order = list(workers)
+                        order = order[r % len(order):] + order[:r % len(order)] \
+                            if order else order
+                        for name in order:
+                            tick(f"{name} {label}: round {r + 1}/{rounds}")
+                            timed(name, results[(name, label)], feeds, per_round)
             for name, w in workers.items():
                 if name in dead:
                     continue

@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from . import cli_output
-from .cli_options import model_argument
+from .cli_options import model_argument, with_quiet
 from .errors import UnirtError
 
 EXIT_USER_ERROR = 1
@@ -383,20 +383,8 @@ def bench_cmd(model: str, backend_list: str | None, shape_specs: tuple[str, ...]
             import matplotlib  # noqa: F401
         except ImportError:
             raise UnirtError('--plot needs matplotlib: pip install "unirt[plot]"') from None
-    if as_json or not sys.stderr.isatty():
-        report = b.bench(model, _backends_option(backend_list), sweep, runs, warmup, threads,
-                         precision, timeout=timeout)
-    else:
-        from rich.progress import Progress
-
-        with Progress(transient=True) as bar:
-            task = bar.add_task("benchmarking", total=None)
-
-            def progress(msg: str, done: int, total: int) -> None:
-                bar.update(task, description=msg, completed=done, total=total)
-
-            report = b.bench(model, _backends_option(backend_list), sweep, runs, warmup,
-                             threads, precision, timeout=timeout, progress=progress)
+    report = b.bench(model, _backends_option(backend_list), sweep, runs, warmup, threads,
+                     precision, timeout=timeout)
     data = report.as_dict()
     if json_path:
         _write_atomic(Path(json_path), json.dumps(data, indent=2, default=str))
@@ -526,12 +514,14 @@ def _add_builtin_groups() -> None:
 
 
 _add_builtin_groups()
+with_quiet(cli)
 
 
 def _add_plugin_commands() -> None:
     from .plugins import get_registry
 
     get_registry().call_hook_safely("register_commands", cli=cli)
+    with_quiet(cli)  # plugin commands too
 
 
 def main(argv: list[str] | None = None) -> None:

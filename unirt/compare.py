@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from . import progress
 from .errors import UnirtError
 from .inputs import feeds_for
 from .isolation import Worker
@@ -88,13 +89,18 @@ def compare(
     if feeds is None and seed == 0 and atol is None and rtol is None and not options:
         return _compare_as_verification(info, names, shapes, precision, timeout)
     all_feeds = feeds_for(info, feeds, shapes, seed)
-    ref_open, reference = reference_outputs(info.source(), [all_feeds], timeout=timeout)
+    with progress.step(progress.Step.REFERENCE, reference_name(), info.name):
+        ref_open, reference = reference_outputs(info.source(), [all_feeds], timeout=timeout)
     if not ref_open.ok or reference[0].outputs is None:
         why = ref_open.describe() if not ref_open.ok else reference[0].outcome.describe()
         raise UnirtError(f"the reference ({reference_name()}) could not run {info.name}: "
                          f"{why}")
-    results = [probe(info, name, [all_feeds], precision, (options or {}).get(name), atol, rtol,
-                     timeout, reference=reference) for name in names]
+    results = []
+    for name in names:
+        with progress.step(progress.Step.COMPARE, name, info.name) as running:
+            results.append(probe(info, name, [all_feeds], precision, (options or {}).get(name),
+                                 atol, rtol, timeout, reference=reference))
+            running.detail = str(results[-1].status)
     return CompareReport(info.name, reference_name(), precision,
                          {k: (list(np.shape(v)), str(np.asarray(v).dtype))
                           for k, v in all_feeds.items()}, results)
@@ -110,8 +116,9 @@ def _compare_as_verification(info: ModelInfo, names: list[str],
 
     registry = get_registry()
     labels, _, all_sets = feed_sets(info, shapes)
-    ref_open, reference = reference_outputs(info.source(), all_sets, timeout=timeout,
-                                            labels=labels)
+    with progress.step(progress.Step.REFERENCE, reference_name(), info.name):
+        ref_open, reference = reference_outputs(info.source(), all_sets, timeout=timeout,
+                                                labels=labels)
     if not ref_open.ok or reference[0].outputs is None:
         why = ref_open.describe() if not ref_open.ok else reference[0].outcome.describe()
         raise UnirtError(f"the reference ({reference_name()}) could not run {info.name}: "

@@ -174,8 +174,13 @@ def rank(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, str 
         if known is not None and set(known.candidates) == set(candidates) and all(
                 known.versions.get(n) == versions.get(n) for n in candidates):
             return known
-    ranking = _measure(info, candidates, versions, precision, options, shapes, tolerance,
-                       registry, progress, nice)
+    from . import progress as events
+
+    with events.step(events.Step.RANK, None, info.name,
+                     f"{len(candidates)} candidates") as running:
+        ranking = _measure(info, candidates, versions, precision, options, shapes, tolerance,
+                           registry, progress, nice)
+        running.detail = f"fastest: {ranking.winner or 'none'}"
     if keep:
         store(info, ranking, precision, options, shapes, tolerance)
     return ranking
@@ -210,6 +215,7 @@ def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, 
              registry: Registry | None, progress: Progress | None, nice: int) -> Ranking:
     """Verify every candidate (cached verdicts reused), then time the verified ones."""
     # Imported here: a lookup (every default load) needs none of the measuring machinery.
+    from . import progress as events
     from .isolation import Worker
     from .plugins import get_registry
     from .probe import _child_init, _child_run, run_sets
@@ -255,8 +261,10 @@ def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, 
         for name in passed:
             tick(f"opening {name}")
             w = Worker(_child_init, nice=nice or None)
-            opened, sets = run_sets(w, source, name, [feeds], precision, options.get(name),
-                                    runs=WARMUP, timeout=timeout, registry=spec)
+            with events.step(events.Step.TIME, name, info.name, "open and warm up"):
+                opened, sets = run_sets(w, source, name, [feeds], precision,
+                                        options.get(name), runs=WARMUP, timeout=timeout,
+                                        registry=spec)
             if not opened.ok or not sets or sets[0].outputs is None:
                 ranking.transient |= (opened.status if not opened.ok else
                                       sets[0].outcome.status if sets else "") in (
@@ -270,19 +278,21 @@ def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, 
             ranking.precision[name] = opened.value["precision"]
             workers[name] = w
             times[name] = []
-        for r in range(ROUNDS):
-            order = list(workers)
-            order = order[r % len(order):] + order[:r % len(order)] if order else order
-            for name in order:
-                out = workers[name].call(_child_run, feeds, RUNS_PER_ROUND, None, False,
-                                         PAUSE_S, timeout=timeout)
-                if out.ok:
-                    times[name].extend(out.value["times"])
-                else:
-                    ranking.transient |= out.status in ("timeout", "harness")
-                    ranking.rejected[name] = f"failed while timing: {out.describe()}"
-                    workers.pop(name).close()
-                    times.pop(name, None)
+        with events.step(events.Step.TIME, ", ".join(workers) or None, info.name,
+                         f"{ROUNDS} rounds, interleaved"):
+            for r in range(ROUNDS):
+                order = list(workers)
+                order = order[r % len(order):] + order[:r % len(order)] if order else order
+                for name in order:
+                    out = workers[name].call(_child_run, feeds, RUNS_PER_ROUND, None, False,
+                                             PAUSE_S, timeout=timeout)
+                    if out.ok:
+                        times[name].extend(out.value["times"])
+                    else:
+                        ranking.transient |= out.status in ("timeout", "harness")
+                        ranking.rejected[name] = f"failed while timing: {out.describe()}"
+                        workers.pop(name).close()
+                        times.pop(name, None)
     finally:
         for w in workers.values():
             w.close()

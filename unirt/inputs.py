@@ -412,14 +412,23 @@ def feeds_for(info: ModelInfo, feeds: Mapping[str, np.ndarray] | None,
             if t.name not in base:
                 continue
             wanted[t.name] = base[t.name]
-            dims = ", ".join(f"{axis} ({d if d is not None else '?'}) = {base[t.name][axis]}"
-                             for axis, d in enumerate(t.shape or ()) if not is_static(d))
-            logger.warning("input %r: dynamic dims not given, using %s; give the real size "
-                           "with --shape %s=%s", t.name, dims, t.name,
-                           "x".join(map(str, base[t.name])))
+            logger.warning("%s", unset_dims_warning(t, base[t.name]))
     generated = make_inputs(todo, wanted, seed)
     return {t.name: (given[t.name] if t.name in given else generated[t.name])
             for t in info.inputs}
+
+
+def unset_dims_warning(info: TensorInfo, shape: Sequence[int]) -> str:
+    """``input 'x': dim 0 ('batch') not given, using 1; set it with --shape x=1x8``: which
+    dynamic dims of ``info`` got which size in ``shape``, and the flag that sets them."""
+    axes = [(axis, d) for axis, d in enumerate(info.shape or ()) if not is_static(d)]
+    names = ", ".join(f"{axis} ({normalize_dim(d)!r})" if isinstance(normalize_dim(d), str)
+                      else f"{axis} (unnamed)" for axis, d in axes)
+    sizes = ", ".join(str(shape[axis]) for axis, _ in axes)
+    many = len(axes) > 1
+    return (f"input {info.name!r}: dim{'s' if many else ''} {names} not given, using {sizes}; "
+            f"set {'them' if many else 'it'} with --shape {info.name}="
+            f"{'x'.join(map(str, shape))}")
 
 
 #: Sizes given to dynamic dimensions: the base probe, and the other size that shows whether a

@@ -6,7 +6,6 @@ cached too). The measurement is :func:`unirt.fastest.rank`, the one ``prefer="fa
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
@@ -51,12 +50,8 @@ def tune_command(model: str, backend_list: str | None, shape_specs: tuple[str, .
     if not pool:
         raise UnirtError("no available backend to tune: " + "; ".join(
             f"{n}: {why}" for n, why in skipped.items()))
-    progress, stop = _progress(as_json, info.name)
-    try:
-        ranking = rank(info, pool, versions, precision, {}, shapes or None, registry=registry,
-                       progress=progress, remeasure=True)
-    finally:
-        stop()
+    ranking = rank(info, pool, versions, precision, {}, shapes or None, registry=registry,
+                   remeasure=True)
     if lock_path is not None:
         from .lock import measure_lock, write_lock
 
@@ -74,29 +69,6 @@ def tune_command(model: str, backend_list: str | None, shape_specs: tuple[str, .
         cli_output.console().print(f"Lock written to {lock_path}: unirt.load({model!r}, "
                                    f"lock={lock_path!r}) opens {ranking.winner} without "
                                    "measuring.", highlight=False)
-
-
-def _progress(as_json: bool, label: str) -> tuple[Any, Any]:
-    """A progress bar on a terminal's stderr, else a log line per step (never on stdout)."""
-    import logging
-
-    if as_json or not sys.stderr.isatty():
-        log = logging.getLogger("unirt")
-
-        def note(done: int, total: int, what: str) -> None:
-            log.info("tune %s: %s (%d/%d)", label, what, done, total)
-
-        return note, lambda: None
-    from rich.progress import Progress
-
-    bar = Progress(console=cli_output.console(stderr=True), transient=True)
-    task = bar.add_task(f"tuning {label}", total=None)
-    bar.start()
-
-    def update(done: int, total: int, what: str) -> None:
-        bar.update(task, completed=done, total=total, description=f"{label}: {what}")
-
-    return update, bar.stop
 
 
 def _print(ranking: Any, skipped: dict[str, str], info: Any, registry: Any) -> None:

@@ -18,12 +18,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import progress
 from .backend import VERIFY_MODES
 from .errors import UnirtError
 from .model import ModelInfo
@@ -250,12 +250,11 @@ def verify(info: ModelInfo, backend: str, version: str | None, precision: str = 
     except UnirtError as exc:
         result = ProbeResult(backend, NO_REFERENCE, f"no inputs can be generated ({exc})")
         return Verification(VerifyStatus.UNVERIFIED, result, False, key)
-    start = time.perf_counter()
-    result = probe(info, backend, feeds, precision, options, atol=tolerance,
-                   timeout=timeout, labels=labels, registry=registry, reference=reference,
-                   runs=runs)
-    logger.info("verified %s on %s in %.2f s: %s", info.name, backend,
-                time.perf_counter() - start, result.status)
+    with progress.step(progress.Step.VERIFY, backend, info.name) as running:
+        result = probe(info, backend, feeds, precision, options, atol=tolerance,
+                       timeout=timeout, labels=labels, registry=registry, reference=reference,
+                       runs=runs)
+        running.detail = str(result.status)
     verification = Verification(status_of(result), result, False, key)
     if verification.about_engine:
         store(verification, info, backend, version, precision)
@@ -306,15 +305,14 @@ def verify_reference(info: ModelInfo, backend: str, version: str | None,
     except UnirtError as exc:
         result = ProbeResult(backend, NO_REFERENCE, f"no inputs can be generated ({exc})")
         return Verification(VerifyStatus.UNVERIFIED, result, False, "")
-    start = time.perf_counter()
-    for _ in range(TIMEOUT_RETRIES + 1):  # a time-out is as often a busy machine
-        opened, runs = reference_outputs(info.source(), feeds, timeout=timeout, labels=labels,
-                                         registry=registry)
-        result = judge(backend, opened, runs, runs, "exact", registry=registry)
-        if result.status != TIMEOUT:
-            break
-    logger.info("ran the reference %s on %s in a child in %.2f s: %s", backend, info.name,
-                time.perf_counter() - start, result.status)
+    with progress.step(progress.Step.REFERENCE, backend, info.name) as running:
+        for _ in range(TIMEOUT_RETRIES + 1):  # a time-out is as often a busy machine
+            opened, runs = reference_outputs(info.source(), feeds, timeout=timeout,
+                                             labels=labels, registry=registry)
+            result = judge(backend, opened, runs, runs, "exact", registry=registry)
+            if result.status != TIMEOUT:
+                break
+        running.detail = str(result.status)
     verification = Verification(status_of(result), result, False, key)
     if verification.about_engine:
         store(verification, info, backend, version, precision)

@@ -344,6 +344,7 @@ def _measure(report: CapabilityReport, info: ModelInfo, registry: Registry,
              layerwise: bool) -> None:
     """Measure every available backend now: one reference run shared by all, each backend's
     verdict written where ``load`` reads it."""
+    from .. import progress
     from ..probe import reference_outputs
     from ..verify import feed_sets, verify
 
@@ -355,8 +356,9 @@ def _measure(report: CapabilityReport, info: ModelInfo, registry: Registry,
             report.verdicts[name].notes.append(f"not measured: no inputs can be generated "
                                                f"({exc})")
         return
-    _, reference = reference_outputs(info.source(), feeds, timeout=timeout, labels=labels,
-                                     registry=registry)
+    with progress.step(progress.Step.REFERENCE, registry.reference, info.name):
+        _, reference = reference_outputs(info.source(), feeds, timeout=timeout,
+                                         labels=labels, registry=registry)
     for name in runnable:
         v = report.verdicts[name]
         if registry.backend(name).is_reference:
