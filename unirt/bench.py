@@ -24,7 +24,7 @@ import numpy as np
 from . import progress as progress_events
 from .errors import UnirtError
 from .isolation import Worker
-from .model import ModelSource, read_model
+from .model import ModelInfo, ModelSource, read_model
 from .probe import _child_init, _child_open, _child_peak_rss, _child_run, shape_label
 
 DEFAULT_TIMEOUT = 600.0
@@ -107,7 +107,7 @@ def machine_info(backends: Sequence[str]) -> dict[str, Any]:
 
 
 def bench(
-    model: ModelSource,
+    model: ModelSource | ModelInfo,
     backends: Sequence[str] | None = None,
     shapes: Sequence[Mapping[str, Sequence[int]]] = ({},),
     runs: int = 50,
@@ -118,13 +118,17 @@ def bench(
     rounds: int = 10,
     timeout: float = DEFAULT_TIMEOUT,
     progress: Callable[[str, int, int], None] | None = None,
+    feeds: Mapping[str, np.ndarray] | None = None,
+    ranges: Mapping[str, Sequence[float]] | None = None,
 ) -> BenchReport:
     """Measure ``model`` on ``backends`` (default: every available one) at each of ``shapes``.
 
-    ``progress(message, done, total)`` is called as work advances (the CLI draws a bar with it).
+    ``progress(message, done, total)`` is called as work advances. ``feeds``: input arrays used
+    at every shape (the others generated); ``ranges``: input name -> (LO, HI) of generated
+    values.
     """
     from .compare import default_backends
-    from .inputs import make_inputs
+    from .inputs import check_ranges, feeds_for, make_inputs
     from .plugins import get_registry
 
     if runs < 1 or warmup < 0 or rounds < 1:
@@ -133,7 +137,9 @@ def bench(
     names = list(backends) if backends else default_backends(exclude_reference=False)
     for n in names:
         get_registry().backend(n)
-    feeds_per_shape = [make_inputs(info.inputs, s, seed) for s in shapes]
+    checked = check_ranges(info.inputs, ranges, "--input-range") if ranges else None
+    feeds_per_shape = [feeds_for(info, feeds, s, seed, checked) if feeds else
+                       make_inputs(info.inputs, s, seed, checked) for s in shapes]
     source = info.source()
     total = len(names) * 2 + len(feeds_per_shape) * rounds * len(names)
     done = 0

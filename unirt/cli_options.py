@@ -38,3 +38,18 @@ def with_quiet(command: Any) -> Any:
     if not any(p.name == "quiet" for p in command.params):
         quiet_option(command)
     return command
+
+
+input_option = click.option(
+    "--input", "-i", "input_specs", multiple=True, metavar="NAME=FILE.npy",
+    help="An input from a .npy file (repeatable; FILE alone for a single-input model).")
+input_range_option = click.option(
+    "--input-range", "range_specs", multiple=True, metavar="NAME=LO,HI",
+    help="Values of a generated input: integers LO..HI, floats in [LO, HI) (repeatable).")
+save_inputs_option = click.option(
+    "--save-inputs", "save_dir", default=None, metavar="DIR",
+    help="Write the inputs used (NAME.npy and inputs.json) to DIR, to replay with "
+         "--load-inputs.")
+load_inputs_option = click.option(
+    "--load-inputs", "load_dir", default=None, metavar="DIR",
+    help="Use the inputs a --save-inputs wrote to DIR (exactly those arrays).")
