@@ -228,13 +228,13 @@ def test_cli_info_list_clear_older_than(tmp_path: Path) -> None:
 
     res = runner.invoke(cache_group, ["info", *root, "--json"])
     assert res.exit_code == 0, res.output
-    info = json.loads(res.output)
+    info = json.loads(res.stdout)
     assert info["entries"] == 3 and info["backends"]["ncnn"]["entries"] == 2
     res = runner.invoke(cache_group, ["info", *root])
     assert "ncnn: 2 entries" in res.output
 
     res = runner.invoke(cache_group, ["list", *root, "--json", "--verify"])
-    listed = json.loads(res.output)
+    listed = json.loads(res.stdout)
     assert {(e["backend"], e["key"]) for e in listed} == {
         ("ncnn", "old"), ("ncnn", "new"), ("openvino", "blob")}
     assert all(e["valid"] for e in listed)
@@ -244,7 +244,7 @@ def test_cli_info_list_clear_older_than(tmp_path: Path) -> None:
     res = runner.invoke(cache_group, ["clear", *root, "--older-than", "7d", "--backend", "ncnn",
                                       "--json"])
     assert res.exit_code == 0, res.output
-    assert [e["key"] for e in json.loads(res.output)["entries"]] == ["old"]
+    assert [e["key"] for e in json.loads(res.stdout)["entries"]] == ["old"]
     assert not old.exists() and new.exists() and other.exists()
 
     res = runner.invoke(cache_group, ["clear", *root, "--older-than", "7d"])
@@ -252,7 +252,7 @@ def test_cli_info_list_clear_older_than(tmp_path: Path) -> None:
     assert not other.exists() and new.exists()
 
     res = runner.invoke(cache_group, ["clear", *root, "--json"])
-    assert json.loads(res.output)["removed"] == 1
+    assert json.loads(res.stdout)["removed"] == 1
     assert list(c.entries()) == []
 
 

@@ -209,7 +209,7 @@ def test_capabilities_report_and_json(tmp_path: Path) -> None:
     res = CliRunner().invoke(capabilities_command, [str(p), "--backends", "onnxruntime",
                                                     "--json"])
     assert res.exit_code == 0, res.output
-    data = json.loads(res.output)
+    data = json.loads(res.stdout)
     assert data["verdicts"]["onnxruntime"]["status"] == SUPPORTED
     res = CliRunner().invoke(capabilities_command, [str(p), "--backends", "onnxruntime"])
     assert res.exit_code == 0 and "Verdicts" in res.output

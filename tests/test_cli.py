@@ -30,7 +30,7 @@ def test_backends_table_and_json(runner: CliRunner) -> None:
     result = runner.invoke(cli, ["backends"])
     assert result.exit_code == 0, result.output
     assert "onnxruntime" in result.output and "available" in result.output
-    data = json.loads(runner.invoke(cli, ["backends", "--json"]).output)
+    data = json.loads(runner.invoke(cli, ["backends", "--json"]).stdout)
     ort = next(b for b in data["backends"] if b["name"] == "onnxruntime")
     assert ort["available"] is True and ort["version"]
     cuda = next(b for b in data["backends"] if b["name"] == "onnxruntime-cuda")
@@ -39,7 +39,7 @@ def test_backends_table_and_json(runner: CliRunner) -> None:
 
 
 def test_plugins_json(runner: CliRunner) -> None:
-    data = json.loads(runner.invoke(cli, ["plugins", "--json"]).output)
+    data = json.loads(runner.invoke(cli, ["plugins", "--json"]).stdout)
     ort = next(p for p in data if p["name"] == "unirt_onnxruntime")
     assert ort["source"] == "builtin" and "onnxruntime" in ort["backends"]
 
@@ -48,7 +48,7 @@ def test_info(runner: CliRunner, multi: Path) -> None:
     result = runner.invoke(cli, ["info", str(multi)])
     assert result.exit_code == 0, result.output
     assert "argmax" in result.output and "ReduceMean" in result.output
-    data = json.loads(runner.invoke(cli, ["info", str(multi), "--json"]).output)
+    data = json.loads(runner.invoke(cli, ["info", str(multi), "--json"]).stdout)
     assert data["inputs"][0] == {"name": "a", "dtype": "float32", "shape": [1, 3, 4, 4]}
     assert data["op_counts"]["Add"] == 1
 
@@ -56,7 +56,7 @@ def test_info(runner: CliRunner, multi: Path) -> None:
 def test_run_generated_inputs_json(runner: CliRunner, multi: Path) -> None:
     result = runner.invoke(cli, ["run", str(multi), "--json", "--backend", "onnxruntime"])
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)
     assert data["backend"] == "onnxruntime"
     assert data["route"] == [{"backend": "onnxruntime", "outcome": "chosen",
                               "reason": "requested with backend="}]
@@ -83,7 +83,7 @@ def test_run_with_npy_inputs_and_output_dir(runner: CliRunner, multi: Path,
 
 def test_run_dynamic_shape(runner: CliRunner, tmp_path: Path) -> None:
     p = M.save(M.dynamic_batch(), tmp_path / "dyn.onnx")
-    data = json.loads(runner.invoke(cli, ["run", str(p), "--shape", "x=5x8", "--json"]).output)
+    data = json.loads(runner.invoke(cli, ["run", str(p), "--shape", "x=5x8", "--json"]).stdout)
     assert data["outputs"]["y"]["shape"] == [5, 4]
     result = runner.invoke(cli, ["run", str(p), "--explain"])
     assert result.exit_code == 0 and "route:" in result.output and "chosen" in result.output
@@ -211,12 +211,12 @@ def test_unset_dynamic_dims_are_warned_about_and_image_sized(
     with caplog.at_level("WARNING", logger="unirt"):
         result = runner.invoke(cli, ["run", str(path), "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output[result.output.index("{"):])["inputs"]["images"]["shape"] \
+    assert json.loads(result.stdout[result.stdout.index("{"):])["inputs"]["images"]["shape"] \
         == [1, 3, 32, 32]
-    assert "input 'images': dynamic dims not given, using 0 (N) = 1, 2 (H) = 32, 3 (W) = 32; " \
-           "give the real size with --shape images=1x3x32x32" in caplog.text
+    assert "input 'images': dims 0 ('N'), 2 ('H'), 3 ('W') not given, using 1, 32, 32; " \
+           "set them with --shape images=1x3x32x32" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="unirt"):
         result = runner.invoke(cli, ["run", str(path), "--shape", "images=1x3x64x48"])
     assert result.exit_code == 0, result.output
-    assert "dynamic dims not given" not in caplog.text
+    assert "not given" not in caplog.text

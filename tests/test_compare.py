@@ -90,7 +90,7 @@ def test_compare_cli_exit_status_and_json(conv: Path, fake_engines: None) -> Non
     runner = CliRunner()
     ok = runner.invoke(cli, ["compare", str(conv), "--backends", "onnxruntime", "--json"])
     assert ok.exit_code == 0, ok.output
-    assert json.loads(ok.output)["passed"] is True
+    assert json.loads(ok.stdout)["passed"] is True
     bad = runner.invoke(cli, ["compare", str(conv), "--backends", "fake-approx", "--layerwise"])
     assert bad.exit_code == 2
     assert "FAIL" in bad.output and "first divergence at node 'relu2' (Relu" in bad.output

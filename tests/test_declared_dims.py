@@ -200,7 +200,7 @@ def test_cli_run_paddle_model(paddle: Path) -> None:
     result = runner.invoke(cli, ["run", str(paddle), "--backend", "onnxruntime",
                                  "--shape", "x=1x3x64x64", "--json"])
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)
     assert data["inputs"]["x"]["shape"] == [1, 3, 64, 64]
     assert data["outputs"]["y"]["shape"] == [1, 5]
 

@@ -430,7 +430,7 @@ def test_cli_exit_status_and_lines(tmp_path: Path) -> None:
 def test_cli_json_shape(tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["lint", "--json", _save(_baked_reshape(), tmp_path, "b.onnx")])
     assert res.exit_code == 0, res.output
-    data = json.loads(res.output)
+    data = json.loads(res.stdout)
     assert set(data) == {"model", "ok", "counts", "findings"}
     assert data["ok"] is True and data["counts"]["warning"] == 1
     (f,) = [f for f in data["findings"] if f["code"] == "baked-dynamic-dim"]
@@ -463,7 +463,7 @@ def test_capabilities_shows_lint_errors_instead_of_refusing(tmp_path: Path) -> N
     assert "baked-dynamic-dim" in first[1] and "reshape_3" in first[1]
     res = CliRunner().invoke(cli, ["capabilities", "--json", "--backends", "onnxruntime",
                                    "--no-query", _save(_relu(17), tmp_path, "relu.onnx")])
-    assert json.loads(res.output)["lint"] == {
+    assert json.loads(res.stdout)["lint"] == {
         "ok": True, "counts": {"error": 0, "warning": 0, "info": 0}, "findings": []}
 
 

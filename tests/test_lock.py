@@ -288,7 +288,7 @@ def test_cli_lock_and_check(cli: click.Group, model: Path, tmp_path: Path) -> No
     result = runner.invoke(cli, ["lock", "--check", str(out), str(model)])
     assert result.exit_code == 0, result.output
     assert "unirt.lock holds on this machine and conv.onnx: onnxruntime" in result.output
-    data = json.loads(runner.invoke(cli, ["lock", "--check", str(out), "--json"]).output)
+    data = json.loads(runner.invoke(cli, ["lock", "--check", str(out), "--json"]).stdout)
     assert data["ok"] and data["differences"] == [] and data["model_checked"] is None
     assert "model not checked" in data["notes"][0]
 
@@ -305,7 +305,7 @@ def test_cli_lock_and_check(cli: click.Group, model: Path, tmp_path: Path) -> No
     assert lines[0].startswith("unirt.lock was made for model digest ")
     assert lines[1].startswith("unirt.lock was made with onnxruntime 0.1.0, this machine has ")
     result = runner.invoke(cli, ["lock", "--check", str(out), str(model), "--json"])
-    assert result.exit_code == 1 and len(json.loads(result.output)["differences"]) == 2
+    assert result.exit_code == 1 and len(json.loads(result.stdout)["differences"]) == 2
 
 
 def test_cli_checks_the_model_next_to_the_lock(cli: click.Group, model: Path) -> None:
@@ -313,7 +313,7 @@ def test_cli_checks_the_model_next_to_the_lock(cli: click.Group, model: Path) ->
     out = model.parent / "unirt.lock"
     assert runner.invoke(cli, ["lock", str(model), "-b", "onnxruntime", "-o", str(out)]
                          ).exit_code == 0
-    data = json.loads(runner.invoke(cli, ["lock", "--check", str(out), "--json"]).output)
+    data = json.loads(runner.invoke(cli, ["lock", "--check", str(out), "--json"]).stdout)
     assert data["ok"] and data["model_checked"] == str(model)
 
 
@@ -348,7 +348,7 @@ def test_cli_lock_fastest_measures_once_and_records_the_ranking(
     assert result.exit_code == 0, result.output
     assert len(calls) == 1
     lock = L.read_lock(out)
-    assert json.loads(result.output)["lock"]["backend"] == lock.backend
+    assert json.loads(result.stdout)["lock"]["backend"] == lock.backend
     assert lock.ranking and lock.ranking[0].backend == lock.backend
     assert all(r.median_ms and r.median_ms > 0 for r in lock.ranking)
     ref = next(r for r in lock.ranking if r.backend == "onnxruntime")

@@ -230,7 +230,7 @@ def test_capabilities_marks_fixable_by_rewrite(pool_rank_file: Path) -> None:
     assert report.verdicts["onnxruntime"].fixable_by == ["pool_rank"]
     res = CliRunner().invoke(cli, ["capabilities", str(pool_rank_file), "--json"])
     assert res.exit_code == 0, res.output
-    doc = json.loads(res.output)["verdicts"]
+    doc = json.loads(res.stdout)["verdicts"]
     assert doc["onnxruntime"]["status"] == "UNSUPPORTED"
     assert doc["onnxruntime"]["fixable_by"] == ["pool_rank"]
     if _available("openvino"):

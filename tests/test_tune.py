@@ -91,7 +91,7 @@ def test_unirt_tune_prints_the_ranking_and_the_next_load_uses_it(
     assert unirt.load(conv).backend == "fake-fast"
     res = CliRunner().invoke(cli, ["tune", str(conv), "--backends", "onnxruntime", "--json"])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.output)["ranking"]["order"] == ["onnxruntime"]
+    assert json.loads(res.stdout)["ranking"]["order"] == ["onnxruntime"]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from . import progress as progress_events
 from .errors import UnirtError
 from .isolation import Worker
-from .model import ModelSource, read_model
+from .model import ModelInfo, ModelSource, read_model
 from .probe import _child_init, _child_open, _child_peak_rss, _child_run, shape_label
 
 DEFAULT_TIMEOUT = 600.0
@@ -106,7 +107,7 @@ def machine_info(backends: Sequence[str]) -> dict[str, Any]:
 
 
 def bench(
-    model: ModelSource,
+    model: ModelSource | ModelInfo,
     backends: Sequence[str] | None = None,
     shapes: Sequence[Mapping[str, Sequence[int]]] = ({},),
     runs: int = 50,
@@ -117,13 +118,17 @@ def bench(
     rounds: int = 10,
     timeout: float = DEFAULT_TIMEOUT,
     progress: Callable[[str, int, int], None] | None = None,
+    feeds: Mapping[str, np.ndarray] | None = None,
+    ranges: Mapping[str, Sequence[float]] | None = None,
 ) -> BenchReport:
     """Measure ``model`` on ``backends`` (default: every available one) at each of ``shapes``.
 
-    ``progress(message, done, total)`` is called as work advances (the CLI draws a bar with it).
+    ``progress(message, done, total)`` is called as work advances. ``feeds``: input arrays used
+    at every shape (the others generated); ``ranges``: input name -> (LO, HI) of generated
+    values.
     """
     from .compare import default_backends
-    from .inputs import make_inputs
+    from .inputs import check_ranges, feeds_for, make_inputs
     from .plugins import get_registry
 
     if runs < 1 or warmup < 0 or rounds < 1:
@@ -132,7 +137,9 @@ def bench(
     names = list(backends) if backends else default_backends(exclude_reference=False)
     for n in names:
         get_registry().backend(n)
-    feeds_per_shape = [make_inputs(info.inputs, s, seed) for s in shapes]
+    checked = check_ranges(info.inputs, ranges, "--input-range") if ranges else None
+    feeds_per_shape = [feeds_for(info, feeds, s, seed, checked) if feeds else
+                       make_inputs(info.inputs, s, seed, checked) for s in shapes]
     source = info.source()
     total = len(names) * 2 + len(feeds_per_shape) * rounds * len(names)
     done = 0
@@ -151,14 +158,17 @@ def bench(
         try:
             failed: dict[str, BenchResult] = {}
             for name in names:
-                with Worker(_child_init) as cold:
-                    first = cold.call(_child_open, source, name, precision, {}, threads,
-                                      timeout=timeout)
-                tick(f"{name}: cold load")
-                w = Worker(_child_init)
-                warm = w.call(_child_open, source, name, precision, {}, threads,
-                              timeout=timeout)
-                tick(f"{name}: warm load")
+                with progress_events.step(progress_events.Step.BENCH_LOAD, name, info.name,
+                                          "cold and warm") as running:
+                    with Worker(_child_init) as cold:
+                        first = cold.call(_child_open, source, name, precision, {}, threads,
+                                          timeout=timeout)
+                    tick(f"{name}: cold load")
+                    w = Worker(_child_init)
+                    warm = w.call(_child_open, source, name, precision, {}, threads,
+                                  timeout=timeout)
+                    tick(f"{name}: warm load")
+                    running.detail = warm.status if first.ok else first.status
                 bad = first if not first.ok else warm if not warm.ok else None
                 if bad is not None:
                     w.close()
@@ -195,15 +205,18 @@ def bench(
 
             for feeds in feeds_per_shape:
                 label = shape_label(feeds)
-                if warmup:
-                    for name in workers:
-                        timed(name, results[(name, label)], feeds, warmup, keep=False)
-                for r in range(rounds):
-                    order = list(workers)
-                    order = order[r % len(order):] + order[:r % len(order)] if order else order
-                    for name in order:
-                        tick(f"{name} {label}: round {r + 1}/{rounds}")
-                        timed(name, results[(name, label)], feeds, per_round)
+                with progress_events.step(progress_events.Step.BENCH_RUN,
+                                          ", ".join(workers) or None, info.name, label):
+                    if warmup:
+                        for name in workers:
+                            timed(name, results[(name, label)], feeds, warmup, keep=False)
+                    for r in range(rounds):
+                        order = list(workers)
+                        order = order[r % len(order):] + order[:r % len(order)] \
+                            if order else order
+                        for name in order:
+                            tick(f"{name} {label}: round {r + 1}/{rounds}")
+                            timed(name, results[(name, label)], feeds, per_round)
             for name, w in workers.items():
                 if name in dead:
                     continue

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from . import cli_output
-from .cli_options import model_argument
+from .cli_options import input_option, input_range_option, model_argument
 from .errors import UnirtError
 
 _console = cli_output.console
@@ -112,22 +112,34 @@ _STATE_MARK = {"supported": "yes", "conditional": "yes*", "unsupported": "NO", "
                    "compare with the reference and time it.")
 @click.option("--shape", "-s", "shape_specs", multiple=True, metavar="NAME=1x3x224x224",
               help="Base shape of an input for --probe (sets its dynamic dims).")
+@input_option
+@input_range_option
 @click.option("--timeout", default=120.0, show_default=True, type=float,
               help="Seconds per backend for --probe.")
 @click.option("--no-query", is_flag=True, help="Do not ask engines about their own support.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def capabilities_command(model: str, backend_list: str | None, probe: bool,
-                         shape_specs: tuple[str, ...], timeout: float, no_query: bool,
+                         shape_specs: tuple[str, ...], input_specs: tuple[str, ...],
+                         range_specs: tuple[str, ...], timeout: float, no_query: bool,
                          as_json: bool) -> None:
     """Which backend can run MODEL, and why not: verdicts with reasons, an op x backend matrix,
     and with --probe what was measured."""
+    from . import cli_inputs
     from .capability import capabilities
     from .inputs import parse_assignments, parse_shape
+    from .model import read_model
 
     names = [b.strip() for b in backend_list.split(",") if b.strip()] if backend_list else None
     shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
-    report = capabilities(model, backends=names, probe=probe, query=not no_query,
-                          shapes=shapes or None, timeout=timeout)
+    info = read_model(model)
+    feeds, _ = cli_inputs.given_inputs(info, input_specs)
+    ranges = cli_inputs.ranges(info, range_specs)
+    if (feeds or ranges) and not probe:
+        raise UnirtError("--input and --input-range are for --probe (they say what the model "
+                         "is run on)")
+    report = capabilities(info, backends=names, probe=probe, query=not no_query,
+                          shapes=shapes or None, timeout=timeout, feeds=feeds or None,
+                          ranges=ranges or None)
     if as_json:
         _echo_json(report.as_dict())
         return

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import traceback
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,16 @@ from typing import Any
 import click
 
 from . import cli_output
-from .cli_options import model_argument
+from .cli_options import (
+    input_option,
+    input_range_option,
+    load_inputs_option,
+    model_argument,
+    save_inputs_option,
+    with_quiet,
+)
 from .errors import UnirtError
+from .files import write_atomic
 
 EXIT_USER_ERROR = 1
 EXIT_INTERNAL_ERROR = 3
@@ -146,10 +153,12 @@ def _tensor_json(t: Any) -> dict[str, Any]:
 @model_argument
 @click.option("--backend", "-b", default=None, help="Run on this backend only (no fallback).")
 @click.option("--prefer", multiple=True, help="Try this backend first (repeatable).")
-@click.option("--input", "-i", "input_specs", multiple=True, metavar="NAME=FILE.npy",
-              help="An input from a .npy file (repeatable; FILE alone for a single-input model).")
+@input_option
+@load_inputs_option
+@save_inputs_option
 @click.option("--shape", "-s", "shape_specs", multiple=True, metavar="NAME=1x3x224x224",
               help="Shape of a generated input (sets its dynamic dims).")
+@input_range_option
 @click.option("--seed", default=0, show_default=True, help="Seed for generated inputs.")
 @click.option("--precision", type=click.Choice(["exact", "fast"]), default="exact",
               show_default=True, help="exact: float32 as declared; fast: the engine's defaults.")
@@ -158,12 +167,14 @@ def _tensor_json(t: Any) -> dict[str, Any]:
 @click.option("--explain", is_flag=True, help="Show the route: every backend considered and why.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def run(model: str, backend: str | None, prefer: tuple[str, ...], input_specs: tuple[str, ...],
-        shape_specs: tuple[str, ...], seed: int, precision: str, output_dir: str | None,
+        load_dir: str | None, save_dir: str | None, shape_specs: tuple[str, ...],
+        range_specs: tuple[str, ...], seed: int, precision: str, output_dir: str | None,
         explain: bool, as_json: bool) -> None:
     """Run MODEL once on .npy inputs (or seeded random ones) and summarise the outputs."""
     import time
 
-    from .inputs import feeds_for, load_npy, parse_assignments, parse_shape
+    from . import cli_inputs
+    from .inputs import feeds_for, parse_assignments, parse_shape, save_inputs
     from .model import read_model
     from .router import load
 
@@ -172,24 +183,17 @@ def run(model: str, backend: str | None, prefer: tuple[str, ...], input_specs: t
     # shape and the limit) before anything is allocated.
     shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
     info = read_model(model)
-    names = [t.name for t in info.inputs]
-    files: dict[str, str] = {}
-    for spec in input_specs:
-        if "=" not in spec and len(names) == 1:
-            files[names[0]] = spec
-        else:
-            files.update(parse_assignments([spec], "--input"))
-    unknown = set(files) - set(names)
-    if unknown:
-        raise UnirtError(f"--input names unknown input(s) {', '.join(sorted(unknown))}; "
-                         f"inputs: {', '.join(names)}")
-    given = {name: load_npy(path, name) for name, path in files.items()}
-    feeds = feeds_for(info, given, shapes, seed)
+    given, files = cli_inputs.given_inputs(info, input_specs, load_dir)
+    ranges = cli_inputs.ranges(info, range_specs)
+    feeds = feeds_for(info, given, shapes, seed, ranges)
+    if save_dir:
+        save_inputs(save_dir, feeds)
     # The shapes that will run are the shapes verification measures (a detector verified at
-    # 32x32 may refuse 640x640, or be wrong only there).
+    # 32x32 may refuse 640x640, or be wrong only there), and so are the value ranges.
     sess = load(info, backend=backend, prefer=list(prefer) or None, precision=precision,
                 input_shapes={n: tuple(a.shape) for n, a in feeds.items()
-                              if n in shapes or n in given} or None)
+                              if n in shapes or n in given} or None,
+                input_ranges=ranges or None)
     with sess:
         start = time.perf_counter()
         outputs = sess.run(feeds)
@@ -262,50 +266,69 @@ def _backends_option(value: str | None) -> list[str] | None:
     return [b.strip() for b in value.split(",") if b.strip()] if value else None
 
 
-def _feeds_and_shapes(input_specs: tuple[str, ...],
-                      shape_specs: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
-    from .inputs import load_npy, parse_assignments, parse_shape
+def _shapes(shape_specs: tuple[str, ...]) -> dict[str, Any]:
+    from .inputs import parse_assignments, parse_shape
 
-    files = parse_assignments(input_specs, "--input")
-    feeds = {name: load_npy(path, name) for name, path in files.items()}
-    shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
-    return feeds, shapes
+    return {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
 
 
 @cli.command()
 @model_argument
 @click.option("--backends", "backend_list", default=None, metavar="A,B,...",
               help="Backends to compare (default: every available one).")
-@click.option("--input", "-i", "input_specs", multiple=True, metavar="NAME=FILE.npy")
+@input_option
+@load_inputs_option
+@save_inputs_option
 @click.option("--shape", "-s", "shape_specs", multiple=True, metavar="NAME=1x3x224x224")
+@input_range_option
 @click.option("--seed", default=0, show_default=True)
 @click.option("--precision", type=click.Choice(["exact", "fast"]), default="exact",
               show_default=True)
-@click.option("--atol", type=float, default=None, help="Absolute tolerance (default per mode).")
-@click.option("--rtol", type=float, default=None, help="Relative tolerance (default per mode).")
+@click.option("--atol", "atol_specs", multiple=True, metavar="X | OUTPUT=X",
+              help="Absolute tolerance, for every output or one (repeatable; default per "
+                   "mode).")
+@click.option("--rtol", "rtol_specs", multiple=True, metavar="X | OUTPUT=X",
+              help="Relative tolerance, for every output or one (repeatable; default per "
+                   "mode).")
 @click.option("--layerwise", is_flag=True,
               help="For each failing backend, find the first node whose output diverges.")
 @click.option("--timeout", type=float, default=300.0, show_default=True,
               help="Seconds per backend before it is reported as hung.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def compare(model: str, backend_list: str | None, input_specs: tuple[str, ...],
-            shape_specs: tuple[str, ...], seed: int, precision: str, atol: float | None,
-            rtol: float | None, layerwise: bool, timeout: float, as_json: bool) -> None:
+            load_dir: str | None, save_dir: str | None, shape_specs: tuple[str, ...],
+            range_specs: tuple[str, ...], seed: int, precision: str,
+            atol_specs: tuple[str, ...], rtol_specs: tuple[str, ...], layerwise: bool,
+            timeout: float, as_json: bool) -> None:
     """Run MODEL on several backends and compare every output with ONNX Runtime CPU.
 
     Exit status 2 when a backend is out of tolerance, crashes or fails, so it can gate CI.
+    With --save-inputs DIR the exact inputs are kept; --load-inputs DIR replays them.
     """
+    from . import cli_inputs
     from . import compare as cmp
+    from .inputs import feeds_for, save_inputs
+    from .model import read_model
 
-    feeds, shapes = _feeds_and_shapes(input_specs, shape_specs)
-    report = cmp.compare(model, _backends_option(backend_list), feeds, shapes, seed, precision,
-                         atol, rtol, timeout)
+    shapes = _shapes(shape_specs)
+    info = read_model(model)
+    feeds, _ = cli_inputs.given_inputs(info, input_specs, load_dir)
+    ranges = cli_inputs.ranges(info, range_specs)
+    atol = cli_inputs.tolerances(info, atol_specs, "atol")
+    rtol = cli_inputs.tolerances(info, rtol_specs, "rtol")
+    if save_dir:  # the arrays made here, saved, then run: a replay runs these very arrays
+        feeds = feeds_for(info, feeds, shapes, seed, ranges)
+        save_inputs(save_dir, feeds)
+    report = cmp.compare(info, _backends_option(backend_list), feeds, shapes, seed, precision,
+                         atol, rtol, timeout, ranges=ranges or None)
     layers = {}
-    if layerwise:
+    if layerwise:  # intermediate tensors have no per-output figure: the overall one applies
+        whole_atol = atol if not isinstance(atol, dict) else None
+        whole_rtol = rtol if not isinstance(rtol, dict) else None
         for r in report.results:
             if r.status == "fail":
                 layers[r.backend] = cmp.layerwise(model, r.backend, feeds, shapes, seed,
-                                                  precision, atol, rtol, timeout)
+                                                  precision, whole_atol, whole_rtol, timeout)
     if as_json:
         data = report.as_dict()
         data["layerwise"] = {k: v.as_dict() for k, v in layers.items()}
@@ -352,6 +375,8 @@ def _layerwise_text(lw: Any) -> str:
               help="Backends to measure (default: every available one).")
 @click.option("--shape", "-s", "shape_specs", multiple=True, metavar="NAME=1x3x224x224",
               help="An input shape; repeat with several values of one input for a size sweep.")
+@input_option
+@input_range_option
 @click.option("--runs", default=50, show_default=True, help="Timed runs per backend and shape.")
 @click.option("--warmup", default=5, show_default=True, help="Untimed runs first.")
 @click.option("--threads", type=int, default=None, help="Intra-op threads for every engine.")
@@ -364,33 +389,27 @@ def _layerwise_text(lw: Any) -> str:
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Draw latency against input size per backend (needs matplotlib).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def bench_cmd(model: str, backend_list: str | None, shape_specs: tuple[str, ...], runs: int,
+def bench_cmd(model: str, backend_list: str | None, shape_specs: tuple[str, ...],
+              input_specs: tuple[str, ...], range_specs: tuple[str, ...], runs: int,
               warmup: int, threads: int | None, precision: str, timeout: float,
               csv_path: str | None, json_path: str | None, plot_path: str | None,
               as_json: bool) -> None:
     """Measure load time and latency of MODEL on each backend, interleaved in one run."""
     from . import bench as b
+    from . import cli_inputs
+    from .model import read_model
 
     sweep = _shape_sweep(shape_specs)
+    info = read_model(model)
+    feeds, _ = cli_inputs.given_inputs(info, input_specs)
+    ranges = cli_inputs.ranges(info, range_specs)
     if plot_path:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             raise UnirtError('--plot needs matplotlib: pip install "unirt[plot]"') from None
-    if as_json or not sys.stderr.isatty():
-        report = b.bench(model, _backends_option(backend_list), sweep, runs, warmup, threads,
-                         precision, timeout=timeout)
-    else:
-        from rich.progress import Progress
-
-        with Progress(transient=True) as bar:
-            task = bar.add_task("benchmarking", total=None)
-
-            def progress(msg: str, done: int, total: int) -> None:
-                bar.update(task, description=msg, completed=done, total=total)
-
-            report = b.bench(model, _backends_option(backend_list), sweep, runs, warmup,
-                             threads, precision, timeout=timeout, progress=progress)
+    report = b.bench(info, _backends_option(backend_list), sweep, runs, warmup, threads,
+                     precision, timeout=timeout, feeds=feeds or None, ranges=ranges or None)
     data = report.as_dict()
     if json_path:
         _write_atomic(Path(json_path), json.dumps(data, indent=2, default=str))
@@ -447,24 +466,7 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _write_atomic(path: Path, data: str | bytes) -> None:
-    """Write through a temporary file and rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # what open() would give, not mkstemp's 0600
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+_write_atomic = write_atomic
 
 
 def _plot(report: Any, path: Path) -> None:
@@ -522,12 +524,14 @@ def _add_builtin_groups() -> None:
 
 
 _add_builtin_groups()
+with_quiet(cli)
 
 
 def _add_plugin_commands() -> None:
     from .plugins import get_registry
 
     get_registry().call_hook_safely("register_commands", cli=cli)
+    with_quiet(cli)  # plugin commands too
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,11 +3,53 @@
 The model argument takes any string: whether it names a readable model file is
 :func:`unirt.model.read_model`'s to say, as the one-line ``Error: ...`` (exit 1) every command
 prints for a user error, not click's usage message (exit 2) for a directory or a missing file.
+
+``--quiet`` is on every command: long steps (verification children, rankings, conversions)
+report progress on stderr (:mod:`unirt.cli_progress`) unless it is given.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import click
 
 model_argument = click.argument("model", metavar="MODEL")
 optional_model_argument = click.argument("model", metavar="[MODEL]", required=False)
+
+
+def _show_progress(ctx: click.Context, _param: click.Parameter, quiet: bool) -> None:
+    from .cli_progress import shown
+
+    ctx.with_resource(shown(quiet))
+
+
+quiet_option = click.option(
+    "--quiet", "-q", is_flag=True, expose_value=False, callback=_show_progress,
+    help="No progress lines on stderr for long steps.")
+
+
+def with_quiet(command: Any) -> Any:
+    """``command`` (a click command or group, with its subcommands) given ``--quiet``."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            with_quiet(sub)
+        return command
+    if not any(p.name == "quiet" for p in command.params):
+        quiet_option(command)
+    return command
+
+
+input_option = click.option(
+    "--input", "-i", "input_specs", multiple=True, metavar="NAME=FILE.npy",
+    help="An input from a .npy file (repeatable; FILE alone for a single-input model).")
+input_range_option = click.option(
+    "--input-range", "range_specs", multiple=True, metavar="NAME=LO,HI",
+    help="Values of a generated input: integers LO..HI, floats in [LO, HI) (repeatable).")
+save_inputs_option = click.option(
+    "--save-inputs", "save_dir", default=None, metavar="DIR",
+    help="Write the inputs used (NAME.npy and inputs.json) to DIR, to replay with "
+         "--load-inputs.")
+load_inputs_option = click.option(
+    "--load-inputs", "load_dir", default=None, metavar="DIR",
+    help="Use the inputs a --save-inputs wrote to DIR (exactly those arrays).")

@@ -15,9 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from . import progress
 from .errors import UnirtError
 from .inputs import feeds_for
 from .layerwise import LayerStep, LayerwiseReport, layerwise
+from .metrics import Tolerance
 from .model import ModelInfo, ModelSource, read_model
 from .probe import (
     DEFAULT_TIMEOUT,
@@ -61,18 +63,24 @@ def default_backends(exclude_reference: bool = True) -> list[str]:
 
 
 def compare(
-    model: ModelSource,
+    model: ModelSource | ModelInfo,
     backends: Sequence[str] | None = None,
     feeds: Mapping[str, np.ndarray] | None = None,
     shapes: Mapping[str, Sequence[int]] | None = None,
     seed: int = 0,
     precision: str = "exact",
-    atol: float | None = None,
-    rtol: float | None = None,
+    atol: Tolerance = None,
+    rtol: Tolerance = None,
     timeout: float = DEFAULT_TIMEOUT,
     options: Mapping[str, Mapping[str, Any]] | None = None,
+    ranges: Mapping[str, Sequence[float]] | None = None,
 ) -> CompareReport:
-    """Run the same inputs on ``backends`` (default: every available one) and the reference."""
+    """Run the same inputs on ``backends`` (default: every available one) and the reference.
+
+    ``atol``/``rtol``: one figure, or a dict of output name -> figure (outputs not named get
+    the precision mode's default). ``ranges``: input name -> (LO, HI) of generated values.
+    """
+    from .inputs import check_ranges
     from .plugins import get_registry
 
     info = read_model(model)
@@ -80,39 +88,76 @@ def compare(
     names = list(backends) if backends else default_backends()
     for n in names:
         registry.backend(n)  # unknown names: an error listing the registered ones
+    atol, rtol = check_tolerance(info, atol, "atol"), check_tolerance(info, rtol, "rtol")
+    checked = check_ranges(info.inputs, ranges, "ranges") if ranges else None
     if feeds is None and seed == 0 and atol is None and rtol is None and not options:
-        return _compare_as_verification(info, names, shapes, precision, timeout)
-    all_feeds = feeds_for(info, feeds, shapes, seed)
-    ref_open, reference = reference_outputs(info.source(), [all_feeds], timeout=timeout)
+        return _compare_as_verification(info, names, shapes, precision, timeout, checked)
+    all_feeds = feeds_for(info, feeds, shapes, seed, checked)
+    with progress.step(progress.Step.REFERENCE, reference_name(), info.name):
+        ref_open, reference = reference_outputs(info.source(), [all_feeds], timeout=timeout)
     if not ref_open.ok or reference[0].outputs is None:
         why = ref_open.describe() if not ref_open.ok else reference[0].outcome.describe()
         raise UnirtError(f"the reference ({reference_name()}) could not run {info.name}: "
                          f"{why}")
-    results = [probe(info, name, [all_feeds], precision, (options or {}).get(name), atol, rtol,
-                     timeout, reference=reference) for name in names]
+    results = []
+    for name in names:
+        with progress.step(progress.Step.COMPARE, name, info.name) as running:
+            results.append(probe(info, name, [all_feeds], precision, (options or {}).get(name),
+                                 atol, rtol, timeout, reference=reference))
+            running.detail = str(results[-1].status)
     return CompareReport(info.name, reference_name(), precision,
                          {k: (list(np.shape(v)), str(np.asarray(v).dtype))
                           for k, v in all_feeds.items()}, results)
 
 
+def check_tolerance(info: ModelInfo, value: Any, what: str) -> Tolerance:
+    """``atol``/``rtol`` as given: None, a number >= 0, or a dict naming outputs of the model,
+    each a number >= 0; else an error naming what is wrong, before anything runs."""
+    import math
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
+            and v >= 0
+
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        outputs = [t.name for t in info.outputs]
+        for name, v in value.items():
+            if name not in outputs:
+                raise UnirtError(f"--{what} names {name!r}, which is not an output of "
+                                 f"{info.name}; outputs: {', '.join(outputs)}")
+            if not number(v):
+                raise UnirtError(f"--{what} {name}={v!r}: a tolerance is a number >= 0")
+        return {k: float(v) for k, v in value.items()}
+    if not number(value):
+        raise UnirtError(f"--{what} {value!r}: a tolerance is a number >= 0 (or a dict of "
+                         "output name -> number)")
+    return float(value)
+
+
 def _compare_as_verification(info: ModelInfo, names: list[str],
                              shapes: Mapping[str, Sequence[int]] | None, precision: str,
-                             timeout: float) -> CompareReport:
+                             timeout: float,
+                             ranges: Mapping[str, tuple[float, float]] | None = None
+                             ) -> CompareReport:
     """``compare`` on generated inputs is a verification: the same inputs and shape sets as
     ``load`` runs, and the verdicts written where ``load`` and ``capabilities`` read them."""
     from .plugins import get_registry
     from .verify import feed_sets, verify
 
     registry = get_registry()
-    labels, _, all_sets = feed_sets(info, shapes)
-    ref_open, reference = reference_outputs(info.source(), all_sets, timeout=timeout,
-                                            labels=labels)
+    labels, _, all_sets = feed_sets(info, shapes, ranges)
+    with progress.step(progress.Step.REFERENCE, reference_name(), info.name):
+        ref_open, reference = reference_outputs(info.source(), all_sets, timeout=timeout,
+                                                labels=labels)
     if not ref_open.ok or reference[0].outputs is None:
         why = ref_open.describe() if not ref_open.ok else reference[0].outcome.describe()
         raise UnirtError(f"the reference ({reference_name()}) could not run {info.name}: "
                          f"{why}")
     results = [verify(info, name, registry.backend(name).available().version, precision, {},
-                      shapes, "always", timeout=timeout, reference=reference).result
+                      shapes, "always", timeout=timeout, reference=reference,
+                      ranges=ranges).result
                for name in names]
     return CompareReport(info.name, reference_name(), precision,
                          all_sets[0].signature(), results)

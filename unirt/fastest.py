@@ -121,7 +121,8 @@ def candidate_pool(registry: Registry, names: Sequence[str], left_out: Collectio
 
 
 def _key(info: ModelInfo, precision: str, options: Mapping[str, Mapping[str, Any]],
-         shapes: Mapping[str, Sequence[int]] | None, tolerance: float | None) -> str:
+         shapes: Mapping[str, Sequence[int]] | None, tolerance: float | None,
+         ranges: Mapping[str, tuple[float, float]] | None = None) -> str:
     """The tuning key: no engine version in it, so a lookup imports no engine (the versions are
     kept inside the entry and compared where they matter)."""
     from .cache import artifact_key
@@ -133,20 +134,24 @@ def _key(info: ModelInfo, precision: str, options: Mapping[str, Mapping[str, Any
                         shapes={k: list(v) for k, v in shape_set.items()}, precision=precision,
                         options={"machine": f"{cpu_name()} x{os.cpu_count()}",
                                  "options": {k: dict(v) for k, v in options.items()},
-                                 "tolerance": tolerance})
+                                 "tolerance": tolerance,
+                                 **({"input_ranges": {k: list(v) for k, v in
+                                                      sorted(ranges.items())}}
+                                    if ranges else {})})
 
 
 def lookup(info: ModelInfo, precision: str = "exact",
            options: Mapping[str, Mapping[str, Any]] | None = None,
            shapes: Mapping[str, Sequence[int]] | None = None,
-           tolerance: float | None = None) -> Ranking | None:
+           tolerance: float | None = None,
+           ranges: Mapping[str, tuple[float, float]] | None = None) -> Ranking | None:
     """The cached ranking for this model on this machine, or None; never measures, imports no
     engine. The caller checks the winner's version against what is installed."""
     from .cache import ArtifactCache
     from .errors import UnirtError
 
     try:
-        key = _key(info, precision, options or {}, shapes, tolerance)
+        key = _key(info, precision, options or {}, shapes, tolerance, ranges)
     except UnirtError:
         return None
     entry = ArtifactCache().lookup(CACHE_SECTION, key)
@@ -164,26 +169,36 @@ def rank(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, str 
          shapes: Mapping[str, Sequence[int]] | None = None,
          tolerance: float | None = None, *, registry: Registry | None = None,
          progress: Progress | None = None, remeasure: bool = False,
-         nice: int = 0, keep: bool = True) -> Ranking:
+         nice: int = 0, keep: bool = True,
+         ranges: Mapping[str, tuple[float, float]] | None = None,
+         feeds: Mapping[str, Any] | None = None) -> Ranking:
     """The ranking of ``candidates`` on ``info``: cached when measured for the same candidates
     and engine versions, else measured now (and cached unless ``keep`` is False: background
     tuning keeps only a ranking this process confirmed, see :func:`store`). ``remeasure``
-    measures regardless (``unirt tune``); ``nice`` lowers the children's priority."""
+    measures regardless (``unirt tune``); ``nice`` lowers the children's priority. ``ranges``:
+    value ranges of generated inputs (in the key); ``feeds``: arrays the candidates are timed
+    on (``unirt tune --input``; verification runs on generated inputs at their shapes)."""
     if not remeasure:
-        known = lookup(info, precision, options, shapes, tolerance)
+        known = lookup(info, precision, options, shapes, tolerance, ranges)
         if known is not None and set(known.candidates) == set(candidates) and all(
                 known.versions.get(n) == versions.get(n) for n in candidates):
             return known
-    ranking = _measure(info, candidates, versions, precision, options, shapes, tolerance,
-                       registry, progress, nice)
+    from . import progress as events
+
+    with events.step(events.Step.RANK, None, info.name,
+                     f"{len(candidates)} candidates") as running:
+        ranking = _measure(info, candidates, versions, precision, options, shapes, tolerance,
+                           registry, progress, nice, ranges, feeds)
+        running.detail = f"fastest: {ranking.winner or 'none'}"
     if keep:
-        store(info, ranking, precision, options, shapes, tolerance)
+        store(info, ranking, precision, options, shapes, tolerance, ranges)
     return ranking
 
 
 def store(info: ModelInfo, ranking: Ranking, precision: str,
           options: Mapping[str, Mapping[str, Any]],
-          shapes: Mapping[str, Sequence[int]] | None, tolerance: float | None) -> None:
+          shapes: Mapping[str, Sequence[int]] | None, tolerance: float | None,
+          ranges: Mapping[str, tuple[float, float]] | None = None) -> None:
     """Cache ``ranking`` as the tuning result the default route opens (replacing an older one);
     not one in which a candidate was left out for a transient reason."""
     from .cache import ArtifactCache
@@ -192,7 +207,7 @@ def store(info: ModelInfo, ranking: Ranking, precision: str,
         logger.info("unirt: ranking of %s not cached: %s", info.name, "; ".join(
             f"{n}: {why}" for n, why in ranking.rejected.items()))
         return
-    key = _key(info, precision, options, shapes, tolerance)
+    key = _key(info, precision, options, shapes, tolerance, ranges)
 
     def build(tmp: Path) -> dict[str, Any]:
         (tmp / RESULT_FILE).write_text(json.dumps(ranking.as_dict(), indent=1))
@@ -207,9 +222,12 @@ def store(info: ModelInfo, ranking: Ranking, precision: str,
 def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, str | None],
              precision: str, options: Mapping[str, Mapping[str, Any]],
              shapes: Mapping[str, Sequence[int]] | None, tolerance: float | None,
-             registry: Registry | None, progress: Progress | None, nice: int) -> Ranking:
+             registry: Registry | None, progress: Progress | None, nice: int,
+             ranges: Mapping[str, tuple[float, float]] | None = None,
+             given: Mapping[str, Any] | None = None) -> Ranking:
     """Verify every candidate (cached verdicts reused), then time the verified ones."""
     # Imported here: a lookup (every default load) needs none of the measuring machinery.
+    from . import progress as events
     from .isolation import Worker
     from .plugins import get_registry
     from .probe import _child_init, _child_run, run_sets
@@ -218,10 +236,10 @@ def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, 
     reg = registry or get_registry()
     source = info.source()
     timeout = _timeout()
-    _, _, feeds_all = feed_sets(info, shapes)
-    feeds = feeds_all[0]
+    _, _, feeds_all = feed_sets(info, shapes, ranges)
     ranking = Ranking([], {}, versions=dict(versions), candidates=list(candidates),
-                      shapes={k: list(v) for k, v in feeds.shapes})
+                      shapes={k: list(v) for k, v in feeds_all[0].shapes})
+    feeds: Any = feeds_all[0] if not given else dict(given)
     total = len(candidates) * 2
     step = 0
 
@@ -239,7 +257,7 @@ def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, 
             ranking.max_abs[name] = 0.0
             continue
         v = verify(info, name, versions.get(name), precision, options.get(name, {}), shapes,
-                   tolerance=tolerance, timeout=timeout, registry=reg)
+                   tolerance=tolerance, timeout=timeout, registry=reg, ranges=ranges)
         if v.status != VerifyStatus.VERIFIED:
             # a time-out, a kill, unirt's harness: not the engine's answer (no reference is)
             ranking.transient |= not v.about_engine and v.result.status != "no reference"
@@ -255,8 +273,10 @@ def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, 
         for name in passed:
             tick(f"opening {name}")
             w = Worker(_child_init, nice=nice or None)
-            opened, sets = run_sets(w, source, name, [feeds], precision, options.get(name),
-                                    runs=WARMUP, timeout=timeout, registry=spec)
+            with events.step(events.Step.TIME, name, info.name, "open and warm up"):
+                opened, sets = run_sets(w, source, name, [feeds], precision,
+                                        options.get(name), runs=WARMUP, timeout=timeout,
+                                        registry=spec)
             if not opened.ok or not sets or sets[0].outputs is None:
                 ranking.transient |= (opened.status if not opened.ok else
                                       sets[0].outcome.status if sets else "") in (
@@ -270,19 +290,21 @@ def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, 
             ranking.precision[name] = opened.value["precision"]
             workers[name] = w
             times[name] = []
-        for r in range(ROUNDS):
-            order = list(workers)
-            order = order[r % len(order):] + order[:r % len(order)] if order else order
-            for name in order:
-                out = workers[name].call(_child_run, feeds, RUNS_PER_ROUND, None, False,
-                                         PAUSE_S, timeout=timeout)
-                if out.ok:
-                    times[name].extend(out.value["times"])
-                else:
-                    ranking.transient |= out.status in ("timeout", "harness")
-                    ranking.rejected[name] = f"failed while timing: {out.describe()}"
-                    workers.pop(name).close()
-                    times.pop(name, None)
+        with events.step(events.Step.TIME, ", ".join(workers) or None, info.name,
+                         f"{ROUNDS} rounds, interleaved"):
+            for r in range(ROUNDS):
+                order = list(workers)
+                order = order[r % len(order):] + order[:r % len(order)] if order else order
+                for name in order:
+                    out = workers[name].call(_child_run, feeds, RUNS_PER_ROUND, None, False,
+                                             PAUSE_S, timeout=timeout)
+                    if out.ok:
+                        times[name].extend(out.value["times"])
+                    else:
+                        ranking.transient |= out.status in ("timeout", "harness")
+                        ranking.rejected[name] = f"failed while timing: {out.describe()}"
+                        workers.pop(name).close()
+                        times.pop(name, None)
     finally:
         for w in workers.values():
             w.close()

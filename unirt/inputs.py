@@ -205,17 +205,27 @@ def _check_given(info: TensorInfo, given: Sequence[int]) -> tuple[int, ...]:
     return dims
 
 
-def random_array(info: TensorInfo, shape: Sequence[int], rng: np.random.Generator) -> np.ndarray:
-    """Seeded values in a range every op accepts: N(0,1) floats, small non-negative ints."""
+def random_array(info: TensorInfo, shape: Sequence[int], rng: np.random.Generator,
+                 value_range: ValueRange | None = None) -> np.ndarray:
+    """Seeded values in a range every op accepts: N(0,1) floats, small non-negative ints
+    (:data:`DEFAULT_INT_RANGE`); with ``value_range`` (checked by :func:`check_ranges`), floats
+    uniform in [LO, HI) and ints uniform in LO..HI, both ends included."""
     import numpy as np
 
     dtype = info.dtype
     if dtype is None:
         raise InputError(f"input {info.name!r} is not a tensor: unirt cannot generate it")
+    if value_range is not None and dtype.kind == "f":
+        lo, hi = value_range
+        return rng.uniform(lo, hi, size=shape).astype(dtype)
+    if value_range is not None and dtype.kind in "iu":
+        lo, hi = (int(v) for v in value_range)
+        return rng.integers(lo, hi, size=shape, endpoint=True).astype(dtype)
     if dtype.kind == "f":
         return rng.standard_normal(shape).astype(dtype)
     if dtype.kind in "iu":
-        return rng.integers(0, 4, size=shape).astype(dtype)
+        lo, hi = DEFAULT_INT_RANGE
+        return rng.integers(lo, hi, size=shape, endpoint=True).astype(dtype)
     if dtype.kind == "b":
         return rng.integers(0, 2, size=shape).astype(bool)
     if dtype.kind == "c":
@@ -223,6 +233,76 @@ def random_array(info: TensorInfo, shape: Sequence[int], rng: np.random.Generato
     if dtype.kind in "OUS":
         return np.full(shape, "a", dtype=object)
     raise InputError(f"input {info.name!r}: cannot generate values of {dtype}")
+
+
+#: (LO, HI) of generated values for one input; ints both ends included, floats [LO, HI).
+ValueRange = tuple[float, float]
+#: Generated integers without a range: small and non-negative, so that an index, a count or a
+#: shape input is valid for almost any model.
+DEFAULT_INT_RANGE = (0, 3)
+
+
+def parse_range(text: str, name: str = "") -> ValueRange:
+    """``"0,255"`` -> ``(0, 255)``; ``"-1.5,1.5"`` -> ``(-1.5, 1.5)`` (ints stay ints)."""
+    parts = [p.strip() for p in text.split(",")]
+    where = f" for {name!r}" if name else ""
+    if len(parts) != 2 or not all(parts):
+        raise UnirtError(f"bad --input-range{where} {text!r}: write it as NAME=LO,HI "
+                         "(e.g. ids=0,30521 or x=-1,1)")
+    values: list[float] = []
+    for p in parts:
+        try:
+            values.append(int(p))
+        except ValueError:
+            try:
+                values.append(float(p))
+            except ValueError:
+                raise UnirtError(f"bad --input-range{where} {text!r}: {p!r} is not a "
+                                 "number") from None
+    return values[0], values[1]
+
+
+def check_ranges(inputs: Sequence[TensorInfo], ranges: Mapping[str, Any],
+                 what: str = "input_ranges") -> dict[str, ValueRange]:
+    """Ranges a caller gives for generated inputs (``load(input_ranges=)``, ``--input-range``),
+    checked before any work starts: each names a numeric input, is (LO, HI) with LO <= HI,
+    finite, integral for an integer input and within its dtype. Returns them as tuples."""
+    import numpy as np
+
+    if not isinstance(ranges, Mapping):
+        raise UnirtError(f"{what} must be a dict of input name -> (low, high)")
+    by_name = {t.name: t for t in inputs}
+    out: dict[str, ValueRange] = {}
+    for name, value in ranges.items():
+        if name not in by_name:
+            raise UnirtError(f"{what} names {name!r}, which is not an input; inputs: "
+                             f"{', '.join(by_name) or 'none'}")
+        pair = list(value) if isinstance(value, (tuple, list)) else None
+        if pair is None or len(pair) != 2 or not all(
+                isinstance(v, (int, float, np.integer, np.floating))
+                and not isinstance(v, bool) for v in pair):
+            raise UnirtError(f"{what}[{name!r}] must be (low, high), not {value!r}")
+        lo, hi = pair
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+            raise UnirtError(f"{what}[{name!r}] = ({lo}, {hi}): low and high must be finite "
+                             "numbers with low <= high")
+        dtype = by_name[name].dtype
+        if dtype is None or dtype.kind not in "fiu":
+            raise UnirtError(f"{what}[{name!r}]: input {name!r} is "
+                             f"{'not a tensor' if dtype is None else dtype}; ranges apply to "
+                             "integer and float inputs")
+        if dtype.kind in "iu":
+            if float(lo) != int(lo) or float(hi) != int(hi):
+                raise UnirtError(f"{what}[{name!r}] = ({lo}, {hi}): input {name!r} is {dtype}; "
+                                 "give whole numbers")
+            limits = np.iinfo(dtype)
+            if int(lo) < limits.min or int(hi) > limits.max:
+                raise UnirtError(f"{what}[{name!r}] = ({lo}, {hi}): outside {dtype} "
+                                 f"({limits.min}..{limits.max})")
+            out[name] = (int(lo), int(hi))
+        else:
+            out[name] = (float(lo), float(hi))
+    return out
 
 
 def check_shapes(info: ModelInfo, shapes: Mapping[str, Any], what: str) -> None:
@@ -263,17 +343,21 @@ def _resolve_all(inputs: Sequence[TensorInfo], shapes: Mapping[str, Sequence[int
 
 def make_inputs(
     inputs: Sequence[TensorInfo], shapes: Mapping[str, Sequence[int]] | None = None, seed: int = 0,
+    ranges: Mapping[str, ValueRange] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Seeded random feeds for every input, at ``shapes`` where given.
+    """Seeded random feeds for every input, at ``shapes`` where given, values in ``ranges``
+    where given (:func:`check_ranges`).
 
     Every shape is resolved and the whole set checked against :func:`size_limit` before the
     first array is made: a set refused for its size allocates nothing."""
     import numpy as np
 
     resolved = _resolve_all(inputs, shapes)
+    ranges = check_ranges(inputs, ranges or {}, "--input-range") if ranges else {}
     check_sizes(inputs, resolved)
     rng = np.random.default_rng(seed)
-    return {i.name: random_array(i, resolved[i.name], rng) for i in inputs}
+    return {i.name: random_array(i, resolved[i.name], rng, ranges.get(i.name))
+            for i in inputs}
 
 
 def generated_dtype(info: TensorInfo) -> Any:
@@ -339,17 +423,24 @@ class FeedRecipe:
     shapes: tuple[tuple[str, tuple[int, ...]], ...]
     seed: int = 0
     nonfinite: bool = False
+    #: (input name, (LO, HI)) for inputs whose values are drawn from a given range, by name:
+    #: the reference's child and the backend's child must draw from the same one.
+    ranges: tuple[tuple[str, ValueRange], ...] = ()
 
     @classmethod
     def make(cls, inputs: Sequence[TensorInfo], shapes: Mapping[str, Sequence[int]] | None = None,
-             seed: int = 0, nonfinite: bool = False) -> FeedRecipe:
+             seed: int = 0, nonfinite: bool = False,
+             ranges: Mapping[str, ValueRange] | None = None) -> FeedRecipe:
         """A recipe checked as :func:`make_inputs` would check it (names, shapes, dtypes,
-        size), so that building it in a child cannot fail where making it here did not."""
+        size, ranges), so that building it in a child cannot fail where making it here did
+        not."""
         resolved = _resolve_all(inputs, shapes)
         for i in inputs:
             generated_dtype(i)
+        checked = check_ranges(inputs, ranges) if ranges else {}
         check_sizes(inputs, resolved)
-        return cls(tuple(inputs), tuple(resolved.items()), seed, nonfinite)
+        return cls(tuple(inputs), tuple(resolved.items()), seed, nonfinite,
+                   tuple(sorted(checked.items())))
 
     @property
     def shape_of(self) -> dict[str, tuple[int, ...]]:
@@ -364,7 +455,7 @@ class FeedRecipe:
 
     def with_nonfinite(self) -> FeedRecipe:
         """The same inputs with NaN/inf planted (:func:`plant_nonfinite`)."""
-        return FeedRecipe(self.inputs, self.shapes, self.seed, True)
+        return FeedRecipe(self.inputs, self.shapes, self.seed, True, self.ranges)
 
     def signature(self) -> dict[str, tuple[list[int], str]]:
         """Input name -> (shape, dtype) of what :meth:`build` makes, without making it."""
@@ -374,7 +465,7 @@ class FeedRecipe:
     def build(self) -> dict[str, np.ndarray]:
         """The arrays (what ``make_inputs(inputs, shapes, seed)`` returns, NaN/inf planted when
         asked)."""
-        feeds = make_inputs(self.inputs, dict(self.shapes), self.seed)
+        feeds = make_inputs(self.inputs, dict(self.shapes), self.seed, dict(self.ranges))
         return plant_nonfinite(feeds, self.seed) if self.nonfinite else feeds
 
 
@@ -392,8 +483,10 @@ def load_npy(path: str | Path, name: str) -> np.ndarray:
 
 
 def feeds_for(info: ModelInfo, feeds: Mapping[str, np.ndarray] | None,
-              shapes: Mapping[str, Sequence[int]] | None, seed: int) -> dict[str, np.ndarray]:
-    """The given feeds, completed with seeded random ones (at ``shapes``) for the rest."""
+              shapes: Mapping[str, Sequence[int]] | None, seed: int,
+              ranges: Mapping[str, ValueRange] | None = None) -> dict[str, np.ndarray]:
+    """The given feeds, completed with seeded random ones (at ``shapes``, values in
+    ``ranges``) for the rest."""
     given = dict(feeds or {})
     unknown = set(given) - {t.name for t in info.inputs}
     if unknown:
@@ -412,14 +505,25 @@ def feeds_for(info: ModelInfo, feeds: Mapping[str, np.ndarray] | None,
             if t.name not in base:
                 continue
             wanted[t.name] = base[t.name]
-            dims = ", ".join(f"{axis} ({d if d is not None else '?'}) = {base[t.name][axis]}"
-                             for axis, d in enumerate(t.shape or ()) if not is_static(d))
-            logger.warning("input %r: dynamic dims not given, using %s; give the real size "
-                           "with --shape %s=%s", t.name, dims, t.name,
-                           "x".join(map(str, base[t.name])))
-    generated = make_inputs(todo, wanted, seed)
+            logger.warning("%s", unset_dims_warning(t, base[t.name]))
+    checked = check_ranges(info.inputs, ranges, "--input-range") if ranges else {}
+    generated = make_inputs(todo, wanted, seed,
+                            {k: v for k, v in checked.items() if k not in given})
     return {t.name: (given[t.name] if t.name in given else generated[t.name])
             for t in info.inputs}
+
+
+def unset_dims_warning(info: TensorInfo, shape: Sequence[int]) -> str:
+    """``input 'x': dim 0 ('batch') not given, using 1; set it with --shape x=1x8``: which
+    dynamic dims of ``info`` got which size in ``shape``, and the flag that sets them."""
+    axes = [(axis, d) for axis, d in enumerate(info.shape or ()) if not is_static(d)]
+    names = ", ".join(f"{axis} ({normalize_dim(d)!r})" if isinstance(normalize_dim(d), str)
+                      else f"{axis} (unnamed)" for axis, d in axes)
+    sizes = ", ".join(str(shape[axis]) for axis, _ in axes)
+    many = len(axes) > 1
+    return (f"input {info.name!r}: dim{'s' if many else ''} {names} not given, using {sizes}; "
+            f"set {'them' if many else 'it'} with --shape {info.name}="
+            f"{'x'.join(map(str, shape))}")
 
 
 #: Sizes given to dynamic dimensions: the base probe, and the other size that shows whether a
@@ -474,3 +578,65 @@ def shape_sets(inputs: Sequence[TensorInfo], declared: Mapping[str, Sequence[int
     for _, shapes in sets:  # before any child is started or any input made
         check_sizes(inputs, shapes, limit)
     return sets
+
+
+#: The index :func:`save_inputs` writes next to the arrays: input name -> file name.
+INPUTS_INDEX = "inputs.json"
+
+
+def save_inputs(directory: str | Path, feeds: Mapping[str, np.ndarray]) -> dict[str, str]:
+    """Write each input as ``NAME.npy`` in ``directory`` (a name made safe for a file name,
+    numbered when two collide) and an index, ``inputs.json``, mapping input names to files, so
+    that :func:`load_inputs` gives back exactly these arrays. Returns name -> path."""
+    import io
+    import json
+    import re
+
+    import numpy as np
+
+    from .files import write_atomic
+
+    target = Path(directory)
+    if target.exists() and not target.is_dir():
+        raise UnirtError(f"--save-inputs {directory}: not a directory")
+    index: dict[str, str] = {}
+    used: set[str] = set()
+    for name, array in feeds.items():
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "input"
+        file, n = f"{stem}.npy", 1
+        while file in used or file == INPUTS_INDEX:
+            n += 1
+            file = f"{stem}.{n}.npy"
+        used.add(file)
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(array), allow_pickle=False)
+        write_atomic(target / file, buf.getvalue())
+        index[name] = file
+    write_atomic(target / INPUTS_INDEX, json.dumps({"inputs": index}, indent=1))
+    return {name: str(target / file) for name, file in index.items()}
+
+
+def load_inputs(directory: str | Path) -> dict[str, np.ndarray]:
+    """The arrays :func:`save_inputs` wrote in ``directory``, by input name."""
+    import json
+
+    base = Path(directory)
+    index_path = base / INPUTS_INDEX
+    if not base.is_dir():
+        raise InputError(f"--load-inputs {directory}: no such directory")
+    if not index_path.is_file():
+        raise InputError(f"--load-inputs {directory}: no {INPUTS_INDEX} there (write one with "
+                         "--save-inputs)")
+    try:
+        index = json.loads(index_path.read_text())["inputs"]
+        if not isinstance(index, dict):
+            raise TypeError("inputs is not an object")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"--load-inputs {directory}: {INPUTS_INDEX} is not an index "
+                         f"--save-inputs wrote ({exc})") from exc
+    out = {}
+    for name, file in index.items():
+        if not isinstance(file, str) or Path(file).name != file:
+            raise InputError(f"--load-inputs {directory}: bad file name {file!r} for {name!r}")
+        out[str(name)] = load_npy(base / file, str(name))
+    return out

@@ -10,7 +10,7 @@ float64 copies of the whole output.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -45,6 +45,18 @@ class OutputDiff:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+#: An absolute or relative tolerance: one figure for every output, or per output name (an
+#: output not named gets the mode's default).
+Tolerance = float | Mapping[str, float] | None
+
+
+def for_output(tol: Tolerance, name: str) -> float | None:
+    """The figure ``tol`` gives output ``name``."""
+    if tol is None or isinstance(tol, (int, float)):
+        return tol
+    return tol.get(name)
 
 
 def tolerance(precision: str, reference: np.ndarray,

@@ -36,7 +36,7 @@ from .isolation import ERROR as ISO_ERROR
 from .isolation import HARNESS as ISO_HARNESS
 from .isolation import TIMEOUT as ISO_TIMEOUT
 from .isolation import Outcome, Worker
-from .metrics import OutputDiff, diff, nonfinite_counts, tolerance, within
+from .metrics import OutputDiff, Tolerance, diff, for_output, nonfinite_counts, tolerance, within
 from .model import ModelInfo
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -349,7 +349,7 @@ TIMEOUT_RETRIES = 1
 
 def probe(info: ModelInfo, backend: str, feed_sets: Sequence[Feeds],
           precision: str = "exact", options: Mapping[str, Any] | None = None,
-          atol: float | None = None, rtol: float | None = None,
+          atol: Tolerance = None, rtol: Tolerance = None,
           timeout: float = DEFAULT_TIMEOUT, reference: list[RunSet] | None = None,
           runs: int = 1, labels: Sequence[str] | None = None,
           registry: Registry | None = None) -> ProbeResult:
@@ -410,8 +410,8 @@ def open_only(info: ModelInfo, backend: str, precision: str = "exact",
 
 
 def judge(backend: str, opened: Outcome, sets: list[RunSet], reference: list[RunSet],
-          precision: str = "exact", atol: float | None = None,
-          rtol: float | None = None, registry: Registry | None = None) -> ProbeResult:
+          precision: str = "exact", atol: Tolerance = None,
+          rtol: Tolerance = None, registry: Registry | None = None) -> ProbeResult:
     """The verdict on one backend's runs (from :func:`run_sets`) against the reference's.
 
     A set with NaN/inf planted (``RunSet.nonfinite``) decides nothing but a crash or a hang:
@@ -451,7 +451,8 @@ def judge(backend: str, opened: Outcome, sets: list[RunSet], reference: list[Run
         for name, ref_value in ref.outputs.items():
             value = got.outputs.get(name)
             d = diff(name, value, ref_value)
-            tol = tolerance(precision, np.asarray(ref_value), atol, rtol)
+            tol = tolerance(precision, np.asarray(ref_value), for_output(atol, name),
+                            for_output(rtol, name))
             result.tolerances.setdefault(name, tol)
             if name not in worst or d.max_abs > worst[name].max_abs or d.problem:
                 worst[name] = d
@@ -482,8 +483,8 @@ def judge(backend: str, opened: Outcome, sets: list[RunSet], reference: list[Run
 _HIDDEN = "\0hidden:"
 
 
-def _nonfinite_notes(got: RunSet, ref: RunSet, precision: str, atol: float | None,
-                     rtol: float | None) -> list[str]:
+def _nonfinite_notes(got: RunSet, ref: RunSet, precision: str, atol: Tolerance,
+                     rtol: Tolerance) -> list[str]:
     """How ``got`` differs from ``ref`` on inputs with NaN/inf planted, one note per output:
     finite values where the reference has NaN or inf (hidden: marked with ``_HIDDEN``), NaN or
     inf where the reference is finite, other values out of tolerance, or an error."""
@@ -499,7 +500,8 @@ def _nonfinite_notes(got: RunSet, ref: RunSet, precision: str, atol: float | Non
         if a.shape != r.shape or a.dtype.kind not in "fcbiu":
             notes.append(f"output {name}: {diff(name, a, r).problem or 'not comparable'}")
             continue
-        n = nonfinite_counts(a, r, *tolerance(precision, r, atol, rtol))
+        n = nonfinite_counts(a, r, *tolerance(precision, r, for_output(atol, name),
+                                              for_output(rtol, name)))
         if n.hidden_nan or n.hidden_inf:
             what = " and ".join(w for w, k in (("NaN", n.hidden_nan), ("inf", n.hidden_inf)) if k)
             notes.append(f"{_HIDDEN}output {name} finite where the reference has {what} "

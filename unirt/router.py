@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .backend import OpenOptions
@@ -124,6 +124,7 @@ def load(
     check: bool = True,
     tolerance: float | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    input_ranges: Mapping[str, Sequence[float]] | None = None,
     registry: Registry | None = None,
     lock: str | os.PathLike[str] | None = None,
     lock_mode: str = "raise",
@@ -145,7 +146,9 @@ def load(
     :mod:`unirt.crashguard`).
     ``rewrite=True`` lets a candidate that cannot run the model (or runs it wrong) be tried with
     a verified rewrite of it (:mod:`unirt.rewrite.fit`); a list of names limits it to those;
-    ``False`` turns it off.
+    ``False`` turns it off. ``input_ranges={"ids": (0, 30521)}``: the values verification
+    generates for those inputs (ints LO..HI, floats [LO, HI)), where the defaults (N(0,1)
+    floats, ints 0..3) are not what the model accepts.
     """
     registry = registry or get_registry()
     info = read_model(model)
@@ -153,7 +156,10 @@ def load(
     _check_arguments(registry, info, backend=backend, prefer=prefer, exclude=exclude,
                      device=device, precision=precision, threads=threads, options=options,
                      verify=verify, tolerance=tolerance, input_shapes=input_shapes,
-                     fallback=fallback, check=check)
+                     fallback=fallback, check=check, input_ranges=input_ranges)
+    from .inputs import check_ranges
+
+    ranges = check_ranges(info.inputs, input_ranges) if input_ranges is not None else {}
     from .crashguard import resolve_mode as guard_mode
 
     guard = guard_mode(crash_guard)
@@ -180,7 +186,7 @@ def load(
                                threads=threads, device=device, options=options, verify="never",
                                check=False, tolerance=tolerance,
                                input_shapes=dict(input_shapes or {}), crash_guard=guard,
-                               rewrite=False)
+                               rewrite=False, input_ranges=ranges)
             router = _Router(registry, info, request, [name], set(), set(), set())
             router.verifications[name] = figures
             router.locked = figures.describe()
@@ -192,13 +198,13 @@ def load(
     request = _Request(backend=backend, fallback=fallback, precision=precision, threads=threads,
                        device=device, options=options, verify=verify, check=check,
                        tolerance=tolerance, input_shapes=dict(input_shapes or {}),
-                       crash_guard=guard, rewrite=rewrites)
+                       crash_guard=guard, rewrite=rewrites, input_ranges=ranges)
     ranking = None
     prefer_list = _names(prefer, "prefer")
     tuned: str | None = None
     if backend is None and "fastest" in prefer_list:
         ranking = _rank_fastest(registry, info, device, _names(exclude, "exclude"), precision,
-                                options, input_shapes, tolerance)
+                                options, input_shapes, tolerance, ranges)
         i = prefer_list.index("fastest")
         prefer_list[i:i + 1] = [n for n in ranking.order if n not in prefer_list]
     elif backend is None and not prefer_list:
@@ -239,7 +245,7 @@ def _tuned(registry: Registry, info: Any, device: str, request: _Request) -> Any
     from .fastest import lookup
 
     ranking = lookup(info, request.precision, request.options, request.input_shapes,
-                     request.tolerance)
+                     request.tolerance, request.input_ranges)
     if ranking is None or ranking.winner is None:
         return None
     winner = ranking.winner
@@ -258,7 +264,7 @@ def _check_arguments(registry: Registry, info: Any, *, backend: str | None,
                      device: str, precision: str, threads: int | None,
                      options: Mapping[str, Any], verify: str, tolerance: float | None,
                      input_shapes: Mapping[str, Sequence[int]] | None, fallback: bool,
-                     check: bool) -> None:
+                     check: bool, input_ranges: Mapping[str, Any] | None = None) -> None:
     """Every ``load`` argument, checked up front: a typo costs a clear error, not seconds of
     verification children and a cache entry."""
     from .backend import PRECISIONS
@@ -297,6 +303,10 @@ def _check_arguments(registry: Registry, info: Any, *, backend: str | None,
         if not isinstance(input_shapes, Mapping):
             raise UnirtError("input_shapes must be a dict of input name -> shape")
         check_shapes(info, input_shapes, "input_shapes")
+    if input_ranges is not None:
+        from .inputs import check_ranges
+
+        check_ranges(info.inputs, input_ranges, "input_ranges")
 
 
 def _rewrite_as_asked(registry: Registry, info: Any, names: tuple[str, ...], precision: str,
@@ -369,6 +379,8 @@ class _Request:
     crash_guard: str = "auto"  # crashguard.GuardMode
     #: True: every applicable rewrite; a tuple: only those; False: none
     rewrite: bool | tuple[str, ...] = True
+    #: value ranges of generated inputs for verification (checked)
+    input_ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
 
 class _Router:
@@ -447,7 +459,8 @@ class _Router:
             return None
         from .verify import VerifyStatus, lookup, verify_reference
 
-        v = lookup(self.info, name, avail.version, r.precision, opts, r.input_shapes)
+        v = lookup(self.info, name, avail.version, r.precision, opts, r.input_shapes,
+                   ranges=r.input_ranges)
         state = crashguard.marker_state(k) if v is None else crashguard.MarkerState.NONE
         if v is None and state == crashguard.MarkerState.NONE and \
                 r.crash_guard != crashguard.GuardMode.CHILD:
@@ -464,7 +477,8 @@ class _Router:
                 logger.info("unirt: another process is opening %s on %s for the first time; "
                             "running it in a child first", self.info.name, name)
             v = verify_reference(self.info, name, avail.version, r.precision, opts,
-                                 r.input_shapes, registry=self.registry)
+                                 r.input_shapes, registry=self.registry,
+                                 ranges=r.input_ranges)
         if v is None:  # no cache to hold a marker in: as raw ONNX Runtime
             return None
         if v.accepted:  # (not a verification to show: it was compared with nothing)
@@ -510,7 +524,8 @@ class _Router:
         from .verify import VerifyStatus, verify
 
         v = verify(self.info, name, avail.version, r.precision, r.options.get(name, {}),
-                   r.input_shapes, r.verify, r.tolerance, registry=self.registry)
+                   r.input_shapes, r.verify, r.tolerance, registry=self.registry,
+                   ranges=r.input_ranges)
         self.verifications[name] = v
         if v.status == VerifyStatus.REFUSED:
             return RouteStep(name, FAILED, v.describe())
@@ -549,7 +564,8 @@ class _Router:
 
         r = self.request
         v = lookup(self.info, name, self.registry.backend(name).available().version,
-                   r.precision, r.options.get(name, {}), r.input_shapes, r.tolerance)
+                   r.precision, r.options.get(name, {}), r.input_shapes, r.tolerance,
+                   r.input_ranges)
         return v is not None and v.status == VerifyStatus.VERIFIED
 
     def route(self) -> Session:
@@ -750,13 +766,14 @@ class _Router:
 def _rank_fastest(registry: Registry, info: Any, device: str, exclude: list[str],
                   precision: str, options: Mapping[str, Mapping[str, Any]],
                   input_shapes: Mapping[str, Sequence[int]] | None,
-                  tolerance: float | None) -> Any:
+                  tolerance: float | None,
+                  ranges: Mapping[str, tuple[float, float]] | None = None) -> Any:
     """Rank the available candidates for ``prefer="fastest"`` (measured once, then cached)."""
     from .fastest import candidate_pool, rank
 
     pool, versions, _ = candidate_pool(registry, default_order(registry, device), exclude)
     return rank(info, pool, versions, precision, options, input_shapes, tolerance,
-                registry=registry)
+                registry=registry, ranges=ranges)
 
 
 def _apply_policy(registry: Registry, info: Any, order: list[str]) -> tuple[list[str], set[str]]:

@@ -6,13 +6,12 @@ cached too). The measurement is :func:`unirt.fastest.rank`, the one ``prefer="fa
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
 
 from . import cli_output
-from .cli_options import model_argument
+from .cli_options import input_option, input_range_option, model_argument
 from .errors import UnirtError
 
 
@@ -22,6 +21,8 @@ from .errors import UnirtError
               help="Only these backends (default: every available one for --device).")
 @click.option("--shape", "-s", "shape_specs", multiple=True, metavar="NAME=1x3x224x224",
               help="Shape of an input to tune at (sets its dynamic dims).")
+@input_option
+@input_range_option
 @click.option("--precision", type=click.Choice(["exact", "fast"]), default="exact",
               show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "gpu"]), default="auto",
@@ -30,11 +31,13 @@ from .errors import UnirtError
               help="Also write a deployment lock of the winner (unirt.load(..., lock=FILE)).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def tune_command(model: str, backend_list: str | None, shape_specs: tuple[str, ...],
-                 precision: str, device: str, lock_path: str | None, as_json: bool) -> None:
+                 input_specs: tuple[str, ...], range_specs: tuple[str, ...], precision: str,
+                 device: str, lock_path: str | None, as_json: bool) -> None:
     """Verify and time every available backend on MODEL; the next load uses the fastest that
     is right."""
+    from . import cli_inputs
     from .fastest import candidate_pool, rank
-    from .inputs import parse_assignments, parse_shape
+    from .inputs import feeds_for, parse_assignments, parse_shape
     from .model import read_model
     from .plugins import get_registry
     from .router import _check_arguments, default_order
@@ -42,21 +45,23 @@ def tune_command(model: str, backend_list: str | None, shape_specs: tuple[str, .
     registry = get_registry()
     info = read_model(model)
     shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
+    given, _ = cli_inputs.given_inputs(info, input_specs)
+    ranges = cli_inputs.ranges(info, range_specs)
+    feeds = feeds_for(info, given, shapes, 0, ranges) if given else None
+    if feeds:  # verified and ranked at the given arrays' shapes, timed on the arrays
+        shapes = {**shapes, **{n: tuple(a.shape) for n, a in given.items()}}
     _check_arguments(registry, info, backend=None, prefer=None, exclude=None, device=device,
                      precision=precision, threads=None, options={}, verify="auto",
-                     tolerance=None, input_shapes=shapes or None, fallback=True, check=True)
+                     tolerance=None, input_shapes=shapes or None, fallback=True, check=True,
+                     input_ranges=ranges or None)
     names = [b.strip() for b in backend_list.split(",") if b.strip()] if backend_list else \
         default_order(registry, device)
     pool, versions, skipped = candidate_pool(registry, names)
     if not pool:
         raise UnirtError("no available backend to tune: " + "; ".join(
             f"{n}: {why}" for n, why in skipped.items()))
-    progress, stop = _progress(as_json, info.name)
-    try:
-        ranking = rank(info, pool, versions, precision, {}, shapes or None, registry=registry,
-                       progress=progress, remeasure=True)
-    finally:
-        stop()
+    ranking = rank(info, pool, versions, precision, {}, shapes or None, registry=registry,
+                   remeasure=True, ranges=ranges or None, feeds=feeds)
     if lock_path is not None:
         from .lock import measure_lock, write_lock
 
@@ -74,29 +79,6 @@ def tune_command(model: str, backend_list: str | None, shape_specs: tuple[str, .
         cli_output.console().print(f"Lock written to {lock_path}: unirt.load({model!r}, "
                                    f"lock={lock_path!r}) opens {ranking.winner} without "
                                    "measuring.", highlight=False)
-
-
-def _progress(as_json: bool, label: str) -> tuple[Any, Any]:
-    """A progress bar on a terminal's stderr, else a log line per step (never on stdout)."""
-    import logging
-
-    if as_json or not sys.stderr.isatty():
-        log = logging.getLogger("unirt")
-
-        def note(done: int, total: int, what: str) -> None:
-            log.info("tune %s: %s (%d/%d)", label, what, done, total)
-
-        return note, lambda: None
-    from rich.progress import Progress
-
-    bar = Progress(console=cli_output.console(stderr=True), transient=True)
-    task = bar.add_task(f"tuning {label}", total=None)
-    bar.start()
-
-    def update(done: int, total: int, what: str) -> None:
-        bar.update(task, completed=done, total=total, description=f"{label}: {what}")
-
-    return update, bar.stop
 
 
 def _print(ranking: Any, skipped: dict[str, str], info: Any, registry: Any) -> None:

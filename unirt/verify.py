@@ -18,12 +18,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import progress
 from .backend import VERIFY_MODES
 from .errors import UnirtError
 from .model import ModelInfo
@@ -124,7 +124,8 @@ def probe_shapes(inputs: Sequence[TensorInfo],
     return [shapes for _, shapes in shape_sets(inputs, declared)]
 
 
-def feed_sets(info: ModelInfo, shapes: Mapping[str, Sequence[int]] | None = None
+def feed_sets(info: ModelInfo, shapes: Mapping[str, Sequence[int]] | None = None,
+              ranges: Mapping[str, tuple[float, float]] | None = None
               ) -> tuple[list[str], list[dict[str, tuple]], list[FeedRecipe]]:
     """(labels, shape sets, input recipes) a verification runs: the same for ``load``,
     ``capabilities --probe`` and ``compare``, so their verdicts are one. Raises ``UnirtError``
@@ -133,7 +134,8 @@ def feed_sets(info: ModelInfo, shapes: Mapping[str, Sequence[int]] | None = None
 
     Recipes, not arrays: each child (the reference's, the backend's) builds the same seeded
     arrays itself (``recipe.build()``), so verifying a model never allocates its inputs in the
-    caller's process. For a model with a float input, one more set follows the shape sets: the
+    caller's process. ``ranges`` (``load(input_ranges=)``) travel in every recipe. For a model
+    with a float input, one more set follows the shape sets: the
     base set with NaN/inf planted, judged for how NaN/inf come out (a note, never a rejection:
     see :mod:`unirt.probe`)."""
     from .inputs import FeedRecipe
@@ -141,7 +143,7 @@ def feed_sets(info: ModelInfo, shapes: Mapping[str, Sequence[int]] | None = None
     labelled = shape_sets(info.inputs, shapes)
     labels = [label for label, _ in labelled]
     sets = [s for _, s in labelled]
-    recipes = [FeedRecipe.make(info.inputs, s, seed=i) for i, s in enumerate(sets)]
+    recipes = [FeedRecipe.make(info.inputs, s, seed=i, ranges=ranges) for i, s in enumerate(sets)]
     if recipes and recipes[0].has_float:
         labels.append("base")
         sets.append(sets[0])
@@ -151,14 +153,18 @@ def feed_sets(info: ModelInfo, shapes: Mapping[str, Sequence[int]] | None = None
 
 def _key(info: ModelInfo, backend: str, version: str | None, precision: str,
          options: Mapping[str, Any], shapes: list[dict[str, tuple]],
-         tolerance: float | None) -> str:
+         tolerance: float | None,
+         ranges: Mapping[str, tuple[float, float]] | None = None) -> str:
+    """The verdict's cache key; value ranges are in it when set (a verdict on inputs in 0..3
+    says nothing about inputs in 8000..16000), and leave the key as it was when not."""
     from .cache import artifact_key
 
+    extra = {"input_ranges": {k: list(v) for k, v in sorted(ranges.items())}} if ranges else {}
     return artifact_key(CACHE_SECTION, info, versions={"engine": version, "verify": VERSION},
                         shapes=[{k: list(v) for k, v in s.items()} for s in shapes],
                         precision=precision,
                         options={"backend": backend, "options": dict(options),
-                                 "tolerance": tolerance})
+                                 "tolerance": tolerance, **extra})
 
 
 def _read(entry: Path, key: str) -> Verification:
@@ -193,7 +199,8 @@ def _cached(cache: ArtifactCache, key: str) -> Verification | None:
 def lookup(info: ModelInfo, backend: str, version: str | None, precision: str = "exact",
            options: Mapping[str, Any] | None = None,
            shapes: Mapping[str, Sequence[int]] | None = None,
-           tolerance: float | None = None) -> Verification | None:
+           tolerance: float | None = None,
+           ranges: Mapping[str, tuple[float, float]] | None = None) -> Verification | None:
     """The cached verdict for these arguments, or None; never measures (``capabilities``)."""
     from .cache import ArtifactCache
 
@@ -202,7 +209,8 @@ def lookup(info: ModelInfo, backend: str, version: str | None, precision: str = 
     except UnirtError:
         return None
     return _cached(ArtifactCache(),
-                   _key(info, backend, version, precision, options or {}, sets, tolerance))
+                   _key(info, backend, version, precision, options or {}, sets, tolerance,
+                        ranges))
 
 
 def status_of(result: ProbeResult) -> VerifyStatus:
@@ -221,13 +229,15 @@ def verify(info: ModelInfo, backend: str, version: str | None, precision: str = 
            shapes: Mapping[str, Sequence[int]] | None = None, mode: str = "auto",
            tolerance: float | None = None, timeout: float | None = None,
            registry: Registry | None = None, reference: list[RunSet] | None = None,
-           runs: int = 1) -> Verification:
+           runs: int = 1,
+           ranges: Mapping[str, tuple[float, float]] | None = None) -> Verification:
     """The verdict for running ``info`` on ``backend``: from the cache, or measured now.
 
     ``mode="always"`` measures even when a verdict is cached (and refreshes it). ``registry``:
     the plugins in use, rebuilt in the children. ``reference``: the reference's runs on
     :func:`feed_sets`, when already made for another backend. ``runs``: times each set is run
-    (for a median time; the verdict does not depend on it).
+    (for a median time; the verdict does not depend on it). ``ranges``: value ranges of
+    generated inputs (``load(input_ranges=)``), in every recipe and in the key.
     """
     from .cache import ArtifactCache
 
@@ -238,7 +248,7 @@ def verify(info: ModelInfo, backend: str, version: str | None, precision: str = 
         sets = [s for _, s in shape_sets(info.inputs, shapes)]
     except UnirtError as exc:  # bf16, strings without shape, sequences: nothing to compare
         sets, no_inputs = [], f"no inputs can be generated ({exc})"
-    key = _key(info, backend, version, precision, options or {}, sets, tolerance)
+    key = _key(info, backend, version, precision, options or {}, sets, tolerance, ranges)
     cache = ArtifactCache()
     if mode != "always":
         known = _cached(cache, key)
@@ -250,18 +260,18 @@ def verify(info: ModelInfo, backend: str, version: str | None, precision: str = 
     feeds: list[FeedRecipe] = []
     if not no_inputs:
         try:  # generated only now: a cached verdict costs no input generation
-            labels, _, feeds = feed_sets(info, shapes)
+            labels, _, feeds = feed_sets(info, shapes, ranges)
         except UnirtError as exc:
             no_inputs = f"no inputs can be generated ({exc})"
-    start = time.perf_counter()
-    if no_inputs:  # still opened in a child first: an engine can crash reading the model
-        result = open_only(info, backend, precision, options, timeout, registry, no_inputs)
-    else:
-        result = probe(info, backend, feeds, precision, options, atol=tolerance,
-                       timeout=timeout, labels=labels, registry=registry, reference=reference,
-                       runs=runs)
-    logger.info("verified %s on %s in %.2f s: %s", info.name, backend,
-                time.perf_counter() - start, result.status)
+    with progress.step(progress.Step.VERIFY, backend, info.name) as running:
+        if no_inputs:  # still opened in a child first: an engine can crash reading the model
+            result = open_only(info, backend, precision, options, timeout, registry,
+                               no_inputs)
+        else:
+            result = probe(info, backend, feeds, precision, options, atol=tolerance,
+                           timeout=timeout, labels=labels, registry=registry,
+                           reference=reference, runs=runs)
+        running.detail = str(result.status)
     verification = Verification(status_of(result), result, False, key)
     if verification.about_engine:
         store(verification, info, backend, version, precision)
@@ -291,7 +301,8 @@ def verify_reference(info: ModelInfo, backend: str, version: str | None,
                      precision: str = "exact", options: Mapping[str, Any] | None = None,
                      shapes: Mapping[str, Sequence[int]] | None = None,
                      timeout: float | None = None,
-                     registry: Registry | None = None) -> Verification:
+                     registry: Registry | None = None,
+                     ranges: Mapping[str, tuple[float, float]] | None = None) -> Verification:
     """The reference's own trial: open ``info`` on it in a child and run the verification's
     input sets, nothing to compare with. VERIFIED when every set ran; REJECTED when it crashed
     or hung; REFUSED when it raised opening the model. Cached like :func:`verify` (the same
@@ -306,25 +317,24 @@ def verify_reference(info: ModelInfo, backend: str, version: str | None,
         sets = [s for _, s in shape_sets(info.inputs, shapes)]
     except UnirtError:
         sets = []
-    key = _key(info, backend, version, precision, options or {}, sets, None)
+    key = _key(info, backend, version, precision, options or {}, sets, None, ranges)
     known = _cached(ArtifactCache(), key)
     if known is not None:
         return known
-    start = time.perf_counter()
-    try:
-        labels, _, feeds = feed_sets(info, shapes)
-    except UnirtError as exc:  # still opened in a child: it can crash reading the model
-        result = open_only(info, backend, "exact", options, timeout, registry,
-                           f"no inputs can be generated ({exc})")
-    else:
-        for _ in range(TIMEOUT_RETRIES + 1):  # a time-out is as often a busy machine
-            opened, runs = reference_outputs(info.source(), feeds, timeout=timeout,
-                                             labels=labels, registry=registry)
-            result = judge(backend, opened, runs, runs, "exact", registry=registry)
-            if result.status != TIMEOUT:
-                break
-    logger.info("ran the reference %s on %s in a child in %.2f s: %s", backend, info.name,
-                time.perf_counter() - start, result.status)
+    with progress.step(progress.Step.REFERENCE, backend, info.name) as running:
+        try:
+            labels, _, feeds = feed_sets(info, shapes, ranges)
+        except UnirtError as exc:  # still opened in a child: it can crash reading the model
+            result = open_only(info, backend, "exact", options, timeout, registry,
+                               f"no inputs can be generated ({exc})")
+        else:
+            for _ in range(TIMEOUT_RETRIES + 1):  # a time-out is as often a busy machine
+                opened, runs = reference_outputs(info.source(), feeds, timeout=timeout,
+                                                 labels=labels, registry=registry)
+                result = judge(backend, opened, runs, runs, "exact", registry=registry)
+                if result.status != TIMEOUT:
+                    break
+        running.detail = str(result.status)
     verification = Verification(status_of(result), result, False, key)
     if verification.about_engine:
         store(verification, info, backend, version, precision)

@@ -395,11 +395,15 @@ class NcnnSession(BackendSession):
                          for d, dyn in zip(s, flags)) for s, flags in zip(sig, dynamic)]
 
         def build(tmp: Path) -> dict[str, Any]:
-            return _pnnx.convert(
-                c.exe, self._onnx_for_pnnx(), tmp, input_names=self._input_names,
-                output_names=self._ncnn_outputs, shapes=sig,
-                shapes2=shapes2 if any(any(f) for f in dynamic) else None,
-                fp16=fp16, optlevel=c.optlevel, timeout=c.timeout, label=self.model.name)
+            from unirt import progress
+
+            at = ",".join("x".join(map(str, s)) for s in sig)
+            with progress.step(progress.Step.CONVERT, NAME, self.model.name, f"pnnx at {at}"):
+                return _pnnx.convert(
+                    c.exe, self._onnx_for_pnnx(), tmp, input_names=self._input_names,
+                    output_names=self._ncnn_outputs, shapes=sig,
+                    shapes2=shapes2 if any(any(f) for f in dynamic) else None,
+                    fp16=fp16, optlevel=c.optlevel, timeout=c.timeout, label=self.model.name)
 
         start = time.perf_counter()
         entry, built = c.cache.get_or_build(

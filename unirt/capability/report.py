@@ -114,6 +114,8 @@ def capabilities(
     registry: Registry | None = None,
     layerwise: bool = True,
     query_timeout: float | None = None,
+    feeds: Mapping[str, Any] | None = None,
+    ranges: Mapping[str, Sequence[float]] | None = None,
 ) -> CapabilityReport:
     """The capability matrix for one model: for every registered backend (or ``backends``), the
     table's prediction, the engine's own answer (``query``), the measured outcome (the cached
@@ -121,8 +123,12 @@ def capabilities(
     evidence that decided it. ``shapes``: the base shapes of dynamic inputs, as ``load``'s
     ``input_shapes=`` (the same verdicts are read and written). ``query_timeout``: seconds an
     engine's own answer may take (default ``UNIRT_QUERY_TIMEOUT``, else 30 s); it is asked in a
-    child process, so a query that does not end in time is a note, never a hung caller."""
-    from ..inputs import check_shapes
+    child process, so a query that does not end in time is a note, never a hung caller.
+    ``ranges``: input name -> (LO, HI) of generated values (as ``load(input_ranges=)``: the
+    same verdicts). ``feeds``: input arrays (``--input``) the probes run on instead, at their
+    shapes; such a measurement is not cached (the verdict cache knows generated inputs only).
+    """
+    from ..inputs import check_ranges, check_shapes
     from ..lint import lint
     from ..model import read_model
     from ..plugins import get_registry
@@ -133,6 +139,11 @@ def capabilities(
     for name in names:
         registry.backend(name)  # an unknown name: an error listing the known ones, before work
     check_shapes(info, shapes or {}, "--shape")
+    checked = check_ranges(info.inputs, ranges, "--input-range") if ranges else None
+    if feeds:
+        from ..inputs import feeds_for
+
+        feeds = feeds_for(info, feeds, shapes, 0, checked)
     # The ONNX checker's and shape inference's complaints are findings here, not a refusal:
     # a model every engine is said to reject (a pooling kernel of the wrong rank) is exactly
     # the one whose verdicts and repairs the user came to see.
@@ -151,14 +162,15 @@ def capabilities(
             if not be.is_reference and not probe:
                 from ..verify import lookup
 
-                cached = lookup(info, name, v.engine_version, "exact", {}, shapes, None)
+                cached = lookup(info, name, v.engine_version, "exact", {}, shapes, None,
+                                checked)
                 if cached is not None:
                     apply_measurement(v, cached)
     finally:
         querier.close()
     report = CapabilityReport(model_summary(info), verdicts, lint=linted)
     if probe:
-        _measure(report, info, registry, shapes, timeout, layerwise)
+        _measure(report, info, registry, shapes, timeout, layerwise, checked, feeds)
     for name, v in verdicts.items():
         settle(v, reference=registry.backend(name).is_reference)
         if v.measured is not None:
@@ -341,22 +353,27 @@ def apply_measurement(verdict: Verdict, verification: Verification) -> None:
 
 def _measure(report: CapabilityReport, info: ModelInfo, registry: Registry,
              shapes: Mapping[str, Sequence[int]] | None, timeout: float,
-             layerwise: bool) -> None:
+             layerwise: bool, ranges: Mapping[str, tuple[float, float]] | None = None,
+             given: Mapping[str, Any] | None = None) -> None:
     """Measure every available backend now: one reference run shared by all, each backend's
-    verdict written where ``load`` reads it."""
+    verdict written where ``load`` reads it (not for ``given`` arrays: judged, not cached)."""
+    from .. import progress
     from ..probe import reference_outputs
     from ..verify import feed_sets, verify
 
     runnable = [n for n, v in report.verdicts.items() if v.status != UNAVAILABLE]
     try:
-        labels, _, feeds = feed_sets(info, shapes)
+        labels, _, feeds = feed_sets(info, shapes, ranges)
+        if given:
+            labels, feeds = ["base"], [dict(given)]  # type: ignore[list-item]
     except UnirtError as exc:
         for name in runnable:
             report.verdicts[name].notes.append(f"not measured: no inputs can be generated "
                                                f"({exc})")
         return
-    _, reference = reference_outputs(info.source(), feeds, timeout=timeout, labels=labels,
-                                     registry=registry)
+    with progress.step(progress.Step.REFERENCE, registry.reference, info.name):
+        _, reference = reference_outputs(info.source(), feeds, timeout=timeout,
+                                         labels=labels, registry=registry)
     for name in runnable:
         v = report.verdicts[name]
         if registry.backend(name).is_reference:
@@ -364,11 +381,29 @@ def _measure(report: CapabilityReport, info: ModelInfo, registry: Registry,
             if v.measured["status"] not in ("pass", "dynamic_fail"):
                 refused_by_engine(v, v.measured["detail"] or v.measured["status"])
             continue
-        ver = verify(info, name, v.engine_version, "exact", {}, shapes, "always",
-                     timeout=timeout, registry=registry, reference=reference, runs=10)
+        if given:
+            ver = _probe_given(info, name, feeds, labels, reference, timeout, registry)
+        else:
+            ver = verify(info, name, v.engine_version, "exact", {}, shapes, "always",
+                         timeout=timeout, registry=registry, reference=reference, runs=10,
+                         ranges=ranges)
         apply_measurement(v, ver)
-        if layerwise and ver.result.status == "fail":
+        if layerwise and not given and ver.result.status == "fail":
             _explain_divergence(v, info, name, ver.result, labels, feeds, timeout)
+
+
+def _probe_given(info: ModelInfo, name: str, feeds: Any, labels: list[str],
+                 reference: list[RunSet], timeout: float, registry: Registry) -> Verification:
+    """``name`` run on the caller's arrays and judged, as a verification that is not cached."""
+    from .. import progress
+    from ..probe import probe
+    from ..verify import Verification, status_of
+
+    with progress.step(progress.Step.VERIFY, name, info.name, "given inputs") as running:
+        result = probe(info, name, feeds, "exact", timeout=timeout, reference=reference,
+                       runs=10, labels=labels, registry=registry)
+        running.detail = str(result.status)
+    return Verification(status_of(result), result, False, "")
 
 
 def _reference_summary(reference: list[RunSet]) -> dict[str, Any]:

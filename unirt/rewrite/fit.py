@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -458,11 +457,13 @@ def fit(info: ModelInfo, backend: str, *, names: Sequence[str] | None = None,
         result, compared = known
         cached = True
     else:
-        start = time.perf_counter()
-        result, compared, _ = _measure(info, fitted, backend, precision, options or {},
-                                       shapes, tolerance, registry, timeout)
-        logger.info("verified rewrite %s of %s on %s in %.2f s: %s", "+".join(applied),
-                    info.name, backend, time.perf_counter() - start, result.status)
+        from .. import progress
+
+        with progress.step(progress.Step.REWRITE, backend, info.name,
+                           "+".join(applied)) as running:
+            result, compared, _ = _measure(info, fitted, backend, precision, options or {},
+                                           shapes, tolerance, registry, timeout)
+            running.detail = f"{'+'.join(applied)}: {result.status}"
         cached = False
         if Verification(status_of(result), result, False, key).about_engine:
             _store_verdict(key, result, compared)

@@ -1,0 +1,77 @@
+"""Turning the shared input options (:mod:`unirt.cli_options`) into what the library takes.
+
+One reading of ``--input``, ``--load-inputs``, ``--input-range`` and per-output ``--atol`` /
+``--rtol`` for every command, so that they mean the same in ``run``, ``compare``, ``bench``,
+``capabilities --probe`` and ``tune``, and are all checked before anything is loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .errors import UnirtError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .model import ModelInfo
+
+
+def given_inputs(info: ModelInfo, input_specs: Sequence[str], load_dir: str | None = None
+                 ) -> tuple[dict[str, Any], dict[str, str]]:
+    """(arrays, where each came from) for ``--input`` and ``--load-inputs``; ``--input``
+    wins for an input both give. A name that is no input of the model is an error naming
+    the inputs."""
+    from .inputs import load_inputs, load_npy, parse_assignments
+
+    names = [t.name for t in info.inputs]
+    files: dict[str, str] = {}
+    for spec in input_specs:
+        if "=" not in spec and len(names) == 1:
+            files[names[0]] = spec
+        else:
+            files.update(parse_assignments([spec], "--input"))
+    loaded = load_inputs(load_dir) if load_dir else {}
+    unknown = (set(files) | set(loaded)) - set(names)
+    if unknown:
+        flag = "--input" if set(files) & unknown else "--load-inputs"
+        raise UnirtError(f"{flag} names unknown input(s) {', '.join(sorted(unknown))}; "
+                         f"inputs: {', '.join(names)}")
+    sources = {n: f"{load_dir} (saved)" for n in loaded}
+    sources.update(files)
+    arrays = {**loaded, **{name: load_npy(path, name) for name, path in files.items()}}
+    return arrays, sources
+
+
+def ranges(info: ModelInfo, specs: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """``--input-range NAME=LO,HI`` values, checked against the model's inputs."""
+    from .inputs import check_ranges, parse_assignments, parse_range
+
+    parsed = {name: parse_range(value, name)
+              for name, value in parse_assignments(specs, "--input-range").items()}
+    return check_ranges(info.inputs, parsed, "--input-range")
+
+
+def tolerances(info: ModelInfo, specs: Sequence[str], what: str
+               ) -> float | dict[str, float] | None:
+    """``--atol X`` (every output) and ``--atol NAME=X`` (one output), together: a number,
+    or output name -> number (outputs not named by NAME=X get X when it was given too)."""
+    from .compare import check_tolerance
+
+    overall: float | None = None
+    per_output: dict[str, float] = {}
+    for spec in specs:
+        name, sep, value = spec.rpartition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            raise UnirtError(f"bad --{what} {spec!r}: write a number, or OUTPUT=NUMBER") \
+                from None
+        if sep:
+            per_output[name] = number
+        else:
+            overall = number
+    if not per_output:
+        return check_tolerance(info, overall, what)  # type: ignore[return-value]
+    full = {t.name: overall for t in info.outputs if overall is not None}
+    full.update(per_output)
+    return check_tolerance(info, full, what)  # type: ignore[return-value]
