@@ -212,17 +212,20 @@ def test_cli_run_refuses_a_huge_shape_in_one_line(tmp_path: Path) -> None:
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
 
 
-def test_verification_of_a_set_over_the_limit_starts_no_child(
+def test_verification_of_a_set_over_the_limit_only_opens_in_a_child(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over the size limit: no inputs are made anywhere, and no set is run; the candidate is
+    still opened in a child (an engine can crash reading the model), never first here."""
     from unirt import probe as probe_mod
     from unirt.verify import VerifyStatus, verify
 
     monkeypatch.setenv("UNIRT_MAX_ELEMENTS", "1000")
-    monkeypatch.setattr(probe_mod, "Worker", None)  # any child would fail loudly
+    monkeypatch.setattr(probe_mod, "_child_run", None)  # running a set would fail loudly
     info = _info(_relu([1, 3, 64, 64]), tmp_path)
     v = verify(info, "openvino", "x")
     assert v.status == VerifyStatus.UNVERIFIED
     assert "no inputs can be generated" in v.result.reason and "1x3x64x64" in v.result.reason
+    assert v.result.reason.endswith("opened in a child, nothing run")
 
 
 # -- 2. probe inputs built in the child ----------------------------------------------------------
