@@ -9,7 +9,8 @@ output (and nothing else) is big. Each case runs in a fresh interpreter with an 
   to verify; the baseline);
 * ``openvino``: ``unirt.load(path, prefer="openvino")`` (the reference and OpenVINO run the
   verification's input sets in children, the caller judges);
-* ``compare``: ``unirt.compare.compare(path, backends=[...])`` (one reference shared by the backends).
+* ``compare``: ``unirt.compare.compare(path, backends=[...])`` (one reference run shared by
+  the backends).
 
 Each case first does the same thing on a 1x3x8x8 model, so that engine imports and first-use
 costs are paid before the figure is taken; the figure is the rise of the process's peak RSS
