@@ -8,11 +8,11 @@ files, read back one at a time as they are compared: ~2x.
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -95,10 +95,13 @@ def test_arrays_travel_out_of_band_and_arrive_over_the_received_bytes() -> None:
     assert got["y"][0, 0, 0] == 7
 
 
-def test_big_outputs_wait_in_files_that_outlive_the_child_and_go_with_the_runs(
-        tmp_path: Path) -> None:
+def test_big_outputs_wait_in_files_that_outlive_the_child_and_leave_nothing_on_disk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "m.onnx"
     _expand_sigmoid(path, 1024)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     feeds = {"x": np.full((1, 3, 1, 1), 0.5, np.float32)}
     with Worker(probe._child_init) as w:
         opened, sets = probe.run_sets(w, str(path), probe.reference_name(), [feeds], keep=True)
@@ -107,13 +110,10 @@ def test_big_outputs_wait_in_files_that_outlive_the_child_and_go_with_the_runs(
     kept = sets[0].outputs
     assert isinstance(kept, probe.KeptOutputs) and list(kept) == ["y"]
     assert isinstance(sets[0].outcome.value["outputs"]["y"], probe.Spilled)
-    assert plain[0].outputs is not None
+    assert list(scratch.iterdir()) == []  # opened and unlinked: a killed caller leaves nothing
+    assert plain[0].outputs is not None and not isinstance(plain[0].outputs, probe.KeptOutputs)
     assert np.array_equal(kept["y"], plain[0].outputs["y"])  # the child is gone: still there
-    folder = os.path.dirname(sets[0].outcome.value["outputs"]["y"].path)
-    assert os.path.isdir(folder)
-    del kept, sets, opened
-    gc.collect()
-    assert not os.path.exists(folder)
+    assert np.array_equal(kept["y"], plain[0].outputs["y"])  # read again from the start
 
 
 def test_small_outputs_and_unwritable_files_travel_as_before(tmp_path: Path) -> None:
@@ -129,8 +129,7 @@ def test_small_outputs_and_unwritable_files_travel_as_before(tmp_path: Path) -> 
 def test_an_output_file_that_vanished_is_a_harness_failure(tmp_path: Path) -> None:
     from unirt.errors import HarnessError
 
-    folder = probe._SpillFolder()
-    kept = probe.KeptOutputs({"y": probe.Spilled(str(tmp_path / "gone.npy")), "n": 1}, folder)
+    kept = probe.KeptOutputs({"y": probe.Spilled(str(tmp_path / "gone.npy")), "n": 1})
     assert kept["n"] == 1
     with pytest.raises(HarnessError, match="could not read back output 'y'"):
         kept["y"]

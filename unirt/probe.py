@@ -19,21 +19,23 @@ NaN, and an engine that computes finite inputs right is right for them. A crash 
 that set still rejects (the user's process would die or hang the day a NaN comes in).
 
 Big outputs do not travel back to the caller's process with each run: the child writes each
-array of :data:`SPILL_BYTES` or more to a temporary folder the caller owns, and the caller reads
-one back when it compares it (:class:`KeptOutputs`), so that judging a backend holds one output
-of each side at a time, not every set of both (issue 18: a 192 MiB output took ~1 GiB of the
-caller's memory). A file, not the child's memory: the outputs of the sets that ran outlive a
-child that crashes on a later set, and are judged as before.
+array of :data:`SPILL_BYTES` or more to a file, and the caller reads one back when it compares
+it (:class:`KeptOutputs`), so that judging a backend holds one output of each side at a time,
+not every set of both (issue 18: a 192 MiB output took ~1 GiB of the caller's memory). A file,
+not the child's memory: the outputs of the sets that ran outlive a child that crashes on a
+later set, and are judged as before.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import shutil
 import statistics
 import tempfile
+import threading
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -214,47 +216,61 @@ def shape_label(feeds: Mapping[str, Any] | FeedRecipe) -> str:
     return ",".join(f"{k}={'x'.join(map(str, np.shape(v))) or 'scalar'}" for k, v in feeds.items())
 
 
-class _SpillFolder:
-    """A temporary folder children write big outputs to; removed when the last
-    :class:`KeptOutputs` reading from it is gone (or at exit)."""
-
-    def __init__(self) -> None:
-        self.path = tempfile.mkdtemp(prefix="unirt-outputs-")
-        weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
-
-    @classmethod
-    def make(cls) -> _SpillFolder | None:
-        """A new folder, or None when none can be made (outputs then travel as before)."""
-        try:
-            return cls()
-        except OSError as exc:
-            logger.debug("no folder for big outputs (%s): they travel by pipe", exc)
-            return None
+def _spill_folder() -> str | None:
+    """A new private folder for children to write big outputs to, or None when none can be
+    made (outputs then travel by pipe, as small ones do)."""
+    try:
+        return tempfile.mkdtemp(prefix="unirt-outputs-")
+    except OSError as exc:
+        logger.debug("no folder for big outputs (%s): they travel by pipe", exc)
+        return None
 
 
 class KeptOutputs(Mapping[str, Any]):
     """One set's outputs as a child returned them, the big ones read back from their file only
-    when looked up, and not kept: whoever compares them output by output holds one at a time."""
+    when looked up, and not kept: whoever compares them output by output holds one at a time.
 
-    def __init__(self, values: Mapping[str, Any], folder: _SpillFolder) -> None:
-        self._values = dict(values)
-        self._folder = folder  # the files live as long as this
+    Each file is opened and unlinked at once: it goes when this does, or when the process dies
+    however it dies (nothing is left on disk by a killed caller)."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values: dict[str, Any] = {}
+        self._lock = threading.Lock()  # one file offset per output
+        for name, value in values.items():
+            if isinstance(value, Spilled):
+                try:
+                    value = open(value.path, "rb")  # noqa: SIM115 - held, closed with this
+                    os.unlink(value.name)
+                except OSError as exc:
+                    value = exc
+            self._values[name] = value
+        weakref.finalize(self, _close_files, list(self._values.values()))
 
     def __getitem__(self, name: str) -> Any:
         value = self._values[name]
-        if not isinstance(value, Spilled):
-            return value
         try:
-            return np.load(value.path, allow_pickle=False)
+            if isinstance(value, OSError):
+                raise value
+            if isinstance(value, io.BufferedReader):
+                with self._lock:
+                    value.seek(0)
+                    return np.load(value, allow_pickle=False)
         except (OSError, ValueError) as exc:
-            raise HarnessError(f"unirt could not read back output {name!r} from "
-                               f"{value.path}: {exc}") from exc
+            raise HarnessError(f"unirt could not read back output {name!r} from the file its "
+                               f"child wrote: {exc}") from exc
+        return value
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._values)
 
     def __len__(self) -> int:
         return len(self._values)
+
+
+def _close_files(values: list[Any]) -> None:
+    for value in values:
+        if isinstance(value, io.BufferedReader):
+            value.close()
 
 
 @dataclass
@@ -288,19 +304,29 @@ def run_sets(worker: Worker, source: str | bytes, backend: str,
     """
     opened = worker.call(_child_open, source, backend, precision, dict(options or {}), threads,
                          registry, timeout=timeout)
-    sets: list[RunSet] = []
     if not opened.ok:
-        return opened, sets
-    folder = _SpillFolder.make() if keep else None
+        return opened, []
+    folder = _spill_folder() if keep else None
+    try:
+        return opened, _run_each(worker, feed_sets, runs, outputs, timeout, labels, folder)
+    finally:  # what a child wrote and no KeptOutputs took (a reply that never came)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run_each(worker: Worker, feed_sets: Sequence[Feeds], runs: int, outputs: list[str] | None,
+              timeout: float, labels: Sequence[str] | None, folder: str | None) -> list[RunSet]:
+    """:func:`run_sets` once the model is open; ``folder``: where big outputs are written."""
+    sets: list[RunSet] = []
 
     def run(feeds: Feeds, times: int) -> Outcome:
-        spill_to = None if folder is None else os.path.join(folder.path, str(len(sets)))
+        spill_to = None if folder is None else os.path.join(folder, str(len(sets)))
         return worker.call(_child_run, _payload(feeds), times, outputs, True, 0.0, spill_to,
                            timeout=timeout)
 
     def kept(out: Outcome) -> Mapping[str, Any] | None:
         values = out.value["outputs"] if out.ok else None
-        return values if folder is None or values is None else KeptOutputs(values, folder)
+        return values if folder is None or values is None else KeptOutputs(values)
 
     for i, feeds in enumerate(feed_sets):
         label = _label(labels[i] if labels else None, feeds)
@@ -311,7 +337,7 @@ def run_sets(worker: Worker, source: str | bytes, backend: str,
         else:
             sets.append(RunSet(label, out, nonfinite=planted))
             if out.status in (CRASHED, TIMEOUT, HARNESS):
-                return opened, sets
+                return sets
     ran = next((i for i, s in enumerate(sets) if s.outputs is not None and not s.nonfinite), None)
     if ran is not None and any(s.outputs is None for s in sets[ran + 1:]):
         # An engine may be left broken by a call it refused (OpenVINO returned NaN, or refused
@@ -322,7 +348,7 @@ def run_sets(worker: Worker, source: str | bytes, backend: str,
         out = run(feed_sets[ran], 1)
         sets.append(RunSet(label, out, kept(out), out.value["times"] if out.ok else [],
                            again_of=ran))
-    return opened, sets
+    return sets
 
 
 def _payload(feeds: Feeds) -> Feeds:
