@@ -8,8 +8,10 @@ This module is also imported by the parent for :class:`Channel`, so it must stay
 standard library, nothing from unirt at import time, no numpy, onnx or engine. What a call needs
 is imported when its pickled function is loaded.
 
-Protocol (pickles in length-prefixed frames over two dedicated pipes, never fd 0/1/2, which
-engines print on):
+Protocol (pickles over two dedicated pipes, never fd 0/1/2, which engines print on; a message
+is a count of parts, then each part length-prefixed: the pickle (protocol 5), then the raw
+buffers of the arrays in it, out of band, so that the receiver builds its arrays over the
+bytearrays it read them into instead of copying them out of one big frame):
 
 1. parent -> child: ``(init, init_args)``, pickled by reference;
 2. child -> parent: ``("ready", None)`` once that loaded, or ``("harness", message)`` if it did
@@ -45,12 +47,21 @@ _HEADER = struct.Struct("!Q")
 _CHUNK = 1 << 20
 
 
+def pack(obj: Any) -> list[bytes | memoryview]:
+    """``obj`` as the parts of one message: its pickle, then the raw memory of each buffer the
+    pickle refers to out of band (contiguous numpy arrays: their data is never copied into the
+    pickle, and the receiver's arrays are made over the received bytes)."""
+    buffers: list[pickle.PickleBuffer] = []
+    data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    return [data, *(b.raw() for b in buffers)]
+
+
 class Channel:
-    """Pickled messages over a pair of pipe fds, one frame (8-byte length + pickle) each.
+    """Pickled messages over a pair of pipe fds (see the module's docstring for the framing).
 
     Hand-rolled rather than ``multiprocessing.connection`` so that the child's start-up does not
     import multiprocessing (sockets, tempfile, threading), and so that a receive can have a
-    deadline that covers the whole frame, not only its first byte.
+    deadline that covers the whole message, not only its first byte.
     """
 
     def __init__(self, rfd: int, wfd: int) -> None:
@@ -58,13 +69,17 @@ class Channel:
         self.wfd = wfd
         self._reader = os.fdopen(rfd, "rb", buffering=0, closefd=False)
 
-    def send_bytes(self, data: bytes, timeout: float | None = None) -> None:
-        """Write one frame. Raises ``BrokenPipeError`` when the other side is gone, and
-        ``TimeoutError`` when a non-blocking write end stayed full past ``timeout`` seconds (the
-        parent's end is non-blocking so that a child that stopped reading cannot hang it)."""
+    def send_parts(self, parts: list[bytes | memoryview], timeout: float | None = None) -> None:
+        """Write one message made by :func:`pack`. Raises ``BrokenPipeError`` when the other side
+        is gone, and ``TimeoutError`` when a non-blocking write end stayed full past ``timeout``
+        seconds (the parent's end is non-blocking so that a child that stopped reading cannot
+        hang it)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        for part in (_HEADER.pack(len(data)), data):
-            view = memoryview(part)
+        chunks: list[bytes | memoryview] = [_HEADER.pack(len(parts))]
+        for part in parts:
+            chunks += [_HEADER.pack(len(part)), part]
+        for chunk in chunks:
+            view = memoryview(chunk)
             while view:
                 try:
                     n = os.write(self.wfd, view[:_CHUNK])
@@ -77,7 +92,7 @@ class Channel:
                 view = view[n:]
 
     def send(self, obj: Any, timeout: float | None = None) -> None:
-        self.send_bytes(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), timeout)
+        self.send_parts(pack(obj), timeout)
 
     def wait(self, timeout: float | None) -> bool:
         """Whether there is something to read (data or EOF) within ``timeout`` seconds."""
@@ -97,21 +112,28 @@ class Channel:
                 raise EOFError("the other side closed the channel")
             pos += n
 
-    def recv_bytes(self, timeout: float | None = None) -> bytearray:
-        """One frame's payload (a bytearray: ``pickle.loads`` takes it as it is, and a copy of
-        an output-sized message is memory the caller does not have to spend). Raises
-        ``EOFError`` at end of stream, ``TimeoutError`` when the
-        whole frame did not arrive within ``timeout`` seconds (the stream is then unusable)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def _read_size(self, deadline: float | None) -> int:
         header = bytearray(_HEADER.size)
         self._read_exactly(memoryview(header), deadline)
-        (size,) = _HEADER.unpack(header)
-        payload = bytearray(size)
-        self._read_exactly(memoryview(payload), deadline)
-        return payload
+        return int(_HEADER.unpack(header)[0])
+
+    def recv_parts(self, timeout: float | None = None) -> list[bytearray]:
+        """One message's parts, each read into its own bytearray (:func:`unpack` makes the
+        arrays over them: an output-sized message costs its size once, not twice). Raises
+        ``EOFError`` at end of stream, ``TimeoutError`` when the whole message did not arrive
+        within ``timeout`` seconds (the stream is then unusable)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        parts = []
+        for _ in range(self._read_size(deadline)):
+            part = bytearray(self._read_size(deadline))
+            self._read_exactly(memoryview(part), deadline)
+            parts.append(part)
+        if not parts:
+            raise EOFError("an empty message")
+        return parts
 
     def recv(self, timeout: float | None = None) -> Any:
-        return pickle.loads(self.recv_bytes(timeout))
+        return unpack(self.recv_parts(timeout))
 
     def close(self) -> None:
         self._reader.close()
@@ -145,8 +167,13 @@ class _Unpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _loads(data: bytes | bytearray) -> Any:
-    return _Unpickler(io.BytesIO(data)).load()
+def unpack(parts: list[bytearray], unpickler: type[pickle.Unpickler] = pickle.Unpickler) -> Any:
+    """The object a message made by :func:`pack` carries, its arrays over ``parts[1:]``."""
+    return unpickler(io.BytesIO(parts[0]), buffers=parts[1:]).load()
+
+
+def _loads(parts: list[bytearray]) -> Any:
+    return unpack(parts, _Unpickler)
 
 
 def _load_failure(what: str, exc: BaseException) -> str:
@@ -170,7 +197,7 @@ def serve(channel: Channel, parent: int) -> int:
     threading.Thread(target=_watch_parent, args=(parent,), name="unirt-parent-watch",
                      daemon=True).start()
     try:
-        init, init_args = _loads(channel.recv_bytes())
+        init, init_args = _loads(channel.recv_parts())
     except EOFError:
         return 0
     except BaseException as exc:
@@ -187,7 +214,7 @@ def serve(channel: Channel, parent: int) -> int:
             init_error = _error_payload(exc)
     while True:
         try:
-            data = channel.recv_bytes()
+            data = channel.recv_parts()
         except (EOFError, OSError):
             return 0
         reply: tuple[str, Any]

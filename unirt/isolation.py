@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pickle
 import re
 import shutil
 import signal
@@ -319,8 +318,7 @@ class Worker:
             exe = python_executable()
         except IsolationError as exc:
             return harness(str(exc), error_type=type(exc).__name__)
-        init_message = pickle.dumps((self._init, self._init_args),
-                                    protocol=pickle.HIGHEST_PROTOCOL)
+        init_message = _child.pack((self._init, self._init_args))
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         log = _output_file() if self._quiet else None
@@ -349,7 +347,7 @@ class Worker:
         self._finalizer = weakref.finalize(self, child.kill)
 
         try:
-            child.channel.send_bytes(init_message, timeout=HANDSHAKE_TIMEOUT)
+            child.channel.send_parts(init_message, timeout=HANDSHAKE_TIMEOUT)
             kind, reply = _receive(child, HANDSHAKE_TIMEOUT, self._cancel)
         except TimeoutError:
             kind, reply = "timeout", None
@@ -381,7 +379,7 @@ class Worker:
     def call(self, fn: Callable[..., Any], *args: Any, timeout: float = 60.0) -> Outcome:
         """Run ``fn(state, *args)`` in the child. Never raises for what the child does (a function
         or argument that cannot be pickled here is the caller's bug and raises)."""
-        message = pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL)
+        message = _child.pack((fn, args))
         if self._cancel is not None and self._cancel.is_set():
             self._discard()
             raise Cancelled("the measurement was stopped")
@@ -397,7 +395,7 @@ class Worker:
             os.ftruncate(child.log, 0)  # the tail should be this call's output
         start = time.perf_counter()
         try:
-            child.channel.send_bytes(message, timeout=timeout)
+            child.channel.send_parts(message, timeout=timeout)
             kind, reply = _receive(child, max(0.0, timeout - (time.perf_counter() - start)),
                                    self._cancel)
         except TimeoutError:
@@ -462,13 +460,13 @@ def _receive(child: _Child, timeout: float,
             return "timeout", None
         if child.channel.wait(min(remaining, _LIVENESS_INTERVAL)):
             try:
-                data = child.channel.recv_bytes(max(0.0, deadline - time.monotonic()))
+                data = child.channel.recv_parts(max(0.0, deadline - time.monotonic()))
             except TimeoutError:
                 return "timeout", None
             except (EOFError, OSError):
                 return "dead", None
             try:
-                return "reply", pickle.loads(data)
+                return "reply", _child.unpack(data)
             except Exception as exc:
                 return "reply", (ERROR, (type(exc).__name__,
                                          f"the result cannot be loaded in the parent: {exc}", ""))

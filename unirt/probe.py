@@ -17,13 +17,27 @@ and a backend that returns finite numbers where the reference has NaN/inf "hides
 noted on the result (``ProbeResult.nonfinite``), never a rejection: most deployments never feed
 NaN, and an engine that computes finite inputs right is right for them. A crash or a hang on
 that set still rejects (the user's process would die or hang the day a NaN comes in).
+
+Big outputs do not travel back to the caller's process with each run: the child writes each
+array of :data:`SPILL_BYTES` or more to a file, and the caller reads one back when it compares
+it (:class:`KeptOutputs`), so that judging a backend holds one output of each side at a time,
+not every set of both (issue 18: a 192 MiB output took ~1 GiB of the caller's memory). A file,
+not the child's memory: the outputs of the sets that ran outlive a child that crashes on a
+later set, and are judged as before.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import os
+import shutil
 import statistics
-from collections.abc import Mapping, Sequence
+import tempfile
+import threading
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -124,11 +138,12 @@ def _child_feeds(state: dict[str, Any], feeds: Feeds) -> Mapping[str, np.ndarray
 
 def _child_run(state: dict[str, Any], feeds: Feeds, runs: int = 1,
                outputs: list[str] | None = None, send_outputs: bool = True,
-               pause_s: float = 0.0) -> dict[str, Any]:
+               pause_s: float = 0.0, spill_to: str | None = None) -> dict[str, Any]:
     """Run ``runs`` times; ``pause_s`` sleeps before each timed call, as an application calling
     at a frame rate does (back-to-back calls favour engines whose threads spin between calls,
     and that is not how a robot runs a model). ``feeds``: arrays, or a
-    :class:`~unirt.inputs.FeedRecipe` built here (outside the timed part)."""
+    :class:`~unirt.inputs.FeedRecipe` built here (outside the timed part). ``spill_to``: a
+    path prefix under which big outputs are written (see :func:`_spill`)."""
     import time
 
     feeds = _child_feeds(state, feeds)
@@ -140,7 +155,37 @@ def _child_run(state: dict[str, Any], feeds: Feeds, runs: int = 1,
         start = time.perf_counter()
         result = run(feeds, outputs=outputs)
         times.append(time.perf_counter() - start)
+    if result is not None and spill_to is not None:
+        result = {name: _spill(value, f"{spill_to}-{i}.npy")
+                  for i, (name, value) in enumerate(result.items())}
     return {"outputs": result if send_outputs else None, "times": times}
+
+
+#: Outputs at least this big (bytes) are written to a file by the child rather than sent back.
+SPILL_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Spilled:
+    """An output the child wrote to ``path`` (``.npy``) instead of sending it."""
+
+    path: str
+
+
+def _spill(value: Any, path: str) -> Any:
+    """``value`` written to ``path`` (a :class:`Spilled` in its place), or as it is when small,
+    not a plain array, or when the file cannot be written (a full disk must not change a
+    verdict: the output then travels as before)."""
+    if not isinstance(value, np.ndarray) or value.dtype.hasobject or value.nbytes < SPILL_BYTES:
+        return value
+    try:
+        with open(path, "xb") as f:
+            np.save(f, value, allow_pickle=False)
+    except (OSError, ValueError):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        return value
+    return Spilled(path)
 
 
 def _child_peak_rss(_state: dict[str, Any]) -> int:
@@ -171,13 +216,71 @@ def shape_label(feeds: Mapping[str, Any] | FeedRecipe) -> str:
     return ",".join(f"{k}={'x'.join(map(str, np.shape(v))) or 'scalar'}" for k, v in feeds.items())
 
 
+def _spill_folder() -> str | None:
+    """A new private folder for children to write big outputs to, or None when none can be
+    made (outputs then travel by pipe, as small ones do)."""
+    try:
+        return tempfile.mkdtemp(prefix="unirt-outputs-")
+    except OSError as exc:
+        logger.debug("no folder for big outputs (%s): they travel by pipe", exc)
+        return None
+
+
+class KeptOutputs(Mapping[str, Any]):
+    """One set's outputs as a child returned them, the big ones read back from their file only
+    when looked up, and not kept: whoever compares them output by output holds one at a time.
+
+    Each file is opened and unlinked at once: it goes when this does, or when the process dies
+    however it dies (nothing is left on disk by a killed caller)."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values: dict[str, Any] = {}
+        self._lock = threading.Lock()  # one file offset per output
+        for name, value in values.items():
+            if isinstance(value, Spilled):
+                try:
+                    value = open(value.path, "rb")  # noqa: SIM115 - held, closed with this
+                    os.unlink(value.name)
+                except OSError as exc:
+                    value = exc
+            self._values[name] = value
+        weakref.finalize(self, _close_files, list(self._values.values()))
+
+    def __getitem__(self, name: str) -> Any:
+        value = self._values[name]
+        try:
+            if isinstance(value, OSError):
+                raise value
+            if isinstance(value, io.BufferedReader):
+                with self._lock:
+                    value.seek(0)
+                    return np.load(value, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise HarnessError(f"unirt could not read back output {name!r} from the file its "
+                               f"child wrote: {exc}") from exc
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+def _close_files(values: list[Any]) -> None:
+    for value in values:
+        if isinstance(value, io.BufferedReader):
+            value.close()
+
+
 @dataclass
 class RunSet:
     """Outputs of one backend on one set of inputs (or why there are none)."""
 
     label: str
     outcome: Outcome
-    outputs: dict[str, np.ndarray] | None = None
+    #: A plain dict, or :class:`KeptOutputs` (big outputs read from files when looked up).
+    outputs: Mapping[str, Any] | None = None
     times: list[float] = field(default_factory=list)
     #: The inputs had NaN/inf planted: judged for how NaN/inf come out, not for right numbers.
     nonfinite: bool = False
@@ -190,28 +293,51 @@ def run_sets(worker: Worker, source: str | bytes, backend: str,
              options: Mapping[str, Any] | None = None, runs: int = 1,
              outputs: list[str] | None = None, timeout: float = DEFAULT_TIMEOUT,
              threads: int | None = None, labels: Sequence[str] | None = None,
-             registry: RegistrySpec | None = None) -> tuple[Outcome, list[RunSet]]:
+             registry: RegistrySpec | None = None, keep: bool = False
+             ) -> tuple[Outcome, list[RunSet]]:
     """Open ``source`` on ``backend`` in ``worker`` and run each feed set ``runs`` times.
 
     A feed set is arrays or a :class:`~unirt.inputs.FeedRecipe` (built in the child). Returns
     the open's Outcome and one RunSet per feed set tried; after a crash or timeout the child and
-    its session are gone, so the remaining sets are not tried.
+    its session are gone, so the remaining sets are not tried. ``keep``: big outputs stay in
+    files, read back when looked up (:class:`KeptOutputs`), rather than all held here.
     """
     opened = worker.call(_child_open, source, backend, precision, dict(options or {}), threads,
                          registry, timeout=timeout)
-    sets: list[RunSet] = []
     if not opened.ok:
-        return opened, sets
+        return opened, []
+    folder = _spill_folder() if keep else None
+    try:
+        return opened, _run_each(worker, feed_sets, runs, outputs, timeout, labels, folder)
+    finally:  # what a child wrote and no KeptOutputs took (a reply that never came)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run_each(worker: Worker, feed_sets: Sequence[Feeds], runs: int, outputs: list[str] | None,
+              timeout: float, labels: Sequence[str] | None, folder: str | None) -> list[RunSet]:
+    """:func:`run_sets` once the model is open; ``folder``: where big outputs are written."""
+    sets: list[RunSet] = []
+
+    def run(feeds: Feeds, times: int) -> Outcome:
+        spill_to = None if folder is None else os.path.join(folder, str(len(sets)))
+        return worker.call(_child_run, _payload(feeds), times, outputs, True, 0.0, spill_to,
+                           timeout=timeout)
+
+    def kept(out: Outcome) -> Mapping[str, Any] | None:
+        values = out.value["outputs"] if out.ok else None
+        return values if folder is None or values is None else KeptOutputs(values)
+
     for i, feeds in enumerate(feed_sets):
         label = _label(labels[i] if labels else None, feeds)
         planted = isinstance(feeds, FeedRecipe) and feeds.nonfinite
-        out = worker.call(_child_run, _payload(feeds), runs, outputs, timeout=timeout)
+        out = run(feeds, runs)
         if out.ok:
-            sets.append(RunSet(label, out, out.value["outputs"], out.value["times"], planted))
+            sets.append(RunSet(label, out, kept(out), out.value["times"], planted))
         else:
             sets.append(RunSet(label, out, nonfinite=planted))
             if out.status in (CRASHED, TIMEOUT, HARNESS):
-                return opened, sets
+                return sets
     ran = next((i for i, s in enumerate(sets) if s.outputs is not None and not s.nonfinite), None)
     if ran is not None and any(s.outputs is None for s in sets[ran + 1:]):
         # An engine may be left broken by a call it refused (OpenVINO returned NaN, or refused
@@ -219,10 +345,10 @@ def run_sets(worker: Worker, source: str | bytes, backend: str,
         # set that ran is run once more on the same session and must still be right. (A set
         # refused from the start says nothing about that: it is a shape limit.)
         label = f"{sets[ran].label} again, after a refused call"
-        out = worker.call(_child_run, _payload(feed_sets[ran]), 1, outputs, timeout=timeout)
-        sets.append(RunSet(label, out, out.value["outputs"] if out.ok else None,
-                           out.value["times"] if out.ok else [], again_of=ran))
-    return opened, sets
+        out = run(feed_sets[ran], 1)
+        sets.append(RunSet(label, out, kept(out), out.value["times"] if out.ok else [],
+                           again_of=ran))
+    return sets
 
 
 def _payload(feeds: Feeds) -> Feeds:
@@ -240,7 +366,8 @@ def reference_outputs(source: str | bytes, feed_sets: Sequence[Feeds],
                       outputs: list[str] | None = None, timeout: float = DEFAULT_TIMEOUT,
                       labels: Sequence[str] | None = None, registry: Registry | None = None
                       ) -> tuple[Outcome, list[RunSet]]:
-    """The reference's outputs for each feed set (ONNX Runtime CPU, exact, in a child).
+    """The reference's outputs for each feed set (ONNX Runtime CPU, exact, in a child); big
+    ones are kept in files and read back when looked up (:class:`KeptOutputs`).
 
     When the reference cannot open the model, each set is returned without outputs, carrying
     that outcome, so that a backend can still be run (for its safety) and judged "no reference".
@@ -254,7 +381,7 @@ def reference_outputs(source: str | bytes, feed_sets: Sequence[Feeds],
     with Worker(_child_init) as w:
         opened, sets = run_sets(w, source, reference_name(registry), feed_sets, "exact",
                                 outputs=outputs, timeout=timeout, labels=labels,
-                                registry=spec)
+                                registry=spec, keep=True)
     if not opened.ok:
         sets = [RunSet(_label(labels[i] if labels else None, f), opened,
                        nonfinite=_planted(f)) for i, f in enumerate(feed_sets)]
@@ -375,8 +502,13 @@ def probe(info: ModelInfo, backend: str, feed_sets: Sequence[Feeds],
     for attempt in range(TIMEOUT_RETRIES + 1):
         with Worker(_child_init) as w:
             opened, sets = run_sets(w, source, backend, feed_sets, precision, options, runs,
-                                    timeout=timeout, labels=labels, registry=_spec(registry))
-        result = judge(backend, opened, sets, reference, precision, atol, rtol, registry)
+                                    timeout=timeout, labels=labels, registry=_spec(registry),
+                                    keep=True)
+        try:
+            result = judge(backend, opened, sets, reference, precision, atol, rtol, registry)
+        except HarnessError as exc:  # an output kept in a file could not be read back
+            result = ProbeResult(backend, HARNESS, str(exc))
+        del sets  # the backend's kept outputs go now, not after a retry's run
         if result.status != TIMEOUT:
             break
         if attempt < TIMEOUT_RETRIES:
@@ -448,18 +580,13 @@ def judge(backend: str, opened: Outcome, sets: list[RunSet], reference: list[Run
             result.limited[got.label] = got.outcome.describe()
             continue
         times.extend(got.times)
-        for name, ref_value in ref.outputs.items():
-            value = got.outputs.get(name)
-            d = diff(name, value, ref_value)
-            tol = tolerance(precision, np.asarray(ref_value), for_output(atol, name),
-                            for_output(rtol, name))
+        for name in ref.outputs:
+            d, tol, wrong = _compare_output(name, got, ref, precision, atol, rtol)
             result.tolerances.setdefault(name, tol)
             if name not in worst or d.max_abs > worst[name].max_abs or d.problem:
                 worst[name] = d
-            if d.problem or not within(value, ref_value, *tol):
-                why = d.problem or f"max abs {d.max_abs:.3g}, max rel {d.max_rel:.3g} " \
-                                   f"(atol {tol[0]:.3g}, rtol {tol[1]:.3g})"
-                failing.append(f"{name} at {got.label}: {why}")
+            if wrong:
+                failing.append(f"{name} at {got.label}: {wrong}")
     result.outputs = list(worst.values())
     result.run_s = statistics.median(times) if times else None
     hides = [n for n in notes if n.startswith(_HIDDEN)]
@@ -479,6 +606,23 @@ def judge(backend: str, opened: Outcome, sets: list[RunSet], reference: list[Run
     return result
 
 
+def _compare_output(name: str, got: RunSet, ref: RunSet, precision: str, atol: Tolerance,
+                    rtol: Tolerance) -> tuple[OutputDiff, tuple[float, float], str]:
+    """One output of ``got`` against the reference's: its differences, its tolerance, and why
+    it is out of tolerance ("" when it is not). One output of each side is held while this runs
+    (big ones are read from their files here, and dropped on return)."""
+    assert ref.outputs is not None and got.outputs is not None
+    ref_value = ref.outputs[name]
+    value = got.outputs.get(name)
+    d = diff(name, value, ref_value)
+    tol = tolerance(precision, np.asarray(ref_value), for_output(atol, name),
+                    for_output(rtol, name))
+    if d.problem or not within(value, ref_value, *tol):
+        return d, tol, d.problem or (f"max abs {d.max_abs:.3g}, max rel {d.max_rel:.3g} "
+                                     f"(atol {tol[0]:.3g}, rtol {tol[1]:.3g})")
+    return d, tol, ""
+
+
 #: Marks a note of :func:`_nonfinite_notes` that is a hidden NaN/inf (stripped when joined).
 _HIDDEN = "\0hidden:"
 
@@ -492,27 +636,35 @@ def _nonfinite_notes(got: RunSet, ref: RunSet, precision: str, atol: Tolerance,
     if got.outputs is None:
         return [f"refused ({got.outcome.describe()})"]
     notes: list[str] = []
-    for name, ref_value in ref.outputs.items():
-        r = np.asarray(ref_value)
-        a = np.asarray(got.outputs.get(name))
-        if r.dtype.kind not in "fc" or r.size == 0:
-            continue
-        if a.shape != r.shape or a.dtype.kind not in "fcbiu":
-            notes.append(f"output {name}: {diff(name, a, r).problem or 'not comparable'}")
-            continue
-        n = nonfinite_counts(a, r, *tolerance(precision, r, for_output(atol, name),
-                                              for_output(rtol, name)))
-        if n.hidden_nan or n.hidden_inf:
-            what = " and ".join(w for w, k in (("NaN", n.hidden_nan), ("inf", n.hidden_inf)) if k)
-            notes.append(f"{_HIDDEN}output {name} finite where the reference has {what} "
-                         f"({n.hidden_nan + n.hidden_inf} of {n.ref_nonfinite} values)")
-        if n.made:
-            notes.append(f"output {name} NaN or inf where the reference is finite "
-                         f"({n.made} values)")
-        if n.bad:
-            notes.append(f"output {name} out of tolerance on {n.bad} finite values")
-        if n.wrong_sign:
-            notes.append(f"output {name} inf of the other sign ({n.wrong_sign} values)")
+    for name in ref.outputs:
+        notes += _nonfinite_output_notes(name, got, ref, precision, atol, rtol)
+    return notes
+
+
+def _nonfinite_output_notes(name: str, got: RunSet, ref: RunSet, precision: str,
+                            atol: Tolerance, rtol: Tolerance) -> list[str]:
+    """:func:`_nonfinite_notes` for one output (one output of each side held at a time)."""
+    assert ref.outputs is not None and got.outputs is not None
+    notes: list[str] = []
+    r = np.asarray(ref.outputs[name])
+    if r.dtype.kind not in "fc" or r.size == 0:
+        return notes
+    a = np.asarray(got.outputs.get(name))
+    if a.shape != r.shape or a.dtype.kind not in "fcbiu":
+        return [f"output {name}: {diff(name, a, r).problem or 'not comparable'}"]
+    n = nonfinite_counts(a, r, *tolerance(precision, r, for_output(atol, name),
+                                          for_output(rtol, name)))
+    if n.hidden_nan or n.hidden_inf:
+        what = " and ".join(w for w, k in (("NaN", n.hidden_nan), ("inf", n.hidden_inf)) if k)
+        notes.append(f"{_HIDDEN}output {name} finite where the reference has {what} "
+                     f"({n.hidden_nan + n.hidden_inf} of {n.ref_nonfinite} values)")
+    if n.made:
+        notes.append(f"output {name} NaN or inf where the reference is finite "
+                     f"({n.made} values)")
+    if n.bad:
+        notes.append(f"output {name} out of tolerance on {n.bad} finite values")
+    if n.wrong_sign:
+        notes.append(f"output {name} inf of the other sign ({n.wrong_sign} values)")
     return notes
 
 
