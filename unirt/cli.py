@@ -514,6 +514,7 @@ def _add_builtin_groups() -> None:
     from .lint_cli import lint_command
     from .lock_cli import lock_command
     from .rewrite_cli import rewrite_command
+    from .serve.cli import serve_command
     from .tune_cli import tune_command
 
     cli.add_command(capabilities_command)
@@ -523,6 +524,7 @@ def _add_builtin_groups() -> None:
     cli.add_command(lock_command)
     cli.add_command(rewrite_command)
     cli.add_command(lint_command)
+    cli.add_command(serve_command)
 
 
 _add_builtin_groups()
