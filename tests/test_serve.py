@@ -155,8 +155,11 @@ def serving(args: list[str], cache: Path) -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("models")
+    from unirt.testing.models import batch_mixing, save
+
     return {"affine": _affine(d / "affine.onnx"), "fixed": _fixed(d / "fixed.onnx"),
-            "fragile": _fragile(d / "fragile.onnx")}
+            "fragile": _fragile(d / "fragile.onnx"),
+            "mixing": save(batch_mixing(), d / "mixing.onnx")}
 
 
 @pytest.fixture(scope="module")
@@ -181,6 +184,9 @@ path = "{models['fixed']}"
 
 [[models]]
 path = "{models['fragile']}"
+
+[[models]]
+path = "{models['mixing']}"
 """)
     with serving(["--config", str(config), "--backend", "onnxruntime"], d / "cache") as s:
         yield s
@@ -258,6 +264,16 @@ def test_model_without_batch_axis(server: Server) -> None:
     result = c.infer("fixed", inputs)
     np.testing.assert_array_equal(result.as_numpy("twice"), a * 2)
     np.testing.assert_array_equal(result.as_numpy("k1"), [42])
+
+
+def test_a_model_whose_rows_mix_is_served_unbatched(server: Server) -> None:
+    c = server.client()
+    batching = c.get_model_metadata("mixing")["parameters"]["batching"]
+    assert batching["enabled"] is False and "not independent" in batching["reason"]
+    x = np.array([[1, 2, 3, 4], [3, 2, 1, 0]], dtype=np.float32)
+    inp = httpclient.InferInput("x", [2, 4], "FP32")
+    inp.set_data_from_numpy(x)
+    np.testing.assert_allclose(c.infer("mixing", [inp]).as_numpy("y"), x - x.mean(0))
 
 
 def test_a_bad_input_is_a_client_exception_not_a_crash(server: Server) -> None:
