@@ -169,6 +169,7 @@ def server(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
     config.write_text(f"""
 [server]
 max_request_mb = 1
+max_batch = 8
 
 [[models]]
 path = "{models['affine']}"
@@ -481,7 +482,8 @@ def test_metrics_exposition(server: Server) -> None:
 def test_sigterm_drains_requests_in_flight_and_exits_0(models: dict[str, Path],
                                                        tmp_path: Path) -> None:
     # A 2 s batch window holds the request in the server while SIGTERM arrives.
-    with serving([str(models["affine"]), "--batch-timeout-ms", "2000"], tmp_path) as s:
+    with serving([str(models["affine"]), "--max-batch", "4", "--batch-timeout-ms", "2000"],
+                 tmp_path) as s:
         x = _x(1, seed=5)
         box: dict[str, object] = {}
 
@@ -553,6 +555,8 @@ def test_config_file_and_command_line_merge(tmp_path: Path) -> None:
                                                                                   / "det.onnx")
     assert det.shapes == {"images": (1, 3, 64, 64)} and c.batching(det) == (16, 0.005)
     assert cls.name == "classifier" and cls.precision == "fast" and c.batching(cls) == (16, 0.0)
+    plain = build_config(["m.onnx"])
+    assert plain.max_batch == 1 and plain.host == "127.0.0.1" and plain.port == 8000
     with pytest.raises(UnirtError, match="letters, digits"):
         build_config(["a b.onnx"])
 

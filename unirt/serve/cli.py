@@ -26,8 +26,8 @@ from ..errors import UnirtError
               help="A TOML or JSON file: [server] settings and [[models]] with their own "
                    "options.")
 @click.option("--max-batch", type=int, default=None,
-              help="Most rows per engine call for models with a batch axis; 1 turns dynamic "
-                   "batching off  [default: 8]")
+              help="Dynamic batching: most rows per engine call for models with a batch axis "
+                   "(1: off)  [default: 1]")
 @click.option("--batch-timeout-ms", type=float, default=None,
               help="How long a request may wait for others to batch with (0: only those "
                    "already queued)  [default: 0]")
