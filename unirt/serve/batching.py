@@ -1,12 +1,13 @@
 """Dynamic batching: requests for one model are stacked along the batch axis, run as one engine
 call, and the outputs split back by rows.
 
-Why here and not in the engine: every backend gains from fewer, larger calls on a small machine
-(per-call overhead, better kernels at larger batches), and stacking needs only numpy. The
-batcher waits at most ``timeout`` after a request arrives for others to join it, and never
-longer than it takes for an engine slot to free: while every slot is busy, requests queue and
-the next batch leaves full. With ``timeout`` 0 a lone request leaves at once, so batching costs
-no latency when there is no load. Only requests whose non-batch dims and dtypes agree are
+Why here and not in the engine: stacking needs only numpy, and it pays wherever the engine's
+cost per row falls with the batch (GPUs, weight-bound dense models; on a CPU a conv net can run
+slower per image batched, which is why it is off by default). A batch is formed when an engine
+slot is free: requests that queued while every slot was busy join it at once (up to
+``max_batch`` rows), and it waits for more at most until ``timeout`` after its oldest request
+arrived. With ``timeout`` 0 a lone request leaves at once, so batching costs no latency when
+there is no load. Only requests whose non-batch dims and dtypes agree are
 stacked together; a request with more rows than ``max_batch`` runs on its own.
 """
 

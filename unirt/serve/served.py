@@ -3,9 +3,8 @@
 Batching is decided once, at load, by measurement rather than by the declaration alone: a model
 batches when every input's first dim is one dynamic batch axis, and two different rows run
 stacked on the chosen backend give what each gives alone, on that backend (not moved to another
-by a run-time shape fallback). A model that mixes rows, a backend that drops
-the batch axis (ncnn) or one that cannot take batch 2 serves unbatched, and the metadata says
-why.
+by a run-time shape fallback). A model that mixes rows, or a backend that cannot take a batch
+of 2, serves unbatched, and the metadata says why.
 """
 
 from __future__ import annotations
