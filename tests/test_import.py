@@ -27,6 +27,21 @@ def test_listing_backends_imports_no_engine_module_at_plugin_load() -> None:
     assert not [m for m in HEAVY if m in loaded]
 
 
+SERVING = ["starlette", "uvicorn", "prometheus_client", "anyio", "unirt.serve"]
+
+
+def test_import_unirt_imports_nothing_of_serving() -> None:
+    loaded = _modules_after("import unirt")
+    assert not [m for m in SERVING if m in loaded]
+
+
+def test_the_cli_imports_no_serving_library_until_serve_runs() -> None:
+    # `unirt serve` is registered with the other commands; its libraries load when it runs.
+    loaded = _modules_after("import unirt.cli")
+    assert "unirt.serve.cli" in loaded
+    assert not [m for m in SERVING[:-1] if m in loaded]
+
+
 def test_public_api_names_resolve() -> None:
     import unirt
 

@@ -511,6 +511,7 @@ def _add_builtin_groups() -> None:
     from .lock_cli import lock_command
     from .reduce_cli import reduce_command
     from .rewrite_cli import rewrite_command
+    from .serve.cli import serve_command
     from .tune_cli import tune_command
 
     cli.add_command(capabilities_command)
@@ -521,6 +522,7 @@ def _add_builtin_groups() -> None:
     cli.add_command(rewrite_command)
     cli.add_command(lint_command)
     cli.add_command(reduce_command)
+    cli.add_command(serve_command)
 
 
 _add_builtin_groups()

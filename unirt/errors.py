@@ -105,3 +105,13 @@ class LockError(UnirtError):
     """A deployment lock (``unirt.lock``) cannot be used: the file is missing, malformed or of
     another format version, or it was made for other model bytes or engine versions than this
     machine has. The message names the file and what differs."""
+
+
+class RequestError(UnirtError):
+    """A request ``unirt serve`` refuses: a malformed body, an unknown model, a body over the
+    limit. ``status`` is the HTTP status it is answered with (400, 404, 413); the message is the
+    client's to read, so it names what is wrong and never carries a traceback."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status

@@ -1,0 +1,70 @@
+"""``unirt serve``: the command. Importing it imports no serving library (the ``serve`` extra
+is needed only when the command runs)."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from ..errors import UnirtError
+
+
+@click.command("serve")
+@click.argument("models", nargs=-1, metavar="[MODEL]...")
+@click.option("--name", default=None, help="Name of the model (one MODEL; default: file stem).")
+@click.option("--host", default=None, help="Address to listen on  [default: 127.0.0.1]")
+@click.option("--port", type=int, default=None,
+              help="Port (0: any free one, printed when ready)  [default: 8000]")
+@click.option("--backend", "-b", default=None, help="Run on this backend only (no fallback).")
+@click.option("--prefer", multiple=True, help="Try this backend first (repeatable).")
+@click.option("--precision", type=click.Choice(["exact", "fast"]), default=None,
+              help="exact: float32 as declared; fast: the engine's defaults  [default: exact]")
+@click.option("--shape", "-s", "shape_specs", multiple=True, metavar="NAME=1x3x224x224",
+              help="The shape verification measures an input at (repeatable).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="A TOML or JSON file: [server] settings and [[models]] with their own "
+                   "options.")
+@click.option("--max-batch", type=int, default=None,
+              help="Dynamic batching: most rows per engine call for models with a batch axis "
+                   "(1: off)  [default: 1]")
+@click.option("--batch-timeout-ms", type=float, default=None,
+              help="How long a request may wait for others to batch with (0: only those "
+                   "already queued)  [default: 0]")
+@click.option("--max-request-mb", type=float, default=None,
+              help="Largest request body; a larger one is refused with 413  [default: 64]")
+@click.option("--workers", type=int, default=None,
+              help="Engine threads  [default: one per core, at least 2]")
+@click.option("--drain-timeout", "drain_timeout_s", type=float, default=None,
+              help="Seconds SIGTERM waits for requests in flight  [default: 30]")
+def serve_command(models: tuple[str, ...], name: str | None, host: str | None,
+                  port: int | None, backend: str | None, prefer: tuple[str, ...],
+                  precision: str | None, shape_specs: tuple[str, ...], config_file: str | None,
+                  max_batch: int | None, batch_timeout_ms: float | None,
+                  max_request_mb: float | None, workers: int | None,
+                  drain_timeout_s: float | None) -> None:
+    """Serve MODELs over the Open Inference Protocol v2 (KServe v2, as Triton speaks it) on
+    HTTP: JSON and binary tensor data, /metrics for Prometheus. Each model is loaded through
+    unirt.load (routing, verification, cache) before the server reports ready; SIGTERM drains
+    the requests in flight and exits 0."""
+    from ..inputs import parse_assignments, parse_shape
+    from .config import build_config
+    from .server import require_extra, serve
+
+    require_extra()
+    if backend and prefer:
+        raise UnirtError("give --backend or --prefer, not both")
+    shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
+    config = build_config(models, name=name, backend=backend, prefer=prefer,
+                          precision=precision, shapes=shapes, config_file=config_file,
+                          host=host, port=port, max_batch=max_batch,
+                          batch_timeout_ms=batch_timeout_ms, max_request_mb=max_request_mb,
+                          workers=workers, drain_timeout_s=drain_timeout_s)
+    log = logging.getLogger("unirt")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+    if log.level == logging.NOTSET or log.level > logging.INFO:
+        log.setLevel(logging.INFO)
+    serve(config)

@@ -1,0 +1,271 @@
+"""What ``unirt serve`` serves and how: the command line and a config file, merged and checked.
+
+The config file (TOML or JSON) is for several models with options of their own::
+
+    [server]              # every key optional; the command line wins over the file
+    host = "0.0.0.0"
+    port = 8000
+    max_batch = 8
+    batch_timeout_ms = 2
+    max_request_mb = 64
+
+    [[models]]
+    path = "detector.onnx"
+    name = "detector"                   # default: the file name without .onnx
+    prefer = ["openvino"]               # or backend = "openvino"
+    precision = "exact"
+    shape = { images = "1x3x640x640" }  # the shapes verification measures
+    max_batch = 4                       # per-model batching overrides
+
+Every mistake is a :class:`~unirt.errors.UnirtError` naming the file and the key, raised before
+any model is opened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import UnirtError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+#: Dynamic batching is off unless asked for: measured on the 2-core CPU it was built on, ONNX
+#: Runtime and OpenVINO run a ResNet-class model at fewer images/s at batch 8 than at batch 1
+#: (ORT 768 vs 996; two concurrent batch-1 calls did best), while a dense model (4 1024x1024
+#: MatMuls) runs 5.5x the rows/s at batch 16 (benchmarks/bench_serve.py). Whether it pays is the
+#: model's and engine's, so the user turns it on. 0 ms: "stack what is already queued when an
+#: engine slot frees", which costs a lone request no latency.
+DEFAULT_MAX_BATCH = 1
+DEFAULT_BATCH_TIMEOUT_MS = 0.0
+DEFAULT_MAX_REQUEST_MB = 64.0
+DEFAULT_DRAIN_TIMEOUT_S = 30.0
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_PRECISIONS = ("exact", "fast")
+
+
+def default_workers() -> int:
+    """Engine threads: one per core (each engine call already uses the cores it can; more calls
+    at once than cores only make them wait for each other), and at least two so that a slow
+    call never holds every other model up."""
+    return max(2, os.cpu_count() or 2)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model to serve and the ``unirt.load`` options for it."""
+
+    path: str
+    name: str
+    backend: str | None = None
+    prefer: tuple[str, ...] = ()
+    precision: str = "exact"
+    shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    max_batch: int | None = None
+    batch_timeout_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    models: tuple[ModelSpec, ...]
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    max_batch: int = DEFAULT_MAX_BATCH
+    batch_timeout_ms: float = DEFAULT_BATCH_TIMEOUT_MS
+    max_request_mb: float = DEFAULT_MAX_REQUEST_MB
+    workers: int = field(default_factory=default_workers)
+    drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
+
+    @property
+    def max_request_bytes(self) -> int:
+        return int(self.max_request_mb * 1024 * 1024)
+
+    def batching(self, spec: ModelSpec) -> tuple[int, float]:
+        """``(max_batch, timeout in seconds)`` for one model."""
+        mb = self.max_batch if spec.max_batch is None else spec.max_batch
+        ms = self.batch_timeout_ms if spec.batch_timeout_ms is None else spec.batch_timeout_ms
+        return mb, ms / 1000.0
+
+
+_SERVER_KEYS = {"host", "port", "max_batch", "batch_timeout_ms", "max_request_mb", "workers",
+                "drain_timeout_s"}
+_MODEL_KEYS = {"path", "name", "backend", "prefer", "precision", "shape", "max_batch",
+               "batch_timeout_ms"}
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The file's contents as a dict: ``.toml`` or ``.json``."""
+    p = Path(path)
+    try:
+        text = p.read_bytes()
+    except OSError as exc:
+        raise UnirtError(f"cannot read the config file {p}: {exc.strerror or exc}") from None
+    try:
+        if p.suffix.lower() == ".json":
+            doc = json.loads(text)
+        elif p.suffix.lower() == ".toml":
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                import tomli as tomllib  # type: ignore[no-redef]
+            doc = tomllib.loads(text.decode("utf-8"))
+        else:
+            raise UnirtError(f"config file {p}: write it as .toml or .json")
+    except UnirtError:
+        raise
+    except Exception as exc:
+        raise UnirtError(f"config file {p} cannot be parsed: {exc}") from None
+    if not isinstance(doc, dict):
+        raise UnirtError(f"config file {p}: the top level must be a table/object")
+    unknown = set(doc) - {"server", "models"}
+    if unknown:
+        raise UnirtError(f"config file {p}: unknown key(s) {', '.join(sorted(unknown))}; "
+                         "expected 'server' and 'models'")
+    return doc
+
+
+def _check(cond: bool, where: str, message: str) -> None:
+    if not cond:
+        raise UnirtError(f"{where}: {message}")
+
+
+def _number(value: Any, where: str, *, integer: bool, minimum: float,
+            strict: bool = False) -> Any:
+    ok = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+    _check(ok and (value > minimum if strict else value >= minimum), where,
+           f"must be {'an integer' if integer else 'a number'} "
+           f"{'>' if strict else '>='} {minimum:g}, got {value!r}")
+    return value
+
+
+def _shapes(value: Any, where: str) -> dict[str, tuple[int, ...]]:
+    from ..inputs import parse_assignments, parse_shape
+
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if isinstance(v, str):
+                out[str(k)] = parse_shape(v)
+            elif isinstance(v, list) and all(isinstance(d, int) and d >= 0 for d in v):
+                out[str(k)] = tuple(v)
+            else:
+                raise UnirtError(f"{where}[{k!r}]: write a shape as \"1x3x224x224\" or a list")
+        return out
+    if isinstance(value, (list, tuple)):
+        return {k: parse_shape(v) for k, v in parse_assignments(list(value), "--shape").items()}
+    raise UnirtError(f"{where}: a table of input name -> shape")
+
+
+def _model(entry: Any, where: str, base: Path | None) -> ModelSpec:
+    _check(isinstance(entry, dict), where, "each model must be a table/object with 'path'")
+    unknown = set(entry) - _MODEL_KEYS
+    _check(not unknown, where, f"unknown key(s) {', '.join(sorted(unknown))}; expected "
+           f"{', '.join(sorted(_MODEL_KEYS))}")
+    path = entry.get("path")
+    _check(isinstance(path, str) and bool(path), where, "'path' (the model file) is required")
+    if base is not None and not Path(path).is_absolute():
+        path = str(base / path)
+    prefer = entry.get("prefer", ())
+    if isinstance(prefer, str):
+        prefer = (prefer,)
+    _check(isinstance(prefer, (list, tuple)) and all(isinstance(p, str) for p in prefer),
+           f"{where}.prefer", "a backend name or a list of them")
+    backend = entry.get("backend")
+    _check(backend is None or isinstance(backend, str), f"{where}.backend", "a backend name")
+    spec = ModelSpec(
+        path=path, name=entry.get("name") or model_name(path), backend=backend,
+        prefer=tuple(prefer), precision=entry.get("precision", "exact"),
+        shapes=_shapes(entry.get("shape", {}), f"{where}.shape"),
+        max_batch=None if "max_batch" not in entry else _number(
+            entry["max_batch"], f"{where}.max_batch", integer=True, minimum=1),
+        batch_timeout_ms=None if "batch_timeout_ms" not in entry else _number(
+            entry["batch_timeout_ms"], f"{where}.batch_timeout_ms", integer=False, minimum=0))
+    _check_spec(spec, where)
+    return spec
+
+
+def _check_spec(spec: ModelSpec, where: str) -> None:
+    _check(isinstance(spec.name, str) and bool(_NAME.match(spec.name)), where,
+           f"model name {spec.name!r} must be letters, digits, '_', '.' or '-' (it is a URL "
+           "path segment)")
+    _check(spec.precision in _PRECISIONS, where,
+           f"precision must be one of {', '.join(_PRECISIONS)}, got {spec.precision!r}")
+    _check(not (spec.backend and spec.prefer), where, "give backend or prefer, not both")
+
+
+def model_name(path: str) -> str:
+    """The default name of a served model: its file name without ``.onnx``."""
+    name = Path(path).name
+    return name[:-5] if name.lower().endswith(".onnx") else name
+
+
+def build_config(models: Sequence[str] = (), *, name: str | None = None,
+                 backend: str | None = None, prefer: Sequence[str] = (),
+                 precision: str | None = None, shapes: Mapping[str, tuple[int, ...]] | None = None,
+                 config_file: str | None = None, **server: Any) -> ServeConfig:
+    """The command line (``models`` and the options for them, ``server`` overrides left None
+    when not given) merged over the config file, checked. The command line's load options
+    (``backend``, ``prefer``, ``precision``, ``shapes``) also apply to the file's models that
+    do not set their own."""
+    doc: dict[str, Any] = read_config_file(config_file) if config_file else {}
+    where_file = f"config file {config_file}"
+    settings = doc.get("server", {})
+    _check(isinstance(settings, dict), f"{where_file}: [server]", "must be a table/object")
+    unknown = set(settings) - _SERVER_KEYS
+    _check(not unknown, f"{where_file}: [server]", f"unknown key(s) "
+           f"{', '.join(sorted(unknown))}; expected {', '.join(sorted(_SERVER_KEYS))}")
+    settings = {**settings, **{k: v for k, v in server.items() if v is not None}}
+    specs: list[ModelSpec] = []
+    entries = doc.get("models", [])
+    _check(isinstance(entries, list), f"{where_file}: models", "must be a list of tables")
+    base = Path(config_file).parent if config_file else None
+    for i, entry in enumerate(entries):
+        spec = _model(entry, f"{where_file}: models[{i}]", base)
+        # The command line's load options are the defaults of the file's models.
+        if backend and not spec.backend and not spec.prefer:
+            spec = replace(spec, backend=backend)
+        if prefer and not spec.backend and not spec.prefer:
+            spec = replace(spec, prefer=tuple(prefer))
+        if precision and "precision" not in entry:
+            spec = replace(spec, precision=precision)
+        if shapes and "shape" not in entry:
+            spec = replace(spec, shapes=dict(shapes))
+        specs.append(spec)
+    if name is not None and len(models) != 1:
+        raise UnirtError(f"--name names one model; {len(models)} MODEL arguments were given "
+                         "(name several in a --config file)")
+    for path in models:
+        spec = ModelSpec(path=path, name=name or model_name(path), backend=backend,
+                         prefer=tuple(prefer), precision=precision or "exact",
+                         shapes=dict(shapes or {}))
+        _check_spec(spec, f"model {path}")
+        specs.append(spec)
+    if not specs:
+        raise UnirtError("nothing to serve: give MODEL files or a --config file with [[models]]")
+    seen: dict[str, str] = {}
+    for spec in specs:
+        if spec.name in seen:
+            raise UnirtError(f"two models are named {spec.name!r} ({seen[spec.name]} and "
+                             f"{spec.path}): give one a name (--name, or name = in the config)")
+        seen[spec.name] = spec.path
+    cfg = ServeConfig(models=tuple(specs))
+    checks = {"host": None, "port": (True, 0), "max_batch": (True, 1),
+              "batch_timeout_ms": (False, 0), "max_request_mb": (False, 0),
+              "workers": (True, 1), "drain_timeout_s": (False, 0)}
+    values: dict[str, Any] = {}
+    for key, value in settings.items():
+        rule = checks[key]
+        if rule is None:
+            _check(isinstance(value, str) and bool(value), key, "a host name or address")
+        else:
+            _number(value, f"{'--' + key.replace('_', '-')}", integer=rule[0], minimum=rule[1],
+                    strict=key == "max_request_mb")
+        values[key] = value
+    if "port" in values:
+        _check(values["port"] <= 65535, "--port", f"must be at most 65535, got {values['port']}")
+    return replace(cfg, **values)

@@ -1,0 +1,175 @@
+"""A model as the server holds it: its session, its metadata, and whether it batches.
+
+Batching is decided once, at load, by measurement rather than by the declaration alone: a model
+batches when every input's first dim is one dynamic batch axis, and two different rows run
+stacked on the chosen backend give what each gives alone, on that backend (not moved to another
+by a run-time shape fallback). A model that mixes rows, or a backend that cannot take a batch
+of 2, serves unbatched, and the metadata says why.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import UnirtError, first_line
+from ..tensor import is_static
+from .protocol import datatype_of
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..session import Session
+    from .config import ModelSpec, ServeConfig
+
+logger = logging.getLogger("unirt")
+
+VERSION = "1"
+
+
+@dataclass(frozen=True)
+class Batching:
+    enabled: bool
+    max_batch: int
+    timeout_s: float
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"enabled": self.enabled, "max_batch": self.max_batch,
+                "timeout_ms": self.timeout_s * 1000.0, "reason": self.reason}
+
+
+class ServedModel:
+    """A loaded session under a name, with what the protocol's metadata says about it."""
+
+    def __init__(self, name: str, session: Session, batching: Batching) -> None:
+        self.name = name
+        self.session = session
+        self.batching = batching
+        self.version = VERSION
+        self._input_names = frozenset(t.name for t in session.inputs)
+
+    @property
+    def backend(self) -> str:
+        return self.session.backend
+
+    def metadata(self) -> dict[str, Any]:
+        """The v2 model metadata, plus unirt's ``parameters``: backend, precision, route,
+        batching."""
+        sess = self.session
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": "onnx",
+            "inputs": [_tensor_metadata(t) for t in sess.inputs],
+            "outputs": [_tensor_metadata(t) for t in sess.outputs],
+            "parameters": {
+                "backend": sess.backend,
+                "precision": str(sess.precision),
+                "route": [step.as_dict() for step in sess.route],
+                "batching": self.batching.as_dict(),
+            },
+        }
+
+    def check(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Feeds checked (and made contiguous) as ``Session.run`` checks them, before they join
+        a batch: a bad request must fail alone, not the batch it would have joined."""
+        return self.session._check_feeds(feeds)
+
+    def rows(self, feeds: Mapping[str, np.ndarray]) -> int:
+        """The batch-axis size of a checked request (all inputs must agree to be stacked)."""
+        sizes = {a.shape[0] for a in feeds.values()}
+        return sizes.pop() if len(sizes) == 1 else -1
+
+
+def _tensor_metadata(t: Any) -> dict[str, Any]:
+    shape = [-1] if t.shape is None else [d if is_static(d) else -1 for d in t.shape]
+    return {"name": t.name, "datatype": datatype_of(t.dtype), "shape": shape}
+
+
+def batch_axis(session: Session) -> str | None:
+    """Why the model has no single dynamic batch axis, or None when it has one."""
+    inputs = session.inputs
+    symbols = set()
+    for t in inputs:
+        if t.dtype is None or t.shape is None or not t.shape:
+            return f"input {t.name!r} has no leading axis"
+        if is_static(t.shape[0]):
+            return f"input {t.name!r} has a fixed first dimension ({t.shape[0]})"
+        symbols.add(t.shape[0])
+    named = {str(s) for s in symbols if s is not None}
+    if len(named) > 1:
+        return f"the inputs' first dimensions are different axes ({', '.join(sorted(named))})"
+    for t in session.outputs:
+        if t.shape is not None and t.shape and is_static(t.shape[0]):
+            return f"output {t.name!r} has a fixed first dimension ({t.shape[0]})"
+    return None
+
+
+def _probe_batching(session: Session, shapes: Mapping[str, tuple[int, ...]]) -> str | None:
+    """Why batching is off after running two different rows alone and stacked, or None."""
+    from ..inputs import make_inputs
+
+    base = {}
+    for t in session.inputs:
+        given = shapes.get(t.name)
+        if given is not None:
+            base[t.name] = (1, *tuple(given)[1:])
+    try:
+        rows = [make_inputs(session.inputs, base, seed=seed) for seed in (0, 1)]
+    except UnirtError as exc:
+        return f"no probe input: {first_line(exc)}"
+    both = {n: np.concatenate([r[n] for r in rows], axis=0) for n in rows[0]}
+    steps = len(session.route)
+    try:
+        alone = [session.run(r) for r in rows]
+        stacked = session.run(both)
+    except UnirtError as exc:
+        return f"a batch of 2 does not run: {first_line(exc)}"
+    if len(session.route) != steps:
+        return f"{session.backend} cannot take a batch of 2 (run elsewhere: {session.route[-1]})"
+    for name, b in stacked.items():
+        for i, out in enumerate(alone):
+            a = out[name]
+            if a.ndim == 0 or a.shape[0] != 1 or b.shape[:1] != (2,) or b.shape[1:] != a.shape[1:]:
+                return (f"output {name!r} does not follow the batch axis (shape {list(a.shape)} "
+                        f"at batch 1, {list(b.shape)} at batch 2)")
+            if not _close(a, b[i:i + 1]):
+                return (f"output {name!r} of a row differs alone and in a batch: rows are not "
+                        "independent")
+    return None
+
+
+def _close(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.dtype.kind not in "fc":
+        return bool(np.array_equal(a, b))
+    if not a.size:
+        return True
+    finite = np.isfinite(a) & np.isfinite(b)
+    if not np.array_equal(finite, np.isfinite(a) | np.isfinite(b)):
+        return False
+    scale = float(np.max(np.abs(a[finite]))) if finite.any() else 0.0
+    return bool(np.all(np.abs(a[finite] - b[finite]) <= 1e-4 + 1e-3 * scale))
+
+
+def open_model(spec: ModelSpec, config: ServeConfig) -> ServedModel:
+    """Load ``spec`` through :func:`unirt.load` (routing, verification, cache) and decide its
+    batching."""
+    from ..router import load
+
+    session = load(spec.path, backend=spec.backend, prefer=list(spec.prefer) or None,
+                   precision=spec.precision, input_shapes=dict(spec.shapes) or None)
+    max_batch, timeout_s = config.batching(spec)
+    if max_batch <= 1:
+        reason: str | None = "max_batch is 1"
+    else:
+        reason = batch_axis(session)
+        if reason is None:
+            reason = _probe_batching(session, spec.shapes)
+    batching = Batching(reason is None, max_batch, timeout_s, reason or "batch axis 0")
+    logger.info("unirt serve: %s on %s, batching %s", spec.name, session.backend,
+                f"up to {max_batch} rows, {timeout_s * 1e3:g} ms" if batching.enabled
+                else f"off ({batching.reason})")
+    return ServedModel(spec.name, session, batching)
