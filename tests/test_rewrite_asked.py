@@ -64,3 +64,24 @@ def test_an_opt_in_rewrite_that_does_not_apply_is_skipped(tmp_path: Path,
     assert all(step.outcome != RouteOutcome.REWRITTEN for step in s.route)
     s.close()
 
+
+
+def test_verification_compares_at_the_traced_size_when_generated_sizes_fail(
+        tmp_path: Path, fake_engines: None) -> None:
+    """The reference refuses the baked model at every generated size (T=32, 64); verification
+    compares at the traced size (T=16) instead of opening the candidate on no evidence: a wrong
+    engine is rejected, a right one verified (a tester's ncnn was 0.99 off, 'unverified')."""
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Neg", ["a"], ["b"]),
+         helper.make_node("Relu", ["b"], ["c"]),  # fake-approx makes this one leaky
+         helper.make_node("Reshape", ["c", "s"], ["y"], name="split_last")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "T", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "T", 2, 2])],
+        [numpy_helper.from_array(np.array([1, 16, 2, 2], np.int64), "s")])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with pytest.raises(BackendError, match=r"wrong numbers: y at x=1x16x4"):
+        unirt.load(path, backend="fake-approx", rewrite=False)
+    with unirt.load(path, backend="fake-faithful", rewrite=False) as s:
+        assert s.verification is not None and s.verification.status == "verified"
+        assert "compared at the traced size x=1x16x4" in s.verification.describe()
