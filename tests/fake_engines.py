@@ -69,6 +69,19 @@ class SegfaultsOnOpen(_Delegating):
         raise AssertionError("unreachable")
 
 
+class Fused(_Delegating):
+    """Wrong only when the model has its own outputs alone: with intermediate tensors exposed
+    as outputs it computes right, as an engine whose fused kernels are skipped then."""
+
+    name = "fake-fused"
+
+    def _open_impl(self, model: ModelInfo, options: OpenOptions) -> BackendSession:
+        session = super()._open_impl(model, options)
+        if len(model.outputs) == 1:
+            return _ZerosSession(session)
+        return session
+
+
 class Hangs(_Delegating):
     name = "fake-hang"
 
@@ -288,6 +301,7 @@ def register_backends(register: Any) -> None:
     register(Faithful)
     register(Segfaults)
     register(SegfaultsOnOpen)
+    register(Fused)
     register(Hangs)
     register(Approximates)
     register(Slow)

@@ -169,3 +169,15 @@ def test_real_squeezenet_on_openvino_is_ill_conditioned_not_wrong(tmp_path: Path
     r = reduce(path, "openvino", tmp_path / "sq.onnx", feeds=feeds)
     assert r.nodes_before == 105 and r.nodes_after <= 8 and r.ops[-1] == "Softmax"
     assert r.failure.kind == "wrong numbers" and r.reference_runs
+
+
+def test_a_failure_that_vanishes_with_tensors_exposed_is_said_so(tmp_path: Path,
+                                                                 fake_engines: None) -> None:
+    """A tester's ncnn failed a model and agreed once intermediates were outputs; layerwise
+    then 'found' a node whose error was 6e-8. It now says the failure cannot be located this
+    way, and points at `unirt reduce`."""
+    path = M.save(M.resnet_like(), tmp_path / "r.onnx")
+    report = cmp.layerwise(path, "fake-fused")
+    assert report.status in ("no divergence", "unstable") and report.first is None
+    assert "intermediates are outputs (fusion)" in report.reason
+    assert "unirt reduce" in report.text()

@@ -50,7 +50,14 @@ logger = logging.getLogger("unirt")
 class LayerStatus(Word):
     DIVERGES = "diverges"
     NO_DIVERGENCE = "no divergence"
+    #: The divergence moves or vanishes with the tensors exposed: the engine computes the model
+    #: differently when intermediates are outputs (fusion), so it cannot be located this way.
+    UNSTABLE = "unstable"
     ERROR = "error"
+
+
+class _Unstable(Exception):
+    """Raised by the search when the node it ends at agrees after all (see UNSTABLE)."""
 
 
 class Alone(Word):
@@ -438,6 +445,13 @@ class _Search:
         while True:
             hi = self.bisect(hi)
             s, bad_ins = self.step(self.cands[hi][0])
+            if not bad_ins and all(s.tensors[t].ok for t in s.output_errors
+                                   if t in s.tensors):
+                raise _Unstable(
+                    f"node {s.node!r} ({s.op}) diverged with some tensors exposed and agrees "
+                    "with others: the engine computes the model differently depending on "
+                    "which intermediates are outputs (fusion), so layerwise cannot locate it; "
+                    "`unirt reduce` on the model can")
             if not bad_ins:
                 return s
             earliest = min(bad_ins, key=lambda t: self.producer[t])
@@ -585,11 +599,19 @@ def layerwise(
         for t, e in errs.items():
             search.note(search.pos[search.producer[t]], e)
         if not bad:
+            report.reason = ("the outputs agree with the reference with intermediate tensors "
+                             "exposed; where they differ without them, the engine computes the "
+                             "model differently when intermediates are outputs (fusion), and "
+                             "`unirt reduce` can locate the failure")
             return report
         earliest = min(bad, key=lambda t: search.producer[t])
         start = search.pos[search.producer[earliest]]
         search.cands[start] = (search.producer[earliest], earliest)
-        first = search.find(start)
+        try:
+            first = search.find(start)
+        except _Unstable as exc:
+            report.status, report.reason = LayerStatus.UNSTABLE, str(exc)
+            return report
         report.status, report.first = LayerStatus.DIVERGES, first
         if confirm:
             search.alone(first)
