@@ -54,6 +54,7 @@ def test_wrong_numbers_reduce_to_the_softmax(tmp_path: Path, fake_engines: None)
     assert result.original.kind == FailureKind.WRONG and result.reference_runs
     assert result.path == out and list(result.inputs) == ["m10"]
     assert result.inputs["m10"] == tmp_path / "repro" / "softmax.m10.npy"
+    assert "wrong alone" in result.diagnosis  # an engine bug to file, layerwise confirms it
     # The files on their own: wrong on the fake engine, right on ONNX Runtime.
     import unirt
 

@@ -99,6 +99,9 @@ class ReduceResult:
     runs: int
     seconds: float
     steps: list[str] = field(default_factory=list)
+    #: For wrong numbers: what the layerwise search says of the repro (the node to blame, or
+    #: that the difference is an ill-conditioned amplification and likely no engine bug).
+    diagnosis: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {"model": self.model, "backend": self.backend, "path": str(self.path),
@@ -106,12 +109,29 @@ class ReduceResult:
                 "nodes_before": self.nodes_before, "nodes_after": self.nodes_after,
                 "ops": self.ops, "original": self.original.as_dict(),
                 "failure": self.failure.as_dict(), "reference_runs": self.reference_runs,
-                "runs": self.runs, "seconds": self.seconds, "steps": self.steps}
+                "runs": self.runs, "seconds": self.seconds, "steps": self.steps,
+                "diagnosis": self.diagnosis}
 
     def replay(self) -> str:
         """The command that shows the failure again on the written files."""
         given = " ".join(f"--input {k}={v}" for k, v in self.inputs.items())
         return f"unirt compare {self.path} --backends {self.backend} {given}".rstrip()
+
+
+def _diagnose(path: Path, backend: str, feeds: Mapping[str, np.ndarray], precision: str,
+              timeout: float) -> str:
+    """The layerwise verdict on a repro that gives wrong numbers: a repro of an ill-conditioned
+    amplification is no engine bug to file (a tester's SqueezeNet repro was its Softmax on
+    inputs of magnitude 7e9), and the user should hear so before filing it."""
+    from .layerwise import layerwise
+
+    try:
+        report = layerwise(path, backend, feeds=feeds, precision=precision, timeout=timeout)
+    except UnirtError as exc:
+        return f"not diagnosed: {exc}"
+    parts = [report.verdict, f"ill-conditioned: {report.ill_conditioned}"
+             if report.ill_conditioned else "", report.reason]
+    return "; ".join(p for p in parts if p) or str(report.status)
 
 
 def _failure(opened: Outcome, sets: list[Any]) -> Failure | None:
@@ -272,9 +292,12 @@ def reduce(
             steps.append("the reduced model did not fail again: the whole model is written")
         inputs = _write(final_model, final_feeds, out, info)
         reference_runs = _reference_runs(prober, out, final_feeds)
-        return ReduceResult(info.name, backend, out, inputs, n, len(keep),
-                            [nodes[i].op_type for i in keep], original, final, reference_runs,
-                            r.runs, time.perf_counter() - started, steps)
+        result = ReduceResult(info.name, backend, out, inputs, n, len(keep),
+                              [nodes[i].op_type for i in keep], original, final,
+                              reference_runs, r.runs, time.perf_counter() - started, steps)
+        if final.kind == FailureKind.WRONG:
+            result.diagnosis = _diagnose(out, backend, final_feeds, precision, timeout)
+        return result
     finally:
         if prober is not None:
             prober.close()

@@ -57,6 +57,8 @@ def reduce_command(model: str, backend: str, output: str | None, input_specs: tu
                f"({', '.join(result.ops)}) in {result.runs} engine runs, "
                f"{result.seconds:.1f} s")
     click.echo(f"still fails: {result.failure.text()}")
+    if result.diagnosis:
+        click.echo(f"diagnosis: {result.diagnosis}")
     if not result.reference_runs:
         click.echo("warning: the reference cannot run the reduced model either")
     click.echo(f"wrote {result.path}" + "".join(f", {p}" for p in result.inputs.values()))
