@@ -361,7 +361,7 @@ class NcnnSession(BackendSession):
             "pnnx": str(config.exe), "device": "cpu" if config.device is None
             else f"vulkan:{config.device}",
             "host_ops": [f"{h.op}->{h.output}" for h in self._host],
-            "conversions": [],
+            "conversions": [], "convert_s": 0.0,
         })
 
     # -- conversion ------------------------------------------------------------------------------
@@ -412,9 +412,12 @@ class NcnnSession(BackendSession):
         conv = _pnnx.Converted.load(entry)
         net = _Net(conv, self._load(conv))
         c.cache.release(entry)  # a private build (no writable cache): its files are loaded now
+        seconds = time.perf_counter() - start
         self.details["conversions"].append({
             "shapes": [list(s) for s in sig], "cached": not built, "entry": str(entry),
-            "seconds": round(time.perf_counter() - start, 3)})
+            "seconds": round(seconds, 3)})
+        if built:  # a cached conversion is a load, not a conversion
+            self.details["convert_s"] = round(self.details.get("convert_s", 0.0) + seconds, 4)
         logger.info("%s: %s %s at %s in %.2fs", NAME, "converted" if built else "loaded cached",
                     self.model.name, list(sig), time.perf_counter() - start)
         self._nets[sig] = net
