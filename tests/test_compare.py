@@ -120,9 +120,9 @@ def test_bench_cli_files(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, [
         "bench", str(path), "--backends", "onnxruntime", "-s", "x=1x8", "-s", "x=16x8",
         "--runs", "4", "--warmup", "1", "--csv", str(csv), "--json-out", str(js),
-        "--plot", str(png)])
+        "--plot", str(png)], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
-    assert "x=16x8" in result.output and "median ms" in result.output
+    assert "x=16x8" in result.stdout and " p50 " in result.stdout
     assert csv.read_text().splitlines()[0].startswith("backend,shape,status")
     assert len(json.loads(js.read_text())["results"]) == 2
     assert png.read_bytes()[:4] == b"\x89PNG"
