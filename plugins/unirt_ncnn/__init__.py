@@ -19,12 +19,10 @@ turned off (and pnnx's fp16 weights) for ``precision="exact"``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,28 +59,14 @@ _PNNX_TO_ONNX = {"Tensor.to": "Cast", "torch.topk": "TopK", "torch.argmax": "Arg
                  "Tensor.index": "Gather", "torch.where": "Where", "Constant": "Constant"}
 
 
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """ncnn prints 'dlopen failed libvulkan.so.1' on stderr from C when probing for a GPU;
-    on a machine without Vulkan that is expected, not something to show the user."""
-    try:
-        fd = os.dup(2)
-    except OSError:
-        yield
-        return
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(fd, 2)
-        os.close(fd)
-
-
 def _gpu_count() -> int:
     import ncnn
 
-    with _quiet_stderr():
+    from unirt.native import captured
+
+    # ncnn prints 'dlopen failed libvulkan.so.1' from C when probing for a GPU: expected on a
+    # machine without Vulkan, a debug line rather than the user's terminal.
+    with captured(NAME):
         return int(ncnn.get_gpu_count())
 
 

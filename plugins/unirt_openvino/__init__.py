@@ -61,7 +61,13 @@ from typing import Any
 
 import unirt
 from unirt.backend import Availability, Backend, BackendSession, OpenOptions
-from unirt.errors import BackendError, BackendUnavailableError, ShapeLimitError, UnirtError
+from unirt.errors import (
+    BackendError,
+    BackendUnavailableError,
+    ShapeLimitError,
+    UnirtError,
+    clean,
+)
 from unirt.model import ModelInfo
 
 logger = logging.getLogger("unirt")
@@ -92,7 +98,7 @@ def _engine_message(exc: BaseException) -> str:
     """
     lines = [ln.strip(" -") for ln in str(exc).splitlines()]
     lines = [_NOISE_PART.sub("", ln).strip() for ln in lines if not _NOISE_LINE.match(ln.strip())]
-    useful = [ln.rstrip(".:;") for ln in lines if ln.rstrip(".:;")]
+    useful = [ln.rstrip(".:;") for ln in (clean(x) for x in lines) if ln.rstrip(".:;")]
     if not useful:
         return type(exc).__name__
     return "; ".join(useful[:3])
