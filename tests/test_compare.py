@@ -140,3 +140,24 @@ def test_bench_bad_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     result = CliRunner().invoke(cli, ["bench", str(path), "--plot", str(tmp_path / "p.png")])
     assert result.exit_code == 1
     assert result.output.strip() == 'Error: --plot needs matplotlib: pip install "unirt[plot]"'
+
+
+def test_compare_table_fits_80_columns(tmp_path: Path) -> None:
+    """Every line within 80 columns, no number or name broken across lines, each backend's
+    name once, the shared tolerance in the title."""
+    path = M.save(M.multi_io(), tmp_path / "multi.onnx")
+    result = CliRunner().invoke(cli, ["compare", str(path), "--backends", "onnxruntime,openvino"],
+                                env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert all(len(ln) <= 80 for ln in lines), "\n".join(ln for ln in lines if len(ln) > 80)
+    assert "Comparison (atol 0.0001, rtol 0.001)" in result.stdout
+    header = next(ln for ln in lines if "backend" in ln)
+    assert header.split() == ["backend", "verdict", "prec", "output", "max", "abs", "max", "rel",
+                              "mean", "abs", "cosine", "top1/5"]
+    rows = [ln.split() for ln in lines[lines.index(header) + 2:] if ln.strip()]
+    assert [r[0] for r in rows if r[0] in ("onnxruntime", "openvino")] == ["onnxruntime",
+                                                                          "openvino"]
+    assert len(rows) == 6 and "…" not in result.stdout  # one line per output, nothing cut
+    outputs = [r[3] if r[0] in ("onnxruntime", "openvino") else r[0] for r in rows]
+    assert outputs == ["sum", "pooled", "argmax"] * 2

@@ -338,19 +338,30 @@ def compare(model: str, backend_list: str | None, input_specs: tuple[str, ...],
                                 for k, (s, d) in report.inputs.items())
         con.print(f"{report.model}: {precision} precision, reference {report.reference}, "
                   f"inputs {shapes_text}")
+        tols = {r.tolerances.get(o.name, (None, None)) for r in report.results
+                for o in r.outputs}
+        shared = next(iter(tols)) if len(tols) == 1 and None not in next(iter(tols)) else None
         rows = []
         for r in report.results:
             if not r.outputs:
                 rows.append([r.backend, r.status.upper(), "", "", "", "", "", "", "", r.reason])
-            for o in r.outputs:
+            for i, o in enumerate(r.outputs):
                 tol = r.tolerances.get(o.name, (None, None))
-                rows.append([r.backend, r.status.upper(), r.precision or "", o.name,
-                             _fmt(o.max_abs), _fmt(o.max_rel), _fmt(o.mean_abs),
-                             _fmt(o.cosine), _topk(o),
-                             o.problem or f"atol {tol[0]:.3g} rtol {tol[1]:.3g}"])
-        con.print(_table("Comparison", ["backend", "verdict", "precision", "output", "max abs",
-                                        "max rel", "mean abs", "cosine", "top1/top5",
-                                        "note"], rows))
+                note = o.problem or ("" if shared is not None or None in tol
+                                     else f"atol {tol[0]:.3g} rtol {tol[1]:.3g}")
+                # The backend's name, verdict and precision once, on its first output's row.
+                head = [r.backend, r.status.upper(), r.precision or ""] if i == 0 else \
+                    ["", "", ""]
+                rows.append([*head, o.name, _num(o.max_abs), _num(o.max_rel),
+                             _num(o.mean_abs), _num(o.cosine), _topk(o), note])
+        columns = ["backend", "verdict", "prec", "output", "max abs", "max rel", "mean abs",
+                   "cosine", "top1/5", "note"]
+        keep = [i for i, c in enumerate(columns) if i < 4 or any(row[i] for row in rows)]
+        title = "Comparison" + ("" if shared is None else
+                                f" (atol {shared[0]:.3g}, rtol {shared[1]:.3g})")
+        con.print(_table(title, [columns[i] for i in keep],
+                         [[row[i] for i in keep] for row in rows], compact=True,
+                         numeric=frozenset(j for j, i in enumerate(keep) if 4 <= i <= 8)))
         for lw in layers.values():
             con.print(_layerwise_text(lw), markup=False)
     if not report.passed:
@@ -485,6 +496,8 @@ def _num(v: float | None) -> str:
     """Three significant digits, without exponents: a bench cell stays one short line."""
     if v is None:
         return ""
+    if v == 0:
+        return "0"
     return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}" if abs(v) >= 0.001 else f"{v:.1e}"
 
 
