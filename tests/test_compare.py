@@ -120,9 +120,9 @@ def test_bench_cli_files(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, [
         "bench", str(path), "--backends", "onnxruntime", "-s", "x=1x8", "-s", "x=16x8",
         "--runs", "4", "--warmup", "1", "--csv", str(csv), "--json-out", str(js),
-        "--plot", str(png)])
+        "--plot", str(png)], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
-    assert "x=16x8" in result.output and "median ms" in result.output
+    assert "x=16x8" in result.stdout and " p50 " in result.stdout
     assert csv.read_text().splitlines()[0].startswith("backend,shape,status")
     assert len(json.loads(js.read_text())["results"]) == 2
     assert png.read_bytes()[:4] == b"\x89PNG"
@@ -140,3 +140,24 @@ def test_bench_bad_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     result = CliRunner().invoke(cli, ["bench", str(path), "--plot", str(tmp_path / "p.png")])
     assert result.exit_code == 1
     assert result.output.strip() == 'Error: --plot needs matplotlib: pip install "unirt[plot]"'
+
+
+def test_compare_table_fits_80_columns(tmp_path: Path) -> None:
+    """Every line within 80 columns, no number or name broken across lines, each backend's
+    name once, the shared tolerance in the title."""
+    path = M.save(M.multi_io(), tmp_path / "multi.onnx")
+    result = CliRunner().invoke(cli, ["compare", str(path), "--backends", "onnxruntime,openvino"],
+                                env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert all(len(ln) <= 80 for ln in lines), "\n".join(ln for ln in lines if len(ln) > 80)
+    assert "Comparison (atol 0.0001, rtol 0.001)" in result.stdout
+    header = next(ln for ln in lines if "backend" in ln)
+    assert header.split() == ["backend", "verdict", "prec", "output", "max", "abs", "max", "rel",
+                              "mean", "abs", "cosine", "top1/5"]
+    rows = [ln.split() for ln in lines[lines.index(header) + 2:] if ln.strip()]
+    assert [r[0] for r in rows if r[0] in ("onnxruntime", "openvino")] == ["onnxruntime",
+                                                                          "openvino"]
+    assert len(rows) == 6 and "…" not in result.stdout  # one line per output, nothing cut
+    outputs = [r[3] if r[0] in ("onnxruntime", "openvino") else r[0] for r in rows]
+    assert outputs == ["sum", "pooled", "argmax"] * 2

@@ -70,7 +70,10 @@ class BackendSession(ABC):
     """A model opened on an engine. Created by :meth:`Backend.open`, owned by a ``Session``."""
 
     #: Facts about how the engine actually runs the model (providers, device...), shown by
-    #: ``Session.explain()``. Filled by the backend.
+    #: ``Session.explain()``. Filled by the backend. ``details["convert_s"]``, where present, is
+    #: the seconds this session has spent converting or compiling the model so far (ncnn's pnnx
+    #: conversions, OpenVINO's compile): ``unirt bench`` shows it apart from the load, because a
+    #: conversion may happen at the first run at a shape rather than at load.
     details: dict[str, Any]
     #: The precision the engine actually computes in (``"fp32"``, ``"bf16"``, ``"fp16"``...),
     #: read back from the engine where it can say, not copied from what was asked.
@@ -112,6 +115,9 @@ class Backend(ABC):
     #: ``com.microsoft``). Nodes of any other custom domain are UNSUPPORTED by :meth:`check`;
     #: nodes of these domains are judged by the op-support table (UNKNOWN when it lacks them).
     known_domains: ClassVar[tuple[str, ...]] = ()
+    #: Options ``unirt bench --mode throughput`` opens the model with, so that the engine runs
+    #: several requests at once its own way (OpenVINO: the THROUGHPUT hint, i.e. CPU streams).
+    throughput_options: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self) -> None:
         self._availability: Availability | None = None

@@ -7,6 +7,15 @@ hits every backend alike and the ratios between them hold.
 
 Load time is measured twice per backend: *cold* in a first child with an empty artifact cache
 (conversion, compilation), then *warm* in a second child with the cache that the first one left.
+The cold child also runs once at each shape: ncnn converts a model with dynamic dims at the first
+run at each shape, not at load, so its ~2 s pnnx conversion used to vanish into the warm child's
+untimed warmup. Conversion is its own figure (``convert_s``, from the engine's
+``details["convert_s"]``), wherever it happened.
+
+Two modes: *latency* sends one request at a time; *throughput* keeps N in flight (N threads on
+one session, the model opened with the backend's ``throughput_options``: OpenVINO's THROUGHPUT
+hint, so each thread's infer request runs on a CPU stream) and reports requests per second of
+wall time. Runs are a count (``runs``) or a time (``duration``).
 """
 
 from __future__ import annotations
@@ -25,12 +34,20 @@ from . import progress as progress_events
 from .errors import UnirtError
 from .isolation import Worker
 from .model import ModelInfo, ModelSource, read_model
-from .probe import _child_init, _child_open, _child_peak_rss, _child_run, shape_label
+from .probe import _child_feeds, _child_init, _child_open, _child_peak_rss, shape_label
+from .words import Word
 
 DEFAULT_TIMEOUT = 600.0
 
 
 # -- results -------------------------------------------------------------------------------------
+class BenchMode(Word):
+    """How requests are sent: one at a time (latency), or several in flight (throughput)."""
+
+    LATENCY = "latency"
+    THROUGHPUT = "throughput"
+
+
 @dataclass
 class BenchResult:
     """One (backend, shape) row. ``status`` is ``ok``, ``error``, ``crashed`` or ``timeout``."""
@@ -45,44 +62,81 @@ class BenchResult:
     #: Importing the engine and the backend's availability check in a fresh child, apart from
     #: the load (numpy and unirt are already imported there).
     import_s: float | None = None
+    #: Converting or compiling for this shape in the cold child (``details["convert_s"]``): at
+    #: load for a static model, at the first run at this shape for ncnn on dynamic dims, where
+    #: the load alone does not show it. None: the engine does not say.
+    convert_s: float | None = None
+    #: The first run at this shape in the cold child (a lazy conversion included).
+    first_run_s: float | None = None
     latencies_s: list[float] = field(default_factory=list)
     peak_rss_bytes: int | None = None
     batch: int = 1
+    mode: BenchMode = BenchMode.LATENCY
+    #: Requests in flight (threads on the one session); 1 in latency mode.
+    requests: int = 1
+    #: Wall time of the timed runs (with several in flight, less than their latencies' sum).
+    wall_s: float = 0.0
+    #: Streams the engine ran the requests on, where it says (OpenVINO's NUM_STREAMS).
+    streams: int | None = None
 
     def _pct(self, q: float) -> float | None:
         if not self.latencies_s:
             return None
-        return float(np.percentile(self.latencies_s, q))
+        return float(np.percentile(self.latencies_s, q)) * 1e3
+
+    @property
+    def min_ms(self) -> float | None:
+        return None if not self.latencies_s else min(self.latencies_s) * 1e3
+
+    @property
+    def mean_ms(self) -> float | None:
+        return None if not self.latencies_s else statistics.fmean(self.latencies_s) * 1e3
 
     @property
     def median_ms(self) -> float | None:
         return None if not self.latencies_s else statistics.median(self.latencies_s) * 1e3
 
     @property
+    def p10_ms(self) -> float | None:
+        return self._pct(10)
+
+    @property
     def p90_ms(self) -> float | None:
-        v = self._pct(90)
-        return None if v is None else v * 1e3
+        return self._pct(90)
 
     @property
     def p99_ms(self) -> float | None:
-        v = self._pct(99)
-        return None if v is None else v * 1e3
+        return self._pct(99)
+
+    @property
+    def requests_per_s(self) -> float | None:
+        """Completed requests per second of wall time (all requests in flight together)."""
+        return None if not self.latencies_s or self.wall_s <= 0 else \
+            len(self.latencies_s) / self.wall_s
 
     @property
     def throughput(self) -> float | None:
-        """Samples per second at the median latency (batch size counted)."""
+        """Samples per second (batch size counted): at the median latency in latency mode, from
+        requests per second of wall time in throughput mode."""
+        if self.mode == BenchMode.THROUGHPUT:
+            rps = self.requests_per_s
+            return None if rps is None else self.batch * rps
         m = self.median_ms
         return None if not m else self.batch * 1e3 / m
 
     def as_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "shape": self.shape, "status": self.status,
-                "reason": self.reason, "precision": self.precision,
-                "import_s": self.import_s, "cold_load_s": self.cold_load_s,
-                "warm_load_s": self.warm_load_s, "median_ms": self.median_ms,
+                "reason": self.reason, "precision": self.precision, "mode": str(self.mode),
+                "requests": self.requests, "streams": self.streams,
+                "import_s": self.import_s, "convert_s": self.convert_s,
+                "cold_load_s": self.cold_load_s, "warm_load_s": self.warm_load_s,
+                "first_run_s": self.first_run_s, "min_ms": self.min_ms,
+                "mean_ms": self.mean_ms, "p10_ms": self.p10_ms, "median_ms": self.median_ms,
                 "p90_ms": self.p90_ms, "p99_ms": self.p99_ms,
+                "requests_per_s": self.requests_per_s,
                 "throughput_per_s": self.throughput, "peak_rss_mb":
                     None if self.peak_rss_bytes is None else self.peak_rss_bytes / 2**20,
-                "runs": len(self.latencies_s)}
+                "runs": len(self.latencies_s), "wall_s": self.wall_s}
 
 
 @dataclass
@@ -90,9 +144,11 @@ class BenchReport:
     model: str
     machine: dict[str, Any]
     results: list[BenchResult]
+    #: Each input's declared shape (symbolic dims by name): what a sweep's axis is called.
+    declared: dict[str, list[Any]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "machine": self.machine,
+        return {"model": self.model, "machine": self.machine, "declared": self.declared,
                 "results": [r.as_dict() for r in self.results]}
 
 
@@ -120,23 +176,38 @@ def bench(
     progress: Callable[[str, int, int], None] | None = None,
     feeds: Mapping[str, np.ndarray] | None = None,
     ranges: Mapping[str, Sequence[float]] | None = None,
+    duration: float | None = None,
+    mode: BenchMode | str = BenchMode.LATENCY,
+    requests: int | None = None,
 ) -> BenchReport:
     """Measure ``model`` on ``backends`` (default: every available one) at each of ``shapes``.
 
     ``progress(message, done, total)`` is called as work advances. ``feeds``: input arrays used
     at every shape (the others generated); ``ranges``: input name -> (LO, HI) of generated
-    values.
+    values. ``duration``: seconds of timed runs per backend and shape (spread over the rounds)
+    instead of ``runs`` calls. ``mode="throughput"``: ``requests`` calls in flight at once
+    (threads on one session; default: the engine's optimal number where it says, else the
+    core count), the model opened with the backend's ``throughput_options``.
     """
     from .compare import default_backends
     from .inputs import check_ranges, feeds_for, make_inputs
     from .plugins import get_registry
 
+    try:
+        mode = BenchMode(mode)
+    except ValueError:
+        raise UnirtError(f"unknown bench mode {mode!r}; use one of: "
+                         f"{', '.join(m.value for m in BenchMode)}") from None
     if runs < 1 or warmup < 0 or rounds < 1:
         raise UnirtError("runs and rounds must be >= 1 and warmup >= 0")
+    if duration is not None and not duration > 0:
+        raise UnirtError(f"duration must be a positive number of seconds, not {duration!r}")
+    if requests is not None and requests < 1:
+        raise UnirtError(f"requests in flight must be >= 1, not {requests}")
     info = read_model(model)
     names = list(backends) if backends else default_backends(exclude_reference=False)
-    for n in names:
-        get_registry().backend(n)
+    options = {n: dict(get_registry().backend(n).throughput_options)
+               if mode == BenchMode.THROUGHPUT else {} for n in names}
     checked = check_ranges(info.inputs, ranges, "--input-range") if ranges else None
     feeds_per_shape = [feeds_for(info, feeds, s, seed, checked) if feeds else
                        make_inputs(info.inputs, s, seed, checked) for s in shapes]
@@ -152,6 +223,7 @@ def bench(
 
     results: dict[tuple[str, str], BenchResult] = {}
     workers: dict[str, Worker] = {}
+    in_flight: dict[str, int] = {}
     previous_cache = os.environ.get("UNIRT_CACHE_DIR")
     with tempfile.TemporaryDirectory(prefix="unirt-bench-cache-") as cache:
         os.environ["UNIRT_CACHE_DIR"] = cache  # cold means an empty cache; children inherit it
@@ -160,12 +232,20 @@ def bench(
             for name in names:
                 with progress_events.step(progress_events.Step.BENCH_LOAD, name, info.name,
                                           "cold and warm") as running:
+                    firsts: list[dict[str, Any] | None] = [None] * len(feeds_per_shape)
+                    about: dict[str, Any] = {}
                     with Worker(_child_init) as cold:
-                        first = cold.call(_child_open, source, name, precision, {}, threads,
-                                          timeout=timeout)
+                        first = cold.call(_child_open, source, name, precision, options[name],
+                                          threads, timeout=timeout)
+                        if first.ok:
+                            # The first run at each shape, where a lazy conversion happens
+                            # (ncnn on dynamic dims): it fills the cache the warm child uses.
+                            got = cold.call(_child_first_runs, feeds_per_shape, timeout=timeout)
+                            if got.ok:
+                                firsts, about = got.value["runs"], got.value["details"]
                     tick(f"{name}: cold load")
                     w = Worker(_child_init)
-                    warm = w.call(_child_open, source, name, precision, {}, threads,
+                    warm = w.call(_child_open, source, name, precision, options[name], threads,
                                   timeout=timeout)
                     tick(f"{name}: warm load")
                     running.detail = warm.status if first.ok else first.status
@@ -176,28 +256,39 @@ def bench(
                     failed[name] = BenchResult(name, "", status, bad.describe())
                     continue
                 workers[name] = w
-                for feeds in feeds_per_shape:
+                streams = about.get("num_streams")
+                in_flight[name] = 1 if mode == BenchMode.LATENCY else requests or int(
+                    about.get("optimal_requests") or os.cpu_count() or 1)
+                for feeds, once in zip(feeds_per_shape, firsts):
                     label = shape_label(feeds)
                     batch = next(iter(feeds.values())).shape[0] if feeds and next(
                         iter(feeds.values())).ndim else 1
                     results[(name, label)] = BenchResult(
                         name, label, precision=first.value["precision"],
                         cold_load_s=first.value["load_s"], warm_load_s=warm.value["load_s"],
-                        import_s=first.value.get("import_s"), batch=int(batch))
+                        import_s=first.value.get("import_s"), batch=int(batch), mode=mode,
+                        requests=in_flight[name],
+                        streams=streams if isinstance(streams, int) else None,
+                        convert_s=None if once is None else once["convert_s"],
+                        first_run_s=None if once is None else once["run_s"])
             per_round = max(1, -(-runs // rounds))
+            slice_s = None if duration is None else duration / rounds
             dead: dict[str, Any] = {}  # a crashed or hung child took its session with it
 
             def timed(name: str, res: BenchResult, feeds: dict[str, np.ndarray], n: int,
-                      keep: bool = True) -> None:
+                      seconds: float | None, keep: bool = True) -> None:
                 if res.status != "ok":
                     return
                 if name in dead:
                     _fail(res, dead[name])
                     return
-                out = workers[name].call(_child_run, feeds, n, None, False, timeout=timeout)
+                wait = timeout if seconds is None else timeout + seconds
+                out = workers[name].call(_child_timed, feeds, n, seconds, in_flight[name],
+                                         timeout=wait)
                 if out.ok:
                     if keep:
                         res.latencies_s.extend(out.value["times"])
+                        res.wall_s += out.value["wall_s"]
                     return
                 _fail(res, out)
                 if out.status in ("crashed", "timeout"):
@@ -209,14 +300,15 @@ def bench(
                                           ", ".join(workers) or None, info.name, label):
                     if warmup:
                         for name in workers:
-                            timed(name, results[(name, label)], feeds, warmup, keep=False)
+                            timed(name, results[(name, label)], feeds,
+                                  max(warmup, in_flight[name]), None, keep=False)
                     for r in range(rounds):
                         order = list(workers)
                         order = order[r % len(order):] + order[:r % len(order)] \
                             if order else order
                         for name in order:
                             tick(f"{name} {label}: round {r + 1}/{rounds}")
-                            timed(name, results[(name, label)], feeds, per_round)
+                            timed(name, results[(name, label)], feeds, per_round, slice_s)
             for name, w in workers.items():
                 if name in dead:
                     continue
@@ -234,9 +326,98 @@ def bench(
     # A backend that failed to load has one row; the others one per shape, in sweep order.
     ordered = [r for n in names for r in ([failed[n]] if n in failed else
                                           [results[(n, shape_label(f))] for f in feeds_per_shape])]
-    return BenchReport(info.name, machine_info(names), ordered)
+    machine = {**machine_info(names), "threads": threads, "mode": str(mode)}
+    declared = {t.name: list(t.shape) if t.shape is not None else [] for t in info.inputs}
+    return BenchReport(info.name, machine, ordered, declared)
 
 
 def _fail(res: BenchResult, outcome: Any) -> None:
     res.status = outcome.status if outcome.status in ("crashed", "timeout") else "error"
     res.reason = outcome.describe()
+
+
+# -- in the child ---------------------------------------------------------------------------------
+def _convert_s(state: dict[str, Any]) -> float | None:
+    value = state["sess"].details.get("convert_s")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _child_first_runs(state: dict[str, Any], feed_sets: Sequence[Mapping[str, np.ndarray]]
+                      ) -> dict[str, Any]:
+    """Run once at each shape on the cold session: per shape, the run's time and the seconds
+    spent converting for it (at load, counted at the first shape, and in the run itself).
+    A shape the engine refuses gets None (the timed runs say why)."""
+    import time
+
+    runs: list[dict[str, Any] | None] = []
+    before = 0.0
+    for i, feeds in enumerate(feed_sets):
+        start = time.perf_counter()
+        try:
+            state["sess"].run(dict(feeds))
+        except Exception:  # refused here; the timed runs report it as that row's error
+            runs.append(None)
+            continue
+        took = time.perf_counter() - start
+        after = _convert_s(state)
+        runs.append({"run_s": took, "convert_s": None if after is None else
+                     after - (before if i else 0.0)})
+        before = after or 0.0
+    keep = ("num_streams", "optimal_requests", "performance_hint")
+    return {"runs": runs, "details": {k: v for k, v in state["sess"].details.items()
+                                      if k in keep}}
+
+
+def _child_timed(state: dict[str, Any], feeds: Mapping[str, np.ndarray], runs: int,
+                 duration_s: float | None, requests: int) -> dict[str, Any]:
+    """``runs`` calls, or calls until ``duration_s`` has passed, ``requests`` of them in
+    flight at once (threads on the one session). Each call's latency, and the wall time."""
+    import threading
+    import time
+
+    arrays = dict(_child_feeds(state, dict(feeds)))
+    run = state["sess"].run
+    lock = threading.Lock()
+    started = [0]
+    times: list[float] = []
+    errors: list[BaseException] = []
+    begin = time.perf_counter()
+    deadline = None if duration_s is None else begin + duration_s
+
+    def take() -> bool:
+        with lock:
+            if errors:
+                return False
+            if deadline is None:
+                if started[0] >= runs:
+                    return False
+            elif started[0] and time.perf_counter() >= deadline:
+                return False
+            started[0] += 1
+            return True
+
+    def worker() -> None:
+        mine = []
+        try:
+            while take():
+                t0 = time.perf_counter()
+                run(arrays)
+                mine.append(time.perf_counter() - t0)
+        except BaseException as exc:  # handed to the caller below, as the call's error
+            with lock:
+                errors.append(exc)
+        with lock:
+            times.extend(mine)
+
+    if requests <= 1:
+        worker()
+    else:
+        pool = [threading.Thread(target=worker, daemon=True) for _ in range(requests)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+    wall = time.perf_counter() - begin
+    if errors:
+        raise errors[0]
+    return {"times": times, "wall_s": wall}

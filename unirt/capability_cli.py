@@ -7,7 +7,6 @@ line, exit status 1.
 
 from __future__ import annotations
 
-import re
 import sys
 from typing import Any
 
@@ -15,7 +14,7 @@ import click
 
 from . import cli_output
 from .cli_options import input_option, input_range_option, model_argument
-from .errors import UnirtError
+from .errors import UnirtError, clean
 
 _console = cli_output.console
 _table = cli_output.table
@@ -80,14 +79,6 @@ def probe_ops_command(backend: str, out: str | None, ops: str | None, timeout: f
 
 
 # -- unirt capabilities ------------------------------------------------------------------------
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-def _clean(text: str) -> str:
-    """Engine messages carry colour codes; a table cell must not."""
-    return _ANSI.sub("", text)
-
-
 def _label(reason: Any) -> str:
     if str(reason.evidence) == "table":
         word = "predicted unsupported" if reason.verdict == "UNSUPPORTED" else "doubt"
@@ -96,6 +87,8 @@ def _label(reason: Any) -> str:
         return f"doubt: {reason}"
     return f"{reason.evidence}: {reason}"
 
+#: Doubts (reasons that decide nothing) shown per backend after the deciding ones.
+_DOUBTS = 3
 #: Lint findings shown per severity at the top of ``unirt capabilities``.
 _LINT_LINES = 10
 
@@ -173,9 +166,12 @@ def capabilities_command(model: str, backend_list: str | None, probe: bool,
     rows = []
     for name, v in report.verdicts.items():
         ordered = v.ordered_reasons()
-        reasons = [_label(r) for r in ordered[:6]]
-        if len(ordered) > 6:
-            reasons.append(f"... and {len(ordered) - 6} more (--json for all)")
+        # What decided comes first and in full; doubts (UNKNOWN, predictions) after, a few.
+        deciding = [r for r in ordered if r.decisive]
+        doubts = [r for r in ordered if not r.decisive]
+        reasons = [_label(r) for r in deciding] + [_label(r) for r in doubts[:_DOUBTS]]
+        if len(doubts) > _DOUBTS:
+            reasons.append(f"... and {len(doubts) - _DOUBTS} more doubts (--json for all)")
         reasons += [f"({n})" for n in v.notes]
         if v.fixable_by:
             reasons.append(f"fixable by rewrite: {', '.join(v.fixable_by)}")
@@ -194,8 +190,8 @@ def capabilities_command(model: str, backend_list: str | None, probe: bool,
                 measured += f": {p['detail']}"
         rows.append([name + (f" {v.engine_version}" if v.engine_version else ""),
                      v.status.value + ("" if v.decided_by is None else f" ({v.decided_by})"),
-                     v.prediction.value, v.engine or "-", _clean(measured),
-                     _clean("\n".join(reasons))])
+                     v.prediction.value, v.engine or "-", clean(measured),
+                     "\n".join(clean(r) for r in reasons)])
     con.print(_table("Verdicts (SUPPORTED: seen to run right; the table only predicts)", cols,
                      rows))
     matrix = report.op_matrix

@@ -8,7 +8,6 @@ status 3, so the two never get confused. Every command takes ``--json``.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import traceback
@@ -339,19 +338,30 @@ def compare(model: str, backend_list: str | None, input_specs: tuple[str, ...],
                                 for k, (s, d) in report.inputs.items())
         con.print(f"{report.model}: {precision} precision, reference {report.reference}, "
                   f"inputs {shapes_text}")
+        tols = {r.tolerances.get(o.name, (None, None)) for r in report.results
+                for o in r.outputs}
+        shared = next(iter(tols)) if len(tols) == 1 and None not in next(iter(tols)) else None
         rows = []
         for r in report.results:
             if not r.outputs:
                 rows.append([r.backend, r.status.upper(), "", "", "", "", "", "", "", r.reason])
-            for o in r.outputs:
+            for i, o in enumerate(r.outputs):
                 tol = r.tolerances.get(o.name, (None, None))
-                rows.append([r.backend, r.status.upper(), r.precision or "", o.name,
-                             _fmt(o.max_abs), _fmt(o.max_rel), _fmt(o.mean_abs),
-                             _fmt(o.cosine), _topk(o),
-                             o.problem or f"atol {tol[0]:.3g} rtol {tol[1]:.3g}"])
-        con.print(_table("Comparison", ["backend", "verdict", "precision", "output", "max abs",
-                                        "max rel", "mean abs", "cosine", "top1/top5",
-                                        "note"], rows))
+                note = o.problem or ("" if shared is not None or None in tol
+                                     else f"atol {tol[0]:.3g} rtol {tol[1]:.3g}")
+                # The backend's name, verdict and precision once, on its first output's row.
+                head = [r.backend, r.status.upper(), r.precision or ""] if i == 0 else \
+                    ["", "", ""]
+                rows.append([*head, o.name, _num(o.max_abs), _num(o.max_rel),
+                             _num(o.mean_abs), _num(o.cosine), _topk(o), note])
+        columns = ["backend", "verdict", "prec", "output", "max abs", "max rel", "mean abs",
+                   "cosine", "top1/5", "note"]
+        keep = [i for i, c in enumerate(columns) if i < 4 or any(row[i] for row in rows)]
+        title = "Comparison" + ("" if shared is None else
+                                f" (atol {shared[0]:.3g}, rtol {shared[1]:.3g})")
+        con.print(_table(title, [columns[i] for i in keep],
+                         [[row[i] for i in keep] for row in rows], compact=True,
+                         numeric=frozenset(j for j, i in enumerate(keep) if 4 <= i <= 8)))
         for lw in layers.values():
             con.print(_layerwise_text(lw), markup=False)
     if not report.passed:
@@ -377,7 +387,17 @@ def _layerwise_text(lw: Any) -> str:
               help="An input shape; repeat with several values of one input for a size sweep.")
 @input_option
 @input_range_option
-@click.option("--runs", default=50, show_default=True, help="Timed runs per backend and shape.")
+@click.option("--runs", type=int, default=None,
+              help="Timed runs per backend and shape.  [default: 50]")
+@click.option("--duration", type=float, default=None, metavar="SECONDS",
+              help="Run for this long per backend and shape instead of a --runs count.")
+@click.option("--mode", type=click.Choice(["latency", "throughput"]), default="latency",
+              show_default=True,
+              help="latency: one request at a time; throughput: several in flight "
+                   "(threads on one session; OpenVINO's CPU streams).")
+@click.option("--requests", type=int, default=None, metavar="N",
+              help="Requests in flight in throughput mode (default: the engine's optimal "
+                   "number where it says, else the core count).")
 @click.option("--warmup", default=5, show_default=True, help="Untimed runs first.")
 @click.option("--threads", type=int, default=None, help="Intra-op threads for every engine.")
 @click.option("--precision", type=click.Choice(["exact", "fast"]), default="exact",
@@ -387,18 +407,28 @@ def _layerwise_text(lw: Any) -> str:
 @click.option("--json-out", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write the report as JSON to this file.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
-              help="Draw latency against input size per backend (needs matplotlib).")
+              help="Draw latency (median, p10-p90 band) against the swept size per backend "
+                   "(needs matplotlib).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def bench_cmd(model: str, backend_list: str | None, shape_specs: tuple[str, ...],
-              input_specs: tuple[str, ...], range_specs: tuple[str, ...], runs: int,
+              input_specs: tuple[str, ...], range_specs: tuple[str, ...], runs: int | None,
+              duration: float | None, mode: str, requests: int | None,
               warmup: int, threads: int | None, precision: str, timeout: float,
               csv_path: str | None, json_path: str | None, plot_path: str | None,
               as_json: bool) -> None:
-    """Measure load time and latency of MODEL on each backend, interleaved in one run."""
+    """Measure load time and latency (or throughput) of MODEL on each backend, interleaved in
+    one run."""
     from . import bench as b
     from . import cli_inputs
     from .model import read_model
 
+    if runs is not None and duration is not None:
+        raise UnirtError("give --runs or --duration, not both")
+    if duration is not None and not duration > 0:
+        raise UnirtError(f"--duration must be a positive number of seconds, not {duration:g}")
+    if requests is not None and mode != "throughput":
+        raise UnirtError("--requests is for --mode throughput (latency mode sends one at a "
+                         "time)")
     sweep = _shape_sweep(shape_specs)
     info = read_model(model)
     feeds, _ = cli_inputs.given_inputs(info, input_specs)
@@ -408,15 +438,18 @@ def bench_cmd(model: str, backend_list: str | None, shape_specs: tuple[str, ...]
             import matplotlib  # noqa: F401
         except ImportError:
             raise UnirtError('--plot needs matplotlib: pip install "unirt[plot]"') from None
-    report = b.bench(info, _backends_option(backend_list), sweep, runs, warmup, threads,
-                     precision, timeout=timeout, feeds=feeds or None, ranges=ranges or None)
+    report = b.bench(info, _backends_option(backend_list), sweep, runs or 50, warmup, threads,
+                     precision, timeout=timeout, feeds=feeds or None, ranges=ranges or None,
+                     duration=duration, mode=mode, requests=requests)
     data = report.as_dict()
     if json_path:
         _write_atomic(Path(json_path), json.dumps(data, indent=2, default=str))
     if csv_path:
         _write_atomic(Path(csv_path), _csv(data["results"]))
     if plot_path:
-        _plot(report, Path(plot_path))
+        from .bench_plot import plot
+
+        plot(report, Path(plot_path))
     if as_json:
         _print_json(data)
         return
@@ -424,16 +457,25 @@ def bench_cmd(model: str, backend_list: str | None, shape_specs: tuple[str, ...]
     con = _console()
     con.print(f"{report.model} on {m['cpu']} ({m['cores']} cores), "
               + ", ".join(f"{k} {v}" for k, v in m["engines"].items()))
-    rows = [[r.backend, r.shape, r.status if r.status != "ok" else (r.precision or ""),
-             _ms(r.import_s), _ms(r.cold_load_s), _ms(r.warm_load_s), _fmt(r.median_ms),
-             _fmt(r.p90_ms),
-             _fmt(r.p99_ms), _fmt(r.throughput),
-             "" if r.peak_rss_bytes is None else f"{r.peak_rss_bytes / 2**20:.0f}", r.reason]
-            for r in report.results]
-    con.print(_table("Benchmark", ["backend", "shape", "precision", "import ms",
-                                   "cold load ms",
-                                   "warm load ms", "median ms", "p90 ms", "p99 ms", "samples/s",
-                                   "peak MB", "note"], rows))
+    throughput = mode == "throughput"
+    rows = []
+    for r in report.results:
+        row = [r.backend, r.shape, r.status if r.status != "ok" else (r.precision or ""),
+               _num_ms(r.import_s), _num_ms(r.convert_s), _num_ms(r.cold_load_s),
+               _num_ms(r.warm_load_s)]
+        if throughput:
+            row += ["" if r.status != "ok" else str(r.requests) + (
+                f"/{r.streams}" if r.streams else ""), _num(r.requests_per_s)]
+        row += [_num(r.min_ms), _num(r.mean_ms), _num(r.median_ms), _num(r.p90_ms),
+                _num(r.p99_ms), _num(r.throughput),
+                "" if r.peak_rss_bytes is None else f"{r.peak_rss_bytes / 2**20:.0f}", r.reason]
+        rows.append(row)
+    columns = ["backend", "shape", "precision", "import", "convert", "cold load", "warm load"]
+    if throughput:
+        columns += ["in flight/streams", "requests/s"]
+    columns += ["min", "mean", "p50", "p90", "p99", "samples/s", "peak MB", "note"]
+    con.print(_table("Benchmark (times in ms; convert: converting or compiling for the shape, "
+                     "at load or at its first run)", columns, rows))
 
 
 def _shape_sweep(specs: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -450,8 +492,17 @@ def _shape_sweep(specs: tuple[str, ...]) -> list[dict[str, Any]]:
     return sets
 
 
-def _ms(seconds: float | None) -> str:
-    return "" if seconds is None else f"{seconds * 1e3:.1f}"
+def _num(v: float | None) -> str:
+    """Three significant digits, without exponents: a bench cell stays one short line."""
+    if v is None:
+        return ""
+    if v == 0:
+        return "0"
+    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}" if abs(v) >= 0.001 else f"{v:.1e}"
+
+
+def _num_ms(seconds: float | None) -> str:
+    return "" if seconds is None else _num(seconds * 1e3)
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
@@ -467,40 +518,6 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 
 
 _write_atomic = write_atomic
-
-
-def _plot(report: Any, path: Path) -> None:
-    import matplotlib
-    import numpy as np
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    by_backend: dict[str, list[tuple[int, float, str]]] = {}
-    for r in report.results:
-        if r.median_ms is None:
-            continue
-        size = 0
-        for part in r.shape.split(","):
-            dims = part.split("=", 1)[1].split("x") if "=" in part else []
-            size += int(np.prod([int(d) for d in dims])) if dims else 0
-        by_backend.setdefault(r.backend, []).append((size, r.median_ms, r.shape))
-    for name, pts in by_backend.items():
-        pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
-    ax.set_xlabel("input elements")
-    ax.set_ylabel("median latency (ms)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_title(report.model)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp" + path.suffix)
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _add_builtin_groups() -> None:

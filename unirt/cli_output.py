@@ -14,24 +14,42 @@ import click
 
 
 def console(stderr: bool = False) -> Any:
-    """A rich console; piped output (CI logs, files) gets 140 columns instead of rich's 80."""
+    """A rich console; piped output (CI logs, files) gets 140 columns instead of rich's 80,
+    unless ``$COLUMNS`` says how wide (then that, as on a terminal)."""
+    import os
     import shutil
 
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() else max(shutil.get_terminal_size((140, 24)).columns, 140)
+    asked = os.environ.get("COLUMNS", "")
+    if asked.isdigit() and int(asked) > 0:
+        width: int | None = int(asked)
+    else:
+        width = None if stream.isatty() else max(
+            shutil.get_terminal_size((140, 24)).columns, 140)
     return Console(width=width, highlight=False, stderr=stderr)
 
 
-def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Any:
-    """A table whose cells are plain text (``unirt[cuda]`` is not rich markup)."""
+def table(title: str | None, columns: list[str], rows: list[list[Any]],
+          compact: bool = False, numeric: frozenset[int] = frozenset()) -> Any:
+    """A table whose cells are plain text (``unirt[cuda]`` is not rich markup). ``compact``:
+    no vertical rules (a row of many short columns fits 80 columns); ``numeric``: indices of
+    columns that are never broken inside a number (a folded ``2.98e-08`` reads as garbage)."""
+    from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    t = Table(title=title, show_lines=False, title_justify="left")
-    for c in columns:
-        t.add_column(c, overflow="fold")
+    t = Table(title=title, show_lines=False, title_justify="left",
+              box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD, pad_edge=not compact,
+              collapse_padding=compact)
+    for i, c in enumerate(columns):
+        if i in numeric:
+            t.add_column(c, no_wrap=True, justify="right")
+        elif compact and i < len(columns) - 1:  # names stay whole; the last column wraps
+            t.add_column(c, no_wrap=True, overflow="ellipsis")
+        else:
+            t.add_column(c, overflow="fold")
     for r in rows:
         t.add_row(*[Text("" if v is None else str(v)) for v in r])
     return t

@@ -75,14 +75,21 @@ class PluginError(UnirtError):
     """A plugin is malformed: duplicate backend names, a hook returning the wrong thing."""
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+#: Terminal escape sequences: colours (``\x1b[31m``) and the rest of CSI and two-byte escapes.
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 #: A log record another library printed into an engine's output (ONNX Runtime inside pnnx:
 #: ``2026-11-28 09:06:48.1 [W:onnxruntime:pnnx, cpuid_info.cc:105 LogEarlyWarning] ...``).
-_FOREIGN_LOG = re.compile(r"\S*\d{4}-\d\d-\d\d[ T][\d:.]+ \[[WIEV]:[^\]]*\][^;]*;?\s*")
+_FOREIGN_LOG = re.compile(r"\S*\d{4}-\d\d-\d\d[ T][\d:.]+ \[[WIEV]:[^\]]*\][^;\n]*;?[ \t]*\n?")
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without terminal escape sequences."""
+    return _ANSI.sub("", text)
 
 
 def clean(text: str) -> str:
-    """Engine text as a reason can carry it: no colour codes, no other libraries' log lines."""
+    """Engine text as a reason can carry it: no colour codes, no other libraries' log lines.
+    The one place engine text is cleaned (plugins and the CLI call this, issue 17)."""
     return _FOREIGN_LOG.sub("", _ANSI.sub("", text)).strip()
 
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -50,7 +49,7 @@ from typing import Any
 
 from . import _child
 from ._child import Channel
-from .errors import UnirtError
+from .errors import UnirtError, strip_ansi
 
 logger = logging.getLogger("unirt")
 
@@ -68,7 +67,6 @@ OUTPUT_TAIL_BYTES = 2048
 #: How often a waiting parent checks that the child is still alive (a forked grandchild can keep
 #: the reply pipe open after the child died, so EOF alone is not enough).
 _LIVENESS_INTERVAL = 0.25
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 
 
 class IsolationError(UnirtError):
@@ -213,7 +211,7 @@ def _read_tail(fd: int) -> str | None:
         data = os.pread(fd, OUTPUT_TAIL_BYTES, max(0, size - OUTPUT_TAIL_BYTES))
     except OSError:
         return None
-    text = _ANSI.sub("", data.decode("utf-8", "replace")).strip()
+    text = strip_ansi(data.decode("utf-8", "replace")).strip()
     return text or None
 
 

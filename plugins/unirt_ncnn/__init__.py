@@ -19,12 +19,10 @@ turned off (and pnnx's fp16 weights) for ``precision="exact"``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,28 +59,14 @@ _PNNX_TO_ONNX = {"Tensor.to": "Cast", "torch.topk": "TopK", "torch.argmax": "Arg
                  "Tensor.index": "Gather", "torch.where": "Where", "Constant": "Constant"}
 
 
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """ncnn prints 'dlopen failed libvulkan.so.1' on stderr from C when probing for a GPU;
-    on a machine without Vulkan that is expected, not something to show the user."""
-    try:
-        fd = os.dup(2)
-    except OSError:
-        yield
-        return
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(fd, 2)
-        os.close(fd)
-
-
 def _gpu_count() -> int:
     import ncnn
 
-    with _quiet_stderr():
+    from unirt.native import captured
+
+    # ncnn prints 'dlopen failed libvulkan.so.1' from C when probing for a GPU: expected on a
+    # machine without Vulkan, a debug line rather than the user's terminal.
+    with captured(NAME):
         return int(ncnn.get_gpu_count())
 
 
@@ -361,7 +345,7 @@ class NcnnSession(BackendSession):
             "pnnx": str(config.exe), "device": "cpu" if config.device is None
             else f"vulkan:{config.device}",
             "host_ops": [f"{h.op}->{h.output}" for h in self._host],
-            "conversions": [],
+            "conversions": [], "convert_s": 0.0,
         })
 
     # -- conversion ------------------------------------------------------------------------------
@@ -412,9 +396,12 @@ class NcnnSession(BackendSession):
         conv = _pnnx.Converted.load(entry)
         net = _Net(conv, self._load(conv))
         c.cache.release(entry)  # a private build (no writable cache): its files are loaded now
+        seconds = time.perf_counter() - start
         self.details["conversions"].append({
             "shapes": [list(s) for s in sig], "cached": not built, "entry": str(entry),
-            "seconds": round(time.perf_counter() - start, 3)})
+            "seconds": round(seconds, 3)})
+        if built:  # a cached conversion is a load, not a conversion
+            self.details["convert_s"] = round(self.details.get("convert_s", 0.0) + seconds, 4)
         logger.info("%s: %s %s at %s in %.2fs", NAME, "converted" if built else "loaded cached",
                     self.model.name, list(sig), time.perf_counter() - start)
         self._nets[sig] = net

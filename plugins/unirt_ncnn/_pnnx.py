@@ -216,6 +216,9 @@ def _run_pnnx(exe: Path, args: list[str], cwd: Path, timeout: float, what: str) 
     output = proc.stdout.decode("utf-8", "replace")
     logger.debug("pnnx %s -> rc %s in %.2fs", " ".join(args), proc.returncode,
                  time.perf_counter() - start)
+    for line in clean(output).splitlines():  # pnnx's own pages of output: the debug log only
+        if line.strip():
+            logger.debug("pnnx: %s", line.rstrip())
     if proc.returncode < 0:
         try:
             sig = signal.Signals(-proc.returncode).name

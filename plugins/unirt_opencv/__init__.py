@@ -45,8 +45,9 @@ from typing import Any
 
 import unirt
 from unirt.backend import Availability, Backend, BackendSession, OpenOptions
-from unirt.errors import BackendError, BackendUnavailableError, UnirtError
+from unirt.errors import BackendError, BackendUnavailableError, UnirtError, clean
 from unirt.model import ModelInfo
+from unirt.native import captured
 from unirt.tensor import TensorInfo
 
 logger = logging.getLogger("unirt")
@@ -114,7 +115,7 @@ def engine_message(exc: BaseException) -> str:
             parts.append(line)
     if not parts:
         return type(exc).__name__
-    return "; ".join(parts[:2])
+    return clean("; ".join(parts[:2]))
 
 
 def _capabilities(cv2: Any) -> dict[str, tuple[str, ...]]:
@@ -442,7 +443,8 @@ class OpenCvBackend(Backend):
         failures: list[str] = []
         for attempt in attempts:
             try:
-                net = self._read(cv2, data, attempt, has_engines)
+                with captured(self.name):  # OpenCV's [ WARN:...] lines: the debug log
+                    net = self._read(cv2, data, attempt, has_engines)
                 forward_names = self._output_names(net, model, attempt.engine)
             except (cv2.error, BackendError) as exc:
                 message = engine_message(exc) if isinstance(exc, cv2.error) else str(exc)

@@ -55,12 +55,19 @@ import io
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import unirt
 from unirt.backend import Availability, Backend, BackendSession, OpenOptions
-from unirt.errors import BackendError, BackendUnavailableError, ShapeLimitError, UnirtError
+from unirt.errors import (
+    BackendError,
+    BackendUnavailableError,
+    ShapeLimitError,
+    UnirtError,
+    clean,
+)
 from unirt.model import ModelInfo
 
 logger = logging.getLogger("unirt")
@@ -91,7 +98,7 @@ def _engine_message(exc: BaseException) -> str:
     """
     lines = [ln.strip(" -") for ln in str(exc).splitlines()]
     lines = [_NOISE_PART.sub("", ln).strip() for ln in lines if not _NOISE_LINE.match(ln.strip())]
-    useful = [ln.rstrip(".:;") for ln in lines if ln.rstrip(".:;")]
+    useful = [ln.rstrip(".:;") for ln in (clean(x) for x in lines) if ln.rstrip(".:;")]
     if not useful:
         return type(exc).__name__
     return "; ".join(useful[:3])
@@ -260,6 +267,9 @@ class OpenVinoBackend(Backend):
     install_hint = 'pip install "unirt[openvino]"'
     device_class = "cpu"
     default_rank = 40
+    # Several requests in flight run on CPU streams only under the THROUGHPUT hint; each thread
+    # on a session has its own infer request (OpenVinoSession), so threads are the requests.
+    throughput_options = {"performance_hint": "THROUGHPUT"}
 
     def __init__(self) -> None:
         super().__init__()
@@ -420,6 +430,7 @@ class OpenVinoBackend(Backend):
                     return core.compile_model(source, device, config)
                 return core.compile_model(core.read_model(source), device, config)
 
+        start = time.perf_counter()
         try:
             compiled = compile_model()
         except RuntimeError as exc:
@@ -428,6 +439,7 @@ class OpenVinoBackend(Backend):
         sess = OpenVinoSession(compiled, model, model.name, reopen=compile_model)
         sess.precision = self._read_precision(compiled, options)
         sess.details.update(self._describe(compiled, device, config))
+        sess.details["convert_s"] = round(time.perf_counter() - start, 4)  # read and compile
         logger.debug("openvino compiled %s on %s (%s)", model.name, device, sess.precision)
         return sess
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import clean
 from ..words import Word
 
 
@@ -71,6 +72,9 @@ class Reason:
         # Plugins may pass the words; keep the enums inside.
         object.__setattr__(self, "verdict", Status(self.verdict))
         object.__setattr__(self, "evidence", Evidence(self.evidence))
+        # Engine text arrives with colour codes and other libraries' log lines (pnnx's ONNX
+        # Runtime warnings): a reason is clean text wherever it is shown.
+        object.__setattr__(self, "message", clean(str(self.message)))
 
     @property
     def decisive(self) -> bool:
