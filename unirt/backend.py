@@ -58,12 +58,15 @@ class OpenOptions:
     default to bf16/fp16 must be told otherwise); ``"fast"`` lets the engine use its reduced
     precision defaults. ``threads``: intra-op threads, ``None`` for the engine default.
     ``extra``: backend-specific options passed through from ``load(options={name: {...}})``.
+    ``input_shapes``: ``load(input_shapes=...)``, the shapes the caller will feed; engines that
+    build for fixed shape ranges (TensorRT's optimization profiles) build for these at open.
     """
 
     precision: str = "exact"
     threads: int | None = None
     device: str = "auto"
     extra: Mapping[str, Any] = field(default_factory=dict)
+    input_shapes: Mapping[str, Any] = field(default_factory=dict)
 
 
 class BackendSession(ABC):

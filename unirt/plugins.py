@@ -36,6 +36,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "unirt_openvino",
     "unirt_opencv",
     "unirt_ncnn",
+    "unirt_tensorrt",
     "unirt.rewrite.builtin",  # the built-in model rewrites, registered like any plugin's
 )
 

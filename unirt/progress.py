@@ -45,6 +45,7 @@ class Step(Word):
     BENCH_LOAD = "bench load"  # a backend's cold and warm load in bench
     BENCH_RUN = "bench run"  # the timed rounds at one shape in bench
     CONVERT = "convert"  # a model converted for an engine (ncnn's pnnx)
+    BUILD = "build"  # an engine built for a model (TensorRT), in a child
     REWRITE = "rewrite"  # rewrites fitted to a candidate and verified
 
 

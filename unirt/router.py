@@ -410,7 +410,8 @@ class _Router:
     def open_options(self, name: str) -> OpenOptions:
         r = self.request
         return OpenOptions(precision=r.precision, threads=r.threads, device=r.device,
-                           extra=dict(r.options.get(name, {})))
+                           extra=dict(r.options.get(name, {})),
+                           input_shapes=dict(r.input_shapes or {}))
 
     def try_open(self, name: str) -> tuple[Any, RouteStep | None]:
         """Open one candidate: (session, None), or (None, the failed step)."""

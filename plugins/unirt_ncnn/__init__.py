@@ -70,6 +70,22 @@ def _gpu_count() -> int:
         return int(ncnn.get_gpu_count())
 
 
+#: ``GpuInfo.type()`` of a Vulkan device that is really the CPU (Mesa's lavapipe, "llvmpipe").
+VULKAN_CPU_TYPE = 3
+
+
+def _vulkan_devices() -> list[tuple[int, str, bool]]:
+    """(index, name, is_cpu) for every Vulkan device ncnn finds."""
+    import ncnn
+
+    out = []
+    with _quiet_stderr():
+        for i in range(int(ncnn.get_gpu_count())):
+            info = ncnn.get_gpu_info(i)
+            out.append((i, str(info.device_name()), int(info.type()) == VULKAN_CPU_TYPE))
+    return out
+
+
 class NcnnBackend(Backend):
     name = NAME
     description = "Tencent ncnn (CPU, or Vulkan where a GPU exists), models converted by pnnx"
@@ -547,6 +563,49 @@ class NcnnSession(BackendSession):
             self._tmp = None
 
 
+class NcnnVulkanBackend(NcnnBackend):
+    """ncnn on a Vulkan GPU (``use_vulkan_compute``): the GPU-class twin of :class:`NcnnBackend`,
+    so that ``device="gpu"`` and the default GPU-first order can route to it. Available only
+    where ncnn finds a Vulkan device that is a GPU: a CPU-backed Vulkan driver (lavapipe) never
+    counts for routing, but stays usable on request with ``backend="ncnn"`` and
+    ``options={"ncnn": {"device": "vulkan"}}``. ``precision="exact"`` keeps fp16 storage and
+    arithmetic off as on the CPU."""
+
+    name = "ncnn-vulkan"
+    description = "Tencent ncnn on a Vulkan GPU (use_vulkan_compute), models converted by pnnx"
+    device_class = "gpu"
+    default_rank = 30
+
+    def _available_impl(self) -> Availability:
+        base = super()._available_impl()
+        if not base.available:
+            return base
+        devices = _vulkan_devices()
+        gpus = [f"vulkan:{i}" for i, _, cpu in devices if not cpu]
+        if gpus:
+            return Availability(True, base.version, devices=tuple(gpus))
+        if not devices:
+            why = "ncnn finds no Vulkan GPU (get_gpu_count() is 0: no Vulkan driver or no GPU)"
+        else:
+            names = ", ".join(f"vulkan:{i} {name}" for i, name, _ in devices)
+            why = (f"ncnn's Vulkan devices are CPUs ({names}); use them on request with "
+                   "backend='ncnn' and options={'ncnn': {'device': 'vulkan'}}")
+        return Availability(False, base.version, reason=why, install_hint=INSTALL_HINT)
+
+    def _device(self, options: OpenOptions) -> int | None:
+        if options.extra.get("device") or options.device not in ("auto", "gpu"):
+            index = super()._device(options)
+            if index is None:
+                raise UnirtError(f"{self.name} runs on a Vulkan GPU; for the CPU use backend "
+                                 "'ncnn'")
+            return index
+        gpus = [i for i, _, cpu in _vulkan_devices() if not cpu]
+        if not gpus:
+            raise BackendUnavailableError(f"{self.name}: ncnn finds no Vulkan GPU")
+        return gpus[0]
+
+
 @unirt.hookimpl
 def register_backends(register: Any) -> None:
     register(NcnnBackend)
+    register(NcnnVulkanBackend)

@@ -1,0 +1,1 @@
+"""Test double of cuda-python's top-level package (tests only)."""

@@ -1,0 +1,1 @@
+"""Test double of ``cuda.bindings`` (tests only)."""

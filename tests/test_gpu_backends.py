@@ -1,0 +1,74 @@
+"""The GPU backends as this machine has them (no NVIDIA GPU, no Vulkan GPU): each registered,
+each unavailable with its own reason, in the GPU routing order; ncnn's Vulkan device choice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import unirt
+from unirt.backend import OpenOptions
+from unirt.errors import BackendUnavailableError, NoBackendError
+from unirt.plugins import get_registry
+from unirt.router import default_order
+from unirt.testing import models as M
+
+
+def test_gpu_routing_order() -> None:
+    assert default_order(get_registry(), "gpu") == ["tensorrt", "onnxruntime-cuda", "ncnn-vulkan"]
+    auto = default_order(get_registry(), "auto")
+    assert auto[:3] == ["tensorrt", "onnxruntime-cuda", "ncnn-vulkan"]
+
+
+def test_each_gpu_backend_says_why_not_here() -> None:
+    reg = get_registry()
+    reasons = {n: reg.backend(n).available() for n in ("tensorrt", "onnxruntime-cuda",
+                                                       "ncnn-vulkan")}
+    assert all(not a.available and a.reason for a in reasons.values())
+    assert "CUDAExecutionProvider" in (reasons["onnxruntime-cuda"].reason or "") or \
+        "libcuda" in (reasons["onnxruntime-cuda"].reason or "")
+    if reg.backend("ncnn").available().available:
+        assert "no Vulkan GPU" in (reasons["ncnn-vulkan"].reason or "")
+
+
+def test_device_gpu_without_a_gpu_lists_every_reason(tmp_path: Path) -> None:
+    path = M.save(M.add(), tmp_path / "a.onnx")
+    with pytest.raises(NoBackendError) as err:
+        unirt.load(path, device="gpu", verify="never")
+    text = str(err.value)
+    assert "tensorrt" in text and "onnxruntime-cuda" in text and "ncnn-vulkan" in text
+
+
+def _ncnn_or_skip(name: str = "ncnn"):
+    backend = get_registry().backend(name)
+    if not get_registry().backend("ncnn").available().available:
+        pytest.skip("ncnn/pnnx not installed")
+    return backend
+
+
+def test_lavapipe_is_not_a_gpu_for_routing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import unirt_ncnn
+
+    vk = _ncnn_or_skip("ncnn-vulkan")
+    monkeypatch.setattr(unirt_ncnn, "_vulkan_devices", lambda: [(0, "llvmpipe (LLVM 17)", True)])
+    status = vk.available()
+    assert not status.available and "are CPUs" in (status.reason or "")
+    assert "llvmpipe" in (status.reason or "")
+
+
+def test_a_real_vulkan_gpu_makes_ncnn_vulkan_available(monkeypatch: pytest.MonkeyPatch) -> None:
+    import unirt_ncnn
+
+    vk = _ncnn_or_skip("ncnn-vulkan")
+    monkeypatch.setattr(unirt_ncnn, "_vulkan_devices",
+                        lambda: [(0, "llvmpipe", True), (1, "NVIDIA H200", False)])
+    assert vk.available().devices == ("vulkan:1",)
+    assert vk._device(OpenOptions(device="gpu")) == 1  # the GPU, not the CPU-backed device
+
+
+def test_ncnn_vulkan_on_request_without_a_device_is_unavailable(tmp_path: Path) -> None:
+    _ncnn_or_skip()
+    path = M.save(M.add(), tmp_path / "a.onnx")
+    with pytest.raises(BackendUnavailableError, match="Vulkan device 0 is not available"):
+        unirt.load(path, backend="ncnn", verify="never", options={"ncnn": {"device": "vulkan"}})
