@@ -13,5 +13,5 @@ fi
 .venv/bin/python -m ruff check unirt plugins tests benchmarks examples stress
 # py.typed is a promise: the core and the built-in plugins type-check.
 .venv/bin/python -m mypy unirt plugins/unirt_onnxruntime plugins/unirt_openvino \
-    plugins/unirt_opencv plugins/unirt_ncnn --ignore-missing-imports
+    plugins/unirt_opencv plugins/unirt_ncnn plugins/unirt_tensorrt --ignore-missing-imports
 .venv/bin/python -m pytest -q "$@"

@@ -78,8 +78,10 @@ def _vulkan_devices() -> list[tuple[int, str, bool]]:
     """(index, name, is_cpu) for every Vulkan device ncnn finds."""
     import ncnn
 
+    from unirt.native import captured
+
     out = []
-    with _quiet_stderr():
+    with captured(NAME):
         for i in range(int(ncnn.get_gpu_count())):
             info = ncnn.get_gpu_info(i)
             out.append((i, str(info.device_name()), int(info.type()) == VULKAN_CPU_TYPE))
