@@ -316,3 +316,13 @@ def test_cli_refuses_bad_ray_options_before_starting_ray(models: dict[str, Path]
     result = CliRunner().invoke(cli, ["serve", str(models["affine"]), *args])
     assert result.exit_code != 0
     assert message in result.output
+
+
+def test_without_ray_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("ray") else real(name, *a))
+    with pytest.raises(UnirtError, match=r'needs the ray extra .*pip install "unirt\[ray\]"'):
+        on_ray.require_ray()
