@@ -7,7 +7,7 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -c constraints.txt -e ".[all,dev]"
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[all,ray,dev]"
 # The pnnx wheel declares torch; its converter binary needs none of it.
 .venv/bin/python -m pip install -q -c constraints.txt --no-deps pnnx
 .venv/bin/python -m ruff check unirt plugins tests benchmarks examples stress

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import InputError, OutputError, RequestError, UnirtError, first_line
-from .batching import Batcher
+from .batching import Batcher, BatchQueue
 from .metrics import Metrics
 from .protocol import encode_infer_response, parse_infer_request
 from .served import ServedModel
@@ -61,20 +61,24 @@ class ServerState:
         self.max_request_bytes = max_request_bytes
         self.metrics = Metrics()
         self.executor: ThreadPoolExecutor | None = None
-        self.batchers: dict[str, Batcher] = {}
+        self.batchers: dict[str, BatchQueue] = {}
         self.ready = False
 
     async def start(self) -> None:
         self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix="unirt-engine")
         for name, served in self.models.items():
             if served.batching.enabled:
-                batcher = Batcher(self._runner(served), self.executor,
-                                  max_batch=served.batching.max_batch,
-                                  timeout_s=served.batching.timeout_s, slots=self.workers,
-                                  observe=self._observer(served))
+                batcher = self.make_batcher(served, self.executor)
                 batcher.start()
                 self.batchers[name] = batcher
         self.ready = True
+
+    def make_batcher(self, served: ServedModel, executor: ThreadPoolExecutor) -> BatchQueue:
+        """The batcher of one model; a host that batches its own way (Ray Serve's
+        ``@serve.batch``) returns one of its own with the same ``start/submit/stop``."""
+        return Batcher(self._runner(served), executor, max_batch=served.batching.max_batch,
+                       timeout_s=served.batching.timeout_s, slots=self.workers,
+                       observe=self._observer(served))
 
     async def stop(self) -> None:
         self.ready = False
@@ -170,14 +174,20 @@ def create_app(models: Mapping[str, ServedModel], *, workers: int = 2,
                on_ready: Callable[[], None] | None = None) -> Starlette:
     """The Starlette app serving ``models`` (by name). Engine threads and batchers start with
     the app's lifespan and stop after the requests in flight are answered."""
+    return build_app(ServerState(models, workers=workers, max_request_bytes=max_request_bytes),
+                     on_ready=on_ready)
+
+
+def build_app(state: ServerState, *,
+              on_ready: Callable[[], None] | None = None) -> Starlette:
+    """The app over a :class:`ServerState` made elsewhere (``unirt.serve.ray`` passes one whose
+    batching is Ray Serve's): the same routes, codecs, errors and metrics."""
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
     from .. import __version__
-
-    state = ServerState(models, workers=workers, max_request_bytes=max_request_bytes)
 
     def model_of(request: Request) -> ServedModel:
         name = request.path_params["model"]

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -64,6 +65,17 @@ def run_stacked(run: RunFn, parts: list[dict[str, np.ndarray]]) -> list[dict[str
         for i, piece in enumerate(np.split(arr, bounds, axis=0)):
             split[i][name] = piece
     return split
+
+
+class BatchQueue(Protocol):
+    """What the app needs of a model's batching: :class:`Batcher` here, Ray Serve's
+    ``@serve.batch`` under ``unirt.serve.ray``."""
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def submit(self, feeds: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]: ...
 
 
 class Batcher:

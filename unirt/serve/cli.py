@@ -37,12 +37,33 @@ from ..errors import UnirtError
               help="Engine threads  [default: one per core, at least 2]")
 @click.option("--drain-timeout", "drain_timeout_s", type=float, default=None,
               help="Seconds SIGTERM waits for requests in flight  [default: 30]")
+@click.option("--ray", "use_ray", is_flag=True,
+              help="Serve on Ray Serve: replicas each holding the models, behind Serve's HTTP "
+                   "proxy, batching with @serve.batch (needs unirt[ray]).")
+@click.option("--ray-address", default=None,
+              help="With --ray: the Ray cluster to join  [default: RAY_ADDRESS, else a local "
+                   "Ray]")
+@click.option("--replicas", type=int, default=None,
+              help="With --ray: fixed replica count  [default: 1]")
+@click.option("--autoscaling", default=None, metavar="JSON|FILE",
+              help="With --ray: Ray Serve's autoscaling_config, e.g. "
+                   "'{\"min_replicas\": 1, \"max_replicas\": 4}' (instead of --replicas).")
+@click.option("--replica-cpus", type=float, default=None,
+              help="With --ray: CPUs per replica  [default: 1]")
+@click.option("--replica-gpus", type=float, default=None,
+              help="With --ray: GPUs per replica  [default: 1 when a model names a GPU backend, "
+                   "else 0]")
+@click.option("--max-ongoing-requests", type=int, default=None,
+              help="With --ray: requests a replica takes at once  [default: 64, or 2 x "
+                   "max-batch]")
 def serve_command(models: tuple[str, ...], name: str | None, host: str | None,
                   port: int | None, backend: str | None, prefer: tuple[str, ...],
                   precision: str | None, shape_specs: tuple[str, ...], config_file: str | None,
                   max_batch: int | None, batch_timeout_ms: float | None,
                   max_request_mb: float | None, workers: int | None,
-                  drain_timeout_s: float | None) -> None:
+                  drain_timeout_s: float | None, use_ray: bool, ray_address: str | None,
+                  replicas: int | None, autoscaling: str | None, replica_cpus: float | None,
+                  replica_gpus: float | None, max_ongoing_requests: int | None) -> None:
     """Serve MODELs over the Open Inference Protocol v2 (KServe v2, as Triton speaks it) on
     HTTP: JSON and binary tensor data, /metrics for Prometheus. Each model is loaded through
     unirt.load (routing, verification, cache) before the server reports ready; SIGTERM drains
@@ -52,6 +73,15 @@ def serve_command(models: tuple[str, ...], name: str | None, host: str | None,
     from .server import require_extra, serve
 
     require_extra()
+    ray_given = {"--ray-address": ray_address, "--replicas": replicas,
+                 "--autoscaling": autoscaling, "--replica-cpus": replica_cpus,
+                 "--replica-gpus": replica_gpus, "--max-ongoing-requests": max_ongoing_requests}
+    if not use_ray:
+        named = [k for k, v in ray_given.items() if v is not None]
+        if named:
+            raise UnirtError(f"{', '.join(named)} only apply with --ray")
+    elif replicas is not None and autoscaling is not None:
+        raise UnirtError("give --replicas or --autoscaling, not both")
     if backend and prefer:
         raise UnirtError("give --backend or --prefer, not both")
     shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
@@ -67,4 +97,16 @@ def serve_command(models: tuple[str, ...], name: str | None, host: str | None,
         log.addHandler(handler)
     if log.level == logging.NOTSET or log.level > logging.INFO:
         log.setLevel(logging.INFO)
+    if use_ray:
+        from . import ray as on_ray
+
+        on_ray.require_ray()
+        options = on_ray.RayOptions(
+            address=ray_address, replicas=1 if replicas is None else replicas,
+            autoscaling=None if autoscaling is None else on_ray.parse_autoscaling(autoscaling),
+            num_cpus=1.0 if replica_cpus is None else replica_cpus, num_gpus=replica_gpus,
+            max_ongoing_requests=max_ongoing_requests)
+        on_ray.deployment_options(config, options)  # every bad option before Ray starts
+        on_ray.run(config, options)
+        return
     serve(config)
