@@ -52,7 +52,7 @@ def rewrite_command(model: str | None, backend: str | None, out: str | None,
     from .model import read_model
     from .rewrite.fit import PROVEN, check_names, fit, traced_shapes
 
-    target = check_writable(out, "-o", inputs=[model])  # before any work
+    target = check_writable(out, "--out", inputs=[model])  # before any work
     info = read_model(model)
     registry.backend(backend)
     names = check_names(registry, list(only)) if only else None
