@@ -47,3 +47,14 @@ def test_public_api_names_resolve() -> None:
 
     for name in unirt.__all__:
         assert getattr(unirt, name) is not None
+
+
+def test_loading_a_model_imports_no_rewrite_module() -> None:
+    # The built-in rewrite plugin is loaded with every registry; its rewrites are imported
+    # only when a rewrite is needed (they cost ~18 ms of every load otherwise).
+    from pathlib import Path
+
+    model = Path(__file__).resolve().parents[1] / "examples" / "tiny_cnn.onnx"
+    loaded = _modules_after(f"import unirt; unirt.load({str(model)!r})")
+    assert "unirt.rewrite.builtin" in loaded  # the plugin is registered ...
+    assert not [m for m in loaded if m.startswith("unirt.rewrite.builtin.")]  # ... not run

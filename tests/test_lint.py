@@ -472,3 +472,20 @@ def test_finding_is_frozen_and_prints_on_one_line() -> None:
     with pytest.raises(AttributeError):
         f.node = "m"  # type: ignore[misc]
     assert str(f) == "error: Relu 'n': bad [checker]"
+
+
+def test_capabilities_lint_header_counts_what_unirt_lint_counts(tmp_path: Path) -> None:
+    """The header is the whole report's summary (infos counted, though not listed): a tester
+    saw "0 infos" there where `unirt lint` gave 1 for the same model."""
+    from unirt.testing import rewrite_models as rm
+
+    path = _save(rm.pool_rank(output=rm.UNDECLARED), tmp_path, "loose.onnx")
+    alone = CliRunner().invoke(cli, ["lint", path])
+    summary = alone.stdout.splitlines()[0].split(": ", 1)[1]
+    assert summary == "2 errors, 0 warnings, 1 info"  # the checker: output 'y' has no shape
+    res = CliRunner().invoke(cli, ["capabilities", "-q", "--backends", "onnxruntime",
+                                   "--no-query", path])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.splitlines()[0] == f"lint: {summary} (infos not shown; unirt lint {path} " \
+                                         "for all findings)"
+    assert not [line for line in res.stdout.splitlines() if line.startswith("info")]

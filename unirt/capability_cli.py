@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from . import cli_output
-from .cli_options import input_option, input_range_option, model_argument
+from .cli_options import input_option, input_range_option, model_argument, writable_file
 from .errors import UnirtError, clean
 
 _console = cli_output.console
@@ -25,6 +25,7 @@ _echo_json = cli_output.print_json
 @click.command("probe-ops")
 @click.option("--backend", "-b", required=True, help="The backend to probe.")
 @click.option("--out", "-o", "out", type=click.Path(dir_okay=False), default=None,
+              callback=writable_file,
               help="Where to write the table (default: unirt/optables/<backend>-<version>.json "
                    "when every op is probed; with --ops, nothing is written unless given).")
 @click.option("--ops", default=None, help="Only cases using these ops, e.g. Conv,Relu.")
@@ -143,7 +144,9 @@ def capabilities_command(model: str, backend_list: str | None, probe: bool,
 
         shown = LintReport(report.lint.model, tuple(report.lint_findings))
         lines = report_lines(shown, limit=_LINT_LINES)
-        con.print(f"lint: {lines[0].split(': ', 1)[-1]} (unirt lint {model} for all "
+        # The counts are the whole report's, as `unirt lint` gives them; infos are not listed.
+        hidden = "infos not shown; " if report.lint.infos else ""
+        con.print(f"lint: {report.lint.summary()} ({hidden}unirt lint {model} for all "
                   "findings)", markup=False, highlight=False, soft_wrap=True)
         for line in lines[1:]:
             con.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -24,6 +24,8 @@ from .cli_options import (
     model_argument,
     save_inputs_option,
     with_quiet,
+    writable_dir,
+    writable_file,
 )
 from .errors import UnirtError
 from .files import write_atomic
@@ -162,6 +164,7 @@ def _tensor_json(t: Any) -> dict[str, Any]:
 @click.option("--precision", type=click.Choice(["exact", "fast"]), default="exact",
               show_default=True, help="exact: float32 as declared; fast: the engine's defaults.")
 @click.option("--output-dir", "-o", type=click.Path(file_okay=False), default=None,
+              callback=writable_dir,
               help="Save each output as NAME.npy here.")
 @click.option("--explain", is_flag=True, help="Show the route: every backend considered and why.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -403,10 +406,12 @@ def _layerwise_text(lw: Any) -> str:
 @click.option("--precision", type=click.Choice(["exact", "fast"]), default="exact",
               show_default=True)
 @click.option("--timeout", type=float, default=600.0, show_default=True)
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None)
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None,
+              callback=writable_file)
 @click.option("--json-out", "json_path", type=click.Path(dir_okay=False), default=None,
-              help="Write the report as JSON to this file.")
+              callback=writable_file, help="Write the report as JSON to this file.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              callback=writable_file,
               help="Draw latency (median, p10-p90 band) against the swept size per backend "
                    "(needs matplotlib).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")

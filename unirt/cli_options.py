@@ -18,6 +18,23 @@ model_argument = click.argument("model", metavar="MODEL")
 optional_model_argument = click.argument("model", metavar="[MODEL]", required=False)
 
 
+def _writable(directory: bool) -> Any:
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        from .files import check_writable
+
+        if value:
+            check_writable(value, max(param.opts, key=len), directory=directory)
+        return value
+
+    return check
+
+
+#: ``callback=`` for an option naming a file or a folder to write: checked while the command
+#: line is parsed, before any work (:func:`unirt.files.check_writable`; a ``UnirtError``).
+writable_file = _writable(directory=False)
+writable_dir = _writable(directory=True)
+
+
 def _show_progress(ctx: click.Context, _param: click.Parameter, quiet: bool) -> None:
     from .cli_progress import shown
 
@@ -47,7 +64,7 @@ input_range_option = click.option(
     "--input-range", "range_specs", multiple=True, metavar="NAME=LO,HI",
     help="Values of a generated input: integers LO..HI, floats in [LO, HI) (repeatable).")
 save_inputs_option = click.option(
-    "--save-inputs", "save_dir", default=None, metavar="DIR",
+    "--save-inputs", "save_dir", default=None, metavar="DIR", callback=writable_dir,
     help="Write the inputs used (NAME.npy and inputs.json) to DIR, to replay with "
          "--load-inputs.")
 load_inputs_option = click.option(

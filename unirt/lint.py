@@ -529,6 +529,41 @@ def _baked_dims(g: _Graph) -> list[Finding]:
             if key not in seen:
                 seen.add(key)
                 out.append(f)
+    return out + _baked_hidden(g, {f.node for f in out})
+
+
+def _baked_hidden(g: _Graph, named: set[str | None]) -> list[Finding]:
+    """Reshapes baking a traced size downstream of one that does: behind the first, shapes are
+    static and the second looks like any Reshape. Found as the un-baking rewrite finds them
+    (:func:`unirt.rewrite.builtin.unbake.all_baked`: detection re-run with the earlier ones
+    freed), so that lint names every node the opt-in rewrite will edit."""
+    from .rewrite.builtin.unbake import all_baked
+
+    if not any(n.op_type == "Reshape" for n in g.info.nodes):
+        return []
+    try:
+        hidden = [b for b in all_baked(g.proto) if b.after]
+    except Exception as exc:  # a model shape inference cannot follow once freed: say nothing
+        logger.debug("lint: baked Reshapes after the first not traced: %s", exc)
+        return []
+    out: list[Finding] = []
+    for b in hidden:
+        i = next((k for k, n in enumerate(g.info.nodes) if not n.graph and n.op_type ==
+                  "Reshape" and (n.name or n.outputs[0]) == b.node), None)
+        if i is None or g.labels[i][0] in named:
+            continue
+        shape = g.consts.get(b.shape)
+        what = f"the constant shape {list(shape)}" if shape is not None else "its shape"
+        before = ", ".join(f"'{n}'" for n in b.after)
+        out.append(g.finding(
+            Severity.WARNING, Code.BAKED_DYNAMIC_DIM, i,
+            f"input '{b.input}' dim {b.dim} is declared dynamic ('{b.dim_param}') but {what} "
+            f"bakes it to {b.traced} too (hidden behind the baked Reshape {before}: shown once "
+            f"that is freed); any other size fails", input=b.input, dim=b.dim,
+            dim_param=b.dim_param, tensor=g.info.nodes[i].inputs[0], tensor_dim=None,
+            derived=False, value=b.traced, constant=b.shape if shape is not None else None,
+            shape=list(shape) if shape is not None else None, position=b.index,
+            product_of=None, after=list(b.after)))
     return out
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from . import cli_output
-from .cli_options import optional_model_argument
+from .cli_options import optional_model_argument, writable_file
 from .errors import UnirtError
 
 _console = cli_output.console
@@ -26,6 +26,7 @@ _print_json = cli_output.print_json
 @click.command("lock")
 @optional_model_argument
 @click.option("--out", "-o", "out", type=click.Path(dir_okay=False), default=None,
+              callback=writable_file,
               help="Where to write the lock (default: unirt.lock).")
 @click.option("--shape", "-s", "shape_specs", multiple=True, metavar="NAME=1x3x224x224",
               help="Input shape to verify and time at (sets its dynamic dims; repeatable).")
@@ -57,9 +58,11 @@ def lock_command(model: str | None, out: str | None, shape_specs: tuple[str, ...
 
 def _write(model: str, out: str, shape_specs: tuple[str, ...], precision: str,
            backend: str | None, as_json: bool) -> None:
+    from .files import check_writable
     from .inputs import parse_assignments, parse_shape
     from .lock import measure_lock, write_lock
 
+    check_writable(out, "--out", inputs=[model])  # the default too, before the measuring
     shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
     lock = measure_lock(model, backend=backend, shapes=shapes, precision=precision)
     path = write_lock(lock, out)

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UnirtError
+from .files import check_writable
 from .inputs import feeds_for
 from .isolation import CRASHED, HARNESS, TIMEOUT, Outcome
 from .layerwise import Prober, subgraph_model, tensor_error, with_outputs
@@ -232,7 +233,8 @@ def reduce(
         raise UnirtError(f"--match {match!r} is not a regular expression: {exc}") from None
     info = read_model(model)
     all_feeds = feeds_for(info, feeds, shapes, seed)
-    out = Path(output) if output else Path(f"{Path(info.name).stem}.reduced.onnx")
+    out = check_writable(output or f"{Path(info.name).stem}.reduced.onnx", "--output",
+                         inputs=[info.path])  # before any engine runs
     workdir = Path(tempfile.mkdtemp(prefix="unirt-reduce-"))
     prober = None
     try:

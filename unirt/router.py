@@ -317,26 +317,13 @@ def _rewrite_as_asked(registry: Registry, info: Any, names: tuple[str, ...], pre
     them. Verified on the reference against the original, at the sizes where the original runs
     (``Rewrite.traced_sizes``) unless ``input_shapes`` says otherwise. A discarded or refused
     rewrite is an error (it was asked for); one that does not apply is logged and skipped."""
-    from .inputs import shape_sets
     from .probe import reference_name
-    from .rewrite.fit import FitStatus, fit
+    from .rewrite.fit import FitStatus, fit, traced_shapes
 
     opt_in = [n for n in names if registry.rewrite(n).opt_in]
     if not opt_in:
         return info, None
-    shapes = dict(input_shapes or {})
-    if not shapes:
-        from .model import _load_proto
-
-        model = _load_proto(info)  # small constants kept: a Reshape's shape is one
-        traced: dict[str, dict[int, int]] = {}
-        for n in opt_in:
-            for inp, dims in registry.rewrite(n).traced_sizes(model).items():
-                traced.setdefault(inp, {}).update(dims)
-        if traced:
-            base = shape_sets(info.inputs)[0][1]
-            shapes = {i: tuple(dims.get(k, d) for k, d in enumerate(base[i]))
-                      for i, dims in traced.items() if i in base}
+    shapes = dict(input_shapes or {}) or traced_shapes(registry, info, opt_in)
     reference = reference_name(registry)
     fitted = fit(info, reference, names=opt_in, registry=registry, precision=precision,
                  shapes=shapes or None, tolerance=tolerance)
@@ -646,8 +633,9 @@ class _Router:
         if step is None and self._unjudged(name) and self._may_fit(name):
             # Opened, but nothing could tell whether it runs the model right: the reference
             # refuses the model too. A rewrite that makes the model well-formed can be judged.
-            # Only a verified fit replaces it: one as unverified as the original is no better
-            # (a tester saw an unverified 'fold' replace an unverified session, NaN both).
+            # Only a fit whose numbers were checked replaces it (verified, or ran right against
+            # the reference on the rewritten model): one as unverified as the original is no
+            # better (a tester saw an unverified 'fold' replace an unverified session, NaN both).
             fitted, _ = self._open_fitted(name, RouteStep(name, REJECTED, self.verifications[
                 name].describe()), replaces_unjudged=True)
             if fitted is not None:
@@ -686,8 +674,9 @@ class _Router:
                      ) -> tuple[Any, RouteStep | None]:
         """Open ``name`` on the fitted model: (session, None) with ``failed`` kept on the route,
         or (None, ``failed`` with what became of the rewrite added). ``replaces_unjudged``: the
-        candidate opened, unverified; only a verified fit replaces it, and nothing failed."""
-        from .rewrite.fit import FitStatus, fit
+        candidate opened, unverified; only a fit whose numbers were checked (``PROVEN``)
+        replaces it, and nothing failed."""
+        from .rewrite.fit import PROVEN, fit
         from .verify import Verification, status_of
 
         r = self.request
@@ -702,7 +691,7 @@ class _Router:
                                                          f"{exc}")
         if fitted.info is None:
             return None, failed
-        if not fitted.usable or (replaces_unjudged and fitted.status != FitStatus.VERIFIED):
+        if not fitted.usable or (replaces_unjudged and fitted.status not in PROVEN):
             again = fitted.result is not None and fitted.result.reason and (
                 fitted.result.reason.replace(fitted.info.name, self.info.name) in failed.reason)
             after = f"{', '.join(fitted.rewrites)} {fitted.status}, the same" if again \

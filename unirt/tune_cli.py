@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from . import cli_output
-from .cli_options import input_option, input_range_option, model_argument
+from .cli_options import input_option, input_range_option, model_argument, writable_file
 from .errors import UnirtError
 
 
@@ -28,6 +28,7 @@ from .errors import UnirtError
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "gpu"]), default="auto",
               show_default=True)
 @click.option("--lock", "lock_path", type=click.Path(dir_okay=False), default=None,
+              callback=writable_file,
               help="Also write a deployment lock of the winner (unirt.load(..., lock=FILE)).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def tune_command(model: str, backend_list: str | None, shape_specs: tuple[str, ...],

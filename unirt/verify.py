@@ -293,26 +293,18 @@ def verify(info: ModelInfo, backend: str, version: str | None, precision: str = 
 def traced_shapes(info: ModelInfo, registry: Registry | None = None
                   ) -> dict[str, tuple[int, ...]]:
     """Input shapes at which the model is known to run although its declared dynamic dims do
-    not (each rewrite's :meth:`~unirt.rewrite.Rewrite.traced_sizes`: a Reshape baking the
-    traced size), the other dynamic dims at the base sizes; empty when nothing says so."""
-    from .inputs import shape_sets
-    from .model import _load_proto
+    not, by every registered rewrite's :meth:`~unirt.rewrite.Rewrite.traced_sizes` (a Reshape
+    baking the traced size); empty when nothing says so (:func:`unirt.rewrite.fit.
+    traced_shapes`)."""
     from .plugins import get_registry
+    from .rewrite.fit import traced_shapes as traced
 
+    registry = registry or get_registry()
     try:
-        model = _load_proto(info)
-        sizes: dict[str, dict[int, int]] = {}
-        for rewrite in (registry or get_registry()).rewrites.values():
-            for name, dims in rewrite.traced_sizes(model).items():
-                sizes.setdefault(name, {}).update(dims)
-        if not sizes:
-            return {}
-        base = shape_sets(info.inputs)[0][1]
+        return traced(registry, info, list(registry.rewrites))
     except Exception as exc:  # a question about the model, never a reason to fail verifying
         logger.debug("no traced sizes for %s: %s", info.name, exc)
         return {}
-    return {name: tuple(dims.get(k, d) for k, d in enumerate(base[name]))
-            for name, dims in sizes.items() if name in base}
 
 
 def store(v: Verification, info: ModelInfo, backend: str, version: str | None,

@@ -18,17 +18,24 @@ if TYPE_CHECKING:  # pragma: no cover
     import onnx
 
 
+#: ``Change.node`` for an edit of the graph as a whole (folding, opset conversion).
+GRAPH = "graph"
+
+
 @dataclass(frozen=True)
 class Change:
-    """One edit, as the user reads it: ``node`` (its name, or ``"graph"``), its ``op`` type and
-    ``what`` was done ("kernel [2,2,2] on a rank-4 input: wrapped in Unsqueeze/MaxPool/Squeeze").
-    """
+    """One edit, as the user reads it: ``node`` (its name, or :data:`GRAPH`), its ``op`` type
+    and ``what`` was done ("kernel [2,2,2] on a rank-4 input: wrapped in
+    Unsqueeze/MaxPool/Squeeze"). A graph-wide ``what`` reads alone ("2 initializers -> 1"): it
+    prints as ``2 initializers -> 1 (graph)``, ``op`` being only the kind of thing counted."""
 
     node: str
     op: str
     what: str
 
     def __str__(self) -> str:
+        if self.node == GRAPH:
+            return f"{self.what} ({GRAPH})"
         return f"{self.op} '{self.node}': {self.what}"
 
 

@@ -8,10 +8,15 @@ the same seeded inputs at two sizes of every dynamic dim, within the exact toler
 is a claim about the numbers, and unirt measures it.
 
 When the reference cannot run the original (the pool-rank model: ONNX Runtime refuses it too),
-onnx's own reference evaluator runs the original in a child instead, if it can and its outputs
-have the shapes the model declares; else the reference running the rewritten model is the
-comparison, and the result says so. The verdict is cached like :mod:`unirt.verify`'s: only a
-verdict about the engine or the rewrite, never a time-out or unirt's own failure.
+onnx's own reference evaluator runs the original in a child instead, if it can and it reads the
+model as the model says: each output's shape must match the declared static dims and, for dims
+undeclared or symbolic, what the reference gives on the rewritten model. Two readings of an
+ill-formed model that disagree prove nothing (the evaluator reads a 3-D kernel on a rank-4 input
+as a 2-D pool), so then the comparison is with the reference running the rewritten model: that
+proves the engine runs the rewritten model right, not that the rewrite kept the model's meaning,
+and the status says so (:attr:`FitStatus.RAN_RIGHT`). The verdict is cached like
+:mod:`unirt.verify`'s: only a verdict about the engine or the rewrite, never a time-out or
+unirt's own failure.
 """
 
 from __future__ import annotations
@@ -43,8 +48,9 @@ VERDICT_SECTION = "rewrite-verify"
 MODEL_FILE = "model.onnx"
 CHANGES_FILE = "changes.json"
 VERDICT_FILE = "verdict.json"
-#: Bumped when what the pipeline writes or what a verdict means changes.
-VERSION = 1
+#: Bumped when what the pipeline writes or what a verdict means changes (2: the evaluator's
+#: reading is checked against the reference on the rewritten model; verdicts record their basis).
+VERSION = 2
 #: The name results give onnx's reference evaluator.
 EVALUATOR = "onnx.reference"
 
@@ -52,11 +58,25 @@ EVALUATOR = "onnx.reference"
 class FitStatus(Word):
     """What became of fitting a model to a backend."""
 
-    VERIFIED = "verified"  # rewritten, ran right in a child: use it
+    VERIFIED = "verified"  # matched the original's outputs in a child: rewrite and engine proven
+    RAN_RIGHT = "ran right"  # matched the reference on the rewritten model: the engine is proven,
+    # the rewrite is not (the original runs nowhere); used, and said so
     DISCARDED = "discarded"  # rewritten, but the numbers changed
     REFUSED = "refused"  # rewritten, and the engine still refuses it (or crashes on it)
     UNVERIFIED = "unverified"  # rewritten and ran, nothing independent to compare with
     NOT_APPLICABLE = "not applicable"  # no rewrite applies to this model
+
+
+class Basis(Word):
+    """What the rewritten model's outputs on the backend were compared with."""
+
+    ORIGINAL = "original"  # the original model's outputs (the reference, or onnx.reference)
+    REWRITTEN = "rewritten"  # the reference running the rewritten model
+    NONE = "none"  # nothing (the reference itself on a model only the rewrite makes runnable)
+
+
+#: The usable statuses: the rewritten model may replace the original.
+PROVEN = frozenset({FitStatus.VERIFIED, FitStatus.RAN_RIGHT})
 
 
 @dataclass(frozen=True)
@@ -65,8 +85,9 @@ class Fitted:
 
     ``rewrites``: the names of the rewrites that changed the model; ``changes`` each edit with
     the rewrite that made it; ``info``: the rewritten model (None when nothing applied);
-    ``compared_with``: what the rewritten model's outputs were compared with; ``result``: the
-    measurement; ``failures``: rewrites that raised (a bug in the rewrite, never the model's).
+    ``compared_with``: what the rewritten model's outputs were compared with, and ``basis``
+    which kind of comparison that was; ``result``: the measurement; ``failures``: rewrites that
+    raised (a bug in the rewrite, never the model's).
     """
 
     backend: str
@@ -79,12 +100,14 @@ class Fitted:
     reason: str = ""
     cached: bool = False
     failures: Mapping[str, str] = field(default_factory=dict)
+    basis: Basis = Basis.ORIGINAL
 
     @property
     def usable(self) -> bool:
-        """Whether the rewritten model may be opened in the user's process: verified, or ran
-        safely in a child with nothing independent to compare with."""
-        return self.info is not None and (self.status == FitStatus.VERIFIED or (
+        """Whether the rewritten model may be opened in the user's process: verified, ran right
+        against the reference on the rewritten model, or ran safely in a child with nothing
+        independent to compare with."""
+        return self.info is not None and (self.status in PROVEN or (
             self.status == FitStatus.UNVERIFIED and self.result is not None
             and self.result.status == "no reference"))
 
@@ -95,7 +118,9 @@ class Fitted:
         return max(o.max_abs for o in self.result.outputs)
 
     def describe(self) -> str:
-        """``pool_rank (verified, max abs 0)``, ``pool_rank discarded: max abs 0.31 > 0.0001``."""
+        """What was proved: ``pool_rank (verified, max abs 0)``; ``pool_rank (ran right, max abs
+        0 against onnxruntime on the rewritten model; the rewrite itself is unproven: ...)``;
+        ``pool_rank discarded: max abs 0.31 > 0.0001 on y``."""
         names = ", ".join(self.rewrites) or "no rewrite"
         if self.status == FitStatus.NOT_APPLICABLE:
             return self.reason or "no rewrite applies"
@@ -103,11 +128,12 @@ class Fitted:
         figure = "" if worst is None else f"max abs {worst:.2g}"
         against = "" if self.compared_with.startswith("the reference on the original") \
             else f" against {self.compared_with}"
-        if self.status == FitStatus.VERIFIED:
-            return f"{names} ({'cached verdict: ' if self.cached else ''}verified, " \
-                   f"{figure}{against})"
+        cached = "cached verdict: " if self.cached else ""
+        if self.status in PROVEN:
+            return f"{names} ({cached}{self.status}, {figure}{against})"
         if self.status == FitStatus.DISCARDED:
-            return f"{names} discarded: {self._excess()}"
+            return f"{names} discarded: {self._excess()}" + (
+                f" (against {self.compared_with})" if self.basis == Basis.REWRITTEN else "")
         return f"{names} {self.status}: {self.reason}"
 
     def _excess(self) -> str:
@@ -124,7 +150,8 @@ class Fitted:
     def as_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "status": self.status.value,
                 "rewrites": list(self.rewrites), "compared_with": self.compared_with,
-                "reason": self.reason, "max_abs": self.max_abs, "cached": self.cached,
+                "basis": self.basis.value, "reason": self.reason, "max_abs": self.max_abs,
+                "cached": self.cached,
                 "changes": [{"rewrite": n, "node": c.node, "op": c.op, "what": c.what}
                             for n, c in self.changes],
                 "failures": dict(self.failures),
@@ -276,36 +303,71 @@ def _child_evaluate(state: dict[str, Any], source: str | bytes, feeds: Any) -> d
     return {"outputs": dict(zip(state["names"], outs)), "times": []}
 
 
-def _declared(info: ModelInfo, outputs: Mapping[str, Any]) -> str | None:
-    """Why ``outputs`` do not have the shapes ``info`` declares (fully static ones), or None."""
+def _misread(info: ModelInfo, evaluated: Mapping[str, Any],
+            rewritten: Mapping[str, Any] | None, ref_name: str) -> str | None:
+    """Why the evaluator's ``evaluated`` outputs of the original cannot stand for it, or None.
+
+    Each dim must be the declared one where that is static, else what the reference gives on
+    the rewritten model (``rewritten``; None: it gave nothing, so an undeclared dim has nothing
+    to agree with). A check against declared shapes alone passes for undeclared outputs: the
+    evaluator's 2-D reading of a 3-D kernel on a rank-4 input then became the truth."""
     import numpy as np
 
+    from ..tensor import is_static
+
     for t in info.outputs:
-        if t.shape is None or t.is_dynamic or t.name not in outputs:
+        if t.name not in evaluated:
             continue
-        got = tuple(np.shape(outputs[t.name]))
-        if got != tuple(t.shape):
-            return f"output {t.name} has shape {list(got)}, the model declares {list(t.shape)}"
+        got = tuple(int(d) for d in np.shape(evaluated[t.name]))
+        declared = t.shape
+        if declared is not None and len(declared) != len(got):
+            return f"output {t.name!r} has rank {len(got)} there, the model declares " \
+                   f"{len(declared)}"
+        if declared is not None and all(is_static(d) for d in declared):
+            if got != tuple(declared):
+                return f"output {t.name!r} has shape {list(got)} there, the model declares " \
+                       f"{list(declared)}"
+            continue
+        if rewritten is None or t.name not in rewritten:
+            return f"output {t.name!r} has shape {list(got)} there, not fully declared, and " \
+                   f"{ref_name} cannot run the rewritten model to check it"
+        other = tuple(int(d) for d in np.shape(rewritten[t.name]))
+        want = other if declared is None or len(other) != len(got) else tuple(
+            d if is_static(d) else o for d, o in zip(declared, other))
+        if got != want:
+            return f"output {t.name!r} has shape {list(got)} there, {list(other)} on " \
+                   f"{ref_name} with the rewritten model"
     return None
 
 
+def _needs_second_reading(info: ModelInfo) -> bool:
+    """Whether some output's shape is undeclared or symbolic (the evaluator's reading must then
+    agree with the reference on the rewritten model)."""
+    return any(t.shape is None or t.is_dynamic for t in info.outputs)
+
+
 def evaluator_outputs(info: ModelInfo, recipes: Sequence[FeedRecipe], labels: Sequence[str],
-                      timeout: float) -> tuple[list[RunSet] | None, str]:
+                      timeout: float, rewritten: Sequence[RunSet] | None = None,
+                      ref_name: str = "the reference") -> tuple[list[RunSet] | None, str]:
     """onnx's reference evaluator on the original, in a child: (its RunSets, "") or (None, why
-    not). Outputs whose shapes differ from the declared ones are not trusted: the evaluator
-    reads an ill-formed node its own way (a 3-D kernel on a rank-4 input as a 2-D pool)."""
+    not). Outputs are trusted only where their shapes agree with the declared static dims and,
+    for the rest, with ``rewritten`` (the reference on the rewritten model, set by set): the
+    evaluator reads an ill-formed node its own way (a 3-D kernel on a rank-4 input as a 2-D
+    pool)."""
     from ..isolation import Worker
     from ..probe import RunSet, _child_init, _label
 
     sets: list[RunSet] = []
     with Worker(_child_init) as w:
-        for label, feeds in zip(labels, recipes):
+        for i, (label, feeds) in enumerate(zip(labels, recipes)):
             out = w.call(_child_evaluate, info.source(), feeds, timeout=timeout)
             if not out.ok:
                 return None, f"{EVALUATOR} cannot run it: {out.describe()}"
-            wrong = _declared(info, out.value["outputs"])
+            other = rewritten[i].outputs if rewritten is not None and i < len(rewritten) \
+                else None
+            wrong = _misread(info, out.value["outputs"], other, ref_name)
             if wrong is not None:
-                return None, f"{EVALUATOR} computes something else ({wrong})"
+                return None, f"{EVALUATOR} reads it otherwise: {wrong}"
             sets.append(RunSet(_label(label, feeds), out, out.value["outputs"], [],
                                nonfinite=feeds.nonfinite))
     return sets, ""
@@ -324,7 +386,7 @@ def _verdict_key(original: ModelInfo, fitted: ModelInfo, backend: str, version: 
                                  "tolerance": tolerance, "original": model_digest(original)})
 
 
-def _cached_verdict(key: str) -> tuple[ProbeResult, str] | None:
+def _cached_verdict(key: str) -> tuple[ProbeResult, str, Basis] | None:
     from ..cache import ArtifactCache
     from ..probe import ProbeResult
 
@@ -334,19 +396,21 @@ def _cached_verdict(key: str) -> tuple[ProbeResult, str] | None:
         return None
     try:
         doc = json.loads((entry / VERDICT_FILE).read_text())
-        return ProbeResult.from_dict(doc["result"]), str(doc["compared_with"])
+        return ProbeResult.from_dict(doc["result"]), str(doc["compared_with"]), \
+            Basis(doc["basis"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         logger.warning("unreadable rewrite verdict %s (%s); removed", key, exc)
         cache.remove(VERDICT_SECTION, key)
         return None
 
 
-def _store_verdict(key: str, result: ProbeResult, compared_with: str) -> None:
+def _store_verdict(key: str, result: ProbeResult, compared_with: str, basis: Basis) -> None:
     from ..cache import ArtifactCache
 
     def build(tmp: Path) -> dict[str, Any]:
         (tmp / VERDICT_FILE).write_text(json.dumps(
-            {"result": result.as_dict(), "compared_with": compared_with}, indent=1))
+            {"result": result.as_dict(), "compared_with": compared_with,
+             "basis": basis.value}, indent=1))
         return {"backend": result.backend, "status": result.status}
 
     cache = ArtifactCache()
@@ -358,9 +422,9 @@ def _store_verdict(key: str, result: ProbeResult, compared_with: str) -> None:
 def _measure(original: ModelInfo, fitted: ModelInfo, backend: str, precision: str,
              options: Mapping[str, Any], shapes: Mapping[str, Sequence[int]] | None,
              tolerance: float | None, registry: Registry, timeout: float
-             ) -> tuple[ProbeResult, str, bool]:
+             ) -> tuple[ProbeResult, str, Basis]:
     """Run ``fitted`` on ``backend`` in a child and judge it: (result, what it was compared
-    with, whether the comparison was independent of the rewrite)."""
+    with, the kind of comparison)."""
     from ..probe import HARNESS, NO_REFERENCE, ProbeResult, probe, reference_name, reference_outputs
     from ..verify import feed_sets
 
@@ -369,47 +433,84 @@ def _measure(original: ModelInfo, fitted: ModelInfo, backend: str, precision: st
         labels, _, recipes = feed_sets(original, shapes)
     except UnirtError as exc:
         return ProbeResult(backend, NO_REFERENCE, f"no inputs can be generated ({exc})"), "", \
-            False
+            Basis.NONE
     opened, reference = reference_outputs(original.source(), recipes, timeout=timeout,
                                           labels=labels, registry=registry)
     if opened.ok:
-        compared, independent = f"the reference on the original ({ref_name})", True
+        compared, basis = f"the reference on the original ({ref_name})", Basis.ORIGINAL
     elif opened.status == HARNESS:
         return ProbeResult(backend, HARNESS, f"unirt could not run the reference: "
-                           f"{opened.describe()}", opened=False), "", False
+                           f"{opened.describe()}", opened=False), "", Basis.NONE
     else:
-        why_ref = opened.describe().splitlines()[0] if opened.describe() else opened.status
-        evaluated, why_eval = evaluator_outputs(original, recipes, labels, timeout)
+        on_rewritten = None
+        if _needs_second_reading(original):
+            _, on_rewritten = reference_outputs(fitted.source(), recipes, timeout=timeout,
+                                                labels=labels, registry=registry)
+        evaluated, why_eval = evaluator_outputs(original, recipes, labels, timeout,
+                                                on_rewritten, ref_name)
         if evaluated is not None:
             reference = evaluated
-            compared, independent = f"{EVALUATOR} on the original ({ref_name} refuses it)", True
+            compared, basis = f"{EVALUATOR} on the original ({ref_name} refuses it)", \
+                Basis.ORIGINAL
         else:
-            _, reference = reference_outputs(fitted.source(), recipes, timeout=timeout,
-                                             labels=labels, registry=registry)
-            compared = (f"{ref_name} on the rewritten model (the original runs on neither "
-                        f"{ref_name} nor {EVALUATOR})")
-            logger.info("%s: %s; %s", original.name, why_ref, why_eval)
-            independent = backend != ref_name
+            if on_rewritten is None:
+                _, on_rewritten = reference_outputs(fitted.source(), recipes, timeout=timeout,
+                                                    labels=labels, registry=registry)
+            reference = on_rewritten
+            nowhere = f"the original runs nowhere ({ref_name} refuses it; {why_eval})"
+            logger.info("%s: %s", original.name, nowhere)
+            if backend != ref_name:
+                compared = f"{ref_name} on the rewritten model; the rewrite itself is " \
+                           f"unproven: {nowhere}"
+                basis = Basis.REWRITTEN
+            else:
+                compared = f"{ref_name} ran the rewritten model with nothing independent to " \
+                           f"compare it with: neither its numbers nor the rewrite are " \
+                           f"proven; {nowhere}"
+                basis = Basis.NONE
     result = probe(fitted, backend, recipes, precision, options, atol=tolerance,
                    timeout=timeout, labels=labels, registry=registry, reference=reference)
-    if not independent and result.passed:
-        result = ProbeResult(backend, NO_REFERENCE, "ran in a child; nothing independent to "
-                             f"compare with: {compared}", result.precision, result.shapes,
+    if basis == Basis.NONE and result.passed:
+        result = ProbeResult(backend, NO_REFERENCE, compared, result.precision, result.shapes,
                              result.outputs, result.tolerances, result.limited, result.load_s,
                              result.run_s)
-    return result, compared, independent
+    return result, compared, basis
 
 
-def _status(result: ProbeResult) -> FitStatus:
+def _status(result: ProbeResult, basis: Basis) -> FitStatus:
     from ..probe import FAIL, HARNESS, NO_REFERENCE, PASS
 
     if result.status == PASS:
-        return FitStatus.VERIFIED
+        return FitStatus.VERIFIED if basis == Basis.ORIGINAL else FitStatus.RAN_RIGHT
     if result.status == FAIL:
         return FitStatus.DISCARDED
     if result.status in (NO_REFERENCE, HARNESS):
         return FitStatus.UNVERIFIED
     return FitStatus.REFUSED
+
+
+def traced_shapes(registry: Registry, info: ModelInfo, names: Sequence[str]
+                  ) -> dict[str, tuple[int, ...]]:
+    """The input shapes at which the *original* runs, for rewrites that change what the model
+    accepts (``Rewrite.traced_sizes``: un-baking a traced Reshape size): the sizes to verify at
+    when the user gave none. Empty when none of ``names`` says (any size will do).
+    ``load(rewrite=[...])`` and ``unirt rewrite --only`` both verify there."""
+    from ..inputs import shape_sets
+    from ..model import _load_proto
+
+    rewrites = [registry.rewrite(n) for n in names]
+    if not any(type(r).traced_sizes is not Rewrite.traced_sizes for r in rewrites):
+        return {}
+    model = _load_proto(info)  # small constants kept: a Reshape's shape is one
+    traced: dict[str, dict[int, int]] = {}
+    for r in rewrites:
+        for inp, dims in r.traced_sizes(model).items():
+            traced.setdefault(inp, {}).update(dims)
+    if not traced:
+        return {}
+    base = shape_sets(info.inputs)[0][1]
+    return {i: tuple(dims.get(k, d) for k, d in enumerate(base[i]))
+            for i, dims in traced.items() if i in base}
 
 
 def fit(info: ModelInfo, backend: str, *, names: Sequence[str] | None = None,
@@ -454,19 +555,19 @@ def fit(info: ModelInfo, backend: str, *, names: Sequence[str] | None = None,
                        tolerance)
     known = _cached_verdict(key)
     if known is not None:
-        result, compared = known
+        result, compared, basis = known
         cached = True
     else:
         from .. import progress
 
         with progress.step(progress.Step.REWRITE, backend, info.name,
                            "+".join(applied)) as running:
-            result, compared, _ = _measure(info, fitted, backend, precision, options or {},
-                                           shapes, tolerance, registry, timeout)
+            result, compared, basis = _measure(info, fitted, backend, precision, options or {},
+                                               shapes, tolerance, registry, timeout)
             running.detail = f"{'+'.join(applied)}: {result.status}"
         cached = False
         if Verification(status_of(result), result, False, key).about_engine:
-            _store_verdict(key, result, compared)
-    status = _status(result)
+            _store_verdict(key, result, compared, basis)
+    status = _status(result, basis)
     return Fitted(backend, status, applied, tuple(changes), fitted, result, compared,
-                  result.reason, cached, failures)
+                  result.reason, cached, failures, basis)

@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 F = TensorProto.FLOAT
 
 
-def _model(nodes: list[onnx.NodeProto], x: Sequence[int | str], y: Sequence[int | str],
+def _model(nodes: list[onnx.NodeProto], x: Sequence[int | str], y: Sequence[int | str] | None,
            inits: list[onnx.TensorProto] | None = None, opset: int = 17) -> onnx.ModelProto:
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F, x)],
                           [helper.make_tensor_value_info("y", F, y)], inits or [])
@@ -26,12 +26,19 @@ def _model(nodes: list[onnx.NodeProto], x: Sequence[int | str], y: Sequence[int 
     return m
 
 
-def pool_rank(op: str = "MaxPool") -> onnx.ModelProto:
+#: ``pool_rank(output=UNDECLARED)``: the output declared with no shape at all.
+UNDECLARED = None
+
+
+def pool_rank(op: str = "MaxPool", output: Sequence[int | str] | None = (2, 2, 3, 3)
+              ) -> onnx.ModelProto:
     """PyTorch ``MaxPool3d(2)`` on an unbatched ``(C, D, H, W) = (2, 4, 6, 6)`` tensor, as it
     exports: a 3-D kernel on a rank-4 input (ONNX reads it as 2-D pooling; every engine
-    refuses it)."""
+    refuses it). ``output``: the declared output shape (symbolic dims, or :data:`UNDECLARED`,
+    as exporters often leave it: then onnx's reference evaluator's 2-D reading, of shape
+    ``[2, 4, 3, 3]``, is not contradicted by any declaration)."""
     return _model([helper.make_node(op, ["x"], ["y"], kernel_shape=[2, 2, 2],
-                                    strides=[2, 2, 2], name="p1")], [2, 4, 6, 6], [2, 2, 3, 3])
+                                    strides=[2, 2, 2], name="p1")], [2, 4, 6, 6], output)
 
 
 def pool_rank_expected(x: np.ndarray, op: str = "MaxPool") -> np.ndarray:

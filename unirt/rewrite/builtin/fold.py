@@ -28,7 +28,7 @@ import logging
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from unirt.rewrite.base import Change, Rewrite, RewriteContext
+from unirt.rewrite.base import GRAPH, Change, Rewrite, RewriteContext
 from unirt.rewrite.graph import Dim, dims_of, pinned_inputs, set_input_dims
 
 if TYPE_CHECKING:  # pragma: no cover - registering the built-ins imports no onnx
@@ -145,13 +145,13 @@ class Fold(Rewrite):
                        next(v for v in model.graph.input if v.name == name)) or []))]
         for op in sorted(set(old) | set(new)):
             if old[op] != new[op]:
-                changes.append(Change("graph", op, f"{old[op]} -> {new[op]} nodes"))
+                changes.append(Change(GRAPH, op, f"{old[op]} {op} nodes -> {new[op]}"))
         if len(model.graph.initializer) != len(result.graph.initializer):
-            changes.append(Change("graph", "initializers",
-                                  f"{len(model.graph.initializer)} -> "
+            changes.append(Change(GRAPH, "initializers",
+                                  f"{len(model.graph.initializer)} initializers -> "
                                   f"{len(result.graph.initializer)}"))
         if not changes:
-            changes.append(Change("graph", "*", "simplified (same op counts, edited attributes "
-                                                "or constants)"))
+            changes.append(Change(GRAPH, "*", "simplified: same op counts, edited attributes "
+                                              "or constants"))
         model.CopyFrom(result)
         return changes

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from unirt.rewrite.base import Change, Rewrite, RewriteContext
+from unirt.rewrite.base import GRAPH, Change, Rewrite, RewriteContext
 from unirt.rewrite.graph import opset_of
 
 if TYPE_CHECKING:  # pragma: no cover - registering the built-ins imports no onnx
@@ -47,10 +47,10 @@ class OpsetConvert(Rewrite):
             return []
         before = [n.op_type for n in model.graph.node]
         model.CopyFrom(converted)
-        changes = [Change("graph", "opset", f"default-domain opset {current} -> {target} "
-                                            "(onnx.version_converter)")]
+        changes = [Change(GRAPH, "opset", f"default-domain opset {current} -> {target} by "
+                                          "onnx.version_converter")]
         after = [n.op_type for n in model.graph.node]
         if before != after:
-            changes.append(Change("graph", "nodes", f"{len(before)} -> {len(after)} nodes in "
-                                                    "the older ops' form"))
+            changes.append(Change(GRAPH, "nodes", f"{len(before)} nodes -> {len(after)} in "
+                                                  "the older ops' form"))
         return changes

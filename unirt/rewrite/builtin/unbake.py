@@ -13,13 +13,18 @@ declares), its shape is a constant with no -1 and no 0 that copies that dim, and
 count fixes the traced size. The entry is safe to free when the entries before it split only
 dims before the symbolic one and the entries after it only dims after it (so the symbolic dim
 lies wholly inside it). Shapes with -1, or computed through a Shape op, are never reported.
+
+A baked Reshape hides the next one: downstream of it the shapes are static, so a second Reshape
+baking the same size looks like any other ([1, 16, 2, 4] then [1, 16, 8]). Un-baking therefore
+repeats (detect, fix, infer shapes again) until nothing more is found, and :func:`all_baked`
+lists the hidden ones by doing the same on a copy.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from unirt.rewrite.base import Change, Rewrite, RewriteContext
@@ -39,6 +44,10 @@ if TYPE_CHECKING:  # pragma: no cover - registering the built-ins imports no onn
 
 log = logging.getLogger(__name__)
 
+#: At most this many rounds of detect-and-fix: each round frees at least one Reshape, so a
+#: chain longer than this in one model is left partly baked (and said so by the next lint).
+MAX_ROUNDS = 32
+
 
 @dataclass(frozen=True)
 class BakedDim:
@@ -49,6 +58,7 @@ class BakedDim:
     holding the traced size (None when it is spread over several entries), ``value``: that
     entry (the traced size itself when ``index`` is None), ``traced``: the traced size of the
     dim. ``fix``: what un-baking writes at ``index`` (0 or -1), None when it is not safe.
+    ``after``: the baked Reshapes that hid this one (it shows once they are un-baked).
     """
 
     input: str
@@ -60,6 +70,7 @@ class BakedDim:
     value: int
     traced: int
     fix: int | None
+    after: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         where = (f"bakes {self.value} (entry {self.index} of its shape)"
@@ -141,40 +152,80 @@ def baked_reshapes(model: onnx.ModelProto) -> list[BakedDim]:
     return found
 
 
+def _fixable(found: list[BakedDim]) -> list[BakedDim]:
+    return [b for b in found if b.fix is not None and b.index is not None]
+
+
+def _unbake(model: onnx.ModelProto, todo: list[BakedDim]) -> list[Change]:
+    """Free each of ``todo`` (fixable ones) in place and infer shapes again."""
+    import numpy as np
+
+    graph = model.graph
+    by_name = {(n.name or n.output[0]): n for n in graph.node}
+    changes: list[Change] = []
+    fresh = Names(graph)
+    for b in todo:
+        node = by_name[b.node]
+        old = constant(graph, b.shape)
+        assert old is not None and b.index is not None and b.fix is not None
+        new = np.array(old, np.int64).reshape(-1)
+        new[b.index] = b.fix
+        node.input[1] = add_constant(graph, fresh, f"{b.node}/unbaked_shape", new)
+        changes.append(Change(b.node, "Reshape",
+                              f"shape {old.tolist()} -> {new.tolist()}: entry {b.index} baked "
+                              f"the traced size {b.traced} of '{b.input}' dim {b.dim} "
+                              f"('{b.dim_param}')"))
+    drop_unused(graph, [b.shape for b in todo])
+    reinfer(model, relax_outputs=True)
+    return changes
+
+
+def unbake_all(model: onnx.ModelProto) -> tuple[list[Change], list[BakedDim]]:
+    """Un-bake ``model`` in place until no fixable baked Reshape is left (at most
+    :data:`MAX_ROUNDS` rounds): (the changes, every baked Reshape seen, each with the ones that
+    hid it in ``after``)."""
+    changes: list[Change] = []
+    seen: list[BakedDim] = []
+    freed: list[str] = []
+    for _ in range(MAX_ROUNDS):
+        known = {b.node for b in seen}
+        found = [replace(b, after=tuple(freed)) for b in baked_reshapes(model)
+                 if b.node not in known]
+        seen += found
+        todo = _fixable(found)
+        if not todo:
+            break
+        changes += _unbake(model, todo)
+        freed += [b.node for b in todo]
+    return changes, seen
+
+
+def all_baked(model: onnx.ModelProto) -> list[BakedDim]:
+    """Every baked Reshape of ``model``, the ones a baked Reshape upstream hides included (found
+    on a copy with the earlier ones un-baked; ``model`` is not touched)."""
+    import onnx
+
+    first = baked_reshapes(model)
+    if not _fixable(first):
+        return first
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    return unbake_all(work)[1]
+
+
 class UnbakeReshape(Rewrite):
     name = "unbake_reshape"
-    summary = "a traced size baked into a constant Reshape shape freed as 0/-1 (opt-in)"
+    summary = "a traced size baked into a constant Reshape shape freed as 0/-1"
     ops = frozenset({"Reshape"})
     opt_in = True
+    version = 2  # 2: repeats until no baked Reshape is left (one hid the next)
 
     def traced_sizes(self, model: onnx.ModelProto) -> dict[str, dict[int, int]]:
         sizes: dict[str, dict[int, int]] = {}
-        for b in baked_reshapes(model):
+        for b in all_baked(model):
             if b.fix is not None:
                 sizes.setdefault(b.input, {})[b.dim] = b.traced
         return sizes
 
     def apply(self, model: onnx.ModelProto, context: RewriteContext) -> list[Change]:
-        import numpy as np
-
-        todo = [b for b in baked_reshapes(model) if b.fix is not None and b.index is not None]
-        if not todo:
-            return []
-        graph = model.graph
-        by_name = {(n.name or n.output[0]): n for n in graph.node}
-        changes: list[Change] = []
-        fresh = Names(graph)
-        for b in todo:
-            node = by_name[b.node]
-            old = constant(graph, b.shape)
-            assert old is not None and b.index is not None and b.fix is not None
-            new = np.array(old, np.int64).reshape(-1)
-            new[b.index] = b.fix
-            node.input[1] = add_constant(graph, fresh, f"{b.node}/unbaked_shape", new)
-            changes.append(Change(b.node, "Reshape",
-                                  f"shape {old.tolist()} -> {new.tolist()}: entry {b.index} baked "
-                                  f"the traced size {b.traced} of '{b.input}' dim {b.dim} "
-                                  f"('{b.dim_param}')"))
-        drop_unused(graph, [b.shape for b in todo])
-        reinfer(model, relax_outputs=True)
-        return changes
+        return unbake_all(model)[0]
