@@ -70,6 +70,9 @@ def test_tensor_error_reports_relative_error_magnitude_and_integers() -> None:
     assert not i.ok and i.differing == 1 and i.max_abs == 123
     assert i.text() == "q (int32): 1 of 3 values differ, by up to 123"
     assert tensor_error("b", np.array([True]), np.array([True])).text() == "b (bool): equal"
+    # rank 0 (DynamicQuantizeLinear's scale): a tester's quantized model raised a TypeError
+    z = tensor_error("s", np.array(1.0, np.float32), np.array(2.0, np.float32))
+    assert z.max_abs == 1.0 and not z.ok
 
 
 def test_subgraph_model_feeds_inputs_and_keeps_initializers() -> None:

@@ -123,7 +123,8 @@ def tensor_error(name: str, got: Any, ref: Any, precision: str = "exact",
                            problem=None if equal else "non-numeric values differ")
     if r.size == 0:
         return TensorError(name, dtype, 0.0, 0.0, 0.0, True)
-    fa, fr = a.astype(np.float64), r.astype(np.float64)
+    # Flat: a rank-0 tensor (DynamicQuantizeLinear's scale) would make ``d`` a numpy scalar.
+    fa, fr = a.astype(np.float64).reshape(-1), r.astype(np.float64).reshape(-1)
     with np.errstate(invalid="ignore", over="ignore"):
         d = np.abs(fa - fr)
     both_nan = np.isnan(fa) & np.isnan(fr)

@@ -107,15 +107,32 @@ def _from_json_data(data: Any, dtype: np.dtype, shape: tuple[int, ...], what: st
         arr = raw.astype(object)
     else:
         kinds = {"b": "b", "i": "biu", "u": "biu", "f": "biuf", "V": "biuf"}[dtype.kind]
+        if raw.size and raw.dtype.kind == "O" and all(
+                isinstance(v, int) and not isinstance(v, bool) for v in raw.reshape(-1)):
+            raise RequestError(f"{what}: a value is out of the range of "
+                               f"{datatype_of(dtype)}")  # beyond int64: numpy keeps objects
         if raw.size and raw.dtype.kind not in kinds:
             got = "strings" if raw.dtype.kind in "OUS" else f"{raw.dtype} values"
             raise RequestError(f"{what}: data of {got} cannot be {datatype_of(dtype)}")
         if raw.size and dtype.kind == "u" and raw.dtype.kind == "i" and raw.min() < 0:
             raise RequestError(f"{what}: negative values cannot be {datatype_of(dtype)}")
+        # Never wrap or saturate silently: 2**40 as INT32 became 0 in a tester's request.
+        if raw.size and dtype.kind in "iu" and raw.dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            if int(raw.min()) < info.min or int(raw.max()) > info.max:
+                raise RequestError(f"{what}: a value is out of the range of "
+                                   f"{datatype_of(dtype)} ({info.min}..{info.max})")
         try:
-            arr = raw.astype(dtype)
+            with np.errstate(over="raise", invalid="ignore"):
+                arr = raw.astype(dtype)
+        except FloatingPointError:
+            raise RequestError(f"{what}: a value is out of the range of "
+                               f"{datatype_of(dtype)}") from None
         except (ValueError, OverflowError, TypeError) as exc:
             raise RequestError(f"{what}: data cannot be {datatype_of(dtype)} ({exc})") from None
+        if raw.size and dtype.kind == "f" and raw.dtype.kind == "f" and bool(
+                (np.isinf(arr) & np.isfinite(raw)).any()):
+            raise RequestError(f"{what}: a value is out of the range of {datatype_of(dtype)}")
     count = math.prod(shape)
     if arr.size != count:
         raise RequestError(f"{what}: shape {list(shape)} needs {count} values, 'data' has "
