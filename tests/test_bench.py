@@ -154,3 +154,21 @@ def test_bench_cli_throughput_and_arguments(tmp_path: Path) -> None:
             (["--requests", "2"], "Error: --requests is for --mode throughput")):
         bad = runner.invoke(cli, ["bench", str(path), *args])
         assert bad.exit_code == 1 and bad.output.startswith(message), bad.output
+
+
+def test_unset_dynamic_dims_are_guessed_as_run_does_and_said(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A tester's bench measured a dynamic image width at 1, silently; run guesses 32 and warns."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["img"], ["y"])], "g",
+        [helper.make_tensor_value_info("img", TensorProto.FLOAT, [1, 1, 64, "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 64, "W"])])
+    path = tmp_path / "w.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with caplog.at_level("WARNING", logger="unirt"):
+        report = bench(path, backends=["onnxruntime"], runs=2, warmup=0)
+    assert {r.shape for r in report.results} == {"img=1x1x64x32"}
+    assert "input 'img': dim 3 ('W') not given, using 32" in caplog.text

@@ -271,3 +271,26 @@ def test_a_crash_in_the_probe_child_is_a_verdict() -> None:
     dyn = probe_summary(ProbeResult("x", "pass", shapes=["x=1x32", "T=64 (x=1x64)"],
                                     limited={"T=64 (x=1x64)": "error: bad reshape"}))
     assert dyn["status"] == "dynamic_fail" and "T=64" in dyn["detail"]
+
+
+def test_probe_of_a_reference_that_opens_but_fails_at_the_sizes_probed(tmp_path) -> None:
+    """A tester's silero-vad: ONNX Runtime opened it and failed at the guessed 32 samples;
+    capabilities --probe called that "refuses the model". It is a note naming --shape."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    import unirt
+
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "s"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "T", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "T", 2, 2])],
+        [numpy_helper.from_array(np.array([1, 16, 2, 2], np.int64), "s")])
+    path = tmp_path / "baked.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    report = unirt.capabilities(path, backends=["onnxruntime"], probe=True)
+    v = report.verdicts["onnxruntime"]
+    assert v.status != "UNSUPPORTED", v.summary()
+    assert v.measured["status"] == "run_fail"
+    assert any("failed running it at the sizes probed" in n and "--shape" in n for n in v.notes)

@@ -184,3 +184,13 @@ def test_a_failure_that_vanishes_with_tensors_exposed_is_said_so(tmp_path: Path,
     assert report.status in ("no divergence", "unstable") and report.first is None
     assert "intermediates are outputs (fusion)" in report.reason
     assert "unirt reduce" in report.text()
+
+
+def test_layerwise_on_a_crashed_backend_points_at_reduce(tmp_path: Path,
+                                                         fake_engines: None) -> None:
+    path = M.save(M.conv_net(), tmp_path / "conv.onnx")
+    res = CliRunner().invoke(cli, ["compare", str(path), "--backends", "fake-segfault",
+                                   "--layerwise", "-q"])
+    assert res.exit_code == 2
+    assert "layerwise fake-segfault: not searched (crashed: it gave no outputs); `unirt " \
+           f"reduce {path} --backend fake-segfault`" in res.stdout

@@ -109,3 +109,15 @@ def test_reduce_cli(tmp_path: Path, fake_engines: None) -> None:
     assert ok.output.startswith("Error: onnxruntime runs twenty.onnx within tolerance")
     nope = CliRunner().invoke(cli, ["reduce", str(path), "--backend", "nope"])
     assert nope.exit_code == 1 and nope.output.startswith("Error: unknown backend 'nope'")
+
+
+def test_reduce_reports_progress(tmp_path: Path, fake_engines: None) -> None:
+    """A tester watched 3 s and 23 engine runs pass with nothing on stderr."""
+    from unirt import progress
+
+    seen: list[progress.Progress] = []
+    path = M.save(twenty_nodes(), tmp_path / "twenty.onnx")
+    with progress.subscribe(seen.append):
+        reduce(path, "fake-softmax", tmp_path / "r.onnx")
+    steps = [e for e in seen if e.step == progress.Step.REDUCE]
+    assert steps and {e.status for e in steps} == {"started", "done"}

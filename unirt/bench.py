@@ -190,7 +190,7 @@ def bench(
     core count), the model opened with the backend's ``throughput_options``.
     """
     from .compare import default_backends
-    from .inputs import check_ranges, feeds_for, make_inputs
+    from .inputs import check_ranges, feeds_for, fill_dynamic, make_inputs
     from .plugins import get_registry
 
     try:
@@ -210,7 +210,8 @@ def bench(
                if mode == BenchMode.THROUGHPUT else {} for n in names}
     checked = check_ranges(info.inputs, ranges, "--input-range") if ranges else None
     feeds_per_shape = [feeds_for(info, feeds, s, seed, checked) if feeds else
-                       make_inputs(info.inputs, s, seed, checked) for s in shapes]
+                       make_inputs(info.inputs, fill_dynamic(info.inputs, s, warn=i == 0), seed,
+                                   checked) for i, s in enumerate(shapes)]
     source = info.source()
     total = len(names) * 2 + len(feeds_per_shape) * rounds * len(names)
     done = 0

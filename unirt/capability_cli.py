@@ -120,7 +120,7 @@ def capabilities_command(model: str, backend_list: str | None, probe: bool,
     and with --probe what was measured."""
     from . import cli_inputs
     from .capability import capabilities
-    from .inputs import parse_assignments, parse_shape
+    from .inputs import fill_dynamic, parse_assignments, parse_shape
     from .model import read_model
 
     names = [b.strip() for b in backend_list.split(",") if b.strip()] if backend_list else None
@@ -131,6 +131,8 @@ def capabilities_command(model: str, backend_list: str | None, probe: bool,
     if (feeds or ranges) and not probe:
         raise UnirtError("--input and --input-range are for --probe (they say what the model "
                          "is run on)")
+    if probe:  # said out loud, as `run` does: a guessed size is why models "fail" everywhere
+        fill_dynamic(info.inputs, {**shapes, **{n: a.shape for n, a in feeds.items()}})
     report = capabilities(info, backends=names, probe=probe, query=not no_query,
                           shapes=shapes or None, timeout=timeout, feeds=feeds or None,
                           ranges=ranges or None)

@@ -27,7 +27,7 @@ from .cli_options import (
     writable_dir,
     writable_file,
 )
-from .errors import UnirtError
+from .errors import BackendError, UnirtError
 from .files import write_atomic
 
 EXIT_USER_ERROR = 1
@@ -196,9 +196,19 @@ def run(model: str, backend: str | None, prefer: tuple[str, ...], input_specs: t
                 input_shapes={n: tuple(a.shape) for n, a in feeds.items()
                               if n in shapes or n in given} or None,
                 input_ranges=ranges or None)
+    guessed = [t.name for t in info.inputs if t.name not in shapes and t.name not in given
+               and t.shape is not None and not all(isinstance(d, int) and d >= 0
+                                                   for d in t.shape)]
     with sess:
         start = time.perf_counter()
-        outputs = sess.run(feeds)
+        try:
+            outputs = sess.run(feeds)
+        except BackendError as exc:
+            if not guessed:
+                raise
+            raise BackendError(f"{exc} (the dynamic dims of {', '.join(map(repr, guessed))} "
+                               "were guessed, see the warning above: set the model's real "
+                               "sizes with --shape)") from exc
         elapsed = time.perf_counter() - start
         saved = _save_outputs(outputs, output_dir) if output_dir else {}
         summary: dict[str, Any] = {
@@ -367,6 +377,12 @@ def compare(model: str, backend_list: str | None, input_specs: tuple[str, ...],
                          numeric=frozenset(j for j, i in enumerate(keep) if 4 <= i <= 8)))
         for lw in layers.values():
             con.print(_layerwise_text(lw), markup=False)
+        if layerwise:  # nothing to search layer by layer when the engine gave no outputs
+            for r in report.results:
+                if r.status in ("crashed", "error", "timeout"):
+                    click.echo(f"layerwise {r.backend}: not searched ({r.status}: it gave no "
+                               f"outputs); `unirt reduce {model} --backend {r.backend}` "
+                               "shrinks the model to a repro that fails the same way")
     if not report.passed:
         sys.exit(2)
 

@@ -493,24 +493,33 @@ def feeds_for(info: ModelInfo, feeds: Mapping[str, np.ndarray] | None,
         raise InputError(f"unknown input(s) {', '.join(sorted(unknown))}; inputs: "
                          f"{', '.join(t.name for t in info.inputs)}")
     todo = [t for t in info.inputs if t.name not in given]
-    wanted = {k: tuple(v) for k, v in (shapes or {}).items() if k not in given}
-    unset = [t for t in todo if t.name not in wanted and t.shape is not None
-             and not all(is_static(d) for d in t.shape)]
-    if unset:
-        # The sizes verification measures first (batch 1, other axes 32: an image model takes
-        # 32x32, where 1x1 breaks a detector's strides), said out loud: a guessed size is the
-        # usual reason a model "fails" on every engine.
-        base = shape_sets(unset)[0][1]
-        for t in unset:
-            if t.name not in base:
-                continue
-            wanted[t.name] = base[t.name]
-            logger.warning("%s", unset_dims_warning(t, base[t.name]))
+    wanted = fill_dynamic(todo, {k: v for k, v in (shapes or {}).items() if k not in given})
     checked = check_ranges(info.inputs, ranges, "--input-range") if ranges else {}
     generated = make_inputs(todo, wanted, seed,
                             {k: v for k, v in checked.items() if k not in given})
     return {t.name: (given[t.name] if t.name in given else generated[t.name])
             for t in info.inputs}
+
+
+def fill_dynamic(inputs: Sequence[TensorInfo], shapes: Mapping[str, Sequence[int]] | None,
+                 warn: bool = True) -> dict[str, tuple[int, ...]]:
+    """``shapes`` completed for every input with a dynamic dim it does not set: the sizes
+    verification measures first (batch 1, other axes 32: an image model takes 32x32, where 1x1
+    breaks a detector's strides), each said out loud (``warn``): a guessed size is the usual
+    reason a model "fails" on every engine. ``run``, ``compare``, ``bench``, ``tune`` and
+    ``capabilities --probe`` all guess the same way."""
+    wanted = {k: tuple(v) for k, v in (shapes or {}).items()}
+    unset = [t for t in inputs if t.name not in wanted and t.shape is not None
+             and not all(is_static(d) for d in t.shape)]
+    if unset:
+        base = shape_sets(unset)[0][1]
+        for t in unset:
+            if t.name not in base:
+                continue
+            wanted[t.name] = base[t.name]
+            if warn:
+                logger.warning("%s", unset_dims_warning(t, base[t.name]))
+    return wanted
 
 
 def unset_dims_warning(info: TensorInfo, shape: Sequence[int]) -> str:

@@ -47,6 +47,7 @@ class Step(Word):
     CONVERT = "convert"  # a model converted for an engine (ncnn's pnnx)
     BUILD = "build"  # an engine built for a model (TensorRT), in a child
     REWRITE = "rewrite"  # rewrites fitted to a candidate and verified
+    REDUCE = "reduce"  # one candidate subgraph tried on the failing backend (unirt reduce)
 
 
 class Status(Word):

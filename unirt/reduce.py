@@ -160,6 +160,15 @@ class _Reducer:
     def attempt(self, model: Any, feeds: Mapping[str, np.ndarray]) -> Failure | None:
         """Run ``model`` on the backend (in its child) and judge it against the reference's
         values of its outputs."""
+        from . import progress
+
+        with progress.step(progress.Step.REDUCE, self.p.backend,
+                           f"{len(model.graph.node)} nodes") as running:
+            failed = self._attempt(model, feeds)
+            running.detail = "fails" if failed is not None else "runs"
+        return failed
+
+    def _attempt(self, model: Any, feeds: Mapping[str, np.ndarray]) -> Failure | None:
         self.runs += 1
         path = self.p.save(model)
         outputs = [o.name for o in model.graph.output]

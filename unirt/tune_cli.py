@@ -38,7 +38,7 @@ def tune_command(model: str, backend_list: str | None, shape_specs: tuple[str, .
     is right."""
     from . import cli_inputs
     from .fastest import candidate_pool, rank
-    from .inputs import feeds_for, parse_assignments, parse_shape
+    from .inputs import feeds_for, fill_dynamic, parse_assignments, parse_shape
     from .model import read_model
     from .plugins import get_registry
     from .router import _check_arguments, default_order
@@ -51,6 +51,7 @@ def tune_command(model: str, backend_list: str | None, shape_specs: tuple[str, .
     feeds = feeds_for(info, given, shapes, 0, ranges) if given else None
     if feeds:  # verified and ranked at the given arrays' shapes, timed on the arrays
         shapes = {**shapes, **{n: tuple(a.shape) for n, a in given.items()}}
+    fill_dynamic(info.inputs, shapes)  # the sizes verification guesses, said out loud
     _check_arguments(registry, info, backend=None, prefer=None, exclude=None, device=device,
                      precision=precision, threads=None, options={}, verify="auto",
                      tolerance=None, input_shapes=shapes or None, fallback=True, check=True,

@@ -372,13 +372,18 @@ def _measure(report: CapabilityReport, info: ModelInfo, registry: Registry,
                                                f"({exc})")
         return
     with progress.step(progress.Step.REFERENCE, registry.reference, info.name):
-        _, reference = reference_outputs(info.source(), feeds, timeout=timeout,
-                                         labels=labels, registry=registry)
+        opened, reference = reference_outputs(info.source(), feeds, timeout=timeout,
+                                              labels=labels, registry=registry)
     for name in runnable:
         v = report.verdicts[name]
         if registry.backend(name).is_reference:
-            v.measured = _reference_summary(reference)
-            if v.measured["status"] not in ("pass", "dynamic_fail"):
+            v.measured = _reference_summary(reference, opened.ok)
+            if v.measured["status"] == "run_fail":
+                # It opened the model: a failure at the sizes probed is the sizes' doing as
+                # often as the model's (silero-vad refuses 32 samples), never a refusal.
+                v.notes.append(f"opened the model, failed running it at the sizes probed "
+                               f"({v.measured['detail']}); give its real sizes with --shape")
+            elif v.measured["status"] not in ("pass", "dynamic_fail"):
                 refused_by_engine(v, v.measured["detail"] or v.measured["status"])
             continue
         if given:
@@ -406,7 +411,7 @@ def _probe_given(info: ModelInfo, name: str, feeds: Any, labels: list[str],
     return Verification(status_of(result), result, False, "")
 
 
-def _reference_summary(reference: list[RunSet]) -> dict[str, Any]:
+def _reference_summary(reference: list[RunSet], opened: bool = False) -> dict[str, Any]:
     """The reference measured on its own inputs: it passes by definition when it runs."""
     import statistics
 
@@ -424,8 +429,8 @@ def _reference_summary(reference: list[RunSet]) -> dict[str, Any]:
                 "max_abs": 0.0, "max_rel": 0.0, "shapes": [r.label for r in reference],
                 "limited": limited, "cached": False}
     first = reference[0].outcome if reference else None
-    status = {"crashed": "crash", "timeout": "timeout"}.get(first.status if first else "",
-                                                           "load_fail")
+    status = {"crashed": "crash", "timeout": "timeout"}.get(
+        first.status if first else "", "run_fail" if opened else "load_fail")
     return {"status": status, "detail": first.describe() if first else "nothing ran",
             "precision": None, "median_ms": None, "max_abs": None, "max_rel": None,
             "shapes": [], "limited": {}, "cached": False}
