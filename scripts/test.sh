@@ -14,4 +14,14 @@ fi
 # py.typed is a promise: the core and the built-in plugins type-check.
 .venv/bin/python -m mypy unirt plugins/unirt_onnxruntime plugins/unirt_openvino \
     plugins/unirt_opencv plugins/unirt_ncnn plugins/unirt_tensorrt --ignore-missing-imports
+# ncnn's Vulkan path on Mesa's software driver (lavapipe), best effort: without it (no apt, a
+# mirror down) tests/test_ncnn_vulkan.py skips with the reason. Only those tests' child processes
+# get its environment; the rest of the suite keeps seeing a machine without Vulkan.
+mkdir -p .cache
+if scripts/lavapipe.sh >/dev/null 2>.cache/lavapipe.log; then
+    export UNIRT_LAVAPIPE_ENV="$PWD/.cache/lavapipe/env"
+else
+    export UNIRT_LAVAPIPE_SKIP="scripts/lavapipe.sh failed: $(tail -n 1 .cache/lavapipe.log)"
+    echo "$UNIRT_LAVAPIPE_SKIP (the lavapipe tests will skip)" >&2
+fi
 .venv/bin/python -m pytest -q "$@"

@@ -53,7 +53,7 @@ def test_lavapipe_is_not_a_gpu_for_routing(monkeypatch: pytest.MonkeyPatch) -> N
     vk = _ncnn_or_skip("ncnn-vulkan")
     monkeypatch.setattr(unirt_ncnn, "_vulkan_devices", lambda: [(0, "llvmpipe (LLVM 17)", True)])
     status = vk.available()
-    assert not status.available and "are CPUs" in (status.reason or "")
+    assert not status.available and "CPU-backed Vulkan device" in (status.reason or "")
     assert "llvmpipe" in (status.reason or "")
 
 

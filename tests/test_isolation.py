@@ -352,3 +352,19 @@ def test_child_exits_when_the_parent_dies_mid_call(tmp_path: Path) -> None:
 
 def test_statuses_are_distinct() -> None:
     assert len({OK, ERROR, CRASHED, TIMEOUT, HARNESS}) == 5
+
+
+def _env(_state: Any, name: str) -> str | None:
+    return os.environ.get(name)
+
+
+def test_worker_env_is_the_childs_alone_and_survives_a_restart() -> None:
+    """What an engine reads once per process (a Vulkan driver) is given to the child only, and
+    a child started again after a crash gets it too."""
+    assert "UNIRT_TEST_ONLY_IN_CHILD" not in os.environ
+    with Worker(env={"UNIRT_TEST_ONLY_IN_CHILD": "lavapipe"}) as w:
+        assert w.call(_env, "UNIRT_TEST_ONLY_IN_CHILD").value == "lavapipe"
+        assert w.call(_segv).status == CRASHED
+        assert w.call(_env, "UNIRT_TEST_ONLY_IN_CHILD").value == "lavapipe"
+        assert w.restarts == 1
+    assert "UNIRT_TEST_ONLY_IN_CHILD" not in os.environ

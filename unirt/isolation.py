@@ -43,7 +43,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -286,11 +286,15 @@ class Worker:
 
     def __init__(self, init: Callable[..., Any] | None = None, init_args: tuple[Any, ...] = (),
                  *, quiet: bool = True, nice: int | None = None,
-                 cancel: threading.Event | None = None) -> None:
+                 cancel: threading.Event | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
         """``nice``: added to the child's niceness at its start (0: as the parent; a background
         measurement uses a positive value so that it takes CPU only when the user's work leaves
         some). ``cancel``: when set, a call in progress kills the child and raises
-        :class:`Cancelled`. Both default to the thread's :func:`worker_defaults`."""
+        :class:`Cancelled`. Both default to the thread's :func:`worker_defaults`. ``env``: variables
+        set in the child on top of the parent's environment, for what an engine reads once per
+        process (a Vulkan driver chosen with ``VK_ICD_FILENAMES``, a loader found through
+        ``LD_LIBRARY_PATH``) and must not be set in the parent."""
         default_nice, default_cancel = getattr(_defaults, "value", None) or (0, None)
         self._init = init
         self._init_args = init_args
@@ -300,6 +304,7 @@ class Worker:
         self._child: _Child | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._starts = 0
+        self._env = dict(env or {})
 
     def _start(self) -> Outcome | None:
         """Start a child and wait for its handshake; a HARNESS Outcome when that fails."""
@@ -322,6 +327,7 @@ class Worker:
         log = _output_file() if self._quiet else None
         scratch = tempfile.mkdtemp(prefix="unirt-child-")
         env = _child_env()
+        env.update(self._env)
         env.update(TMPDIR=scratch, TMP=scratch, TEMP=scratch)
         self._starts += 1
         try:

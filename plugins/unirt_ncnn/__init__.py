@@ -590,9 +590,10 @@ class NcnnVulkanBackend(NcnnBackend):
             why = "ncnn finds no Vulkan GPU (get_gpu_count() is 0: no Vulkan driver or no GPU)"
         else:
             names = ", ".join(f"vulkan:{i} {name}" for i, name, _ in devices)
-            why = (f"ncnn's Vulkan devices are CPUs ({names}); use them on request with "
-                   "backend='ncnn' and options={'ncnn': {'device': 'vulkan'}}")
-        return Availability(False, base.version, reason=why, install_hint=INSTALL_HINT)
+            why = (f"a CPU-backed Vulkan device ({names}) is not a GPU; use it on request "
+                   "with backend='ncnn' and options={'ncnn': {'device': 'vulkan'}}")
+        # ncnn is installed: installing it again would not help, so no install hint.
+        return Availability(False, base.version, reason=why)
 
     def _device(self, options: OpenOptions) -> int | None:
         if options.extra.get("device") or options.device not in ("auto", "gpu"):
