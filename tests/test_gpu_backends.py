@@ -52,6 +52,7 @@ def test_lavapipe_is_not_a_gpu_for_routing(monkeypatch: pytest.MonkeyPatch) -> N
 
     vk = _ncnn_or_skip("ncnn-vulkan")
     monkeypatch.setattr(unirt_ncnn, "_vulkan_devices", lambda: [(0, "llvmpipe (LLVM 17)", True)])
+    monkeypatch.setattr(unirt_ncnn, "_vulkan_manifests", lambda: True)
     status = vk.available()
     assert not status.available and "CPU-backed Vulkan device" in (status.reason or "")
     assert "llvmpipe" in (status.reason or "")
@@ -63,6 +64,7 @@ def test_a_real_vulkan_gpu_makes_ncnn_vulkan_available(monkeypatch: pytest.Monke
     vk = _ncnn_or_skip("ncnn-vulkan")
     monkeypatch.setattr(unirt_ncnn, "_vulkan_devices",
                         lambda: [(0, "llvmpipe", True), (1, "NVIDIA H200", False)])
+    monkeypatch.setattr(unirt_ncnn, "_vulkan_manifests", lambda: True)
     assert vk.available().devices == ("vulkan:1",)
     assert vk._device(OpenOptions(device="gpu")) == 1  # the GPU, not the CPU-backed device
 
@@ -72,3 +74,21 @@ def test_ncnn_vulkan_on_request_without_a_device_is_unavailable(tmp_path: Path) 
     path = M.save(M.add(), tmp_path / "a.onnx")
     with pytest.raises(BackendUnavailableError, match="Vulkan device 0 is not available"):
         unirt.load(path, backend="ncnn", verify="never", options={"ncnn": {"device": "vulkan"}})
+
+
+def test_without_a_vulkan_manifest_ncnn_is_not_even_imported(tmp_path: Path) -> None:
+    """ncnn-vulkan is asked on every first load (GPU backends come first): with no Vulkan driver
+    manifest anywhere, it answers without importing ncnn (a first load imports one engine)."""
+    import subprocess
+    import sys
+
+    if any(Path(d).expanduser().is_dir() for d in __import__("unirt_ncnn")._ICD_DIRS):
+        pytest.skip("this machine has a Vulkan ICD folder")
+    code = ("import sys; from unirt.plugins import get_registry; r = get_registry()"
+            ".backend('ncnn-vulkan')"
+            ".available(); print(r.available, 'ncnn' in sys.modules, r.reason)")
+    env = {k: v for k, v in __import__("os").environ.items()
+           if k not in ("VK_ICD_FILENAMES", "VK_DRIVER_FILES")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True, env=env).stdout
+    assert out.startswith("False False no Vulkan GPU: no Vulkan driver manifest"), out

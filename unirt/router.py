@@ -559,8 +559,11 @@ class _Router:
     def route(self) -> Session:
         info, everything, excluded = self.info, self.everything, self.excluded
         for i, name in enumerate(everything):
-            if i and not self._ordered and not self.registry.backend(name).is_reference:
-                self.order_rest(i)  # a candidate before this one was not chosen
+            if i and not self._ordered and not self.registry.backend(name).is_reference and \
+                    any(s.outcome in (FAILED, REJECTED, UNSUPPORTED_STEP) for s in self.steps):
+                # A candidate before this one could not run the model (an absent GPU engine
+                # says nothing about it, and ordering asks every engine: imports them all).
+                self.order_rest(i)
                 name = everything[i]
             if name in excluded:
                 self.steps.append(RouteStep(name, EXCLUDED, self._excluded_reason(name)))

@@ -20,6 +20,7 @@ turned off (and pnnx's fp16 weights) for ``precision="exact"``.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -68,6 +69,24 @@ def _gpu_count() -> int:
     # machine without Vulkan, a debug line rather than the user's terminal.
     with captured(NAME):
         return int(ncnn.get_gpu_count())
+
+
+#: Where the Vulkan loader looks for driver manifests (ICDs), besides the environment.
+_ICD_DIRS = ("/usr/share/vulkan/icd.d", "/usr/local/share/vulkan/icd.d", "/etc/vulkan/icd.d",
+             "/usr/local/etc/vulkan/icd.d", "~/.local/share/vulkan/icd.d")
+
+
+def _vulkan_manifests() -> bool:
+    """Whether a Vulkan driver manifest exists where the loader looks (a stat per folder)."""
+    if os.environ.get("VK_ICD_FILENAMES") or os.environ.get("VK_DRIVER_FILES"):
+        return True
+    for d in _ICD_DIRS:
+        try:
+            if any(p.suffix == ".json" for p in Path(d).expanduser().iterdir()):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 #: ``GpuInfo.type()`` of a Vulkan device that is really the CPU (Mesa's lavapipe, "llvmpipe").
@@ -579,6 +598,12 @@ class NcnnVulkanBackend(NcnnBackend):
     default_rank = 30
 
     def _available_impl(self) -> Availability:
+        if not _vulkan_manifests():
+            # Asked on every first load (GPU backends come first): without a Vulkan driver
+            # manifest the loader finds nothing, so ncnn is not imported just to say so.
+            return Availability(False, reason="no Vulkan GPU: no Vulkan driver manifest "
+                                "(VK_ICD_FILENAMES, VK_DRIVER_FILES, or *.json in "
+                                f"{', '.join(_ICD_DIRS)})")
         base = super()._available_impl()
         if not base.available:
             return base
