@@ -50,14 +50,28 @@ from typing import Any
 from . import _child
 from ._child import Channel
 from .errors import UnirtError, strip_ansi
+from .words import Word
 
 logger = logging.getLogger("unirt")
 
-OK = "ok"
-ERROR = "error"
-CRASHED = "crashed"
-TIMEOUT = "timeout"
-HARNESS = "harness"
+
+class OutcomeStatus(Word):
+    """What became of one isolated call (:attr:`Outcome.status`)."""
+
+    OK = "ok"  # it returned: ``Outcome.value`` holds the result
+    ERROR = "error"  # the function raised: its first line and traceback are kept
+    CRASHED = "crashed"  # the child died (a signal or an exit code)
+    TIMEOUT = "timeout"  # killed after its time ran out
+    #: unirt could not start the child or load the function in it: says nothing about the engine
+    HARNESS = "harness"
+
+
+# The members under their short names, as callers import them.
+OK = OutcomeStatus.OK
+ERROR = OutcomeStatus.ERROR
+CRASHED = OutcomeStatus.CRASHED
+TIMEOUT = OutcomeStatus.TIMEOUT
+HARNESS = OutcomeStatus.HARNESS
 
 #: How long a child may take to start and load the worker's ``init`` before that counts as a
 #: harness failure (an interpreter start and a few imports; generous for loaded CI machines).
@@ -107,15 +121,13 @@ def worker_defaults(*, nice: int = 0, cancel: threading.Event | None = None) -> 
 class Outcome:
     """What became of one isolated call.
 
-    ``status``: ``"ok"`` (``value`` holds the result), ``"error"`` (the function raised: ``error``
-    is its first line, ``traceback`` the full text), ``"crashed"`` (the child died: ``signal``
-    names the signal, or ``exitcode`` is set), ``"timeout"`` (killed after ``timeout`` s) or
-    ``"harness"`` (unirt could not start the child or load the function in it: says nothing
-    about the engine). ``output_tail`` is the end of what the child printed, for a crash, timeout
-    or harness failure of a quiet child.
+    ``status`` (:class:`OutcomeStatus`): for ``ERROR`` ``error`` is the exception's first line and
+    ``traceback`` the full text; for ``CRASHED`` ``signal`` names the signal, or ``exitcode`` is
+    set; for ``HARNESS`` ``error`` says why unirt could not measure. ``output_tail`` is the end
+    of what the child printed, for a crash, timeout or harness failure of a quiet child.
     """
 
-    status: str
+    status: OutcomeStatus
     value: Any = None
     error: str | None = None
     error_type: str | None = None
@@ -124,6 +136,9 @@ class Outcome:
     exitcode: int | None = None
     seconds: float = 0.0
     output_tail: str | None = None
+
+    def __post_init__(self) -> None:
+        self.status = OutcomeStatus(self.status)  # the plain word is accepted too
 
     @property
     def ok(self) -> bool:

@@ -37,7 +37,7 @@ from .features import (
     op_key,
     schema_since,
 )
-from .table import OpEvidence, OpTable, find_table
+from .table import CaseStatus, OpEvidence, OpTable, find_table
 from .verdict import (
     SUPPORTED,
     UNAVAILABLE,
@@ -288,7 +288,7 @@ def settle(verdict: Verdict, *, reference: bool = False) -> None:
     measured = verdict.measured or {}
     for evidence in (Evidence.MEASURED, Evidence.ENGINE, Evidence.RULE):
         if evidence == Evidence.MEASURED and (measured.get("verified") or measured.get(
-                "status") in ("pass", "dynamic_fail")):
+                "status") in (CaseStatus.PASS, CaseStatus.DYNAMIC_FAIL)):
             verdict.status, verdict.decided_by = SUPPORTED, Evidence.MEASURED
             return
         if any(r.evidence == evidence for r in decisive):
