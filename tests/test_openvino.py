@@ -378,7 +378,7 @@ def test_check_rules_leave_tensor_models_alone() -> None:
     for proto in (M.tiny(), M.dynamic_batch()):
         verdict = backend.check(read_model(proto))
         assert verdict.prediction == SUPPORTED and verdict.reasons == []
-    assert backend._rules_impl(read_model(M.multi_io())) == []
+    assert backend.rules(read_model(M.multi_io())) == []
 
 
 def test_pass_through_graph_feeds_its_input(tmp_path: Path) -> None:

@@ -275,3 +275,44 @@ def test_pluggy_tracing_sees_hook_calls() -> None:
     finally:
         undo()
     assert seen == ["register_backends"]
+
+
+def test_impl_methods_are_called_only_by_the_backend_base_class() -> None:
+    """Polygraphy's check_called_by rule, as a grep (datasette style): a backend's ``_..._impl``
+    methods are called by ``unirt.backend.Backend``'s public methods only (a plugin's override
+    may call ``super()``'s); everything else calls ``available()``, ``open()``, ``query()``,
+    ``rules()``, ``host_outputs()``."""
+    import re
+
+    root = Path(unirt.__file__).resolve().parent.parent
+    call = re.compile(r"(?<!super\(\))\.(_[a-z_]+_impl)\(")
+    offenders = []
+    for folder in ("unirt", "plugins", "tests"):
+        for path in (root / folder).rglob("*.py"):
+            if path == root / "unirt" / "backend.py":
+                continue
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                if call.search(line) and "def _" not in line:
+                    offenders.append(f"{path.relative_to(root)}:{n}: {line.strip()}")
+    assert not offenders, offenders
+
+
+def test_public_rules_and_host_outputs_check_what_a_plugin_returns() -> None:
+    from unirt.model import read_model
+    from unirt.testing import models as M
+
+    class BadRules(Working):
+        name = "bad-rules"
+
+        def _rules_impl(self, model):
+            return ["not a Reason"]
+
+        def _host_outputs_impl(self, model):
+            return {3}
+
+    info = read_model(M.add())
+    with pytest.raises(PluginError, match="bad-rules: _rules_impl returned 'not a Reason'"):
+        BadRules().rules(info)
+    with pytest.raises(PluginError, match="bad-rules: _host_outputs_impl returned 3"):
+        BadRules().host_outputs(info)
+    assert Working().rules(info) == [] and Working().host_outputs(info) == set()

@@ -407,7 +407,7 @@ def compute_limits(entries: Sequence[dict[str, Any]]) -> dict[str, int | None]:
 
 
 def mark_rule_refusal(entry: dict[str, Any], backend: Any, model: onnx.ModelProto) -> None:
-    """Mark (``"w"``) a failed case that the backend's own rules (``_rules_impl``) refuse as a
+    """Mark (``"w"``) a failed case that the backend's own rules (``Backend.rules``) refuse as a
     whole: an ncnn case fed int64 says nothing about its op, and ``check`` applies the rule to
     every model anyway. Such cases are kept in the table but charged to no op."""
     if entry["s"] == PASS:
@@ -415,7 +415,7 @@ def mark_rule_refusal(entry: dict[str, Any], backend: Any, model: onnx.ModelProt
     from .model import read_model
 
     try:
-        reasons = [r for r in backend._rules_impl(read_model(model))
+        reasons = [r for r in backend.rules(read_model(model))
                    if getattr(r, "verdict", "UNSUPPORTED") == "UNSUPPORTED"]
     except Exception:
         logger.debug("rules of %s failed on %s", backend.name, entry["n"], exc_info=True)
