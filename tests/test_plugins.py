@@ -316,3 +316,21 @@ def test_public_rules_and_host_outputs_check_what_a_plugin_returns() -> None:
     with pytest.raises(PluginError, match="bad-rules: _host_outputs_impl returned 3"):
         BadRules().host_outputs(info)
     assert Working().rules(info) == [] and Working().host_outputs(info) == set()
+
+
+def test_plugins_import_contract_modules_not_the_top_level_package() -> None:
+    """A plugin imports the modules of the contract it uses (unirt.backend, unirt.errors,
+    unirt.hookspecs, ...), never ``unirt`` itself: its lazy top-level names are for users."""
+    import ast
+
+    root = Path(unirt.__file__).resolve().parent.parent / "plugins"
+    offenders = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                offenders += [f"{path.name}:{node.lineno}: import {a.name}" for a in node.names
+                              if a.name == "unirt"]
+            elif isinstance(node, ast.ImportFrom) and node.module == "unirt":
+                offenders.append(f"{path.name}:{node.lineno}: from unirt import "
+                                 + ", ".join(a.name for a in node.names))
+    assert not offenders, offenders
