@@ -334,3 +334,34 @@ def test_plugins_import_contract_modules_not_the_top_level_package() -> None:
                 offenders.append(f"{path.name}:{node.lineno}: from unirt import "
                                  + ", ".join(a.name for a in node.names))
     assert not offenders, offenders
+
+
+def test_register_rewrites_hook_adds_rewrites_in_registration_order() -> None:
+    """A third-party plugin's rewrites come after the built-ins' (registration order), are
+    recorded on its PluginRecord, and a plugin whose hook raises is recorded, not fatal."""
+    from unirt.rewrite.base import Rewrite
+
+    class Mine(Rewrite):
+        name = "mine"
+        summary = "does nothing"
+
+        def apply(self, model, context):
+            return []
+
+    class Plugin:
+        @unirt.hookimpl
+        def register_rewrites(self, register):
+            register(Mine)
+
+    class Broken:
+        @unirt.hookimpl
+        def register_rewrites(self, register):
+            raise RuntimeError("no rewrites today")
+
+    reg = Registry(("unirt.rewrite.builtin",), entry_points=False)
+    reg.register(Plugin(), "mine-plugin")
+    reg.register(Broken(), "broken")
+    assert list(reg.rewrites)[-1] == "mine" and isinstance(reg.rewrite("mine"), Mine)
+    assert list(reg.rewrites)[:-1] == reg.records["unirt.rewrite.builtin"].rewrites
+    assert reg.records["mine-plugin"].rewrites == ["mine"]
+    assert reg.records["broken"].error == "register_rewrites: RuntimeError: no rewrites today"
