@@ -28,7 +28,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger("unirt")
 
-FASTEST = "fastest"
 CACHE_SECTION = "fastest"
 RESULT_FILE = "ranking.json"
 VERSION = 2

@@ -4,11 +4,13 @@ unirt a verdict, not the user's process.
 Engines kill their host on some models (OpenCV DNN and ncnn segfault, pnnx aborts): anything that
 runs a model not yet known to be safe goes through here. Two shapes:
 
-* :func:`run_isolated` — one call in a fresh child (``unirt capabilities --probe``, verification).
+* :func:`run_isolated` — one call in a fresh child (the ``fold`` rewrite's constant folding, the
+  TensorRT plugin's parser check and engine build).
 * :class:`Worker` — a child that pays its set-up (engine import, backend lookup) once and then runs
   many calls sequentially; when it dies or times out, that call is recorded as crashed/timed out and
-  the next call starts a fresh child. This is what makes ~1,900 conformance cases affordable on two
-  cores: an engine import per case would cost more than the cases themselves.
+  the next call starts a fresh child. Probes, verification, ``fastest``, ``bench`` and the
+  conformance cases run here (~1,900 cases are affordable on two cores only because an engine
+  import per case would cost more than the cases themselves).
 
 How a child is made, and why:
 
