@@ -1,7 +1,9 @@
 """Fake engines that misbehave the way real ones do, loadable in child processes.
 
 Registered through a real entry point (a dist-info written by the ``fake_engines`` fixture in
-``tests/test_compare.py``), so spawned children that rebuild the plugin registry find them too.
+``tests/conftest.py``), so spawned children that rebuild the plugin registry find them too, or
+through ``Registry.register`` as an importable module (``tests/test_evidence.py``), which a
+child rebuilds from the registry's spec.
 Each delegates to ONNX Runtime for the numbers and differs only in how it fails.
 """
 

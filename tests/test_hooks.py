@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,11 @@ def test_hook_is_documented(name: str) -> None:
 
 @pytest.mark.parametrize("name", _hook_names())
 def test_hook_is_tested(name: str) -> None:
-    sources = [p.read_text() for p in (ROOT / "tests").glob("*.py") if p.name != "test_hooks.py"]
-    sources += [p.read_text() for p in (ROOT / "plugins").glob("*/*.py")]
-    assert any(f"def {name}(" in s for s in sources), f"no test implements hook {name}"
+    """datasette's test_plugin_hooks_have_tests rule: a hook is tested when a test file under
+    tests/ names it in a test function and implements it. The plugins' own implementations are
+    production code, not tests: counting them let an untested hook pass."""
+    tests = ROOT / "tests"
+    files = [p.read_text() for p in tests.glob("test_*.py") if p.name != "test_hooks.py"]
+    named = re.compile(rf"def test_\w*{name}\w*\(")
+    assert any(named.search(s) and f"def {name}(" in s for s in files), (
+        f"no test file under tests/ has a test named for hook {name} that implements it")

@@ -383,7 +383,7 @@ def test_static_check_names_the_inputs_open_would_refuse() -> None:
 
     proto = _model([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)],
                    [V("x", TensorProto.BFLOAT16, [2])], [V("y", TensorProto.FLOAT, [2])])
-    reasons = get_registry().backend("opencv")._rules_impl(read_model(proto))
+    reasons = get_registry().backend("opencv").rules(read_model(proto))
     assert [r.message for r in reasons] == [
         "input 'x' is bfloat16, which OpenCV's numpy binding cannot take (it takes bool, "
         "float16, float32, float64, int16, int32, int64, int8, uint16, uint32, uint64, uint8)"]

@@ -162,3 +162,206 @@ def test_the_core_names_no_backend_except_the_builtin_tuple() -> None:
                     and not (path.name == "plugins.py" and node.value in BUILTIN_PLUGINS)):
                 offenders.append(f"{path.name}:{node.lineno}: {node.value!r}")
     assert not offenders, offenders
+
+
+def test_builtin_backends_are_listed_in_registration_order() -> None:
+    """Hooks run last-registered first (pluggy); what they register is listed in
+    BUILTIN_PLUGINS order, each plugin's backends in the order it registered them."""
+    reg = Registry(entry_points=False)
+    by_plugin = [reg.records[p].backends for p in BUILTIN_PLUGINS]
+    assert list(reg.backends) == [b for names in by_plugin for b in names]
+    assert list(reg.backends)[:2] == ["onnxruntime", "onnxruntime-cuda"]
+    assert [s.name for s in unirt.backends(reg)] == list(reg.backends)
+
+
+def _named(name: str, calls: list[str]) -> type:
+    class Named(Working):
+        pass
+
+    Named.name = name
+
+    class Plugin:
+        @unirt.hookimpl
+        def register_backends(self, register):
+            calls.append(name)
+            register(Named)
+
+    return Plugin
+
+
+def test_documented_call_order_is_the_observed_order() -> None:
+    """hookspecs.py: the last registered plugin's implementation runs first; tryfirst and
+    trylast move one to the front or back; the listing stays in registration order."""
+    calls: list[str] = []
+    reg = Registry(builtins=(), entry_points=False)
+    for name in ("a", "b", "c"):
+        reg.register(_named(name, calls)(), name)
+
+    class First:
+        @unirt.hookimpl(trylast=True)
+        def register_backends(self, register):
+            calls.append("last")
+
+    reg.register(First(), "trylast")
+    assert list(reg.backends) == ["a", "b", "c"]
+    assert calls == ["c", "b", "a", "last"]
+    assert [n for n, _ in reg.hook_calls("register_backends")] == ["c", "b", "a", "trylast"]
+    doc = (Path(unirt.__file__).parent / "hookspecs.py").read_text()
+    assert "last-registered plugin first" in doc
+    readme = (Path(unirt.__file__).parent.parent / "README.md").read_text()
+    assert "the last registered plugin's implementation runs first" in readme
+
+
+def test_a_wrapper_implementation_is_honoured() -> None:
+    """wrapper=True and hookwrapper=True implementations wrap each plugin's call (they used to
+    be called as plain functions, so their bodies never ran)."""
+    events: list[str] = []
+
+    class NewStyle:
+        @unirt.hookimpl(wrapper=True)
+        def register_backends(self, register):
+            events.append("new: before")
+            result = yield
+            events.append("new: after")
+            return result
+
+    class OldStyle:
+        @unirt.hookimpl(hookwrapper=True)
+        def on_fallback(self, model, step, next_backend):
+            events.append(f"old: before {next_backend}")
+            yield
+            events.append("old: after")
+
+    class Observer:
+        @unirt.hookimpl
+        def on_fallback(self, model, step, next_backend):
+            events.append("observed")
+
+    reg = Registry(builtins=(), entry_points=False)
+    reg.register(FakePlugin(Working), "fakes")
+    reg.register(NewStyle(), "new")
+    reg.register(OldStyle(), "old")
+    reg.register(Observer(), "observer")
+    assert list(reg.backends) == ["fake-working"]
+    assert events == ["new: before", "new: after"]
+    events.clear()
+    reg.call_hook_safely("on_fallback", model=None, step=None, next_backend="x")
+    assert events == ["old: before x", "observed", "old: after"]
+
+
+def test_a_hook_with_only_a_wrapper_still_runs_it() -> None:
+    events: list[str] = []
+
+    class OnlyWrapper:
+        @unirt.hookimpl(wrapper=True)
+        def on_fallback(self, model, step, next_backend):
+            events.append("wrapped")
+            return (yield)
+
+    reg = Registry(builtins=(), entry_points=False)
+    reg.register(OnlyWrapper(), "only")
+    reg.call_hook_safely("on_fallback", model=None, step=None, next_backend=None)
+    assert events == ["wrapped"]
+
+
+def test_pluggy_tracing_sees_hook_calls() -> None:
+    seen: list[str] = []
+    reg = Registry(builtins=(), entry_points=False)
+    reg.register(FakePlugin(Working), "fakes")
+    undo = reg.pm.add_hookcall_monitoring(
+        lambda name, impls, kwargs: seen.append(name), lambda *a: None)
+    try:
+        reg.backends  # noqa: B018
+    finally:
+        undo()
+    assert seen == ["register_backends"]
+
+
+def test_impl_methods_are_called_only_by_the_backend_base_class() -> None:
+    """Polygraphy's check_called_by rule, as a grep (datasette style): a backend's ``_..._impl``
+    methods are called by ``unirt.backend.Backend``'s public methods only (a plugin's override
+    may call ``super()``'s); everything else calls ``available()``, ``open()``, ``query()``,
+    ``rules()``, ``host_outputs()``."""
+    import re
+
+    root = Path(unirt.__file__).resolve().parent.parent
+    call = re.compile(r"(?<!super\(\))\.(_[a-z_]+_impl)\(")
+    offenders = []
+    for folder in ("unirt", "plugins", "tests"):
+        for path in (root / folder).rglob("*.py"):
+            if path == root / "unirt" / "backend.py":
+                continue
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                if call.search(line) and "def _" not in line:
+                    offenders.append(f"{path.relative_to(root)}:{n}: {line.strip()}")
+    assert not offenders, offenders
+
+
+def test_public_rules_and_host_outputs_check_what_a_plugin_returns() -> None:
+    from unirt.model import read_model
+    from unirt.testing import models as M
+
+    class BadRules(Working):
+        name = "bad-rules"
+
+        def _rules_impl(self, model):
+            return ["not a Reason"]
+
+        def _host_outputs_impl(self, model):
+            return {3}
+
+    info = read_model(M.add())
+    with pytest.raises(PluginError, match="bad-rules: _rules_impl returned 'not a Reason'"):
+        BadRules().rules(info)
+    with pytest.raises(PluginError, match="bad-rules: _host_outputs_impl returned 3"):
+        BadRules().host_outputs(info)
+    assert Working().rules(info) == [] and Working().host_outputs(info) == set()
+
+
+def test_plugins_import_contract_modules_not_the_top_level_package() -> None:
+    """A plugin imports the modules of the contract it uses (unirt.backend, unirt.errors,
+    unirt.hookspecs, ...), never ``unirt`` itself: its lazy top-level names are for users."""
+    import ast
+
+    root = Path(unirt.__file__).resolve().parent.parent / "plugins"
+    offenders = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                offenders += [f"{path.name}:{node.lineno}: import {a.name}" for a in node.names
+                              if a.name == "unirt"]
+            elif isinstance(node, ast.ImportFrom) and node.module == "unirt":
+                offenders.append(f"{path.name}:{node.lineno}: from unirt import "
+                                 + ", ".join(a.name for a in node.names))
+    assert not offenders, offenders
+
+
+def test_register_rewrites_hook_adds_rewrites_in_registration_order() -> None:
+    """A third-party plugin's rewrites come after the built-ins' (registration order), are
+    recorded on its PluginRecord, and a plugin whose hook raises is recorded, not fatal."""
+    from unirt.rewrite.base import Rewrite
+
+    class Mine(Rewrite):
+        name = "mine"
+        summary = "does nothing"
+
+        def apply(self, model, context):
+            return []
+
+    class Plugin:
+        @unirt.hookimpl
+        def register_rewrites(self, register):
+            register(Mine)
+
+    class Broken:
+        @unirt.hookimpl
+        def register_rewrites(self, register):
+            raise RuntimeError("no rewrites today")
+
+    reg = Registry(("unirt.rewrite.builtin",), entry_points=False)
+    reg.register(Plugin(), "mine-plugin")
+    reg.register(Broken(), "broken")
+    assert list(reg.rewrites)[-1] == "mine" and isinstance(reg.rewrite("mine"), Mine)
+    assert list(reg.rewrites)[:-1] == reg.records["unirt.rewrite.builtin"].rewrites
+    assert reg.records["mine-plugin"].rewrites == ["mine"]
+    assert reg.records["broken"].error == "register_rewrites: RuntimeError: no rewrites today"

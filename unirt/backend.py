@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .errors import BackendError, BackendUnavailableError, UnirtError, first_line
+from .errors import BackendError, BackendUnavailableError, PluginError, UnirtError, first_line
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -175,6 +175,30 @@ class Backend(ABC):
             raise BackendError(
                 f"{self.name} could not query {model.name}: {type(exc).__name__}: {first_line(exc)}"
             ) from exc
+
+    def rules(self, model: ModelInfo) -> list[Reason]:
+        """This backend's own rules on ``model`` (:meth:`_rules_impl`), checked: a list of
+        :class:`~unirt.capability.Reason`. A plugin that returns something else is a
+        :class:`~unirt.errors.PluginError` that names it; its own exceptions pass through, for
+        the caller to attribute (a broken rule must not hide the table's reasons)."""
+        from .capability import Reason
+
+        reasons = list(self._rules_impl(model))
+        bad = [r for r in reasons if not isinstance(r, Reason)]
+        if bad:
+            raise PluginError(f"{self.name}: _rules_impl returned {bad[0]!r}, not a "
+                              "unirt.capability.Reason")
+        return reasons
+
+    def host_outputs(self, model: ModelInfo) -> set[str]:
+        """Output names of the nodes of ``model`` this backend computes outside its engine
+        (:meth:`_host_outputs_impl`), checked: names of the model's tensors."""
+        names = set(self._host_outputs_impl(model))
+        bad = [n for n in names if not isinstance(n, str)]
+        if bad:
+            raise PluginError(f"{self.name}: _host_outputs_impl returned {bad[0]!r}, not a "
+                              "tensor name")
+        return names
 
     def check(self, model: ModelInfo) -> Verdict:
         """A static verdict (milliseconds, nothing is opened): SUPPORTED, UNSUPPORTED with every

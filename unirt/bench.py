@@ -32,7 +32,7 @@ import numpy as np
 
 from . import progress as progress_events
 from .errors import UnirtError
-from .isolation import Worker
+from .isolation import CRASHED, ERROR, TIMEOUT, OutcomeStatus, Worker
 from .model import ModelInfo, ModelSource, read_model
 from .probe import _child_feeds, _child_init, _child_open, _child_peak_rss, shape_label
 from .words import Word
@@ -50,11 +50,12 @@ class BenchMode(Word):
 
 @dataclass
 class BenchResult:
-    """One (backend, shape) row. ``status`` is ``ok``, ``error``, ``crashed`` or ``timeout``."""
+    """One (backend, shape) row. ``status``: ``OK``, ``ERROR`` (unirt failing to measure
+    included), ``CRASHED`` or ``TIMEOUT``."""
 
     backend: str
     shape: str
-    status: str = "ok"
+    status: OutcomeStatus = OutcomeStatus.OK
     reason: str = ""
     precision: str | None = None
     cold_load_s: float | None = None
@@ -253,7 +254,7 @@ def bench(
                 bad = first if not first.ok else warm if not warm.ok else None
                 if bad is not None:
                     w.close()
-                    status = bad.status if bad.status in ("crashed", "timeout") else "error"
+                    status = bad.status if bad.status in (CRASHED, TIMEOUT) else ERROR
                     failed[name] = BenchResult(name, "", status, bad.describe())
                     continue
                 workers[name] = w
@@ -278,7 +279,7 @@ def bench(
 
             def timed(name: str, res: BenchResult, feeds: dict[str, np.ndarray], n: int,
                       seconds: float | None, keep: bool = True) -> None:
-                if res.status != "ok":
+                if res.status != OutcomeStatus.OK:
                     return
                 if name in dead:
                     _fail(res, dead[name])
@@ -292,7 +293,7 @@ def bench(
                         res.wall_s += out.value["wall_s"]
                     return
                 _fail(res, out)
-                if out.status in ("crashed", "timeout"):
+                if out.status in (CRASHED, TIMEOUT):
                     dead[name] = out
 
             for feeds in feeds_per_shape:
@@ -333,7 +334,7 @@ def bench(
 
 
 def _fail(res: BenchResult, outcome: Any) -> None:
-    res.status = outcome.status if outcome.status in ("crashed", "timeout") else "error"
+    res.status = outcome.status if outcome.status in (CRASHED, TIMEOUT) else ERROR
     res.reason = outcome.describe()
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .bench import BenchReport
+from .isolation import OutcomeStatus
 
 
 @dataclass
@@ -74,7 +75,7 @@ def caption(report: BenchReport) -> str:
     threads = m.get("threads")
     engines = ", ".join(f"{k} {v}" for k, v in (m.get("engines") or {}).items())
     mode = m.get("mode", "latency")
-    flight = {r.requests for r in report.results if r.status == "ok"}
+    flight = {r.requests for r in report.results if r.status == OutcomeStatus.OK}
     in_flight = f", {'/'.join(map(str, sorted(flight)))} in flight" if mode == "throughput" \
         and flight else ""
     return (f"{m.get('cpu') or 'unknown CPU'}, {m.get('cores')} cores, threads: "

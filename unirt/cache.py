@@ -57,7 +57,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -121,14 +121,6 @@ def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
     except OSError as exc:
         raise CacheError(f"cannot create the cache directory {root}: {_why(exc)}") from exc
     return root
-
-
-def backend_cache_dir(backend: str, root: str | os.PathLike[str] | None = None) -> Path:
-    """A directory that belongs to one backend, under the cache root."""
-    _check_name(backend, "backend")
-    path = cache_dir(root) / backend
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _why(exc: BaseException) -> str:
@@ -1015,8 +1007,3 @@ def format_size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GiB"  # pragma: no cover
-
-
-def iter_files(entry: Path) -> Iterable[Path]:
-    """The artifact files of an entry (without the manifest)."""
-    return (p for p in sorted(entry.rglob("*")) if p.is_file() and p.name != MANIFEST)

@@ -119,7 +119,7 @@ def capabilities_command(model: str, backend_list: str | None, probe: bool,
     """Which backend can run MODEL, and why not: verdicts with reasons, an op x backend matrix,
     and with --probe what was measured."""
     from . import cli_inputs
-    from .capability import capabilities
+    from .capability import CaseStatus, capabilities
     from .inputs import fill_dynamic, parse_assignments, parse_shape
     from .model import read_model
 
@@ -191,7 +191,7 @@ def capabilities_command(model: str, backend_list: str | None, probe: bool,
                 measured += f", max abs {p['max_abs']:.3g}"
             if p.get("median_ms") is not None:
                 measured += f", {p['median_ms']:.3f} ms"
-            if p.get("detail") and p["status"] != "pass":
+            if p.get("detail") and p["status"] != CaseStatus.PASS:
                 measured += f": {p['detail']}"
         rows.append([name + (f" {v.engine_version}" if v.engine_version else ""),
                      v.status.value + ("" if v.decided_by is None else f" ({v.decided_by})"),

@@ -321,6 +321,7 @@ def compare(model: str, backend_list: str | None, input_specs: tuple[str, ...],
     from . import compare as cmp
     from .inputs import feeds_for, save_inputs
     from .model import read_model
+    from .probe import FAIL
 
     shapes = _shapes(shape_specs)
     info = read_model(model)
@@ -338,7 +339,7 @@ def compare(model: str, backend_list: str | None, input_specs: tuple[str, ...],
         whole_atol = atol if not isinstance(atol, dict) else None
         whole_rtol = rtol if not isinstance(rtol, dict) else None
         for r in report.results:
-            if r.status == "fail":
+            if r.status == FAIL:
                 layers[r.backend] = cmp.layerwise(model, r.backend, feeds, shapes, seed,
                                                   precision, whole_atol, whole_rtol, timeout)
     if as_json:
@@ -441,6 +442,7 @@ def bench_cmd(model: str, backend_list: str | None, shape_specs: tuple[str, ...]
     one run."""
     from . import bench as b
     from . import cli_inputs
+    from .isolation import OutcomeStatus
     from .model import read_model
 
     if runs is not None and duration is not None:
@@ -481,11 +483,12 @@ def bench_cmd(model: str, backend_list: str | None, shape_specs: tuple[str, ...]
     throughput = mode == "throughput"
     rows = []
     for r in report.results:
-        row = [r.backend, r.shape, r.status if r.status != "ok" else (r.precision or ""),
+        ok = r.status == OutcomeStatus.OK
+        row = [r.backend, r.shape, (r.precision or "") if ok else r.status,
                _num_ms(r.import_s), _num_ms(r.convert_s), _num_ms(r.cold_load_s),
                _num_ms(r.warm_load_s)]
         if throughput:
-            row += ["" if r.status != "ok" else str(r.requests) + (
+            row += ["" if not ok else str(r.requests) + (
                 f"/{r.streams}" if r.streams else ""), _num(r.requests_per_s)]
         row += [_num(r.min_ms), _num(r.mean_ms), _num(r.median_ms), _num(r.p90_ms),
                 _num(r.p99_ms), _num(r.throughput),

@@ -32,6 +32,7 @@ from .capability import (
     PASS,
     TABLE_DIR,
     TABLE_FORMAT,
+    CaseStatus,
     node_features,
     op_key,
     version_slug,
@@ -244,14 +245,14 @@ def open_unverified(source: Any, backend_name: str) -> Any:
 
 
 def run_case(backend_name: str, data: bytes, data_sets: list[tuple[list[Any], list[Any]]],
-             rtol: float, atol: float) -> tuple[str, str | None]:
+             rtol: float, atol: float) -> tuple[CaseStatus, str | None]:
     """(status, first error line) of one case on one backend, in this process."""
     try:
         sess = open_unverified(data, backend_name)
     except ToolCrashError as exc:  # the converter died on a toy graph: says nothing of the engine
         return HARNESS, _error_line(exc)
     except Exception as exc:
-        return "load_fail", _error_line(exc)
+        return CaseStatus.LOAD_FAIL, _error_line(exc)
     try:
         names = [t.name for t in sess.inputs]
         out_names = [t.name for t in sess.outputs]
@@ -260,10 +261,10 @@ def run_case(backend_name: str, data: bytes, data_sets: list[tuple[list[Any], li
             try:
                 outs = sess.run(feeds)
             except Exception as exc:
-                return "run_fail", _error_line(exc)
+                return CaseStatus.RUN_FAIL, _error_line(exc)
             err = compare_outputs(expected, [outs[n] for n in out_names], rtol, atol, out_names)
             if err:
-                return "mismatch", err
+                return CaseStatus.MISMATCH, err
     finally:
         try:
             sess.close()
@@ -282,7 +283,7 @@ def _error_line(exc: BaseException) -> str:
 
 
 def _run_case_in_worker(state: str, data: bytes, data_sets: Any, rtol: float, atol: float
-                        ) -> tuple[str, str | None]:
+                        ) -> tuple[CaseStatus, str | None]:
     return run_case(state, data, data_sets, rtol, atol)
 
 
@@ -306,16 +307,16 @@ def case_targets(model: onnx.ModelProto) -> tuple[list[tuple[str, dict[str, str]
     return out, len(nodes) > 1
 
 
-def _outcome_status(outcome: Any) -> tuple[str, str | None]:
+def _outcome_status(outcome: Any) -> tuple[CaseStatus, str | None]:
     if outcome.status == OK:
         return outcome.value
     if outcome.status == CRASHED:
-        return "crash", outcome.describe()
+        return CaseStatus.CRASH, outcome.describe()
     if outcome.status == TIMEOUT:
-        return "timeout", outcome.describe()
+        return CaseStatus.TIMEOUT, outcome.describe()
     if outcome.status == ISO_HARNESS:  # unirt could not run the case: not the engine's doing
         return HARNESS, outcome.describe()
-    return "run_fail", outcome.error
+    return CaseStatus.RUN_FAIL, outcome.error
 
 
 def probe_ops(
@@ -362,14 +363,14 @@ def _probe_case(worker: Worker, backend_name: str, case: Case, timeout: float
         _run_case_in_worker, model.SerializeToString(), case.data_sets, case.rtol, case.atol,
         timeout=timeout))
     entry: dict[str, Any] = {"n": case.name, "o": int(opset), "ir": int(model.ir_version)}
-    if status == "load_fail":
+    if status == CaseStatus.LOAD_FAIL:
         for cause, alt in (("ir", restamp(model, opset=False)), ("opset", restamp(model))):
             if alt is None:
                 continue
             s2, e2 = _outcome_status(worker.call(
                 _run_case_in_worker, alt.SerializeToString(), case.data_sets, case.rtol,
                 case.atol, timeout=timeout))
-            if s2 != "load_fail":
+            if s2 != CaseStatus.LOAD_FAIL:
                 # The engine refused the stamp, not the op: keep the op's own outcome.
                 entry["r"] = cause
                 entry["ro"] = next(o.version for o in alt.opset_import
@@ -398,14 +399,15 @@ def compute_limits(entries: Sequence[dict[str, Any]]) -> dict[str, int | None]:
     out: dict[str, int | None] = {}
     for key, field_, cause in (("refused_opset", "o", "opset"), ("refused_ir", "ir", "ir")):
         loaded = max((e[field_] for e in entries
-                       if not e.get("r") and e["s"] not in ("load_fail", HARNESS)), default=0)
+                       if not e.get("r") and e["s"] not in (CaseStatus.LOAD_FAIL, HARNESS)),
+                     default=0)
         out[key] = min((e[field_] for e in entries
                         if e.get("r") == cause and e[field_] > loaded), default=None)
     return out
 
 
 def mark_rule_refusal(entry: dict[str, Any], backend: Any, model: onnx.ModelProto) -> None:
-    """Mark (``"w"``) a failed case that the backend's own rules (``_rules_impl``) refuse as a
+    """Mark (``"w"``) a failed case that the backend's own rules (``Backend.rules``) refuse as a
     whole: an ncnn case fed int64 says nothing about its op, and ``check`` applies the rule to
     every model anyway. Such cases are kept in the table but charged to no op."""
     if entry["s"] == PASS:
@@ -413,7 +415,7 @@ def mark_rule_refusal(entry: dict[str, Any], backend: Any, model: onnx.ModelProt
     from .model import read_model
 
     try:
-        reasons = [r for r in backend._rules_impl(read_model(model))
+        reasons = [r for r in backend.rules(read_model(model))
                    if getattr(r, "verdict", "UNSUPPORTED") == "UNSUPPORTED"]
     except Exception:
         logger.debug("rules of %s failed on %s", backend.name, entry["n"], exc_info=True)

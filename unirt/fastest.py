@@ -28,7 +28,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger("unirt")
 
-FASTEST = "fastest"
 CACHE_SECTION = "fastest"
 RESULT_FILE = "ranking.json"
 VERSION = 2
@@ -228,9 +227,9 @@ def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, 
     """Verify every candidate (cached verdicts reused), then time the verified ones."""
     # Imported here: a lookup (every default load) needs none of the measuring machinery.
     from . import progress as events
-    from .isolation import Worker
+    from .isolation import HARNESS, TIMEOUT, Worker
     from .plugins import get_registry
-    from .probe import _child_init, _child_run, run_sets
+    from .probe import NO_REFERENCE, _child_init, _child_run, run_sets
     from .verify import VerifyStatus, feed_sets, verify
 
     reg = registry or get_registry()
@@ -260,7 +259,7 @@ def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, 
                    tolerance=tolerance, timeout=timeout, registry=reg, ranges=ranges)
         if v.status != VerifyStatus.VERIFIED:
             # a time-out, a kill, unirt's harness: not the engine's answer (no reference is)
-            ranking.transient |= not v.about_engine and v.result.status != "no reference"
+            ranking.transient |= not v.about_engine and v.result.status != NO_REFERENCE
             ranking.rejected[name] = v.result.reason if v.status == VerifyStatus.REJECTED \
                 else f"{v.status}: {v.result.reason}"
             continue
@@ -280,7 +279,7 @@ def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, 
             if not opened.ok or not sets or sets[0].outputs is None:
                 ranking.transient |= (opened.status if not opened.ok else
                                       sets[0].outcome.status if sets else "") in (
-                                          "timeout", "harness")
+                                          TIMEOUT, HARNESS)
                 why = opened.describe() if not opened.ok else (
                     sets[0].outcome.describe() if sets else "nothing ran")
                 ranking.rejected[name] = f"failed while timing: {why}"
@@ -301,7 +300,7 @@ def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, 
                     if out.ok:
                         times[name].extend(out.value["times"])
                     else:
-                        ranking.transient |= out.status in ("timeout", "harness")
+                        ranking.transient |= out.status in (TIMEOUT, HARNESS)
                         ranking.rejected[name] = f"failed while timing: {out.describe()}"
                         workers.pop(name).close()
                         times.pop(name, None)

@@ -11,6 +11,18 @@ are found through the ``unirt`` entry-point group::
 Hooks run at set-up time (plugin loading, routing, opening a model), never inside
 ``Session.run``: a call into a model is the engine call plus name checks, nothing more.
 
+Call order (pluggy's): implementations run last-registered plugin first, so a third-party
+plugin's run before the built-ins', and the built-ins in the reverse of
+``unirt.plugins.BUILTIN_PLUGINS``; ``tryfirst=True`` / ``trylast=True`` move one to the front or
+the back. unirt calls each plugin's implementation separately (pluggy's
+``subset_hook_caller``), so that one plugin's failure is attributed to it and, for
+``register_*`` and the observer hooks, does not stop the others; a ``wrapper=True`` (or old-style
+``hookwrapper=True``) implementation therefore wraps each plugin's call, and pluggy's tracing
+(``pm.trace``, ``add_hookcall_monitoring``) sees every call. What the ``register_*`` hooks
+register is listed in plugin registration order (built-ins in ``BUILTIN_PLUGINS`` order, then
+entry points, then plugins registered through the API), each plugin's items in the order it
+registered them: that is the order of ``Registry.backends`` and of ``unirt backends``.
+
 Every hook here is documented in the README and exercised by ``tests/test_hooks.py``; a new hook
 needs both (a test checks it).
 """
@@ -82,7 +94,8 @@ def order_candidates(model: ModelInfo, candidates: list[str]) -> None:
         (reorder, remove). Adding a name that was not there is a :class:`~unirt.errors.PluginError`.
 
     Called once per ``unirt.load`` after ``prefer=``, ``exclude=`` and the default order are
-    applied, in plugin registration order, each implementation seeing the previous one's result.
+    applied, in pluggy's call order (the last registered plugin first; see above), each
+    implementation seeing the previous one's result.
     Not called for ``backend=`` (the user named one backend). A removed backend appears on the
     route as ``excluded``, "vetoed by a plugin". An exception is a ``PluginError``: a broken
     policy must not silently route somewhere it forbids. Not ``firstresult``.

@@ -4,11 +4,13 @@ unirt a verdict, not the user's process.
 Engines kill their host on some models (OpenCV DNN and ncnn segfault, pnnx aborts): anything that
 runs a model not yet known to be safe goes through here. Two shapes:
 
-* :func:`run_isolated` — one call in a fresh child (``unirt capabilities --probe``, verification).
+* :func:`run_isolated` — one call in a fresh child (the ``fold`` rewrite's constant folding, the
+  TensorRT plugin's parser check and engine build).
 * :class:`Worker` — a child that pays its set-up (engine import, backend lookup) once and then runs
   many calls sequentially; when it dies or times out, that call is recorded as crashed/timed out and
-  the next call starts a fresh child. This is what makes ~1,900 conformance cases affordable on two
-  cores: an engine import per case would cost more than the cases themselves.
+  the next call starts a fresh child. Probes, verification, ``fastest``, ``bench`` and the
+  conformance cases run here (~1,900 cases are affordable on two cores only because an engine
+  import per case would cost more than the cases themselves).
 
 How a child is made, and why:
 
@@ -50,14 +52,28 @@ from typing import Any
 from . import _child
 from ._child import Channel
 from .errors import UnirtError, strip_ansi
+from .words import Word
 
 logger = logging.getLogger("unirt")
 
-OK = "ok"
-ERROR = "error"
-CRASHED = "crashed"
-TIMEOUT = "timeout"
-HARNESS = "harness"
+
+class OutcomeStatus(Word):
+    """What became of one isolated call (:attr:`Outcome.status`)."""
+
+    OK = "ok"  # it returned: ``Outcome.value`` holds the result
+    ERROR = "error"  # the function raised: its first line and traceback are kept
+    CRASHED = "crashed"  # the child died (a signal or an exit code)
+    TIMEOUT = "timeout"  # killed after its time ran out
+    #: unirt could not start the child or load the function in it: says nothing about the engine
+    HARNESS = "harness"
+
+
+# The members under their short names, as callers import them.
+OK = OutcomeStatus.OK
+ERROR = OutcomeStatus.ERROR
+CRASHED = OutcomeStatus.CRASHED
+TIMEOUT = OutcomeStatus.TIMEOUT
+HARNESS = OutcomeStatus.HARNESS
 
 #: How long a child may take to start and load the worker's ``init`` before that counts as a
 #: harness failure (an interpreter start and a few imports; generous for loaded CI machines).
@@ -107,15 +123,13 @@ def worker_defaults(*, nice: int = 0, cancel: threading.Event | None = None) -> 
 class Outcome:
     """What became of one isolated call.
 
-    ``status``: ``"ok"`` (``value`` holds the result), ``"error"`` (the function raised: ``error``
-    is its first line, ``traceback`` the full text), ``"crashed"`` (the child died: ``signal``
-    names the signal, or ``exitcode`` is set), ``"timeout"`` (killed after ``timeout`` s) or
-    ``"harness"`` (unirt could not start the child or load the function in it: says nothing
-    about the engine). ``output_tail`` is the end of what the child printed, for a crash, timeout
-    or harness failure of a quiet child.
+    ``status`` (:class:`OutcomeStatus`): for ``ERROR`` ``error`` is the exception's first line and
+    ``traceback`` the full text; for ``CRASHED`` ``signal`` names the signal, or ``exitcode`` is
+    set; for ``HARNESS`` ``error`` says why unirt could not measure. ``output_tail`` is the end
+    of what the child printed, for a crash, timeout or harness failure of a quiet child.
     """
 
-    status: str
+    status: OutcomeStatus
     value: Any = None
     error: str | None = None
     error_type: str | None = None
@@ -124,6 +138,9 @@ class Outcome:
     exitcode: int | None = None
     seconds: float = 0.0
     output_tail: str | None = None
+
+    def __post_init__(self) -> None:
+        self.status = OutcomeStatus(self.status)  # the plain word is accepted too
 
     @property
     def ok(self) -> bool:

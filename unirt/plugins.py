@@ -12,7 +12,6 @@ Tests build a fresh ``Registry`` each (a fresh PluginManager per test, as pytest
 
 from __future__ import annotations
 
-import functools
 import importlib
 import logging
 import os
@@ -204,12 +203,39 @@ class Registry:
             return self._backends
 
     def hook_calls(self, hook_name: str) -> Iterator[tuple[str, Callable[..., Any]]]:
-        """Each implementation of a hook, in pluggy's call order, with its plugin's name, as a
-        function taking the hook's keyword arguments (it receives those it declares). For hooks
-        whose failures are handled per plugin: pluggy's own call stops at the first exception
-        and does not say whose it was."""
-        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
-            yield self.pm.get_name(impl.plugin) or "?", functools.partial(_call_impl, impl)
+        """Each plugin's implementation of a hook, one plugin at a time, in pluggy's call order
+        (the last registered plugin first, ``tryfirst``/``trylast`` respected), with the
+        plugin's name, as pluggy's own caller restricted to that plugin
+        (``PluginManager.subset_hook_caller``): it takes the hook's keyword arguments, every
+        plugin's wrappers (``wrapper=True``, ``hookwrapper=True``) wrap it, and pluggy's tracing
+        and monitoring see it. For hooks whose failures are handled per plugin: pluggy's call of
+        all implementations at once stops at the first exception and does not say whose it was.
+        A hook with wrappers but no plain implementation is called once, as pluggy would."""
+        hook = getattr(self.pm.hook, hook_name)
+        impls = hook.get_hookimpls()
+        plain = [i for i in reversed(impls) if not (i.wrapper or i.hookwrapper)]
+        if not plain:
+            if impls:
+                yield ", ".join(self._plugin_name(i.plugin) for i in impls), hook
+            return
+        ordered: list[Any] = []
+        for impl in plain:
+            if not any(p is impl.plugin for p in ordered):
+                ordered.append(impl.plugin)
+        for plugin in ordered:
+            others = [p for p in ordered if p is not plugin]
+            yield self._plugin_name(plugin), self.pm.subset_hook_caller(hook_name, others)
+
+    def _plugin_name(self, plugin: Any) -> str:
+        return self.pm.get_name(plugin) or "?"
+
+    def _plugin_rank(self, plugin_name: str) -> int:
+        """Where a plugin stands in registration order (built-ins in ``BUILTIN_PLUGINS``
+        order, then entry points, then plugins registered through the API)."""
+        for rank, name in enumerate(self.records):
+            if name == plugin_name:
+                return rank
+        return len(self.records)
 
     def _collect(self) -> dict[str, Backend]:
         return self._registered("register_backends", "backend", Backend, "a unirt Backend")
@@ -220,6 +246,7 @@ class Registry:
         malformed or duplicate registration is a :class:`PluginError`; a plugin whose hook
         raises anything else is marked not loaded, with the reason, and the others go on."""
         found: dict[str, Any] = {}
+        owners: dict[str, str] = {}
         for plugin_name, call in self.hook_calls(hook_name):
             record = self.records.get(plugin_name)
 
@@ -233,6 +260,7 @@ class Registry:
                     raise PluginError(f"plugin {_plugin} registered {kind} {name!r}, "
                                       "which another plugin already registered")
                 found[name] = item
+                owners[name] = _plugin
                 if _rec is not None:
                     getattr(_rec, f"{kind}s").append(name)
 
@@ -246,7 +274,10 @@ class Registry:
                 if record is not None:
                     record.loaded = False
                     record.error = f"{hook_name}: {type(exc).__name__}: {first_line(exc)}"
-        return found
+        # Hooks run last-registered first; what they registered is listed in registration
+        # order (each plugin's items in the order it registered them): stable and documented.
+        ranked = sorted(enumerate(found), key=lambda e: (self._plugin_rank(owners[e[1]]), e[0]))
+        return {name: found[name] for _, name in ranked}
 
     # -- rewrites ----------------------------------------------------------------------------
     @property
@@ -295,10 +326,6 @@ class Registry:
                 call(**kwargs)
             except Exception:
                 logger.warning("plugin %s failed in %s", plugin_name, hook_name, exc_info=True)
-
-
-def _call_impl(impl: Any, **kwargs: Any) -> Any:
-    return impl.function(**{k: kwargs[k] for k in impl.argnames})
 
 
 _default: Registry | None = None

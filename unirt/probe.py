@@ -52,6 +52,7 @@ from .isolation import TIMEOUT as ISO_TIMEOUT
 from .isolation import Outcome, Worker
 from .metrics import OutputDiff, Tolerance, diff, for_output, nonfinite_counts, tolerance, within
 from .model import ModelInfo
+from .words import Word
 
 if TYPE_CHECKING:  # pragma: no cover
     from .plugins import Registry, RegistrySpec
@@ -75,10 +76,27 @@ def reference_name(registry: Registry | None = None) -> str:
 
 DEFAULT_TIMEOUT = 300.0
 
-# Statuses of a probe. HARNESS: unirt itself could not measure (a child that could not start,
-# a plugin registry that could not be rebuilt in it): says nothing about the engine.
-PASS, FAIL, NO_REFERENCE = "pass", "fail", "no reference"
-ERROR, CRASHED, TIMEOUT, HARNESS = ISO_ERROR, ISO_CRASHED, ISO_TIMEOUT, ISO_HARNESS
+
+
+class ProbeStatus(Word):
+    """What a probe concluded about a backend on a model (:attr:`ProbeResult.status`). The
+    last four keep the words of :class:`~unirt.isolation.OutcomeStatus` they come from."""
+
+    PASS = "pass"
+    FAIL = "fail"  # numbers out of tolerance
+    NO_REFERENCE = "no reference"  # the reference could not run the model: nothing compared
+    ERROR = ISO_ERROR.value  # the backend raised
+    CRASHED = ISO_CRASHED.value
+    TIMEOUT = ISO_TIMEOUT.value
+    #: unirt itself could not measure (a child that could not start, a plugin registry that
+    #: could not be rebuilt in it): says nothing about the engine
+    HARNESS = ISO_HARNESS.value
+
+
+# The members under their short names, as callers import them.
+PASS, FAIL, NO_REFERENCE = ProbeStatus.PASS, ProbeStatus.FAIL, ProbeStatus.NO_REFERENCE
+ERROR, CRASHED, TIMEOUT = ProbeStatus.ERROR, ProbeStatus.CRASHED, ProbeStatus.TIMEOUT
+HARNESS = ProbeStatus.HARNESS
 
 #: How :attr:`ProbeResult.nonfinite` starts when the backend returns finite numbers where the
 #: reference has NaN/inf.
@@ -375,7 +393,7 @@ def reference_outputs(source: str | bytes, feed_sets: Sequence[Feeds],
     try:
         spec = _spec(registry)
     except HarnessError as exc:
-        opened = Outcome(HARNESS, error=str(exc), error_type="HarnessError")
+        opened = Outcome(ISO_HARNESS, error=str(exc), error_type="HarnessError")
         return opened, [RunSet(_label(labels[i] if labels else None, f), opened,
                                nonfinite=_planted(f)) for i, f in enumerate(feed_sets)]
     with Worker(_child_init) as w:
@@ -398,8 +416,8 @@ def _spec(registry: Registry | None) -> RegistrySpec | None:
 
 @dataclass
 class ProbeResult:
-    """A backend judged on a model: ``status`` is ``pass``, ``fail`` (numbers out of tolerance),
-    ``error`` (it raised), ``crashed`` (with the signal), ``timeout`` or ``no reference``.
+    """A backend judged on a model: ``status`` is a :class:`ProbeStatus` (the reason says more:
+    the signal of a crash, the wrong numbers of a fail).
 
     ``outputs`` holds each output's differences on the first set of inputs where it was worst;
     ``shapes`` what was run; ``limited`` the sets of inputs the backend refused without harm
@@ -411,7 +429,7 @@ class ProbeResult:
     """
 
     backend: str
-    status: str
+    status: ProbeStatus
     reason: str = ""
     precision: str | None = None
     shapes: list[str] = field(default_factory=list)
@@ -423,6 +441,9 @@ class ProbeResult:
     #: False when the backend raised while opening the model (nothing ran).
     opened: bool = True
     nonfinite: str = ""
+
+    def __post_init__(self) -> None:
+        self.status = ProbeStatus(self.status)  # the plain word (a cached entry) is accepted
 
     @property
     def hides_nonfinite(self) -> bool:
@@ -668,11 +689,11 @@ def _nonfinite_output_notes(name: str, got: RunSet, ref: RunSet, precision: str,
     return notes
 
 
-def _status(outcome: Outcome) -> str:
+def _status(outcome: Outcome) -> ProbeStatus:
     if outcome.status == HARNESS or (outcome.status == ERROR
                                      and outcome.error_type in _HARNESS_ERRORS):
         return HARNESS
-    return outcome.status if outcome.status in (CRASHED, TIMEOUT) else ERROR
+    return ProbeStatus(outcome.status) if outcome.status in (CRASHED, TIMEOUT) else ERROR
 
 
 def _open_reason(outcome: Outcome) -> str:

@@ -37,7 +37,7 @@ import numpy as np
 from .errors import UnirtError
 from .files import check_writable
 from .inputs import feeds_for
-from .isolation import CRASHED, HARNESS, TIMEOUT, Outcome
+from .isolation import CRASHED, HARNESS, TIMEOUT, Outcome, OutcomeStatus
 from .layerwise import Prober, subgraph_model, tensor_error, with_outputs
 from .model import ModelSource, read_model
 from .probe import run_sets
@@ -53,9 +53,12 @@ GREEDY_LIMIT = 64
 
 
 class FailureKind(Word):
-    CRASHED = "crashed"
-    ERROR = "error"
-    TIMEOUT = "timeout"
+    """How a backend fails on a model; the words of :class:`~unirt.isolation.OutcomeStatus`
+    for what went wrong in the child, plus wrong numbers."""
+
+    CRASHED = OutcomeStatus.CRASHED.value
+    ERROR = OutcomeStatus.ERROR.value
+    TIMEOUT = OutcomeStatus.TIMEOUT.value
     WRONG = "wrong numbers"
 
 

@@ -68,7 +68,7 @@ class VerifyStatus(Word):
     REJECTED = "rejected"  # crashed, hung, or gave wrong numbers
     REFUSED = "refused"  # the engine raised opening the model (its own answer): not opened
     #: nothing could be compared (the reference cannot run the model, no inputs can be made) or
-    #: unirt could not measure (``result.status == "harness"``)
+    #: unirt could not measure (``result.status`` is ``ProbeStatus.HARNESS``)
     UNVERIFIED = "unverified"
 
 

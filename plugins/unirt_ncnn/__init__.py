@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import unirt
 from unirt.backend import Availability, Backend, BackendSession, OpenOptions
 from unirt.errors import BackendError, BackendUnavailableError, ShapeLimitError, UnirtError
+from unirt.hookspecs import hookimpl
 from unirt.model import ModelInfo
 
 from . import _graph, _pnnx
@@ -416,10 +416,10 @@ class NcnnSession(BackendSession):
                          for d, dyn in zip(s, flags)) for s, flags in zip(sig, dynamic)]
 
         def build(tmp: Path) -> dict[str, Any]:
-            from unirt import progress
+            from unirt.progress import Step, step
 
             at = ",".join("x".join(map(str, s)) for s in sig)
-            with progress.step(progress.Step.CONVERT, NAME, self.model.name, f"pnnx at {at}"):
+            with step(Step.CONVERT, NAME, self.model.name, f"pnnx at {at}"):
                 return _pnnx.convert(
                     c.exe, self._onnx_for_pnnx(), tmp, input_names=self._input_names,
                     output_names=self._ncnn_outputs, shapes=sig,
@@ -633,7 +633,7 @@ class NcnnVulkanBackend(NcnnBackend):
         return gpus[0]
 
 
-@unirt.hookimpl
+@hookimpl
 def register_backends(register: Any) -> None:
     register(NcnnBackend)
     register(NcnnVulkanBackend)

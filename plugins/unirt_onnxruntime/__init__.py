@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import unirt
 from unirt.backend import Availability, Backend, BackendSession, OpenOptions
 from unirt.errors import BackendError, UnirtError
+from unirt.hookspecs import hookimpl
 from unirt.model import ModelInfo
 
 from ._binding import BoundRunner, bindable_feed, unbindable_outputs
@@ -241,7 +241,7 @@ class OnnxRuntimeCudaBackend(OnnxRuntimeBackend):
         return Availability(True, version, devices=("cuda:0",))
 
 
-@unirt.hookimpl
+@hookimpl
 def register_backends(register: Any) -> None:
     register(OnnxRuntimeBackend)
     register(OnnxRuntimeCudaBackend)

@@ -43,9 +43,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import unirt
 from unirt.backend import Availability, Backend, BackendSession, OpenOptions
 from unirt.errors import BackendError, BackendUnavailableError, UnirtError, clean
+from unirt.hookspecs import hookimpl
 from unirt.model import ModelInfo
 from unirt.native import captured
 from unirt.tensor import TensorInfo
@@ -527,6 +527,6 @@ class OpenCvBackend(Backend):
         return details
 
 
-@unirt.hookimpl
+@hookimpl
 def register_backends(register: Any) -> None:
     register(OpenCvBackend)

@@ -59,7 +59,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-import unirt
 from unirt.backend import Availability, Backend, BackendSession, OpenOptions
 from unirt.errors import (
     BackendError,
@@ -68,6 +67,7 @@ from unirt.errors import (
     UnirtError,
     clean,
 )
+from unirt.hookspecs import hookimpl
 from unirt.model import ModelInfo
 
 logger = logging.getLogger("unirt")
@@ -568,6 +568,6 @@ def _onnx_node_names(ops: Sequence[Any], model: ModelInfo) -> set[str]:
     return names
 
 
-@unirt.hookimpl
+@hookimpl
 def register_backends(register: Any) -> None:
     register(OpenVinoBackend)

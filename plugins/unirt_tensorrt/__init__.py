@@ -33,9 +33,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import unirt
 from unirt.backend import Availability, Backend, BackendSession, OpenOptions
 from unirt.errors import BackendError, BackendUnavailableError, ShapeLimitError, UnirtError
+from unirt.hookspecs import hookimpl
 from unirt.model import ModelInfo
 
 from . import _build, _profiles
@@ -319,8 +319,8 @@ class TensorRtSession(BackendSession):
         described = _profiles.describe(profiles)
 
         def build(tmp: Path) -> dict[str, Any]:
-            from unirt import progress
             from unirt.isolation import TIMEOUT, run_isolated
+            from unirt.progress import Step, step
 
             with _onnx_file(self.model, tmp) as path:
                 spec = _build.BuildSpec(
@@ -331,10 +331,10 @@ class TensorRtSession(BackendSession):
                     cache_root=None if self.cache.problem is not None else str(self.cache.root),
                     timing_key=self._timing_key(),
                     extra={"device": self.gpu.index})
-                with progress.step(progress.Step.BUILD, NAME, label,
-                                   f"{self.plan.label}, profiles {described}") as step:
+                with step(Step.BUILD, NAME, label,
+                          f"{self.plan.label}, profiles {described}") as running:
                     outcome = run_isolated(_build.build_engine, spec, timeout=timeout)
-                    step.detail = outcome.describe()
+                    running.detail = outcome.describe()
             if outcome.status == TIMEOUT:
                 raise BackendError(f"{NAME}: building the engine for {label} timed out after "
                                    f"{timeout:.0f} s (option build_timeout)")
@@ -439,6 +439,6 @@ class TensorRtSession(BackendSession):
                 eng.close()
 
 
-@unirt.hookimpl
+@hookimpl
 def register_backends(register: Any) -> None:
     register(TensorRtBackend)

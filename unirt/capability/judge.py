@@ -37,7 +37,7 @@ from .features import (
     op_key,
     schema_since,
 )
-from .table import OpEvidence, OpTable, find_table
+from .table import CaseStatus, OpEvidence, OpTable, find_table
 from .verdict import (
     SUPPORTED,
     UNAVAILABLE,
@@ -147,14 +147,14 @@ def check_backend(backend: Backend, model: ModelInfo, table: OpTable | None = No
     else:
         verdict.table = table.name
         try:
-            host = set(backend._host_outputs_impl(model))
+            host = backend.host_outputs(model)
         except Exception:  # a broken hook must not hide the table's reasons
             logger.warning("host outputs of %s failed on %s", backend.name, model.name,
                            exc_info=True)
             host = set()
         reasons += table_reasons(backend, model, table, verdict.ops, host)
     try:
-        rules = list(backend._rules_impl(model))
+        rules = backend.rules(model)
     except Exception as exc:  # a broken rule must not hide the other reasons
         logger.warning("rules of %s failed on %s", backend.name, model.name, exc_info=True)
         rules = [Reason(f"backend rules failed: {type(exc).__name__}: {first_line(exc)}",
@@ -288,7 +288,7 @@ def settle(verdict: Verdict, *, reference: bool = False) -> None:
     measured = verdict.measured or {}
     for evidence in (Evidence.MEASURED, Evidence.ENGINE, Evidence.RULE):
         if evidence == Evidence.MEASURED and (measured.get("verified") or measured.get(
-                "status") in ("pass", "dynamic_fail")):
+                "status") in (CaseStatus.PASS, CaseStatus.DYNAMIC_FAIL)):
             verdict.status, verdict.decided_by = SUPPORTED, Evidence.MEASURED
             return
         if any(r.evidence == evidence for r in decisive):

@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UnirtError
+from ..isolation import OutcomeStatus
 from .features import op_key
 from .judge import merge_query, refused_by_engine, settle
+from .table import CaseStatus
 from .verdict import UNAVAILABLE, UNSUPPORTED, Evidence, Reason, Verdict
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -180,7 +182,7 @@ def capabilities(
 
 
 #: Measured outcomes that say the backend ran the model right, or say nothing about it.
-_NOT_FAILED = frozenset({"pass", "unverified", "harness"})
+_NOT_FAILED = frozenset({CaseStatus.PASS, CaseStatus.UNVERIFIED, CaseStatus.HARNESS})
 
 
 def fixable_by(verdict: Verdict, info: ModelInfo, registry: Registry,
@@ -285,7 +287,7 @@ class _Querier:
 
     def ask(self, verdict: Verdict, info: ModelInfo, name: str) -> None:
         from ..errors import HarnessError
-        from ..isolation import HARNESS, TIMEOUT, Worker
+        from ..isolation import CRASHED, HARNESS, TIMEOUT, Worker
         from ..probe import _HARNESS_ERRORS
 
         be = self.registry.backend(name)
@@ -318,7 +320,7 @@ class _Querier:
         elif outcome.status == HARNESS or outcome.error_type in _HARNESS_ERRORS:
             verdict.notes.append(f"engine query not asked: unirt could not measure: "
                                  f"{outcome.describe()}")
-        elif outcome.status == "crashed":
+        elif outcome.status == CRASHED:
             verdict.notes.append(f"engine query {outcome.describe()}")
         else:  # the engine raised: its message, as Backend.query raised it
             verdict.notes.append(f"engine query failed: {outcome.describe().split(': ', 1)[-1]}")
@@ -358,7 +360,7 @@ def _measure(report: CapabilityReport, info: ModelInfo, registry: Registry,
     """Measure every available backend now: one reference run shared by all, each backend's
     verdict written where ``load`` reads it (not for ``given`` arrays: judged, not cached)."""
     from .. import progress
-    from ..probe import reference_outputs
+    from ..probe import ProbeStatus, reference_outputs
     from ..verify import feed_sets, verify
 
     runnable = [n for n, v in report.verdicts.items() if v.status != UNAVAILABLE]
@@ -378,12 +380,12 @@ def _measure(report: CapabilityReport, info: ModelInfo, registry: Registry,
         v = report.verdicts[name]
         if registry.backend(name).is_reference:
             v.measured = _reference_summary(reference, opened.ok)
-            if v.measured["status"] == "run_fail":
+            if v.measured["status"] == CaseStatus.RUN_FAIL:
                 # It opened the model: a failure at the sizes probed is the sizes' doing as
                 # often as the model's (silero-vad refuses 32 samples), never a refusal.
                 v.notes.append(f"opened the model, failed running it at the sizes probed "
                                f"({v.measured['detail']}); give its real sizes with --shape")
-            elif v.measured["status"] not in ("pass", "dynamic_fail"):
+            elif v.measured["status"] not in (CaseStatus.PASS, CaseStatus.DYNAMIC_FAIL):
                 refused_by_engine(v, v.measured["detail"] or v.measured["status"])
             continue
         if given:
@@ -393,7 +395,7 @@ def _measure(report: CapabilityReport, info: ModelInfo, registry: Registry,
                          timeout=timeout, registry=registry, reference=reference, runs=10,
                          ranges=ranges)
         apply_measurement(v, ver)
-        if layerwise and not given and ver.result.status == "fail":
+        if layerwise and not given and ver.result.status == ProbeStatus.FAIL:
             _explain_divergence(v, info, name, ver.result, labels, feeds, timeout)
 
 
@@ -419,18 +421,21 @@ def _reference_summary(reference: list[RunSet], opened: bool = False) -> dict[st
     times = [t for r in ran for t in r.times]
     if ran:
         limited = {r.label: r.outcome.describe() for r in reference if r.outputs is None}
-        status, detail = "pass", "the reference"
+        status, detail = CaseStatus.PASS, "the reference"
         if limited:
-            status = "run_fail" if reference[0].outputs is None else "dynamic_fail"
-            detail = ("declared dynamic, fails at " if status == "dynamic_fail" else "") + \
+            status = CaseStatus.RUN_FAIL if reference[0].outputs is None \
+                else CaseStatus.DYNAMIC_FAIL
+            detail = ("declared dynamic, fails at " if status == CaseStatus.DYNAMIC_FAIL
+                      else "") + \
                 "; ".join(f"{k}: {v}" for k, v in limited.items())
         return {"status": status, "detail": detail, "precision": "fp32",
                 "median_ms": statistics.median(times) * 1e3 if times else None,
                 "max_abs": 0.0, "max_rel": 0.0, "shapes": [r.label for r in reference],
                 "limited": limited, "cached": False}
     first = reference[0].outcome if reference else None
-    status = {"crashed": "crash", "timeout": "timeout"}.get(
-        first.status if first else "", "run_fail" if opened else "load_fail")
+    fallback = CaseStatus.RUN_FAIL if opened else CaseStatus.LOAD_FAIL
+    status = {OutcomeStatus.CRASHED: CaseStatus.CRASH, OutcomeStatus.TIMEOUT: CaseStatus.TIMEOUT
+              }.get(first.status, fallback) if first else fallback
     return {"status": status, "detail": first.describe() if first else "nothing ran",
             "precision": None, "median_ms": None, "max_abs": None, "max_rel": None,
             "shapes": [], "limited": {}, "cached": False}
@@ -440,6 +445,7 @@ def _explain_divergence(verdict: Verdict, info: ModelInfo, backend: str, result:
                         labels: list[str], feeds: list[FeedRecipe], timeout: float) -> None:
     """Name the first node whose output diverges, on the inputs where the run was wrong."""
     from ..compare import layerwise
+    from ..layerwise import LayerStatus
     from ..probe import _label
 
     index = next((i for i, (label, f) in enumerate(zip(labels, feeds))
@@ -450,7 +456,7 @@ def _explain_divergence(verdict: Verdict, info: ModelInfo, backend: str, result:
     except UnirtError as exc:
         verdict.notes.append(f"layerwise search failed: {exc}")
         return
-    if lw.status != "diverges" or lw.first is None:
+    if lw.status != LayerStatus.DIVERGES or lw.first is None:
         verdict.notes.append(f"layerwise search: {lw.status}"
                              + (f" ({lw.reason})" if lw.reason else ""))
         return
@@ -467,37 +473,36 @@ def _explain_divergence(verdict: Verdict, info: ModelInfo, backend: str, result:
 
 
 def probe_summary(result: ProbeResult) -> dict[str, Any]:
-    """A :class:`~unirt.probe.ProbeResult` as the matrix shows it: ``status`` is ``pass``,
-    ``mismatch``, ``load_fail``, ``run_fail`` (at the base shapes), ``dynamic_fail`` (declared
-    dynamic, fails at another size), ``crash``, ``timeout``, ``unverified`` (no reference) or
-    ``harness`` (unirt could not measure). ``nonfinite``: how the backend treats NaN/inf
+    """A :class:`~unirt.probe.ProbeResult` as the matrix shows it: ``status`` is a
+    :class:`~unirt.capability.table.CaseStatus`. ``nonfinite``: how the backend treats NaN/inf
     inputs where it differs from the reference (``hides NaN/inf: ...``), empty otherwise."""
     from ..probe import CRASHED, ERROR, FAIL, HARNESS, NO_REFERENCE, TIMEOUT
 
-    out: dict[str, Any] = {"status": "pass", "detail": None, "precision": result.precision,
+    out: dict[str, Any] = {"status": CaseStatus.PASS, "detail": None, "precision": result.precision,
                            "median_ms": None if result.run_s is None else result.run_s * 1e3,
                            "max_abs": max((o.max_abs for o in result.outputs), default=None),
                            "max_rel": max((o.max_rel for o in result.outputs), default=None),
                            "shapes": result.shapes, "limited": result.limited,
                            "nonfinite": result.nonfinite}
     if result.status == CRASHED:
-        out.update(status="crash", detail=result.reason)
+        out.update(status=CaseStatus.CRASH, detail=result.reason)
     elif result.status == TIMEOUT:
-        out.update(status="timeout", detail=result.reason)
+        out.update(status=CaseStatus.TIMEOUT, detail=result.reason)
     elif result.status == HARNESS:
-        out.update(status="harness", detail=result.reason)
+        out.update(status=CaseStatus.HARNESS, detail=result.reason)
     elif result.status == ERROR and not result.opened:
-        out.update(status="load_fail", detail=result.reason)
+        out.update(status=CaseStatus.LOAD_FAIL, detail=result.reason)
     elif result.status == FAIL:
-        out.update(status="mismatch", detail=result.reason)
+        out.update(status=CaseStatus.MISMATCH, detail=result.reason)
     elif result.status == NO_REFERENCE:
-        out.update(status="unverified", detail=result.reason)
+        out.update(status=CaseStatus.UNVERIFIED, detail=result.reason)
     elif result.limited:
         base = result.shapes[0] if result.shapes else None
         if base in result.limited or result.status == ERROR:
-            out.update(status="run_fail", detail="; ".join(
+            out.update(status=CaseStatus.RUN_FAIL, detail="; ".join(
                 f"{k}: {v}" for k, v in result.limited.items()))
         else:
-            out.update(status="dynamic_fail", detail="declared dynamic, fails at " + ", ".join(
-                f"{k}: {v}" for k, v in result.limited.items()))
+            out.update(status=CaseStatus.DYNAMIC_FAIL,
+                       detail="declared dynamic, fails at " + ", ".join(
+                           f"{k}: {v}" for k, v in result.limited.items()))
     return out

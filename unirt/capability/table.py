@@ -19,15 +19,34 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UnirtError, first_line
+from ..words import Word
 from .features import ABSENT, UNKNOWN_VALUE, describe_feature, is_discriminating, signature
 
 TABLE_DIR = Path(__file__).resolve().parent.parent / "optables"
 TABLE_FORMAT = 1
 
-#: Case outcomes in a table. Only "pass" is evidence of support; "harness" is evidence of nothing.
-PASS = "pass"
-HARNESS = "harness"
-CASE_STATUSES = ("pass", "load_fail", "run_fail", "mismatch", "crash", "timeout", HARNESS)
+
+
+class CaseStatus(Word):
+    """How a backend did on a case: a conformance case in a table (``"s"``) or a model in the
+    capability matrix (``probes``). Only ``PASS`` is evidence of support; ``HARNESS`` is evidence
+    of nothing. Tables hold the first seven; the matrix adds ``DYNAMIC_FAIL`` and ``UNVERIFIED``."""
+
+    PASS = "pass"
+    LOAD_FAIL = "load_fail"  # the engine refused to open it
+    RUN_FAIL = "run_fail"  # it opened, then raised running (at the base shapes)
+    MISMATCH = "mismatch"  # it ran, with numbers out of tolerance
+    CRASH = "crash"
+    TIMEOUT = "timeout"
+    #: unirt could not measure (a converter crashing on a toy graph, a child that did not start)
+    HARNESS = "harness"
+    DYNAMIC_FAIL = "dynamic_fail"  # declared dynamic, fails at another size
+    UNVERIFIED = "unverified"  # nothing to compare with (the reference refuses the model)
+
+
+PASS, HARNESS = CaseStatus.PASS, CaseStatus.HARNESS
+#: The statuses a conformance table's cases may have.
+CASE_STATUSES: tuple[CaseStatus, ...] = tuple(CaseStatus)[:7]
 
 
 def _missing(d: dict[str, str], k: str) -> str:
@@ -133,7 +152,7 @@ class OpTable:
             for key in keys:
                 if c.get("r") == "opset":
                     refused[key] = min(refused.get(key, c.get("o", 0)), c.get("o", 0))
-                elif not c.get("r") and c["s"] != "load_fail":
+                elif not c.get("r") and c["s"] != CaseStatus.LOAD_FAIL:
                     loaded[key] = max(loaded.get(key, 0), c.get("o", 0))
         self.op_refused_opset: dict[str, int] = {
             k: v for k, v in refused.items() if v > loaded.get(k, 0)}
