@@ -379,8 +379,10 @@ def compare(model: str, backend_list: str | None, input_specs: tuple[str, ...],
         for lw in layers.values():
             con.print(_layerwise_text(lw), markup=False)
         if layerwise:  # nothing to search layer by layer when the engine gave no outputs
+            from .probe import ProbeStatus
+
             for r in report.results:
-                if r.status in ("crashed", "error", "timeout"):
+                if r.status in (ProbeStatus.CRASHED, ProbeStatus.ERROR, ProbeStatus.TIMEOUT):
                     click.echo(f"layerwise {r.backend}: not searched ({r.status}: it gave no "
                                f"outputs); `unirt reduce {model} --backend {r.backend}` "
                                "shrinks the model to a repro that fails the same way")

@@ -19,10 +19,10 @@ from unirt.errors import BackendError, UnirtError
 from unirt.hookspecs import hookimpl
 from unirt.model import ModelInfo
 
-from ._binding import BoundRunner, bindable_feed, unbindable_outputs
-
 if TYPE_CHECKING:  # pragma: no cover
     from unirt.capability import Reason
+
+    from ._binding import BoundRunner
 
 # Options a user may pass as load(options={"onnxruntime": {...}}).
 _SESSION_OPTIONS = {
@@ -77,6 +77,9 @@ class OrtSession(BackendSession):
         self.details["providers"] = sess.get_providers()
         if bind_device is None:
             return
+        from ._binding import BoundRunner, bindable_feed, unbindable_outputs  # numpy: lazily
+
+        self._bindable = bindable_feed
         skip = unbindable_outputs(sess)
         if skip:
             self.details["io_binding"] = f"off: non-tensor outputs {', '.join(skip)}"
@@ -87,7 +90,7 @@ class OrtSession(BackendSession):
 
     def run(self, feeds: dict[str, Any], output_names: Sequence[str]) -> Sequence[Any]:
         bound = self._bound
-        if bound is not None and all(bindable_feed(v) for v in feeds.values()):
+        if bound is not None and all(self._bindable(v) for v in feeds.values()):
             return bound.run(feeds, output_names)
         return self._run(output_names, feeds)
 
