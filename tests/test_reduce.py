@@ -96,17 +96,17 @@ def test_reduce_cli(tmp_path: Path, fake_engines: None) -> None:
     res = CliRunner().invoke(cli, ["reduce", str(path), "--backend", "fake-softmax", "-o",
                                    str(out), "--json"])
     assert res.exit_code == 0, res.output
-    data = json.loads(res.output)
+    data = json.loads(res.stdout)  # progress lines go to stderr
     assert data["nodes_before"] == 20 and data["nodes_after"] == 1
     assert data["failure"]["kind"] == "wrong numbers"
     text = CliRunner().invoke(cli, ["reduce", str(path), "--backend", "fake-softmax", "-o",
                                     str(out)])
     assert text.exit_code == 0, text.output
-    assert "reduced 20 -> 1 nodes (Softmax)" in text.output
-    assert f"replay: unirt compare {out} --backends fake-softmax --input m10=" in text.output
+    assert "reduced 20 -> 1 nodes (Softmax)" in text.stdout
+    assert f"replay: unirt compare {out} --backends fake-softmax --input m10=" in text.stdout
     ok = CliRunner().invoke(cli, ["reduce", str(path), "--backend", "onnxruntime"])
     assert ok.exit_code == 1
-    assert ok.output.startswith("Error: onnxruntime runs twenty.onnx within tolerance")
+    assert "\nError: onnxruntime runs twenty.onnx within tolerance" in "\n" + ok.output
     nope = CliRunner().invoke(cli, ["reduce", str(path), "--backend", "nope"])
     assert nope.exit_code == 1 and nope.output.startswith("Error: unknown backend 'nope'")
 
