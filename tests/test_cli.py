@@ -241,3 +241,24 @@ def test_a_run_failing_at_guessed_sizes_says_so(runner: CliRunner, tmp_path: Pat
     ok = runner.invoke(cli, ["run", str(path), "--backend", "onnxruntime", "-q", "--shape",
                              "x=1x16x4"])
     assert ok.exit_code == 0, ok.output
+
+
+def test_a_reader_that_leaves_is_no_internal_error(runner: CliRunner,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """`unirt lint m.onnx | head` ended in a BrokenPipeError traceback for a tester."""
+    import os
+
+    @click.command("pipe-test")
+    def pipe_test() -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    saved = os.dup(1)
+    try:
+        cli.add_command(pipe_test)
+        result = runner.invoke(cli, ["pipe-test"])
+    finally:
+        cli.commands.pop("pipe-test", None)
+        os.dup2(saved, 1)
+        os.close(saved)
+    assert result.exit_code == 1 and isinstance(result.exception, (SystemExit, type(None)))
+    assert "Internal error" not in result.output

@@ -7,7 +7,9 @@ status 3, so the two never get confused. Every command takes ``--json``.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import sys
 import traceback
@@ -43,6 +45,13 @@ class _Group(click.Group):
             ctx.exit(EXIT_USER_ERROR)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:
+            # `unirt lint m.onnx | head`: the reader left; nothing more to say, and no
+            # traceback when Python flushes stdout at exit.
+            # (no real stdout under click's test runner: nothing to redirect)
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(EXIT_USER_ERROR)
         except Exception:
             click.echo("Internal error (a bug in unirt or a plugin, please report it):", err=True)
             click.echo(traceback.format_exc(), err=True)
