@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 import unirt
-from unirt.errors import BackendNotFoundError, PluginError
+from unirt.backend import OptionSpec
+from unirt.errors import BackendNotFoundError, PluginError, UnirtError
 from unirt.plugins import BUILTIN_PLUGINS, Registry
 
 from .fakes import FakePlugin, Working
@@ -316,6 +317,78 @@ def test_public_rules_and_host_outputs_check_what_a_plugin_returns() -> None:
     with pytest.raises(PluginError, match="bad-rules: _host_outputs_impl returned 3"):
         BadRules().host_outputs(info)
     assert Working().rules(info) == [] and Working().host_outputs(info) == set()
+
+
+class _Opts(Working):
+    name = "fake-opts"
+    options = {
+        "mode": OptionSpec.choice("fast or slow", ("fast", "slow")),
+        "limit": OptionSpec.number("seconds"),
+        "config": OptionSpec.mapping("raw properties", "a dict of properties"),
+        "free": OptionSpec("anything"),
+    }
+
+    def _open_impl(self, model, options):
+        self.opened = dict(options.extra)
+        return super()._open_impl(model, options)
+
+    def _query_impl(self, model, options):
+        return set()
+
+
+@pytest.mark.parametrize("extra, match", [
+    ({"bogus": 1}, "unknown fake-opts option 'bogus'; known: mode, limit, config, free"),
+    ({"mode": "turbo"}, "fake-opts option mode must be one of fast, slow, not 'turbo'"),
+    ({"limit": "long"}, "fake-opts option limit must be a non-negative number, not 'long'"),
+    ({"limit": -1}, "fake-opts option limit must be a non-negative number, not -1"),
+    ({"limit": True}, "fake-opts option limit must be a non-negative number, not True"),
+    ({"config": [1]}, r"fake-opts option config must be a dict of properties, not \[1\]"),
+], ids=["unknown", "choice", "number-text", "negative", "bool", "mapping"])
+def test_declared_options_are_refused_before_the_engine_sees_them(extra, match) -> None:
+    """One message format for every backend; ``query`` refuses what ``open`` refuses."""
+    from unirt.backend import OpenOptions
+    from unirt.model import read_model
+    from unirt.testing import models as M
+
+    info = read_model(M.add())
+    backend = _Opts()
+    with pytest.raises(UnirtError, match=match):
+        backend.open(info, OpenOptions(extra=extra))
+    with pytest.raises(UnirtError, match=match):
+        backend.query(info, OpenOptions(extra=extra))
+    assert not hasattr(backend, "opened")
+
+
+def test_declared_options_pass_through_as_given() -> None:
+    from unirt.backend import OpenOptions
+    from unirt.model import read_model
+    from unirt.testing import models as M
+
+    info = read_model(M.add())
+    extra = {"mode": " FAST ", "limit": 2.5, "config": {"A": 1}, "free": object(), "limit2": None}
+    backend = _Opts()
+    with pytest.raises(UnirtError, match="unknown fake-opts option 'limit2'"):
+        backend.open(info, OpenOptions(extra=extra))
+    del extra["limit2"]
+    backend.open(info, OpenOptions(extra={**extra, "mode": None})).close()
+    backend.open(info, OpenOptions(extra=extra)).close()
+    assert backend.opened == extra  # validated, not rewritten: the plugin reads its own values
+    # A backend that declares no options takes whatever it is given, as before.
+    Working().open(info, OpenOptions(extra={"anything": 1})).close()
+
+
+def test_builtin_backends_declare_their_options_and_check_none_themselves() -> None:
+    """Every built-in backend declares its options (``Backend.options``) and leaves refusing an
+    unknown one to the base class: no plugin words that message itself."""
+    reg = Registry(entry_points=False)
+    for name, backend in reg.backends.items():
+        assert backend.options, name
+        assert all(isinstance(spec, OptionSpec) for spec in backend.options.values()), name
+    root = Path(unirt.__file__).resolve().parent.parent / "plugins"
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
+                 if "option {" in p.read_text() and "unknown" in p.read_text()
+                 and "; known:" in p.read_text()]
+    assert not offenders, offenders
 
 
 def test_plugins_import_contract_modules_not_the_top_level_package() -> None:

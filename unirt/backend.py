@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -69,6 +69,54 @@ class OpenOptions:
     input_shapes: Mapping[str, Any] = field(default_factory=dict)
 
 
+def _non_negative_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and value >= 0
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One option a backend takes in ``load(options={backend: {...}})``.
+
+    Declared, so that every backend refuses an unknown or malformed option the same way and
+    in the same words, before its engine sees it (:meth:`Backend.validate_options`), and a
+    plugin keeps only what is engine-specific. ``help`` says what the option accepts, in the
+    words the user reads; ``choices`` are the accepted values (compared without case or
+    surrounding blanks); ``valid`` a test of the value and ``must`` what it wants, for
+    "``<backend> option <key> must be <must>, not <value>``". A value of ``None`` counts as not
+    given.
+    """
+
+    help: str
+    choices: tuple[str, ...] = ()
+    valid: Callable[[Any], bool] | None = None
+    must: str = ""
+
+    @classmethod
+    def choice(cls, help: str, choices: Sequence[str]) -> OptionSpec:
+        return cls(help, choices=tuple(choices))
+
+    @classmethod
+    def number(cls, help: str) -> OptionSpec:
+        """An int or float, zero or more (not a bool, not a string)."""
+        return cls(help, valid=_non_negative_number, must="a non-negative number")
+
+    @classmethod
+    def mapping(cls, help: str, must: str) -> OptionSpec:
+        return cls(help, valid=lambda v: isinstance(v, Mapping), must=must)
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with ``value`` ("must be ..., not ..."), or ``None``."""
+        if value is None:
+            return None
+        if self.choices:
+            if str(value).strip().lower() in {c.lower() for c in self.choices}:
+                return None
+            return f"must be one of {', '.join(self.choices)}, not {value!r}"
+        if self.valid is not None and not self.valid(value):
+            return f"must be {self.must}, not {value!r}"
+        return None
+
+
 class BackendSession(ABC):
     """A model opened on an engine. Created by :meth:`Backend.open`, owned by a ``Session``."""
 
@@ -121,6 +169,10 @@ class Backend(ABC):
     #: Options ``unirt bench --mode throughput`` opens the model with, so that the engine runs
     #: several requests at once its own way (OpenVINO: the THROUGHPUT hint, i.e. CPU streams).
     throughput_options: ClassVar[Mapping[str, Any]] = {}
+    #: The options ``load(options={name: {...}})`` takes, checked by :meth:`validate_options`
+    #: before ``_open_impl`` / ``_query_impl`` see them. ``None``: not declared, the backend
+    #: takes whatever it is given (a plugin that checks for itself).
+    options: ClassVar[Mapping[str, OptionSpec] | None] = None
 
     def __init__(self) -> None:
         self._availability: Availability | None = None
@@ -152,6 +204,7 @@ class Backend(ABC):
         if not avail.available:
             hint = f" (install: {avail.install_hint})" if avail.install_hint else ""
             raise BackendUnavailableError(f"{self.name} is not available: {avail.reason}{hint}")
+        self.validate_options(options.extra)
         try:
             return self._open_impl(model, options)
         except UnirtError:
@@ -167,14 +220,31 @@ class Backend(ABC):
         supported), or ``None`` when this engine cannot answer without opening the model."""
         if not self.available().available:
             return None
+        options = options or OpenOptions()
+        self.validate_options(options.extra)
         try:
-            return self._query_impl(model, options or OpenOptions())
+            return self._query_impl(model, options)
         except UnirtError:
             raise
         except Exception as exc:
             raise BackendError(
                 f"{self.name} could not query {model.name}: {type(exc).__name__}: {first_line(exc)}"
             ) from exc
+
+    def validate_options(self, extra: Mapping[str, Any]) -> None:
+        """Refuse, with a :class:`~unirt.errors.UnirtError`, an option this backend does not
+        declare in :attr:`options` (naming the ones it does) or a value its spec refuses."""
+        specs = type(self).options
+        if specs is None:
+            return
+        for key in extra:
+            if key not in specs:
+                raise UnirtError(f"unknown {self.name} option {key!r}; known: "
+                                 f"{', '.join(specs)}")
+        for key, spec in specs.items():
+            problem = spec.problem(extra.get(key))
+            if problem:
+                raise UnirtError(f"{self.name} option {key} {problem}")
 
     def rules(self, model: ModelInfo) -> list[Reason]:
         """This backend's own rules on ``model`` (:meth:`_rules_impl`), checked: a list of

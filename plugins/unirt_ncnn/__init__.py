@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from unirt.backend import Availability, Backend, BackendSession, OpenOptions
+from unirt.backend import Availability, Backend, BackendSession, OpenOptions, OptionSpec
 from unirt.errors import BackendError, BackendUnavailableError, ShapeLimitError, UnirtError
 from unirt.hookspecs import hookimpl
 from unirt.model import ModelInfo
@@ -46,10 +46,11 @@ DEFAULT_TIMEOUT_S = 120.0
 
 #: Options a user may pass as ``load(options={"ncnn": {...}})``.
 OPTIONS = {
-    "timeout": "seconds pnnx may take per conversion (default 120)",
-    "cache_dir": "artifact cache directory (default: $UNIRT_CACHE_DIR or the user cache)",
-    "device": "cpu, vulkan or vulkan:N (default: cpu; device='gpu' means vulkan:0)",
-    "optlevel": "pnnx optimisation level 0-2 (default 2)",
+    "timeout": OptionSpec("seconds pnnx may take per conversion (default 120)"),
+    "cache_dir": OptionSpec(
+        "artifact cache directory (default: $UNIRT_CACHE_DIR or the user cache)"),
+    "device": OptionSpec("cpu, vulkan or vulkan:N (default: cpu; device='gpu' means vulkan:0)"),
+    "optlevel": OptionSpec("pnnx optimisation level 0-2 (default 2)"),
 }
 
 Signature = tuple[tuple[int, ...], ...]
@@ -113,6 +114,7 @@ class NcnnBackend(Backend):
     install_hint = INSTALL_HINT
     device_class = "cpu"
     default_rank = 70
+    options = OPTIONS
 
     def __init__(self) -> None:
         super().__init__()
@@ -165,12 +167,6 @@ class NcnnBackend(Backend):
                 f"{count} Vulkan GPU(s) (no Vulkan loader or no GPU on this machine)")
         return index
 
-    def _check_options(self, options: OpenOptions) -> None:
-        unknown = [k for k in options.extra if k not in OPTIONS]
-        if unknown:
-            raise UnirtError(f"unknown {self.name} option {unknown[0]!r}; known: "
-                             f"{', '.join(OPTIONS)}")
-
     def _rules_impl(self, model: ModelInfo) -> list[Any]:
         """The same refusals ``open`` makes (float32 inputs, Mat rank), so ``check`` agrees,
         plus what only converting (or running) can settle, as UNKNOWN: see :func:`_doubts`."""
@@ -187,7 +183,6 @@ class NcnnBackend(Backend):
 
     # -- opening -----------------------------------------------------------------------------------
     def _open_impl(self, model: ModelInfo, options: OpenOptions) -> BackendSession:
-        self._check_options(options)
         refusals = _refusals(model)
         if refusals:
             raise BackendError(f"{self.name}: {refusals[0][1]}")

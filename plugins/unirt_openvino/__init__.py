@@ -59,7 +59,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from unirt.backend import Availability, Backend, BackendSession, OpenOptions
+from unirt.backend import Availability, Backend, BackendSession, OpenOptions, OptionSpec
 from unirt.errors import (
     BackendError,
     BackendUnavailableError,
@@ -72,15 +72,18 @@ from unirt.model import ModelInfo
 
 logger = logging.getLogger("unirt")
 
-#: Options a user may pass as ``load(options={"openvino": {...}})``, with what they accept.
-OPTIONS: dict[str, str] = {
-    "device": "an OpenVINO device: CPU, GPU, GPU.1, NPU, AUTO, AUTO:GPU,CPU, HETERO:GPU,CPU ...",
-    "performance_hint": "LATENCY (default), THROUGHPUT or CUMULATIVE_THROUGHPUT",
-    "num_streams": "int, or AUTO",
-    "cache": "bool: use OpenVINO's compiled-model cache (default True)",
-    "config": "dict of raw OpenVINO properties, applied last",
-}
 PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
+#: Options a user may pass as ``load(options={"openvino": {...}})``, with what they accept.
+OPTIONS: dict[str, OptionSpec] = {
+    "device": OptionSpec(
+        "an OpenVINO device: CPU, GPU, GPU.1, NPU, AUTO, AUTO:GPU,CPU, HETERO:GPU,CPU ..."),
+    "performance_hint": OptionSpec.choice(
+        "LATENCY (default), THROUGHPUT or CUMULATIVE_THROUGHPUT", PERFORMANCE_HINTS),
+    "num_streams": OptionSpec("int, or AUTO"),
+    "cache": OptionSpec("bool: use OpenVINO's compiled-model cache (default True)"),
+    "config": OptionSpec.mapping("dict of raw OpenVINO properties, applied last",
+                                 "a dict of OpenVINO properties"),
+}
 #: Devices that stand for other devices (their list follows a colon) rather than hardware.
 VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
 #: OpenVINO element type names -> the names ``BackendSession.precision`` uses.
@@ -270,6 +273,7 @@ class OpenVinoBackend(Backend):
     # Several requests in flight run on CPU streams only under the THROUGHPUT hint; each thread
     # on a session has its own infer request (OpenVinoSession), so threads are the requests.
     throughput_options = {"performance_hint": "THROUGHPUT"}
+    options = OPTIONS
 
     def __init__(self) -> None:
         super().__init__()
@@ -325,20 +329,6 @@ class OpenVinoBackend(Backend):
         return reasons
 
     # -- options ------------------------------------------------------------------------------
-    def _check_options(self, extra: Mapping[str, Any]) -> None:
-        for key in extra:
-            if key not in OPTIONS:
-                raise UnirtError(f"unknown {self.name} option {key!r}; known: "
-                                 f"{', '.join(OPTIONS)}")
-        hint = extra.get("performance_hint")
-        if hint is not None and str(hint).upper() not in PERFORMANCE_HINTS:
-            raise UnirtError(f"{self.name} option performance_hint must be one of "
-                             f"{', '.join(PERFORMANCE_HINTS)}, not {hint!r}")
-        config = extra.get("config")
-        if config is not None and not isinstance(config, Mapping):
-            raise UnirtError(f"{self.name} option config must be a dict of OpenVINO "
-                             f"properties, not {type(config).__name__}")
-
     def device(self, options: OpenOptions) -> str:
         """The OpenVINO device for ``options``; a clear error when it is not on this machine.
 
@@ -375,7 +365,7 @@ class OpenVinoBackend(Backend):
     def _config(self, options: OpenOptions) -> dict[str, Any]:
         extra = options.extra
         config: dict[str, Any] = {
-            "PERFORMANCE_HINT": str(extra.get("performance_hint", "LATENCY")).upper(),
+            "PERFORMANCE_HINT": str(extra.get("performance_hint") or "LATENCY").strip().upper(),
         }
         if options.precision == "exact":
             config["INFERENCE_PRECISION_HINT"] = "f32"
@@ -405,7 +395,6 @@ class OpenVinoBackend(Backend):
 
     # -- opening ------------------------------------------------------------------------------
     def _open_impl(self, model: ModelInfo, options: OpenOptions) -> BackendSession:
-        self._check_options(options.extra)
         core = self.core()
         device = self.device(options)
         base = self._config(options)
@@ -485,7 +474,6 @@ class OpenVinoBackend(Backend):
         the OpenVINO operations the device supports, and the rest are mapped back to the ONNX
         nodes they came from (see :func:`_onnx_node_names`).
         """
-        self._check_options(options.extra)
         from openvino.frontend import FrontEndManager
 
         core = self.core()
