@@ -372,6 +372,16 @@ def test_check_refuses_sequences_and_optionals(which: str, expected: str) -> Non
     assert expected in reason.message and "cannot be fed sequences or optionals" in reason.message
 
 
+@pytest.mark.parametrize("which", ["sequence input", "sequence output", "optional input"])
+def test_open_refuses_sequences_and_optionals_as_check_does(which: str) -> None:
+    backend = get_registry().backend("openvino")
+    info = read_model(_container_model(which))
+    [reason] = [r for r in backend.check(info).reasons if r.kind == "input"]
+    with pytest.raises(BackendError) as refused:
+        backend.open(info)
+    assert str(refused.value) == f"openvino cannot run {info.name}: {reason.message}"
+
+
 def test_check_rules_leave_tensor_models_alone() -> None:
     from unirt.capability import SUPPORTED
 

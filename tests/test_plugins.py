@@ -391,6 +391,48 @@ def test_builtin_backends_declare_their_options_and_check_none_themselves() -> N
     assert not offenders, offenders
 
 
+def test_open_refuses_what_check_refuses() -> None:
+    """A plugin states a refusal once (``_refusals_impl``): ``open`` refuses the first before
+    ``_open_impl``, ``rules`` (hence ``check``) lists them all, with its own rules after."""
+    from unirt.backend import OpenOptions, model_io
+    from unirt.capability import UNSUPPORTED, Reason
+    from unirt.errors import BackendError
+    from unirt.model import read_model
+    from unirt.testing import models as M
+
+    class NoInputs(Working):
+        name = "fake-no-inputs"
+
+        def _refusals_impl(self, model):
+            return [Reason(f"{what} {info.name!r} is refused", "input")
+                    for what, info in model_io(model) if what == "input"]
+
+        def _rules_impl(self, model):
+            return [Reason("a rule of its own")]
+
+        def _open_impl(self, model, options):
+            pytest.fail("opened what it refuses")
+
+    info = read_model(M.add())
+    backend = NoInputs()
+    first, second = (t.name for t in info.inputs)
+    with pytest.raises(BackendError, match=rf"^fake-no-inputs cannot run <in-memory model>: "
+                                           rf"input '{first}' is refused$"):
+        backend.open(info, OpenOptions())
+    assert [r.message for r in backend.rules(info)] == [
+        f"input '{first}' is refused", f"input '{second}' is refused", "a rule of its own"]
+    assert backend.check(info).status == UNSUPPORTED
+
+    class BadRefusal(Working):
+        name = "bad-refusal"
+
+        def _refusals_impl(self, model):
+            return ["no"]
+
+    with pytest.raises(PluginError, match="bad-refusal: _refusals_impl returned 'no'"):
+        BadRefusal().rules(info)
+
+
 def test_plugins_import_contract_modules_not_the_top_level_package() -> None:
     """A plugin imports the modules of the contract it uses (unirt.backend, unirt.errors,
     unirt.hookspecs, ...), never ``unirt`` itself: its lazy top-level names are for users."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .capability import Reason, Verdict
     from .model import ModelInfo
+    from .tensor import TensorInfo
 
 logger = logging.getLogger("unirt")
 
@@ -67,6 +68,15 @@ class OpenOptions:
     device: str = "auto"
     extra: Mapping[str, Any] = field(default_factory=dict)
     input_shapes: Mapping[str, Any] = field(default_factory=dict)
+
+
+def model_io(model: ModelInfo) -> Iterator[tuple[str, TensorInfo]]:
+    """``("input", info)`` for each graph input, then ``("output", info)`` for each output:
+    what a backend's refusals (:meth:`Backend._refusals_impl`) walk and name."""
+    for info in model.inputs:
+        yield "input", info
+    for info in model.outputs:
+        yield "output", info
 
 
 def _non_negative_number(value: Any) -> bool:
@@ -206,6 +216,10 @@ class Backend(ABC):
             raise BackendUnavailableError(f"{self.name} is not available: {avail.reason}{hint}")
         self.validate_options(options.extra)
         try:
+            refusals = self.refusals(model)
+            if refusals:
+                raise BackendError(f"{self.name} cannot run {model.name}: "
+                                   f"{refusals[0].message}")
             return self._open_impl(model, options)
         except UnirtError:
             raise
@@ -246,17 +260,31 @@ class Backend(ABC):
             if problem:
                 raise UnirtError(f"{self.name} option {key} {problem}")
 
+    def refusals(self, model: ModelInfo) -> list[Reason]:
+        """What in ``model`` this backend can never take, whatever the options
+        (:meth:`_refusals_impl`), checked as :meth:`rules` checks. :meth:`open` refuses the
+        first before ``_open_impl``; :meth:`rules` includes them all, so ``check`` refuses what
+        ``open`` refuses, in the same words."""
+        return self._checked_reasons("_refusals_impl", self._refusals_impl(model))
+
     def rules(self, model: ModelInfo) -> list[Reason]:
-        """This backend's own rules on ``model`` (:meth:`_rules_impl`), checked: a list of
-        :class:`~unirt.capability.Reason`. A plugin that returns something else is a
-        :class:`~unirt.errors.PluginError` that names it; its own exceptions pass through, for
-        the caller to attribute (a broken rule must not hide the table's reasons)."""
+        """This backend's own rules on ``model``: its :meth:`refusals`, then
+        :meth:`_rules_impl`'s reasons, checked: a list of :class:`~unirt.capability.Reason`. A
+        plugin that returns something else is a :class:`~unirt.errors.PluginError` that names
+        it; its own exceptions pass through, for the caller to attribute (a broken rule must
+        not hide the table's reasons)."""
+        return self.refusals(model) + self._checked_reasons("_rules_impl",
+                                                            self._rules_impl(model))
+
+    def _checked_reasons(self, method: str, returned: Any) -> list[Reason]:
+        reasons = list(returned)
+        if not reasons:
+            return reasons  # nothing to check: open() imports no capability code for it
         from .capability import Reason
 
-        reasons = list(self._rules_impl(model))
         bad = [r for r in reasons if not isinstance(r, Reason)]
         if bad:
-            raise PluginError(f"{self.name}: _rules_impl returned {bad[0]!r}, not a "
+            raise PluginError(f"{self.name}: {method} returned {bad[0]!r}, not a "
                               "unirt.capability.Reason")
         return reasons
 
@@ -282,6 +310,13 @@ class Backend(ABC):
     def _query_impl(self, model: ModelInfo, options: OpenOptions) -> set[str] | None:
         """Override where the engine can report per-node support without a full open."""
         return None
+
+    def _refusals_impl(self, model: ModelInfo) -> list[Reason]:
+        """The model's inputs and outputs (or anything else) this engine can never take or give,
+        whatever the options: a sequence or optional where it takes tensors only, a dtype it
+        cannot be fed. :meth:`open` refuses the first (``<backend> cannot run <model>:
+        <message>``) and :meth:`check` reports them all; a plugin states each refusal once."""
+        return []
 
     def _rules_impl(self, model: ModelInfo) -> list[Reason]:
         """Backend-wide rules the conformance table cannot express (ncnn: batch 1, float32 inputs

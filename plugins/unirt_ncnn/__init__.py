@@ -167,15 +167,19 @@ class NcnnBackend(Backend):
                 f"{count} Vulkan GPU(s) (no Vulkan loader or no GPU on this machine)")
         return index
 
+    def _refusals_impl(self, model: ModelInfo) -> list[Any]:
+        """Inputs ncnn cannot be fed (float32 tensors only, a Mat's rank), outputs that are
+        not tensors: see :func:`_refusals`."""
+        from unirt.capability import Reason
+
+        return [Reason(why, kind=kind) for kind, why in _refusals(model)]
+
     def _rules_impl(self, model: ModelInfo) -> list[Any]:
-        """The same refusals ``open`` makes (float32 inputs, Mat rank), so ``check`` agrees,
-        plus what only converting (or running) can settle, as UNKNOWN: see :func:`_doubts`."""
+        """What only converting (or running) can settle, as UNKNOWN: see :func:`_doubts`."""
         from unirt.capability import UNKNOWN, Reason
 
-        reasons = [Reason(why, kind=kind) for kind, why in _refusals(model)]
-        reasons += [Reason(why, kind=kind, node=node, op=op, verdict=UNKNOWN)
-                    for kind, why, node, op in _doubts(model)]
-        return reasons
+        return [Reason(why, kind=kind, node=node, op=op, verdict=UNKNOWN)
+                for kind, why, node, op in _doubts(model)]
 
     def _host_outputs_impl(self, model: ModelInfo) -> set[str]:
         """ArgMax/ArgMin at the end of the graph run in numpy (ncnn has no such layer)."""
@@ -183,9 +187,6 @@ class NcnnBackend(Backend):
 
     # -- opening -----------------------------------------------------------------------------------
     def _open_impl(self, model: ModelInfo, options: OpenOptions) -> BackendSession:
-        refusals = _refusals(model)
-        if refusals:
-            raise BackendError(f"{self.name}: {refusals[0][1]}")
         if self._pnnx is None:  # available() ran in another Backend instance
             exe, where = _pnnx.find_pnnx()
             if exe is None:

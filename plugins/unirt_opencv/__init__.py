@@ -43,7 +43,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from unirt.backend import Availability, Backend, BackendSession, OpenOptions, OptionSpec
+from unirt.backend import (
+    Availability,
+    Backend,
+    BackendSession,
+    OpenOptions,
+    OptionSpec,
+    model_io,
+)
 from unirt.errors import BackendError, BackendUnavailableError, UnirtError, clean
 from unirt.hookspecs import hookimpl
 from unirt.model import ModelInfo
@@ -317,10 +324,9 @@ class OpenCvBackend(Backend):
             devices.append("opencl")
         return Availability(True, version, devices=tuple(devices))
 
-    def _rules_impl(self, model: ModelInfo) -> list[Any]:
-        """The same input/output refusals ``open`` makes, so ``check`` agrees with it: a
-        sequence, optional or map (kind ``input``), a string or unfeedable dtype (kind
-        ``dtype``).
+    def _refusals_impl(self, model: ModelInfo) -> list[Any]:
+        """Inputs and outputs OpenCV cannot take or give: a sequence, optional or map (kind
+        ``input``), a string or unfeedable dtype (kind ``dtype``).
 
         Rules deliberately absent, because measuring did not bear them out (OpenCV 5.0.0, both
         engines, ``readNetFromONNX`` + ``forward`` in a child process, compared with ONNX
@@ -341,13 +347,8 @@ class OpenCvBackend(Backend):
         """
         from unirt.capability import Reason
 
-        reasons = []
-        for what, infos in (("input", model.inputs), ("output", model.outputs)):
-            for info in infos:
-                why = _refusal(info, what)
-                if why:
-                    reasons.append(Reason(why, kind="input" if info.dtype is None else "dtype"))
-        return reasons
+        return [Reason(why, kind="input" if info.dtype is None else "dtype")
+                for what, info in model_io(model) if (why := _refusal(info, what))]
 
     # -- options ------------------------------------------------------------------------------
     @staticmethod
@@ -424,11 +425,6 @@ class OpenCvBackend(Backend):
         caps = _capabilities(cv2)
         has_engines = hasattr(cv2.dnn, "ENGINE_NEW")
         attempts = self._plan(options, caps, has_engines)
-        for what, infos in (("input", model.inputs), ("output", model.outputs)):
-            for info in infos:
-                why = _refusal(info, what)
-                if why:
-                    raise BackendError(f"{self.name} cannot run {model.name}: {why}")
         if options.threads is not None:
             # cv::setNumThreads is process-wide: it applies to every OpenCV session.
             cv2.setNumThreads(int(options.threads))

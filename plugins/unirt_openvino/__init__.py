@@ -59,7 +59,14 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from unirt.backend import Availability, Backend, BackendSession, OpenOptions, OptionSpec
+from unirt.backend import (
+    Availability,
+    Backend,
+    BackendSession,
+    OpenOptions,
+    OptionSpec,
+    model_io,
+)
 from unirt.errors import (
     BackendError,
     BackendUnavailableError,
@@ -304,7 +311,7 @@ class OpenVinoBackend(Backend):
         return Availability(True, version.split("-")[0], devices=devices)
 
     # -- static rules -------------------------------------------------------------------------
-    def _rules_impl(self, model: ModelInfo) -> list[Any]:
+    def _refusals_impl(self, model: ModelInfo) -> list[Any]:
         """Graph inputs/outputs that are sequences, optionals or maps: OpenVINO cannot be fed
         or return them. Measured on 2026.4: ``read_model`` itself fails on a model taking a
         sequence ("No conversion rule found for operations: util::SequenceAt"), returning one
@@ -313,19 +320,18 @@ class OpenVinoBackend(Backend):
         from unirt.capability import Reason
 
         reasons = []
-        for what, infos in (("input", model.inputs), ("output", model.outputs)):
-            for info in infos:
-                if info.dtype is not None or info.shape is not None:
-                    continue  # a tensor (an exotic element type is the table's business)
-                fact = model.value_types.get(info.name)
-                if fact is not None and fact.kind == "tensor":
-                    continue  # a tensor of undefined element type and rank, not a container
-                kind = fact.kind if fact is not None and fact.kind != "?" else \
-                    "sequence, optional or map"
-                article = "an" if kind[0] in "aeiou" else "a"
-                reasons.append(Reason(
-                    f"{what} {info.name!r} is {article} {kind}: OpenVINO cannot be fed sequences "
-                    "or optionals (nor return them): it takes and gives tensors only", "input"))
+        for what, info in model_io(model):
+            if info.dtype is not None or info.shape is not None:
+                continue  # a tensor (an exotic element type is the table's business)
+            fact = model.value_types.get(info.name)
+            if fact is not None and fact.kind == "tensor":
+                continue  # a tensor of undefined element type and rank, not a container
+            kind = fact.kind if fact is not None and fact.kind != "?" else \
+                "sequence, optional or map"
+            article = "an" if kind[0] in "aeiou" else "a"
+            reasons.append(Reason(
+                f"{what} {info.name!r} is {article} {kind}: OpenVINO cannot be fed sequences "
+                "or optionals (nor return them): it takes and gives tensors only", "input"))
         return reasons
 
     # -- options ------------------------------------------------------------------------------

@@ -33,7 +33,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from unirt.backend import Availability, Backend, BackendSession, OpenOptions, OptionSpec
+from unirt.backend import (
+    Availability,
+    Backend,
+    BackendSession,
+    OpenOptions,
+    OptionSpec,
+    model_io,
+)
 from unirt.errors import BackendError, BackendUnavailableError, ShapeLimitError, UnirtError
 from unirt.hookspecs import hookimpl
 from unirt.model import ModelInfo
@@ -116,21 +123,27 @@ class TensorRtBackend(Backend):
         return Availability(True, version, devices=tuple(f"cuda:{i}" for i in range(count)))
 
     # -- static rules -------------------------------------------------------------------------
+    def _refusals_impl(self, model: ModelInfo) -> list[Any]:
+        """Inputs/outputs that are not numeric tensors: TensorRT takes and gives tensors of
+        numbers only."""
+        from unirt.capability import Reason
+
+        reasons = []
+        for what, info in model_io(model):
+            if info.dtype is None:
+                reasons.append(Reason(f"{what} {info.name!r} is not a tensor: TensorRT "
+                                      "takes and gives tensors only", what))
+            elif info.dtype.kind in "OSU":
+                reasons.append(Reason(f"{what} {info.name!r} is a {info.dtype} tensor: "
+                                      "TensorRT has no string type", what))
+        return reasons
+
     def _rules_impl(self, model: ModelInfo) -> list[Any]:
-        """Inputs/outputs that are not numeric tensors (TensorRT takes and gives tensors of
-        numbers only), and ops with data-dependent output shapes (UNKNOWN: refused at run time
-        when such a shape reaches an output, fine when it stays inside)."""
+        """Ops with data-dependent output shapes (UNKNOWN: refused at run time when such a
+        shape reaches an output, fine when it stays inside)."""
         from unirt.capability import UNKNOWN, Reason
 
         reasons = []
-        for what, infos in (("input", model.inputs), ("output", model.outputs)):
-            for info in infos:
-                if info.dtype is None:
-                    reasons.append(Reason(f"{what} {info.name!r} is not a tensor: TensorRT "
-                                          "takes and gives tensors only", what))
-                elif info.dtype.kind in "OSU":
-                    reasons.append(Reason(f"{what} {info.name!r} is a {info.dtype} tensor: "
-                                          "TensorRT has no string type", what))
         for n in model.nodes:
             if n.op_type in DATA_DEPENDENT_OPS and n.domain in ("", "ai.onnx"):
                 reasons.append(Reason(
