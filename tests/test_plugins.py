@@ -394,7 +394,7 @@ def test_builtin_backends_declare_their_options_and_check_none_themselves() -> N
 def test_open_refuses_what_check_refuses() -> None:
     """A plugin states a refusal once (``_refusals_impl``): ``open`` refuses the first before
     ``_open_impl``, ``rules`` (hence ``check``) lists them all, with its own rules after."""
-    from unirt.backend import OpenOptions, model_io
+    from unirt.backend import OpenOptions
     from unirt.capability import UNSUPPORTED, Reason
     from unirt.errors import BackendError
     from unirt.model import read_model
@@ -405,7 +405,7 @@ def test_open_refuses_what_check_refuses() -> None:
 
         def _refusals_impl(self, model):
             return [Reason(f"{what} {info.name!r} is refused", "input")
-                    for what, info in model_io(model) if what == "input"]
+                    for what, info in model.io() if what == "input"]
 
         def _rules_impl(self, model):
             return [Reason("a rule of its own")]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -25,7 +25,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .capability import Reason, Verdict
     from .model import ModelInfo
-    from .tensor import TensorInfo
 
 logger = logging.getLogger("unirt")
 
@@ -68,15 +67,6 @@ class OpenOptions:
     device: str = "auto"
     extra: Mapping[str, Any] = field(default_factory=dict)
     input_shapes: Mapping[str, Any] = field(default_factory=dict)
-
-
-def model_io(model: ModelInfo) -> Iterator[tuple[str, TensorInfo]]:
-    """``("input", info)`` for each graph input, then ``("output", info)`` for each output:
-    what a backend's refusals (:meth:`Backend._refusals_impl`) walk and name."""
-    for info in model.inputs:
-        yield "input", info
-    for info in model.outputs:
-        yield "output", info
 
 
 def _non_negative_number(value: Any) -> bool:

@@ -43,14 +43,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from unirt.backend import (
-    Availability,
-    Backend,
-    BackendSession,
-    OpenOptions,
-    OptionSpec,
-    model_io,
-)
+from unirt.backend import Availability, Backend, BackendSession, OpenOptions, OptionSpec
 from unirt.errors import BackendError, BackendUnavailableError, UnirtError, clean
 from unirt.hookspecs import hookimpl
 from unirt.model import ModelInfo
@@ -348,7 +341,7 @@ class OpenCvBackend(Backend):
         from unirt.capability import Reason
 
         return [Reason(why, kind="input" if info.dtype is None else "dtype")
-                for what, info in model_io(model) if (why := _refusal(info, what))]
+                for what, info in model.io() if (why := _refusal(info, what))]
 
     # -- options ------------------------------------------------------------------------------
     @staticmethod

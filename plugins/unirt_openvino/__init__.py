@@ -59,14 +59,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from unirt.backend import (
-    Availability,
-    Backend,
-    BackendSession,
-    OpenOptions,
-    OptionSpec,
-    model_io,
-)
+from unirt.backend import Availability, Backend, BackendSession, OpenOptions, OptionSpec
 from unirt.errors import (
     BackendError,
     BackendUnavailableError,
@@ -320,7 +313,7 @@ class OpenVinoBackend(Backend):
         from unirt.capability import Reason
 
         reasons = []
-        for what, info in model_io(model):
+        for what, info in model.io():
             if info.dtype is not None or info.shape is not None:
                 continue  # a tensor (an exotic element type is the table's business)
             fact = model.value_types.get(info.name)

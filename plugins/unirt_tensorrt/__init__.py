@@ -33,14 +33,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from unirt.backend import (
-    Availability,
-    Backend,
-    BackendSession,
-    OpenOptions,
-    OptionSpec,
-    model_io,
-)
+from unirt.backend import Availability, Backend, BackendSession, OpenOptions, OptionSpec
 from unirt.errors import BackendError, BackendUnavailableError, ShapeLimitError, UnirtError
 from unirt.hookspecs import hookimpl
 from unirt.model import ModelInfo
@@ -129,7 +122,7 @@ class TensorRtBackend(Backend):
         from unirt.capability import Reason
 
         reasons = []
-        for what, info in model_io(model):
+        for what, info in model.io():
             if info.dtype is None:
                 reasons.append(Reason(f"{what} {info.name!r} is not a tensor: TensorRT "
                                       "takes and gives tensors only", what))
