@@ -433,6 +433,41 @@ def test_open_refuses_what_check_refuses() -> None:
         BadRefusal().rules(info)
 
 
+def test_device_names_map_load_devices_and_refuse_the_rest() -> None:
+    from unirt.backend import OpenOptions
+    from unirt.errors import BackendUnavailableError
+
+    class CpuOnly(Working):
+        name = "fake-cpu-only"
+        device_names = {"auto": "CPU0", "cpu": "CPU0"}
+        device_hint = "it runs on the CPU"
+
+    backend = CpuOnly()
+    assert backend.device_name(OpenOptions(device="auto")) == "CPU0"
+    for device in ("cuda", "gpu"):
+        with pytest.raises(BackendUnavailableError, match=rf"^fake-cpu-only cannot run on "
+                                                          rf"'{device}': it runs on the CPU "
+                                                          r"\(devices here: cpu\)$"):
+            backend.device_name(OpenOptions(device=device))
+    # Not declared: the device word passes through, the backend decides.
+    assert Working().device_name(OpenOptions(device="gpu")) == "gpu"
+
+
+@pytest.mark.parametrize("backend, device, match", [
+    ("ncnn", "cuda", "ncnn cannot run on 'cuda': it runs on the CPU or on a Vulkan GPU"),
+    ("ncnn-vulkan", "cuda", "ncnn-vulkan cannot run on 'cuda': it runs on a Vulkan GPU"),
+    ("tensorrt", "cpu", "tensorrt cannot run on 'cpu': it runs on a CUDA GPU"),
+    ("openvino", "cuda", "openvino cannot run on 'cuda': OpenVINO's GPU device is an Intel"),
+])
+def test_builtin_backends_refuse_a_device_in_one_format(backend, device, match) -> None:
+    from unirt.backend import OpenOptions
+    from unirt.errors import BackendUnavailableError
+
+    be = Registry(entry_points=False).backends[backend]
+    with pytest.raises(BackendUnavailableError, match=match):
+        be.device_name(OpenOptions(device=device))
+
+
 def test_plugins_import_contract_modules_not_the_top_level_package() -> None:
     """A plugin imports the modules of the contract it uses (unirt.backend, unirt.errors,
     unirt.hookspecs, ...), never ``unirt`` itself: its lazy top-level names are for users."""

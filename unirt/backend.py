@@ -173,6 +173,13 @@ class Backend(ABC):
     #: before ``_open_impl`` / ``_query_impl`` see them. ``None``: not declared, the backend
     #: takes whatever it is given (a plugin that checks for itself).
     options: ClassVar[Mapping[str, OptionSpec] | None] = None
+    #: ``load(device=...)``'s words (auto, cpu, cuda, gpu) -> this engine's name for the device
+    #: it runs on for each; a word missing here is a device it cannot run on
+    #: (:meth:`device_name`). ``None``: not declared, the backend ignores ``device``.
+    device_names: ClassVar[Mapping[str, str] | None] = None
+    #: Where the backend runs, for the message that refuses a device missing from
+    #: :attr:`device_names` ("it runs on a CUDA GPU").
+    device_hint: ClassVar[str] = ""
 
     def __init__(self) -> None:
         self._availability: Availability | None = None
@@ -256,6 +263,21 @@ class Backend(ABC):
         first before ``_open_impl``; :meth:`rules` includes them all, so ``check`` refuses what
         ``open`` refuses, in the same words."""
         return self._checked_reasons("_refusals_impl", self._refusals_impl(model))
+
+    def device_name(self, options: OpenOptions) -> str:
+        """The engine's name for the device ``load(device=...)`` asks for (:attr:`device_names`).
+        A device the backend cannot run on is a
+        :class:`~unirt.errors.BackendUnavailableError` in one format for every backend, naming
+        where it runs and the devices it sees here."""
+        names = type(self).device_names
+        if names is None:
+            return options.device
+        if options.device in names:
+            return names[options.device]
+        hint = f": {self.device_hint}" if self.device_hint else ""
+        here = ", ".join(self.available().devices) or "none"
+        raise BackendUnavailableError(f"{self.name} cannot run on {options.device!r}{hint} "
+                                      f"(devices here: {here})")
 
     def rules(self, model: ModelInfo) -> list[Reason]:
         """This backend's own rules on ``model``: its :meth:`refusals`, then

@@ -115,6 +115,8 @@ class NcnnBackend(Backend):
     device_class = "cpu"
     default_rank = 70
     options = OPTIONS
+    device_names = {"auto": "cpu", "cpu": "cpu", "gpu": "vulkan:0"}
+    device_hint = "it runs on the CPU or on a Vulkan GPU (device='gpu')"
 
     def __init__(self) -> None:
         super().__init__()
@@ -143,15 +145,7 @@ class NcnnBackend(Backend):
     # -- options ---------------------------------------------------------------------------------
     def _device(self, options: OpenOptions) -> int | None:
         """The Vulkan device index, or None for the CPU."""
-        requested = str(options.extra.get("device") or "")
-        if not requested:
-            if options.device in ("auto", "cpu"):
-                return None
-            if options.device == "gpu":
-                requested = "vulkan:0"
-            else:
-                raise UnirtError(f"{self.name} cannot run on {options.device!r}: it runs on the "
-                                 "CPU or on a Vulkan GPU (device='gpu')")
+        requested = str(options.extra.get("device") or "") or self.device_name(options)
         if requested == "cpu":
             return None
         if requested == "vulkan":
@@ -592,6 +586,7 @@ class NcnnVulkanBackend(NcnnBackend):
     description = "Tencent ncnn on a Vulkan GPU (use_vulkan_compute), models converted by pnnx"
     device_class = "gpu"
     default_rank = 30
+    device_hint = "it runs on a Vulkan GPU (device='gpu')"
 
     def _available_impl(self) -> Availability:
         if not _vulkan_manifests():

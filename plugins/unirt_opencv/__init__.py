@@ -296,6 +296,8 @@ class OpenCvBackend(Backend):
     device_class = "cpu"
     default_rank = 60
     options = OPTIONS
+    #: The DNN backend each device means where no ``backend`` option is given.
+    device_names = {"auto": "opencv", "cpu": "opencv", "gpu": "cuda", "cuda": "cuda"}
 
     def _available_impl(self) -> Availability:
         import importlib.util
@@ -362,12 +364,7 @@ class OpenCvBackend(Backend):
             raise UnirtError("opencv option engine='new' needs OpenCV 5; this build has only "
                              "the classic engine")
         if backend is None:
-            if (target or "").startswith("cuda") or options.device in ("cuda", "gpu"):
-                backend = "cuda"
-            elif options.device in ("auto", "cpu"):
-                backend = "opencv"
-            else:
-                raise UnirtError(f"{self.name}: unknown device {options.device!r}")
+            backend = "cuda" if (target or "").startswith("cuda") else self.device_name(options)
         if exact and backend == "openvino":
             raise UnirtError(
                 "opencv backend='openvino' lets OpenVINO pick its precision (bf16 on CPUs with "

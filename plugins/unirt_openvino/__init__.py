@@ -274,6 +274,8 @@ class OpenVinoBackend(Backend):
     # on a session has its own infer request (OpenVinoSession), so threads are the requests.
     throughput_options = {"performance_hint": "THROUGHPUT"}
     options = OPTIONS
+    device_names = {"auto": "CPU", "cpu": "CPU", "gpu": "GPU"}
+    device_hint = "OpenVINO's GPU device is an Intel GPU, not an NVIDIA one"
 
     def __init__(self) -> None:
         super().__init__()
@@ -338,16 +340,7 @@ class OpenVinoBackend(Backend):
         available = list(self.core().available_devices)
         requested = options.extra.get("device")
         if requested is None:
-            if options.device in ("auto", "cpu"):
-                requested = "CPU"
-            elif options.device == "gpu":
-                requested = "GPU"
-            elif options.device == "cuda":
-                raise BackendUnavailableError(
-                    f"{self.name} cannot run on CUDA: OpenVINO's GPU device is an Intel GPU "
-                    f"(devices here: {', '.join(available)})")
-            else:
-                raise UnirtError(f"{self.name}: unknown device {options.device!r}")
+            requested = self.device_name(options)
         if not isinstance(requested, str) or not requested.strip():
             raise UnirtError(f"{self.name} option device must be a device name such as CPU or "
                              f"GPU, not {requested!r}")

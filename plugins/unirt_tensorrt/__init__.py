@@ -95,6 +95,8 @@ class TensorRtBackend(Backend):
     device_class = "gpu"
     default_rank = 10  # before onnxruntime-cuda: TensorRT is the faster engine on NVIDIA GPUs
     options = OPTIONS
+    device_names = {"auto": "cuda:0", "gpu": "cuda:0", "cuda": "cuda:0"}
+    device_hint = "it runs on a CUDA GPU"
 
     def _available_impl(self) -> Availability:
         if not _spec_exists("tensorrt"):
@@ -148,8 +150,7 @@ class TensorRtBackend(Backend):
     # -- options ------------------------------------------------------------------------------
     def device_index(self, options: OpenOptions) -> int:
         """The CUDA device to build and run on."""
-        if options.device == "cpu":
-            raise BackendUnavailableError(f"{NAME} runs on a CUDA GPU, not on the CPU")
+        self.device_name(options)  # refuses the CPU
         raw = options.extra.get("device", 0)
         text = str(raw).strip().lower()
         if text.startswith("cuda:"):
