@@ -237,7 +237,8 @@ def test_missing_devices_are_clear_errors(tmp_path: Path) -> None:
             load(path, backend="openvino", device="gpu")
     with pytest.raises(BackendUnavailableError, match="device NOSUCH is not available"):
         load(path, backend="openvino", options={"openvino": {"device": "nosuch"}})
-    with pytest.raises(BackendUnavailableError, match="openvino cannot run on CUDA"):
+    with pytest.raises(BackendUnavailableError, match=r"openvino cannot run on 'cuda': "
+                                                      r"OpenVINO's GPU device is an Intel GPU"):
         load(path, backend="openvino", device="cuda")
 
 
@@ -370,6 +371,16 @@ def test_check_refuses_sequences_and_optionals(which: str, expected: str) -> Non
     [reason] = [r for r in verdict.reasons if r.kind == "input"]
     assert reason.verdict == UNSUPPORTED
     assert expected in reason.message and "cannot be fed sequences or optionals" in reason.message
+
+
+@pytest.mark.parametrize("which", ["sequence input", "sequence output", "optional input"])
+def test_open_refuses_sequences_and_optionals_as_check_does(which: str) -> None:
+    backend = get_registry().backend("openvino")
+    info = read_model(_container_model(which))
+    [reason] = [r for r in backend.check(info).reasons if r.kind == "input"]
+    with pytest.raises(BackendError) as refused:
+        backend.open(info)
+    assert str(refused.value) == f"openvino cannot run {info.name}: {reason.message}"
 
 
 def test_check_rules_leave_tensor_models_alone() -> None:

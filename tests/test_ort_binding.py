@@ -145,3 +145,18 @@ def test_data_dependent_output_shapes_change_between_runs(tmp_path: Path,
     assert impl.run({"x": np.array([1, 0, 2, 0], np.float32)}, ["nz"])[0].tolist() == [[0, 2]]
     assert impl.run({"x": np.array([1, 1, 1, 0], np.float32)}, ["nz"])[0].tolist() == \
         [[0, 1, 2]]
+
+
+def test_session_options_are_declared_and_reach_the_engine(tmp_path: Path) -> None:
+    """The options the ONNX Runtime backends take (the base class refuses any other); a
+    SessionOptions one is set on the session, ``providers`` is taken and ignored."""
+    info = read_model(M.save(M.add(), tmp_path / "a.onnx"))
+    backend = OnnxRuntimeBackend()
+    with pytest.raises(UnirtError, match=r"unknown onnxruntime option 'bogus'; known: "
+                                         r"graph_optimization_level, .*provider_options"):
+        backend.open(info, OpenOptions(extra={"bogus": 1}))
+    extra = {"execution_mode": "ORT_SEQUENTIAL", "inter_op_num_threads": 1,
+             "providers": ["ignored"], "provider_options": {}}
+    so = backend._session_options(OpenOptions(extra=extra))
+    assert so.inter_op_num_threads == 1 and so.log_severity_level == 4
+    backend.open(info, OpenOptions(extra=extra)).close()

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 import unirt
-from unirt.errors import BackendNotFoundError, PluginError
+from unirt.backend import OptionSpec
+from unirt.errors import BackendNotFoundError, PluginError, UnirtError
 from unirt.plugins import BUILTIN_PLUGINS, Registry
 
 from .fakes import FakePlugin, Working
@@ -316,6 +317,155 @@ def test_public_rules_and_host_outputs_check_what_a_plugin_returns() -> None:
     with pytest.raises(PluginError, match="bad-rules: _host_outputs_impl returned 3"):
         BadRules().host_outputs(info)
     assert Working().rules(info) == [] and Working().host_outputs(info) == set()
+
+
+class _Opts(Working):
+    name = "fake-opts"
+    options = {
+        "mode": OptionSpec.choice("fast or slow", ("fast", "slow")),
+        "limit": OptionSpec.number("seconds"),
+        "config": OptionSpec.mapping("raw properties", "a dict of properties"),
+        "free": OptionSpec("anything"),
+    }
+
+    def _open_impl(self, model, options):
+        self.opened = dict(options.extra)
+        return super()._open_impl(model, options)
+
+    def _query_impl(self, model, options):
+        return set()
+
+
+@pytest.mark.parametrize("extra, match", [
+    ({"bogus": 1}, "unknown fake-opts option 'bogus'; known: mode, limit, config, free"),
+    ({"mode": "turbo"}, "fake-opts option mode must be one of fast, slow, not 'turbo'"),
+    ({"limit": "long"}, "fake-opts option limit must be a non-negative number, not 'long'"),
+    ({"limit": -1}, "fake-opts option limit must be a non-negative number, not -1"),
+    ({"limit": True}, "fake-opts option limit must be a non-negative number, not True"),
+    ({"config": [1]}, r"fake-opts option config must be a dict of properties, not \[1\]"),
+], ids=["unknown", "choice", "number-text", "negative", "bool", "mapping"])
+def test_declared_options_are_refused_before_the_engine_sees_them(extra, match) -> None:
+    """One message format for every backend; ``query`` refuses what ``open`` refuses."""
+    from unirt.backend import OpenOptions
+    from unirt.model import read_model
+    from unirt.testing import models as M
+
+    info = read_model(M.add())
+    backend = _Opts()
+    with pytest.raises(UnirtError, match=match):
+        backend.open(info, OpenOptions(extra=extra))
+    with pytest.raises(UnirtError, match=match):
+        backend.query(info, OpenOptions(extra=extra))
+    assert not hasattr(backend, "opened")
+
+
+def test_declared_options_pass_through_as_given() -> None:
+    from unirt.backend import OpenOptions
+    from unirt.model import read_model
+    from unirt.testing import models as M
+
+    info = read_model(M.add())
+    extra = {"mode": " FAST ", "limit": 2.5, "config": {"A": 1}, "free": object(), "limit2": None}
+    backend = _Opts()
+    with pytest.raises(UnirtError, match="unknown fake-opts option 'limit2'"):
+        backend.open(info, OpenOptions(extra=extra))
+    del extra["limit2"]
+    backend.open(info, OpenOptions(extra={**extra, "mode": None})).close()
+    backend.open(info, OpenOptions(extra=extra)).close()
+    assert backend.opened == extra  # validated, not rewritten: the plugin reads its own values
+    # A backend that declares no options takes whatever it is given, as before.
+    Working().open(info, OpenOptions(extra={"anything": 1})).close()
+
+
+def test_builtin_backends_declare_their_options_and_check_none_themselves() -> None:
+    """Every built-in backend declares its options (``Backend.options``) and leaves refusing an
+    unknown one to the base class: no plugin words that message itself."""
+    reg = Registry(entry_points=False)
+    for name, backend in reg.backends.items():
+        assert backend.options, name
+        assert all(isinstance(spec, OptionSpec) for spec in backend.options.values()), name
+    root = Path(unirt.__file__).resolve().parent.parent / "plugins"
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
+                 if "option {" in p.read_text() and "unknown" in p.read_text()
+                 and "; known:" in p.read_text()]
+    assert not offenders, offenders
+
+
+def test_open_refuses_what_check_refuses() -> None:
+    """A plugin states a refusal once (``_refusals_impl``): ``open`` refuses the first before
+    ``_open_impl``, ``rules`` (hence ``check``) lists them all, with its own rules after."""
+    from unirt.backend import OpenOptions
+    from unirt.capability import UNSUPPORTED, Reason
+    from unirt.errors import BackendError
+    from unirt.model import read_model
+    from unirt.testing import models as M
+
+    class NoInputs(Working):
+        name = "fake-no-inputs"
+
+        def _refusals_impl(self, model):
+            return [Reason(f"{what} {info.name!r} is refused", "input")
+                    for what, info in model.io() if what == "input"]
+
+        def _rules_impl(self, model):
+            return [Reason("a rule of its own")]
+
+        def _open_impl(self, model, options):
+            pytest.fail("opened what it refuses")
+
+    info = read_model(M.add())
+    backend = NoInputs()
+    first, second = (t.name for t in info.inputs)
+    with pytest.raises(BackendError, match=rf"^fake-no-inputs cannot run <in-memory model>: "
+                                           rf"input '{first}' is refused$"):
+        backend.open(info, OpenOptions())
+    assert [r.message for r in backend.rules(info)] == [
+        f"input '{first}' is refused", f"input '{second}' is refused", "a rule of its own"]
+    assert backend.check(info).status == UNSUPPORTED
+
+    class BadRefusal(Working):
+        name = "bad-refusal"
+
+        def _refusals_impl(self, model):
+            return ["no"]
+
+    with pytest.raises(PluginError, match="bad-refusal: _refusals_impl returned 'no'"):
+        BadRefusal().rules(info)
+
+
+def test_device_names_map_load_devices_and_refuse_the_rest() -> None:
+    from unirt.backend import OpenOptions
+    from unirt.errors import BackendUnavailableError
+
+    class CpuOnly(Working):
+        name = "fake-cpu-only"
+        device_names = {"auto": "CPU0", "cpu": "CPU0"}
+        device_hint = "it runs on the CPU"
+
+    backend = CpuOnly()
+    assert backend.device_name(OpenOptions(device="auto")) == "CPU0"
+    for device in ("cuda", "gpu"):
+        with pytest.raises(BackendUnavailableError, match=rf"^fake-cpu-only cannot run on "
+                                                          rf"'{device}': it runs on the CPU "
+                                                          r"\(devices here: cpu\)$"):
+            backend.device_name(OpenOptions(device=device))
+    # Not declared: the device word passes through, the backend decides.
+    assert Working().device_name(OpenOptions(device="gpu")) == "gpu"
+
+
+@pytest.mark.parametrize("backend, device, match", [
+    ("ncnn", "cuda", "ncnn cannot run on 'cuda': it runs on the CPU or on a Vulkan GPU"),
+    ("ncnn-vulkan", "cuda", "ncnn-vulkan cannot run on 'cuda': it runs on a Vulkan GPU"),
+    ("tensorrt", "cpu", "tensorrt cannot run on 'cpu': it runs on a CUDA GPU"),
+    ("openvino", "cuda", "openvino cannot run on 'cuda': OpenVINO's GPU device is an Intel"),
+])
+def test_builtin_backends_refuse_a_device_in_one_format(backend, device, match) -> None:
+    from unirt.backend import OpenOptions
+    from unirt.errors import BackendUnavailableError
+
+    be = Registry(entry_points=False).backends[backend]
+    with pytest.raises(BackendUnavailableError, match=match):
+        be.device_name(OpenOptions(device=device))
 
 
 def test_plugins_import_contract_modules_not_the_top_level_package() -> None:

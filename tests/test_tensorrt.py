@@ -433,3 +433,25 @@ class TestContractOnTheDouble(BackendContract):
     @pytest.fixture
     def backend_name(self, fake_tensorrt: Path) -> str:
         return "tensorrt"
+
+
+def test_non_numeric_inputs_are_refused_by_check_and_open_alike(fake_tensorrt: Path) -> None:
+    """A string input and a sequence output: ``check`` names both, ``open`` refuses the first
+    in the same words before any engine is built."""
+    seq = helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, [2])
+    g = helper.make_graph(
+        [helper.make_node("SequenceConstruct", ["x"], ["s"], name="mk"),
+         helper.make_node("Identity", ["t"], ["u"], name="id")], "g",
+        [helper.make_tensor_value_info("t", TensorProto.STRING, [1]),
+         helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("u", TensorProto.STRING, [1]), seq])
+    info = read_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    backend = get_registry().backend("tensorrt")
+    messages = [r.message for r in backend.rules(info)]
+    assert messages == [
+        "input 't' is a object tensor: TensorRT has no string type",
+        "output 'u' is a object tensor: TensorRT has no string type",
+        "output 's' is not a tensor: TensorRT takes and gives tensors only"]
+    with pytest.raises(BackendError) as refused:
+        backend.open(info, OpenOptions())
+    assert str(refused.value) == f"tensorrt cannot run {info.name}: {messages[0]}"

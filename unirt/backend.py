@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -69,6 +69,54 @@ class OpenOptions:
     input_shapes: Mapping[str, Any] = field(default_factory=dict)
 
 
+def _non_negative_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and value >= 0
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One option a backend takes in ``load(options={backend: {...}})``.
+
+    Declared, so that every backend refuses an unknown or malformed option the same way and
+    in the same words, before its engine sees it (:meth:`Backend.validate_options`), and a
+    plugin keeps only what is engine-specific. ``help`` says what the option accepts, in the
+    words the user reads; ``choices`` are the accepted values (compared without case or
+    surrounding blanks); ``valid`` a test of the value and ``must`` what it wants, for
+    "``<backend> option <key> must be <must>, not <value>``". A value of ``None`` counts as not
+    given.
+    """
+
+    help: str
+    choices: tuple[str, ...] = ()
+    valid: Callable[[Any], bool] | None = None
+    must: str = ""
+
+    @classmethod
+    def choice(cls, help: str, choices: Sequence[str]) -> OptionSpec:
+        return cls(help, choices=tuple(choices))
+
+    @classmethod
+    def number(cls, help: str) -> OptionSpec:
+        """An int or float, zero or more (not a bool, not a string)."""
+        return cls(help, valid=_non_negative_number, must="a non-negative number")
+
+    @classmethod
+    def mapping(cls, help: str, must: str) -> OptionSpec:
+        return cls(help, valid=lambda v: isinstance(v, Mapping), must=must)
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with ``value`` ("must be ..., not ..."), or ``None``."""
+        if value is None:
+            return None
+        if self.choices:
+            if str(value).strip().lower() in {c.lower() for c in self.choices}:
+                return None
+            return f"must be one of {', '.join(self.choices)}, not {value!r}"
+        if self.valid is not None and not self.valid(value):
+            return f"must be {self.must}, not {value!r}"
+        return None
+
+
 class BackendSession(ABC):
     """A model opened on an engine. Created by :meth:`Backend.open`, owned by a ``Session``."""
 
@@ -121,6 +169,17 @@ class Backend(ABC):
     #: Options ``unirt bench --mode throughput`` opens the model with, so that the engine runs
     #: several requests at once its own way (OpenVINO: the THROUGHPUT hint, i.e. CPU streams).
     throughput_options: ClassVar[Mapping[str, Any]] = {}
+    #: The options ``load(options={name: {...}})`` takes, checked by :meth:`validate_options`
+    #: before ``_open_impl`` / ``_query_impl`` see them. ``None``: not declared, the backend
+    #: takes whatever it is given (a plugin that checks for itself).
+    options: ClassVar[Mapping[str, OptionSpec] | None] = None
+    #: ``load(device=...)``'s words (auto, cpu, cuda, gpu) -> this engine's name for the device
+    #: it runs on for each; a word missing here is a device it cannot run on
+    #: (:meth:`device_name`). ``None``: not declared, the backend ignores ``device``.
+    device_names: ClassVar[Mapping[str, str] | None] = None
+    #: Where the backend runs, for the message that refuses a device missing from
+    #: :attr:`device_names` ("it runs on a CUDA GPU").
+    device_hint: ClassVar[str] = ""
 
     def __init__(self) -> None:
         self._availability: Availability | None = None
@@ -152,7 +211,12 @@ class Backend(ABC):
         if not avail.available:
             hint = f" (install: {avail.install_hint})" if avail.install_hint else ""
             raise BackendUnavailableError(f"{self.name} is not available: {avail.reason}{hint}")
+        self.validate_options(options.extra)
         try:
+            refusals = self.refusals(model)
+            if refusals:
+                raise BackendError(f"{self.name} cannot run {model.name}: "
+                                   f"{refusals[0].message}")
             return self._open_impl(model, options)
         except UnirtError:
             raise
@@ -167,8 +231,10 @@ class Backend(ABC):
         supported), or ``None`` when this engine cannot answer without opening the model."""
         if not self.available().available:
             return None
+        options = options or OpenOptions()
+        self.validate_options(options.extra)
         try:
-            return self._query_impl(model, options or OpenOptions())
+            return self._query_impl(model, options)
         except UnirtError:
             raise
         except Exception as exc:
@@ -176,17 +242,61 @@ class Backend(ABC):
                 f"{self.name} could not query {model.name}: {type(exc).__name__}: {first_line(exc)}"
             ) from exc
 
+    def validate_options(self, extra: Mapping[str, Any]) -> None:
+        """Refuse, with a :class:`~unirt.errors.UnirtError`, an option this backend does not
+        declare in :attr:`options` (naming the ones it does) or a value its spec refuses."""
+        specs = type(self).options
+        if specs is None:
+            return
+        for key in extra:
+            if key not in specs:
+                raise UnirtError(f"unknown {self.name} option {key!r}; known: "
+                                 f"{', '.join(specs)}")
+        for key, spec in specs.items():
+            problem = spec.problem(extra.get(key))
+            if problem:
+                raise UnirtError(f"{self.name} option {key} {problem}")
+
+    def refusals(self, model: ModelInfo) -> list[Reason]:
+        """What in ``model`` this backend can never take, whatever the options
+        (:meth:`_refusals_impl`), checked as :meth:`rules` checks. :meth:`open` refuses the
+        first before ``_open_impl``; :meth:`rules` includes them all, so ``check`` refuses what
+        ``open`` refuses, in the same words."""
+        return self._checked_reasons("_refusals_impl", self._refusals_impl(model))
+
+    def device_name(self, options: OpenOptions) -> str:
+        """The engine's name for the device ``load(device=...)`` asks for (:attr:`device_names`).
+        A device the backend cannot run on is a
+        :class:`~unirt.errors.BackendUnavailableError` in one format for every backend, naming
+        where it runs and the devices it sees here."""
+        names = type(self).device_names
+        if names is None:
+            return options.device
+        if options.device in names:
+            return names[options.device]
+        hint = f": {self.device_hint}" if self.device_hint else ""
+        here = ", ".join(self.available().devices) or "none"
+        raise BackendUnavailableError(f"{self.name} cannot run on {options.device!r}{hint} "
+                                      f"(devices here: {here})")
+
     def rules(self, model: ModelInfo) -> list[Reason]:
-        """This backend's own rules on ``model`` (:meth:`_rules_impl`), checked: a list of
-        :class:`~unirt.capability.Reason`. A plugin that returns something else is a
-        :class:`~unirt.errors.PluginError` that names it; its own exceptions pass through, for
-        the caller to attribute (a broken rule must not hide the table's reasons)."""
+        """This backend's own rules on ``model``: its :meth:`refusals`, then
+        :meth:`_rules_impl`'s reasons, checked: a list of :class:`~unirt.capability.Reason`. A
+        plugin that returns something else is a :class:`~unirt.errors.PluginError` that names
+        it; its own exceptions pass through, for the caller to attribute (a broken rule must
+        not hide the table's reasons)."""
+        return self.refusals(model) + self._checked_reasons("_rules_impl",
+                                                            self._rules_impl(model))
+
+    def _checked_reasons(self, method: str, returned: Any) -> list[Reason]:
+        reasons = list(returned)
+        if not reasons:
+            return reasons  # nothing to check: open() imports no capability code for it
         from .capability import Reason
 
-        reasons = list(self._rules_impl(model))
         bad = [r for r in reasons if not isinstance(r, Reason)]
         if bad:
-            raise PluginError(f"{self.name}: _rules_impl returned {bad[0]!r}, not a "
+            raise PluginError(f"{self.name}: {method} returned {bad[0]!r}, not a "
                               "unirt.capability.Reason")
         return reasons
 
@@ -212,6 +322,13 @@ class Backend(ABC):
     def _query_impl(self, model: ModelInfo, options: OpenOptions) -> set[str] | None:
         """Override where the engine can report per-node support without a full open."""
         return None
+
+    def _refusals_impl(self, model: ModelInfo) -> list[Reason]:
+        """The model's inputs and outputs (or anything else) this engine can never take or give,
+        whatever the options: a sequence or optional where it takes tensors only, a dtype it
+        cannot be fed. :meth:`open` refuses the first (``<backend> cannot run <model>:
+        <message>``) and :meth:`check` reports them all; a plugin states each refusal once."""
+        return []
 
     def _rules_impl(self, model: ModelInfo) -> list[Reason]:
         """Backend-wide rules the conformance table cannot express (ncnn: batch 1, float32 inputs

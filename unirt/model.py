@@ -20,6 +20,7 @@ import math
 import os
 import stat
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -104,6 +105,14 @@ class ModelInfo:
     @property
     def has_dynamic_inputs(self) -> bool:
         return any(t.is_dynamic for t in self.inputs)
+
+    def io(self) -> Iterator[tuple[str, TensorInfo]]:
+        """``("input", info)`` for each graph input, then ``("output", info)`` for each output:
+        what a backend's refusals (``Backend._refusals_impl``) walk and name."""
+        for info in self.inputs:
+            yield "input", info
+        for info in self.outputs:
+            yield "output", info
 
     def source(self) -> str | bytes:
         """What to hand an engine: the file path (keeps external data working) or the bytes."""

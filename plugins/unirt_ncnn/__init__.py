@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from unirt.backend import Availability, Backend, BackendSession, OpenOptions
+from unirt.backend import Availability, Backend, BackendSession, OpenOptions, OptionSpec
 from unirt.errors import BackendError, BackendUnavailableError, ShapeLimitError, UnirtError
 from unirt.hookspecs import hookimpl
 from unirt.model import ModelInfo
@@ -46,10 +46,11 @@ DEFAULT_TIMEOUT_S = 120.0
 
 #: Options a user may pass as ``load(options={"ncnn": {...}})``.
 OPTIONS = {
-    "timeout": "seconds pnnx may take per conversion (default 120)",
-    "cache_dir": "artifact cache directory (default: $UNIRT_CACHE_DIR or the user cache)",
-    "device": "cpu, vulkan or vulkan:N (default: cpu; device='gpu' means vulkan:0)",
-    "optlevel": "pnnx optimisation level 0-2 (default 2)",
+    "timeout": OptionSpec("seconds pnnx may take per conversion (default 120)"),
+    "cache_dir": OptionSpec(
+        "artifact cache directory (default: $UNIRT_CACHE_DIR or the user cache)"),
+    "device": OptionSpec("cpu, vulkan or vulkan:N (default: cpu; device='gpu' means vulkan:0)"),
+    "optlevel": OptionSpec("pnnx optimisation level 0-2 (default 2)"),
 }
 
 Signature = tuple[tuple[int, ...], ...]
@@ -113,6 +114,9 @@ class NcnnBackend(Backend):
     install_hint = INSTALL_HINT
     device_class = "cpu"
     default_rank = 70
+    options = OPTIONS
+    device_names = {"auto": "cpu", "cpu": "cpu", "gpu": "vulkan:0"}
+    device_hint = "it runs on the CPU or on a Vulkan GPU (device='gpu')"
 
     def __init__(self) -> None:
         super().__init__()
@@ -141,15 +145,7 @@ class NcnnBackend(Backend):
     # -- options ---------------------------------------------------------------------------------
     def _device(self, options: OpenOptions) -> int | None:
         """The Vulkan device index, or None for the CPU."""
-        requested = str(options.extra.get("device") or "")
-        if not requested:
-            if options.device in ("auto", "cpu"):
-                return None
-            if options.device == "gpu":
-                requested = "vulkan:0"
-            else:
-                raise UnirtError(f"{self.name} cannot run on {options.device!r}: it runs on the "
-                                 "CPU or on a Vulkan GPU (device='gpu')")
+        requested = str(options.extra.get("device") or "") or self.device_name(options)
         if requested == "cpu":
             return None
         if requested == "vulkan":
@@ -165,21 +161,19 @@ class NcnnBackend(Backend):
                 f"{count} Vulkan GPU(s) (no Vulkan loader or no GPU on this machine)")
         return index
 
-    def _check_options(self, options: OpenOptions) -> None:
-        unknown = [k for k in options.extra if k not in OPTIONS]
-        if unknown:
-            raise UnirtError(f"unknown {self.name} option {unknown[0]!r}; known: "
-                             f"{', '.join(OPTIONS)}")
+    def _refusals_impl(self, model: ModelInfo) -> list[Any]:
+        """Inputs ncnn cannot be fed (float32 tensors only, a Mat's rank), outputs that are
+        not tensors: see :func:`_refusals`."""
+        from unirt.capability import Reason
+
+        return [Reason(why, kind=kind) for kind, why in _refusals(model)]
 
     def _rules_impl(self, model: ModelInfo) -> list[Any]:
-        """The same refusals ``open`` makes (float32 inputs, Mat rank), so ``check`` agrees,
-        plus what only converting (or running) can settle, as UNKNOWN: see :func:`_doubts`."""
+        """What only converting (or running) can settle, as UNKNOWN: see :func:`_doubts`."""
         from unirt.capability import UNKNOWN, Reason
 
-        reasons = [Reason(why, kind=kind) for kind, why in _refusals(model)]
-        reasons += [Reason(why, kind=kind, node=node, op=op, verdict=UNKNOWN)
-                    for kind, why, node, op in _doubts(model)]
-        return reasons
+        return [Reason(why, kind=kind, node=node, op=op, verdict=UNKNOWN)
+                for kind, why, node, op in _doubts(model)]
 
     def _host_outputs_impl(self, model: ModelInfo) -> set[str]:
         """ArgMax/ArgMin at the end of the graph run in numpy (ncnn has no such layer)."""
@@ -187,10 +181,6 @@ class NcnnBackend(Backend):
 
     # -- opening -----------------------------------------------------------------------------------
     def _open_impl(self, model: ModelInfo, options: OpenOptions) -> BackendSession:
-        self._check_options(options)
-        refusals = _refusals(model)
-        if refusals:
-            raise BackendError(f"{self.name}: {refusals[0][1]}")
         if self._pnnx is None:  # available() ran in another Backend instance
             exe, where = _pnnx.find_pnnx()
             if exe is None:
@@ -596,6 +586,7 @@ class NcnnVulkanBackend(NcnnBackend):
     description = "Tencent ncnn on a Vulkan GPU (use_vulkan_compute), models converted by pnnx"
     device_class = "gpu"
     default_rank = 30
+    device_hint = "it runs on a Vulkan GPU (device='gpu')"
 
     def _available_impl(self) -> Availability:
         if not _vulkan_manifests():

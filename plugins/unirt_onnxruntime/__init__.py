@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from unirt.backend import Availability, Backend, BackendSession, OpenOptions
+from unirt.backend import Availability, Backend, BackendSession, OpenOptions, OptionSpec
 from unirt.errors import BackendError, UnirtError
 from unirt.hookspecs import hookimpl
 from unirt.model import ModelInfo
@@ -24,15 +24,21 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ._binding import BoundRunner
 
-# Options a user may pass as load(options={"onnxruntime": {...}}).
+#: ``SessionOptions`` attributes a user may set through ``load(options={"onnxruntime": {...}})``.
 _SESSION_OPTIONS = {
-    "graph_optimization_level":
-        "ORT_ENABLE_ALL|ORT_ENABLE_EXTENDED|ORT_ENABLE_BASIC|ORT_DISABLE_ALL",
-    "inter_op_num_threads": "int",
-    "execution_mode": "ORT_SEQUENTIAL|ORT_PARALLEL",
-    "enable_mem_pattern": "bool",
-    "enable_cpu_mem_arena": "bool",
-    "log_severity_level": "int 0-4",
+    "graph_optimization_level": OptionSpec(
+        "ORT_ENABLE_ALL|ORT_ENABLE_EXTENDED|ORT_ENABLE_BASIC|ORT_DISABLE_ALL"),
+    "inter_op_num_threads": OptionSpec("int"),
+    "execution_mode": OptionSpec("ORT_SEQUENTIAL|ORT_PARALLEL"),
+    "enable_mem_pattern": OptionSpec("bool"),
+    "enable_cpu_mem_arena": OptionSpec("bool"),
+    "log_severity_level": OptionSpec("int 0-4"),
+}
+#: Every option, the session's and those of the execution provider.
+OPTIONS = {
+    **_SESSION_OPTIONS,
+    "provider_options": OptionSpec("dict of the execution provider's own options"),
+    "providers": OptionSpec("ignored: each backend uses its one execution provider"),
 }
 
 
@@ -110,6 +116,7 @@ class OnnxRuntimeBackend(Backend):
     provider = "CPUExecutionProvider"
     device_label = "cpu"
     known_domains = ("com.microsoft", "com.microsoft.nchwc", "ai.onnx.contrib")
+    options = OPTIONS
     #: The device runs bind their inputs and outputs on (``_binding``), None for plain ``run``.
     #: The CPU's plain run copies nothing; tests set ``"cpu"`` here to exercise the CUDA path.
     bind_device: str | None = None
@@ -181,13 +188,8 @@ class OnnxRuntimeBackend(Backend):
         if options.threads is not None:
             so.intra_op_num_threads = options.threads
         for key, value in options.extra.items():
-            if key in ("providers", "provider_options"):
-                continue
             if key not in _SESSION_OPTIONS:
-                raise UnirtError(
-                    f"unknown {self.name} option {key!r}; known: "
-                    f"{', '.join([*_SESSION_OPTIONS, 'provider_options'])}"
-                )
+                continue  # not a SessionOptions attribute (validate_options knows them all)
             if key == "graph_optimization_level":
                 value = getattr(ort.GraphOptimizationLevel, str(value))
             elif key == "execution_mode":

@@ -43,7 +43,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from unirt.backend import Availability, Backend, BackendSession, OpenOptions
+from unirt.backend import Availability, Backend, BackendSession, OpenOptions, OptionSpec
 from unirt.errors import BackendError, BackendUnavailableError, UnirtError, clean
 from unirt.hookspecs import hookimpl
 from unirt.model import ModelInfo
@@ -52,12 +52,6 @@ from unirt.tensor import TensorInfo
 
 logger = logging.getLogger("unirt")
 
-#: Options a user may pass as ``load(options={"opencv": {...}})``, with what they accept.
-OPTIONS: dict[str, str] = {
-    "engine": "auto (default: the new engine, else the classic one), new, classic",
-    "backend": "OpenCV DNN backend: opencv (default), cuda, openvino",
-    "target": "OpenCV DNN target: cpu (default), cpu_fp16, opencl, opencl_fp16, cuda, cuda_fp16",
-}
 ENGINES = ("auto", "new", "classic")
 #: unirt's names for OpenCV's DNN backends and targets -> the ``cv2.dnn`` constants.
 DNN_BACKENDS: dict[str, str] = {
@@ -74,6 +68,16 @@ DNN_TARGETS: dict[str, str] = {
     "cuda_fp16": "DNN_TARGET_CUDA_FP16",
 }
 FP16_TARGETS = frozenset({"cpu_fp16", "opencl_fp16", "cuda_fp16"})
+#: Options a user may pass as ``load(options={"opencv": {...}})``, with what they accept.
+OPTIONS: dict[str, OptionSpec] = {
+    "engine": OptionSpec.choice(
+        "auto (default: the new engine, else the classic one), new, classic", ENGINES),
+    "backend": OptionSpec.choice(
+        "OpenCV DNN backend: opencv (default), cuda, openvino", tuple(DNN_BACKENDS)),
+    "target": OptionSpec.choice(
+        "OpenCV DNN target: cpu (default), cpu_fp16, opencl, opencl_fp16, cuda, cuda_fp16",
+        tuple(DNN_TARGETS)),
+}
 #: Where each DNN backend runs when no target is given: (exact, fast).
 DEFAULT_TARGETS: dict[str, tuple[str, str]] = {
     "opencv": ("cpu", "cpu_fp16"),
@@ -291,6 +295,9 @@ class OpenCvBackend(Backend):
     install_hint = 'pip install "unirt[opencv]"'
     device_class = "cpu"
     default_rank = 60
+    options = OPTIONS
+    #: The DNN backend each device means where no ``backend`` option is given.
+    device_names = {"auto": "opencv", "cpu": "opencv", "gpu": "cuda", "cuda": "cuda"}
 
     def _available_impl(self) -> Availability:
         import importlib.util
@@ -312,10 +319,9 @@ class OpenCvBackend(Backend):
             devices.append("opencl")
         return Availability(True, version, devices=tuple(devices))
 
-    def _rules_impl(self, model: ModelInfo) -> list[Any]:
-        """The same input/output refusals ``open`` makes, so ``check`` agrees with it: a
-        sequence, optional or map (kind ``input``), a string or unfeedable dtype (kind
-        ``dtype``).
+    def _refusals_impl(self, model: ModelInfo) -> list[Any]:
+        """Inputs and outputs OpenCV cannot take or give: a sequence, optional or map (kind
+        ``input``), a string or unfeedable dtype (kind ``dtype``).
 
         Rules deliberately absent, because measuring did not bear them out (OpenCV 5.0.0, both
         engines, ``readNetFromONNX`` + ``forward`` in a child process, compared with ONNX
@@ -336,48 +342,29 @@ class OpenCvBackend(Backend):
         """
         from unirt.capability import Reason
 
-        reasons = []
-        for what, infos in (("input", model.inputs), ("output", model.outputs)):
-            for info in infos:
-                why = _refusal(info, what)
-                if why:
-                    reasons.append(Reason(why, kind="input" if info.dtype is None else "dtype"))
-        return reasons
+        return [Reason(why, kind="input" if info.dtype is None else "dtype")
+                for what, info in model.io() if (why := _refusal(info, what))]
 
     # -- options ------------------------------------------------------------------------------
     @staticmethod
-    def _choice(extra: Mapping[str, Any], key: str, allowed: Sequence[str]) -> str | None:
+    def _choice(extra: Mapping[str, Any], key: str) -> str | None:
+        """The value of a choice option as :data:`OPTIONS` names it (validated by ``open``)."""
         value = extra.get(key)
-        if value is None:
-            return None
-        text = str(value).strip().lower()
-        if text not in allowed:
-            raise UnirtError(f"opencv option {key} must be one of {', '.join(allowed)}, "
-                             f"not {value!r}")
-        return text
+        return None if value is None else str(value).strip().lower()
 
     def _plan(self, options: OpenOptions, caps: Mapping[str, tuple[str, ...]],
               has_engines: bool) -> list[_Attempt]:
         """The (engine, DNN backend, target) combinations to try, in order."""
         extra = options.extra
-        for key in extra:
-            if key not in OPTIONS:
-                raise UnirtError(f"unknown {self.name} option {key!r}; known: "
-                                 f"{', '.join(OPTIONS)}")
-        engine = self._choice(extra, "engine", ENGINES) or "auto"
-        backend = self._choice(extra, "backend", tuple(DNN_BACKENDS))
-        target = self._choice(extra, "target", tuple(DNN_TARGETS))
+        engine = self._choice(extra, "engine") or "auto"
+        backend = self._choice(extra, "backend")
+        target = self._choice(extra, "target")
         exact = options.precision == "exact"
         if not has_engines and engine == "new":
             raise UnirtError("opencv option engine='new' needs OpenCV 5; this build has only "
                              "the classic engine")
         if backend is None:
-            if (target or "").startswith("cuda") or options.device in ("cuda", "gpu"):
-                backend = "cuda"
-            elif options.device in ("auto", "cpu"):
-                backend = "opencv"
-            else:
-                raise UnirtError(f"{self.name}: unknown device {options.device!r}")
+            backend = "cuda" if (target or "").startswith("cuda") else self.device_name(options)
         if exact and backend == "openvino":
             raise UnirtError(
                 "opencv backend='openvino' lets OpenVINO pick its precision (bf16 on CPUs with "
@@ -428,11 +415,6 @@ class OpenCvBackend(Backend):
         caps = _capabilities(cv2)
         has_engines = hasattr(cv2.dnn, "ENGINE_NEW")
         attempts = self._plan(options, caps, has_engines)
-        for what, infos in (("input", model.inputs), ("output", model.outputs)):
-            for info in infos:
-                why = _refusal(info, what)
-                if why:
-                    raise BackendError(f"{self.name} cannot run {model.name}: {why}")
         if options.threads is not None:
             # cv::setNumThreads is process-wide: it applies to every OpenCV session.
             cv2.setNumThreads(int(options.threads))

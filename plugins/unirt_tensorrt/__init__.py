@@ -33,7 +33,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from unirt.backend import Availability, Backend, BackendSession, OpenOptions
+from unirt.backend import Availability, Backend, BackendSession, OpenOptions, OptionSpec
 from unirt.errors import BackendError, BackendUnavailableError, ShapeLimitError, UnirtError
 from unirt.hookspecs import hookimpl
 from unirt.model import ModelInfo
@@ -54,15 +54,20 @@ DEFAULT_QUERY_TIMEOUT_S = 300.0
 DEFAULT_MAX_ENGINES = 4
 
 #: Options a user may pass as ``load(options={"tensorrt": {...}})``.
-OPTIONS: dict[str, str] = {
-    "profiles": "list of optimization profiles, each {input: {min, opt, max}} (or "
-                "[min, opt, max]); feeds outside all of them go to another backend",
-    "workspace": "builder workspace limit in bytes (default: TensorRT's, the GPU's memory)",
-    "build_timeout": f"seconds an engine build may take (default {DEFAULT_BUILD_TIMEOUT_S:.0f})",
-    "optimization_level": "builder optimization level 0-5 (default: TensorRT's, 3)",
-    "max_engines": f"engines built for new shapes per session (default {DEFAULT_MAX_ENGINES})",
-    "device": "CUDA device index or cuda:N (default 0)",
-    "cache_dir": "artifact cache directory (default: $UNIRT_CACHE_DIR or the user cache)",
+OPTIONS: dict[str, OptionSpec] = {
+    "profiles": OptionSpec("list of optimization profiles, each {input: {min, opt, max}} (or "
+                           "[min, opt, max]); feeds outside all of them go to another backend"),
+    "workspace": OptionSpec.number(
+        "builder workspace limit in bytes (default: TensorRT's, the GPU's memory)"),
+    "build_timeout": OptionSpec.number(
+        f"seconds an engine build may take (default {DEFAULT_BUILD_TIMEOUT_S:.0f})"),
+    "optimization_level": OptionSpec.number(
+        "builder optimization level 0-5 (default: TensorRT's, 3)"),
+    "max_engines": OptionSpec.number(
+        f"engines built for new shapes per session (default {DEFAULT_MAX_ENGINES})"),
+    "device": OptionSpec("CUDA device index or cuda:N (default 0)"),
+    "cache_dir": OptionSpec(
+        "artifact cache directory (default: $UNIRT_CACHE_DIR or the user cache)"),
 }
 
 #: Ops whose output shape depends on the data: this backend has no output allocator.
@@ -89,6 +94,9 @@ class TensorRtBackend(Backend):
     install_hint = INSTALL_HINT
     device_class = "gpu"
     default_rank = 10  # before onnxruntime-cuda: TensorRT is the faster engine on NVIDIA GPUs
+    options = OPTIONS
+    device_names = {"auto": "cuda:0", "gpu": "cuda:0", "cuda": "cuda:0"}
+    device_hint = "it runs on a CUDA GPU"
 
     def _available_impl(self) -> Availability:
         if not _spec_exists("tensorrt"):
@@ -110,21 +118,27 @@ class TensorRtBackend(Backend):
         return Availability(True, version, devices=tuple(f"cuda:{i}" for i in range(count)))
 
     # -- static rules -------------------------------------------------------------------------
+    def _refusals_impl(self, model: ModelInfo) -> list[Any]:
+        """Inputs/outputs that are not numeric tensors: TensorRT takes and gives tensors of
+        numbers only."""
+        from unirt.capability import Reason
+
+        reasons = []
+        for what, info in model.io():
+            if info.dtype is None:
+                reasons.append(Reason(f"{what} {info.name!r} is not a tensor: TensorRT "
+                                      "takes and gives tensors only", what))
+            elif info.dtype.kind in "OSU":
+                reasons.append(Reason(f"{what} {info.name!r} is a {info.dtype} tensor: "
+                                      "TensorRT has no string type", what))
+        return reasons
+
     def _rules_impl(self, model: ModelInfo) -> list[Any]:
-        """Inputs/outputs that are not numeric tensors (TensorRT takes and gives tensors of
-        numbers only), and ops with data-dependent output shapes (UNKNOWN: refused at run time
-        when such a shape reaches an output, fine when it stays inside)."""
+        """Ops with data-dependent output shapes (UNKNOWN: refused at run time when such a
+        shape reaches an output, fine when it stays inside)."""
         from unirt.capability import UNKNOWN, Reason
 
         reasons = []
-        for what, infos in (("input", model.inputs), ("output", model.outputs)):
-            for info in infos:
-                if info.dtype is None:
-                    reasons.append(Reason(f"{what} {info.name!r} is not a tensor: TensorRT "
-                                          "takes and gives tensors only", what))
-                elif info.dtype.kind in "OSU":
-                    reasons.append(Reason(f"{what} {info.name!r} is a {info.dtype} tensor: "
-                                          "TensorRT has no string type", what))
         for n in model.nodes:
             if n.op_type in DATA_DEPENDENT_OPS and n.domain in ("", "ai.onnx"):
                 reasons.append(Reason(
@@ -134,21 +148,9 @@ class TensorRtBackend(Backend):
         return reasons
 
     # -- options ------------------------------------------------------------------------------
-    def _check_options(self, extra: Mapping[str, Any]) -> None:
-        unknown = [k for k in extra if k not in OPTIONS]
-        if unknown:
-            raise UnirtError(f"unknown {NAME} option {unknown[0]!r}; known: {', '.join(OPTIONS)}")
-        for key in ("workspace", "build_timeout", "optimization_level", "max_engines"):
-            value = extra.get(key)
-            if value is not None and (isinstance(value, bool) or not isinstance(
-                    value, (int, float)) or value < 0):
-                raise UnirtError(f"{NAME} option {key} must be a non-negative number, "
-                                 f"not {value!r}")
-
     def device_index(self, options: OpenOptions) -> int:
         """The CUDA device to build and run on."""
-        if options.device == "cpu":
-            raise BackendUnavailableError(f"{NAME} runs on a CUDA GPU, not on the CPU")
+        self.device_name(options)  # refuses the CPU
         raw = options.extra.get("device", 0)
         text = str(raw).strip().lower()
         if text.startswith("cuda:"):
@@ -185,7 +187,6 @@ class TensorRtBackend(Backend):
 
     # -- opening ------------------------------------------------------------------------------
     def _open_impl(self, model: ModelInfo, options: OpenOptions) -> BackendSession:
-        self._check_options(options.extra)
         explicit = None
         if options.extra.get("profiles") is not None:
             explicit = _profiles.parse_profiles(model, options.extra["profiles"])
