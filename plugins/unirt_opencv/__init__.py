@@ -32,42 +32,42 @@ What this backend guards against, each found by running OpenCV 5.0 (see ENGINE_N
 * Thread safety: a ``Net`` must not run in two threads at once; each session has a lock.
 * Error text: ``cv2.error`` messages are pages of ``OpenCV(5.0.0) /io/...cpp:NNN: error:`` noise;
   :func:`engine_message` keeps the part a user can act on.
+
+This module holds the backend (options, the plan of engines and targets to try, rules, open)
+and its registration; :mod:`._loader` reads a model into a Net, :mod:`._runner` holds the
+session that runs one.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-import threading
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 from unirt.backend import Availability, Backend, BackendSession, OpenOptions, OptionSpec
-from unirt.errors import BackendError, BackendUnavailableError, UnirtError, clean
+from unirt.errors import BackendError, BackendUnavailableError, UnirtError
 from unirt.hookspecs import hookimpl
 from unirt.model import ModelInfo
 from unirt.native import captured
 from unirt.tensor import TensorInfo
 
+from ._loader import (
+    DNN_BACKENDS,
+    DNN_TARGETS,
+    FP16_TARGETS,
+    _Attempt,
+    _capabilities,
+    _has_cuda_device,
+    describe,
+    engine_message,
+    output_names,
+    read_net,
+)
+from ._runner import OpenCvSession
+
 logger = logging.getLogger("unirt")
 
 ENGINES = ("auto", "new", "classic")
-#: unirt's names for OpenCV's DNN backends and targets -> the ``cv2.dnn`` constants.
-DNN_BACKENDS: dict[str, str] = {
-    "opencv": "DNN_BACKEND_OPENCV",
-    "cuda": "DNN_BACKEND_CUDA",
-    "openvino": "DNN_BACKEND_INFERENCE_ENGINE",
-}
-DNN_TARGETS: dict[str, str] = {
-    "cpu": "DNN_TARGET_CPU",
-    "cpu_fp16": "DNN_TARGET_CPU_FP16",
-    "opencl": "DNN_TARGET_OPENCL",
-    "opencl_fp16": "DNN_TARGET_OPENCL_FP16",
-    "cuda": "DNN_TARGET_CUDA",
-    "cuda_fp16": "DNN_TARGET_CUDA_FP16",
-}
-FP16_TARGETS = frozenset({"cpu_fp16", "opencl_fp16", "cuda_fp16"})
 #: Options a user may pass as ``load(options={"opencv": {...}})``, with what they accept.
 OPTIONS: dict[str, OptionSpec] = {
     "engine": OptionSpec.choice(
@@ -88,64 +88,6 @@ DEFAULT_TARGETS: dict[str, tuple[str, str]] = {
 #: Input dtypes OpenCV's numpy binding takes and computes with as they are.
 _FEEDABLE = frozenset({"float32", "float16", "float64", "int8", "uint8", "int16", "uint16",
                        "int32", "uint32", "int64", "uint64", "bool"})
-#: Inputs fed through 32 bits: OpenCV wraps values outside the int32 range without an error.
-_NARROWED = frozenset({"int64", "uint64"})
-_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
-
-_LOCATION = re.compile(r"OpenCV\([^)]*\)\s+\S+:\d+:\s*error:\s*\(\s*-?\d+:([^)]*)\)\s*")
-_IN_FUNCTION = re.compile(r"\s*in function '[^']*'\s*$")
-
-
-def engine_message(exc: BaseException) -> str:
-    """The part of a ``cv2.error`` a user can act on, on one line.
-
-    OpenCV writes ``OpenCV(5.0.0) /io/opencv/modules/dnn/src/...cpp:1114: error: (-2:Unspecified
-    error) in function 'handleNode'`` and nests the real cause (``> Node [Unsqueeze@ai.onnx]:...
-    parse error: ... Multidimensional unsqueeze``) in later lines, so the core's ``first_line``
-    would show only the file and line. Source locations and ``in function`` suffixes are dropped;
-    the error class is kept where it says something (``Assertion failed: inp.total()``).
-    """
-    parts: list[str] = []
-    for raw in str(exc).splitlines():
-        line = raw.strip().lstrip(">").strip()
-
-        def _kind(m: re.Match[str]) -> str:
-            kind = m.group(1).strip()
-            return "" if kind in ("", "Unspecified error") else f"{kind}: "
-
-        line = _LOCATION.sub(_kind, line)
-        line = _IN_FUNCTION.sub("", line).strip().rstrip(":").strip()
-        if line and line not in parts:
-            parts.append(line)
-    if not parts:
-        return type(exc).__name__
-    return clean("; ".join(parts[:2]))
-
-
-def _capabilities(cv2: Any) -> dict[str, tuple[str, ...]]:
-    """unirt DNN backend name -> the targets this OpenCV build (and machine) offers for it."""
-    by_value = {getattr(cv2.dnn, const): name for name, const in DNN_TARGETS.items()
-                if hasattr(cv2.dnn, const)}
-    caps: dict[str, tuple[str, ...]] = {}
-    for name, const in DNN_BACKENDS.items():
-        if not hasattr(cv2.dnn, const):
-            continue
-        try:
-            targets = cv2.dnn.getAvailableTargets(getattr(cv2.dnn, const))
-        except Exception:  # a backend whose probe fails is not available
-            logger.debug("opencv: getAvailableTargets(%s) failed", const, exc_info=True)
-            continue
-        names = tuple(by_value.get(int(t), f"target{int(t)}") for t in targets)
-        if names:
-            caps[name] = names
-    return caps
-
-
-def _has_cuda_device(cv2: Any) -> bool:
-    try:
-        return bool(cv2.cuda.getCudaEnabledDeviceCount() > 0)
-    except Exception:  # no cuda module in this build
-        return False
 
 
 def _refusal(info: TensorInfo, what: str) -> str | None:
@@ -162,131 +104,6 @@ def _refusal(info: TensorInfo, what: str) -> str | None:
     if what == "output" and name not in _FEEDABLE and name != "bfloat16":
         return f"output {info.name!r} is {name}, which OpenCV DNN cannot return"
     return None
-
-
-@dataclass(frozen=True)
-class _Attempt:
-    """One way to load the model: engine, DNN backend, DNN target."""
-
-    engine: str
-    backend: str
-    target: str
-
-    @property
-    def precision(self) -> str:
-        if self.target in FP16_TARGETS:
-            return "fp16"
-        return "unknown" if self.backend == "openvino" else "fp32"
-
-
-class OpenCvSession(BackendSession):
-    """A loaded ``cv2.dnn.Net`` behind a lock (a ``Net`` runs one forward at a time)."""
-
-    def __init__(self, net: Any, model: ModelInfo, forward_names: Sequence[str],
-                 cv_error: type[BaseException], reload: Any = None) -> None:
-        from unirt.conform import conform  # imports numpy: not at plugin load
-
-        super().__init__()
-        self._conform = conform
-        self._net = net
-        # The classic engine keeps the shapes of its first forward: fed another input shape it
-        # returns wrong numbers without an error (measured: off by ~1.7 on resnet_like at batch
-        # 2 after batch 1, and still off back at batch 1). So with the classic engine and a
-        # dynamic model, each input-shape signature gets a Net of its own, read by ``reload``.
-        self._reload = reload
-        self._nets: dict[tuple[Any, ...], Any] = {}
-        self._lock = threading.Lock()
-        self._label = model.name
-        self._cv_error = cv_error
-        self._forward_names = list(forward_names)  # the net's names, in model output order
-        self._outputs = model.outputs
-        self._index = {t.name: i for i, t in enumerate(model.outputs)}
-        # The shape an output must have to be returned untouched (fully static ones only).
-        self._static = [t.shape if t.shape is not None and not t.is_dynamic else None
-                        for t in model.outputs]
-        self._narrowed = tuple(t.name for t in model.inputs
-                               if t.dtype is not None and t.dtype.name in _NARROWED)
-        # Where the feeds say what a symbolic dim is, for dynamic or empty outputs.
-        self._symbols = tuple((t.name, axis, d) for t in model.inputs for axis, d in
-                              enumerate(t.shape or ()) if isinstance(d, str))
-
-    def _check_feeds(self, feeds: Mapping[str, Any]) -> None:
-        for name, value in feeds.items():
-            if getattr(value, "size", 1) == 0:
-                raise BackendError(
-                    f"opencv cannot run {self._label} on the empty input {name!r} (shape "
-                    f"{list(value.shape)}): OpenCV DNN fails or crashes on zero-size tensors")
-        for name in self._narrowed:
-            value = feeds[name]
-            lo, hi = value.min(), value.max()
-            if lo < _INT32_MIN or hi > _INT32_MAX:
-                raise BackendError(
-                    f"opencv cannot run {self._label}: input {name!r} has {value.dtype} values "
-                    f"outside the int32 range ({lo}..{hi}), which OpenCV DNN would wrap "
-                    f"silently (it feeds 64-bit integers through 32 bits)")
-
-    def _bind(self, feeds: Mapping[str, Any]) -> dict[str, int]:
-        dims: dict[str, int] = {}
-        for name, axis, symbol in self._symbols:
-            shape = getattr(feeds.get(name), "shape", ())
-            if axis < len(shape):
-                dims.setdefault(symbol, int(shape[axis]))
-        return dims
-
-    def _net_for(self, feeds: Mapping[str, Any]) -> Any:
-        """The Net for this input-shape signature (classic engine, dynamic model): the first
-        signature uses the Net that was opened, each new one reads the model again."""
-        sig = tuple((name, getattr(value, "shape", None)) for name, value in sorted(
-            feeds.items()))
-        if not self._nets:
-            self._nets[sig] = self._net
-        net = self._nets.get(sig)
-        if net is None:
-            try:
-                net = self._nets[sig] = self._reload()
-            except self._cv_error as exc:
-                raise BackendError(f"opencv could not reload {self._label} for a new input "
-                                   f"shape: {engine_message(exc)}") from exc
-            self.details["nets_per_shape"] = len(self._nets)
-        return net
-
-    def run(self, feeds: dict[str, Any], output_names: Sequence[str]) -> Sequence[Any]:
-        self._check_feeds(feeds)
-        with self._lock:
-            net = self._net
-            if net is None:
-                raise BackendError(f"opencv: the session for {self._label} is closed")
-            if self._reload is not None:
-                net = self._net_for(feeds)
-            try:
-                for name, value in feeds.items():
-                    net.setInput(value, name)
-                results = net.forward(self._forward_names)
-            except self._cv_error as exc:
-                raise BackendError(f"opencv failed running {self._label}: "
-                                   f"{engine_message(exc)}") from exc
-        if len(results) != len(self._forward_names):
-            raise BackendError(f"opencv returned {len(results)} outputs for {self._label}, "
-                               f"which declares {len(self._forward_names)}")
-        dims: dict[str, int] | None = None
-        out = []
-        for name in output_names:
-            i = self._index[name]
-            value, info = results[i], self._outputs[i]
-            if (value is not None and value.dtype == info.dtype
-                    and value.shape == self._static[i]):
-                out.append(value)
-                continue
-            if dims is None:
-                dims = self._bind(feeds)
-            out.append(self._conform(value, info, dims,
-                                     f"opencv: {self._label} output {name!r}"))
-        return out
-
-    def close(self) -> None:
-        with self._lock:
-            self._net = None
-            self._nets.clear()
 
 
 class OpenCvBackend(Backend):
@@ -426,8 +243,8 @@ class OpenCvBackend(Backend):
         for attempt in attempts:
             try:
                 with captured(self.name):  # OpenCV's [ WARN:...] lines: the debug log
-                    net = self._read(cv2, data, attempt, has_engines)
-                forward_names = self._output_names(net, model, attempt.engine)
+                    net = read_net(cv2, data, attempt, has_engines)
+                forward_names = output_names(net, model, attempt.engine)
             except (cv2.error, BackendError) as exc:
                 message = engine_message(exc) if isinstance(exc, cv2.error) else str(exc)
                 failures.append(f"{attempt.engine} engine: {message}")
@@ -438,75 +255,14 @@ class OpenCvBackend(Backend):
             if attempt.engine == "classic" and model.has_dynamic_inputs:
                 def reload(cv2: Any = cv2, data: Any = data, attempt: _Attempt = attempt,
                            has_engines: bool = has_engines) -> Any:
-                    return self._read(cv2, data, attempt, has_engines)
+                    return read_net(cv2, data, attempt, has_engines)
             sess = OpenCvSession(net, model, forward_names, cv2.error, reload)
             sess.precision = attempt.precision
-            sess.details.update(self._describe(cv2, attempt, caps, failures, options))
+            sess.details.update(describe(cv2, attempt, caps, failures, options))
             logger.debug("opencv: loaded %s with the %s engine (%s/%s)", model.name,
                          attempt.engine, attempt.backend, attempt.target)
             return sess
         raise BackendError(f"{self.name} could not open {model.name}: " + "; ".join(failures))
-
-    @staticmethod
-    def _read(cv2: Any, data: Any, attempt: _Attempt, has_engines: bool) -> Any:
-        if has_engines:
-            flag = cv2.dnn.ENGINE_NEW if attempt.engine == "new" else cv2.dnn.ENGINE_CLASSIC
-            net = cv2.dnn.readNetFromONNX(data, flag)
-        else:
-            net = cv2.dnn.readNetFromONNX(data)
-        if net.empty():
-            raise BackendError("OpenCV read an empty network")
-        if attempt.engine == "classic":  # the new engine ignores (and warns about) these
-            net.setPreferableBackend(getattr(cv2.dnn, DNN_BACKENDS[attempt.backend]))
-            net.setPreferableTarget(getattr(cv2.dnn, DNN_TARGETS[attempt.target]))
-        return net
-
-    @staticmethod
-    def _output_names(net: Any, model: ModelInfo, engine: str) -> list[str]:
-        """The names to forward, one per model output in model order.
-
-        The new engine reports the graph outputs by their ONNX names, in graph order; should a
-        name differ, the position still matches. The classic engine reports only outputs no
-        other layer consumes, in its own order, but knows every forwardable blob as a layer:
-        a name it does not know (a constant or pass-through output) cannot be returned.
-        """
-        wanted = [t.name for t in model.outputs]
-        reported = list(net.getUnconnectedOutLayersNames())
-        if all(name in reported for name in wanted):
-            return wanted
-        if engine == "new":
-            if len(reported) == len(wanted):
-                logger.debug("opencv: %s output names %s map by position to %s", model.name,
-                             reported, wanted)
-                return reported
-            raise BackendError(f"the net reports outputs {reported}, the model declares "
-                               f"{wanted}")
-        missing = [n for n in wanted if n not in reported and net.getLayerId(n) < 0]
-        if missing:
-            raise BackendError(
-                f"the classic engine has no blob for output{'s' if len(missing) > 1 else ''} "
-                f"{', '.join(map(repr, missing))} (constant or pass-through outputs)")
-        return wanted
-
-    @staticmethod
-    def _describe(cv2: Any, attempt: _Attempt, caps: Mapping[str, tuple[str, ...]],
-                  failures: Sequence[str], options: OpenOptions) -> dict[str, Any]:
-        details: dict[str, Any] = {
-            "engine": attempt.engine,
-            "dnn_backend": attempt.backend,
-            "dnn_target": attempt.target,
-            "available_dnn_targets": {b: list(ts) for b, ts in caps.items()},
-            "cuda": "cuda" in caps and _has_cuda_device(cv2),
-            "threads": cv2.getNumThreads(),
-            "opencv_version": cv2.__version__,
-        }
-        if failures:
-            details["fallback"] = "; ".join(failures)
-        if options.precision == "fast" and attempt.precision == "fp32":
-            details["precision_note"] = (
-                "fast: no fp16 target for this DNN backend in this OpenCV build "
-                "(or the engine in use has none); computing in fp32")
-        return details
 
 
 @hookimpl
