@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import unirt
 from unirt import plugins
 
 
@@ -30,6 +33,29 @@ def fake_engines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (info / "entry_points.txt").write_text("[unirt]\nfake_engines = tests.fake_engines\n")
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent))
+
+
+@pytest.fixture
+def open_saved(tmp_path: Path) -> Iterator[Callable[..., tuple[unirt.Session, Path]]]:
+    """``open_saved(backend, proto, name="model", **kw)`` -> ``(session, path)``, for the
+    per-backend test files: the model is saved as ``<tmp_path>/<name>.onnx`` and opened on
+    ``backend`` with ``verify="never"`` unless told (those tests look at the engine itself;
+    verification has its own tests); every session it opened is closed after the test."""
+    opened: list[unirt.Session] = []
+
+    def _open(backend: str, proto: Any, name: str = "model",
+              **kw: Any) -> tuple[unirt.Session, Path]:
+        from unirt.testing import models as M
+
+        path = M.save(proto, tmp_path / f"{name}.onnx")
+        kw.setdefault("verify", "never")
+        sess = unirt.load(path, backend=backend, **kw)
+        opened.append(sess)
+        return sess, path
+
+    yield _open
+    for s in opened:
+        s.close()
 
 
 class CorpusModels:

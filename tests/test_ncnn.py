@@ -53,21 +53,14 @@ def assert_matches_ort(out: dict[str, Any], ref: dict[str, Any], atol: float = A
 
 
 @pytest.fixture
-def load(tmp_path: Path):
-    opened: list[unirt.Session] = []
-
+def load(open_saved: Any) -> Any:
+    """``load(proto, **kw)`` -> ``(session, path)`` on ``ncnn``. verify="never" (open_saved's
+    default): the router's child-process check would convert into the cache first, and these
+    tests look at what the backend itself converts and caches."""
     def _load(proto: Any, name: str = "model", **kw: Any) -> tuple[unirt.Session, Path]:
-        path = M.save(proto, tmp_path / f"{name}.onnx")
-        # verify="never": the router's child-process check would convert into the cache first,
-        # and these tests look at what the backend itself converts and caches.
-        kw.setdefault("verify", "never")
-        sess = unirt.load(path, backend="ncnn", **kw)
-        opened.append(sess)
-        return sess, path
+        return open_saved("ncnn", proto, name, **kw)
 
-    yield _load
-    for s in opened:
-        s.close()
+    return _load
 
 
 # -- availability --------------------------------------------------------------------------------

@@ -41,19 +41,12 @@ def _model(nodes: list[Any], inputs: list[Any], outputs: list[Any],
 
 
 @pytest.fixture
-def load(tmp_path: Path):
+def load(open_saved: Any) -> Any:
     """``load(proto, **kw)``: save the model and open it on ``opencv``; closes what it opened."""
-    opened: list[unirt.Session] = []
-
     def _load(proto: onnx.ModelProto, name: str = "model", **kw: Any) -> unirt.Session:
-        kw.setdefault("verify", "never")  # engine mechanics here; test_verify.py verifies
-        sess = unirt.load(M.save(proto, tmp_path / f"{name}.onnx"), backend="opencv", **kw)
-        opened.append(sess)
-        return sess
+        return open_saved("opencv", proto, name, **kw)[0]
 
-    yield _load
-    for s in opened:
-        s.close()
+    return _load
 
 
 def _ort(proto_or_path: Any, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
