@@ -65,21 +65,25 @@ def test_a_dead_holder_is_seen_and_a_live_one_is_not(tmp_path: Path) -> None:
         import os
         from unirt import crashguard
         m = crashguard.arm({k!r}, "test")
-        assert m is not None and m.held
+        assert m is not None
+        assert crashguard.marker_state({k!r}) == crashguard.MarkerState.HELD
         os._exit(0)  # no finalizer runs: as after a signal
     """)
     assert held.returncode == 0, held.stderr
-    assert crashguard.died_before(k)
+    assert crashguard.marker_state(k) == crashguard.MarkerState.DIED
     assert not crashguard.ran_before(k)
     crashguard.record_ran(k)
-    assert crashguard.ran_before(k) and not crashguard.died_before(k)
+    assert crashguard.ran_before(k)
+    assert crashguard.marker_state(k) != crashguard.MarkerState.DIED
     k2 = "b" * 40
     mine = crashguard.arm(k2, "test")
     assert mine is not None
-    assert not crashguard.died_before(k2)  # held by a live process (this one)
+    # held by a live process (this one)
+    assert crashguard.marker_state(k2) == crashguard.MarkerState.HELD
     assert crashguard.arm(k2, "again") is None  # one marker per model
     mine.release()
-    assert not crashguard.died_before(k2) and _files() == [".ran"]
+    assert crashguard.marker_state(k2) != crashguard.MarkerState.DIED
+    assert _files() == [".ran"]
 
 
 def test_after_a_death_the_reference_runs_in_a_child_first(tmp_path: Path,

@@ -131,11 +131,6 @@ def marker_state(k: str) -> MarkerState:
         os.close(fd)
 
 
-def died_before(k: str) -> bool:
-    """Whether a marker is there that no live process holds."""
-    return marker_state(k) == MarkerState.DIED
-
-
 def record_ran(k: str) -> None:
     """Record that the model answered (in a child or in-process); removes a stale marker."""
     d = _directory()
@@ -178,10 +173,6 @@ class Marker:
         self._fd: int | None = fd
         self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _drop, self._path, fd)
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
 
     def passed(self) -> None:
         """The guarded engine answered a call: record the model as safe here, drop the marker."""
