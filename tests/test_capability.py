@@ -276,19 +276,10 @@ def test_a_crash_in_the_probe_child_is_a_verdict() -> None:
 def test_probe_of_a_reference_that_opens_but_fails_at_the_sizes_probed(tmp_path) -> None:
     """A tester's silero-vad: ONNX Runtime opened it and failed at the guessed 32 samples;
     capabilities --probe called that "refuses the model". It is a note naming --shape."""
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
     import unirt
+    from unirt.testing import models
 
-    graph = helper.make_graph(
-        [helper.make_node("Reshape", ["x", "s"], ["y"])], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "T", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "T", 2, 2])],
-        [numpy_helper.from_array(np.array([1, 16, 2, 2], np.int64), "s")])
-    path = tmp_path / "baked.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    path = models.save(models.baked_split(), tmp_path / "baked.onnx")
     report = unirt.capabilities(path, backends=["onnxruntime"], probe=True)
     v = report.verdicts["onnxruntime"]
     assert v.status != "UNSUPPORTED", v.summary()

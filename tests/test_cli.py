@@ -224,16 +224,7 @@ def test_unset_dynamic_dims_are_warned_about_and_image_sized(
 
 def test_a_run_failing_at_guessed_sizes_says_so(runner: CliRunner, tmp_path: Path) -> None:
     """A tester's silero-vad failed at the guessed 32 samples with the engine's message only."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    graph = helper.make_graph(
-        [helper.make_node("Reshape", ["x", "s"], ["y"])], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "T", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "T", 2, 2])],
-        [numpy_helper.from_array(np.array([1, 16, 2, 2], np.int64), "s")])
-    path = tmp_path / "baked.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    path = M.save(M.baked_split(), tmp_path / "baked.onnx")
     result = runner.invoke(cli, ["run", str(path), "--backend", "onnxruntime", "-q"])
     assert result.exit_code == 1
     assert "(the dynamic dims of 'x' were guessed, see the warning above: set the model's " \

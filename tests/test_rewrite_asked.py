@@ -14,18 +14,13 @@ import unirt
 from unirt.errors import BackendError
 from unirt.lint import lint
 from unirt.route import RouteOutcome
+from unirt.testing import models
 
 
 def _baked(path: Path) -> Path:
     """x: [1, T, 4] traced at T=16, reshaped to the constant [1, 16, 2, 2]: fails at any T != 16
     on every engine."""
-    graph = helper.make_graph(
-        [helper.make_node("Reshape", ["x", "s"], ["y"], name="split_last")], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "T", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "T", 2, 2])],
-        [numpy_helper.from_array(np.array([1, 16, 2, 2], np.int64), "s")])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    return path
+    return models.save(models.baked_split(), path)
 
 
 def test_lint_names_the_baked_node_and_value(tmp_path: Path) -> None:

@@ -116,6 +116,18 @@ def baked_reshape() -> onnx.ModelProto:
     return _model(g)
 
 
+def baked_split(traced: int = 16) -> onnx.ModelProto:
+    """``x: float32[1, T, 4]`` traced at ``T=traced``, split by a Reshape to the constant
+    ``[1, traced, 2, 2]`` (node ``split_last``): the traced size baked in one entry, in place, so
+    ``unbake_reshape`` can free it; every engine refuses any other T. ``y: float32[1, T, 2, 2]``."""
+    g = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "s"], ["y"], name="split_last")], "baked_split",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "T", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "T", 2, 2])],
+        [numpy_helper.from_array(np.array([1, traced, 2, 2], np.int64), "s")])
+    return _model(g)
+
+
 def int_inputs() -> onnx.ModelProto:
     """Token ids ``ids: int64[1, seq]`` and a scalar ``scale: float32[]``:
     ``out = Gather(table, ids) * scale`` -> float32[1, seq, 4]."""
