@@ -188,6 +188,7 @@ def run(model: str, backend: str | None, prefer: tuple[str, ...], input_specs: t
     from .inputs import feeds_for, parse_assignments, parse_shape, save_inputs
     from .model import read_model
     from .router import load
+    from .tensor import is_static
 
     # Parsed before the model is opened, so a malformed --shape costs no engine load; a shape
     # too large for this machine is refused by feeds_for (an InputError naming the input, the
@@ -206,8 +207,7 @@ def run(model: str, backend: str | None, prefer: tuple[str, ...], input_specs: t
                               if n in shapes or n in given} or None,
                 input_ranges=ranges or None)
     guessed = [t.name for t in info.inputs if t.name not in shapes and t.name not in given
-               and t.shape is not None and not all(isinstance(d, int) and d >= 0
-                                                   for d in t.shape)]
+               and t.shape is not None and not all(map(is_static, t.shape))]
     with sess:
         start = time.perf_counter()
         try:
