@@ -179,6 +179,7 @@ path = "{models['affine']}"
 name = "affine_b"
 max_batch = 4
 batch_timeout_ms = 400
+measure = false
 
 [[models]]
 path = "{models['fixed']}"
@@ -218,7 +219,14 @@ def test_health_and_metadata(server: Server) -> None:
     params = m["parameters"]
     assert params["backend"] == "onnxruntime"
     assert [s["outcome"] for s in params["route"]] == ["chosen"]
-    assert params["batching"]["enabled"] is True
+    batching = params["batching"]
+    # measured at load: every size up to max_batch timed, the one served among them
+    assert batching["enabled"] is True and batching["measured"]["cached"] is False
+    assert sorted(int(k) for k in batching["measured"]["batch_rates"]) == [1, 2, 4, 8]
+    assert batching["max_batch"] in (2, 4, 8) and "measured rows/s 1: " in batching["reason"]
+    assert batching["slots"] in (1, 2) and batching["slots"] == batching["measured"]["slots"]
+    given = c.get_model_metadata("affine_b")["parameters"]["batching"]  # measure = false
+    assert given["max_batch"] == 4 and given["measured"] is None and given["slots"] >= 2
     fixed = c.get_model_metadata("fixed", "1")
     assert fixed["inputs"][0]["shape"] == [2, 3]
     assert fixed["parameters"]["batching"]["enabled"] is False

@@ -17,7 +17,8 @@ pass the limit, never after reading it whole), 500 for an engine failure. Nothin
 sends can raise out of a handler: anything unexpected is logged here with its traceback and
 answered as a one-line 500.
 
-Engine calls run on a thread pool, never on the event loop; a model with a batch axis goes
+Engine calls run on a thread pool, never on the event loop, at most ``slots`` of a model at once
+(measured at load: one where a second call at once only slows both); a model that batches goes
 through its :class:`~unirt.serve.batching.Batcher`.
 """
 
@@ -62,11 +63,13 @@ class ServerState:
         self.metrics = Metrics()
         self.executor: ThreadPoolExecutor | None = None
         self.batchers: dict[str, BatchQueue] = {}
+        self.slots: dict[str, asyncio.Semaphore] = {}
         self.ready = False
 
     async def start(self) -> None:
         self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix="unirt-engine")
         for name, served in self.models.items():
+            self.slots[name] = asyncio.Semaphore(max(1, served.batching.slots))
             if served.batching.enabled:
                 batcher = self.make_batcher(served, self.executor)
                 batcher.start()
@@ -77,7 +80,7 @@ class ServerState:
         """The batcher of one model; a host that batches its own way (Ray Serve's
         ``@serve.batch``) returns one of its own with the same ``start/submit/stop``."""
         return Batcher(self._runner(served), executor, max_batch=served.batching.max_batch,
-                       timeout_s=served.batching.timeout_s, slots=self.workers,
+                       timeout_s=served.batching.timeout_s, slots=served.batching.slots,
                        observe=self._observer(served))
 
     async def stop(self) -> None:
@@ -117,8 +120,9 @@ class ServerState:
                 result = await batcher.submit(feeds, rows)
                 return result if outputs is None else {n: result[n] for n in outputs}
         loop = asyncio.get_running_loop()
-        start = time.perf_counter()
-        result = await loop.run_in_executor(self.executor, _run_one, served, feeds, outputs)
+        async with self.slots[served.name]:  # the engine calls at once it runs best with
+            start = time.perf_counter()
+            result = await loop.run_in_executor(self.executor, _run_one, served, feeds, outputs)
         rows = served.rows(feeds) if served.batching.enabled else 1
         self._observer(served)(max(rows, 1), time.perf_counter() - start)
         return result

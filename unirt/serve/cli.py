@@ -31,6 +31,10 @@ from ..errors import UnirtError
 @click.option("--batch-timeout-ms", type=float, default=None,
               help="How long a request may wait for others to batch with (0: only those "
                    "already queued)  [default: 0]")
+@click.option("--measure/--no-measure", default=None,
+              help="Time each model at load (cached) for the batch size up to --max-batch and "
+                   "the engine calls at once that serve it fastest; --no-measure serves "
+                   "--max-batch and --workers as given  [default: measure]")
 @click.option("--max-request-mb", type=float, default=None,
               help="Largest request body; a larger one is refused with 413  [default: 64]")
 @click.option("--workers", type=int, default=None,
@@ -60,7 +64,7 @@ def serve_command(models: tuple[str, ...], name: str | None, host: str | None,
                   port: int | None, backend: str | None, prefer: tuple[str, ...],
                   precision: str | None, shape_specs: tuple[str, ...], config_file: str | None,
                   max_batch: int | None, batch_timeout_ms: float | None,
-                  max_request_mb: float | None, workers: int | None,
+                  measure: bool | None, max_request_mb: float | None, workers: int | None,
                   drain_timeout_s: float | None, use_ray: bool, ray_address: str | None,
                   replicas: int | None, autoscaling: str | None, replica_cpus: float | None,
                   replica_gpus: float | None, max_ongoing_requests: int | None) -> None:
@@ -88,8 +92,9 @@ def serve_command(models: tuple[str, ...], name: str | None, host: str | None,
     config = build_config(models, name=name, backend=backend, prefer=prefer,
                           precision=precision, shapes=shapes, config_file=config_file,
                           host=host, port=port, max_batch=max_batch,
-                          batch_timeout_ms=batch_timeout_ms, max_request_mb=max_request_mb,
-                          workers=workers, drain_timeout_s=drain_timeout_s)
+                          batch_timeout_ms=batch_timeout_ms, measure=measure,
+                          max_request_mb=max_request_mb, workers=workers,
+                          drain_timeout_s=drain_timeout_s)
     log = logging.getLogger("unirt")
     if not log.handlers:
         handler = logging.StreamHandler()

@@ -16,6 +16,7 @@ The config file (TOML or JSON) is for several models with options of their own::
     precision = "exact"
     shape = { images = "1x3x640x640" }  # the shapes verification measures
     max_batch = 4                       # per-model batching overrides
+    measure = false                     # serve max_batch and workers as given, untimed
 
 Every mistake is a :class:`~unirt.errors.UnirtError` naming the file and the key, raised before
 any model is opened.
@@ -68,6 +69,7 @@ class ModelSpec:
     shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     max_batch: int | None = None
     batch_timeout_ms: float | None = None
+    measure: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,9 @@ class ServeConfig:
     max_request_mb: float = DEFAULT_MAX_REQUEST_MB
     workers: int = field(default_factory=default_workers)
     drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
+    #: Time each model at load for its batch size and engine calls at once
+    #: (:mod:`unirt.serve.plan`); off: ``max_batch`` and ``workers`` as given.
+    measure: bool = True
 
     @property
     def max_request_bytes(self) -> int:
@@ -91,11 +96,15 @@ class ServeConfig:
         ms = self.batch_timeout_ms if spec.batch_timeout_ms is None else spec.batch_timeout_ms
         return mb, ms / 1000.0
 
+    def measures(self, spec: ModelSpec) -> bool:
+        """Whether ``spec``'s batch size and engine calls at once are measured at load."""
+        return self.measure if spec.measure is None else spec.measure
+
 
 _SERVER_KEYS = {"host", "port", "max_batch", "batch_timeout_ms", "max_request_mb", "workers",
-                "drain_timeout_s"}
+                "drain_timeout_s", "measure"}
 _MODEL_KEYS = {"path", "name", "backend", "prefer", "precision", "shape", "max_batch",
-               "batch_timeout_ms"}
+               "batch_timeout_ms", "measure"}
 
 
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -143,6 +152,11 @@ def _number(value: Any, where: str, *, integer: bool, minimum: float,
     return value
 
 
+def _flag(value: Any, where: str) -> bool:
+    _check(isinstance(value, bool), where, f"must be true or false, got {value!r}")
+    return bool(value)
+
+
 def _shapes(value: Any, where: str) -> dict[str, tuple[int, ...]]:
     from ..inputs import parse_assignments, parse_shape
 
@@ -184,7 +198,8 @@ def _model(entry: Any, where: str, base: Path | None) -> ModelSpec:
         max_batch=None if "max_batch" not in entry else _number(
             entry["max_batch"], f"{where}.max_batch", integer=True, minimum=1),
         batch_timeout_ms=None if "batch_timeout_ms" not in entry else _number(
-            entry["batch_timeout_ms"], f"{where}.batch_timeout_ms", integer=False, minimum=0))
+            entry["batch_timeout_ms"], f"{where}.batch_timeout_ms", integer=False, minimum=0),
+        measure=None if "measure" not in entry else _flag(entry["measure"], f"{where}.measure"))
     _check_spec(spec, where)
     return spec
 
@@ -259,8 +274,10 @@ def build_config(models: Sequence[str] = (), *, name: str | None = None,
               "workers": (True, 1), "drain_timeout_s": (False, 0)}
     values: dict[str, Any] = {}
     for key, value in settings.items():
-        rule = checks[key]
-        if rule is None:
+        rule = checks.get(key)
+        if key == "measure":
+            _flag(value, "--measure")
+        elif rule is None:
             _check(isinstance(value, str) and bool(value), key, "a host name or address")
         else:
             _number(value, f"{'--' + key.replace('_', '-')}", integer=rule[0], minimum=rule[1],

@@ -231,7 +231,8 @@ class RayServerState(ServerState):
     """The app's state with Ray Serve doing the batching."""
 
     def make_batcher(self, served: ServedModel, executor: ThreadPoolExecutor) -> ServeBatcher:
-        return ServeBatcher(served, executor, slots=self.workers, observe=self._observer(served))
+        return ServeBatcher(served, executor, slots=served.batching.slots,
+                            observe=self._observer(served))
 
 
 class UnirtReplica:

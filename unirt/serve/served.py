@@ -1,10 +1,12 @@
-"""A model as the server holds it: its session, its metadata, and whether it batches.
+"""A model as the server holds it: its session, its metadata, whether it batches and how many
+engine calls it takes at once.
 
-Batching is decided once, at load, by measurement rather than by the declaration alone: a model
-batches when every input's first dim is one dynamic batch axis, and two different rows run
+Both are decided once, at load, by measurement rather than by the declaration alone. A model may
+batch when every input's first dim is one dynamic batch axis, and two different rows run
 stacked on the chosen backend give what each gives alone, on that backend (not moved to another
-by a run-time shape fallback). A model that mixes rows, or a backend that cannot take a batch
-of 2, serves unbatched, and the metadata says why.
+by a run-time shape fallback). It then batches when a larger batch measured faster than batch 1
+(:mod:`unirt.serve.plan`), at the size that did. A model that mixes rows, a backend that cannot
+take a batch of 2, or a batch that gains nothing serves unbatched, and the metadata says why.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 
 from ..errors import UnirtError, first_line
 from ..tensor import is_static
+from .plan import GAIN, Plan, plan_for
 from .protocol import datatype_of
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,14 +34,22 @@ VERSION = "1"
 
 @dataclass(frozen=True)
 class Batching:
+    """How a model batches: ``max_batch`` rows per engine call when ``enabled`` (the measured
+    size, at most what was asked), ``slots`` engine calls of it at once."""
+
     enabled: bool
     max_batch: int
     timeout_s: float
     reason: str
+    slots: int = 1
+    #: the measurement behind ``max_batch`` and ``slots``, None when not measured
+    plan: Plan | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"enabled": self.enabled, "max_batch": self.max_batch,
-                "timeout_ms": self.timeout_s * 1000.0, "reason": self.reason}
+                "timeout_ms": self.timeout_s * 1000.0, "reason": self.reason,
+                "slots": self.slots,
+                "measured": None if self.plan is None else self.plan.as_dict()}
 
 
 class ServedModel:
@@ -108,8 +119,10 @@ def batch_axis(session: Session) -> str | None:
     return None
 
 
-def _probe_batching(session: Session, shapes: Mapping[str, tuple[int, ...]]) -> str | None:
-    """Why batching is off after running two different rows alone and stacked, or None."""
+def probe_rows(session: Session, shapes: Mapping[str, tuple[int, ...]]
+               ) -> tuple[list[dict[str, np.ndarray]], str | None]:
+    """Two different generated requests of one row each (the shapes verification measured,
+    batch 1), or why there are none."""
     from ..inputs import make_inputs
 
     base = {}
@@ -118,9 +131,27 @@ def _probe_batching(session: Session, shapes: Mapping[str, tuple[int, ...]]) -> 
         if given is not None:
             base[t.name] = (1, *tuple(given)[1:])
     try:
-        rows = [make_inputs(session.inputs, base, seed=seed) for seed in (0, 1)]
+        return [make_inputs(session.inputs, base, seed=seed) for seed in (0, 1)], None
     except UnirtError as exc:
-        return f"no probe input: {first_line(exc)}"
+        return [], f"no probe input: {first_line(exc)}"
+
+
+def _request(session: Session, shapes: Mapping[str, tuple[int, ...]]
+             ) -> dict[str, np.ndarray] | None:
+    """A generated request at the shapes verification measured, to time a model that is not
+    batched; None (logged) when none can be made."""
+    from ..inputs import make_inputs
+
+    try:
+        return make_inputs(session.inputs, dict(shapes) or None, seed=0)
+    except UnirtError as exc:
+        logger.info("unirt serve: not measured: no input can be generated (%s)",
+                    first_line(exc))
+        return None
+
+
+def _probe_batching(session: Session, rows: list[dict[str, np.ndarray]]) -> str | None:
+    """Why batching is off after running two different rows alone and stacked, or None."""
     both = {n: np.concatenate([r[n] for r in rows], axis=0) for n in rows[0]}
     steps = len(session.route)
     try:
@@ -155,21 +186,55 @@ def _close(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def open_model(spec: ModelSpec, config: ServeConfig) -> ServedModel:
-    """Load ``spec`` through :func:`unirt.load` (routing, verification, cache) and decide its
-    batching."""
+    """Load ``spec`` through :func:`unirt.load` (routing, verification, cache), then decide its
+    batching and the engine calls it takes at once (measured unless ``measure`` is off)."""
     from ..router import load
 
     session = load(spec.path, backend=spec.backend, prefer=list(spec.prefer) or None,
                    precision=spec.precision, input_shapes=dict(spec.shapes) or None)
-    max_batch, timeout_s = config.batching(spec)
-    if max_batch <= 1:
+    try:
+        batching = decide_batching(session, spec, config)
+    except BaseException:
+        session.close()
+        raise
+    logger.info("unirt serve: %s on %s, batching %s, %d engine call(s) at once%s", spec.name,
+                session.backend,
+                f"up to {batching.max_batch} rows, {batching.timeout_s * 1e3:g} ms"
+                if batching.enabled else f"off ({batching.reason})", batching.slots,
+                "" if batching.plan is None else
+                " (measured)" if not batching.plan.cached else " (measured, cached)")
+    return ServedModel(spec.name, session, batching)
+
+
+def decide_batching(session: Session, spec: ModelSpec, config: ServeConfig) -> Batching:
+    """Whether ``session`` batches, at what size, and how many calls it takes at once."""
+    asked, timeout_s = config.batching(spec)
+    measure = config.measures(spec)
+    rows: list[dict[str, np.ndarray]] = []
+    if asked <= 1:
         reason: str | None = "max_batch is 1"
     else:
         reason = batch_axis(session)
         if reason is None:
-            reason = _probe_batching(session, spec.shapes)
-    batching = Batching(reason is None, max_batch, timeout_s, reason or "batch axis 0")
-    logger.info("unirt serve: %s on %s, batching %s", spec.name, session.backend,
-                f"up to {max_batch} rows, {timeout_s * 1e3:g} ms" if batching.enabled
-                else f"off ({batching.reason})")
-    return ServedModel(spec.name, session, batching)
+            rows, reason = probe_rows(session, spec.shapes)
+            if reason is None:
+                reason = _probe_batching(session, rows)
+    if not measure:
+        size = asked if reason is None else 1
+        return Batching(reason is None, size, timeout_s, reason or "batch axis 0",
+                        config.workers)
+    row = rows[0] if rows else _request(session, spec.shapes)
+    if row is None:  # nothing to time on: as configured
+        return Batching(False, 1, timeout_s, reason or "not measured", config.workers)
+    try:
+        plan = plan_for(session, row, asked if reason is None else 1, config.workers)
+    except UnirtError as exc:  # the server still serves what runs; it is just not timed
+        logger.info("unirt serve: %s not measured: %s", spec.name, first_line(exc))
+        return Batching(False, 1, timeout_s, reason or "not measured", config.workers)
+    if reason is None and plan.max_batch == 1:
+        reason = (f"no batch size up to {asked} ran {int(GAIN * 100)}% faster than batch 1 on "
+                  f"{session.backend} ({plan.describe_batching()})")
+    elif reason is None:
+        return Batching(True, plan.max_batch, timeout_s,
+                        f"batch axis 0; {plan.describe_batching()}", plan.slots, plan)
+    return Batching(False, 1, timeout_s, reason, plan.slots, plan)
