@@ -66,6 +66,14 @@ batch_timeout_ms = 400
 
 [[models]]
 path = "{models['fixed']}"
+
+[ray]
+replica_cpus = 0.5
+
+[ray.autoscaling]
+min_replicas = 1
+initial_replicas = 1
+max_replicas = 2
 """)
     return config
 
@@ -83,14 +91,13 @@ def url(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> It
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [root, os.path.join(root, "plugins"), os.environ.get("PYTHONPATH", "")])
     os.environ["UNIRT_CACHE_DIR"] = str(d / "cache")
+    # The placement is the config file's [ray] table: run() takes it from config.ray.
     config = build_config(config_file=str(_config(models, d)), backend="onnxruntime")
-    options = on_ray.RayOptions(num_cpus=0.5, autoscaling={
-        "min_replicas": 1, "initial_replicas": 1, "max_replicas": 2})
     found: dict[str, object] = {}
 
     def start_serve() -> None:
         try:
-            found["url"] = on_ray.run(config, options, block=False)
+            found["url"] = on_ray.run(config, block=False)
         except BaseException as exc:  # reported by the test's thread
             found["error"] = exc
 
@@ -247,6 +254,14 @@ def test_the_deployment_runs_with_the_options_given(url: str) -> None:
     status = serve.status().applications[on_ray.APP_NAME]
     assert str(status.status).endswith("RUNNING")
     assert on_ray.DEPLOYMENT_NAME in status.deployments
+    # As the config file's [ray] table asked (Serve's own account, a private API of Ray's).
+    from ray.serve.context import _get_global_client
+
+    details = _get_global_client().get_serve_details()
+    deployed = details["applications"][on_ray.APP_NAME]["deployments"][on_ray.DEPLOYMENT_NAME]
+    auto = deployed["deployment_config"]["autoscaling_config"]
+    assert (auto["min_replicas"], auto["initial_replicas"], auto["max_replicas"]) == (1, 1, 2)
+    assert deployed["deployment_config"]["ray_actor_options"]["num_cpus"] == 0.5
 
 
 # -- options, without Ray ------------------------------------------------------------------
@@ -316,6 +331,39 @@ def test_cli_refuses_bad_ray_options_before_starting_ray(models: dict[str, Path]
     result = CliRunner().invoke(cli, ["serve", str(models["affine"]), *args])
     assert result.exit_code != 0
     assert message in result.output
+
+
+def test_cli_takes_the_ray_table_under_its_own_options(
+        models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--ray reads [ray]; an option given wins over its key, --replicas over the whole
+    autoscaling table; a key Ray Serve does not know is refused before Ray starts."""
+    from unirt.cli import cli
+
+    runs: list[on_ray.RayOptions] = []
+    monkeypatch.setattr(on_ray, "run", lambda config, options: runs.append(options))
+    config = tmp_path / "serve.toml"
+    config.write_text(f"""
+[ray]
+replica_cpus = 0.5
+max_ongoing_requests = 16
+[ray.autoscaling]
+min_replicas = 1
+max_replicas = 3
+[[models]]
+path = "{models['affine']}"
+""")
+    args = ["serve", "--ray", "--config", str(config)]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    assert CliRunner().invoke(cli, [*args, "--replicas", "2", "--max-ongoing-requests",
+                                    "8"]).exit_code == 0
+    assert runs == [on_ray.RayOptions(num_cpus=0.5, max_ongoing_requests=16,
+                                      autoscaling={"min_replicas": 1, "max_replicas": 3}),
+                    on_ray.RayOptions(num_cpus=0.5, max_ongoing_requests=8, replicas=2)]
+    config.write_text(config.read_text().replace("max_replicas", "max_replica"))
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and len(runs) == 2
+    assert "[ray.autoscaling]): not a Ray Serve autoscaling config key: max_replica" in (
+        result.output)
 
 
 def test_without_ray_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

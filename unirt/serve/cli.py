@@ -23,8 +23,8 @@ from ..errors import UnirtError
 @click.option("--shape", "-s", "shape_specs", multiple=True, metavar="NAME=1x3x224x224",
               help="The shape verification measures an input at (repeatable).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="A TOML or JSON file: [server] settings and [[models]] with their own "
-                   "options.")
+              help="A TOML or JSON file: [server] settings, [[models]] with their own "
+                   "options, and [ray] (the --ray options, used with --ray).")
 @click.option("--max-batch", type=int, default=None,
               help="Dynamic batching: most rows per engine call for models with a batch axis "
                    "(1: off)  [default: 1]")
@@ -84,14 +84,21 @@ def serve_command(models: tuple[str, ...], name: str | None, host: str | None,
         named = [k for k, v in ray_given.items() if v is not None]
         if named:
             raise UnirtError(f"{', '.join(named)} only apply with --ray")
-    elif replicas is not None and autoscaling is not None:
-        raise UnirtError("give --replicas or --autoscaling, not both")
     if backend and prefer:
         raise UnirtError("give --backend or --prefer, not both")
     shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
+    ray_options = None
+    if use_ray:  # keyed as the config file's [ray] table, which they win over
+        from .ray import parse_autoscaling
+
+        ray_options = {"address": ray_address, "replicas": replicas,
+                       "autoscaling": None if autoscaling is None
+                       else parse_autoscaling(autoscaling),
+                       "replica_cpus": replica_cpus, "replica_gpus": replica_gpus,
+                       "max_ongoing_requests": max_ongoing_requests}
     config = build_config(models, name=name, backend=backend, prefer=prefer,
                           precision=precision, shapes=shapes, config_file=config_file,
-                          host=host, port=port, max_batch=max_batch,
+                          ray=ray_options, host=host, port=port, max_batch=max_batch,
                           batch_timeout_ms=batch_timeout_ms, measure=measure,
                           max_request_mb=max_request_mb, workers=workers,
                           drain_timeout_s=drain_timeout_s)
@@ -106,12 +113,10 @@ def serve_command(models: tuple[str, ...], name: str | None, host: str | None,
         from . import ray as on_ray
 
         on_ray.require_ray()
-        options = on_ray.RayOptions(
-            address=ray_address, replicas=1 if replicas is None else replicas,
-            autoscaling=None if autoscaling is None else on_ray.parse_autoscaling(autoscaling),
-            num_cpus=1.0 if replica_cpus is None else replica_cpus, num_gpus=replica_gpus,
-            max_ongoing_requests=max_ongoing_requests)
+        options = config.ray or on_ray.RayOptions()
         on_ray.deployment_options(config, options)  # every bad option before Ray starts
         on_ray.run(config, options)
         return
+    if config.ray is not None:
+        log.info("unirt serve: the config file's [ray] table is ignored without --ray")
     serve(config)

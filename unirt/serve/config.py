@@ -18,8 +18,23 @@ The config file (TOML or JSON) is for several models with options of their own::
     max_batch = 4                       # per-model batching overrides
     measure = false                     # serve max_batch and workers as given, untimed
 
-Every mistake is a :class:`~unirt.errors.UnirtError` naming the file and the key, raised before
-any model is opened.
+    [ray]                 # read only by ``unirt serve --ray``; ignored (and logged) without it
+    address = "ray://head:10001"
+    replicas = 2                        # or a [ray.autoscaling] table, not both
+    replica_cpus = 1
+    replica_gpus = 0
+    max_ongoing_requests = 32
+
+    [ray.autoscaling]                   # Ray Serve's autoscaling_config, checked against it
+    min_replicas = 1
+    max_replicas = 8
+
+The ``[ray]`` keys are the ``--ray`` options' names; the command line wins key by key, except
+that ``--replicas`` or ``--autoscaling`` replaces both of the file's (a fixed count and an
+autoscaling range are one choice, not two settings to mix). Every mistake is a
+:class:`~unirt.errors.UnirtError` naming the file and the key, raised before any model is opened
+and without importing Ray (only the autoscaling keys wait for Ray Serve's own model, checked by
+:func:`unirt.serve.ray.deployment_options` before Ray starts).
 """
 
 from __future__ import annotations
@@ -27,7 +42,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -46,6 +61,8 @@ DEFAULT_MAX_BATCH = 1
 DEFAULT_BATCH_TIMEOUT_MS = 0.0
 DEFAULT_MAX_REQUEST_MB = 64.0
 DEFAULT_DRAIN_TIMEOUT_S = 30.0
+#: The Ray Serve application's name.
+APP_NAME = "unirt"
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _PRECISIONS = ("exact", "fast")
 
@@ -73,6 +90,28 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class RayOptions:
+    """How the deployment is placed and scaled; every field is passed to Ray Serve as is. Here,
+    not in :mod:`unirt.serve.ray`, because a config file's ``[ray]`` table is read into it
+    without importing that module's dependencies."""
+
+    #: ``ray.init(address=...)``: None starts a local Ray (or joins ``RAY_ADDRESS``).
+    address: str | None = None
+    #: Fixed replica count (ignored when ``autoscaling`` is given).
+    replicas: int = 1
+    #: Ray Serve's ``autoscaling_config`` (min_replicas, max_replicas, target_ongoing_requests...).
+    autoscaling: Mapping[str, Any] | None = None
+    #: CPUs reserved per replica (Ray sets the replica's OMP_NUM_THREADS from it).
+    num_cpus: float = 1.0
+    #: GPUs per replica; None: 1 when a model names a GPU backend, else 0.
+    num_gpus: float | None = None
+    #: Requests a replica takes at once; None: 64, or twice the largest max_batch.
+    max_ongoing_requests: int | None = None
+    app_name: str = APP_NAME
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ServeConfig:
     models: tuple[ModelSpec, ...]
     host: str = DEFAULT_HOST
@@ -85,6 +124,9 @@ class ServeConfig:
     #: Time each model at load for its batch size and engine calls at once
     #: (:mod:`unirt.serve.plan`); off: ``max_batch`` and ``workers`` as given.
     measure: bool = True
+    #: The Ray Serve placement (``[ray]`` merged with the command line's); None when neither
+    #: gave any. Only ``unirt serve --ray`` and :mod:`unirt.serve.ray` read it.
+    ray: RayOptions | None = None
 
     @property
     def max_request_bytes(self) -> int:
@@ -103,6 +145,13 @@ class ServeConfig:
 
 _SERVER_KEYS = {"host", "port", "max_batch", "batch_timeout_ms", "max_request_mb", "workers",
                 "drain_timeout_s", "measure"}
+#: ``[ray]``'s numbers: key -> (RayOptions field, integer?, minimum). Its other keys, address
+#: and autoscaling, are checked for their type here and autoscaling's keys by Ray Serve's own
+#: model, once Ray is imported.
+_RAY_NUMBERS = {"replicas": ("replicas", True, 1), "replica_cpus": ("num_cpus", False, 0),
+                "replica_gpus": ("num_gpus", False, 0),
+                "max_ongoing_requests": ("max_ongoing_requests", True, 1)}
+_RAY_KEYS = {"address", "autoscaling", *_RAY_NUMBERS}
 _MODEL_KEYS = {"path", "name", "backend", "prefer", "precision", "shape", "max_batch",
                "batch_timeout_ms", "measure"}
 
@@ -131,10 +180,10 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise UnirtError(f"config file {p} cannot be parsed: {exc}") from None
     if not isinstance(doc, dict):
         raise UnirtError(f"config file {p}: the top level must be a table/object")
-    unknown = set(doc) - {"server", "models"}
+    unknown = set(doc) - {"server", "models", "ray"}
     if unknown:
         raise UnirtError(f"config file {p}: unknown key(s) {', '.join(sorted(unknown))}; "
-                         "expected 'server' and 'models'")
+                         "expected 'server', 'models' and 'ray'")
     return doc
 
 
@@ -213,6 +262,52 @@ def _check_spec(spec: ModelSpec, where: str) -> None:
     _check(not (spec.backend and spec.prefer), where, "give backend or prefer, not both")
 
 
+def _ray_values(values: Mapping[str, Any], label: Callable[[str], str]) -> dict[str, Any]:
+    """``[ray]`` (or command-line) values checked, as RayOptions fields; ``label`` names a key
+    in an error."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key == "address":
+            _check(isinstance(value, str) and bool(value), label(key),
+                   f"a Ray address such as \"ray://head:10001\", got {value!r}")
+            out["address"] = value
+        elif key == "autoscaling":
+            _check(isinstance(value, Mapping), label(key),
+                   "a table of Ray Serve autoscaling_config keys (min_replicas, max_replicas...)")
+            out["autoscaling"] = dict(value)
+        else:
+            name, integer, minimum = _RAY_NUMBERS[key]
+            out[name] = _number(value, label(key), integer=integer, minimum=minimum)
+    return out
+
+
+def _ray_options(table: Any, given: Mapping[str, Any] | None, where_file: str
+                 ) -> RayOptions | None:
+    """The file's ``[ray]`` table with the command line's values (None: not given) over it.
+    A command-line ``replicas`` or ``autoscaling`` replaces both of the file's: the two are
+    one choice, so a file's autoscaling does not outlive ``--replicas 3``."""
+    if table is None and given is None:
+        return None
+    where = f"{where_file}: [ray]"
+    _check(table is None or isinstance(table, dict), where, "must be a table/object")
+    table = table or {}
+    given = {k: v for k, v in (given or {}).items() if v is not None}
+    for source, name in ((table, where), (given, "ray options")):
+        unknown = set(source) - _RAY_KEYS
+        _check(not unknown, name, f"unknown key(s) {', '.join(sorted(unknown))}; expected "
+               f"{', '.join(sorted(_RAY_KEYS))}")
+    _check(not ("replicas" in table and "autoscaling" in table), where,
+           "give replicas or an autoscaling table, not both")
+    if "replicas" in given and "autoscaling" in given:
+        raise UnirtError("give --replicas or --autoscaling, not both")
+    values = _ray_values(table, lambda key: f"{where} {key}")
+    if "replicas" in given or "autoscaling" in given:
+        values.pop("replicas", None)
+        values.pop("autoscaling", None)
+    values.update(_ray_values(given, lambda key: "--" + key.replace("_", "-")))
+    return RayOptions(**values)
+
+
 def model_name(path: str) -> str:
     """The default name of a served model: its file name without ``.onnx``."""
     name = Path(path).name
@@ -222,11 +317,13 @@ def model_name(path: str) -> str:
 def build_config(models: Sequence[str] = (), *, name: str | None = None,
                  backend: str | None = None, prefer: Sequence[str] = (),
                  precision: str | None = None, shapes: Mapping[str, tuple[int, ...]] | None = None,
-                 config_file: str | None = None, **server: Any) -> ServeConfig:
+                 config_file: str | None = None, ray: Mapping[str, Any] | None = None,
+                 **server: Any) -> ServeConfig:
     """The command line (``models`` and the options for them, ``server`` overrides left None
     when not given) merged over the config file, checked. The command line's load options
     (``backend``, ``prefer``, ``precision``, ``shapes``) also apply to the file's models that
-    do not set their own."""
+    do not set their own. ``ray``: the Ray Serve options, keyed as the ``[ray]`` table (None
+    values not given), merged over that table into ``ServeConfig.ray``."""
     doc: dict[str, Any] = read_config_file(config_file) if config_file else {}
     where_file = f"config file {config_file}"
     settings = doc.get("server", {})
@@ -235,6 +332,7 @@ def build_config(models: Sequence[str] = (), *, name: str | None = None,
     _check(not unknown, f"{where_file}: [server]", f"unknown key(s) "
            f"{', '.join(sorted(unknown))}; expected {', '.join(sorted(_SERVER_KEYS))}")
     settings = {**settings, **{k: v for k, v in server.items() if v is not None}}
+    ray_options = _ray_options(doc.get("ray"), ray, where_file)
     specs: list[ModelSpec] = []
     entries = doc.get("models", [])
     _check(isinstance(entries, list), f"{where_file}: models", "must be a list of tables")
@@ -268,7 +366,7 @@ def build_config(models: Sequence[str] = (), *, name: str | None = None,
             raise UnirtError(f"two models are named {spec.name!r} ({seen[spec.name]} and "
                              f"{spec.path}): give one a name (--name, or name = in the config)")
         seen[spec.name] = spec.path
-    cfg = ServeConfig(models=tuple(specs))
+    cfg = ServeConfig(models=tuple(specs), ray=ray_options)
     checks = {"host": None, "port": (True, 0), "max_batch": (True, 1),
               "batch_timeout_ms": (False, 0), "max_request_mb": (False, 0),
               "workers": (True, 1), "drain_timeout_s": (False, 0)}

@@ -21,8 +21,11 @@ On a cluster::
     serve.run(deployment(config, RayOptions(num_gpus=1, autoscaling={"min_replicas": 1,
               "max_replicas": 8})), name="unirt", route_prefix="/")
 
-The model path must exist on every node that may hold a replica (a shared file system, or the
-same image on each).
+Or from a config file's ``[ray]`` table: ``build_config(config_file="serve.toml")`` reads it
+into ``config.ray``, which :func:`deployment` and :func:`run` use when given no options
+(``build_config``'s ``ray=`` puts overrides over it, as ``unirt serve --ray`` does). The model
+path must exist on every node that may hold a replica (a shared file system, or the same image
+on each).
 """
 
 from __future__ import annotations
@@ -33,9 +36,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,6 +44,8 @@ import numpy as np
 from ..errors import UnirtError, first_line
 from .app import ServerState
 from .batching import run_stacked, stack_key
+from .config import APP_NAME as APP_NAME  # re-exported: the application's name on Serve
+from .config import RayOptions as RayOptions  # re-exported: built by build_config
 from .config import ServeConfig
 from .served import ServedModel
 
@@ -53,7 +56,6 @@ logger = logging.getLogger("unirt")
 
 #: The libraries of the ``ray`` extra, by import name.
 REQUIRED = ("ray", "ray.serve")
-APP_NAME = "unirt"
 DEPLOYMENT_NAME = "unirt"
 #: Requests a replica takes at once, unless asked (or twice the largest max_batch).
 MAX_ONGOING = 64
@@ -70,26 +72,6 @@ def require_ray() -> None:
     if missing:
         raise UnirtError(f"unirt serve --ray needs the ray extra (missing: {', '.join(missing)})"
                          ': pip install "unirt[ray]"')
-
-
-@dataclass(frozen=True)
-class RayOptions:
-    """How the deployment is placed and scaled; every field is passed to Ray Serve as is."""
-
-    #: ``ray.init(address=...)``: None starts a local Ray (or joins ``RAY_ADDRESS``).
-    address: str | None = None
-    #: Fixed replica count (ignored when ``autoscaling`` is given).
-    replicas: int = 1
-    #: Ray Serve's ``autoscaling_config`` (min_replicas, max_replicas, target_ongoing_requests...).
-    autoscaling: Mapping[str, Any] | None = None
-    #: CPUs reserved per replica (Ray sets the replica's OMP_NUM_THREADS from it).
-    num_cpus: float = 1.0
-    #: GPUs per replica; None: 1 when a model names a GPU backend, else 0.
-    num_gpus: float | None = None
-    #: Requests a replica takes at once; None: 64, or twice the largest max_batch.
-    max_ongoing_requests: int | None = None
-    app_name: str = APP_NAME
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 def parse_autoscaling(text: str) -> dict[str, Any]:
@@ -144,12 +126,14 @@ def _check(options: RayOptions) -> None:
         known = set(fields or getattr(AutoscalingConfig, "__fields__", {}))
         unknown = sorted(set(options.autoscaling) - known)
         if unknown:  # Serve would ignore them: a misspelt max_replicas would go unnoticed
-            raise UnirtError(f"--autoscaling: not a Ray Serve autoscaling config key: "
+            raise UnirtError("autoscaling (--autoscaling or [ray.autoscaling]): not a Ray "
+                             "Serve autoscaling config key: "
                              f"{', '.join(unknown)}; keys: {', '.join(sorted(known))}")
         try:
             AutoscalingConfig(**dict(options.autoscaling))
         except Exception as exc:  # pydantic's ValidationError: the fields and why
-            raise UnirtError(f"--autoscaling is not a Ray Serve autoscaling config: "
+            raise UnirtError("autoscaling (--autoscaling or [ray.autoscaling]) is not a Ray "
+                             "Serve autoscaling config: "
                              f"{' '.join(str(exc).split())}") from None
 
 
@@ -282,11 +266,12 @@ class UnirtReplica:
 
 def deployment(config: ServeConfig, options: RayOptions | None = None) -> Any:
     """The Ray Serve application (``Deployment.bind(...)``) serving ``config``'s models: pass
-    it to ``serve.run(app, route_prefix="/")`` on any Ray cluster."""
+    it to ``serve.run(app, route_prefix="/")`` on any Ray cluster. ``options``: default
+    ``config.ray`` (the config file's ``[ray]`` table)."""
     require_ray()
     from ray import serve
 
-    opts = deployment_options(config, options or RayOptions())
+    opts = deployment_options(config, options or config.ray or RayOptions())
     ingress = serve.ingress()(UnirtReplica)
     deployed: Any = serve.deployment(**opts)(ingress)
     return deployed.bind(config)
@@ -295,12 +280,13 @@ def deployment(config: ServeConfig, options: RayOptions | None = None) -> Any:
 def run(config: ServeConfig, options: RayOptions | None = None, *, block: bool = True) -> str:
     """Start (or join) Ray, run the deployment behind Serve's HTTP proxy on ``config``'s host
     and port, and return its URL once every replica is up; with ``block``, serve until SIGTERM
-    or SIGINT, then delete the application (and stop the Ray this call started)."""
+    or SIGINT, then delete the application (and stop the Ray this call started). ``options``:
+    default ``config.ray``."""
     require_ray()
     import ray
     from ray import serve
 
-    options = options or RayOptions()
+    options = options or config.ray or RayOptions()
     app = deployment(config, options)
     started = False
     if not ray.is_initialized():
