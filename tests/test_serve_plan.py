@@ -175,3 +175,13 @@ def test_a_model_that_fails_on_generated_inputs_is_served_unmeasured(tmp_path: P
         b = _decide(path, max_batch=8)
     assert not b.enabled and b.plan is None and b.slots == 2
     assert "not measured" in caplog.text
+
+
+def test_a_slow_model_is_timed_within_the_budget() -> None:
+    # one row: 0.05 s a call, linear; a budget of 0.5 s leaves out the large batches and the
+    # calls at once, rather than spending seconds at load
+    start = time.perf_counter()
+    plan = P.measure(_serial(0.05), ROW, max_batch=16, workers=2, budget_s=0.5)
+    assert time.perf_counter() - start < 2.5
+    assert 1 in plan.batch_rates and 16 not in plan.batch_rates
+    assert plan.slot_rates == {} and plan.slots == 1

@@ -46,8 +46,8 @@ NEAR = 0.05
 MIN_CALLS = 3
 MIN_SECONDS = 0.1
 ROUNDS = 2
-#: The measurement stops trying larger sizes once it has spent this long; a size whose single
-#: call takes longer than a quarter of it is not tried.
+#: About the most the measurement spends on one model at load: larger batch sizes, and calls at
+#: once, are left out when timing them would pass it (a slow model is served one call at a time).
 BUDGET_S = 4.0
 CACHE_SECTION = "serve-plan"
 RESULT_FILE = "plan.json"
@@ -146,12 +146,22 @@ def _rate(run: RunFn, feeds: dict[str, np.ndarray], rows: int, callers: int) -> 
     return sum(counts) * rows / (time.perf_counter() - start)
 
 
+def _cost(once: float, callers: int = 1) -> float:
+    """What timing one size costs (all rounds), from its warm-up call taking ``once``."""
+    return ROUNDS * callers * max(MIN_SECONDS, MIN_CALLS * once)
+
+
 def measure(run: RunFn, row: Mapping[str, np.ndarray], max_batch: int, workers: int,
             budget_s: float = BUDGET_S) -> Plan:
     """Time ``run`` on ``row`` (one row per input, batch axis first) stacked to each of
-    :func:`batch_sizes`, then ``workers`` calls at once against one at the chosen size."""
-    spent = time.perf_counter()
-    sizes: list[int] = []
+    :func:`batch_sizes`, then ``workers`` calls at once against one at the chosen size.
+
+    Within ``budget_s`` (about): larger sizes are left out once their timing would pass it, and
+    calls at once are not tried (one slot) when timing them would. The batch of one row is always
+    timed; it raises the engine's error when it fails."""
+    started = time.perf_counter()
+    planned = 0.0
+    once_at: dict[int, float] = {}
     for size in batch_sizes(max_batch):
         feeds = _stack(row, size)
         start = time.perf_counter()
@@ -164,17 +174,21 @@ def measure(run: RunFn, row: Mapping[str, np.ndarray], max_batch: int, workers: 
                         first_line(exc))
             break
         once = time.perf_counter() - start
-        sizes.append(size)
-        if once > budget_s / 4 or time.perf_counter() - spent > budget_s / 2:
+        if size > 1 and planned + _cost(once) > budget_s:
+            logger.info("unirt serve: batch sizes from %d not measured: one call takes %.2f s",
+                        size, once)
             break
+        once_at[size] = once
+        planned += _cost(once)
     rates: dict[int, float] = {}
     for _ in range(ROUNDS):
-        for size in sizes:
+        for size in once_at:
             rate = _rate(run, _stack(row, size), size, 1)
             rates[size] = max(rates.get(size, 0.0), rate)
     chosen = choose_batch(rates)
     slot_rates: dict[int, float] = {}
-    if workers > 1:
+    left = budget_s - (time.perf_counter() - started)
+    if workers > 1 and _cost(once_at[chosen], 1 + workers) <= left:
         feeds = _stack(row, chosen)
         for _ in range(ROUNDS):
             for callers in (1, workers):
@@ -182,7 +196,7 @@ def measure(run: RunFn, row: Mapping[str, np.ndarray], max_batch: int, workers: 
                 slot_rates[callers] = max(slot_rates.get(callers, 0.0), rate)
     plan = Plan(chosen, choose_slots(slot_rates) if slot_rates else 1, rates, slot_rates)
     logger.debug("unirt serve: measured %s in %.1f s", plan.as_dict(),
-                 time.perf_counter() - spent)
+                 time.perf_counter() - started)
     return plan
 
 
