@@ -51,12 +51,9 @@ from ..errors import UnirtError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
-#: Dynamic batching is off unless asked for: measured on the 2-core CPU it was built on, ONNX
-#: Runtime and OpenVINO run a ResNet-class model at fewer images/s at batch 8 than at batch 1
-#: (ORT 768 vs 996; two concurrent batch-1 calls did best), while a dense model (4 1024x1024
-#: MatMuls) runs 5.5x the rows/s at batch 16 (benchmarks/bench_serve.py). Whether it pays is the
-#: model's and engine's, so the user turns it on. 0 ms: "stack what is already queued when an
-#: engine slot frees", which costs a lone request no latency.
+#: Dynamic batching is off unless asked for: a batch of N rows costs N requests' memory, the
+#: user's to allow. Asked for, the size served is measured (unirt.serve.plan). 0 ms: "stack what
+#: is already queued when an engine slot frees", which costs a lone request no latency.
 DEFAULT_MAX_BATCH = 1
 DEFAULT_BATCH_TIMEOUT_MS = 0.0
 DEFAULT_MAX_REQUEST_MB = 64.0
