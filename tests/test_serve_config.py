@@ -147,3 +147,30 @@ def test_without_ray_the_table_is_ignored_with_one_info_line(
     bad = _toml(tmp_path, "[ray]\nreplicas = -1\n[[models]]\npath = 'm.onnx'\n")
     result = CliRunner().invoke(cli, ["serve", "--config", bad])
     assert result.exit_code == 1 and "[ray] replicas: must be an integer >= 1" in result.output
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("max_batch = 0", "[server] max_batch: must be an integer >= 1, got 0"),
+    ("port = 70000", "[server] port: must be at most 65535"),
+    ("host = ''", "[server] host: a host name or address"),
+    ("measure = 'yes'", "[server] measure: must be true or false"),
+])
+def test_a_bad_server_setting_names_the_file_and_the_key(tmp_path: Path, setting: str,
+                                                         message: str) -> None:
+    path = _toml(tmp_path, f"[server]\n{setting}\n[[models]]\npath = 'm.onnx'\n")
+    with pytest.raises(UnirtError) as err:
+        build_config(config_file=path)
+    assert str(err.value).startswith(f"config file {path}: ") and message in str(err.value)
+    # the same value from the command line is named as its option
+    with pytest.raises(UnirtError, match="^--max-batch: must be an integer >= 1"):
+        build_config(["m.onnx"], max_batch=0)
+
+
+def test_measure_is_read_per_model_over_the_server(tmp_path: Path) -> None:
+    path = _toml(tmp_path, "[server]\nmeasure = false\n[[models]]\npath = 'a.onnx'\n"
+                 "[[models]]\npath = 'b.onnx'\nmeasure = true\n")
+    config = build_config(config_file=path)
+    assert [config.measures(m) for m in config.models] == [False, True]
+    assert build_config(config_file=path, measure=True).measure is True
+    with pytest.raises(UnirtError, match=r"models\[0\]\.measure: must be true or false"):
+        build_config(config_file=_toml(tmp_path, "[[models]]\npath = 'a.onnx'\nmeasure = 1\n"))

@@ -328,7 +328,11 @@ def build_config(models: Sequence[str] = (), *, name: str | None = None,
     unknown = set(settings) - _SERVER_KEYS
     _check(not unknown, f"{where_file}: [server]", f"unknown key(s) "
            f"{', '.join(sorted(unknown))}; expected {', '.join(sorted(_SERVER_KEYS))}")
-    settings = {**settings, **{k: v for k, v in server.items() if v is not None}}
+    given = {k: v for k, v in server.items() if v is not None}
+    # where a setting came from, for its error: the command line's option or the file's key
+    source = {k: f"{where_file}: [server] {k}" for k in settings}
+    source.update({k: "--" + k.replace("_", "-") for k in given})
+    settings = {**settings, **given}
     ray_options = _ray_options(doc.get("ray"), ray, where_file)
     specs: list[ModelSpec] = []
     entries = doc.get("models", [])
@@ -371,13 +375,14 @@ def build_config(models: Sequence[str] = (), *, name: str | None = None,
     for key, value in settings.items():
         rule = checks.get(key)
         if key == "measure":
-            _flag(value, "--measure")
+            _flag(value, source[key])
         elif rule is None:
-            _check(isinstance(value, str) and bool(value), key, "a host name or address")
+            _check(isinstance(value, str) and bool(value), source[key], "a host name or address")
         else:
-            _number(value, f"{'--' + key.replace('_', '-')}", integer=rule[0], minimum=rule[1],
+            _number(value, source[key], integer=rule[0], minimum=rule[1],
                     strict=key == "max_request_mb")
         values[key] = value
     if "port" in values:
-        _check(values["port"] <= 65535, "--port", f"must be at most 65535, got {values['port']}")
+        _check(values["port"] <= 65535, source["port"],
+               f"must be at most 65535, got {values['port']}")
     return replace(cfg, **values)
