@@ -27,8 +27,8 @@ same. PyTriton lives in an environment of its own (its dependencies are not unir
     python benchmarks/bench_serve.py --pytriton-python /tmp/pytriton-venv/bin/python
 
 Without ``--pytriton-python`` (or where PyTriton cannot start) the anchor is skipped and the
-reason printed. ``--quick`` (1 s cells, fewer overhead rounds) takes about a minute and a half;
-the defaults (3 s cells) about four minutes on 2 cores.
+reason printed. ``--quick`` (1 s cells, fewer overhead rounds) takes about 70 s with the
+anchor, the defaults (3 s cells) about 2.5 minutes, on 2 cores.
 
     python benchmarks/bench_serve.py [--quick] [--seconds 3] [--rounds 5] [--size 224]
         [--models tiny,dense,resnet] [--max-batch 16] [--batch-timeout-ms 0] [--workers N]
@@ -224,7 +224,7 @@ def _variant(target: Target, on: bool) -> Target:
 def _parse() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true",
-                    help="1 s cells, 2 overhead rounds of 100 calls (about 1.5 min)")
+                    help="1 s cells, 2 overhead rounds of 100 calls (about 70 s)")
     ap.add_argument("--seconds", type=float, help="per throughput cell (default 3, quick 1)")
     ap.add_argument("--rounds", type=int, help="overhead rounds (default 5, quick 2)")
     ap.add_argument("--calls", type=int, help="overhead calls per round and kind (200, 100)")
