@@ -4,7 +4,7 @@ One run, one model at a time on the same machine: the tiny model (x[N,4] @ W) an
 ``--resnet``, the ResNet-class one, batching off. First ``unirt serve`` in a child process, then
 a local Ray (``ray.init``) with the deployment behind Serve's HTTP proxy, 1 replica and then
 ``--replicas`` (default 2); the clients are ``tritonclient[http]`` threads, binary form, one
-row per request, 1, 8 and 32 at once (``bench_serve.load``). Also timed: ``ray.init``, and
+row per request, 1, 8 and 32 at once (``_serve_common.load``). Also timed: ``ray.init``, and
 ``serve.run`` until every replica answers (each replica loads its models through unirt.load).
 
     python benchmarks/bench_serve_ray.py [--seconds 3] [--replicas 2] [--resnet]
@@ -27,19 +27,19 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serve import ROOT, _start, _tiny, load
+from _serve_common import ROOT, Target, load, start_unirt, tiny_model
 
 from unirt.testing import models
 
 CLIENTS = (1, 8, 32)
 
 
-def _cells(url: str, model: str, x: np.ndarray, seconds: float) -> dict[int, dict[str, float]]:
-    load(url, model, x, 8, 1.0)  # warm
-    return {c: load(url, model, x, c, seconds) for c in CLIENTS}
+def _cells(url: str, target: Target, seconds: float) -> dict[int, dict[str, float]]:
+    load(url, target, 8, 1.0)  # warm
+    return {c: load(url, target, c, seconds) for c in CLIENTS}
 
 
-def _on_ray(config_path: Path, cache: Path, replicas: int, runs: list[tuple[str, np.ndarray]],
+def _on_ray(config_path: Path, cache: Path, replicas: int, runs: list[Target],
             seconds: float, max_ongoing: int | None) -> dict[str, object]:
     import ray
     from ray import serve
@@ -62,7 +62,7 @@ def _on_ray(config_path: Path, cache: Path, replicas: int, runs: list[tuple[str,
                 replicas=n, num_cpus=0.5, app_name=f"bench{n}",
                 max_ongoing_requests=max_ongoing), block=False)
             ready = time.perf_counter() - t1
-            cells = {model: _cells(url.split("://")[1], model, x, seconds) for model, x in runs}
+            cells = {t.model: _cells(url.split("://")[1], t, seconds) for t in runs}
             out[f"replicas_{n}"] = {"ready_s": ready, "cells": cells}
             serve.delete(f"bench{n}")
     finally:
@@ -82,22 +82,22 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        text = f'[server]\nmax_batch = 1\n[[models]]\npath = "{_tiny(d / "tiny.onnx")}"\n'
+        text = f'[server]\nmax_batch = 1\n[[models]]\npath = "{tiny_model(d / "tiny.onnx")}"\n'
         rng = np.random.default_rng(1)
-        runs = [("tiny", rng.standard_normal((1, 4)).astype(np.float32))]
+        runs = [Target("tiny", "x", "y", rng.standard_normal((1, 4)).astype(np.float32))]
         if args.resnet:
             path = models.save(models.resnet_like(batch="N", size=112), d / "resnet.onnx")
             text += f'[[models]]\npath = "{path}"\nname = "resnet"\n'
-            runs.append(("resnet", rng.standard_normal((1, 3, 112, 112)).astype(np.float32)))
+            runs.append(Target("resnet", "input", "logits",
+                               rng.standard_normal((1, 3, 112, 112)).astype(np.float32)))
         cfg = d / "serve.toml"
         cfg.write_text(text)
         t0 = time.perf_counter()
-        proc, url = _start(cfg, d / "cache")
+        proc, url = start_unirt(cfg, d / "cache")
         report: dict[str, object] = {"machine": f"{os.cpu_count()} cores",
                                      "unirt_serve_ready_s": time.perf_counter() - t0}
         try:
-            report["unirt_serve"] = {model: _cells(url, model, x, args.seconds)
-                                     for model, x in runs}
+            report["unirt_serve"] = {t.model: _cells(url, t, args.seconds) for t in runs}
         finally:
             proc.terminate()
             proc.wait(60)
@@ -117,7 +117,7 @@ def main() -> None:
         for k, v in ray_report.items() if k.startswith("replicas_")]
     print("\nreq/s (p50 ms), binary form, 1 row per request, batching off")
     print(f"{'model':8} {'clients':>7} " + " ".join(f"{name:>20}" for name, _ in cols))
-    for model, _ in runs:
+    for model in (t.model for t in runs):
         for c in CLIENTS:
             cells = [f"{col[model][c]['requests_per_s']:9.0f} ({col[model][c]['p50_ms']:6.2f})"
                      for _, col in cols]

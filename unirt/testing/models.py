@@ -207,6 +207,77 @@ def reference(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str,
     return {o.name: np.asarray(v) for o, v in zip(model.graph.output, outs)}
 
 
+class _ResNet:
+    """The nodes and weights of a ResNet being built, shared by :func:`resnet_like` and
+    :func:`resnet18` so both spell Conv-BN, the residual join and the head one way. Each Conv-BN
+    draws from a seed of its own (a counter from 100, step 10), so the weights are the same on
+    every run and adding a layer at the end leaves the earlier ones as they were."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self._seed = 100
+
+    def conv_bn(self, x: str, cin: int, cout: int, k: int, stride: int, name: str,
+                relu: bool) -> str:
+        """Conv (He-scaled, so activations stay O(1) through the blocks) and BatchNormalization
+        with random statistics, so folding BN into the Conv is not a no-op; Relu if asked."""
+        self._seed += 10
+        s = self._seed
+        rng = np.random.default_rng(s)
+        self.inits.append(_w(f"{name}_w", (cout, cin, k, k), s,
+                             float(np.sqrt(2.0 / (cin * k * k)))))
+        bn = {"scale": 1.0 + 0.1 * rng.standard_normal(cout),
+              "bias": 0.1 * rng.standard_normal(cout),
+              "mean": 0.1 * rng.standard_normal(cout), "var": rng.uniform(0.5, 1.5, cout)}
+        for key, value in bn.items():
+            self.inits.append(numpy_helper.from_array(value.astype(np.float32),
+                                                      f"{name}_bn_{key}"))
+        self.nodes.append(helper.make_node(
+            "Conv", [x, f"{name}_w"], [f"{name}_c"], kernel_shape=[k, k], strides=[stride, stride],
+            pads=[k // 2] * 4, name=f"{name}_conv"))
+        self.nodes.append(helper.make_node(
+            "BatchNormalization",
+            [f"{name}_c", *(f"{name}_bn_{key}" for key in ("scale", "bias", "mean", "var"))],
+            [f"{name}_bn"], epsilon=1e-5, name=f"{name}_bn"))
+        if not relu:
+            return f"{name}_bn"
+        self.nodes.append(helper.make_node("Relu", [f"{name}_bn"], [f"{name}_r"],
+                                           name=f"{name}_relu"))
+        return f"{name}_r"
+
+    def basic_block(self, x: str, cin: int, cout: int, stride: int, name: str) -> str:
+        """Conv-BN-Relu, Conv-BN, plus the skip (a 1x1 Conv-BN projection where the shape
+        changes), Relu."""
+        h = self.conv_bn(x, cin, cout, 3, stride, f"{name}_a", relu=True)
+        h = self.conv_bn(h, cout, cout, 3, 1, f"{name}_b", relu=False)
+        skip = (self.conv_bn(x, cin, cout, 1, stride, f"{name}_proj", relu=False)
+                if stride != 1 or cin != cout else x)
+        self.nodes.append(helper.make_node("Add", [h, skip], [f"{name}_sum"], name=f"{name}_add"))
+        self.nodes.append(helper.make_node("Relu", [f"{name}_sum"], [f"{name}_out"],
+                                           name=f"{name}_relu"))
+        return f"{name}_out"
+
+    def model(self, x: str, cin: int, classes: int, graph_name: str, batch: int | str,
+              size: int) -> onnx.ModelProto:
+        """GlobalAveragePool, Flatten and a Gemm to ``classes`` on ``x``; the graph
+        ``input: float32[batch,3,size,size]`` -> ``logits: float32[batch,classes]``."""
+        self.nodes += [
+            helper.make_node("GlobalAveragePool", [x], ["gap"], name="gap"),
+            helper.make_node("Flatten", ["gap"], ["flat"], axis=1, name="flatten"),
+            helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1, name="fc"),
+        ]
+        self.inits += [_w("fc_w", (classes, cin), 7, float(np.sqrt(1.0 / cin))),
+                       _w("fc_b", (classes,), 8)]
+        g = helper.make_graph(
+            self.nodes, graph_name,
+            [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, size, size])],
+            [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, classes])],
+            self.inits,
+        )
+        return _model(g)
+
+
 def resnet_like(batch: int | str = 1, size: int = 64, width: int = 32, blocks: int = 3,
                 classes: int = 10) -> onnx.ModelProto:
     """A ResNet-style classifier: a strided Conv-BN-Relu stem, ``blocks`` residual blocks
@@ -215,60 +286,40 @@ def resnet_like(batch: int | str = 1, size: int = 64, width: int = 32, blocks: i
 
     ``input: float32[batch,3,size,size]`` -> ``logits: float32[batch,classes]``. Deep enough that
     reduced-precision arithmetic (bf16, fp16) shows in the outputs, which the small models hide.
-    Conv weights are He-scaled so activations stay O(1) through the blocks.
     """
-    nodes: list[onnx.NodeProto] = []
-    inits: list[onnx.TensorProto] = []
-    seed = [100]
-
-    def conv_bn(x: str, cin: int, cout: int, k: int, stride: int, name: str,
-                relu: bool) -> str:
-        seed[0] += 10
-        s = seed[0]
-        rng = np.random.default_rng(s)
-        inits.append(_w(f"{name}_w", (cout, cin, k, k), s, float(np.sqrt(2.0 / (cin * k * k)))))
-        bn = {"scale": 1.0 + 0.1 * rng.standard_normal(cout),
-              "bias": 0.1 * rng.standard_normal(cout),
-              "mean": 0.1 * rng.standard_normal(cout), "var": rng.uniform(0.5, 1.5, cout)}
-        for key, value in bn.items():
-            inits.append(numpy_helper.from_array(value.astype(np.float32), f"{name}_bn_{key}"))
-        nodes.append(helper.make_node(
-            "Conv", [x, f"{name}_w"], [f"{name}_c"], kernel_shape=[k, k], strides=[stride, stride],
-            pads=[k // 2] * 4, name=f"{name}_conv"))
-        nodes.append(helper.make_node(
-            "BatchNormalization",
-            [f"{name}_c", *(f"{name}_bn_{key}" for key in ("scale", "bias", "mean", "var"))],
-            [f"{name}_bn"], epsilon=1e-5, name=f"{name}_bn"))
-        if not relu:
-            return f"{name}_bn"
-        nodes.append(helper.make_node("Relu", [f"{name}_bn"], [f"{name}_r"], name=f"{name}_relu"))
-        return f"{name}_r"
-
-    x = conv_bn("input", 3, width, 3, 2, "stem", relu=True)
+    net = _ResNet()
+    x = net.conv_bn("input", 3, width, 3, 2, "stem", relu=True)
     cin = width
     for b in range(blocks):
         down = b == 1
         cout = cin * 2 if down else cin
-        stride = 2 if down else 1
-        h = conv_bn(x, cin, cout, 3, stride, f"block{b}_a", relu=True)
-        h = conv_bn(h, cout, cout, 3, 1, f"block{b}_b", relu=False)
-        skip = conv_bn(x, cin, cout, 1, stride, f"block{b}_proj", relu=False) if down else x
-        nodes.append(helper.make_node("Add", [h, skip], [f"block{b}_sum"], name=f"block{b}_add"))
-        nodes.append(helper.make_node("Relu", [f"block{b}_sum"], [f"block{b}_out"],
-                                      name=f"block{b}_relu"))
-        x, cin = f"block{b}_out", cout
-    nodes += [
-        helper.make_node("GlobalAveragePool", [x], ["gap"], name="gap"),
-        helper.make_node("Flatten", ["gap"], ["flat"], axis=1, name="flatten"),
-        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1, name="fc"),
-    ]
-    inits += [_w("fc_w", (classes, cin), 7, float(np.sqrt(1.0 / cin))), _w("fc_b", (classes,), 8)]
-    g = helper.make_graph(
-        nodes, "resnet_like",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, size, size])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, classes])], inits,
-    )
-    return _model(g)
+        x = net.basic_block(x, cin, cout, 2 if down else 1, f"block{b}")
+        cin = cout
+    return net.model(x, cin, classes, "resnet_like", batch, size)
+
+
+def resnet18(batch: int | str = "N", size: int = 224, classes: int = 1000) -> onnx.ModelProto:
+    """ResNet-18's topology with seeded random weights (11.7 M parameters, ~47 MB): a 7x7/2
+    Conv-BN-Relu stem of 64, a 3x3/2 MaxPool, four stages of two basic blocks (widths 64, 128,
+    256, 512; each later stage opens at stride 2 with a 1x1 Conv-BN projection on the skip),
+    GlobalAveragePool, Flatten, Gemm.
+
+    ``input: float32[batch,3,size,size]`` -> ``logits: float32[batch,classes]``. The real
+    model's compute and weight traffic, for what a benchmark on a toy would not show (how an
+    engine or a server fares with a model of the size people serve); the weights are random, so
+    its outputs mean nothing.
+    """
+    net = _ResNet()
+    x = net.conv_bn("input", 3, 64, 7, 2, "stem", relu=True)
+    net.nodes.append(helper.make_node("MaxPool", [x], ["pool"], kernel_shape=[3, 3],
+                                      strides=[2, 2], pads=[1, 1, 1, 1], name="maxpool"))
+    x, cin = "pool", 64
+    for stage, width in enumerate((64, 128, 256, 512), start=1):
+        for blk in range(2):
+            stride = 2 if blk == 0 and stage > 1 else 1
+            x = net.basic_block(x, cin, width, stride, f"layer{stage}_{blk}")
+            cin = width
+    return net.model(x, cin, classes, "resnet18", batch, size)
 
 
 def resize_concat(dynamic: bool = False, mode: str = "nearest") -> onnx.ModelProto:
