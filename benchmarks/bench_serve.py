@@ -12,8 +12,11 @@ One run, side by side, with Triton's own HTTP client (``tritonclient[http]``) fo
    models: the tiny one; a dense one (4 MatMul+Relu of 1024x1024, weight-bound at batch 1: the
    kind of model batching is for on a CPU); and ResNet-18 (``unirt.testing.models.resnet18``:
    the real topology and its 11.7 M parameters, seeded random weights, 3x224x224 by default).
-   Each server serves each model twice, under two names (``max_batch 1`` and ``--max-batch``),
-   and the cells of one client count run in turn, the order reversed at every other count.
+   Each server serves each model under several names: ``max_batch 1`` (off) and
+   ``--max-batch`` (on: for unirt, the batch size and engine calls at once it measured at load),
+   and for unirt also ``--max-batch`` with ``measure = false`` ("forced": batching as asked,
+   what the measurement is weighed against); the cells of one client count run in turn, the
+   order reversed at every other count. What unirt decided per model is printed first.
 
 The anchor is the same ONNX file behind NVIDIA's Triton Inference Server through PyTriton,
 each model a raw ``onnxruntime.InferenceSession`` with its defaults (``_pytriton_anchor.py``):
@@ -189,26 +192,35 @@ def overhead(sess: unirt.Session, urls: dict[str, str], tiny: Target, rounds: in
             for k, v in times.items()}
 
 
+#: The variants of a model each server serves: batching off (max_batch 1), on (--max-batch, the
+#: batch size and calls at once measured at load), and on as given, unmeasured (unirt only: what
+#: batching did before the measurement, and what the measurement buys).
+VARIANTS = {"unirt": ("off", "on", "forced"), ANCHOR: ("off", "on")}
+SUFFIX = {"off": "_nobatch", "on": "", "forced": "_forced"}
+
+
 def throughput(urls: dict[str, str], metrics: dict[str, str], target: Target, seconds: float,
                warm: float) -> list[dict[str, Any]]:
-    """Every server, batching off and on, at each client count; rows per engine call of the
-    batching-on cells from each server's own counters."""
-    cells = [(server, on) for server in urls for on in (False, True)]
-    for server, on in cells:
-        load(urls[server], _variant(target, on), 8, warm)
+    """Every server, in each of its variants, at each client count; rows per engine call of
+    every cell from each server's own counters."""
+    cells = [(server, v) for server in urls for v in VARIANTS[server]]
+    for server, v in cells:
+        load(urls[server], _variant(target, v), 8, warm)
     rows = []
     for k, clients in enumerate(CLIENTS):
-        before = {s: rows_per_call(metrics[s], s) for s in urls}
         row: dict[str, Any] = {"model": target.model, "clients": clients}
-        for server, on in (cells if k % 2 == 0 else list(reversed(cells))):
-            row.setdefault(server, {})["on" if on else "off"] = load(
-                urls[server], _variant(target, on), clients, seconds)
+        for server, v in (cells if k % 2 == 0 else list(reversed(cells))):
+            name = _variant(target, v).model
+            before = rows_per_call(metrics[server], server).get(name, (0.0, 0.0))
+            cell = load(urls[server], _variant(target, v), clients, seconds)
+            after = rows_per_call(metrics[server], server).get(name, (0.0, 0.0))
+            cell["rows_per_call"] = (after[0] - before[0]) / max(after[1] - before[1], 1.0)
+            row.setdefault(server, {})[v] = cell
         for s in urls:
-            r0, c0 = before[s].get(target.model, (0.0, 0.0))
-            r1, c1 = rows_per_call(metrics[s], s).get(target.model, (0.0, 0.0))
-            row[s]["rows_per_call"] = (r1 - r0) / max(c1 - c0, 1.0)
-            row[s]["on_over_off"] = (row[s]["on"]["requests_per_s"]
-                                     / row[s]["off"]["requests_per_s"])
+            off = row[s]["off"]["requests_per_s"]
+            row[s]["on_over_off"] = row[s]["on"]["requests_per_s"] / off
+            if "forced" in row[s]:
+                row[s]["forced_over_off"] = row[s]["forced"]["requests_per_s"] / off
         if ANCHOR in urls:
             row[f"unirt_over_{ANCHOR}"] = {
                 v: row["unirt"][v]["requests_per_s"] / row[ANCHOR][v]["requests_per_s"]
@@ -217,8 +229,19 @@ def throughput(urls: dict[str, str], metrics: dict[str, str], target: Target, se
     return rows
 
 
-def _variant(target: Target, on: bool) -> Target:
-    return target if on else target.named(target.model + "_nobatch")
+def _variant(target: Target, variant: str) -> Target:
+    return target if variant == "on" else target.named(target.model + SUFFIX[variant])
+
+
+def plans(url: str, names: list[str]) -> dict[str, dict[str, Any]]:
+    """What ``unirt serve`` decided for each model at load (``parameters.batching``)."""
+    out = {}
+    for name in names:
+        with urllib.request.urlopen(f"http://{url}/v2/models/{name}", timeout=30) as r:
+            b = json.load(r)["parameters"]["batching"]
+        out[name] = {"enabled": b["enabled"], "max_batch": b["max_batch"], "slots": b["slots"],
+                     "reason": b["reason"]}
+    return out
 
 
 def _parse() -> argparse.Namespace:
@@ -271,10 +294,13 @@ def main() -> None:
                   for name, path in paths.items()]
         served += [{"name": name, "path": str(path), "max_batch": args.max_batch}
                    for name, path in paths.items()]
+        forced = [{"name": f"{name}_forced", "path": str(path), "max_batch": args.max_batch,
+                   "measure": False} for name, path in paths.items()]
         cfg = d / "serve.toml"
         cfg.write_text(f"[server]\nbatch_timeout_ms = {args.batch_timeout_ms}\n" + "".join(
             f'[[models]]\npath = "{m["path"]}"\nname = "{m["name"]}"\n'
-            f'max_batch = {m["max_batch"]}\n' for m in served))
+            f'max_batch = {m["max_batch"]}\n' + ("measure = false\n" if "measure" in m else "")
+            for m in served + forced))
         report: dict[str, Any] = {
             "machine": f"{os.cpu_count()} cores", "max_batch": args.max_batch,
             "batch_timeout_ms": args.batch_timeout_ms, "workers": args.workers,
@@ -287,6 +313,7 @@ def main() -> None:
             report["ready_s"] = {"unirt": time.perf_counter() - t0}
             urls = {"unirt": url}
             metrics = {"unirt": url}
+            report["plans"] = plans(url, [m["name"] for m in served + forced])
             try:
                 t0 = time.perf_counter()
                 anchor, a_url, a_metrics = start_pytriton(args.pytriton_python, {
@@ -325,10 +352,14 @@ def _print(report: dict[str, Any], args: argparse.Namespace) -> None:
     for k, v in report["overhead"].items():
         print(f"{k:34} {v['p50_ms']:8.3f} {v['p99_ms']:8.3f} {v['overhead_p50_ms']:15.3f}")
     anchor = "anchor_skipped" not in report
-    print("\nthroughput, binary form, 1 row per request: req/s (p50 ms); rows/call = rows per "
-          "engine call with batching on")
+    print("\nwhat unirt serve decided at load (parameters.batching):")
+    for name, p in report["plans"].items():
+        print(f"  {name:16} {'on' if p['enabled'] else 'off':3} max_batch {p['max_batch']:<3} "
+              f"slots {p['slots']}  {p['reason']}")
+    print("\nthroughput, binary form, 1 row per request: req/s (p50 ms); rows = rows per engine "
+          "call; forced = --max-batch without measuring")
     head = (f"{'model':7} {'clients':>7} {'unirt off':>15} {'unirt on':>15} {'on/off':>6} "
-            f"{'rows':>5}")
+            f"{'rows':>5} {'forced':>15} {'/off':>5} {'rows':>5}")
     if anchor:
         head += (f" {ANCHOR + ' off':>15} {ANCHOR + ' on':>15} {'on/off':>6} {'rows':>5}"
                  f" {'unirt/' + ANCHOR + ' off':>18} {'on':>5}")
@@ -338,13 +369,15 @@ def _print(report: dict[str, Any], args: argparse.Namespace) -> None:
         return f"{c['requests_per_s']:6.0f} ({c['p50_ms']:6.1f})"
 
     for r in report["throughput"]:
-        line = (f"{r['model']:7} {r['clients']:7d} {cell(r['unirt']['off']):>15} "
-                f"{cell(r['unirt']['on']):>15} {r['unirt']['on_over_off']:6.2f} "
-                f"{r['unirt']['rows_per_call']:5.1f}")
+        u = r["unirt"]
+        line = (f"{r['model']:7} {r['clients']:7d} {cell(u['off']):>15} {cell(u['on']):>15} "
+                f"{u['on_over_off']:6.2f} {u['on']['rows_per_call']:5.1f} "
+                f"{cell(u['forced']):>15} {u['forced_over_off']:5.2f} "
+                f"{u['forced']['rows_per_call']:5.1f}")
         if anchor:
             a, ratio = r[ANCHOR], r[f"unirt_over_{ANCHOR}"]
             line += (f" {cell(a['off']):>15} {cell(a['on']):>15} {a['on_over_off']:6.2f} "
-                     f"{a['rows_per_call']:5.1f} {ratio['off']:18.2f} {ratio['on']:5.2f}")
+                     f"{a['on']['rows_per_call']:5.1f} {ratio['off']:18.2f} {ratio['on']:5.2f}")
         print(line)
 
 

@@ -23,24 +23,25 @@ def test_batch_sizes_are_powers_of_two_and_the_maximum() -> None:
 
 
 @pytest.mark.parametrize(("rates", "chosen"), [
-    ({1: 100.0, 2: 102.0, 4: 104.0, 8: 103.0}, 1),      # under GAIN: batching buys nothing
-    ({1: 100.0, 2: 103.0, 4: 108.0, 8: 108.5}, 4),      # a small gain is still taken
-    ({1: 100.0, 2: 190.0, 4: 380.0, 8: 700.0}, 8),      # the best
-    ({1: 100.0, 2: 190.0, 4: 396.0, 8: 400.0}, 4),      # the smallest within NEAR of the best
-    ({1: 100.0, 2: 60.0, 4: 50.0}, 1),                  # slower batched (a conv net on a CPU)
+    # ResNet-18 on ONNX Runtime here: flat to rising, the largest size is as good as any
+    ({1: 121.0, 2: 123.0, 4: 127.0, 8: 129.0, 16: 132.0}, 16),
+    ({1: 100.0, 2: 190.0, 4: 380.0, 8: 700.0}, 8),      # cost per call: the largest
+    ({1: 100.0, 2: 99.0, 4: 96.0, 8: 80.0}, 4),          # the largest within TOLERANCE
+    ({1: 100.0, 2: 60.0, 4: 50.0}, 1),                   # a conv net slower batched: off
+    ({1: 100.0}, 1),
     ({}, 1),
 ])
 def test_choose_batch(rates: dict[int, float], chosen: int) -> None:
     assert P.choose_batch(rates) == chosen
 
 
-@pytest.mark.parametrize(("rates", "slots"), [
-    ({1: 122.0, 2: 93.0}, 1),    # two calls on one session that uses every core: both slower
-    ({1: 100.0, 2: 103.0}, 1),   # noise, not a gain
-    ({1: 100.0, 2: 190.0}, 2),
+@pytest.mark.parametrize(("one", "more", "slots"), [
+    (122.0, {2: 93.0}, 1),    # two calls on one session that uses every core: both slower
+    (100.0, {2: 104.0}, 1),   # noise, not a gain
+    (60.0, {2: 114.0}, 2),    # a session on one thread: two calls overlap
 ])
-def test_choose_slots(rates: dict[int, float], slots: int) -> None:
-    assert P.choose_slots(rates) == slots
+def test_choose_slots(one: float, more: dict[int, float], slots: int) -> None:
+    assert P.choose_slots(one, more) == slots
 
 
 def _sleeper(fixed_s: float, per_row_s: float):
@@ -69,17 +70,27 @@ ROW = {"x": np.zeros((1, 4), np.float32)}
 
 def test_measure_batches_an_engine_whose_cost_is_per_call() -> None:
     plan = P.measure(_sleeper(0.004, 0.0001), ROW, max_batch=8, workers=2)
-    assert sorted(plan.batch_rates) == [1, 2, 4, 8]
-    assert plan.max_batch >= 4, plan
-    assert plan.batch_rates[8] > 3 * plan.batch_rates[1]
+    assert sorted(plan.rates) == [(1, 1), (2, 1), (4, 1), (8, 1), (8, 2)]
+    assert plan.max_batch == 8, plan
+    assert plan.rates[8, 1] > 3 * plan.rates[1, 1]
     assert plan.slots == 2, plan  # sleeping calls overlap
 
 
-def test_measure_does_not_batch_an_engine_whose_cost_is_per_row() -> None:
+def test_measure_on_an_engine_whose_cost_is_per_row() -> None:
     plan = P.measure(_serial(0.004), ROW, max_batch=4, workers=2)
-    assert plan.max_batch == 1, plan
-    assert plan.slots == 1, plan
-    assert "measured rows/s 1: " in plan.describe_batching()
+    assert plan.slots == 1, plan  # calls take turns
+    # per row the same at every size: the largest is as good (the cap costs nothing unloaded)
+    assert plan.max_batch == 4, plan
+    assert plan.describe_batching().startswith("measured rows/s 1: ")
+
+
+def test_measure_does_not_batch_an_engine_slower_batched() -> None:
+    def run(feeds: dict[str, np.ndarray]) -> None:
+        rows = next(iter(feeds.values())).shape[0]
+        time.sleep(0.002 * rows * (1 if rows == 1 else 2))  # twice the time a row batched
+
+    plan = P.measure(run, ROW, max_batch=4, workers=1)
+    assert (plan.max_batch, plan.slots) == (1, 1), plan
 
 
 def test_measure_stops_at_the_first_batch_size_that_fails() -> None:
@@ -89,7 +100,7 @@ def test_measure_stops_at_the_first_batch_size_that_fails() -> None:
         time.sleep(0.002)
 
     plan = P.measure(run, ROW, max_batch=8, workers=1)
-    assert sorted(plan.batch_rates) == [1, 2] and plan.max_batch == 2 and plan.slot_rates == {}
+    assert sorted(plan.rates) == [(1, 1), (2, 1)] and (plan.max_batch, plan.slots) == (2, 1)
 
 
 def test_measure_raises_when_one_row_does_not_run() -> None:
@@ -101,10 +112,10 @@ def test_measure_raises_when_one_row_does_not_run() -> None:
 
 
 def test_a_plan_round_trips_through_its_dict() -> None:
-    plan = P.Plan(4, 1, {1: 10.0, 4: 30.0}, {1: 30.0, 2: 29.0})
+    plan = P.Plan(4, 1, {(1, 1): 10.0, (4, 1): 30.0, (1, 2): 12.0, (4, 2): 29.0})
     again = P.Plan.from_dict(plan.as_dict(), cached=True)
-    assert (again.max_batch, again.slots, dict(again.batch_rates)) == (4, 1, {1: 10.0, 4: 30.0})
-    assert again.cached
+    assert (again.max_batch, again.slots, dict(again.rates)) == (4, 1, dict(plan.rates))
+    assert again.batch_rates == {1: 10.0, 4: 30.0} and again.cached
 
 
 # -- decide_batching on real sessions -----------------------------------------------------------
@@ -155,8 +166,7 @@ def test_a_model_without_a_batch_axis_is_measured_for_calls_at_once(tmp_path: Pa
     path = M.save(M.add(), tmp_path / "add.onnx")  # fixed shapes
     b = _decide(path, max_batch=8)
     assert not b.enabled and "fixed first dimension" in b.reason
-    assert b.plan is not None and sorted(b.plan.batch_rates) == [1]
-    assert sorted(b.plan.slot_rates) == [1, 2] and b.slots in (1, 2)
+    assert b.plan is not None and sorted(b.plan.rates) == [(1, 1), (1, 2)] and b.slots in (1, 2)
 
 
 def test_a_model_that_fails_on_generated_inputs_is_served_unmeasured(tmp_path: Path,
@@ -179,10 +189,10 @@ def test_a_model_that_fails_on_generated_inputs_is_served_unmeasured(tmp_path: P
 
 
 def test_a_slow_model_is_timed_within_the_budget() -> None:
-    # one row: 0.05 s a call, linear; a budget of 0.5 s leaves out the large batches and the
-    # calls at once, rather than spending seconds at load
+    # one row: 0.05 s a call, linear; a budget of 1.2 s leaves out the large batches, and times
+    # calls at once at batch 1, rather than spending many seconds at load
     start = time.perf_counter()
-    plan = P.measure(_serial(0.05), ROW, max_batch=16, workers=2, budget_s=0.5)
-    assert time.perf_counter() - start < 2.5
-    assert 1 in plan.batch_rates and 16 not in plan.batch_rates
-    assert plan.slot_rates == {} and plan.slots == 1
+    plan = P.measure(_serial(0.05), ROW, max_batch=16, workers=2, budget_s=1.2)
+    assert time.perf_counter() - start < 3.5
+    assert not any(b >= 4 for b, _ in plan.rates), plan
+    assert (1, 2) in plan.rates and plan.slots == 1

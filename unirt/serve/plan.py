@@ -4,15 +4,22 @@ once, measured on the model at load.
 Why measured and not configured: both answers are the model's and the engine's, and a guess
 either way costs throughput. On the 2-core CPU this was built on, ONNX Runtime runs ResNet-18
 (3x224x224) at 122 images/s at batch 1 and 131 at batch 8 (1.07x), a dense model (four
-1024x1024 MatMul+Relu) at 7.5x the rows/s at batch 16; and two calls at once on one session that
-already uses every core run at 0.76x the rate of one at a time. So ``max_batch`` is the most a
-user allows, the batch size served is the smallest that comes within :data:`NEAR` of the best
-rate measured (and none when no size beats batch 1 by :data:`GAIN`), and a second engine call
-at once is allowed only where it measured :data:`GAIN` faster.
+1024x1024 MatMul+Relu) at 7.5x the rows/s at batch 16; two calls at once on one session that
+already uses every core run at 0.76x the rate of one at a time, while on a session limited to
+one thread (``load(threads=1)``) they run at 1.9x.
+
+So every batch size up to ``max_batch`` is timed with one caller, and the size served is the
+largest whose rate is within :data:`TOLERANCE` of the best (with no wait, a cap on the rows per
+call costs a lone request nothing, and a larger batch under load keeps the engine fed: with the
+clients on the same cores, the served ResNet-18 gained 1.26x at batch 14 though the engine alone
+gained 1.09x); batching is off when only batch 1 is. Then ``workers`` callers at once are timed
+against one at that size, and served only when they are faster by more than
+:data:`TOLERANCE`.
 
 The measurement times the session the server will serve (in this process: it has been verified
-and has run), on generated rows of the shapes verification measured, for about a second; it is
-cached per model, backend and version, precision, shapes and machine, so a restart pays nothing.
+and has run), on generated rows of the shapes verification measured, for about a second (at most
+:data:`BUDGET_S`); it is cached per model, backend and version, precision, shapes and machine,
+so a restart pays nothing.
 """
 
 from __future__ import annotations
@@ -36,24 +43,21 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger("unirt")
 
-#: A larger batch, or a second call at once, must beat the rate without it by this much: about
-#: the noise of two interleaved rounds on a busy machine. Lower would be taken for noise; higher
-#: would forgo real gains (batching with no wait costs a lone request nothing, so any gain the
-#: engine shows is worth taking).
-GAIN = 0.05
-#: Of the batch sizes within NEAR of the best rate, the smallest is served: the same throughput
-#: with less waiting for rows.
-NEAR = 0.02
-#: Each size is timed for at least this many calls and this long, in two interleaved rounds.
+#: Rates closer than this are taken as equal: about the noise of two interleaved rounds on a busy
+#: machine. A batch size within it of the best is as good as the best; a second call at once
+#: must beat one by more.
+TOLERANCE = 0.05
+#: Each configuration is timed for at least this many calls (each caller) and this long, in
+#: interleaved rounds.
 MIN_CALLS = 3
 MIN_SECONDS = 0.1
 ROUNDS = 2
-#: About the most the measurement spends on one model at load: larger batch sizes, and calls at
-#: once, are left out when timing them would pass it (a slow model is served one call at a time).
+#: About the most the measurement spends on one model at load: larger batch sizes are left out
+#: when timing them would pass it.
 BUDGET_S = 4.0
 CACHE_SECTION = "serve-plan"
 RESULT_FILE = "plan.json"
-VERSION = "1"
+VERSION = "2"
 
 RunFn = Callable[[dict[str, np.ndarray]], object]
 
@@ -65,28 +69,31 @@ class Plan:
 
     max_batch: int
     slots: int
-    #: rows/s by batch size, one call at a time
-    batch_rates: Mapping[int, float] = field(default_factory=dict)
-    #: rows/s by calls at once, at ``max_batch``
-    slot_rates: Mapping[int, float] = field(default_factory=dict)
+    #: rows/s by (batch size, calls at once)
+    rates: Mapping[tuple[int, int], float] = field(default_factory=dict)
     cached: bool = False
 
+    @property
+    def batch_rates(self) -> dict[int, float]:
+        """rows/s by batch size, one call at a time."""
+        return {b: r for (b, s), r in sorted(self.rates.items()) if s == 1}
+
     def describe_batching(self) -> str:
-        """The rates, in words, for the batching reason: ``measured rows/s: 1: 122, 8: 131``."""
+        """The rates, in words, for the batching reason: ``measured rows/s 1: 122, 8: 131``."""
         return "measured rows/s " + ", ".join(
-            f"{size}: {rate:,.0f}" for size, rate in sorted(self.batch_rates.items()))
+            f"{size}: {rate:,.0f}" for size, rate in self.batch_rates.items())
 
     def as_dict(self) -> dict[str, Any]:
         return {"max_batch": self.max_batch, "slots": self.slots,
-                "batch_rates": {str(k): round(v, 2) for k, v in sorted(self.batch_rates.items())},
-                "slot_rates": {str(k): round(v, 2) for k, v in sorted(self.slot_rates.items())},
+                "rates": [{"batch": b, "slots": s, "rows_per_s": round(r, 2)}
+                          for (b, s), r in sorted(self.rates.items())],
                 "cached": self.cached}
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], cached: bool = False) -> Plan:
         return cls(int(doc["max_batch"]), int(doc["slots"]),
-                   {int(k): float(v) for k, v in doc["batch_rates"].items()},
-                   {int(k): float(v) for k, v in doc["slot_rates"].items()}, cached)
+                   {(int(e["batch"]), int(e["slots"])): float(e["rows_per_s"])
+                    for e in doc["rates"]}, cached)
 
 
 def batch_sizes(max_batch: int) -> list[int]:
@@ -99,24 +106,19 @@ def batch_sizes(max_batch: int) -> list[int]:
 
 
 def choose_batch(rates: Mapping[int, float]) -> int:
-    """The smallest size within :data:`NEAR` of the best rate, or 1 when no size beats batch 1 by
-    :data:`GAIN`."""
+    """The largest batch size whose rate (one caller) is within :data:`TOLERANCE` of the best;
+    1 when none was measured."""
     if not rates:
         return 1
-    base = rates.get(1, 0.0)
     best = max(rates.values())
-    if 1 in rates and best < base * (1.0 + GAIN):
-        return 1
-    return min(size for size, rate in rates.items() if rate >= best * (1.0 - NEAR))
+    return max(size for size, rate in rates.items() if rate >= best * (1.0 - TOLERANCE))
 
 
-def choose_slots(rates: Mapping[int, float]) -> int:
-    """More calls at once only when they measured :data:`GAIN` faster than one."""
-    one = rates.get(1)
-    if one is None:
-        return max(rates, default=1)
-    more = {n: r for n, r in rates.items() if n > 1 and r >= one * (1.0 + GAIN)}
-    return max(more, key=lambda n: more[n]) if more else 1
+def choose_slots(one: float, more: Mapping[int, float]) -> int:
+    """More calls at once (``more``: callers -> rate) only when faster than ``one`` caller by
+    more than :data:`TOLERANCE`; the fastest of them."""
+    faster = {n: r for n, r in more.items() if r > one * (1.0 + TOLERANCE)}
+    return max(faster, key=lambda n: faster[n]) if faster else 1
 
 
 def _stack(row: Mapping[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
@@ -149,26 +151,28 @@ def _rate(run: RunFn, feeds: dict[str, np.ndarray], rows: int, callers: int) -> 
 
 
 def _cost(once: float, callers: int = 1) -> float:
-    """What timing one size costs (all rounds), from its warm-up call taking ``once``."""
+    """What timing one configuration costs (every round), from its warm-up call taking ``once``:
+    ``callers`` calls at once may take turns."""
     return ROUNDS * callers * max(MIN_SECONDS, MIN_CALLS * once)
 
 
 def measure(run: RunFn, row: Mapping[str, np.ndarray], max_batch: int, workers: int,
             budget_s: float = BUDGET_S) -> Plan:
     """Time ``run`` on ``row`` (one row per input, batch axis first) stacked to each of
-    :func:`batch_sizes`, then ``workers`` calls at once against one at the chosen size.
+    :func:`batch_sizes` (one caller, :func:`choose_batch`), then ``workers`` callers against one
+    at the size chosen (:func:`choose_slots`).
 
-    Within ``budget_s`` (about): larger sizes are left out once their timing would pass it, and
-    calls at once are not tried (one slot) when timing them would. The batch of one row is always
-    timed; it raises the engine's error when it fails."""
+    Within ``budget_s`` (about): larger sizes are left out when timing them would pass half of
+    it, or when one of their calls fails (memory, an engine's batch limit); calls at once are
+    timed at batch 1 when timing them at the chosen size would pass the rest. The batch of one
+    row is always timed: its failure is raised."""
     started = time.perf_counter()
     planned = 0.0
     once_at: dict[int, float] = {}
     for size in batch_sizes(max_batch):
-        feeds = _stack(row, size)
         start = time.perf_counter()
         try:
-            run(feeds)  # warm-up: the engine's first call at a new shape allocates
+            run(_stack(row, size))  # warm-up: the engine's first call at a new shape allocates
         except (UnirtError, MemoryError) as exc:
             if size == 1:
                 raise
@@ -176,27 +180,28 @@ def measure(run: RunFn, row: Mapping[str, np.ndarray], max_batch: int, workers: 
                         first_line(exc))
             break
         once = time.perf_counter() - start
-        if size > 1 and planned + _cost(once) > budget_s:
+        if size > 1 and planned + _cost(once) > budget_s / 2:
             logger.info("unirt serve: batch sizes from %d not measured: one call takes %.2f s",
                         size, once)
             break
         once_at[size] = once
         planned += _cost(once)
-    rates: dict[int, float] = {}
+    rates: dict[tuple[int, int], float] = {}
     for _ in range(ROUNDS):
         for size in once_at:
-            rate = _rate(run, _stack(row, size), size, 1)
-            rates[size] = max(rates.get(size, 0.0), rate)
-    chosen = choose_batch(rates)
-    slot_rates: dict[int, float] = {}
-    left = budget_s - (time.perf_counter() - started)
-    if workers > 1 and _cost(once_at[chosen], 1 + workers) <= left:
-        feeds = _stack(row, chosen)
+            rates[size, 1] = max(rates.get((size, 1), 0.0),
+                                 _rate(run, _stack(row, size), size, 1))
+    batch = choose_batch({b: r for (b, _), r in rates.items()})
+    slots = 1
+    if workers > 1:
+        left = budget_s - (time.perf_counter() - started)
+        at = batch if _cost(once_at[batch], 1 + workers) <= left else 1
+        feeds = _stack(row, at)
         for _ in range(ROUNDS):
-            for callers in (1, workers):
-                rate = _rate(run, feeds, chosen, callers)
-                slot_rates[callers] = max(slot_rates.get(callers, 0.0), rate)
-    plan = Plan(chosen, choose_slots(slot_rates) if slot_rates else 1, rates, slot_rates)
+            for n in (1, workers):
+                rates[at, n] = max(rates.get((at, n), 0.0), _rate(run, feeds, at, n))
+        slots = choose_slots(rates[at, 1], {workers: rates[at, workers]})
+    plan = Plan(batch, slots, rates)
     logger.debug("unirt serve: measured %s in %.1f s", plan.as_dict(),
                  time.perf_counter() - started)
     return plan

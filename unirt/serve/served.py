@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import UnirtError, first_line
 from ..tensor import is_static
-from .plan import GAIN, Plan, plan_for
+from .plan import TOLERANCE, Plan, plan_for
 from .protocol import datatype_of
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -232,8 +232,8 @@ def decide_batching(session: Session, spec: ModelSpec, config: ServeConfig) -> B
         logger.info("unirt serve: %s not measured: %s", spec.name, first_line(exc))
         return Batching(False, 1, timeout_s, reason or "not measured", config.workers)
     if reason is None and plan.max_batch == 1:
-        reason = (f"no batch size up to {asked} ran {int(GAIN * 100)}% faster than batch 1 on "
-                  f"{session.backend} ({plan.describe_batching()})")
+        reason = (f"every batch size up to {asked} ran more than {TOLERANCE:.0%} slower than "
+                  f"batch 1 on {session.backend} ({plan.describe_batching()})")
     elif reason is None:
         return Batching(True, plan.max_batch, timeout_s,
                         f"batch axis 0; {plan.describe_batching()}", plan.slots, plan)
