@@ -11,8 +11,8 @@ one thread (``load(threads=1)``) they run at 1.9x.
 So every batch size up to ``max_batch`` is timed with one caller, and the size served is the
 largest whose rate is within :data:`TOLERANCE` of the best (with no wait, a cap on the rows per
 call costs a lone request nothing, and a larger batch under load keeps the engine fed: with the
-clients on the same cores, the served ResNet-18 gained 1.26x at batch 14 though the engine alone
-gained 1.09x); batching is off when only batch 1 is. Then ``workers`` callers at once are timed
+clients on the same cores, the served ResNet-18 gained 1.22x at batch 15 though the engine alone
+gained 1.07x); batching is off when only batch 1 is. Then ``workers`` callers at once are timed
 against one at that size, and served only when they are faster by more than
 :data:`TOLERANCE`.
 
