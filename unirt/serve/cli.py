@@ -26,8 +26,8 @@ from ..errors import UnirtError
               help="A TOML or JSON file: [server] settings, [[models]] with their own "
                    "options, and [ray] (the --ray options, used with --ray).")
 @click.option("--max-batch", type=int, default=None,
-              help="Dynamic batching: most rows per engine call for models with a batch axis "
-                   "(1: off)  [default: 1]")
+              help="Dynamic batching: most rows per engine call for models with a batch axis; "
+                   "the size served is measured up to it (1: off)  [default: 1]")
 @click.option("--batch-timeout-ms", type=float, default=None,
               help="How long a request may wait for others to batch with (0: only those "
                    "already queued)  [default: 0]")
