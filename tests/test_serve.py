@@ -155,11 +155,12 @@ def serving(args: list[str], cache: Path) -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("models")
-    from unirt.testing.models import batch_mixing, save
+    from unirt.testing.models import batch_mixing, save, zipmap_classifier
 
     return {"affine": _affine(d / "affine.onnx"), "fixed": _fixed(d / "fixed.onnx"),
             "fragile": _fragile(d / "fragile.onnx"),
-            "mixing": save(batch_mixing(), d / "mixing.onnx")}
+            "mixing": save(batch_mixing(), d / "mixing.onnx"),
+            "zipmap": save(zipmap_classifier(), d / "zipmap.onnx")}
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +190,9 @@ path = "{models['fragile']}"
 
 [[models]]
 path = "{models['mixing']}"
+
+[[models]]
+path = "{models['zipmap']}"
 """)
     with serving(["--config", str(config), "--backend", "onnxruntime"], d / "cache") as s:
         yield s
@@ -284,6 +288,31 @@ def test_a_model_whose_rows_mix_is_served_unbatched(server: Server) -> None:
     inp = httpclient.InferInput("x", [2, 4], "FP32")
     inp.set_data_from_numpy(x)
     np.testing.assert_allclose(c.infer("mixing", [inp]).as_numpy("y"), x - x.mean(0))
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_a_sequence_of_maps_output_comes_back_as_json_texts(server: Server, models: dict[str, Path],
+                                                            binary: bool) -> None:
+    # skl2onnx's ZipMap: batching off (the server inherits max_batch = 8 and must still start),
+    # each row's map one JSON text of the BYTES output
+    c = server.client()
+    batching = c.get_model_metadata("zipmap")["parameters"]["batching"]
+    assert batching["enabled"] is False and "not a tensor" in batching["reason"]
+    x = np.array([[1.0, 2.0], [3.0, 1.0]], dtype=np.float32)
+    inp = httpclient.InferInput("x", [2, 2], "FP32")
+    inp.set_data_from_numpy(x, binary_data=binary)
+    outs = [httpclient.InferRequestedOutput(n, binary_data=binary)
+            for n in ("label", "probabilities")]
+    result = c.infer("zipmap", [inp], outputs=outs)
+    with unirt.load(models["zipmap"], backend="onnxruntime") as sess:
+        want = sess.run({"x": x})
+    np.testing.assert_array_equal(result.as_numpy("label"), want["label"])
+    got = [json.loads(t.decode() if isinstance(t, bytes) else t)
+           for t in result.as_numpy("probabilities")]
+    assert [sorted(row) for row in got] == [["0", "1"], ["0", "1"]]
+    for row, expected in zip(got, want["probabilities"]):
+        for k, p in expected.items():
+            assert abs(row[str(k)] - p) < 1e-6
 
 
 def test_a_bad_input_is_a_client_exception_not_a_crash(server: Server) -> None:

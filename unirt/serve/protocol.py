@@ -190,7 +190,9 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     try:
         doc = json.loads(bytes(header))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestError(f"the request is not valid JSON: {exc}") from None
+        hint = ("; binary tensor data needs the Inference-Header-Content-Length header"
+                if header_length is None and isinstance(exc, UnicodeDecodeError) else "")
+        raise RequestError(f"the request is not valid JSON: {exc}{hint}") from None
     if not isinstance(doc, dict):
         raise RequestError("the request must be a JSON object with 'inputs'")
     request_id = doc.get("id")
@@ -250,11 +252,43 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     return InferRequest(request_id, inputs, outputs, binary_output)
 
 
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def _element_text(item: Any) -> str:
+    """One BYTES element as text: a map or sequence element of a non-tensor output (an ONNX
+    sequence of maps, as skl2onnx's ZipMap gives) as JSON, so a client reads it with any JSON
+    parser; anything else as ``str``."""
+    if isinstance(item, (dict, list, tuple, np.ndarray)):
+        if isinstance(item, dict):
+            item = {str(k): v for k, v in item.items()}
+        return json.dumps(item, default=_json_default, separators=(",", ":"))
+    return str(item)
+
+
+def as_tensor(value: Any) -> np.ndarray:
+    """An output as an array the protocol carries: a tensor as it is, a sequence (of maps, of
+    tensors) as a 1-D BYTES tensor of JSON texts, one per element."""
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, (list, tuple)):
+        out = np.empty(len(value), dtype=object)
+        for i, item in enumerate(value):
+            out[i] = _element_text(item)
+        return out
+    return np.asarray(value)
+
+
 def _to_bytes(arr: np.ndarray) -> bytes:
     if arr.dtype.kind in "OUS":
         parts = []
         for item in arr.reshape(-1):
-            raw = item if isinstance(item, bytes) else str(item).encode("utf-8")
+            raw = item if isinstance(item, bytes) else _element_text(item).encode("utf-8")
             parts.append(struct.pack("<I", len(raw)))
             parts.append(raw)
         return b"".join(parts)
@@ -264,7 +298,8 @@ def _to_bytes(arr: np.ndarray) -> bytes:
 def _to_json_data(arr: np.ndarray) -> list[Any]:
     flat = arr.reshape(-1)
     if arr.dtype.kind in "OUS":
-        return [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in flat]
+        return [x.decode("utf-8", "replace") if isinstance(x, bytes) else _element_text(x)
+                for x in flat]
     if arr.dtype.name == "bfloat16":
         return flat.astype(np.float32).tolist()
     return flat.tolist()
@@ -277,7 +312,7 @@ def encode_infer_response(model: str, version: str, request_id: str | None,
     outputs = []
     blobs = []
     for (name, value), as_binary in zip(results.items(), binary):
-        arr = np.asarray(value)
+        arr = as_tensor(value)
         out: dict[str, Any] = {"name": name, "datatype": datatype_of(arr.dtype),
                                "shape": list(arr.shape)}
         if as_binary:

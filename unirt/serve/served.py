@@ -162,6 +162,10 @@ def _probe_batching(session: Session, rows: list[dict[str, np.ndarray]]) -> str 
     if len(session.route) != steps:
         return f"{session.backend} cannot take a batch of 2 (run elsewhere: {session.route[-1]})"
     for name, b in stacked.items():
+        if not isinstance(b, np.ndarray) or not all(isinstance(o[name], np.ndarray)
+                                                    for o in alone):
+            return (f"output {name!r} is a sequence or map, not a tensor: it cannot be split "
+                    "back by rows")
         for i, out in enumerate(alone):
             a = out[name]
             if a.ndim == 0 or a.shape[0] != 1 or b.shape[:1] != (2,) or b.shape[1:] != a.shape[1:]:

@@ -369,6 +369,31 @@ def batch_mixing(batch: int | str = "batch") -> onnx.ModelProto:
     return _model(g)
 
 
+def zipmap_classifier(batch: int | str = "N") -> onnx.ModelProto:
+    """A two-class linear classifier ending in ZipMap, as skl2onnx exports one:
+    ``x: float32[batch, 2]`` -> ``label: int64[batch]`` and ``probabilities``, a sequence of
+    maps (class -> probability), not a tensor."""
+    ml = "ai.onnx.ml"
+    g = helper.make_graph(
+        [helper.make_node("LinearClassifier", ["x"], ["label", "scores"], domain=ml,
+                          coefficients=[1.0, -1.0, -1.0, 1.0], intercepts=[0.1, -0.1],
+                          classlabels_ints=[0, 1], post_transform="SOFTMAX", name="linear"),
+         helper.make_node("ZipMap", ["scores"], ["probabilities"], domain=ml,
+                          classlabels_int64s=[0, 1], name="zipmap")], "zipmap_classifier",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 2])],
+        [helper.make_tensor_value_info("label", TensorProto.INT64, [batch]),
+         helper.make_value_info("probabilities", helper.make_sequence_type_proto(
+             helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(
+                 TensorProto.FLOAT, []))))],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET),
+                                            helper.make_opsetid(ml, 1)],
+                          producer_name="unirt.testing")
+    m.ir_version = IR_VERSION
+    onnx.checker.check_model(m)
+    return m
+
+
 def constant_only() -> onnx.ModelProto:
     """An output that does not depend on the input (``y = Shape(x) * 2`` as float): converters
     fold such a graph to constants and leave no input blob."""
