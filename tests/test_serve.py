@@ -440,7 +440,9 @@ BAD = {
         "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [0] * 4}],
         "outputs": [{"name": "logits"}]}).encode(), {}, 400, "'logits' is not an output"),
     "unknown model": ("resnet", _infer_json(), {}, 404, "unknown model 'resnet'"),
-    "unsupported encoding": ("affine", _infer_json(), {"Content-Encoding": "br"}, 400,
+    "binary without its header": ("affine", b'{"inputs":[]}\xea\x01', {}, 400,
+                                  "needs the Inference-Header-Content-Length header"),
+    "unsupported encoding": ("affine", _infer_json(), {"Content-Encoding": "br"}, 415,
                              "not supported"),
     "engine error": ("fragile", _infer_json(shape=[1, 3], data=[1.0, 2.0, 3.0]), {}, 500,
                      "onnxruntime failed running fragile"),
@@ -552,6 +554,52 @@ def test_sigterm_drains_requests_in_flight_and_exits_0(models: dict[str, Path],
         assert "error" not in box, box.get("error")
         np.testing.assert_allclose(box["y"], x @ W + B, rtol=1e-5, atol=1e-5)
         assert not any("Traceback" in line for line in s.lines), "".join(s.lines)
+
+
+def test_requests_left_when_the_drain_time_is_over_get_a_503(models: dict[str, Path],
+                                                             tmp_path: Path) -> None:
+    # A 5 s batch window holds the request past a 0.5 s drain: it is answered with a JSON 503
+    # (not uvicorn's plain-text 500 and a traceback), and the server exits 0.
+    with serving([str(models["affine"]), "--max-batch", "4", "--batch-timeout-ms", "5000",
+                  "--drain-timeout", "0.5"], tmp_path) as s:
+        box: dict[str, object] = {}
+
+        def call() -> None:
+            box["answer"] = _request(s, "POST", "/v2/models/affine/infer", _infer_json())
+
+        t = threading.Thread(target=call)
+        t.start()
+        deadline = time.monotonic() + 10
+        while _metric(s, "unirt_queue_depth", "affine") < 1:
+            assert time.monotonic() < deadline, "the request never reached the queue"
+            time.sleep(0.05)
+        sent = time.monotonic()
+        s.proc.send_signal(signal.SIGTERM)
+        t.join(30)
+        assert s.proc.wait(30) == 0, "".join(s.lines)
+        status, _, body = box["answer"]  # type: ignore[misc]
+        assert status == 503 and "shutting down" in json.loads(body)["error"]
+        assert time.monotonic() - sent < 4.5, "answered by the batch window, not the drain"
+        assert not any("Traceback" in line for line in s.lines), "".join(s.lines)
+
+
+def test_a_client_that_leaves_mid_body_is_not_a_server_error(server: Server) -> None:
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(b"POST /v2/models/affine/infer HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"in")
+        sock.shutdown(socket.SHUT_WR)
+        sock.recv(100)
+    def counted(code: str) -> bool:
+        return any(line.startswith("unirt_requests_total") and f'code="{code}"' in line
+                   and 'model="affine"' in line
+                   for line in _get(server, "/metrics")[2].decode().splitlines())
+
+    deadline = time.monotonic() + 10
+    while not counted("499"):
+        assert time.monotonic() < deadline, "the request was not counted as 499"
+        time.sleep(0.05)
+    assert not counted("500")
+    assert not any("internal error" in line for line in server.lines)
 
 
 # -- the command line, before any server runs ----------------------------------------------

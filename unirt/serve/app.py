@@ -49,6 +49,9 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger("unirt")
 
 SERVER_NAME = "unirt"
+#: The status counted (``unirt_requests_total{code="499"}``) for a client that left before its
+#: request was read whole, as nginx counts it: not a server error.
+CLIENT_CLOSED = 499
 EXTENSIONS = ["binary_tensor_data", "model_metadata"]
 
 
@@ -65,6 +68,30 @@ class ServerState:
         self.batchers: dict[str, BatchQueue] = {}
         self.slots: dict[str, asyncio.Semaphore] = {}
         self.ready = False
+        self._drained: asyncio.Event | None = None
+
+    def begin_drain(self, seconds: float) -> None:
+        """SIGTERM came: requests still unanswered ``seconds`` from now get a 503 (and the engine
+        calls under them finish in the background) rather than the host's cancellation. Call on
+        the event loop's thread."""
+        if self._drained is None:
+            self._drained = asyncio.Event()
+        asyncio.get_running_loop().call_later(seconds, self._drained.set)
+
+    async def before_drain_ends(self, work: Any) -> Any:
+        """``await work``, or a 503 once the drain time given to :meth:`begin_drain` is over."""
+        if self._drained is None:
+            self._drained = asyncio.Event()
+        task = asyncio.ensure_future(work)
+        over = asyncio.ensure_future(self._drained.wait())
+        try:
+            await asyncio.wait({task, over}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            over.cancel()
+        if not task.done():
+            task.add_done_callback(_consume)
+            raise RequestError("the server is shutting down (--drain-timeout passed)", 503)
+        return task.result()
 
     async def start(self) -> None:
         self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix="unirt-engine")
@@ -128,6 +155,12 @@ class ServerState:
         return result
 
 
+def _consume(task: asyncio.Future) -> None:
+    """A result (or error) nobody waits for any more: read, so asyncio does not log it."""
+    if not task.cancelled():
+        task.exception()
+
+
 def _run_one(served: ServedModel, feeds: dict[str, np.ndarray],
              outputs: list[str] | None) -> dict[str, np.ndarray]:
     return served.session.run(feeds, outputs)
@@ -154,7 +187,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
                                f"{mb:g} MB (--max-request-mb)", 413)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("identity", "gzip", "deflate"):
-        raise RequestError(f"Content-Encoding {encoding!r} is not supported (gzip, deflate)")
+        raise RequestError(f"Content-Encoding {encoding!r} is not supported (gzip, deflate)",
+                           415)
     inflate = None if encoding == "identity" else zlib.decompressobj(
         16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
     chunks: list[bytes] = []
@@ -188,6 +222,7 @@ def build_app(state: ServerState, *,
     batching is Ray Serve's): the same routes, codecs, errors and metrics."""
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
@@ -247,7 +282,7 @@ def build_app(state: ServerState, *,
             depth = m.queue_depth.labels(served.name, backend)
             depth.inc()
             try:
-                results = await state.infer(served, feeds, wanted)
+                results = await state.before_drain_ends(state.infer(served, feeds, wanted))
             finally:
                 depth.dec()
             if req.outputs is None:
@@ -260,6 +295,9 @@ def build_app(state: ServerState, *,
             response = Response(content, headers=headers)
         except RequestError as exc:
             response = _error(exc.status, str(exc))
+        except ClientDisconnect:  # the client left mid-body: nothing to answer, not our error
+            logger.debug("unirt serve: client left during %s", request.url.path)
+            response = _error(CLIENT_CLOSED, "client closed the request")
         except (InputError, OutputError) as exc:
             response = _error(400, str(exc))
         except UnirtError as exc:

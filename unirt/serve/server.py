@@ -4,6 +4,8 @@ flight and return normally (exit status 0)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 import signal
@@ -15,6 +17,8 @@ from .config import ServeConfig
 
 logger = logging.getLogger("unirt")
 
+#: uvicorn cancels what is left this long after the app has answered it with a 503.
+DRAIN_MARGIN_S = 1.0
 #: The libraries of the ``serve`` extra, by import name.
 REQUIRED = ("starlette", "uvicorn", "prometheus_client")
 
@@ -74,9 +78,25 @@ def serve(config: ServeConfig) -> None:
 
         app = create_app(opened, workers=config.workers,
                          max_request_bytes=config.max_request_bytes, on_ready=on_ready)
-        server = uvicorn.Server(uvicorn.Config(
+        state = app.state.unirt
+        drain = config.drain_timeout_s
+
+        class Server(uvicorn.Server):
+            """uvicorn's server, telling the app when SIGTERM came: the app answers what is
+            still unanswered at the drain's end with a 503, before uvicorn would cancel it
+            (a plain-text 500 and a traceback per request)."""
+
+            def handle_exit(self, sig: int, frame: Any) -> None:
+                if not self.should_exit:
+                    logger.info("unirt serve: %s: draining the requests in flight (up to "
+                                "%g s)", signal.Signals(sig).name, drain)
+                    with contextlib.suppress(RuntimeError):  # no loop: nothing in flight
+                        asyncio.get_running_loop().call_soon_threadsafe(state.begin_drain, drain)
+                super().handle_exit(sig, frame)
+
+        server = Server(uvicorn.Config(
             app, lifespan="on", access_log=False, log_level="warning", server_header=False,
-            timeout_graceful_shutdown=math.ceil(config.drain_timeout_s)))
+            timeout_graceful_shutdown=math.ceil(drain + DRAIN_MARGIN_S)))
         # uvicorn re-raises the signal that stopped it once it has drained; a handler of ours
         # takes it, so that a drained stop is a normal return (exit status 0), not a kill.
         previous = {sig: signal.signal(sig, _drained) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -93,4 +113,4 @@ def serve(config: ServeConfig) -> None:
 
 
 def _drained(signum: int, frame: Any) -> None:
-    logger.info("unirt serve: %s after drain", signal.Signals(signum).name)
+    logger.debug("unirt serve: drained (%s)", signal.Signals(signum).name)
