@@ -3,6 +3,7 @@ load (unirt.serve.plan), and how a served model uses it (unirt.serve.served.deci
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -142,7 +143,9 @@ def _decide(path: Path, **server: object):
         return decide_batching(sess, spec, config)
 
 
-def test_a_model_that_gains_from_batching_batches_at_the_measured_size(tmp_path: Path) -> None:
+def test_a_model_that_gains_from_batching_batches_at_the_measured_size(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(P, "others_share", lambda *a: 0.0)  # a quiet machine: cached
     path = _dense(tmp_path)
     first = _decide(path, max_batch=16)
     assert first.enabled and first.plan is not None and not first.plan.cached
@@ -196,3 +199,35 @@ def test_a_slow_model_is_timed_within_the_budget() -> None:
     assert time.perf_counter() - start < 3.5
     assert not any(b >= 4 for b, _ in plan.rates), plan
     assert (1, 2) in plan.rates and plan.slots == 1
+
+
+def test_a_plan_measured_on_a_busy_machine_is_served_but_not_cached(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    monkeypatch.setattr(P, "others_share", lambda *a: 0.8)
+    path = _dense(tmp_path)
+    with caplog.at_level("WARNING", logger="unirt"):
+        first = _decide(path, max_batch=4)
+    assert first.plan is not None and first.plan.busy and first.enabled
+    assert "not cached" in caplog.text and "80%" in caplog.text
+    assert first.as_dict()["measured"]["others_cpu_share"] == 0.8
+    monkeypatch.setattr(P, "others_share", lambda *a: 0.0)
+    again = _decide(path, max_batch=4)
+    assert again.plan is not None and not again.plan.cached  # measured again
+
+
+def test_the_share_of_other_processes_is_read_from_the_machine() -> None:
+    import subprocess
+    import sys
+
+    if P._machine_busy_s() is None:
+        pytest.skip("no /proc/stat on this system")
+    before, own, start = P._machine_busy_s(), time.process_time(), time.perf_counter()
+    time.sleep(0.3)  # this process idle
+    quiet = P.others_share(before, own, start)
+    assert quiet is not None and 0.0 <= quiet <= 1.0
+    spin = "import time\nt = time.time() + 1.0\nwhile time.time() < t: pass"
+    before, own, start = P._machine_busy_s(), time.process_time(), time.perf_counter()
+    subprocess.run([sys.executable, "-c", spin], check=True)
+    busy = P.others_share(before, own, start)
+    assert busy is not None and busy > 0.3 / (os.cpu_count() or 1), busy
+    assert P.others_share(None, own, start) is None

@@ -55,6 +55,11 @@ ROUNDS = 2
 #: About the most the measurement spends on one model at load: larger batch sizes are left out
 #: when timing them would pass it.
 BUDGET_S = 4.0
+#: A measurement during which other processes used more than this share of the machine's CPU
+#: (from /proc/stat, less this process's own CPU time) is served but not cached: a plan taken on a
+#: busy machine (the rates of a 2-core machine under another job's load came out at half, and
+#: falling with the batch size where they rise) must not outlive the load.
+BUSY_SHARE = 0.25
 CACHE_SECTION = "serve-plan"
 RESULT_FILE = "plan.json"
 VERSION = "2"
@@ -72,6 +77,13 @@ class Plan:
     #: rows/s by (batch size, calls at once)
     rates: Mapping[tuple[int, int], float] = field(default_factory=dict)
     cached: bool = False
+    #: the share of the machine's CPU other processes used while it was measured (None: unknown)
+    others: float | None = None
+
+    @property
+    def busy(self) -> bool:
+        """Measured while other processes took more than :data:`BUSY_SHARE` of the CPU."""
+        return self.others is not None and self.others > BUSY_SHARE
 
     @property
     def batch_rates(self) -> dict[int, float]:
@@ -87,13 +99,15 @@ class Plan:
         return {"max_batch": self.max_batch, "slots": self.slots,
                 "rates": [{"batch": b, "slots": s, "rows_per_s": round(r, 2)}
                           for (b, s), r in sorted(self.rates.items())],
-                "cached": self.cached}
+                "cached": self.cached,
+                "others_cpu_share": None if self.others is None else round(self.others, 3)}
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], cached: bool = False) -> Plan:
+        others = doc.get("others_cpu_share")
         return cls(int(doc["max_batch"]), int(doc["slots"]),
                    {(int(e["batch"]), int(e["slots"])): float(e["rows_per_s"])
-                    for e in doc["rates"]}, cached)
+                    for e in doc["rates"]}, cached, None if others is None else float(others))
 
 
 def batch_sizes(max_batch: int) -> list[int]:
@@ -150,6 +164,30 @@ def _rate(run: RunFn, feeds: dict[str, np.ndarray], rows: int, callers: int) -> 
     return sum(counts) * rows / (time.perf_counter() - start)
 
 
+def _machine_busy_s() -> float | None:
+    """CPU seconds every process of the machine has used so far (/proc/stat), None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    if len(fields) < 5:
+        return None
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def others_share(busy_before: float | None, own_before: float, started: float) -> float | None:
+    """The share of the machine's CPU that processes other than this one used since the
+    readings given (:func:`_machine_busy_s`, ``time.process_time()``, ``time.perf_counter()``)."""
+    busy_now = _machine_busy_s()
+    if busy_before is None or busy_now is None:
+        return None
+    wall = time.perf_counter() - started
+    others = (busy_now - busy_before) - (time.process_time() - own_before)
+    return max(0.0, others) / max(wall * (os.cpu_count() or 1), 1e-9)
+
+
 def _cost(once: float, callers: int = 1) -> float:
     """What timing one configuration costs (every round), from its warm-up call taking ``once``:
     ``callers`` calls at once may take turns."""
@@ -166,6 +204,7 @@ def measure(run: RunFn, row: Mapping[str, np.ndarray], max_batch: int, workers: 
     it, or when one of their calls fails (memory, an engine's batch limit); calls at once are
     timed at batch 1 when timing them at the chosen size would pass the rest. The batch of one
     row is always timed: its failure is raised."""
+    busy_before, own_before = _machine_busy_s(), time.process_time()
     started = time.perf_counter()
     planned = 0.0
     once_at: dict[int, float] = {}
@@ -201,7 +240,7 @@ def measure(run: RunFn, row: Mapping[str, np.ndarray], max_batch: int, workers: 
             for n in (1, workers):
                 rates[at, n] = max(rates.get((at, n), 0.0), _rate(run, feeds, at, n))
         slots = choose_slots(rates[at, 1], {workers: rates[at, workers]})
-    plan = Plan(batch, slots, rates)
+    plan = Plan(batch, slots, rates, others=others_share(busy_before, own_before, started))
     logger.debug("unirt serve: measured %s in %.1f s", plan.as_dict(),
                  time.perf_counter() - started)
     return plan
@@ -214,13 +253,25 @@ def _key(session: Session, shapes: Mapping[str, Sequence[int]], max_batch: int,
     from ..plugins import get_registry
 
     version = get_registry().backend(session.backend).available().version
+    opened = session.options
     return artifact_key(CACHE_SECTION, session.model,
                         versions={"plan": VERSION, session.backend: version},
                         shapes={k: list(v) for k, v in sorted(shapes.items())},
                         precision=str(session.precision),
                         options={"backend": session.backend, "max_batch": max_batch,
                                  "workers": workers,
-                                 "machine": f"{cpu_name()} x{os.cpu_count()}"})
+                                 "machine": f"{cpu_name()} x{os.cpu_count()}",
+                                 # what the engine's threads can use: a Ray replica's CPUs
+                                 "threads": None if opened is None else opened.threads,
+                                 "cpus": _usable_cpus(),
+                                 "omp_num_threads": os.environ.get("OMP_NUM_THREADS")})
+
+
+def _usable_cpus() -> int | None:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count()
 
 
 def plan_for(session: Session, row: Mapping[str, np.ndarray], max_batch: int, workers: int,
@@ -247,7 +298,11 @@ def plan_for(session: Session, row: Mapping[str, np.ndarray], max_batch: int, wo
                 logger.warning("unreadable serving plan %s; measured again", key)
                 cache.remove(CACHE_SECTION, key)
     plan = measure(session.run, row, max_batch, workers, budget_s)
-    if key is not None:
+    if plan.busy:
+        logger.warning("unirt serve: %s was measured while other processes used %.0f%% of the "
+                       "CPU: served as measured, not cached (measured again at the next start)",
+                       session.model.name, 100 * (plan.others or 0.0))
+    elif key is not None:
         def build(tmp: Path) -> dict[str, Any]:
             (tmp / RESULT_FILE).write_text(json.dumps(plan.as_dict(), indent=1))
             return {"model": session.model.name, "kind": "serving plan"}
