@@ -273,6 +273,7 @@ def test_deployment_options_pass_autoscaling_and_resources_through(
     assert opts["autoscaling_config"] == auto and "num_replicas" not in opts
     assert opts["ray_actor_options"] == {"num_cpus": 2, "num_gpus": 0.0}
     assert opts["max_ongoing_requests"] == 80  # twice max_batch, over the default of 64
+    assert opts["logging_config"] == {"enable_access_log": False}  # no line per request
     fixed = on_ray.deployment_options(config, on_ray.RayOptions(replicas=3, num_gpus=1))
     assert fixed["num_replicas"] == 3 and fixed["ray_actor_options"]["num_gpus"] == 1
     small = build_config([str(models["affine"])], backend="onnxruntime")

@@ -149,6 +149,9 @@ def deployment_options(config: ServeConfig, options: RayOptions) -> dict[str, An
         # refuses requests that the proxy then retries with backoff: measured here (2 cores,
         # 1 replica, 32 clients, tiny model), 29 req/s at a cap of 8, 356 at 64.
         "max_ongoing_requests": options.max_ongoing_requests or max(MAX_ONGOING, 2 * largest),
+        # as `unirt serve` alone: no line per request (Serve's replicas log each at INFO);
+        # requests are counted in /metrics
+        "logging_config": {"enable_access_log": False},
     }
     if options.autoscaling is not None:
         out["autoscaling_config"] = dict(options.autoscaling)
