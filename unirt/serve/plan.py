@@ -275,7 +275,7 @@ def _usable_cpus() -> int | None:
 
 
 def plan_for(session: Session, row: Mapping[str, np.ndarray], max_batch: int, workers: int,
-             *, budget_s: float = BUDGET_S) -> Plan:
+             *, budget_s: float = BUDGET_S, name: str | None = None) -> Plan:
     """The cached plan for this session's model, backend and machine, else measured now and
     cached. The cache failing never fails the server: the plan is then measured every start.
     Raises the engine's ``UnirtError`` when ``row`` itself does not run."""
@@ -301,7 +301,7 @@ def plan_for(session: Session, row: Mapping[str, np.ndarray], max_batch: int, wo
     if plan.busy:
         logger.warning("unirt serve: %s was measured while other processes used %.0f%% of the "
                        "CPU: served as measured, not cached (measured again at the next start)",
-                       session.model.name, 100 * (plan.others or 0.0))
+                       name or session.model.name, 100 * (plan.others or 0.0))
     elif key is not None:
         def build(tmp: Path) -> dict[str, Any]:
             (tmp / RESULT_FILE).write_text(json.dumps(plan.as_dict(), indent=1))

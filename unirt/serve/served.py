@@ -231,7 +231,8 @@ def decide_batching(session: Session, spec: ModelSpec, config: ServeConfig) -> B
     if row is None:  # nothing to time on: as configured
         return Batching(False, 1, timeout_s, reason or "not measured", config.workers)
     try:
-        plan = plan_for(session, row, asked if reason is None else 1, config.workers)
+        plan = plan_for(session, row, asked if reason is None else 1, config.workers,
+                        name=spec.name)
     except UnirtError as exc:  # the server still serves what runs; it is just not timed
         logger.info("unirt serve: %s not measured: %s", spec.name, first_line(exc))
         return Batching(False, 1, timeout_s, reason or "not measured", config.workers)
