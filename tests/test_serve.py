@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -526,6 +526,22 @@ def test_metrics_exposition(server: Server) -> None:
 
 
 # -- shutdown ------------------------------------------------------------------------------
+def _sigterm_while_queued(s: Server, call: Callable[[], None]) -> float:
+    """Run ``call`` (one request to affine) on a thread, SIGTERM the server once the request is
+    queued, wait for both; the server must exit 0. When the signal was sent."""
+    t = threading.Thread(target=call)
+    t.start()
+    deadline = time.monotonic() + 10
+    while _metric(s, "unirt_queue_depth", "affine") < 1:
+        assert time.monotonic() < deadline, "the request never reached the queue"
+        time.sleep(0.05)
+    sent = time.monotonic()
+    s.proc.send_signal(signal.SIGTERM)
+    t.join(30)
+    assert s.proc.wait(30) == 0, "".join(s.lines)
+    return sent
+
+
 def test_sigterm_drains_requests_in_flight_and_exits_0(models: dict[str, Path],
                                                        tmp_path: Path) -> None:
     # A 2 s batch window holds the request in the server while SIGTERM arrives.
@@ -542,15 +558,7 @@ def test_sigterm_drains_requests_in_flight_and_exits_0(models: dict[str, Path],
             except Exception as exc:
                 box["error"] = exc
 
-        t = threading.Thread(target=call)
-        t.start()
-        deadline = time.monotonic() + 10
-        while _metric(s, "unirt_queue_depth", "affine") < 1:
-            assert time.monotonic() < deadline, "the request never reached the queue"
-            time.sleep(0.05)
-        s.proc.send_signal(signal.SIGTERM)
-        t.join(30)
-        assert s.proc.wait(30) == 0, "".join(s.lines)
+        _sigterm_while_queued(s, call)
         assert "error" not in box, box.get("error")
         np.testing.assert_allclose(box["y"], x @ W + B, rtol=1e-5, atol=1e-5)
         assert not any("Traceback" in line for line in s.lines), "".join(s.lines)
@@ -567,16 +575,7 @@ def test_requests_left_when_the_drain_time_is_over_get_a_503(models: dict[str, P
         def call() -> None:
             box["answer"] = _request(s, "POST", "/v2/models/affine/infer", _infer_json())
 
-        t = threading.Thread(target=call)
-        t.start()
-        deadline = time.monotonic() + 10
-        while _metric(s, "unirt_queue_depth", "affine") < 1:
-            assert time.monotonic() < deadline, "the request never reached the queue"
-            time.sleep(0.05)
-        sent = time.monotonic()
-        s.proc.send_signal(signal.SIGTERM)
-        t.join(30)
-        assert s.proc.wait(30) == 0, "".join(s.lines)
+        sent = _sigterm_while_queued(s, call)
         status, _, body = box["answer"]  # type: ignore[misc]
         assert status == 503 and "shutting down" in json.loads(body)["error"]
         assert time.monotonic() - sent < 4.5, "answered by the batch window, not the drain"
