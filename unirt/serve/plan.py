@@ -13,7 +13,7 @@ tiny model served 3,450 against 2,420 requests/s to 8 clients).
 So every batch size up to ``max_batch`` is timed with one caller, and the size served is the
 largest whose rate is within :data:`TOLERANCE` of the best (with no wait, a cap on the rows per
 call costs a lone request nothing, and a larger batch under load keeps the engine fed: with the
-clients on the same cores, the served ResNet-18 gained 1.22x at batch 15 though the engine alone
+clients on the same cores, the served ResNet-18 gained 1.21x at batch 15 though the engine alone
 gained 1.07x); batching is off when only batch 1 is. Then ``workers`` calls at once are timed
 against one at that size, each handed from one thread to a pool as the server hands them
 (:func:`_rate`), and served only when they are faster by more than :data:`TOLERANCE`.
