@@ -430,12 +430,15 @@ BAD = {
     "bytes no input claims": ("affine", *_binary_body({"inputs": [_BIN_INPUT]}, _X1 + b"xx"),
                               400, "no input's binary_data_size"),
     "wrong input name": ("affine", _infer_json(name="images"), {}, 400,
-                         "'images' is not an input of affine"),
+                         "'images' is not an input of affine;"),
+    # named as the client knows the model (affine_b is served from affine.onnx)
+    "wrong input name, served name": ("affine_b", _infer_json(name="images"), {}, 400,
+                                      "'images' is not an input of affine_b;"),
     "wrong dtype": ("affine", _infer_json(datatype="INT32", data=[1, 2, 3, 4]), {}, 400,
                     "expected dtype float32, got int32"),
     "wrong rank": ("affine", _infer_json(shape=[4]), {}, 400, "expected rank 2"),
     "missing input": ("fixed", _infer_json(name="a", shape=[2, 3], data=[0.0] * 6), {}, 400,
-                      "missing input 'k'"),
+                      "missing input 'k' for fixed;"),
     "unknown output": ("affine", json.dumps({
         "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [0] * 4}],
         "outputs": [{"name": "logits"}]}).encode(), {}, 400, "'logits' is not an output"),

@@ -408,8 +408,12 @@ class Session:
             return next(iter(result.values())) if len(result) == 1 else result
         return self.run(feeds)
 
-    def _check_feeds(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+    def _check_feeds(self, feeds: Mapping[str, Any], label: str | None = None
+                     ) -> dict[str, Any]:
+        """``feeds`` checked against the inputs; errors name the model as ``label`` (a server's
+        name for it) or its file."""
         checks = self._checks
+        label = label or self.model.name
         if not isinstance(feeds, Mapping):
             raise InputError(f"feeds must be a dict of input name -> array, "
                              f"got {type(feeds).__name__}")
@@ -417,7 +421,7 @@ class Session:
         for name, value in feeds.items():
             check = checks.get(name)
             if check is None:
-                raise InputError(f"{name!r} is not an input of {self.model.name}; "
+                raise InputError(f"{name!r} is not an input of {label}; "
                                  f"inputs: {', '.join(checks) or 'none'}")
             if check.dtype is None:  # sequences, optionals: the engine checks them
                 checked[name] = value
@@ -436,7 +440,7 @@ class Session:
         if len(checked) != len(checks):
             missing = [n for n in checks if n not in checked]
             raise InputError(f"missing input{'s' if len(missing) > 1 else ''} "
-                             f"{', '.join(map(repr, missing))} for {self.model.name}; "
+                             f"{', '.join(map(repr, missing))} for {label}; "
                              f"expected: {', '.join(c.info.describe() for c in checks.values())}")
         return checked
 
