@@ -112,6 +112,22 @@ def test_build_once_then_hit(tmp_path: Path) -> None:
     assert entry2 == entry and not built2 and calls == [1]
 
 
+def test_a_json_result_is_written_replaced_and_read_back(tmp_path: Path) -> None:
+    c = ArtifactCache(tmp_path)
+    assert c.read_json("serve-plan", "k", "plan.json") is None  # no entry
+    c.write_json("serve-plan", "k", "plan.json", {"max_batch": 4}, {"kind": "serving plan"})
+    assert c.read_json("serve-plan", "k", "plan.json") == {"max_batch": 4}
+    entry = c.lookup("serve-plan", "k")
+    assert entry is not None and verify_entry(entry)
+    assert json.loads((entry / MANIFEST).read_text())["meta"]["kind"] == "serving plan"
+    # a new result replaces the old one
+    c.write_json("serve-plan", "k", "plan.json", {"max_batch": 8}, {"kind": "serving plan"})
+    assert c.read_json("serve-plan", "k", "plan.json") == {"max_batch": 8}
+    # an entry whose file is not the JSON asked for: the caller hears of it
+    with pytest.raises(OSError):
+        c.read_json("serve-plan", "k", "other.json")
+
+
 @pytest.mark.parametrize("damage", ["truncate", "flip", "no-manifest", "extra-file",
                                     "missing-file", "bad-manifest"])
 def test_corrupt_entry_is_rebuilt_never_loaded(tmp_path: Path, damage: str) -> None:

@@ -719,6 +719,29 @@ class ArtifactCache:
             shutil.rmtree(tmp, ignore_errors=True)
             return self._build_private(backend, key, build)
 
+    def read_json(self, backend: str, key: str, name: str) -> Any:
+        """The JSON document ``name`` of the verified entry for ``key``, or None when there is
+        no entry. Raises ``OSError`` or ``ValueError`` when the file cannot be read or parsed:
+        the caller decides what an unreadable result means."""
+        entry = self.lookup(backend, key)
+        if entry is None:
+            return None
+        return json.loads((entry / name).read_text())
+
+    def write_json(self, backend: str, key: str, name: str, doc: Any,
+                   meta: Mapping[str, Any]) -> None:
+        """Replace the entry for ``key`` by one holding ``doc`` as the JSON file ``name``
+        (``meta`` in its manifest), built as :meth:`get_or_build` builds: atomically, signed;
+        where the cache cannot be written, nothing is kept."""
+        self.remove(backend, key)
+
+        def build(tmp: Path) -> dict[str, Any]:
+            (tmp / name).write_text(json.dumps(doc, indent=1))
+            return dict(meta)
+
+        entry, _ = self.get_or_build(backend, key, build)
+        self.release(entry)
+
     @staticmethod
     def release(path: Path) -> None:
         """Remove a private build directory now (what :meth:`get_or_build` returns when the

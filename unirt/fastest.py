@@ -13,13 +13,11 @@ engine import, and an entry whose versions no longer match what is installed is 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import statistics
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -153,11 +151,9 @@ def lookup(info: ModelInfo, precision: str = "exact",
         key = _key(info, precision, options or {}, shapes, tolerance, ranges)
     except UnirtError:
         return None
-    entry = ArtifactCache().lookup(CACHE_SECTION, key)
-    if entry is None:
-        return None
     try:
-        return Ranking.from_dict(json.loads((entry / RESULT_FILE).read_text()), cached=True)
+        doc = ArtifactCache().read_json(CACHE_SECTION, key, RESULT_FILE)
+        return None if doc is None else Ranking.from_dict(doc, cached=True)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         logger.warning("unreadable fastest-backend ranking %s; ignored", key)
         return None
@@ -207,15 +203,9 @@ def store(info: ModelInfo, ranking: Ranking, precision: str,
             f"{n}: {why}" for n, why in ranking.rejected.items()))
         return
     key = _key(info, precision, options, shapes, tolerance, ranges)
-
-    def build(tmp: Path) -> dict[str, Any]:
-        (tmp / RESULT_FILE).write_text(json.dumps(ranking.as_dict(), indent=1))
-        return {"model": info.name, "kind": "fastest-backend ranking"}
-
-    cache = ArtifactCache()
-    cache.remove(CACHE_SECTION, key)  # a new measurement replaces the old one
-    entry, _ = cache.get_or_build(CACHE_SECTION, key, build)
-    cache.release(entry)
+    # a new measurement replaces the old one
+    ArtifactCache().write_json(CACHE_SECTION, key, RESULT_FILE, ranking.as_dict(),
+                               {"model": info.name, "kind": "fastest-backend ranking"})
 
 
 def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, str | None],

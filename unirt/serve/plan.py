@@ -26,13 +26,11 @@ so a restart pays nothing.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -289,24 +287,19 @@ def plan_for(session: Session, row: Mapping[str, np.ndarray], max_batch: int, wo
         key = None
     cache = ArtifactCache()
     if key is not None:
-        entry = cache.lookup(CACHE_SECTION, key)
-        if entry is not None:
-            try:
-                return Plan.from_dict(json.loads((entry / RESULT_FILE).read_text()),
-                                      cached=True)
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
-                logger.warning("unreadable serving plan %s; measured again", key)
-                cache.remove(CACHE_SECTION, key)
+        try:
+            doc = cache.read_json(CACHE_SECTION, key, RESULT_FILE)
+            if doc is not None:
+                return Plan.from_dict(doc, cached=True)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            logger.warning("unreadable serving plan %s; measured again", key)
+            cache.remove(CACHE_SECTION, key)
     plan = measure(session.run, row, max_batch, workers, budget_s)
     if plan.busy:
         logger.warning("unirt serve: %s was measured while other processes used %.0f%% of the "
                        "CPU: served as measured, not cached (measured again at the next start)",
                        name or session.model.name, 100 * (plan.others or 0.0))
     elif key is not None:
-        def build(tmp: Path) -> dict[str, Any]:
-            (tmp / RESULT_FILE).write_text(json.dumps(plan.as_dict(), indent=1))
-            return {"model": session.model.name, "kind": "serving plan"}
-
-        entry, _ = cache.get_or_build(CACHE_SECTION, key, build)
-        cache.release(entry)
+        cache.write_json(CACHE_SECTION, key, RESULT_FILE, plan.as_dict(),
+                         {"model": session.model.name, "kind": "serving plan"})
     return plan
