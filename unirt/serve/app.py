@@ -68,20 +68,16 @@ class ServerState:
         self.batchers: dict[str, BatchQueue] = {}
         self.slots: dict[str, asyncio.Semaphore] = {}
         self.ready = False
-        self._drained: asyncio.Event | None = None
+        self._drained = asyncio.Event()  # binds to the loop that first waits on it
 
     def begin_drain(self, seconds: float) -> None:
         """SIGTERM came: requests still unanswered ``seconds`` from now get a 503 (and the engine
         calls under them finish in the background) rather than the host's cancellation. Call on
         the event loop's thread."""
-        if self._drained is None:
-            self._drained = asyncio.Event()
         asyncio.get_running_loop().call_later(seconds, self._drained.set)
 
     async def before_drain_ends(self, work: Any) -> Any:
         """``await work``, or a 503 once the drain time given to :meth:`begin_drain` is over."""
-        if self._drained is None:
-            self._drained = asyncio.Event()
         task = asyncio.ensure_future(work)
         over = asyncio.ensure_future(self._drained.wait())
         try:

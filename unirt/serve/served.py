@@ -229,13 +229,14 @@ def decide_batching(session: Session, spec: ModelSpec, config: ServeConfig) -> B
         return Batching(reason is None, size, timeout_s, reason or "batch axis 0",
                         config.workers)
     row = rows[0] if rows else _request(session, spec.shapes)
-    if row is None:  # nothing to time on: as configured
-        return Batching(False, 1, timeout_s, reason or "not measured", config.workers)
-    try:
-        plan = plan_for(session, row, asked if reason is None else 1, config.workers,
-                        name=spec.name)
-    except UnirtError as exc:  # the server still serves what runs; it is just not timed
-        logger.info("unirt serve: %s not measured: %s", spec.name, first_line(exc))
+    plan = None
+    if row is not None:
+        try:
+            plan = plan_for(session, row, asked if reason is None else 1, config.workers,
+                            name=spec.name)
+        except UnirtError as exc:  # the server still serves what runs; it is just not timed
+            logger.info("unirt serve: %s not measured: %s", spec.name, first_line(exc))
+    if plan is None:  # nothing to time on, or it did not run: unbatched, as configured
         return Batching(False, 1, timeout_s, reason or "not measured", config.workers)
     if reason is None and plan.max_batch == 1:
         reason = (f"every batch size up to {asked} ran more than {TOLERANCE:.0%} slower than "
