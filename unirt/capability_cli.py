@@ -13,7 +13,13 @@ from typing import Any
 import click
 
 from . import cli_output
-from .cli_options import input_option, input_range_option, model_argument, writable_file
+from .cli_options import (
+    input_option,
+    input_range_option,
+    load_inputs_option,
+    model_argument,
+    writable_file,
+)
 from .errors import UnirtError, clean
 
 _console = cli_output.console
@@ -107,6 +113,7 @@ _STATE_MARK = {"supported": "yes", "conditional": "yes*", "unsupported": "NO", "
 @click.option("--shape", "-s", "shape_specs", multiple=True, metavar="NAME=1x3x224x224",
               help="Base shape of an input for --probe (sets its dynamic dims).")
 @input_option
+@load_inputs_option
 @input_range_option
 @click.option("--timeout", default=120.0, show_default=True, type=float,
               help="Seconds per backend for --probe.")
@@ -114,8 +121,8 @@ _STATE_MARK = {"supported": "yes", "conditional": "yes*", "unsupported": "NO", "
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def capabilities_command(model: str, backend_list: str | None, probe: bool,
                          shape_specs: tuple[str, ...], input_specs: tuple[str, ...],
-                         range_specs: tuple[str, ...], timeout: float, no_query: bool,
-                         as_json: bool) -> None:
+                         load_dir: str | None, range_specs: tuple[str, ...], timeout: float,
+                         no_query: bool, as_json: bool) -> None:
     """Which backend can run MODEL, and why not: verdicts with reasons, an op x backend matrix,
     and with --probe what was measured."""
     from . import cli_inputs
@@ -126,15 +133,12 @@ def capabilities_command(model: str, backend_list: str | None, probe: bool,
     names = [b.strip() for b in backend_list.split(",") if b.strip()] if backend_list else None
     shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
     info = read_model(model)
-    feeds, _ = cli_inputs.given_inputs(info, input_specs)
     ranges = cli_inputs.ranges(info, range_specs)
-    if (feeds or ranges) and not probe:
-        raise UnirtError("--input and --input-range are for --probe (they say what the model "
-                         "is run on)")
-    if probe:  # said out loud, as `run` does: a guessed size is why models "fail" everywhere
-        fill_dynamic(info.inputs, {**shapes, **{n: a.shape for n, a in feeds.items()}})
+    inputs = cli_inputs.input_sets(info, input_specs, load_dir, shapes, ranges)
+    if probe and inputs is None:  # said out loud: a guessed size is why models "fail"
+        fill_dynamic(info.inputs, shapes)
     report = capabilities(info, backends=names, probe=probe, query=not no_query,
-                          shapes=shapes or None, timeout=timeout, feeds=feeds or None,
+                          shapes=shapes or None, timeout=timeout, inputs=inputs,
                           ranges=ranges or None)
     if as_json:
         _echo_json(report.as_dict())
@@ -191,6 +195,10 @@ def capabilities_command(model: str, backend_list: str | None, probe: bool,
                 measured += f", max abs {p['max_abs']:.3g}"
             if p.get("median_ms") is not None:
                 measured += f", {p['median_ms']:.3f} ms"
+            if p.get("evidence"):
+                measured += f", on {p['evidence']}"
+            if p.get("weak"):
+                measured += f"; weak evidence: {p['weak']}"
             if p.get("detail") and p["status"] != CaseStatus.PASS:
                 measured += f": {p['detail']}"
         rows.append([name + (f" {v.engine_version}" if v.engine_version else ""),

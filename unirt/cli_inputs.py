@@ -14,6 +14,7 @@ from .errors import UnirtError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import ModelInfo
+    from .operating import InputSets
 
 
 def given_inputs(info: ModelInfo, input_specs: Sequence[str], load_dir: str | None = None
@@ -40,6 +41,44 @@ def given_inputs(info: ModelInfo, input_specs: Sequence[str], load_dir: str | No
     sources.update(files)
     arrays = {**loaded, **{name: load_npy(path, name) for name, path in files.items()}}
     return arrays, sources
+
+
+def input_sets(info: ModelInfo, input_specs: Sequence[str], load_dir: str | None = None,
+               shapes: dict[str, Any] | None = None,
+               ranges: dict[str, Any] | None = None) -> InputSets | None:
+    """The user's input sets from ``-i NAME=FILE.npy`` and ``--load-inputs DIR`` (every set a
+    folder holds), as the library takes them (:class:`unirt.operating.InputSets`), or None when
+    neither is given. Inputs a set does not give are filled with seeded generated values (at
+    ``--shape``, in ``--input-range``), the same every run, so the digest is stable."""
+    from .inputs import feeds_for, load_input_sets, load_npy, parse_assignments
+    from .operating import as_input_sets
+
+    if not input_specs and not load_dir:
+        return None
+    names = [t.name for t in info.inputs]
+    files: dict[str, str] = {}
+    for spec in input_specs:
+        if "=" not in spec and len(names) == 1:
+            files[names[0]] = spec
+        else:
+            files.update(parse_assignments([spec], "--input"))
+    unknown = set(files) - set(names)
+    if unknown:
+        raise UnirtError(f"--input names unknown input(s) {', '.join(sorted(unknown))}; "
+                         f"inputs: {', '.join(names)}")
+    arrays = {name: load_npy(path, name) for name, path in files.items()}
+    sets = load_input_sets(load_dir) if load_dir else [{}]
+    for i, s in enumerate(sets):
+        extra = set(s) - set(names)
+        if extra:
+            raise UnirtError(f"--load-inputs {load_dir} names unknown input(s) "
+                             f"{', '.join(sorted(extra))}; inputs: {', '.join(names)}")
+        s.update(arrays)
+        if len(s) < len(names):
+            sets[i] = feeds_for(info, s, shapes, i, ranges)
+    origin = " and ".join(([f"--load-inputs {load_dir}"] if load_dir else [])
+                          + (["--input"] if files else []))
+    return as_input_sets(info, sets, origin)
 
 
 def ranges(info: ModelInfo, specs: Sequence[str]) -> dict[str, tuple[float, float]]:

@@ -22,13 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import ModelInfo
+    from .operating import InputSets
     from .plugins import Registry
 
 logger = logging.getLogger("unirt")
 
 CACHE_SECTION = "fastest"
 RESULT_FILE = "ranking.json"
-VERSION = 2
+#: The operating point a model was last tuned at, per model and machine (see :func:`remembered`).
+POINT_FILE = "point.json"
+VERSION = 3
 ROUNDS = 6
 RUNS_PER_ROUND = 5
 WARMUP = 2
@@ -66,6 +69,8 @@ class Ranking:
     #: A candidate was left out for a reason that is not the engine's (a time-out on a busy
     #: machine, unirt's harness failing): such a ranking is used once, never cached.
     transient: bool = False
+    #: The digest of the user's input sets it was measured on ("" for generated inputs).
+    inputs: str = ""
 
     @property
     def winner(self) -> str | None:
@@ -77,13 +82,18 @@ class Ranking:
         rank = self.order.index(name) + 1 if name in self.order else None
         figures = ", ".join(f"{n} {self.median_s[n] * 1e3:.3g} ms" for n in self.order)
         source = " (cached)" if self.cached else ""
-        return f"fastest #{rank} of {len(self.order)} that pass: {figures}{source}"
+        from .operating import SHORT_DIGEST, shape_text
+
+        at = shape_text(self.shapes) if self.shapes else ""
+        on = f" on your inputs ({self.inputs[:SHORT_DIGEST]})" if self.inputs else ""
+        where = f" at {at}{on}" if at else on
+        return f"fastest #{rank} of {len(self.order)} that pass{where}: {figures}{source}"
 
     def as_dict(self) -> dict[str, Any]:
         return {"order": self.order, "median_s": self.median_s, "rejected": self.rejected,
                 "versions": self.versions, "candidates": self.candidates,
                 "max_abs": self.max_abs, "load_s": self.load_s, "precision": self.precision,
-                "shapes": self.shapes}
+                "shapes": self.shapes, "inputs": self.inputs}
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], cached: bool = False) -> Ranking:
@@ -94,7 +104,8 @@ class Ranking:
         return cls(order, median, dict(doc.get("rejected", {})), cached,
                    dict(doc.get("versions", {})), list(doc.get("candidates", order)),
                    dict(doc.get("max_abs", {})), dict(doc.get("load_s", {})),
-                   dict(doc.get("precision", {})), dict(doc.get("shapes", {})))
+                   dict(doc.get("precision", {})), dict(doc.get("shapes", {})),
+                   inputs=str(doc.get("inputs") or ""))
 
 
 def candidate_pool(registry: Registry, names: Sequence[str], left_out: Collection[str] = ()
@@ -119,36 +130,98 @@ def candidate_pool(registry: Registry, names: Sequence[str], left_out: Collectio
 
 def _key(info: ModelInfo, precision: str, options: Mapping[str, Mapping[str, Any]],
          shapes: Mapping[str, Sequence[int]] | None, tolerance: float | None,
-         ranges: Mapping[str, tuple[float, float]] | None = None) -> str:
+         ranges: Mapping[str, tuple[float, float]] | None = None,
+         inputs: InputSets | None = None) -> str:
     """The tuning key: no engine version in it, so a lookup imports no engine (the versions are
-    kept inside the entry and compared where they matter)."""
+    kept inside the entry and compared where they matter). The user's input sets, when given,
+    key it by their shapes and digest."""
     from .cache import artifact_key
     from .inputs import shape_sets
-    from .inventory import cpu_name
 
-    shape_set = shape_sets(info.inputs, shapes)[0][1]
+    shape_set = inputs.first_shapes if inputs is not None else \
+        shape_sets(info.inputs, shapes)[0][1]
+    extra: dict[str, Any] = {"input_ranges": {k: list(v) for k, v in sorted(ranges.items())}} \
+        if ranges else {}
+    if inputs is not None:
+        extra["inputs"] = inputs.digest
     return artifact_key(CACHE_SECTION, info, versions={"fastest": VERSION},
                         shapes={k: list(v) for k, v in shape_set.items()}, precision=precision,
-                        options={"machine": f"{cpu_name()} x{os.cpu_count()}",
-                                 "options": {k: dict(v) for k, v in options.items()},
-                                 "tolerance": tolerance,
-                                 **({"input_ranges": {k: list(v) for k, v in
-                                                      sorted(ranges.items())}}
-                                    if ranges else {})})
+                        options={**_machine_options(options, tolerance), **extra})
+
+
+def _machine_options(options: Mapping[str, Mapping[str, Any]], tolerance: float | None
+                     ) -> dict[str, Any]:
+    """What a ranking depends on besides the model and its inputs: this machine, the backend
+    options, the tolerance."""
+    from .inventory import cpu_name
+
+    return {"machine": f"{cpu_name()} x{os.cpu_count()}",
+            "options": {k: dict(v) for k, v in options.items()}, "tolerance": tolerance}
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """Where a model was last tuned on this machine: the shapes asked for (``None``: the
+    generated ones), the value ranges, and the digest of the user's input sets ("" for
+    generated values). A later plain ``load(path)`` ranks and verifies there, not at shapes
+    it would guess."""
+
+    shapes: dict[str, tuple[int, ...]] | None
+    ranges: dict[str, tuple[float, float]]
+    inputs: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"shapes": None if self.shapes is None else
+                {k: list(v) for k, v in self.shapes.items()},
+                "ranges": {k: list(v) for k, v in self.ranges.items()}, "inputs": self.inputs}
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> OperatingPoint:
+        shapes = doc.get("shapes")
+        return cls(None if shapes is None else
+                   {str(k): tuple(int(d) for d in v) for k, v in shapes.items()},
+                   {str(k): (v[0], v[1]) for k, v in (doc.get("ranges") or {}).items()},
+                   str(doc.get("inputs") or ""))
+
+
+def _point_key(info: ModelInfo, precision: str, options: Mapping[str, Mapping[str, Any]],
+               tolerance: float | None) -> str:
+    from .cache import artifact_key
+
+    return artifact_key(CACHE_SECTION, info, versions={"fastest": VERSION, "point": 1},
+                        shapes="operating point", precision=precision,
+                        options=_machine_options(options, tolerance))
+
+
+def remembered(info: ModelInfo, precision: str = "exact",
+               options: Mapping[str, Mapping[str, Any]] | None = None,
+               tolerance: float | None = None) -> OperatingPoint | None:
+    """The operating point ``unirt tune`` (or ``prefer="fastest"``) last measured this model
+    at on this machine, or None; a lookup, no engine imported."""
+    from .cache import ArtifactCache
+
+    try:
+        doc = ArtifactCache().read_json(CACHE_SECTION, _point_key(info, precision, options or {},
+                                                                  tolerance), POINT_FILE)
+        return None if doc is None else OperatingPoint.from_dict(doc)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
+        logger.warning("unreadable operating point for %s; ignored", info.name)
+        return None
 
 
 def lookup(info: ModelInfo, precision: str = "exact",
            options: Mapping[str, Mapping[str, Any]] | None = None,
            shapes: Mapping[str, Sequence[int]] | None = None,
            tolerance: float | None = None,
-           ranges: Mapping[str, tuple[float, float]] | None = None) -> Ranking | None:
+           ranges: Mapping[str, tuple[float, float]] | None = None,
+           inputs: InputSets | None = None) -> Ranking | None:
     """The cached ranking for this model on this machine, or None; never measures, imports no
     engine. The caller checks the winner's version against what is installed."""
     from .cache import ArtifactCache
     from .errors import UnirtError
 
     try:
-        key = _key(info, precision, options or {}, shapes, tolerance, ranges)
+        key = _key(info, precision, options or {}, shapes, tolerance, ranges, inputs)
     except UnirtError:
         return None
     try:
@@ -159,6 +232,32 @@ def lookup(info: ModelInfo, precision: str = "exact",
         return None
 
 
+def recall_point(info: ModelInfo, precision: str = "exact",
+                 options: Mapping[str, Mapping[str, Any]] | None = None,
+                 tolerance: float | None = None
+                 ) -> tuple[dict[str, tuple[int, ...]], dict[str, Any], InputSets | None] | None:
+    """(shapes, value ranges, input sets) of the operating point :func:`remembered` for this
+    model, ready to measure or look verdicts up at; None when there is none, when it is the
+    generated default (nothing to change), or when its input sets are no longer in the cache
+    (the winner's verdict is keyed by them)."""
+    point = remembered(info, precision, options, tolerance)
+    if point is None or (point.shapes is None and not point.ranges and not point.inputs):
+        return None
+    inputs = None
+    if point.inputs:
+        from .operating import recall
+
+        inputs = recall(point.inputs)
+        if inputs is None:
+            logger.info("unirt: the input sets %s was tuned on are no longer in the cache; "
+                        "run unirt tune again to use its result", info.name)
+            return None
+    shapes = dict(point.shapes or {})
+    if inputs is not None:
+        shapes = {**inputs.first_shapes, **shapes}
+    return shapes, dict(point.ranges), inputs
+
+
 def rank(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, str | None],
          precision: str, options: Mapping[str, Mapping[str, Any]],
          shapes: Mapping[str, Sequence[int]] | None = None,
@@ -166,46 +265,60 @@ def rank(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, str 
          progress: Progress | None = None, remeasure: bool = False,
          nice: int = 0, keep: bool = True,
          ranges: Mapping[str, tuple[float, float]] | None = None,
-         feeds: Mapping[str, Any] | None = None) -> Ranking:
+         inputs: InputSets | None = None) -> Ranking:
     """The ranking of ``candidates`` on ``info``: cached when measured for the same candidates
     and engine versions, else measured now (and cached unless ``keep`` is False: background
     tuning keeps only a ranking this process confirmed, see :func:`store`). ``remeasure``
     measures regardless (``unirt tune``); ``nice`` lowers the children's priority. ``ranges``:
-    value ranges of generated inputs (in the key); ``feeds``: arrays the candidates are timed
-    on (``unirt tune --input``; verification runs on generated inputs at their shapes)."""
+    value ranges of generated inputs (in the key); ``inputs``: the user's input sets
+    (:mod:`unirt.operating`): every candidate is verified on them and timed on the first."""
     if not remeasure:
-        known = lookup(info, precision, options, shapes, tolerance, ranges)
+        known = lookup(info, precision, options, shapes, tolerance, ranges, inputs)
         if known is not None and set(known.candidates) == set(candidates) and all(
                 known.versions.get(n) == versions.get(n) for n in candidates):
             return known
     from . import progress as events
+    from .operating import shape_text
 
+    at = shape_text(inputs.first_shapes) if inputs is not None else ""
     with events.step(events.Step.RANK, None, info.name,
-                     f"{len(candidates)} candidates") as running:
+                     f"{len(candidates)} candidates" + (f" at {at}" if at else "")) as running:
         ranking = _measure(info, candidates, versions, precision, options, shapes, tolerance,
-                           registry, progress, nice, ranges, feeds)
-        running.detail = f"fastest: {ranking.winner or 'none'}"
+                           registry, progress, nice, ranges, inputs)
+        running.detail = f"fastest: {ranking.winner or 'none'} at {shape_text(ranking.shapes)}"
     if keep:
-        store(info, ranking, precision, options, shapes, tolerance, ranges)
+        store(info, ranking, precision, options, shapes, tolerance, ranges, inputs)
     return ranking
 
 
 def store(info: ModelInfo, ranking: Ranking, precision: str,
           options: Mapping[str, Mapping[str, Any]],
           shapes: Mapping[str, Sequence[int]] | None, tolerance: float | None,
-          ranges: Mapping[str, tuple[float, float]] | None = None) -> None:
-    """Cache ``ranking`` as the tuning result the default route opens (replacing an older one);
-    not one in which a candidate was left out for a transient reason."""
+          ranges: Mapping[str, tuple[float, float]] | None = None,
+          inputs: InputSets | None = None) -> None:
+    """Cache ``ranking`` as the tuning result the default route opens (replacing an older one),
+    and where it was measured as the model's operating point (:func:`remembered`), with the
+    user's input sets kept when small (:func:`unirt.operating.remember`); not a ranking in
+    which a candidate was left out for a transient reason."""
     from .cache import ArtifactCache
+    from .operating import remember
 
     if ranking.transient:
         logger.info("unirt: ranking of %s not cached: %s", info.name, "; ".join(
             f"{n}: {why}" for n, why in ranking.rejected.items()))
         return
-    key = _key(info, precision, options, shapes, tolerance, ranges)
+    key = _key(info, precision, options, shapes, tolerance, ranges, inputs)
+    cache = ArtifactCache()
     # a new measurement replaces the old one
-    ArtifactCache().write_json(CACHE_SECTION, key, RESULT_FILE, ranking.as_dict(),
-                               {"model": info.name, "kind": "fastest-backend ranking"})
+    cache.write_json(CACHE_SECTION, key, RESULT_FILE, ranking.as_dict(),
+                     {"model": info.name, "kind": "fastest-backend ranking"})
+    if inputs is not None:
+        remember(inputs)
+    point = OperatingPoint(None if not shapes else {k: tuple(v) for k, v in shapes.items()},
+                           dict(ranges or {}), inputs.digest if inputs is not None else "")
+    cache.write_json(CACHE_SECTION, _point_key(info, precision, options, tolerance),
+                     POINT_FILE, point.as_dict(),
+                     {"model": info.name, "kind": "operating point"})
 
 
 def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, str | None],
@@ -213,8 +326,9 @@ def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, 
              shapes: Mapping[str, Sequence[int]] | None, tolerance: float | None,
              registry: Registry | None, progress: Progress | None, nice: int,
              ranges: Mapping[str, tuple[float, float]] | None = None,
-             given: Mapping[str, Any] | None = None) -> Ranking:
-    """Verify every candidate (cached verdicts reused), then time the verified ones."""
+             inputs: InputSets | None = None) -> Ranking:
+    """Verify every candidate (cached verdicts reused), then time the verified ones, on the
+    user's input sets when given (timed on the first), else on generated ones."""
     # Imported here: a lookup (every default load) needs none of the measuring machinery.
     from . import progress as events
     from .isolation import HARNESS, TIMEOUT, Worker
@@ -225,10 +339,11 @@ def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, 
     reg = registry or get_registry()
     source = info.source()
     timeout = _timeout()
-    _, _, feeds_all = feed_sets(info, shapes, ranges)
+    _, shape_list, feeds_all = feed_sets(info, shapes, ranges, inputs)
     ranking = Ranking([], {}, versions=dict(versions), candidates=list(candidates),
-                      shapes={k: list(v) for k, v in feeds_all[0].shapes})
-    feeds: Any = feeds_all[0] if not given else dict(given)
+                      shapes={k: list(v) for k, v in shape_list[0].items()},
+                      inputs=inputs.digest if inputs is not None else "")
+    feeds: Any = feeds_all[0]
     total = len(candidates) * 2
     step = 0
 
@@ -246,7 +361,8 @@ def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, 
             ranking.max_abs[name] = 0.0
             continue
         v = verify(info, name, versions.get(name), precision, options.get(name, {}), shapes,
-                   tolerance=tolerance, timeout=timeout, registry=reg, ranges=ranges)
+                   tolerance=tolerance, timeout=timeout, registry=reg, ranges=ranges,
+                   inputs=inputs)
         if v.status != VerifyStatus.VERIFIED:
             # a time-out, a kill, unirt's harness: not the engine's answer (no reference is)
             ranking.transient |= not v.about_engine and v.result.status != NO_REFERENCE

@@ -597,6 +597,22 @@ def save_inputs(directory: str | Path, feeds: Mapping[str, np.ndarray]) -> dict[
     """Write each input as ``NAME.npy`` in ``directory`` (a name made safe for a file name,
     numbered when two collide) and an index, ``inputs.json``, mapping input names to files, so
     that :func:`load_inputs` gives back exactly these arrays. Returns name -> path."""
+    files = _write_sets(Path(directory), [feeds], "")
+    return {name: str(Path(directory) / file) for name, file in files[0].items()}
+
+
+def save_input_sets(directory: str | Path, sets: Sequence[Mapping[str, np.ndarray]]
+                    ) -> list[dict[str, str]]:
+    """Write several input sets (what ``load(inputs=[...])`` takes) into ``directory``: one
+    set is written as :func:`save_inputs` writes it; several as ``set<i>.NAME.npy`` with an
+    index ``{"sets": [{name: file}, ...]}``. :func:`load_input_sets` reads either back."""
+    if not sets:
+        raise UnirtError(f"--save-inputs {directory}: no input sets to write")
+    return _write_sets(Path(directory), list(sets), "set" if len(sets) > 1 else "")
+
+
+def _write_sets(target: Path, sets: list[Mapping[str, np.ndarray]], prefix: str
+                ) -> list[dict[str, str]]:
     import io
     import json
     import re
@@ -605,28 +621,39 @@ def save_inputs(directory: str | Path, feeds: Mapping[str, np.ndarray]) -> dict[
 
     from .files import write_atomic
 
-    target = Path(directory)
     if target.exists() and not target.is_dir():
-        raise UnirtError(f"--save-inputs {directory}: not a directory")
-    index: dict[str, str] = {}
+        raise UnirtError(f"--save-inputs {target}: not a directory")
+    indexes: list[dict[str, str]] = []
     used: set[str] = set()
-    for name, array in feeds.items():
-        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "input"
-        file, n = f"{stem}.npy", 1
-        while file in used or file == INPUTS_INDEX:
-            n += 1
-            file = f"{stem}.{n}.npy"
-        used.add(file)
-        buf = io.BytesIO()
-        np.save(buf, np.asarray(array), allow_pickle=False)
-        write_atomic(target / file, buf.getvalue())
-        index[name] = file
-    write_atomic(target / INPUTS_INDEX, json.dumps({"inputs": index}, indent=1))
-    return {name: str(target / file) for name, file in index.items()}
+    for i, feeds in enumerate(sets):
+        index: dict[str, str] = {}
+        for name, array in feeds.items():
+            stem = (f"{prefix}{i}." if prefix else "") + (
+                re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "input")
+            file, n = f"{stem}.npy", 1
+            while file in used or file == INPUTS_INDEX:
+                n += 1
+                file = f"{stem}.{n}.npy"
+            used.add(file)
+            buf = io.BytesIO()
+            np.save(buf, np.asarray(array), allow_pickle=False)
+            write_atomic(target / file, buf.getvalue())
+            index[name] = file
+        indexes.append(index)
+    doc: dict[str, Any] = {"sets": indexes} if prefix else {"inputs": indexes[0]}
+    write_atomic(target / INPUTS_INDEX, json.dumps(doc, indent=1))
+    return indexes
 
 
 def load_inputs(directory: str | Path) -> dict[str, np.ndarray]:
-    """The arrays :func:`save_inputs` wrote in ``directory``, by input name."""
+    """The arrays :func:`save_inputs` wrote in ``directory``, by input name (the first set of
+    a folder holding several)."""
+    return load_input_sets(directory)[0]
+
+
+def load_input_sets(directory: str | Path) -> list[dict[str, np.ndarray]]:
+    """Every input set :func:`save_inputs` or :func:`save_input_sets` wrote in ``directory``.
+    File names come from the index and must name files in ``directory`` itself."""
     import json
 
     base = Path(directory)
@@ -637,15 +664,21 @@ def load_inputs(directory: str | Path) -> dict[str, np.ndarray]:
         raise InputError(f"--load-inputs {directory}: no {INPUTS_INDEX} there (write one with "
                          "--save-inputs)")
     try:
-        index = json.loads(index_path.read_text())["inputs"]
-        if not isinstance(index, dict):
+        doc = json.loads(index_path.read_text())
+        indexes = doc["sets"] if isinstance(doc, dict) and "sets" in doc else [doc["inputs"]]
+        if not isinstance(indexes, list) or not indexes or \
+                not all(isinstance(i, dict) for i in indexes):
             raise TypeError("inputs is not an object")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(f"--load-inputs {directory}: {INPUTS_INDEX} is not an index "
                          f"--save-inputs wrote ({exc})") from exc
-    out = {}
-    for name, file in index.items():
-        if not isinstance(file, str) or Path(file).name != file:
-            raise InputError(f"--load-inputs {directory}: bad file name {file!r} for {name!r}")
-        out[str(name)] = load_npy(base / file, str(name))
+    out: list[dict[str, np.ndarray]] = []
+    for index in indexes:
+        feeds = {}
+        for name, file in index.items():
+            if not isinstance(file, str) or Path(file).name != file or file in ("", ".", ".."):
+                raise InputError(f"--load-inputs {directory}: bad file name {file!r} for "
+                                 f"{name!r}")
+            feeds[str(name)] = load_npy(base / file, str(name))
+        out.append(feeds)
     return out

@@ -34,6 +34,7 @@ from .verify import Verification
 if TYPE_CHECKING:  # pragma: no cover
     from .fastest import Ranking
     from .model import ModelInfo, ModelSource
+    from .operating import InputSets
     from .plugins import Registry
 
 logger = logging.getLogger("unirt")
@@ -100,6 +101,9 @@ class Lock:
     created: str
     unirt_version: str
     format: int = FORMAT
+    #: The digest of the input sets the choice was verified and timed on
+    #: (:func:`unirt.operating.inputs_digest`); empty for generated inputs.
+    inputs: str = ""
     #: Where the lock was read from (for messages); never written.
     path: str | None = field(default=None, compare=False)
 
@@ -124,6 +128,7 @@ class Lock:
             "machine": dict(self.machine),
             "created": self.created,
             "unirt_version": self.unirt_version,
+            "inputs": self.inputs,
         }
 
     def to_json(self) -> str:
@@ -201,7 +206,7 @@ class Lock:
                    ranking=ranking, rejected=dict(rejected), verification=figures,
                    keys=dict(keys), machine=dict(r.obj(doc, "machine")),
                    created=r.text(doc, "created"), unirt_version=r.text(doc, "unirt_version"),
-                   format=version)
+                   format=version, inputs=r.text(doc, "inputs", optional=True) or "")
 
     @property
     def made(self) -> str:
@@ -335,8 +340,11 @@ def make_lock(model: ModelSource | ModelInfo, backend_name: str,
               ranking: Ranking | Sequence[RankEntry] | None = None,
               verification: Verification | None = None,
               shapes: Mapping[str, Sequence[int]] | None = None, precision: str = "exact",
-              registry: Registry | None = None) -> Lock:
+              registry: Registry | None = None, inputs: InputSets | None = None) -> Lock:
     """Gather what a lock records for ``backend_name`` on ``model``. Measures nothing.
+
+    ``inputs``: the user's input sets the choice was measured on: the lock records their
+    first set's shapes (where ``shapes`` does not say) and their digest.
 
     ``verification``: the locked backend's verdict (``Session.verification`` of a load that
     verified); when None, the cached verdict is used, and a backend other than the reference
@@ -361,6 +369,8 @@ def make_lock(model: ModelSource | ModelInfo, backend_name: str,
         raise LockError(f"cannot lock {backend_name}: it is not available on this machine "
                         f"({avail.reason})")
     shape_map = {k: [int(d) for d in v] for k, v in (shapes or {}).items()}
+    if inputs is not None:
+        shape_map = {**{k: list(v) for k, v in inputs.first_shapes.items()}, **shape_map}
     unknown = sorted(set(shape_map) - {t.name for t in info.inputs})
     if unknown:  # a lock must name shapes the verification could have used
         raise UnirtError(f"shapes names {', '.join(map(repr, unknown))}, not an input of "
@@ -376,7 +386,8 @@ def make_lock(model: ModelSource | ModelInfo, backend_name: str,
     if not be.is_reference:
         v = verification
         if v is None:
-            v = lookup(info, backend_name, avail.version, precision, {}, shape_map)
+            v = lookup(info, backend_name, avail.version, precision, {}, shape_map,
+                       inputs=inputs)
         if v is None:
             raise LockError(f"cannot lock {backend_name} for {info.name}: no verification of it "
                             f"is cached; measure it: unirt lock {info.name} --backend "
@@ -386,7 +397,10 @@ def make_lock(model: ModelSource | ModelInfo, backend_name: str,
                             f"{v.status}: {v.describe()}")
         figures = LockedFigures(v.status.value, v.result.precision, dict(v.result.max_abs),
                                 v.result.summary())
-        if sets is not None:
+        if inputs is not None:
+            keys["verification"] = _key(info, backend_name, avail.version, precision, {},
+                                        inputs.shapes, None, None, inputs.digest)
+        elif sets is not None:
             keys["verification"] = _key(info, backend_name, avail.version, precision, {}, sets,
                                         None)
     entries: list[RankEntry] = []
@@ -399,7 +413,8 @@ def make_lock(model: ModelSource | ModelInfo, backend_name: str,
             elif name in registry.backends and registry.backend(name).is_reference:
                 err = 0.0
             else:
-                cached = lookup(info, name, engines.get(name), precision, {}, shape_map)
+                cached = lookup(info, name, engines.get(name), precision, {}, shape_map,
+                                inputs=inputs)
                 ok = cached is not None and cached.status == VerifyStatus.VERIFIED
                 err = _worst(cached.result.max_abs) if ok and cached is not None else None
             entries.append(RankEntry(name, round(ranking.median_s[name] * 1e3, 4), err))
@@ -414,15 +429,16 @@ def make_lock(model: ModelSource | ModelInfo, backend_name: str,
         reference=registry.reference, engines=engines, ranking=entries, rejected=rejected,
         verification=figures, keys=keys, machine=_machine(),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        unirt_version=__version__)
+        unirt_version=__version__, inputs=inputs.digest if inputs is not None else "")
 
 
 def measure_lock(model: ModelSource, backend: str | None = None,
                  shapes: Mapping[str, Sequence[int]] | None = None, precision: str = "exact",
-                 registry: Registry | None = None) -> Lock:
+                 registry: Registry | None = None, inputs: InputSets | None = None) -> Lock:
     """Measure now and return the lock: ``backend=`` verified afresh (``verify="always"``), or
     ``prefer="fastest"`` with its ranking and each ranked backend's verdict. Starts child
-    processes; what ``unirt lock`` and ``unirt tune --lock`` run on the machine that decides."""
+    processes; what ``unirt lock`` and ``unirt tune --lock`` run on the machine that decides.
+    ``inputs``: the user's input sets, verified and timed on (:mod:`unirt.operating`)."""
     from .model import read_model
     from .plugins import get_registry
     from .router import load
@@ -434,18 +450,18 @@ def measure_lock(model: ModelSource, backend: str | None = None,
     ranking = None
     if backend is not None:
         sess = load(source, backend=backend, input_shapes=shape_map or None, precision=precision,
-                    verify="always", registry=registry)
+                    verify="always", registry=registry, inputs=inputs)
     else:
         sess = load(source, prefer="fastest", input_shapes=shape_map or None,
-                    precision=precision, verify="always", registry=registry)
+                    precision=precision, verify="always", registry=registry, inputs=inputs)
         # The ranking load just measured (or read): every ranked backend was verified on the
         # way, its error is in the ranking.
         from .fastest import lookup
 
-        ranking = lookup(info, precision, {}, shape_map or None, None)
+        ranking = lookup(info, precision, {}, shape_map or None, None, inputs=inputs)
     with sess:
         return make_lock(info, sess.backend, ranking, sess.verification, shape_map, precision,
-                         registry)
+                         registry, inputs)
 
 
 # -- checking a lock ---------------------------------------------------------------------------

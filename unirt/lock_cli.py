@@ -16,7 +16,12 @@ from typing import Any
 import click
 
 from . import cli_output
-from .cli_options import optional_model_argument, writable_file
+from .cli_options import (
+    input_option,
+    load_inputs_option,
+    optional_model_argument,
+    writable_file,
+)
 from .errors import UnirtError
 
 _console = cli_output.console
@@ -30,6 +35,8 @@ _print_json = cli_output.print_json
               help="Where to write the lock (default: unirt.lock).")
 @click.option("--shape", "-s", "shape_specs", multiple=True, metavar="NAME=1x3x224x224",
               help="Input shape to verify and time at (sets its dynamic dims; repeatable).")
+@input_option
+@load_inputs_option
 @click.option("--precision", type=click.Choice(["exact", "fast"]), default="exact",
               show_default=True)
 @click.option("--backend", "-b", default=None,
@@ -39,6 +46,7 @@ _print_json = cli_output.print_json
                                    "instead of writing one: exit 1 with the differences.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def lock_command(model: str | None, out: str | None, shape_specs: tuple[str, ...],
+                 input_specs: tuple[str, ...], load_dir: str | None,
                  precision: str, backend: str | None, check_path: str | None,
                  as_json: bool) -> None:
     """Choose MODEL's backend once, measured, and write it to a lock file for a fleet.
@@ -47,24 +55,31 @@ def lock_command(model: str | None, out: str | None, shape_specs: tuple[str, ...
     measuring; a changed model or engine version is refused, naming what differs.
     """
     if check_path is not None:
-        if out or shape_specs or backend:
-            raise UnirtError("--check reads a lock: --out, --shape and --backend make one")
+        if out or shape_specs or backend or input_specs or load_dir:
+            raise UnirtError("--check reads a lock: --out, --shape, --input, --load-inputs and "
+                             "--backend make one")
         _check(check_path, model, as_json)
         return
     if model is None:
         raise click.UsageError("give the MODEL to lock, or --check LOCK [MODEL]")
-    _write(model, out or "unirt.lock", shape_specs, precision, backend, as_json)
+    _write(model, out or "unirt.lock", shape_specs, input_specs, load_dir, precision, backend,
+           as_json)
 
 
-def _write(model: str, out: str, shape_specs: tuple[str, ...], precision: str,
-           backend: str | None, as_json: bool) -> None:
+def _write(model: str, out: str, shape_specs: tuple[str, ...], input_specs: tuple[str, ...],
+           load_dir: str | None, precision: str, backend: str | None, as_json: bool) -> None:
+    from . import cli_inputs
     from .files import check_writable
     from .inputs import parse_assignments, parse_shape
     from .lock import measure_lock, write_lock
+    from .model import read_model
 
     check_writable(out, "--out", inputs=[model])  # the default too, before the measuring
     shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
-    lock = measure_lock(model, backend=backend, shapes=shapes, precision=precision)
+    inputs = cli_inputs.input_sets(read_model(model), input_specs, load_dir, shapes) \
+        if input_specs or load_dir else None
+    lock = measure_lock(model, backend=backend, shapes=shapes, precision=precision,
+                        inputs=inputs)
     path = write_lock(lock, out)
     if as_json:
         _print_json({"written_to": str(path), "lock": lock.to_dict()})

@@ -328,3 +328,87 @@ class _Leaders:
         cand = [(bool(np.isnan(key[j])), 0.0 if np.isnan(key[j]) else float(key[j]), offset + j)
                 for j in idx.tolist()]
         self._top = sorted(self._top + cand)[:5]
+
+
+# -- how much a comparison could see --------------------------------------------------------------
+#: A value this close to the end of its activation's range (0/1 of a sigmoid, -1/1 of a tanh)
+#: counts as saturated.
+SATURATION_MARGIN = 0.05
+#: The share of saturated values from which an output is called saturated.
+SATURATED_SHARE = 0.99
+#: Rows whose argmax is kept per output (a class-score output): enough to see that every input
+#: got the same top class, bounded for a segmentation map of a million rows.
+ARGMAX_ROWS = 4096
+
+
+class _Spread:
+    """Running figures of one output over the sets a verification ran."""
+
+    __slots__ = ("count", "hi", "lo", "near01", "near_pm1", "probabilities", "rows", "tops")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.lo, self.hi = np.inf, -np.inf
+        self.near01 = self.near_pm1 = 0
+        self.probabilities = True  # every row sums to 1 (a softmax): 0s are not saturation
+        self.tops: set[int] = set()
+        self.rows = 0
+
+
+class OutputSpread:
+    """What the reference's outputs looked like over the inputs a verification ran.
+
+    Why: a comparison proves only what its inputs can show. Generated N(0,1) values drive a
+    quantized model's sigmoid to 0.98 on every engine, so two engines 29% apart on real audio
+    agree on them. When every value of an output sits at an end of a sigmoid or tanh, when an
+    output is the same number everywhere, or when a classifier gives every input the same top
+    class, "it matched" says little, and the verdict must say so (:meth:`degenerate`). Figures
+    are accumulated piece by piece (:data:`CHUNK`), so a big output costs no copy."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, _Spread] = {}
+
+    def add(self, name: str, value: Any) -> None:
+        a = np.asarray(value)
+        if a.dtype.kind != "f" or a.size == 0:
+            return
+        s = self._seen.setdefault(name, _Spread())
+        s.count += int(a.size)
+        for (p,) in _pieces(a):
+            finite = p[np.isfinite(p)]
+            if not finite.size:
+                continue
+            s.lo, s.hi = min(s.lo, float(finite.min())), max(s.hi, float(finite.max()))
+            s.near01 += int(np.count_nonzero((finite <= SATURATION_MARGIN)
+                                             | (finite >= 1 - SATURATION_MARGIN)))
+            s.near_pm1 += int(np.count_nonzero(np.abs(finite) >= 1 - SATURATION_MARGIN))
+        if a.ndim >= 2 and a.shape[-1] >= 2:
+            rows = a.reshape(-1, a.shape[-1])[:ARGMAX_ROWS]
+            s.rows += len(rows)
+            if s.probabilities:
+                sums = rows.astype(np.float64).sum(axis=-1)
+                s.probabilities = bool(np.all(np.abs(sums - 1) < 1e-3)) and rows.min() >= 0
+            s.tops.update(int(t) for t in np.unique(np.argmax(rows, axis=-1)))
+        else:
+            s.probabilities = False
+            s.tops.add(-1)  # not a class-score output: never "the same top class"
+
+    def degenerate(self) -> str:
+        """``outputs saturated (y: 100% of values within 0.05 of 0 or 1)``, one clause per
+        output whose figures could not show a difference; empty when every output varied."""
+        notes: list[str] = []
+        for name, s in self._seen.items():
+            if not s.count or s.lo > s.hi:
+                continue
+            if s.lo == s.hi and s.count >= 2:
+                notes.append(f"{name} is {s.lo:.4g} everywhere")
+            elif s.lo >= 0 and s.hi <= 1 and not s.probabilities and \
+                    s.near01 >= SATURATED_SHARE * s.count:
+                notes.append(f"{name} saturated ({100 * s.near01 / s.count:.0f}% of values within "
+                             f"{SATURATION_MARGIN} of 0 or 1)")
+            elif -1 <= s.lo < 0 and s.hi <= 1 and s.near_pm1 >= SATURATED_SHARE * s.count:
+                notes.append(f"{name} saturated ({100 * s.near_pm1 / s.count:.0f}% of values "
+                             f"within {SATURATION_MARGIN} of -1 or 1)")
+            elif len(s.tops) == 1 and -1 not in s.tops and s.rows >= 2:
+                notes.append(f"{name} gives every input the same top class ({next(iter(s.tops))})")
+        return "; ".join(notes)

@@ -50,7 +50,16 @@ from .isolation import ERROR as ISO_ERROR
 from .isolation import HARNESS as ISO_HARNESS
 from .isolation import TIMEOUT as ISO_TIMEOUT
 from .isolation import Outcome, Worker
-from .metrics import OutputDiff, Tolerance, diff, for_output, nonfinite_counts, tolerance, within
+from .metrics import (
+    OutputDiff,
+    OutputSpread,
+    Tolerance,
+    diff,
+    for_output,
+    nonfinite_counts,
+    tolerance,
+    within,
+)
 from .model import ModelInfo
 from .words import Word
 
@@ -441,6 +450,12 @@ class ProbeResult:
     #: False when the backend raised while opening the model (nothing ran).
     opened: bool = True
     nonfinite: str = ""
+    #: What the numbers were compared on: ``generated inputs (x=1x3x32x32)`` or
+    #: ``your inputs (3 sets, 1a2b3c4d5e6f)`` (set by :func:`unirt.verify.verify`).
+    evidence: str = ""
+    #: Why a comparison that passed proves little (outputs saturated or constant on the inputs
+    #: it ran, a quantized model judged on generated values); empty when nothing says so.
+    weak: str = ""
 
     def __post_init__(self) -> None:
         self.status = ProbeStatus(self.status)  # the plain word (a cached entry) is accepted
@@ -463,7 +478,7 @@ class ProbeResult:
             "backend": self.backend, "status": self.status, "reason": self.reason,
             "precision": self.precision, "shapes": self.shapes, "limited": self.limited,
             "load_s": self.load_s, "run_s": self.run_s, "opened": self.opened,
-            "nonfinite": self.nonfinite,
+            "nonfinite": self.nonfinite, "evidence": self.evidence, "weak": self.weak,
             "outputs": [o.as_dict() | {"atol": self.tolerances.get(o.name, (None, None))[0],
                                        "rtol": self.tolerances.get(o.name, (None, None))[1]}
                         for o in self.outputs],
@@ -477,7 +492,8 @@ class ProbeResult:
         return cls(d["backend"], d["status"], d.get("reason", ""), d.get("precision"),
                    list(d.get("shapes", [])), outs, tols, dict(d.get("limited", {})),
                    d.get("load_s"), d.get("run_s"), bool(d.get("opened", True)),
-                   str(d.get("nonfinite") or ""))
+                   str(d.get("nonfinite") or ""), str(d.get("evidence") or ""),
+                   str(d.get("weak") or ""))
 
     def summary(self) -> str:
         """One line: ``max abs 1.6e-02 on logits (bf16)`` or the reason it failed, followed by
@@ -577,6 +593,7 @@ def judge(backend: str, opened: Outcome, sets: list[RunSet], reference: list[Run
     failing: list[str] = []
     notes: list[str] = []
     times: list[float] = []
+    spread = OutputSpread()
     pairs = list(zip(reference, sets))
     again = sets[-1] if sets and sets[-1].again_of is not None else None
     if again is not None and again.again_of is not None and again.again_of < len(reference):
@@ -602,7 +619,8 @@ def judge(backend: str, opened: Outcome, sets: list[RunSet], reference: list[Run
             continue
         times.extend(got.times)
         for name in ref.outputs:
-            d, tol, wrong = _compare_output(name, got, ref, precision, atol, rtol)
+            d, tol, wrong = _compare_output(name, got, ref, precision, atol, rtol,
+                                            None if got is again else spread)
             result.tolerances.setdefault(name, tol)
             if name not in worst or d.max_abs > worst[name].max_abs or d.problem:
                 worst[name] = d
@@ -610,6 +628,7 @@ def judge(backend: str, opened: Outcome, sets: list[RunSet], reference: list[Run
                 failing.append(f"{name} at {got.label}: {wrong}")
     result.outputs = list(worst.values())
     result.run_s = statistics.median(times) if times else None
+    result.weak = spread.degenerate()
     hides = [n for n in notes if n.startswith(_HIDDEN)]
     others = [n for n in notes if not n.startswith(_HIDDEN)]
     result.nonfinite = "; ".join(
@@ -628,12 +647,16 @@ def judge(backend: str, opened: Outcome, sets: list[RunSet], reference: list[Run
 
 
 def _compare_output(name: str, got: RunSet, ref: RunSet, precision: str, atol: Tolerance,
-                    rtol: Tolerance) -> tuple[OutputDiff, tuple[float, float], str]:
+                    rtol: Tolerance, spread: OutputSpread | None = None
+                    ) -> tuple[OutputDiff, tuple[float, float], str]:
     """One output of ``got`` against the reference's: its differences, its tolerance, and why
     it is out of tolerance ("" when it is not). One output of each side is held while this runs
-    (big ones are read from their files here, and dropped on return)."""
+    (big ones are read from their files here, and dropped on return). ``spread`` takes note of
+    what the reference's output looks like (:class:`OutputSpread`)."""
     assert ref.outputs is not None and got.outputs is not None
     ref_value = ref.outputs[name]
+    if spread is not None:
+        spread.add(name, ref_value)
     value = got.outputs.get(name)
     d = diff(name, value, ref_value)
     tol = tolerance(precision, np.asarray(ref_value), for_output(atol, name),

@@ -131,6 +131,7 @@ def load(
     tune: str | None = None,
     crash_guard: str | None = None,
     rewrite: bool | Sequence[str] = True,
+    inputs: Any = None,
 ) -> Session:
     """Open ``model`` on the best backend that can run it. See the README for every argument.
 
@@ -149,6 +150,10 @@ def load(
     ``False`` turns it off. ``input_ranges={"ids": (0, 30521)}``: the values verification
     generates for those inputs (ints LO..HI, floats [LO, HI)), where the defaults (N(0,1)
     floats, ints 0..3) are not what the model accepts.
+    ``inputs``: what the application sends (one feed dict, a list of them, or a folder written
+    by :func:`unirt.inputs.save_inputs`): every candidate is verified on exactly those arrays,
+    at their shapes, and the verdict is cached under their digest (:mod:`unirt.operating`);
+    without them, verification runs on generated inputs and says so.
     """
     registry = registry or get_registry()
     info = read_model(model)
@@ -157,6 +162,14 @@ def load(
                      device=device, precision=precision, threads=threads, options=options,
                      verify=verify, tolerance=tolerance, input_shapes=input_shapes,
                      fallback=fallback, check=check, input_ranges=input_ranges)
+    given = None
+    if inputs is not None:
+        from .operating import as_input_sets
+
+        given = as_input_sets(info, inputs)
+        # Engines built per shape (ncnn's conversion, TensorRT's profiles) are built for what
+        # the application sends, unless the caller says otherwise.
+        input_shapes = {**given.first_shapes, **dict(input_shapes or {})}
     from .inputs import check_ranges
 
     ranges = check_ranges(info.inputs, input_ranges) if input_ranges is not None else {}
@@ -186,7 +199,7 @@ def load(
                                threads=threads, device=device, options=options, verify="never",
                                check=False, tolerance=tolerance,
                                input_shapes=dict(input_shapes or {}), crash_guard=guard,
-                               rewrite=False, input_ranges=ranges)
+                               rewrite=False, input_ranges=ranges, inputs=given)
             router = _Router(registry, info, request, [name], set(), set(), set())
             router.verifications[name] = figures
             router.locked = figures.describe()
@@ -198,13 +211,16 @@ def load(
     request = _Request(backend=backend, fallback=fallback, precision=precision, threads=threads,
                        device=device, options=options, verify=verify, check=check,
                        tolerance=tolerance, input_shapes=dict(input_shapes or {}),
-                       crash_guard=guard, rewrite=rewrites, input_ranges=ranges)
+                       crash_guard=guard, rewrite=rewrites, input_ranges=ranges, inputs=given)
     ranking = None
     prefer_list = _names(prefer, "prefer")
     tuned: str | None = None
+    if backend is None and ("fastest" in prefer_list or not prefer_list):
+        # Where the model was last tuned on this machine, when the caller says nothing of
+        # shapes or inputs: the ranking and the winner's verdict are there, not at a guess.
+        request = _at_remembered_point(info, request)
     if backend is None and "fastest" in prefer_list:
-        ranking = _rank_fastest(registry, info, device, _names(exclude, "exclude"), precision,
-                                options, input_shapes, tolerance, ranges)
+        ranking = _rank_fastest(registry, info, device, _names(exclude, "exclude"), request)
         i = prefer_list.index("fastest")
         prefer_list[i:i + 1] = [n for n in ranking.order if n not in prefer_list]
     elif backend is None and not prefer_list:
@@ -244,8 +260,8 @@ def _tuned(registry: Registry, info: Any, device: str, request: _Request) -> Any
     other engine is imported). None otherwise: the default order applies."""
     from .fastest import lookup
 
-    ranking = lookup(info, request.precision, request.options, request.input_shapes,
-                     request.tolerance, request.input_ranges)
+    ranking = lookup(info, request.precision, request.options, request.input_shapes or None,
+                     request.tolerance, request.input_ranges, request.inputs)
     if ranking is None or ranking.winner is None:
         return None
     winner = ranking.winner
@@ -257,6 +273,23 @@ def _tuned(registry: Registry, info: Any, device: str, request: _Request) -> Any
                     info.name, winner, ranking.versions.get(winner), avail.version)
         return None
     return ranking
+
+
+def _at_remembered_point(info: Any, request: _Request) -> _Request:
+    """``request`` at the operating point the model was last tuned at on this machine
+    (:func:`unirt.fastest.recall_point`: the shapes, value ranges and input sets of ``unirt
+    tune``), when the caller gave none of those; else as it is."""
+    if request.input_shapes or request.input_ranges or request.inputs is not None:
+        return request
+    from .fastest import recall_point
+
+    point = recall_point(info, request.precision, request.options, request.tolerance)
+    if point is None:
+        return request
+    from dataclasses import replace
+
+    shapes, ranges, inputs = point
+    return replace(request, input_shapes=shapes, input_ranges=ranges, inputs=inputs)
 
 
 def _check_arguments(registry: Registry, info: Any, *, backend: str | None,
@@ -368,6 +401,8 @@ class _Request:
     rewrite: bool | tuple[str, ...] = True
     #: value ranges of generated inputs for verification (checked)
     input_ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    #: the user's input sets (operating.InputSets): verification runs on them, not generated
+    inputs: Any = None
 
 
 class _Router:
@@ -448,7 +483,7 @@ class _Router:
         from .verify import VerifyStatus, lookup, verify_reference
 
         v = lookup(self.info, name, avail.version, r.precision, opts, r.input_shapes,
-                   ranges=r.input_ranges)
+                   ranges=r.input_ranges, inputs=r.inputs)
         state = crashguard.marker_state(k) if v is None else crashguard.MarkerState.NONE
         if v is None and state == crashguard.MarkerState.NONE and \
                 r.crash_guard != crashguard.GuardMode.CHILD:
@@ -466,7 +501,7 @@ class _Router:
                             "running it in a child first", self.info.name, name)
             v = verify_reference(self.info, name, avail.version, r.precision, opts,
                                  r.input_shapes, registry=self.registry,
-                                 ranges=r.input_ranges)
+                                 ranges=r.input_ranges, inputs=r.inputs)
         if v is None:  # no cache to hold a marker in: as raw ONNX Runtime
             return None
         if v.accepted:  # (not a verification to show: it was compared with nothing)
@@ -513,7 +548,7 @@ class _Router:
 
         v = verify(self.info, name, avail.version, r.precision, r.options.get(name, {}),
                    r.input_shapes, r.verify, r.tolerance, registry=self.registry,
-                   ranges=r.input_ranges)
+                   ranges=r.input_ranges, inputs=r.inputs)
         self.verifications[name] = v
         if v.status == VerifyStatus.REFUSED:
             return RouteStep(name, FAILED, v.describe())
@@ -553,7 +588,7 @@ class _Router:
         r = self.request
         v = lookup(self.info, name, self.registry.backend(name).available().version,
                    r.precision, r.options.get(name, {}), r.input_shapes, r.tolerance,
-                   r.input_ranges)
+                   r.input_ranges, r.inputs)
         return v is not None and v.status == VerifyStatus.VERIFIED
 
     def route(self) -> Session:
@@ -660,6 +695,10 @@ class _Router:
         if v is not None and v.status == VerifyStatus.UNVERIFIED:
             logger.warning("unirt: %s runs %s unverified: %s", name, self.info.name,
                            v.result.reason)
+        elif v is not None and v.weak:
+            logger.warning("unirt: %s runs %s verified on generated inputs only (%s): pass "
+                           "inputs= with what the application sends to judge it there",
+                           name, self.info.name, v.weak)
 
     def _unjudged(self, name: str) -> bool:
         """Whether ``name`` was opened on a verification that had no reference to compare
@@ -757,16 +796,16 @@ class _Router:
 
 
 def _rank_fastest(registry: Registry, info: Any, device: str, exclude: list[str],
-                  precision: str, options: Mapping[str, Mapping[str, Any]],
-                  input_shapes: Mapping[str, Sequence[int]] | None,
-                  tolerance: float | None,
-                  ranges: Mapping[str, tuple[float, float]] | None = None) -> Any:
-    """Rank the available candidates for ``prefer="fastest"`` (measured once, then cached)."""
+                  request: _Request) -> Any:
+    """Rank the available candidates for ``prefer="fastest"`` (measured once, then cached), at
+    the request's operating point: the user's inputs, their shapes, or the tuned point."""
     from .fastest import candidate_pool, rank
 
     pool, versions, _ = candidate_pool(registry, default_order(registry, device), exclude)
-    return rank(info, pool, versions, precision, options, input_shapes, tolerance,
-                registry=registry, ranges=ranges)
+    r = request
+    return rank(info, pool, versions, r.precision, r.options, r.input_shapes or None,
+                r.tolerance, registry=registry, ranges=r.input_ranges or None,
+                inputs=r.inputs)
 
 
 def _apply_policy(registry: Registry, info: Any, order: list[str]) -> tuple[list[str], set[str]]:

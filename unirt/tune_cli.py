@@ -11,7 +11,13 @@ from typing import Any
 import click
 
 from . import cli_output
-from .cli_options import input_option, input_range_option, model_argument, writable_file
+from .cli_options import (
+    input_option,
+    input_range_option,
+    load_inputs_option,
+    model_argument,
+    writable_file,
+)
 from .errors import UnirtError
 
 
@@ -22,6 +28,7 @@ from .errors import UnirtError
 @click.option("--shape", "-s", "shape_specs", multiple=True, metavar="NAME=1x3x224x224",
               help="Shape of an input to tune at (sets its dynamic dims).")
 @input_option
+@load_inputs_option
 @input_range_option
 @click.option("--precision", type=click.Choice(["exact", "fast"]), default="exact",
               show_default=True)
@@ -32,13 +39,18 @@ from .errors import UnirtError
               help="Also write a deployment lock of the winner (unirt.load(..., lock=FILE)).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def tune_command(model: str, backend_list: str | None, shape_specs: tuple[str, ...],
-                 input_specs: tuple[str, ...], range_specs: tuple[str, ...], precision: str,
+                 input_specs: tuple[str, ...], load_dir: str | None,
+                 range_specs: tuple[str, ...], precision: str,
                  device: str, lock_path: str | None, as_json: bool) -> None:
     """Verify and time every available backend on MODEL; the next load uses the fastest that
-    is right."""
+    is right.
+
+    With --input or --load-inputs, every backend is verified on those arrays and timed on the
+    first set, and the result is remembered with their shapes: a later plain
+    unirt.load(MODEL) opens the winner and verifies it there."""
     from . import cli_inputs
     from .fastest import candidate_pool, rank
-    from .inputs import feeds_for, fill_dynamic, parse_assignments, parse_shape
+    from .inputs import fill_dynamic, parse_assignments, parse_shape
     from .model import read_model
     from .plugins import get_registry
     from .router import _check_arguments, default_order
@@ -46,12 +58,10 @@ def tune_command(model: str, backend_list: str | None, shape_specs: tuple[str, .
     registry = get_registry()
     info = read_model(model)
     shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
-    given, _ = cli_inputs.given_inputs(info, input_specs)
     ranges = cli_inputs.ranges(info, range_specs)
-    feeds = feeds_for(info, given, shapes, 0, ranges) if given else None
-    if feeds:  # verified and ranked at the given arrays' shapes, timed on the arrays
-        shapes = {**shapes, **{n: tuple(a.shape) for n, a in given.items()}}
-    fill_dynamic(info.inputs, shapes)  # the sizes verification guesses, said out loud
+    inputs = cli_inputs.input_sets(info, input_specs, load_dir, shapes, ranges)
+    if inputs is None:
+        fill_dynamic(info.inputs, shapes)  # the sizes verification guesses, said out loud
     _check_arguments(registry, info, backend=None, prefer=None, exclude=None, device=device,
                      precision=precision, threads=None, options={}, verify="auto",
                      tolerance=None, input_shapes=shapes or None, fallback=True, check=True,
@@ -63,14 +73,14 @@ def tune_command(model: str, backend_list: str | None, shape_specs: tuple[str, .
         raise UnirtError("no available backend to tune: " + "; ".join(
             f"{n}: {why}" for n, why in skipped.items()))
     ranking = rank(info, pool, versions, precision, {}, shapes or None, registry=registry,
-                   remeasure=True, ranges=ranges or None, feeds=feeds)
+                   remeasure=True, ranges=ranges or None, inputs=inputs)
     if lock_path is not None:
         from .lock import measure_lock, write_lock
 
         if ranking.winner is None:
             raise UnirtError(f"no backend passed on {info.name}: nothing to lock")
-        write_lock(measure_lock(model, ranking.winner, shapes or None, precision, registry),
-                   lock_path)
+        write_lock(measure_lock(model, ranking.winner, shapes or None, precision, registry,
+                                inputs=inputs), lock_path)
     if as_json:
         cli_output.print_json({"model": info.name, "precision": precision,
                                "ranking": ranking.as_dict(), "unavailable": skipped,
@@ -106,13 +116,7 @@ def _print(ranking: Any, skipped: dict[str, str], info: Any, registry: Any) -> N
                                ["backend", "result", "median ms", "vs reference",
                                 "max abs err", "load ms"], rows))
     if ranking.winner:
-        from .inputs import shape_sets
-
-        default = {k: list(v) for k, v in shape_sets(info.inputs)[0][1].items()}
-        shapes = {} if default == ranking.shapes else ranking.shapes
-        call = f"unirt.load({model!r}" + (
-            f", input_shapes={{{', '.join(f'{k!r}: {tuple(v)}' for k, v in shapes.items())}}}"
-            if shapes else "") + ")"
-        con.print(f"The next {call} opens {ranking.winner} (ranking cached for these shapes).",
-                  highlight=False)
+        on = " and input sets" if ranking.inputs else ""
+        con.print(f"The next unirt.load({model!r}) opens {ranking.winner} (the ranking is "
+                  f"remembered with these shapes{on}).", highlight=False)
 

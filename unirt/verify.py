@@ -45,7 +45,7 @@ from .words import Word
 
 if TYPE_CHECKING:  # pragma: no cover
     from .cache import ArtifactCache
-    from .inputs import FeedRecipe
+    from .operating import InputSets
     from .plugins import Registry
 
 logger = logging.getLogger("unirt")
@@ -55,7 +55,7 @@ MODES = VERIFY_MODES
 CACHE_SECTION = "verify"
 VERDICT_FILE = "verdict.json"
 #: Bumped when what a verdict means changes: older verdicts then miss.
-VERSION = 3
+VERSION = 4
 #: Seconds a verification probe may take before the candidate is rejected as hung;
 #: ``UNIRT_VERIFY_TIMEOUT`` overrides it.
 DEFAULT_TIMEOUT = 120.0
@@ -108,14 +108,28 @@ class Verification:
                 s in r.reason for s in _ENGINE_SIGNALS)
         return r.status in (FAIL, ERROR)
 
+    @property
+    def weak(self) -> str:
+        """Why this verdict proves little (empty when nothing says so): see
+        :attr:`ProbeResult.weak`."""
+        return self.result.weak
+
     def describe(self) -> str:
         source = "cached verdict: " if self.cached else ""
         if self.status == VerifyStatus.VERIFIED:
             limited = "".join(f"; refuses {k} ({v})" for k, v in self.result.limited.items())
-            return f"{source}verified, {self.result.summary()}{limited}"
+            return f"{source}verified, {self.result.summary()}{limited}{self.measured_on()}"
         if self.status in (VerifyStatus.REJECTED, VerifyStatus.REFUSED):
             return f"{source}{self.result.reason}"  # the route's outcome says the rest
         return f"{source}{self.status}: {self.result.reason}"
+
+    def measured_on(self) -> str:
+        """``; on your inputs (3 sets, 1a2b…)``, or ``; verified on generated inputs only:
+        y saturated (…)`` when the comparison could not have seen a difference."""
+        r = self.result
+        if r.weak:
+            return f"; verified on generated inputs only: {r.weak}"
+        return f"; on {r.evidence}" if r.evidence else ""
 
 
 def probe_shapes(inputs: Sequence[TensorInfo],
@@ -125,8 +139,9 @@ def probe_shapes(inputs: Sequence[TensorInfo],
 
 
 def feed_sets(info: ModelInfo, shapes: Mapping[str, Sequence[int]] | None = None,
-              ranges: Mapping[str, tuple[float, float]] | None = None
-              ) -> tuple[list[str], list[dict[str, tuple]], list[FeedRecipe]]:
+              ranges: Mapping[str, tuple[float, float]] | None = None,
+              inputs: InputSets | None = None
+              ) -> tuple[list[str], list[dict[str, tuple]], list[Any]]:
     """(labels, shape sets, input recipes) a verification runs: the same for ``load``,
     ``capabilities --probe`` and ``compare``, so their verdicts are one. Raises ``UnirtError``
     when no inputs can be generated (bf16, strings without a shape, sequences) or when a set is
@@ -137,8 +152,14 @@ def feed_sets(info: ModelInfo, shapes: Mapping[str, Sequence[int]] | None = None
     caller's process. ``ranges`` (``load(input_ranges=)``) travel in every recipe. For a model
     with a float input, one more set follows the shape sets: the
     base set with NaN/inf planted, judged for how NaN/inf come out (a note, never a rejection:
-    see :mod:`unirt.probe`)."""
+    see :mod:`unirt.probe`).
+
+    ``inputs``: the user's own input sets (:mod:`unirt.operating`): exactly those arrays are
+    run, at their shapes, and nothing is generated."""
     from .inputs import FeedRecipe
+
+    if inputs is not None:
+        return inputs.labels(), inputs.shapes, list(inputs.sets)
 
     labelled = shape_sets(info.inputs, shapes)
     labels = [label for label, _ in labelled]
@@ -154,12 +175,18 @@ def feed_sets(info: ModelInfo, shapes: Mapping[str, Sequence[int]] | None = None
 def _key(info: ModelInfo, backend: str, version: str | None, precision: str,
          options: Mapping[str, Any], shapes: list[dict[str, tuple]],
          tolerance: float | None,
-         ranges: Mapping[str, tuple[float, float]] | None = None) -> str:
+         ranges: Mapping[str, tuple[float, float]] | None = None,
+         inputs: str | None = None) -> str:
     """The verdict's cache key; value ranges are in it when set (a verdict on inputs in 0..3
-    says nothing about inputs in 8000..16000), and leave the key as it was when not."""
+    says nothing about inputs in 8000..16000), and leave the key as it was when not; so does
+    ``inputs``, the digest of the user's input sets (a verdict on generated values is never
+    found for the user's, nor one on one user's data for another's)."""
     from .cache import artifact_key
 
-    extra = {"input_ranges": {k: list(v) for k, v in sorted(ranges.items())}} if ranges else {}
+    extra: dict[str, Any] = {"input_ranges": {k: list(v) for k, v in sorted(ranges.items())}} \
+        if ranges else {}
+    if inputs:
+        extra["inputs"] = inputs
     return artifact_key(CACHE_SECTION, info, versions={"engine": version, "verify": VERSION},
                         shapes=[{k: list(v) for k, v in s.items()} for s in shapes],
                         precision=precision,
@@ -200,17 +227,27 @@ def lookup(info: ModelInfo, backend: str, version: str | None, precision: str = 
            options: Mapping[str, Any] | None = None,
            shapes: Mapping[str, Sequence[int]] | None = None,
            tolerance: float | None = None,
-           ranges: Mapping[str, tuple[float, float]] | None = None) -> Verification | None:
+           ranges: Mapping[str, tuple[float, float]] | None = None,
+           inputs: InputSets | None = None) -> Verification | None:
     """The cached verdict for these arguments, or None; never measures (``capabilities``)."""
     from .cache import ArtifactCache
 
     try:
-        sets = [s for _, s in shape_sets(info.inputs, shapes)]
+        sets = _shape_key(info, shapes, inputs)
     except UnirtError:
         return None
     return _cached(ArtifactCache(),
                    _key(info, backend, version, precision, options or {}, sets, tolerance,
-                        ranges))
+                        ranges, inputs.digest if inputs is not None else None))
+
+
+def _shape_key(info: ModelInfo, shapes: Mapping[str, Sequence[int]] | None,
+               inputs: InputSets | None) -> list[dict[str, tuple]]:
+    """The shape sets a verdict is keyed by: the user's sets' shapes, else the generated ones
+    (raises ``UnirtError`` when none can be generated)."""
+    if inputs is not None:
+        return inputs.shapes
+    return [s for _, s in shape_sets(info.inputs, shapes)]
 
 
 def status_of(result: ProbeResult) -> VerifyStatus:
@@ -230,14 +267,16 @@ def verify(info: ModelInfo, backend: str, version: str | None, precision: str = 
            tolerance: float | None = None, timeout: float | None = None,
            registry: Registry | None = None, reference: list[RunSet] | None = None,
            runs: int = 1,
-           ranges: Mapping[str, tuple[float, float]] | None = None) -> Verification:
+           ranges: Mapping[str, tuple[float, float]] | None = None,
+           inputs: InputSets | None = None) -> Verification:
     """The verdict for running ``info`` on ``backend``: from the cache, or measured now.
 
     ``mode="always"`` measures even when a verdict is cached (and refreshes it). ``registry``:
     the plugins in use, rebuilt in the children. ``reference``: the reference's runs on
     :func:`feed_sets`, when already made for another backend. ``runs``: times each set is run
     (for a median time; the verdict does not depend on it). ``ranges``: value ranges of
-    generated inputs (``load(input_ranges=)``), in every recipe and in the key.
+    generated inputs (``load(input_ranges=)``), in every recipe and in the key. ``inputs``: the
+    user's input sets (:mod:`unirt.operating`): judged on exactly those, keyed by their digest.
     """
     from .cache import ArtifactCache
 
@@ -245,10 +284,11 @@ def verify(info: ModelInfo, backend: str, version: str | None, precision: str = 
         timeout = float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT)
     no_inputs = ""
     try:
-        sets = [s for _, s in shape_sets(info.inputs, shapes)]
+        sets = _shape_key(info, shapes, inputs)
     except UnirtError as exc:  # bf16, strings without shape, sequences: nothing to compare
         sets, no_inputs = [], f"no inputs can be generated ({exc})"
-    key = _key(info, backend, version, precision, options or {}, sets, tolerance, ranges)
+    key = _key(info, backend, version, precision, options or {}, sets, tolerance, ranges,
+               inputs.digest if inputs is not None else None)
     cache = ArtifactCache()
     if mode != "always":
         known = _cached(cache, key)
@@ -257,10 +297,10 @@ def verify(info: ModelInfo, backend: str, version: str | None, precision: str = 
     else:
         cache.remove(CACHE_SECTION, key)
     labels: list[str] = []
-    feeds: list[FeedRecipe] = []
+    feeds: list[Any] = []
     if not no_inputs:
         try:  # generated only now: a cached verdict costs no input generation
-            labels, _, feeds = feed_sets(info, shapes, ranges)
+            labels, _, feeds = feed_sets(info, shapes, ranges, inputs)
         except UnirtError as exc:
             no_inputs = f"no inputs can be generated ({exc})"
     with progress.step(progress.Step.VERIFY, backend, info.name) as running:
@@ -272,22 +312,48 @@ def verify(info: ModelInfo, backend: str, version: str | None, precision: str = 
                            timeout=timeout, labels=labels, registry=registry,
                            reference=reference, runs=runs)
             traced = traced_shapes(info, registry) if result.status == NO_REFERENCE and \
-                not shapes and reference is None else {}
+                not shapes and reference is None and inputs is None else {}
             if traced:
                 # The reference refuses every generated size, but the model says where it
                 # runs (a "dynamic" export whose Reshape bakes the traced size): compare there,
-                # rather than open an engine on no evidence (a tester's ncnn was 0.99 off).
-                labels, _, feeds = feed_sets(info, traced, ranges)
+                # rather than open an engine on no evidence.
+                labels, sets, feeds = feed_sets(info, traced, ranges)
                 result = probe(info, backend, feeds, precision, options, atol=tolerance,
                                timeout=timeout, labels=labels, registry=registry, runs=runs)
                 at = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in traced.items())
                 result.limited.setdefault("generated sizes", "the reference cannot run them; "
                                           f"compared at the traced size {at}")
+            _note_evidence(info, result, sets, inputs, shapes)
         running.detail = str(result.status)
     verification = Verification(status_of(result), result, False, key)
     if verification.about_engine:
         store(verification, info, backend, version, precision)
     return verification
+
+
+def _note_evidence(info: ModelInfo, result: ProbeResult, sets: list[dict[str, tuple]],
+                   inputs: InputSets | None,
+                   shapes: Mapping[str, Sequence[int]] | None) -> None:
+    """Say on ``result`` what its numbers were compared on, whether that could show a
+    difference, and, for a verdict against the engine at shapes unirt guessed, how to judge it
+    at the user's: a failure at a generated 1x3x32x32 says nothing about 2x3x48x192."""
+    from .operating import is_quantized, shape_text
+
+    if inputs is not None:
+        result.evidence = inputs.short()
+        result.weak = ""  # the user's own data is the operating point
+        return
+    at = shape_text(sets[0]) if sets else ""
+    result.evidence = f"generated inputs ({at})" if at else "generated inputs"
+    weak = [result.weak] if result.weak else []
+    if is_quantized(info):
+        weak.insert(0, "a quantized model, whose engines can agree on generated values and "
+                       "differ on real data")
+    result.weak = "; ".join(weak) if result.status == PASS else ""
+    guessed = info.has_dynamic_inputs and not shapes
+    if result.status not in (PASS, NO_REFERENCE, HARNESS) and guessed:
+        result.reason += (f" (judged on generated inputs at {at}: give input_shapes= or "
+                          "inputs= with what your application sends to judge it there)")
 
 
 def traced_shapes(info: ModelInfo, registry: Registry | None = None
@@ -331,7 +397,8 @@ def verify_reference(info: ModelInfo, backend: str, version: str | None,
                      shapes: Mapping[str, Sequence[int]] | None = None,
                      timeout: float | None = None,
                      registry: Registry | None = None,
-                     ranges: Mapping[str, tuple[float, float]] | None = None) -> Verification:
+                     ranges: Mapping[str, tuple[float, float]] | None = None,
+                     inputs: InputSets | None = None) -> Verification:
     """The reference's own trial: open ``info`` on it in a child and run the verification's
     input sets, nothing to compare with. VERIFIED when every set ran; REJECTED when it crashed
     or hung; REFUSED when it raised opening the model. Cached like :func:`verify` (the same
@@ -343,16 +410,17 @@ def verify_reference(info: ModelInfo, backend: str, version: str | None,
     if timeout is None:
         timeout = float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT)
     try:
-        sets = [s for _, s in shape_sets(info.inputs, shapes)]
+        sets = _shape_key(info, shapes, inputs)
     except UnirtError:
         sets = []
-    key = _key(info, backend, version, precision, options or {}, sets, None, ranges)
+    key = _key(info, backend, version, precision, options or {}, sets, None, ranges,
+               inputs.digest if inputs is not None else None)
     known = _cached(ArtifactCache(), key)
     if known is not None:
         return known
     with progress.step(progress.Step.REFERENCE, backend, info.name) as running:
         try:
-            labels, _, feeds = feed_sets(info, shapes, ranges)
+            labels, _, feeds = feed_sets(info, shapes, ranges, inputs)
         except UnirtError as exc:  # still opened in a child: it can crash reading the model
             result = open_only(info, backend, "exact", options, timeout, registry,
                                f"no inputs can be generated ({exc})")

@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..isolation import Worker
     from ..lint import Finding, LintReport
     from ..model import ModelInfo, ModelSource
+    from ..operating import InputSets
     from ..plugins import Registry, RegistrySpec
     from ..probe import ProbeResult, RunSet
     from ..verify import Verification
@@ -118,6 +119,7 @@ def capabilities(
     query_timeout: float | None = None,
     feeds: Mapping[str, Any] | None = None,
     ranges: Mapping[str, Sequence[float]] | None = None,
+    inputs: Any = None,
 ) -> CapabilityReport:
     """The capability matrix for one model: for every registered backend (or ``backends``), the
     table's prediction, the engine's own answer (``query``), the measured outcome (the cached
@@ -127,8 +129,12 @@ def capabilities(
     engine's own answer may take (default ``UNIRT_QUERY_TIMEOUT``, else 30 s); it is asked in a
     child process, so a query that does not end in time is a note, never a hung caller.
     ``ranges``: input name -> (LO, HI) of generated values (as ``load(input_ranges=)``: the
-    same verdicts). ``feeds``: input arrays (``--input``) the probes run on instead, at their
-    shapes; such a measurement is not cached (the verdict cache knows generated inputs only).
+    same verdicts). ``inputs``: the user's input sets (as ``load(inputs=)``: a feed dict, a
+    list of them, a folder): probes run on exactly those, and the verdicts are the ones ``load``
+    reads and writes for them. ``feeds``: one feed dict (``--input``), completed with generated
+    values for inputs it does not give, taken as ``inputs``. With none of shapes, ranges and
+    inputs, the verdicts shown are those at the model's tuned operating point, when it has one
+    (:func:`unirt.fastest.recall_point`), as ``load`` opens it.
     """
     from ..inputs import check_ranges, check_shapes
     from ..lint import lint
@@ -142,10 +148,20 @@ def capabilities(
         registry.backend(name)  # an unknown name: an error listing the known ones, before work
     check_shapes(info, shapes or {}, "--shape")
     checked = check_ranges(info.inputs, ranges, "--input-range") if ranges else None
+    from ..operating import as_input_sets
+
     if feeds:
         from ..inputs import feeds_for
 
-        feeds = feeds_for(info, feeds, shapes, 0, checked)
+        inputs = as_input_sets(info, feeds_for(info, feeds, shapes, 0, checked), "--input")
+    elif inputs is not None:
+        inputs = as_input_sets(info, inputs)
+    if not shapes and not checked and inputs is None:
+        from ..fastest import recall_point
+
+        point = recall_point(info)
+        if point is not None:
+            shapes, checked, inputs = point
     # The ONNX checker's and shape inference's complaints are findings here, not a refusal:
     # a model every engine is said to reject (a pooling kernel of the wrong rank) is exactly
     # the one whose verdicts and repairs the user came to see.
@@ -165,14 +181,14 @@ def capabilities(
                 from ..verify import lookup
 
                 cached = lookup(info, name, v.engine_version, "exact", {}, shapes, None,
-                                checked)
+                                checked, inputs)
                 if cached is not None:
                     apply_measurement(v, cached)
     finally:
         querier.close()
     report = CapabilityReport(model_summary(info), verdicts, lint=linted)
     if probe:
-        _measure(report, info, registry, shapes, timeout, layerwise, checked, feeds)
+        _measure(report, info, registry, shapes, timeout, layerwise, checked, inputs)
     for name, v in verdicts.items():
         settle(v, reference=registry.backend(name).is_reference)
         if v.measured is not None:
@@ -356,18 +372,17 @@ def apply_measurement(verdict: Verdict, verification: Verification) -> None:
 def _measure(report: CapabilityReport, info: ModelInfo, registry: Registry,
              shapes: Mapping[str, Sequence[int]] | None, timeout: float,
              layerwise: bool, ranges: Mapping[str, tuple[float, float]] | None = None,
-             given: Mapping[str, Any] | None = None) -> None:
+             inputs: InputSets | None = None) -> None:
     """Measure every available backend now: one reference run shared by all, each backend's
-    verdict written where ``load`` reads it (not for ``given`` arrays: judged, not cached)."""
+    verdict written where ``load`` reads it (for the user's ``inputs`` too: keyed by their
+    digest, so ``load(inputs=)``, ``tune`` and ``compare`` on the same arrays agree)."""
     from .. import progress
     from ..probe import ProbeStatus, reference_outputs
     from ..verify import feed_sets, verify
 
     runnable = [n for n, v in report.verdicts.items() if v.status != UNAVAILABLE]
     try:
-        labels, _, feeds = feed_sets(info, shapes, ranges)
-        if given:
-            labels, feeds = ["base"], [dict(given)]  # type: ignore[list-item]
+        labels, _, feeds = feed_sets(info, shapes, ranges, inputs)
     except UnirtError as exc:
         for name in runnable:
             report.verdicts[name].notes.append(f"not measured: no inputs can be generated "
@@ -388,29 +403,12 @@ def _measure(report: CapabilityReport, info: ModelInfo, registry: Registry,
             elif v.measured["status"] not in (CaseStatus.PASS, CaseStatus.DYNAMIC_FAIL):
                 refused_by_engine(v, v.measured["detail"] or v.measured["status"])
             continue
-        if given:
-            ver = _probe_given(info, name, feeds, labels, reference, timeout, registry)
-        else:
-            ver = verify(info, name, v.engine_version, "exact", {}, shapes, "always",
-                         timeout=timeout, registry=registry, reference=reference, runs=10,
-                         ranges=ranges)
+        ver = verify(info, name, v.engine_version, "exact", {}, shapes, "always",
+                     timeout=timeout, registry=registry, reference=reference, runs=10,
+                     ranges=ranges, inputs=inputs)
         apply_measurement(v, ver)
-        if layerwise and not given and ver.result.status == ProbeStatus.FAIL:
+        if layerwise and inputs is None and ver.result.status == ProbeStatus.FAIL:
             _explain_divergence(v, info, name, ver.result, labels, feeds, timeout)
-
-
-def _probe_given(info: ModelInfo, name: str, feeds: Any, labels: list[str],
-                 reference: list[RunSet], timeout: float, registry: Registry) -> Verification:
-    """``name`` run on the caller's arrays and judged, as a verification that is not cached."""
-    from .. import progress
-    from ..probe import probe
-    from ..verify import Verification, status_of
-
-    with progress.step(progress.Step.VERIFY, name, info.name, "given inputs") as running:
-        result = probe(info, name, feeds, "exact", timeout=timeout, reference=reference,
-                       runs=10, labels=labels, registry=registry)
-        running.detail = str(result.status)
-    return Verification(status_of(result), result, False, "")
 
 
 def _reference_summary(reference: list[RunSet], opened: bool = False) -> dict[str, Any]:
@@ -476,14 +474,15 @@ def probe_summary(result: ProbeResult) -> dict[str, Any]:
     """A :class:`~unirt.probe.ProbeResult` as the matrix shows it: ``status`` is a
     :class:`~unirt.capability.table.CaseStatus`. ``nonfinite``: how the backend treats NaN/inf
     inputs where it differs from the reference (``hides NaN/inf: ...``), empty otherwise."""
-    from ..probe import CRASHED, ERROR, FAIL, HARNESS, NO_REFERENCE, TIMEOUT
+    from ..probe import CRASHED, ERROR, FAIL, HARNESS, NO_REFERENCE, PASS, TIMEOUT
 
     out: dict[str, Any] = {"status": CaseStatus.PASS, "detail": None, "precision": result.precision,
                            "median_ms": None if result.run_s is None else result.run_s * 1e3,
                            "max_abs": max((o.max_abs for o in result.outputs), default=None),
                            "max_rel": max((o.max_rel for o in result.outputs), default=None),
                            "shapes": result.shapes, "limited": result.limited,
-                           "nonfinite": result.nonfinite}
+                           "nonfinite": result.nonfinite, "evidence": result.evidence,
+                           "weak": result.weak}
     if result.status == CRASHED:
         out.update(status=CaseStatus.CRASH, detail=result.reason)
     elif result.status == TIMEOUT:
@@ -498,11 +497,13 @@ def probe_summary(result: ProbeResult) -> dict[str, Any]:
         out.update(status=CaseStatus.UNVERIFIED, detail=result.reason)
     elif result.limited:
         base = result.shapes[0] if result.shapes else None
-        if base in result.limited or result.status == ERROR:
+        if result.status == ERROR or (base in result.limited and result.status != PASS):
             out.update(status=CaseStatus.RUN_FAIL, detail="; ".join(
                 f"{k}: {v}" for k, v in result.limited.items()))
-        else:
+        else:  # it ran right at some sizes (verified there): a limit, not a failure
+            ran = [s for s in result.shapes if s not in result.limited]
             out.update(status=CaseStatus.DYNAMIC_FAIL,
-                       detail="declared dynamic, fails at " + ", ".join(
-                           f"{k}: {v}" for k, v in result.limited.items()))
+                       detail=(f"passes at {', '.join(ran)}; " if ran else "")
+                       + "fails at " + ", ".join(f"{k}: {v}" for k, v in
+                                                result.limited.items()))
     return out
