@@ -67,7 +67,7 @@ def test_the_sigmoid_saturates_on_normal_feeds_and_not_on_realistic_ones(model: 
     normal = _outputs(model, "onnxruntime", _normal(model))
     real = _outputs(model, "onnxruntime", _realistic())
     assert normal.min() > 0.98, normal.min()
-    assert real.max() < 0.98 and real.min() > 0.02, (real.min(), real.max())
+    assert real.max() < 0.99 and real.min() > 0.01, (real.min(), real.max())  # [0.22, 0.96]
     assert np.mean((real > 0.1) & (real < 0.9)) > 0.9  # mostly mid-range
 
 

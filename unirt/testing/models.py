@@ -587,10 +587,10 @@ def qdq_saturating_inputs(n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
 
     Each is the log of a few formant-like bands (Gaussian in frequency, drifting and swelling
     smoothly over time) over a noise floor, with multiplicative gamma noise, shifted to a mean
-    level in [-5.5, -4.5] as a loudness-normalised recording gives: values from about -14 to 2,
-    smooth along both axes. Why: a speech model sees these, and they sit far from the N(0,1)
-    feeds unirt verifies on, in scale, offset and structure; the disagreement
-    :func:`qdq_saturating` stands for shows only on them.
+    level in [-5.5, -4.5] as a loudness-normalised recording gives: values from about -14 to 3,
+    bands that move slowly over time under per-bin noise. Why: a speech model sees these, and
+    they sit far from the N(0,1) feeds unirt verifies on, in scale, offset and structure; the
+    disagreement :func:`qdq_saturating` stands for shows only on them.
     """
     rng = np.random.default_rng(seed)
     return [{"features": _log_mel(rng)} for _ in range(n)]
@@ -687,7 +687,7 @@ def qdq_saturating(seed: int = 0) -> onnx.ModelProto:
 
     ``features: float32[1, 40, 96]`` (log-mel, :func:`qdq_saturating_inputs`) ->
     ``prob: float32[1, 8]``; the float encoder of :func:`_qdq_encoder` with seeded weights and a
-    head fitted (:func:`_qdq_head`) so that realistic feeds land mid-range (sigmoid ~0.2-0.9)
+    head fitted (:func:`_qdq_head`) so that realistic feeds land mid-range (sigmoid mostly 0.2-0.9)
     and N(0,1) feeds saturate it (~0.997), quantized by ONNX Runtime's ``quantize_static`` in
     QDQ format, calibrated on realistic feeds: uint8 activations, int8 weights per tensor with
     ``reduce_range`` (ONNX Runtime's own advice for x86 CPUs without VNNI, which also keeps its
