@@ -126,12 +126,13 @@ def inputs_digest(sets: Sequence[Mapping[str, Any]]) -> str:
     return h.hexdigest()
 
 
-def _thin(sets: list[dict[str, Any]], most: int) -> list[dict[str, Any]]:
-    """At most ``most`` sets, evenly spaced, the first and the last kept."""
-    if len(sets) <= most:
-        return sets
-    step = (len(sets) - 1) / (most - 1)
-    return [sets[round(i * step)] for i in range(most)]
+def _thin(count: int, most: int) -> list[int]:
+    """The indexes of at most ``most`` of ``count`` sets, evenly spaced, the first and the last
+    kept."""
+    if count <= most:
+        return list(range(count))
+    step = (count - 1) / (most - 1)
+    return [round(i * step) for i in range(most)]
 
 
 def _check_set(info: ModelInfo, feeds: Any, where: str) -> dict[str, Any]:
@@ -206,9 +207,8 @@ def as_input_sets(info: ModelInfo, value: Any, origin: str = "inputs=") -> Input
     if not raw:
         raise InputError(f"{origin}: no input sets given")
     given = len(raw)
-    kept = _thin(raw, MAX_SETS)
-    sets = tuple(_check_set(info, s, f"input set {raw.index(s) + 1} of {origin}"
-                            if given > 1 else origin) for s in kept)
+    sets = tuple(_check_set(info, raw[i], f"input set {i + 1} of {origin}"
+                            if given > 1 else origin) for i in _thin(given, MAX_SETS))
     if given > MAX_SETS:
         logger.info("unirt: %d input sets given for %s; verification runs %d of them, evenly "
                     "spaced", given, info.name, MAX_SETS)

@@ -635,7 +635,10 @@ def judge(backend: str, opened: Outcome, sets: list[RunSet], reference: list[Run
         ([f"{HIDES}: " + "; ".join(h[len(_HIDDEN):] for h in hides)] if hides else [])
         + ([f"on NaN/inf inputs: {'; '.join(others)}"] if others else []))
     if failing:
-        result.status, result.reason = FAIL, "wrong numbers: " + "; ".join(failing)
+        shown = "; ".join(failing[:_SHOWN_FAILURES])
+        more = len(failing) - _SHOWN_FAILURES
+        result.status = FAIL
+        result.reason = "wrong numbers: " + shown + (f"; and {more} more" if more > 0 else "")
     elif all(r.outputs is None for r in reference if not r.nonfinite):
         result.status = NO_REFERENCE
         result.reason = (f"the reference ({reference_name(registry)}) cannot run the model: "
@@ -666,6 +669,9 @@ def _compare_output(name: str, got: RunSet, ref: RunSet, precision: str, atol: T
                                      f"(atol {tol[0]:.3g}, rtol {tol[1]:.3g})")
     return d, tol, ""
 
+
+#: How many wrong outputs a reason lists (one per output and input set; the rest are counted).
+_SHOWN_FAILURES = 3
 
 #: Marks a note of :func:`_nonfinite_notes` that is a hidden NaN/inf (stripped when joined).
 _HIDDEN = "\0hidden:"

@@ -207,7 +207,7 @@ def load(
     asked: RouteStep | None = None
     if isinstance(rewrites, tuple):
         info, asked = _rewrite_as_asked(registry, info, rewrites, precision, input_shapes,
-                                        tolerance)
+                                        tolerance, given)
     request = _Request(backend=backend, fallback=fallback, precision=precision, threads=threads,
                        device=device, options=options, verify=verify, check=check,
                        tolerance=tolerance, input_shapes=dict(input_shapes or {}),
@@ -344,7 +344,8 @@ def _check_arguments(registry: Registry, info: Any, *, backend: str | None,
 
 def _rewrite_as_asked(registry: Registry, info: Any, names: tuple[str, ...], precision: str,
                       input_shapes: Mapping[str, Sequence[int]] | None,
-                      tolerance: float | None) -> tuple[Any, RouteStep | None]:
+                      tolerance: float | None, inputs: Any = None
+                      ) -> tuple[Any, RouteStep | None]:
     """Opt-in rewrites named in ``rewrite=[...]`` apply before routing, to every candidate: they
     change what the model accepts (un-baking a traced size), so no engine's failure can ask for
     them. Verified on the reference against the original, at the sizes where the original runs
@@ -359,7 +360,7 @@ def _rewrite_as_asked(registry: Registry, info: Any, names: tuple[str, ...], pre
     shapes = dict(input_shapes or {}) or traced_shapes(registry, info, opt_in)
     reference = reference_name(registry)
     fitted = fit(info, reference, names=opt_in, registry=registry, precision=precision,
-                 shapes=shapes or None, tolerance=tolerance)
+                 shapes=shapes or None, tolerance=tolerance, inputs=inputs)
     if fitted.status == FitStatus.NOT_APPLICABLE:
         logger.warning("unirt: %s", fitted.describe())
         return info, None
@@ -727,7 +728,7 @@ class _Router:
                          names=r.rewrite if isinstance(r.rewrite, tuple) else None,
                          registry=self.registry, precision=r.precision,
                          options=r.options.get(name, {}), shapes=r.input_shapes or None,
-                         tolerance=r.tolerance)
+                         tolerance=r.tolerance, inputs=r.inputs)
         except UnirtError as exc:
             return None, RouteStep(name, failed.outcome, f"{failed.reason}; rewriting failed: "
                                                          f"{exc}")

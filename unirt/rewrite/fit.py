@@ -35,8 +35,8 @@ from .base import Change, Rewrite, RewriteContext
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
 
-    from ..inputs import FeedRecipe
     from ..model import ModelInfo
+    from ..operating import InputSets
     from ..plugins import Registry
     from ..probe import ProbeResult, RunSet
 
@@ -346,7 +346,7 @@ def _needs_second_reading(info: ModelInfo) -> bool:
     return any(t.shape is None or t.is_dynamic for t in info.outputs)
 
 
-def evaluator_outputs(info: ModelInfo, recipes: Sequence[FeedRecipe], labels: Sequence[str],
+def evaluator_outputs(info: ModelInfo, recipes: Sequence[Any], labels: Sequence[str],
                       timeout: float, rewritten: Sequence[RunSet] | None = None,
                       ref_name: str = "the reference") -> tuple[list[RunSet] | None, str]:
     """onnx's reference evaluator on the original, in a child: (its RunSets, "") or (None, why
@@ -369,21 +369,23 @@ def evaluator_outputs(info: ModelInfo, recipes: Sequence[FeedRecipe], labels: Se
             if wrong is not None:
                 return None, f"{EVALUATOR} reads it otherwise: {wrong}"
             sets.append(RunSet(_label(label, feeds), out, out.value["outputs"], [],
-                               nonfinite=feeds.nonfinite))
+                               nonfinite=getattr(feeds, "nonfinite", False)))
     return sets, ""
 
 
 def _verdict_key(original: ModelInfo, fitted: ModelInfo, backend: str, version: str | None,
                  precision: str, options: Mapping[str, Any], sets: list[dict[str, tuple]],
-                 tolerance: float | None) -> str:
+                 tolerance: float | None, inputs: str | None = None) -> str:
     from ..cache import artifact_key, model_digest
 
+    extra = {"inputs": inputs} if inputs else {}
     return artifact_key(VERDICT_SECTION, fitted,
                         versions={"engine": version, "pipeline": VERSION},
                         shapes=[{k: list(v) for k, v in s.items()} for s in sets],
                         precision=precision,
                         options={"backend": backend, "options": dict(options),
-                                 "tolerance": tolerance, "original": model_digest(original)})
+                                 "tolerance": tolerance, "original": model_digest(original),
+                                 **extra})
 
 
 def _cached_verdict(key: str) -> tuple[ProbeResult, str, Basis] | None:
@@ -421,16 +423,16 @@ def _store_verdict(key: str, result: ProbeResult, compared_with: str, basis: Bas
 
 def _measure(original: ModelInfo, fitted: ModelInfo, backend: str, precision: str,
              options: Mapping[str, Any], shapes: Mapping[str, Sequence[int]] | None,
-             tolerance: float | None, registry: Registry, timeout: float
-             ) -> tuple[ProbeResult, str, Basis]:
+             tolerance: float | None, registry: Registry, timeout: float,
+             inputs: InputSets | None = None) -> tuple[ProbeResult, str, Basis]:
     """Run ``fitted`` on ``backend`` in a child and judge it: (result, what it was compared
-    with, the kind of comparison)."""
+    with, the kind of comparison); on the user's ``inputs`` when given."""
     from ..probe import HARNESS, NO_REFERENCE, ProbeResult, probe, reference_name, reference_outputs
     from ..verify import feed_sets
 
     ref_name = reference_name(registry)
     try:
-        labels, _, recipes = feed_sets(original, shapes)
+        labels, _, recipes = feed_sets(original, shapes, None, inputs)
     except UnirtError as exc:
         return ProbeResult(backend, NO_REFERENCE, f"no inputs can be generated ({exc})"), "", \
             Basis.NONE
@@ -517,11 +519,12 @@ def fit(info: ModelInfo, backend: str, *, names: Sequence[str] | None = None,
         context: RewriteContext | None = None, registry: Registry | None = None,
         precision: str = "exact", options: Mapping[str, Any] | None = None,
         shapes: Mapping[str, Sequence[int]] | None = None, tolerance: float | None = None,
-        timeout: float | None = None) -> Fitted:
+        timeout: float | None = None, inputs: InputSets | None = None) -> Fitted:
     """Fit ``info`` to ``backend``: the applicable rewrites applied to a copy (cached), then
     verified (cached). ``names``: only these rewrites (opt-in ones included); None: every
     applicable one that is not opt-in. Raises ``UnirtError`` for an unknown name; a rewrite that
-    raises is reported in ``Fitted.failures`` and skipped."""
+    raises is reported in ``Fitted.failures`` and skipped. ``inputs``: the user's input sets
+    (:mod:`unirt.operating`): the rewritten model is judged on them, as the original was."""
     from ..plugins import get_registry
     from ..verify import DEFAULT_TIMEOUT, TIMEOUT_ENV, Verification, probe_shapes, status_of
 
@@ -548,11 +551,11 @@ def fit(info: ModelInfo, backend: str, *, names: Sequence[str] | None = None,
 
         timeout = float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT)
     try:
-        sets = probe_shapes(info.inputs, shapes)
+        sets = inputs.shapes if inputs is not None else probe_shapes(info.inputs, shapes)
     except UnirtError:
         sets = []
     key = _verdict_key(info, fitted, backend, version, precision, options or {}, sets,
-                       tolerance)
+                       tolerance, inputs.digest if inputs is not None else None)
     known = _cached_verdict(key)
     if known is not None:
         result, compared, basis = known
@@ -563,7 +566,7 @@ def fit(info: ModelInfo, backend: str, *, names: Sequence[str] | None = None,
         with progress.step(progress.Step.REWRITE, backend, info.name,
                            "+".join(applied)) as running:
             result, compared, basis = _measure(info, fitted, backend, precision, options or {},
-                                               shapes, tolerance, registry, timeout)
+                                               shapes, tolerance, registry, timeout, inputs)
             running.detail = f"{'+'.join(applied)}: {result.status}"
         cached = False
         if Verification(status_of(result), result, False, key).about_engine:
