@@ -195,7 +195,7 @@ def as_input_sets(info: ModelInfo, value: Any, origin: str = "inputs=") -> Input
         return value
     if isinstance(value, (str, os.PathLike)):
         origin = f"{origin} {os.fspath(value)}" if origin == "inputs=" else origin
-        raw: list[Any] = load_input_sets(value)
+        raw: list[Any] = load_input_sets(os.fspath(value))
     elif isinstance(value, Mapping):
         raw = [value]
     elif isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):

@@ -289,7 +289,7 @@ def _at_remembered_point(info: Any, request: _Request) -> _Request:
     from dataclasses import replace
 
     shapes, ranges, inputs = point
-    return replace(request, input_shapes=shapes, input_ranges=ranges, inputs=inputs)
+    return replace(request, input_shapes=dict(shapes), input_ranges=ranges, inputs=inputs)
 
 
 def _check_arguments(registry: Registry, info: Any, *, backend: str | None,

@@ -7,6 +7,7 @@ import logging
 
 import click
 
+from ..cli_options import load_inputs_option
 from ..errors import UnirtError
 
 
@@ -22,6 +23,7 @@ from ..errors import UnirtError
               help="exact: float32 as declared; fast: the engine's defaults  [default: exact]")
 @click.option("--shape", "-s", "shape_specs", multiple=True, metavar="NAME=1x3x224x224",
               help="The shape verification measures an input at (repeatable).")
+@load_inputs_option
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="A TOML or JSON file: [server] settings, [[models]] with their own "
                    "options, and [ray] (the --ray options, used with --ray).")
@@ -62,7 +64,8 @@ from ..errors import UnirtError
                    "max-batch]")
 def serve_command(models: tuple[str, ...], name: str | None, host: str | None,
                   port: int | None, backend: str | None, prefer: tuple[str, ...],
-                  precision: str | None, shape_specs: tuple[str, ...], config_file: str | None,
+                  precision: str | None, shape_specs: tuple[str, ...], load_dir: str | None,
+                  config_file: str | None,
                   max_batch: int | None, batch_timeout_ms: float | None,
                   measure: bool | None, max_request_mb: float | None, workers: int | None,
                   drain_timeout_s: float | None, use_ray: bool, ray_address: str | None,
@@ -98,7 +101,8 @@ def serve_command(models: tuple[str, ...], name: str | None, host: str | None,
                        "max_ongoing_requests": max_ongoing_requests}
     config = build_config(models, name=name, backend=backend, prefer=prefer,
                           precision=precision, shapes=shapes, config_file=config_file,
-                          ray=ray_options, host=host, port=port, max_batch=max_batch,
+                          ray=ray_options, inputs=load_dir, host=host, port=port,
+                          max_batch=max_batch,
                           batch_timeout_ms=batch_timeout_ms, measure=measure,
                           max_request_mb=max_request_mb, workers=workers,
                           drain_timeout_s=drain_timeout_s)

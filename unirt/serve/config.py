@@ -15,6 +15,8 @@ The config file (TOML or JSON) is for several models with options of their own::
     prefer = ["openvino"]               # or backend = "openvino"
     precision = "exact"
     shape = { images = "1x3x640x640" }  # the shapes verification measures
+    inputs = "frames/"                  # what the application sends (a --save-inputs folder):
+                                        # verification and the serving plan run on it
     max_batch = 4                       # per-model batching overrides
     measure = false                     # serve max_batch and workers as given, untimed
 
@@ -84,6 +86,9 @@ class ModelSpec:
     max_batch: int | None = None
     batch_timeout_ms: float | None = None
     measure: bool | None = None
+    #: A folder of input sets (``unirt.inputs.save_inputs``): the operating point verification
+    #: and the serving plan measure at, instead of generated inputs.
+    inputs: str | None = None
 
 
 @dataclass(frozen=True)
@@ -149,7 +154,7 @@ _RAY_NUMBERS = {"replicas": ("replicas", True, 1), "replica_cpus": ("num_cpus", 
                 "replica_gpus": ("num_gpus", False, 0),
                 "max_ongoing_requests": ("max_ongoing_requests", True, 1)}
 _RAY_KEYS = {"address", "autoscaling", *_RAY_NUMBERS}
-_MODEL_KEYS = {"path", "name", "backend", "prefer", "precision", "shape", "max_batch",
+_MODEL_KEYS = {"path", "name", "backend", "prefer", "precision", "shape", "inputs", "max_batch",
                "batch_timeout_ms", "measure"}
 
 
@@ -237,6 +242,11 @@ def _model(entry: Any, where: str, base: Path | None) -> ModelSpec:
            f"{where}.prefer", "a backend name or a list of them")
     backend = entry.get("backend")
     _check(backend is None or isinstance(backend, str), f"{where}.backend", "a backend name")
+    inputs = entry.get("inputs")
+    _check(inputs is None or (isinstance(inputs, str) and bool(inputs)), f"{where}.inputs",
+           "a folder of input sets written by --save-inputs")
+    if inputs is not None and base is not None and not Path(inputs).is_absolute():
+        inputs = str(base / inputs)
     spec = ModelSpec(
         path=path, name=entry.get("name") or model_name(path), backend=backend,
         prefer=tuple(prefer), precision=entry.get("precision", "exact"),
@@ -245,7 +255,8 @@ def _model(entry: Any, where: str, base: Path | None) -> ModelSpec:
             entry["max_batch"], f"{where}.max_batch", integer=True, minimum=1),
         batch_timeout_ms=None if "batch_timeout_ms" not in entry else _number(
             entry["batch_timeout_ms"], f"{where}.batch_timeout_ms", integer=False, minimum=0),
-        measure=None if "measure" not in entry else _flag(entry["measure"], f"{where}.measure"))
+        measure=None if "measure" not in entry else _flag(entry["measure"], f"{where}.measure"),
+        inputs=inputs)
     _check_spec(spec, where)
     return spec
 
@@ -315,12 +326,12 @@ def build_config(models: Sequence[str] = (), *, name: str | None = None,
                  backend: str | None = None, prefer: Sequence[str] = (),
                  precision: str | None = None, shapes: Mapping[str, tuple[int, ...]] | None = None,
                  config_file: str | None = None, ray: Mapping[str, Any] | None = None,
-                 **server: Any) -> ServeConfig:
+                 inputs: str | None = None, **server: Any) -> ServeConfig:
     """The command line (``models`` and the options for them, ``server`` overrides left None
     when not given) merged over the config file, checked. The command line's load options
-    (``backend``, ``prefer``, ``precision``, ``shapes``) also apply to the file's models that
-    do not set their own. ``ray``: the Ray Serve options, keyed as the ``[ray]`` table (None
-    values not given), merged over that table into ``ServeConfig.ray``."""
+    (``backend``, ``prefer``, ``precision``, ``shapes``, ``inputs``) also apply to the file's
+    models that do not set their own. ``ray``: the Ray Serve options, keyed as the ``[ray]``
+    table (None values not given), merged over that table into ``ServeConfig.ray``."""
     doc: dict[str, Any] = read_config_file(config_file) if config_file else {}
     where_file = f"config file {config_file}"
     settings = doc.get("server", {})
@@ -349,6 +360,8 @@ def build_config(models: Sequence[str] = (), *, name: str | None = None,
             spec = replace(spec, precision=precision)
         if shapes and "shape" not in entry:
             spec = replace(spec, shapes=dict(shapes))
+        if inputs and "inputs" not in entry:
+            spec = replace(spec, inputs=inputs)
         specs.append(spec)
     if name is not None and len(models) != 1:
         raise UnirtError(f"--name names one model; {len(models)} MODEL arguments were given "
@@ -356,7 +369,7 @@ def build_config(models: Sequence[str] = (), *, name: str | None = None,
     for path in models:
         spec = ModelSpec(path=path, name=name or model_name(path), backend=backend,
                          prefer=tuple(prefer), precision=precision or "exact",
-                         shapes=dict(shapes or {}))
+                         shapes=dict(shapes or {}), inputs=inputs)
         _check_spec(spec, f"model {path}")
         specs.append(spec)
     if not specs:

@@ -24,6 +24,7 @@ from .plan import TOLERANCE, Plan, plan_for
 from .protocol import datatype_of
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..operating import InputSets
     from ..session import Session
     from .config import ModelSpec, ServeConfig
 
@@ -137,6 +138,19 @@ def probe_rows(session: Session, shapes: Mapping[str, tuple[int, ...]]
         return [], f"no probe input: {first_line(exc)}"
 
 
+def _user_rows(inputs: InputSets | None, most: int = 2) -> list[dict[str, np.ndarray]]:
+    """Up to ``most`` requests of one row each from the user's input sets (row by row along
+    axis 0, set after set), for the batching probe and the plan; empty without inputs."""
+    rows: list[dict[str, np.ndarray]] = []
+    for feeds in inputs.sets if inputs is not None else ():
+        batch = min((a.shape[0] for a in feeds.values() if a.ndim), default=0)
+        for i in range(batch):
+            rows.append({n: a[i:i + 1] for n, a in feeds.items()})
+            if len(rows) == most:
+                return rows
+    return rows
+
+
 def _request(session: Session, shapes: Mapping[str, tuple[int, ...]]
              ) -> dict[str, np.ndarray] | None:
     """A generated request at the shapes verification measured, to time a model that is not
@@ -193,12 +207,20 @@ def _close(a: np.ndarray, b: np.ndarray) -> bool:
 def open_model(spec: ModelSpec, config: ServeConfig) -> ServedModel:
     """Load ``spec`` through :func:`unirt.load` (routing, verification, cache), then decide its
     batching and the engine calls it takes at once (measured unless ``measure`` is off)."""
+    from ..model import read_model
     from ..router import load
 
-    session = load(spec.path, backend=spec.backend, prefer=list(spec.prefer) or None,
-                   precision=spec.precision, input_shapes=dict(spec.shapes) or None)
+    info = read_model(spec.path)
+    inputs = None
+    if spec.inputs is not None:
+        from ..operating import as_input_sets
+
+        inputs = as_input_sets(info, spec.inputs, f"inputs {spec.inputs} of model {spec.name}")
+    session = load(info, backend=spec.backend, prefer=list(spec.prefer) or None,
+                   precision=spec.precision, input_shapes=dict(spec.shapes) or None,
+                   inputs=inputs)
     try:
-        batching = decide_batching(session, spec, config)
+        batching = decide_batching(session, spec, config, inputs)
     except BaseException:
         session.close()
         raise
@@ -211,8 +233,10 @@ def open_model(spec: ModelSpec, config: ServeConfig) -> ServedModel:
     return ServedModel(spec.name, session, batching)
 
 
-def decide_batching(session: Session, spec: ModelSpec, config: ServeConfig) -> Batching:
-    """Whether ``session`` batches, at what size, and how many calls it takes at once."""
+def decide_batching(session: Session, spec: ModelSpec, config: ServeConfig,
+                    inputs: InputSets | None = None) -> Batching:
+    """Whether ``session`` batches, at what size, and how many calls it takes at once; on the
+    rows of the user's ``inputs`` when given (the operating point), else on generated ones."""
     asked, timeout_s = config.batching(spec)
     measure = config.measures(spec)
     rows: list[dict[str, np.ndarray]] = []
@@ -221,14 +245,18 @@ def decide_batching(session: Session, spec: ModelSpec, config: ServeConfig) -> B
     else:
         reason = batch_axis(session)
         if reason is None:
-            rows, reason = probe_rows(session, spec.shapes)
+            rows = _user_rows(inputs)
+            if len(rows) < 2:
+                rows, reason = probe_rows(session, inputs.first_shapes if inputs is not None
+                                          else spec.shapes)
             if reason is None:
                 reason = _probe_batching(session, rows)
     if not measure:
         size = asked if reason is None else 1
         return Batching(reason is None, size, timeout_s, reason or "batch axis 0",
                         config.workers)
-    row = rows[0] if rows else _request(session, spec.shapes)
+    row = rows[0] if rows else (dict(inputs.sets[0]) if inputs is not None
+                                else _request(session, spec.shapes))
     plan = None
     if row is not None:
         try:
