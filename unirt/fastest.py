@@ -123,18 +123,19 @@ def _key(info: ModelInfo, precision: str, options: Mapping[str, Mapping[str, Any
     """The tuning key: no engine version in it, so a lookup imports no engine (the versions are
     kept inside the entry and compared where they matter)."""
     from .cache import artifact_key
-    from .inputs import shape_sets
+    from .input_hints import graph_hints
+    from .inputs import shape_sets, specs_json
     from .inventory import cpu_name
 
-    shape_set = shape_sets(info.inputs, shapes)[0][1]
+    hints = graph_hints(info)
+    shape_set = shape_sets(info.inputs, shapes, sizes=hints.sizes())[0][1]
     return artifact_key(CACHE_SECTION, info, versions={"fastest": VERSION},
                         shapes={k: list(v) for k, v in shape_set.items()}, precision=precision,
                         options={"machine": f"{cpu_name()} x{os.cpu_count()}",
                                  "options": {k: dict(v) for k, v in options.items()},
                                  "tolerance": tolerance,
-                                 **({"input_ranges": {k: list(v) for k, v in
-                                                      sorted(ranges.items())}}
-                                    if ranges else {})})
+                                 **({"input_ranges": specs_json(ranges)} if ranges else {}),
+                                 **({"input_hints": hints.key()} if hints else {})})
 
 
 def lookup(info: ModelInfo, precision: str = "exact",

@@ -134,16 +134,20 @@ def feed_sets(info: ModelInfo, shapes: Mapping[str, Sequence[int]] | None = None
 
     Recipes, not arrays: each child (the reference's, the backend's) builds the same seeded
     arrays itself (``recipe.build()``), so verifying a model never allocates its inputs in the
-    caller's process. ``ranges`` (``load(input_ranges=)``) travel in every recipe. For a model
+    caller's process. ``ranges`` (``load(input_ranges=)``) travel in every recipe, over what
+    the graph says its inputs accept (:func:`unirt.input_hints.graph_hints`). For a model
     with a float input, one more set follows the shape sets: the
     base set with NaN/inf planted, judged for how NaN/inf come out (a note, never a rejection:
     see :mod:`unirt.probe`)."""
+    from .input_hints import graph_hints
     from .inputs import FeedRecipe
 
-    labelled = shape_sets(info.inputs, shapes)
+    hints = graph_hints(info)  # what the graph accepts, under the caller's shapes and ranges
+    labelled = shape_sets(info.inputs, shapes, sizes=hints.sizes())
     labels = [label for label, _ in labelled]
     sets = [s for _, s in labelled]
-    recipes = [FeedRecipe.make(info.inputs, s, seed=i, ranges=ranges) for i, s in enumerate(sets)]
+    specs = hints.under(ranges)
+    recipes = [FeedRecipe.make(info.inputs, s, seed=i, ranges=specs) for i, s in enumerate(sets)]
     if recipes and recipes[0].has_float:
         labels.append("base")
         sets.append(sets[0])
@@ -156,10 +160,16 @@ def _key(info: ModelInfo, backend: str, version: str | None, precision: str,
          tolerance: float | None,
          ranges: Mapping[str, tuple[float, float]] | None = None) -> str:
     """The verdict's cache key; value ranges are in it when set (a verdict on inputs in 0..3
-    says nothing about inputs in 8000..16000), and leave the key as it was when not."""
+    says nothing about inputs in 8000..16000), and leave the key as it was when not; so are the
+    graph's input hints, which :func:`feed_sets` generates with, when it has any."""
     from .cache import artifact_key
+    from .input_hints import graph_hints
+    from .inputs import specs_json
 
-    extra = {"input_ranges": {k: list(v) for k, v in sorted(ranges.items())}} if ranges else {}
+    extra: dict[str, Any] = {"input_ranges": specs_json(ranges)} if ranges else {}
+    hints = graph_hints(info).key()
+    if hints:
+        extra["input_hints"] = hints
     return artifact_key(CACHE_SECTION, info, versions={"engine": version, "verify": VERSION},
                         shapes=[{k: list(v) for k, v in s.items()} for s in shapes],
                         precision=precision,
