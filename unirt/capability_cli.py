@@ -13,7 +13,13 @@ from typing import Any
 import click
 
 from . import cli_output
-from .cli_options import input_option, input_range_option, model_argument, writable_file
+from .cli_options import (
+    input_option,
+    input_range_option,
+    input_values_option,
+    model_argument,
+    writable_file,
+)
 from .errors import UnirtError, clean
 
 _console = cli_output.console
@@ -108,18 +114,21 @@ _STATE_MARK = {"supported": "yes", "conditional": "yes*", "unsupported": "NO", "
               help="Base shape of an input for --probe (sets its dynamic dims).")
 @input_option
 @input_range_option
+@input_values_option
 @click.option("--timeout", default=120.0, show_default=True, type=float,
               help="Seconds per backend for --probe.")
 @click.option("--no-query", is_flag=True, help="Do not ask engines about their own support.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def capabilities_command(model: str, backend_list: str | None, probe: bool,
                          shape_specs: tuple[str, ...], input_specs: tuple[str, ...],
-                         range_specs: tuple[str, ...], timeout: float, no_query: bool,
+                         range_specs: tuple[str, ...],
+                         value_specs: tuple[str, ...], timeout: float, no_query: bool,
                          as_json: bool) -> None:
     """Which backend can run MODEL, and why not: verdicts with reasons, an op x backend matrix,
     and with --probe what was measured."""
     from . import cli_inputs
     from .capability import CaseStatus, capabilities
+    from .input_hints import graph_hints
     from .inputs import fill_dynamic, parse_assignments, parse_shape
     from .model import read_model
 
@@ -127,12 +136,13 @@ def capabilities_command(model: str, backend_list: str | None, probe: bool,
     shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
     info = read_model(model)
     feeds, _ = cli_inputs.given_inputs(info, input_specs)
-    ranges = cli_inputs.ranges(info, range_specs)
+    ranges = cli_inputs.ranges(info, range_specs, value_specs)
     if (feeds or ranges) and not probe:
         raise UnirtError("--input and --input-range are for --probe (they say what the model "
                          "is run on)")
     if probe:  # said out loud, as `run` does: a guessed size is why models "fail" everywhere
-        fill_dynamic(info.inputs, {**shapes, **{n: a.shape for n, a in feeds.items()}})
+        fill_dynamic(info.inputs, {**shapes, **{n: a.shape for n, a in feeds.items()}},
+                     sizes=graph_hints(info).sizes())
     report = capabilities(info, backends=names, probe=probe, query=not no_query,
                           shapes=shapes or None, timeout=timeout, feeds=feeds or None,
                           ranges=ranges or None)

@@ -11,7 +11,13 @@ from typing import Any
 import click
 
 from . import cli_output
-from .cli_options import input_option, input_range_option, model_argument, writable_file
+from .cli_options import (
+    input_option,
+    input_range_option,
+    input_values_option,
+    model_argument,
+    writable_file,
+)
 from .errors import UnirtError
 
 
@@ -23,6 +29,7 @@ from .errors import UnirtError
               help="Shape of an input to tune at (sets its dynamic dims).")
 @input_option
 @input_range_option
+@input_values_option
 @click.option("--precision", type=click.Choice(["exact", "fast"]), default="exact",
               show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "gpu"]), default="auto",
@@ -32,12 +39,14 @@ from .errors import UnirtError
               help="Also write a deployment lock of the winner (unirt.load(..., lock=FILE)).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def tune_command(model: str, backend_list: str | None, shape_specs: tuple[str, ...],
-                 input_specs: tuple[str, ...], range_specs: tuple[str, ...], precision: str,
+                 input_specs: tuple[str, ...], range_specs: tuple[str, ...],
+                 value_specs: tuple[str, ...], precision: str,
                  device: str, lock_path: str | None, as_json: bool) -> None:
     """Verify and time every available backend on MODEL; the next load uses the fastest that
     is right."""
     from . import cli_inputs
     from .fastest import candidate_pool, rank
+    from .input_hints import graph_hints
     from .inputs import feeds_for, fill_dynamic, parse_assignments, parse_shape
     from .model import read_model
     from .plugins import get_registry
@@ -47,11 +56,12 @@ def tune_command(model: str, backend_list: str | None, shape_specs: tuple[str, .
     info = read_model(model)
     shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
     given, _ = cli_inputs.given_inputs(info, input_specs)
-    ranges = cli_inputs.ranges(info, range_specs)
+    ranges = cli_inputs.ranges(info, range_specs, value_specs)
     feeds = feeds_for(info, given, shapes, 0, ranges) if given else None
     if feeds:  # verified and ranked at the given arrays' shapes, timed on the arrays
         shapes = {**shapes, **{n: tuple(a.shape) for n, a in given.items()}}
-    fill_dynamic(info.inputs, shapes)  # the sizes verification guesses, said out loud
+    # the sizes verification guesses, said out loud
+    fill_dynamic(info.inputs, shapes, sizes=graph_hints(info).sizes())
     _check_arguments(registry, info, backend=None, prefer=None, exclude=None, device=device,
                      precision=precision, threads=None, options={}, verify="auto",
                      tolerance=None, input_shapes=shapes or None, fallback=True, check=True,
@@ -106,9 +116,11 @@ def _print(ranking: Any, skipped: dict[str, str], info: Any, registry: Any) -> N
                                ["backend", "result", "median ms", "vs reference",
                                 "max abs err", "load ms"], rows))
     if ranking.winner:
+        from .input_hints import graph_hints
         from .inputs import shape_sets
 
-        default = {k: list(v) for k, v in shape_sets(info.inputs)[0][1].items()}
+        default = {k: list(v) for k, v in
+                   shape_sets(info.inputs, sizes=graph_hints(info).sizes())[0][1].items()}
         shapes = {} if default == ranking.shapes else ranking.shapes
         call = f"unirt.load({model!r}" + (
             f", input_shapes={{{', '.join(f'{k!r}: {tuple(v)}' for k, v in shapes.items())}}}"
