@@ -481,13 +481,6 @@ class _Sizes:
                     shapes[v.name] = [d.dim_value if d.HasField("dim_value") else None
                                       for d in v.type.tensor_type.shape.dim]
         g = self.graph
-        for name, dims in shapes.items():
-            node = g.producer.get(name)
-            if name in self.info.constants or node is None or node.op_type in _META:
-                continue
-            if any(d is not None and (d < 0 or (d == 0 and node.op_type not in ("Slice",)))
-                   for d in dims):
-                return f"a {node.op_type} output is empty"
         for node in g.nodes:
             op = node.op_type
             data = shapes.get(node.input[0]) if node.input else None
@@ -505,6 +498,13 @@ class _Sizes:
                 found = self._pad(node, data)
                 if found:
                     return found
+        for name, dims in shapes.items():
+            node = g.producer.get(name)
+            if name in self.info.constants or node is None or node.op_type in _META:
+                continue
+            if any(d is not None and (d < 0 or (d == 0 and node.op_type not in ("Slice",)))
+                   for d in dims):
+                return f"a {node.op_type} output is empty"
         return None
 
     def _kernel(self, node: Any, data: list[int | None],
@@ -526,8 +526,9 @@ class _Sizes:
                 continue
             if size + pads[i] + pads[i + n] < dilations[i] * (k - 1) + 1:
                 sizes = "x".join("?" if s is None else str(s) for s in spatial)
-                return (f"an {node.op_type} kernel {'x'.join(map(str, kernel))} is larger than "
-                        f"its input {sizes}")
+                article = "an" if node.op_type[0] in "AEIOU" else "a"
+                return (f"{article} {node.op_type} kernel {'x'.join(map(str, kernel))} is larger "
+                        f"than its input {sizes}")
         return None
 
     def _pad(self, node: Any, data: list[int | None]) -> str | None:
