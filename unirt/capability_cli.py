@@ -16,6 +16,7 @@ from . import cli_output
 from .cli_options import (
     input_option,
     input_range_option,
+    input_values_option,
     load_inputs_option,
     model_argument,
     writable_file,
@@ -115,28 +116,31 @@ _STATE_MARK = {"supported": "yes", "conditional": "yes*", "unsupported": "NO", "
 @input_option
 @load_inputs_option
 @input_range_option
+@input_values_option
 @click.option("--timeout", default=120.0, show_default=True, type=float,
               help="Seconds per backend for --probe.")
 @click.option("--no-query", is_flag=True, help="Do not ask engines about their own support.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def capabilities_command(model: str, backend_list: str | None, probe: bool,
                          shape_specs: tuple[str, ...], input_specs: tuple[str, ...],
-                         load_dir: str | None, range_specs: tuple[str, ...], timeout: float,
-                         no_query: bool, as_json: bool) -> None:
+                         load_dir: str | None, range_specs: tuple[str, ...],
+                         value_specs: tuple[str, ...], timeout: float, no_query: bool,
+                         as_json: bool) -> None:
     """Which backend can run MODEL, and why not: verdicts with reasons, an op x backend matrix,
     and with --probe what was measured."""
     from . import cli_inputs
     from .capability import CaseStatus, capabilities
+    from .input_hints import graph_hints
     from .inputs import fill_dynamic, parse_assignments, parse_shape
     from .model import read_model
 
     names = [b.strip() for b in backend_list.split(",") if b.strip()] if backend_list else None
     shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
     info = read_model(model)
-    ranges = cli_inputs.ranges(info, range_specs)
+    ranges = cli_inputs.ranges(info, range_specs, value_specs)
     inputs = cli_inputs.input_sets(info, input_specs, load_dir, shapes, ranges)
     if probe and inputs is None:  # said out loud: a guessed size is why models "fail"
-        fill_dynamic(info.inputs, shapes)
+        fill_dynamic(info.inputs, shapes, sizes=graph_hints(info).sizes())
     report = capabilities(info, backends=names, probe=probe, query=not no_query,
                           shapes=shapes or None, timeout=timeout, inputs=inputs,
                           ranges=ranges or None)

@@ -22,6 +22,7 @@ from . import cli_output
 from .cli_options import (
     input_option,
     input_range_option,
+    input_values_option,
     load_inputs_option,
     model_argument,
     save_inputs_option,
@@ -169,6 +170,7 @@ def _tensor_json(t: Any) -> dict[str, Any]:
 @click.option("--shape", "-s", "shape_specs", multiple=True, metavar="NAME=1x3x224x224",
               help="Shape of a generated input (sets its dynamic dims).")
 @input_range_option
+@input_values_option
 @click.option("--seed", default=0, show_default=True, help="Seed for generated inputs.")
 @click.option("--precision", type=click.Choice(["exact", "fast"]), default="exact",
               show_default=True, help="exact: float32 as declared; fast: the engine's defaults.")
@@ -179,7 +181,8 @@ def _tensor_json(t: Any) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def run(model: str, backend: str | None, prefer: tuple[str, ...], input_specs: tuple[str, ...],
         load_dir: str | None, save_dir: str | None, shape_specs: tuple[str, ...],
-        range_specs: tuple[str, ...], seed: int, precision: str, output_dir: str | None,
+        range_specs: tuple[str, ...],
+        value_specs: tuple[str, ...], seed: int, precision: str, output_dir: str | None,
         explain: bool, as_json: bool) -> None:
     """Run MODEL once on .npy inputs (or seeded random ones) and summarise the outputs."""
     import time
@@ -196,7 +199,7 @@ def run(model: str, backend: str | None, prefer: tuple[str, ...], input_specs: t
     shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
     info = read_model(model)
     given, files = cli_inputs.given_inputs(info, input_specs, load_dir)
-    ranges = cli_inputs.ranges(info, range_specs)
+    ranges = cli_inputs.ranges(info, range_specs, value_specs)
     feeds = feeds_for(info, given, shapes, seed, ranges)
     if save_dir:
         save_inputs(save_dir, feeds)
@@ -302,6 +305,7 @@ def _shapes(shape_specs: tuple[str, ...]) -> dict[str, Any]:
 @save_inputs_option
 @click.option("--shape", "-s", "shape_specs", multiple=True, metavar="NAME=1x3x224x224")
 @input_range_option
+@input_values_option
 @click.option("--seed", default=0, show_default=True)
 @click.option("--precision", type=click.Choice(["exact", "fast"]), default="exact",
               show_default=True)
@@ -318,7 +322,7 @@ def _shapes(shape_specs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def compare(model: str, backend_list: str | None, input_specs: tuple[str, ...],
             load_dir: str | None, save_dir: str | None, shape_specs: tuple[str, ...],
-            range_specs: tuple[str, ...], seed: int, precision: str,
+            range_specs: tuple[str, ...], value_specs: tuple[str, ...], seed: int, precision: str,
             atol_specs: tuple[str, ...], rtol_specs: tuple[str, ...], layerwise: bool,
             timeout: float, as_json: bool) -> None:
     """Run MODEL on several backends and compare every output with ONNX Runtime CPU.
@@ -335,7 +339,7 @@ def compare(model: str, backend_list: str | None, input_specs: tuple[str, ...],
     shapes = _shapes(shape_specs)
     info = read_model(model)
     feeds, _ = cli_inputs.given_inputs(info, input_specs, load_dir)
-    ranges = cli_inputs.ranges(info, range_specs)
+    ranges = cli_inputs.ranges(info, range_specs, value_specs)
     atol = cli_inputs.tolerances(info, atol_specs, "atol")
     rtol = cli_inputs.tolerances(info, rtol_specs, "rtol")
     if save_dir:  # the arrays made here, saved, then run: a replay runs these very arrays
@@ -418,6 +422,7 @@ def _layerwise_text(lw: Any) -> str:
               help="An input shape; repeat with several values of one input for a size sweep.")
 @input_option
 @input_range_option
+@input_values_option
 @click.option("--runs", type=int, default=None,
               help="Timed runs per backend and shape.  [default: 50]")
 @click.option("--duration", type=float, default=None, metavar="SECONDS",
@@ -444,7 +449,8 @@ def _layerwise_text(lw: Any) -> str:
                    "(needs matplotlib).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def bench_cmd(model: str, backend_list: str | None, shape_specs: tuple[str, ...],
-              input_specs: tuple[str, ...], range_specs: tuple[str, ...], runs: int | None,
+              input_specs: tuple[str, ...], range_specs: tuple[str, ...],
+              value_specs: tuple[str, ...], runs: int | None,
               duration: float | None, mode: str, requests: int | None,
               warmup: int, threads: int | None, precision: str, timeout: float,
               csv_path: str | None, json_path: str | None, plot_path: str | None,
@@ -466,7 +472,7 @@ def bench_cmd(model: str, backend_list: str | None, shape_specs: tuple[str, ...]
     sweep = _shape_sweep(shape_specs)
     info = read_model(model)
     feeds, _ = cli_inputs.given_inputs(info, input_specs)
-    ranges = cli_inputs.ranges(info, range_specs)
+    ranges = cli_inputs.ranges(info, range_specs, value_specs)
     if plot_path:
         try:
             import matplotlib  # noqa: F401

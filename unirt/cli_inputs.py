@@ -1,8 +1,9 @@
 """Turning the shared input options (:mod:`unirt.cli_options`) into what the library takes.
 
-One reading of ``--input``, ``--load-inputs``, ``--input-range`` and per-output ``--atol`` /
-``--rtol`` for every command, so that they mean the same in ``run``, ``compare``, ``bench``,
-``capabilities --probe`` and ``tune``, and are all checked before anything is loaded.
+One reading of ``--input``, ``--load-inputs``, ``--input-range``, ``--input-values`` and
+per-output ``--atol`` / ``--rtol`` for every command, so that they mean the same in ``run``,
+``compare``, ``bench``, ``capabilities --probe`` and ``tune``, and are all checked before anything
+is loaded.
 """
 
 from __future__ import annotations
@@ -81,13 +82,24 @@ def input_sets(info: ModelInfo, input_specs: Sequence[str], load_dir: str | None
     return as_input_sets(info, sets, origin)
 
 
-def ranges(info: ModelInfo, specs: Sequence[str]) -> dict[str, tuple[float, float]]:
-    """``--input-range NAME=LO,HI`` values, checked against the model's inputs."""
-    from .inputs import check_ranges, parse_assignments, parse_range
+def ranges(info: ModelInfo, specs: Sequence[str], value_specs: Sequence[str] = ()
+           ) -> dict[str, Any]:
+    """``--input-range NAME=LO,HI`` and ``--input-values NAME=V1,V2`` together, checked
+    against the model's inputs: one mapping, which goes wherever ranges go. An input given both
+    is an error naming it (which of the two would win is not the user's guess to make)."""
+    from .inputs import check_ranges, parse_assignments, parse_range, parse_values
 
-    parsed = {name: parse_range(value, name)
-              for name, value in parse_assignments(specs, "--input-range").items()}
-    return check_ranges(info.inputs, parsed, "--input-range")
+    parsed: dict[str, Any] = {name: parse_range(value, name)
+                              for name, value in parse_assignments(specs, "--input-range").items()}
+    sets = {name: parse_values(value, name)
+            for name, value in parse_assignments(value_specs, "--input-values").items()}
+    both = sorted(set(parsed) & set(sets))
+    if both:
+        raise UnirtError(f"input {both[0]!r} is given both --input-range and --input-values; "
+                         "give one")
+    checked = check_ranges(info.inputs, parsed, "--input-range")
+    checked.update(check_ranges(info.inputs, sets, "--input-values"))
+    return checked
 
 
 def tolerances(info: ModelInfo, specs: Sequence[str], what: str

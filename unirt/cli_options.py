@@ -63,6 +63,10 @@ input_option = click.option(
 input_range_option = click.option(
     "--input-range", "range_specs", multiple=True, metavar="NAME=LO,HI",
     help="Values of a generated input: integers LO..HI, floats in [LO, HI) (repeatable).")
+input_values_option = click.option(
+    "--input-values", "value_specs", multiple=True, metavar="NAME=V1,V2,...",
+    help="The values a generated input takes, e.g. sr=16000,8000 (a scalar gets the first; "
+         "repeatable; not with --input-range for the same input).")
 save_inputs_option = click.option(
     "--save-inputs", "save_dir", default=None, metavar="DIR", callback=writable_dir,
     help="Write the inputs used (NAME.npy and inputs.json) to DIR, to replay with "

@@ -136,18 +136,19 @@ def _key(info: ModelInfo, precision: str, options: Mapping[str, Mapping[str, Any
     kept inside the entry and compared where they matter). The user's input sets, when given,
     key it by their shapes and digest."""
     from .cache import artifact_key
-    from .inputs import shape_sets
+    from .input_hints import VERSION as HINTS
+    from .inputs import shape_sets, specs_json
 
     shape_set = inputs.first_shapes if inputs is not None else \
         shape_sets(info.inputs, shapes)[0][1]
-    extra: dict[str, Any] = {"input_ranges": {k: list(v) for k, v in sorted(ranges.items())}} \
-        if ranges else {}
+    extra: dict[str, Any] = {"input_ranges": specs_json(ranges)} if ranges else {}
     if inputs is not None:
         extra["inputs"] = inputs.digest
+    else:  # generated inputs follow the graph's hints (a function of the model and this)
+        extra["input_hints"] = HINTS
     return artifact_key(CACHE_SECTION, info, versions={"fastest": VERSION},
                         shapes={k: list(v) for k, v in shape_set.items()}, precision=precision,
                         options={**_machine_options(options, tolerance), **extra})
-
 
 def _machine_options(options: Mapping[str, Mapping[str, Any]], tolerance: float | None
                      ) -> dict[str, Any]:
@@ -167,20 +168,24 @@ class OperatingPoint:
     it would guess."""
 
     shapes: dict[str, tuple[int, ...]] | None
-    ranges: dict[str, tuple[float, float]]
+    ranges: dict[str, Any]  # input name -> a (LO, HI) range or a Values set
     inputs: str
 
     def as_dict(self) -> dict[str, Any]:
+        from .inputs import specs_json
+
         return {"shapes": None if self.shapes is None else
                 {k: list(v) for k, v in self.shapes.items()},
-                "ranges": {k: list(v) for k, v in self.ranges.items()}, "inputs": self.inputs}
+                "ranges": specs_json(self.ranges), "inputs": self.inputs}
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> OperatingPoint:
+        from .inputs import spec_from_json
+
         shapes = doc.get("shapes")
         return cls(None if shapes is None else
                    {str(k): tuple(int(d) for d in v) for k, v in shapes.items()},
-                   {str(k): (v[0], v[1]) for k, v in (doc.get("ranges") or {}).items()},
+                   {str(k): spec_from_json(v) for k, v in (doc.get("ranges") or {}).items()},
                    str(doc.get("inputs") or ""))
 
 

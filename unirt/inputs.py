@@ -206,15 +206,19 @@ def _check_given(info: TensorInfo, given: Sequence[int]) -> tuple[int, ...]:
 
 
 def random_array(info: TensorInfo, shape: Sequence[int], rng: np.random.Generator,
-                 value_range: ValueRange | None = None) -> np.ndarray:
+                 value_range: ValueSpec | None = None, *, seed: int = 0) -> np.ndarray:
     """Seeded values in a range every op accepts: N(0,1) floats, small non-negative ints
     (:data:`DEFAULT_INT_RANGE`); with ``value_range`` (checked by :func:`check_ranges`), floats
-    uniform in [LO, HI) and ints uniform in LO..HI, both ends included."""
+    uniform in [LO, HI) and ints uniform in LO..HI, both ends included, or, for a
+    :class:`Values`, each element one of its values (:meth:`Values.draw`: a scalar at ``seed``
+    0 gets the first, the value a graph compares with first)."""
     import numpy as np
 
     dtype = info.dtype
     if dtype is None:
         raise InputError(f"input {info.name!r} is not a tensor: unirt cannot generate it")
+    if isinstance(value_range, Values):
+        return value_range.draw(shape, rng, seed).astype(dtype)
     if value_range is not None and dtype.kind == "f":
         lo, hi = value_range
         return rng.uniform(lo, hi, size=shape).astype(dtype)
@@ -237,6 +241,116 @@ def random_array(info: TensorInfo, shape: Sequence[int], rng: np.random.Generato
 
 #: (LO, HI) of generated values for one input; ints both ends included, floats [LO, HI).
 ValueRange = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Values:
+    """The values one generated input takes: each element is one of ``items``.
+
+    Why a set and not a range: a sample rate is 16000 or 8000 and nothing between (a graph that
+    branches on ``Equal(sr, 16000)`` fails on anything else), and an attention mask is ones. A
+    distinct type rather than a tuple, so that a set of two values is never read as (LO, HI),
+    in a recipe or in a cache key (:func:`spec_json`)."""
+
+    items: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "items", tuple(self.items))
+
+    def draw(self, shape: Sequence[int], rng: np.random.Generator, seed: int = 0) -> np.ndarray:
+        """Members of the set at ``shape``: a one-element array (a scalar sample rate) takes
+        value ``seed`` modulo the set's size, so seed 0 gets the first and the next seed the
+        next (verification's sets each run one branch); larger arrays are seeded draws."""
+        import numpy as np
+
+        pool = np.asarray(self.items)
+        if math.prod(shape) == 1 or pool.size == 1:
+            return np.full(tuple(shape), pool[seed % pool.size])
+        return pool[rng.integers(0, pool.size, size=tuple(shape))]
+
+    def describe(self) -> str:
+        return ", ".join(_number_text(v) for v in self.items)
+
+
+#: What a generated input's values are drawn from: a range or a set of values.
+ValueSpec = ValueRange | Values
+
+
+def _number_text(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
+def spec_json(spec: ValueSpec) -> Any:
+    """A value spec as it goes into a cache key: a range as ``[LO, HI]`` (the form keys already
+    hold), a value set as ``{"values": [...]}``, so that the two never collide."""
+    if isinstance(spec, Values):
+        return {"values": list(spec.items)}
+    return list(spec)
+
+
+def spec_from_json(doc: Any) -> ValueSpec:
+    """What :func:`spec_json` wrote, back as a range or a :class:`Values` set."""
+    if isinstance(doc, Mapping):
+        return Values(tuple(doc["values"]))
+    lo, hi = doc
+    return (lo, hi)
+
+
+def specs_json(specs: Mapping[str, ValueSpec]) -> dict[str, Any]:
+    """Input name -> :func:`spec_json`, sorted by name."""
+    return {k: spec_json(v) for k, v in sorted(specs.items())}
+
+
+def parse_values(text: str, name: str = "") -> Values:
+    """``"16000,8000"`` -> ``Values((16000, 8000))`` (ints stay ints; order kept, repeats
+    dropped: the first is what a scalar input gets)."""
+    where = f" for {name!r}" if name else ""
+    parts = [p.strip() for p in text.split(",")]
+    if not parts or not all(parts):
+        raise UnirtError(f"bad --input-values{where} {text!r}: write it as NAME=V1,V2,... "
+                         "(e.g. sr=16000,8000)")
+    values: list[float] = []
+    for p in parts:
+        try:
+            values.append(int(p))
+        except ValueError:
+            try:
+                values.append(float(p))
+            except ValueError:
+                raise UnirtError(f"bad --input-values{where} {text!r}: {p!r} is not a "
+                                 "number") from None
+    return Values(tuple(dict.fromkeys(values)))
+
+
+def check_values(info: TensorInfo, values: Any, what: str = "input_values") -> Values:
+    """A value set for ``info`` checked before any work starts: at least one finite number, whole
+    numbers for an integer input and inside its dtype, 0/1 for a bool input."""
+    import numpy as np
+
+    items = values.items if isinstance(values, Values) else values
+    name = info.name
+    if isinstance(items, (str, bytes)) or not isinstance(items, (tuple, list)) or not items \
+            or not all(isinstance(v, (int, float, np.integer, np.floating, bool))
+                       for v in items):
+        raise UnirtError(f"{what}[{name!r}] must be one or more numbers, not {values!r}")
+    if not all(math.isfinite(v) for v in items):
+        raise UnirtError(f"{what}[{name!r}] = {list(items)}: values must be finite")
+    dtype = info.dtype
+    if dtype is None or dtype.kind not in "fiub":
+        raise UnirtError(f"{what}[{name!r}]: input {name!r} is "
+                         f"{'not a tensor' if dtype is None else dtype}; value sets apply to "
+                         "integer, bool and float inputs")
+    if dtype.kind == "f":
+        return Values(tuple(dict.fromkeys(float(v) for v in items)))
+    if any(float(v) != int(v) for v in items):
+        raise UnirtError(f"{what}[{name!r}] = {list(items)}: input {name!r} is {dtype}; "
+                         "give whole numbers")
+    low, high = (0, 1) if dtype.kind == "b" else (np.iinfo(dtype).min, np.iinfo(dtype).max)
+    outside = [int(v) for v in items if not low <= int(v) <= high]
+    if outside:
+        raise UnirtError(f"{what}[{name!r}] = {list(items)}: {outside[0]} is outside {dtype} "
+                         f"({low}..{high})")
+    return Values(tuple(dict.fromkeys(int(v) for v in items)))
 #: Generated integers without a range: small and non-negative, so that an index, a count or a
 #: shape input is valid for almost any model.
 DEFAULT_INT_RANGE = (0, 3)
@@ -263,20 +377,24 @@ def parse_range(text: str, name: str = "") -> ValueRange:
 
 
 def check_ranges(inputs: Sequence[TensorInfo], ranges: Mapping[str, Any],
-                 what: str = "input_ranges") -> dict[str, ValueRange]:
+                 what: str = "input_ranges") -> dict[str, Any]:
     """Ranges a caller gives for generated inputs (``load(input_ranges=)``, ``--input-range``),
     checked before any work starts: each names a numeric input, is (LO, HI) with LO <= HI,
-    finite, integral for an integer input and within its dtype. Returns them as tuples."""
+    finite, integral for an integer input and within its dtype, or a :class:`Values` set
+    (:func:`check_values`). Returns ranges as tuples."""
     import numpy as np
 
     if not isinstance(ranges, Mapping):
         raise UnirtError(f"{what} must be a dict of input name -> (low, high)")
     by_name = {t.name: t for t in inputs}
-    out: dict[str, ValueRange] = {}
+    out: dict[str, ValueSpec] = {}
     for name, value in ranges.items():
         if name not in by_name:
             raise UnirtError(f"{what} names {name!r}, which is not an input; inputs: "
                              f"{', '.join(by_name) or 'none'}")
+        if isinstance(value, Values):
+            out[name] = check_values(by_name[name], value, what)
+            continue
         pair = list(value) if isinstance(value, (tuple, list)) else None
         if pair is None or len(pair) != 2 or not all(
                 isinstance(v, (int, float, np.integer, np.floating))
@@ -343,7 +461,7 @@ def _resolve_all(inputs: Sequence[TensorInfo], shapes: Mapping[str, Sequence[int
 
 def make_inputs(
     inputs: Sequence[TensorInfo], shapes: Mapping[str, Sequence[int]] | None = None, seed: int = 0,
-    ranges: Mapping[str, ValueRange] | None = None,
+    ranges: Mapping[str, ValueSpec] | None = None,
 ) -> dict[str, np.ndarray]:
     """Seeded random feeds for every input, at ``shapes`` where given, values in ``ranges``
     where given (:func:`check_ranges`).
@@ -356,7 +474,7 @@ def make_inputs(
     ranges = check_ranges(inputs, ranges or {}, "--input-range") if ranges else {}
     check_sizes(inputs, resolved)
     rng = np.random.default_rng(seed)
-    return {i.name: random_array(i, resolved[i.name], rng, ranges.get(i.name))
+    return {i.name: random_array(i, resolved[i.name], rng, ranges.get(i.name), seed=seed)
             for i in inputs}
 
 
@@ -423,14 +541,14 @@ class FeedRecipe:
     shapes: tuple[tuple[str, tuple[int, ...]], ...]
     seed: int = 0
     nonfinite: bool = False
-    #: (input name, (LO, HI)) for inputs whose values are drawn from a given range, by name:
-    #: the reference's child and the backend's child must draw from the same one.
-    ranges: tuple[tuple[str, ValueRange], ...] = ()
+    #: (input name, (LO, HI) or :class:`Values`) for inputs whose values are drawn from a given
+    #: range or set, by name: the reference's child and the backend's child must draw alike.
+    ranges: tuple[tuple[str, ValueSpec], ...] = ()
 
     @classmethod
     def make(cls, inputs: Sequence[TensorInfo], shapes: Mapping[str, Sequence[int]] | None = None,
              seed: int = 0, nonfinite: bool = False,
-             ranges: Mapping[str, ValueRange] | None = None) -> FeedRecipe:
+             ranges: Mapping[str, ValueSpec] | None = None) -> FeedRecipe:
         """A recipe checked as :func:`make_inputs` would check it (names, shapes, dtypes,
         size, ranges), so that building it in a child cannot fail where making it here did
         not."""
@@ -484,17 +602,26 @@ def load_npy(path: str | Path, name: str) -> np.ndarray:
 
 def feeds_for(info: ModelInfo, feeds: Mapping[str, np.ndarray] | None,
               shapes: Mapping[str, Sequence[int]] | None, seed: int,
-              ranges: Mapping[str, ValueRange] | None = None) -> dict[str, np.ndarray]:
+              ranges: Mapping[str, ValueSpec] | None = None, *,
+              hints: bool = True) -> dict[str, np.ndarray]:
     """The given feeds, completed with seeded random ones (at ``shapes``, values in
-    ``ranges``) for the rest."""
+    ``ranges``) for the rest; with ``hints``, what the graph says its inputs accept
+    (:func:`unirt.input_hints.graph_hints`) fills what the caller left unsaid."""
     given = dict(feeds or {})
     unknown = set(given) - {t.name for t in info.inputs}
     if unknown:
         raise InputError(f"unknown input(s) {', '.join(sorted(unknown))}; inputs: "
                          f"{', '.join(t.name for t in info.inputs)}")
     todo = [t for t in info.inputs if t.name not in given]
-    wanted = fill_dynamic(todo, {k: v for k, v in (shapes or {}).items() if k not in given})
     checked = check_ranges(info.inputs, ranges, "--input-range") if ranges else {}
+    sizes = None
+    if hints and todo:
+        from .input_hints import graph_hints
+
+        found = graph_hints(info)
+        checked, sizes = found.under(checked), found.sizes()
+    wanted = fill_dynamic(todo, {k: v for k, v in (shapes or {}).items() if k not in given},
+                          sizes=sizes)
     generated = make_inputs(todo, wanted, seed,
                             {k: v for k, v in checked.items() if k not in given})
     return {t.name: (given[t.name] if t.name in given else generated[t.name])
@@ -502,17 +629,18 @@ def feeds_for(info: ModelInfo, feeds: Mapping[str, np.ndarray] | None,
 
 
 def fill_dynamic(inputs: Sequence[TensorInfo], shapes: Mapping[str, Sequence[int]] | None,
-                 warn: bool = True) -> dict[str, tuple[int, ...]]:
+                 warn: bool = True, *, sizes: Mapping[str, tuple[int, int]] | None = None
+                 ) -> dict[str, tuple[int, ...]]:
     """``shapes`` completed for every input with a dynamic dim it does not set: the sizes
     verification measures first (batch 1, other axes 32: an image model takes 32x32, where 1x1
-    breaks a detector's strides), each said out loud (``warn``): a guessed size is the usual
-    reason a model "fails" on every engine. ``run``, ``compare``, ``bench``, ``tune`` and
-    ``capabilities --probe`` all guess the same way."""
+    breaks a detector's strides; ``sizes`` as :func:`shape_sets` takes them), each said out loud
+    (``warn``): a guessed size is the usual reason a model "fails" on every engine. ``run``,
+    ``compare``, ``bench``, ``tune`` and ``capabilities --probe`` all guess the same way."""
     wanted = {k: tuple(v) for k, v in (shapes or {}).items()}
     unset = [t for t in inputs if t.name not in wanted and t.shape is not None
              and not all(is_static(d) for d in t.shape)]
     if unset:
-        base = shape_sets(unset)[0][1]
+        base = shape_sets(unset, sizes=sizes)[0][1]
         for t in unset:
             if t.name not in base:
                 continue
@@ -541,14 +669,17 @@ BATCH_SIZES = (1, 2)
 OTHER_SIZES = (32, 64)
 
 
-def shape_sets(inputs: Sequence[TensorInfo], declared: Mapping[str, Sequence[int]] | None = None
+def shape_sets(inputs: Sequence[TensorInfo], declared: Mapping[str, Sequence[int]] | None = None,
+               *, sizes: Mapping[str, tuple[int, int]] | None = None
                ) -> list[tuple[str, dict[str, tuple[int, ...]]]]:
     """(label, shapes) to probe: ``base`` (declared shapes; dynamic dims at batch 1 / size 32),
     then one set per dynamic dimension symbol at its other size (``T=64``), so that a model that
     declares an axis dynamic but works at one size only is caught. An unnamed dim (``None``, or
     a placeholder such as ``-1`` or ``"?"`` in a hand-built TensorInfo) is varied on its own
-    (``x[2]=64``): two ``"?"`` dims are not declared equal. A set over :func:`size_limit` is
-    an InputError here, before a child is started for it."""
+    (``x[2]=64``): two ``"?"`` dims are not declared equal. ``sizes``: symbol (or
+    ``"input[axis]"``) -> (base, other) where the graph says the defaults do not fit
+    (:meth:`unirt.input_hints.InputHints.sizes`); inputs in ``declared`` keep their shapes. A
+    set over :func:`size_limit` is an InputError here, before a child is started for it."""
     declared = {k: tuple(v) for k, v in (declared or {}).items()}
     symbols: dict[str, tuple[int, int]] = {}
     where: dict[str, list[tuple[str, int]]] = {}
@@ -561,7 +692,8 @@ def shape_sets(inputs: Sequence[TensorInfo], declared: Mapping[str, Sequence[int
             # A placeholder ("?", "-1", a negative size) names nothing: each such dim is its own.
             named = normalize_dim(d)
             sym = named if isinstance(named, str) else f"{t.name}[{axis}]"
-            symbols.setdefault(sym, BATCH_SIZES if axis == 0 else OTHER_SIZES)
+            symbols.setdefault(sym, (sizes or {}).get(sym)
+                               or (BATCH_SIZES if axis == 0 else OTHER_SIZES))
             where.setdefault(sym, []).append((t.name, axis))
 
     def build(values: Mapping[str, int]) -> dict[str, tuple[int, ...]]:

@@ -14,6 +14,7 @@ from . import cli_output
 from .cli_options import (
     input_option,
     input_range_option,
+    input_values_option,
     load_inputs_option,
     model_argument,
     writable_file,
@@ -30,6 +31,7 @@ from .errors import UnirtError
 @input_option
 @load_inputs_option
 @input_range_option
+@input_values_option
 @click.option("--precision", type=click.Choice(["exact", "fast"]), default="exact",
               show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "gpu"]), default="auto",
@@ -40,7 +42,7 @@ from .errors import UnirtError
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def tune_command(model: str, backend_list: str | None, shape_specs: tuple[str, ...],
                  input_specs: tuple[str, ...], load_dir: str | None,
-                 range_specs: tuple[str, ...], precision: str,
+                 range_specs: tuple[str, ...], value_specs: tuple[str, ...], precision: str,
                  device: str, lock_path: str | None, as_json: bool) -> None:
     """Verify and time every available backend on MODEL; the next load uses the fastest that
     is right.
@@ -50,6 +52,7 @@ def tune_command(model: str, backend_list: str | None, shape_specs: tuple[str, .
     unirt.load(MODEL) opens the winner and verifies it there."""
     from . import cli_inputs
     from .fastest import candidate_pool, rank
+    from .input_hints import graph_hints
     from .inputs import fill_dynamic, parse_assignments, parse_shape
     from .model import read_model
     from .plugins import get_registry
@@ -58,10 +61,10 @@ def tune_command(model: str, backend_list: str | None, shape_specs: tuple[str, .
     registry = get_registry()
     info = read_model(model)
     shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
-    ranges = cli_inputs.ranges(info, range_specs)
+    ranges = cli_inputs.ranges(info, range_specs, value_specs)
     inputs = cli_inputs.input_sets(info, input_specs, load_dir, shapes, ranges)
-    if inputs is None:
-        fill_dynamic(info.inputs, shapes)  # the sizes verification guesses, said out loud
+    if inputs is None:  # the sizes verification guesses, said out loud
+        fill_dynamic(info.inputs, shapes, sizes=graph_hints(info).sizes())
     _check_arguments(registry, info, backend=None, prefer=None, exclude=None, device=device,
                      precision=precision, threads=None, options={}, verify="auto",
                      tolerance=None, input_shapes=shapes or None, fallback=True, check=True,

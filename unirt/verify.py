@@ -149,22 +149,27 @@ def feed_sets(info: ModelInfo, shapes: Mapping[str, Sequence[int]] | None = None
 
     Recipes, not arrays: each child (the reference's, the backend's) builds the same seeded
     arrays itself (``recipe.build()``), so verifying a model never allocates its inputs in the
-    caller's process. ``ranges`` (``load(input_ranges=)``) travel in every recipe. For a model
+    caller's process. ``ranges`` (``load(input_ranges=)``) travel in every recipe, over what
+    the graph says its inputs accept (:func:`unirt.input_hints.graph_hints`). For a model
     with a float input, one more set follows the shape sets: the
     base set with NaN/inf planted, judged for how NaN/inf come out (a note, never a rejection:
     see :mod:`unirt.probe`).
 
     ``inputs``: the user's own input sets (:mod:`unirt.operating`): exactly those arrays are
-    run, at their shapes, and nothing is generated."""
+    run, at their shapes, and nothing is generated; without them, values and sizes follow
+    what the graph accepts (:func:`unirt.input_hints.graph_hints`), under the caller's shapes
+    and ranges."""
+    from .input_hints import graph_hints
     from .inputs import FeedRecipe
 
     if inputs is not None:
         return inputs.labels(), inputs.shapes, list(inputs.sets)
-
-    labelled = shape_sets(info.inputs, shapes)
+    hints = graph_hints(info)
+    labelled = shape_sets(info.inputs, shapes, sizes=hints.sizes())
     labels = [label for label, _ in labelled]
     sets = [s for _, s in labelled]
-    recipes = [FeedRecipe.make(info.inputs, s, seed=i, ranges=ranges) for i, s in enumerate(sets)]
+    specs = hints.under(ranges)
+    recipes = [FeedRecipe.make(info.inputs, s, seed=i, ranges=specs) for i, s in enumerate(sets)]
     if recipes and recipes[0].has_float:
         labels.append("base")
         sets.append(sets[0])
@@ -180,13 +185,18 @@ def _key(info: ModelInfo, backend: str, version: str | None, precision: str,
     """The verdict's cache key; value ranges are in it when set (a verdict on inputs in 0..3
     says nothing about inputs in 8000..16000), and leave the key as it was when not; so does
     ``inputs``, the digest of the user's input sets (a verdict on generated values is never
-    found for the user's, nor one on one user's data for another's)."""
+    found for the user's, nor one on one user's data for another's). Generated inputs follow
+    the graph's hints, a function of the model: their version is in the key, not their
+    content, so a lookup (every load) never analyses the graph."""
     from .cache import artifact_key
+    from .input_hints import VERSION as HINTS
+    from .inputs import specs_json
 
-    extra: dict[str, Any] = {"input_ranges": {k: list(v) for k, v in sorted(ranges.items())}} \
-        if ranges else {}
+    extra: dict[str, Any] = {"input_ranges": specs_json(ranges)} if ranges else {}
     if inputs:
         extra["inputs"] = inputs
+    else:
+        extra["input_hints"] = HINTS
     return artifact_key(CACHE_SECTION, info, versions={"engine": version, "verify": VERSION},
                         shapes=[{k: list(v) for k, v in s.items()} for s in shapes],
                         precision=precision,
