@@ -311,3 +311,24 @@ def test_the_setting_words() -> None:
     assert not auto.wanted(reference=False, routed=False, verify="auto")
     assert not auto.wanted(reference=False, routed=True, verify="never")
     assert not LiveSetting(LiveMode.ON).wanted(reference=True, routed=True, verify="auto")
+
+
+def test_the_serve_config_takes_verify_live(tmp_path: Path) -> None:
+    from unirt.serve.config import build_config
+
+    config = tmp_path / "serve.toml"
+    config.write_text('[server]\nverify_live = "off"\n\n'
+                      '[[models]]\npath = "a.onnx"\nverify_live = [4, 20]\n\n'
+                      '[[models]]\npath = "b.onnx"\n')
+    cfg = build_config(config_file=str(config))
+    a, b = cfg.models
+    assert cfg.live(a) == (4, 20) and cfg.live(b) == "off"
+    assert build_config(["c.onnx"]).live(build_config(["c.onnx"]).models[0]) is None
+    config.write_text('[[models]]\npath = "a.onnx"\nverify_live = "often"\n')
+    with pytest.raises(UnirtError, match=r"models\[0\]\.verify_live: verify_live must be "
+                                         r"'auto', .*not 'often'"):
+        build_config(config_file=str(config))
+    config.write_text('[server]\nverify_live = [1, -1]\n[[models]]\npath = "a.onnx"\n')
+    with pytest.raises(UnirtError, match=r"\[server\] verify_live: verify_live: the calls "
+                                         r"checked first .* not \(1, -1\)"):
+        build_config(config_file=str(config))

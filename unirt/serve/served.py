@@ -196,7 +196,8 @@ def open_model(spec: ModelSpec, config: ServeConfig) -> ServedModel:
     from ..router import load
 
     session = load(spec.path, backend=spec.backend, prefer=list(spec.prefer) or None,
-                   precision=spec.precision, input_shapes=dict(spec.shapes) or None)
+                   precision=spec.precision, input_shapes=dict(spec.shapes) or None,
+                   verify_live=config.live(spec))
     try:
         batching = decide_batching(session, spec, config)
     except BaseException:
