@@ -332,3 +332,20 @@ def test_the_serve_config_takes_verify_live(tmp_path: Path) -> None:
     with pytest.raises(UnirtError, match=r"\[server\] verify_live: verify_live: the calls "
                                          r"checked first .* not \(1, -1\)"):
         build_config(config_file=str(config))
+
+
+def test_no_reference_registered_means_no_check_and_no_error(
+        model: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from unirt.plugins import Registry
+
+    caplog.set_level(logging.INFO, logger="unirt")
+    monkeypatch.syspath_prepend(str(ROOT))
+    import tests.fake_live as fake
+
+    reg = Registry(builtins=(), entry_points=False)
+    reg.register(fake, name="fake_live")
+    with unirt.load(model, backend=ENGINE, verify="never", verify_live=True,
+                    registry=reg) as sess:
+        assert sess.backend == ENGINE and sess.live is None
+        np.testing.assert_allclose(sess.run({"x": QUIET})["y"], 2 * QUIET)
+    assert "no live check of tiny.onnx: no reference backend is registered" in caplog.text

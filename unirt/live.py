@@ -525,14 +525,19 @@ def _shutdown(stop: threading.Event, waiting: queue.Queue[Any]) -> None:
 
 def start(session: Session, registry: Registry, setting: LiveSetting, precision: str,
           tolerance: float | None, options: Mapping[str, Mapping[str, Any]],
-          reference: str | None = None) -> LiveCheck:
+          reference: str | None = None) -> LiveCheck | None:
     """Start checking ``session`` live (``Session.live``); ``precision`` is the mode
     (``exact``/``fast``) and ``tolerance`` the figure it was loaded with, as verification
-    judges them; ``options`` the per-backend options of ``load``."""
-    from .probe import reference_name
-
-    check = LiveCheck(session, registry, reference or reference_name(registry), precision,
-                      tolerance, options, setting.first, setting.every)
+    judges them; ``options`` the per-backend options of ``load``. None, with nothing started,
+    when no reference is registered (its plugin disabled): there is nothing to compare with,
+    and the session the caller already holds must not be lost to an error here."""
+    reference = reference or registry.reference
+    if reference is None:
+        logger.info("unirt: no live check of %s: no reference backend is registered",
+                    session.model.name)
+        return None
+    check = LiveCheck(session, registry, reference, precision, tolerance, options,
+                      setting.first, setting.every)
     previous = session._live_check
     if previous is not None:
         previous.stop()
