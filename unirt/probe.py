@@ -142,7 +142,7 @@ def _child_open(state: dict[str, Any], source: str | bytes, backend: str, precis
     # verification child must not decide what it measures.
     sess = unirt.load(source, backend=backend, precision=precision, threads=threads,
                       options={backend: options} if options else None, verify="never",
-                      check=False, registry=reg, rewrite=False)
+                      check=False, registry=reg, rewrite=False, verify_live=False)
     state["sess"] = sess
     return {"load_s": time.perf_counter() - start, "import_s": import_s,
             "precision": str(sess.precision)}

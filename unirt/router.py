@@ -132,6 +132,7 @@ def load(
     crash_guard: str | None = None,
     rewrite: bool | Sequence[str] = True,
     inputs: Any = None,
+    verify_live: bool | str | tuple[int, int] | None = None,
 ) -> Session:
     """Open ``model`` on the best backend that can run it. See the README for every argument.
 
@@ -154,6 +155,10 @@ def load(
     by :func:`unirt.inputs.save_inputs`): every candidate is verified on exactly those arrays,
     at their shapes, and the verdict is cached under their digest (:mod:`unirt.operating`);
     without them, verification runs on generated inputs and says so.
+    ``verify_live`` (``UNIRT_VERIFY_LIVE``): re-run the first calls and then a sample of calls
+    on the reference, off the caller's path, and move to the reference on a disagreement
+    (:mod:`unirt.live`); ``None``/``"auto"``: when routing chose an engine other than the
+    reference and verified it; ``True``/``"on"``, ``False``/``"off"``, or ``(first, every)``.
     """
     registry = registry or get_registry()
     info = read_model(model)
@@ -176,6 +181,9 @@ def load(
     from .crashguard import resolve_mode as guard_mode
 
     guard = guard_mode(crash_guard)
+    from .live import resolve_setting
+
+    live = resolve_setting(verify_live)
     rewrites = _check_rewrite(registry, rewrite)
     tune_mode = "off"
     if tune is not None or os.environ.get("UNIRT_TUNE"):  # the tuner is imported when asked for
@@ -199,7 +207,8 @@ def load(
                                threads=threads, device=device, options=options, verify="never",
                                check=False, tolerance=tolerance,
                                input_shapes=dict(input_shapes or {}), crash_guard=guard,
-                               rewrite=False, input_ranges=ranges, inputs=given)
+                               rewrite=False, input_ranges=ranges, inputs=given,
+                               verify_live=live)
             router = _Router(registry, info, request, [name], set(), set(), set())
             router.verifications[name] = figures
             router.locked = figures.describe()
@@ -211,7 +220,8 @@ def load(
     request = _Request(backend=backend, fallback=fallback, precision=precision, threads=threads,
                        device=device, options=options, verify=verify, check=check,
                        tolerance=tolerance, input_shapes=dict(input_shapes or {}),
-                       crash_guard=guard, rewrite=rewrites, input_ranges=ranges, inputs=given)
+                       crash_guard=guard, rewrite=rewrites, input_ranges=ranges, inputs=given,
+                       verify_live=live)
     ranking = None
     prefer_list = _names(prefer, "prefer")
     tuned: str | None = None
@@ -404,6 +414,7 @@ class _Request:
     input_ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     #: the user's input sets (operating.InputSets): verification runs on them, not generated
     inputs: Any = None
+    verify_live: Any = None  # live.LiveSetting; None: no live check
 
 
 class _Router:
@@ -613,9 +624,11 @@ class _Router:
                     for n in everything[i + 1:])
                 marker, self.marker = self.marker, None
                 self._warn_unverified(name)
-                return Session(info, name, impl, self.steps, self.open_options(name),
+                sess = Session(info, name, impl, self.steps, self.open_options(name),
                                reroute=self.reroute if self.backend is None else None,
                                verification=self.verifications.get(name), guard=marker)
+                self._watch_live(sess, name)
+                return sess
             self.steps.append(step)
             nxt = next((n for n in everything[i + 1:] if n not in excluded), None)
             if name in self.preferred:
@@ -629,6 +642,16 @@ class _Router:
             self.registry.call_hook_safely("on_fallback", model=info, step=step,
                                            next_backend=nxt)
         raise NoBackendError(f"no backend can run {info.name}:\n{render_route(self.steps)}")
+
+    def _watch_live(self, sess: Session, name: str) -> None:
+        """Start the live check (:mod:`unirt.live`) when ``verify_live`` wants one here."""
+        r, live = self.request, self.request.verify_live
+        if live is None or not live.wanted(reference=self.registry.backend(name).is_reference,
+                                           routed=self.backend is None, verify=r.verify):
+            return
+        from .live import start
+
+        start(sess, self.registry, live, r.precision, r.tolerance, r.options)
 
     def reroute(self, failed: str, shape: str, reason: str) -> tuple[str, Any]:
         """Open the next candidate after ``failed`` for an input shape ``failed`` cannot take.

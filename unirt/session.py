@@ -37,6 +37,7 @@ from .tensor import TensorInfo, is_static
 
 if TYPE_CHECKING:  # pragma: no cover
     from .backend import BackendSession, OpenOptions
+    from .live import LiveCheck
     from .model import ModelInfo
     from .tuning import BackgroundTuner
 
@@ -222,6 +223,10 @@ class Session:
         self._guard = guard
         self._engine: _Engine | None = _Engine(backend, impl, verification, options)
         self._tuner: BackgroundTuner | None = None
+        # The live check (unirt.live): ``_live`` is what ``run`` calls, None once checking
+        # stopped; ``_live_check`` keeps its figures for ``live``.
+        self._live: LiveCheck | None = None
+        self._live_check: LiveCheck | None = None
         self._route = route if isinstance(route, list) else list(route)
         self._reroute = reroute
         # Input-shape signature -> (backend, engine session) for shapes the chosen engine
@@ -270,6 +275,12 @@ class Session:
         """The background tuner of ``tune="background"`` (its ``result``, ``swapped``), or
         None when the session was not opened with one."""
         return self._tuner
+
+    @property
+    def live(self) -> LiveCheck | None:
+        """The live check of this session (:mod:`unirt.live`: sampled calls run again on the
+        reference, a disagreement moves the session there), or None when it has none."""
+        return self._live_check
 
     @property
     def inputs(self) -> list[TensorInfo]:
@@ -362,7 +373,11 @@ class Session:
                 engine.close()
         if self._guard is not None:
             self._first_answer()
-        return dict(zip(names, results))
+        result = dict(zip(names, results))
+        live = self._live
+        if live is not None:
+            live.observe(checked, result)
+        return result
 
     def _first_answer(self) -> None:
         guard, self._guard = self._guard, None
@@ -479,10 +494,14 @@ class Session:
 
     def close(self) -> None:
         """Free the engine session (after calls in flight on it return) and stop a background
-        tuner, killing its child processes. Idempotent; ``run`` after ``close`` raises."""
+        tuner and the live check, killing their child processes. Idempotent; ``run`` after
+        ``close`` raises."""
         tuner = self._tuner
         if tuner is not None:
             tuner.stop()
+        live, self._live = self._live_check, None
+        if live is not None:
+            live.stop()
         with self._close_lock:
             engine, self._engine = self._engine, None
             others, self._by_shape = list(self._by_shape.values()), {}
@@ -496,6 +515,8 @@ class Session:
         if tuner is not None and not tuner.wait(_TUNER_STOP_WAIT):
             logger.warning("unirt: the background tuner of %s did not stop within %g s",
                            self.model.name, _TUNER_STOP_WAIT)
+        if live is not None:
+            live.close()
 
     def __enter__(self) -> Session:
         return self

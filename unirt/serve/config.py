@@ -8,6 +8,8 @@ The config file (TOML or JSON) is for several models with options of their own::
     max_batch = 8
     batch_timeout_ms = 2
     max_request_mb = 64
+    verify_live = "auto"  # re-check served calls on the reference (unirt.live): "auto", "on",
+                          # "off", true/false, or [FIRST, EVERY]; a model's own key wins
 
     [[models]]
     path = "detector.onnx"
@@ -19,6 +21,7 @@ The config file (TOML or JSON) is for several models with options of their own::
                                         # verification and the serving plan run on it
     max_batch = 4                       # per-model batching overrides
     measure = false                     # serve max_batch and workers as given, untimed
+    verify_live = [8, 100]              # the first 8 calls, then 1 in 100, on the reference
 
     [ray]                 # read only by ``unirt serve --ray``; ignored (and logged) without it
     address = "ray://head:10001"
@@ -89,6 +92,8 @@ class ModelSpec:
     #: A folder of input sets (``unirt.inputs.save_inputs``): the operating point verification
     #: and the serving plan measure at, instead of generated inputs.
     inputs: str | None = None
+    #: ``load(verify_live=)``; None: the server's setting.
+    verify_live: Any = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,9 @@ class ServeConfig:
     #: The Ray Serve placement (``[ray]`` merged with the command line's); None when neither
     #: gave any. Only ``unirt serve --ray`` and :mod:`unirt.serve.ray` read it.
     ray: RayOptions | None = None
+    #: ``load(verify_live=)`` for models that do not set their own; None: ``load``'s default
+    #: (``UNIRT_VERIFY_LIVE``, else auto).
+    verify_live: Any = None
 
     @property
     def max_request_bytes(self) -> int:
@@ -140,13 +148,17 @@ class ServeConfig:
         ms = self.batch_timeout_ms if spec.batch_timeout_ms is None else spec.batch_timeout_ms
         return mb, ms / 1000.0
 
+    def live(self, spec: ModelSpec) -> Any:
+        """``load(verify_live=)`` for one model."""
+        return self.verify_live if spec.verify_live is None else spec.verify_live
+
     def measures(self, spec: ModelSpec) -> bool:
         """Whether ``spec``'s batch size and engine calls at once are measured at load."""
         return self.measure if spec.measure is None else spec.measure
 
 
 _SERVER_KEYS = {"host", "port", "max_batch", "batch_timeout_ms", "max_request_mb", "workers",
-                "drain_timeout_s", "measure"}
+                "drain_timeout_s", "measure", "verify_live"}
 #: ``[ray]``'s numbers: key -> (RayOptions field, integer?, minimum). Its other keys, address
 #: and autoscaling, are checked for their type here and autoscaling's keys by Ray Serve's own
 #: model, once Ray is imported.
@@ -155,7 +167,7 @@ _RAY_NUMBERS = {"replicas": ("replicas", True, 1), "replica_cpus": ("num_cpus", 
                 "max_ongoing_requests": ("max_ongoing_requests", True, 1)}
 _RAY_KEYS = {"address", "autoscaling", *_RAY_NUMBERS}
 _MODEL_KEYS = {"path", "name", "backend", "prefer", "precision", "shape", "inputs", "max_batch",
-               "batch_timeout_ms", "measure"}
+               "batch_timeout_ms", "measure", "verify_live"}
 
 
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -208,6 +220,19 @@ def _flag(value: Any, where: str) -> bool:
     return bool(value)
 
 
+def _live(value: Any, where: str) -> Any:
+    """A ``verify_live`` value as ``load`` takes it (a TOML/JSON list is a pair), checked."""
+    from ..live import resolve_setting
+
+    if isinstance(value, list):
+        value = tuple(value)
+    try:
+        resolve_setting(value)
+    except UnirtError as exc:
+        raise UnirtError(f"{where}: {exc}") from None
+    return value
+
+
 def _shapes(value: Any, where: str) -> dict[str, tuple[int, ...]]:
     from ..inputs import parse_assignments, parse_shape
 
@@ -256,7 +281,9 @@ def _model(entry: Any, where: str, base: Path | None) -> ModelSpec:
         batch_timeout_ms=None if "batch_timeout_ms" not in entry else _number(
             entry["batch_timeout_ms"], f"{where}.batch_timeout_ms", integer=False, minimum=0),
         measure=None if "measure" not in entry else _flag(entry["measure"], f"{where}.measure"),
-        inputs=inputs)
+        inputs=inputs,
+        verify_live=None if entry.get("verify_live") is None else _live(
+            entry["verify_live"], f"{where}.verify_live"))
     _check_spec(spec, where)
     return spec
 
@@ -389,6 +416,8 @@ def build_config(models: Sequence[str] = (), *, name: str | None = None,
         rule = checks.get(key)
         if key == "measure":
             _flag(value, source[key])
+        elif key == "verify_live":
+            value = _live(value, source[key])
         elif rule is None:
             _check(isinstance(value, str) and bool(value), source[key], "a host name or address")
         else:

@@ -218,9 +218,11 @@ def open_model(spec: ModelSpec, config: ServeConfig) -> ServedModel:
         inputs = as_input_sets(info, spec.inputs, f"inputs {spec.inputs} of model {spec.name}")
     session = load(info, backend=spec.backend, prefer=list(spec.prefer) or None,
                    precision=spec.precision, input_shapes=dict(spec.shapes) or None,
-                   inputs=inputs)
+                   inputs=inputs, verify_live=config.live(spec))
     try:
         batching = decide_batching(session, spec, config, inputs)
+        if session.live is not None:  # the plan's calls were not the clients'
+            session.live.rewind()
     except BaseException:
         session.close()
         raise
