@@ -91,9 +91,9 @@ def test_a_wrong_engine_on_live_inputs_moves_to_the_reference(
         assert f"live check: {ENGINE} disagreed with the reference on call " in step.reason
         assert "output y max abs 5.8" in step.reason
         np.testing.assert_allclose(sess.run({"x": LOUD})["y"], 2 * LOUD)  # right now
+        assert _until(lambda: not live.running, 30)  # the warning and the verdict are written
         assert live.disagreed == 1 and live.checked >= 1 and live.swapped
         assert sess._live is None  # nothing left to compare against: the hot path is clear
-        assert _until(lambda: not live.running, 30)
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warnings) == 1, warnings
         text = warnings[0]
@@ -220,22 +220,22 @@ def test_a_bad_environment_setting_is_refused(
 def test_a_full_queue_drops_samples_instead_of_blocking(model: Path) -> None:
     with unirt.load(model) as sess:
         # Not started: nothing takes from the queue, as a reference stuck on a slow call.
+        # The queue holds every one of the first calls (depth is raised to ``first``): with
+        # every call sampled, what comes after them is dropped.
         check = LiveCheck(sess, get_registry(), "a-reference", "exact", None, {},
-                          first=5, every=0, depth=2)
+                          first=5, every=1, depth=2)
         x = QUIET.copy()
         out = {"y": np.zeros((1, 4), np.float32)}
         start = time.perf_counter()
-        for _ in range(5):
+        for _ in range(55):
             check.observe({"x": x}, out)
-        for _ in range(50):
-            check.observe({"x": x}, out)  # not sampled
         assert time.perf_counter() - start < 5  # returned: nothing waited on the full queue
-        assert check.dropped == 3 and check._queue.qsize() == 2
+        assert check.dropped == 50 and check._queue.qsize() == 5
         x[:] = 99.0  # the caller reuses its buffer: the sample kept its own copy
         kept = check._queue.get_nowait()
         assert kept.call == 1 and float(kept.feeds["x"].max()) == 0.5
         assert kept.backend == "onnxruntime"
-        assert check.describe().startswith("live check (first 5): 0 checked")
+        assert check.describe().startswith("live check (first 5, then 1 in 1): 0 checked")
 
 
 def test_close_stops_the_thread_and_its_child(model: Path, saturating_engine: None) -> None:
