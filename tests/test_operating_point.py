@@ -226,6 +226,29 @@ def test_openvino_wrong_on_real_audio_features_is_rejected_with_inputs(tmp_path:
     assert sess.route[0].outcome == "rejected" and "wrong numbers" in sess.route[0].reason
 
 
+def test_without_inputs_live_verification_moves_openvino_to_the_reference(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    if not unirt.plugins.get_registry().backend("openvino").available().available:
+        pytest.skip("OpenVINO is not installed")
+    monkeypatch.setenv("UNIRT_LIVE_DIR", str(tmp_path / "live"))
+    path = M.save(M.qdq_saturating(), tmp_path / "qdq.onnx")
+    sess = unirt.load(path, prefer="openvino")
+    try:
+        assert sess.backend == "openvino" and sess.live is not None
+        for feeds in M.qdq_saturating_inputs(8, seed=1):
+            sess.run(feeds)
+        deadline = time.monotonic() + 120
+        while sess.backend != "onnxruntime" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sess.backend == "onnxruntime", sess.explain()
+        assert sess.route[-1].outcome == "swapped"
+        assert "live check: openvino disagreed with the reference" in sess.route[-1].reason
+    finally:
+        sess.close()
+
+
 # -- the remembered operating point ------------------------------------------------------------
 def test_tune_on_inputs_then_a_plain_load_opens_the_winner(
         conv: Path, tmp_path: Path, fake_engines: None,

@@ -310,7 +310,7 @@ def verify(info: ModelInfo, backend: str, version: str | None, precision: str = 
     feeds: list[Any] = []
     if not no_inputs:
         try:  # generated only now: a cached verdict costs no input generation
-            labels, _, feeds = feed_sets(info, shapes, ranges, inputs)
+            labels, sets, feeds = feed_sets(info, shapes, ranges, inputs)
         except UnirtError as exc:
             no_inputs = f"no inputs can be generated ({exc})"
     with progress.step(progress.Step.VERIFY, backend, info.name) as running:
@@ -361,7 +361,7 @@ def _note_evidence(info: ModelInfo, result: ProbeResult, sets: list[dict[str, tu
                        "differ on real data")
     result.weak = "; ".join(weak) if result.status == PASS else ""
     guessed = info.has_dynamic_inputs and not shapes
-    if result.status not in (PASS, NO_REFERENCE, HARNESS) and guessed:
+    if result.status not in (PASS, NO_REFERENCE, HARNESS) and result.opened and guessed:
         result.reason += (f" (judged on generated inputs at {at}: give input_shapes= or "
                           "inputs= with what your application sends to judge it there)")
 
