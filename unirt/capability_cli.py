@@ -13,14 +13,7 @@ from typing import Any
 import click
 
 from . import cli_output
-from .cli_options import (
-    input_option,
-    input_range_option,
-    input_values_option,
-    load_inputs_option,
-    model_argument,
-    writable_file,
-)
+from .cli_options import model_argument, operating_point_options, writable_file
 from .errors import UnirtError, clean
 
 _console = cli_output.console
@@ -111,12 +104,7 @@ _STATE_MARK = {"supported": "yes", "conditional": "yes*", "unsupported": "NO", "
 @click.option("--probe", is_flag=True,
               help="Also open and run the model on each available backend (in a child process), "
                    "compare with the reference and time it.")
-@click.option("--shape", "-s", "shape_specs", multiple=True, metavar="NAME=1x3x224x224",
-              help="Base shape of an input for --probe (sets its dynamic dims).")
-@input_option
-@load_inputs_option
-@input_range_option
-@input_values_option
+@operating_point_options
 @click.option("--timeout", default=120.0, show_default=True, type=float,
               help="Seconds per backend for --probe.")
 @click.option("--no-query", is_flag=True, help="Do not ask engines about their own support.")
@@ -131,14 +119,13 @@ def capabilities_command(model: str, backend_list: str | None, probe: bool,
     from . import cli_inputs
     from .capability import CaseStatus, capabilities
     from .input_hints import graph_hints
-    from .inputs import fill_dynamic, parse_assignments, parse_shape
+    from .inputs import fill_dynamic
     from .model import read_model
 
     names = [b.strip() for b in backend_list.split(",") if b.strip()] if backend_list else None
-    shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
     info = read_model(model)
-    ranges = cli_inputs.ranges(info, range_specs, value_specs)
-    inputs = cli_inputs.input_sets(info, input_specs, load_dir, shapes, ranges)
+    shapes, ranges, inputs = cli_inputs.operating_point(info, shape_specs, input_specs, load_dir,
+                                                        range_specs, value_specs)
     if probe and inputs is None:  # said out loud: a guessed size is why models "fail"
         fill_dynamic(info.inputs, shapes, sizes=graph_hints(info).sizes())
     report = capabilities(info, backends=names, probe=probe, query=not no_query,

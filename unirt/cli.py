@@ -421,6 +421,7 @@ def _layerwise_text(lw: Any) -> str:
 @click.option("--shape", "-s", "shape_specs", multiple=True, metavar="NAME=1x3x224x224",
               help="An input shape; repeat with several values of one input for a size sweep.")
 @input_option
+@load_inputs_option
 @input_range_option
 @input_values_option
 @click.option("--runs", type=int, default=None,
@@ -449,7 +450,7 @@ def _layerwise_text(lw: Any) -> str:
                    "(needs matplotlib).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def bench_cmd(model: str, backend_list: str | None, shape_specs: tuple[str, ...],
-              input_specs: tuple[str, ...], range_specs: tuple[str, ...],
+              input_specs: tuple[str, ...], load_dir: str | None, range_specs: tuple[str, ...],
               value_specs: tuple[str, ...], runs: int | None,
               duration: float | None, mode: str, requests: int | None,
               warmup: int, threads: int | None, precision: str, timeout: float,
@@ -471,7 +472,7 @@ def bench_cmd(model: str, backend_list: str | None, shape_specs: tuple[str, ...]
                          "time)")
     sweep = _shape_sweep(shape_specs)
     info = read_model(model)
-    feeds, _ = cli_inputs.given_inputs(info, input_specs)
+    feeds, _ = cli_inputs.given_inputs(info, input_specs, load_dir)
     ranges = cli_inputs.ranges(info, range_specs, value_specs)
     if plot_path:
         try:

@@ -126,3 +126,17 @@ def tolerances(info: ModelInfo, specs: Sequence[str], what: str
     full = {t.name: overall for t in info.outputs if overall is not None}
     full.update(per_output)
     return check_tolerance(info, full, what)  # type: ignore[return-value]
+
+
+def operating_point(info: ModelInfo, shape_specs: Sequence[str], input_specs: Sequence[str],
+                    load_dir: str | None, range_specs: Sequence[str],
+                    value_specs: Sequence[str]
+                    ) -> tuple[dict[str, tuple[int, ...]], dict[str, Any], InputSets | None]:
+    """(shapes, value ranges and sets, the user's input sets or None) from the options of
+    :func:`unirt.cli_options.operating_point_options`, each checked against the model."""
+    from .inputs import check_shapes, parse_assignments, parse_shape
+
+    shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
+    check_shapes(info, shapes, "--shape")
+    checked = ranges(info, range_specs, value_specs)
+    return shapes, checked, input_sets(info, input_specs, load_dir, shapes, checked)

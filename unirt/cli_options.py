@@ -74,3 +74,17 @@ save_inputs_option = click.option(
 load_inputs_option = click.option(
     "--load-inputs", "load_dir", default=None, metavar="DIR",
     help="Use the inputs a --save-inputs wrote to DIR (exactly those arrays).")
+shape_option = click.option(
+    "--shape", "-s", "shape_specs", multiple=True, metavar="NAME=1x3x224x224",
+    help="The shape of an input: sets its dynamic dims (repeatable).")
+
+
+def operating_point_options(command: Any) -> Any:
+    """``command`` given the options that say where it measures, the same on every command
+    that verifies or times a model: ``--shape``, ``--input``, ``--load-inputs``,
+    ``--input-range`` and ``--input-values`` (read with :func:`unirt.cli_inputs.
+    operating_point`)."""
+    for option in (input_values_option, input_range_option, load_inputs_option, input_option,
+                   shape_option):
+        command = option(command)
+    return command

@@ -434,11 +434,13 @@ def make_lock(model: ModelSource | ModelInfo, backend_name: str,
 
 def measure_lock(model: ModelSource, backend: str | None = None,
                  shapes: Mapping[str, Sequence[int]] | None = None, precision: str = "exact",
-                 registry: Registry | None = None, inputs: InputSets | None = None) -> Lock:
+                 registry: Registry | None = None, inputs: InputSets | None = None,
+                 ranges: Mapping[str, Any] | None = None) -> Lock:
     """Measure now and return the lock: ``backend=`` verified afresh (``verify="always"``), or
     ``prefer="fastest"`` with its ranking and each ranked backend's verdict. Starts child
     processes; what ``unirt lock`` and ``unirt tune --lock`` run on the machine that decides.
-    ``inputs``: the user's input sets, verified and timed on (:mod:`unirt.operating`)."""
+    ``inputs``: the user's input sets, verified and timed on (:mod:`unirt.operating`);
+    ``ranges``: the values generated inputs take (``load(input_ranges=)``)."""
     from .model import read_model
     from .plugins import get_registry
     from .router import load
@@ -450,15 +452,16 @@ def measure_lock(model: ModelSource, backend: str | None = None,
     ranking = None
     if backend is not None:
         sess = load(source, backend=backend, input_shapes=shape_map or None, precision=precision,
-                    verify="always", registry=registry, inputs=inputs)
+                    verify="always", registry=registry, inputs=inputs, input_ranges=ranges)
     else:
         sess = load(source, prefer="fastest", input_shapes=shape_map or None,
-                    precision=precision, verify="always", registry=registry, inputs=inputs)
+                    precision=precision, verify="always", registry=registry, inputs=inputs,
+                    input_ranges=ranges)
         # The ranking load just measured (or read): every ranked backend was verified on the
         # way, its error is in the ranking.
         from .fastest import lookup
 
-        ranking = lookup(info, precision, {}, shape_map or None, None, inputs=inputs)
+        ranking = lookup(info, precision, {}, shape_map or None, None, ranges, inputs)
     with sess:
         return make_lock(info, sess.backend, ranking, sess.verification, shape_map, precision,
                          registry, inputs)

@@ -16,12 +16,7 @@ from typing import Any
 import click
 
 from . import cli_output
-from .cli_options import (
-    input_option,
-    load_inputs_option,
-    optional_model_argument,
-    writable_file,
-)
+from .cli_options import operating_point_options, optional_model_argument, writable_file
 from .errors import UnirtError
 
 _console = cli_output.console
@@ -33,10 +28,7 @@ _print_json = cli_output.print_json
 @click.option("--out", "-o", "out", type=click.Path(dir_okay=False), default=None,
               callback=writable_file,
               help="Where to write the lock (default: unirt.lock).")
-@click.option("--shape", "-s", "shape_specs", multiple=True, metavar="NAME=1x3x224x224",
-              help="Input shape to verify and time at (sets its dynamic dims; repeatable).")
-@input_option
-@load_inputs_option
+@operating_point_options
 @click.option("--precision", type=click.Choice(["exact", "fast"]), default="exact",
               show_default=True)
 @click.option("--backend", "-b", default=None,
@@ -47,6 +39,7 @@ _print_json = cli_output.print_json
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def lock_command(model: str | None, out: str | None, shape_specs: tuple[str, ...],
                  input_specs: tuple[str, ...], load_dir: str | None,
+                 range_specs: tuple[str, ...], value_specs: tuple[str, ...],
                  precision: str, backend: str | None, check_path: str | None,
                  as_json: bool) -> None:
     """Choose MODEL's backend once, measured, and write it to a lock file for a fleet.
@@ -55,31 +48,30 @@ def lock_command(model: str | None, out: str | None, shape_specs: tuple[str, ...
     measuring; a changed model or engine version is refused, naming what differs.
     """
     if check_path is not None:
-        if out or shape_specs or backend or input_specs or load_dir:
-            raise UnirtError("--check reads a lock: --out, --shape, --input, --load-inputs and "
-                             "--backend make one")
+        if out or shape_specs or backend or input_specs or load_dir or range_specs or \
+                value_specs:
+            raise UnirtError("--check reads a lock: --out, --backend and the input options "
+                             "(--shape, --input, --load-inputs, --input-range, --input-values) "
+                             "make one")
         _check(check_path, model, as_json)
         return
     if model is None:
         raise click.UsageError("give the MODEL to lock, or --check LOCK [MODEL]")
-    _write(model, out or "unirt.lock", shape_specs, input_specs, load_dir, precision, backend,
-           as_json)
+    _write(model, out or "unirt.lock", (shape_specs, input_specs, load_dir, range_specs,
+                                        value_specs), precision, backend, as_json)
 
 
-def _write(model: str, out: str, shape_specs: tuple[str, ...], input_specs: tuple[str, ...],
-           load_dir: str | None, precision: str, backend: str | None, as_json: bool) -> None:
+def _write(model: str, out: str, point: tuple[Any, ...], precision: str, backend: str | None,
+           as_json: bool) -> None:
     from . import cli_inputs
     from .files import check_writable
-    from .inputs import parse_assignments, parse_shape
     from .lock import measure_lock, write_lock
     from .model import read_model
 
     check_writable(out, "--out", inputs=[model])  # the default too, before the measuring
-    shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
-    inputs = cli_inputs.input_sets(read_model(model), input_specs, load_dir, shapes) \
-        if input_specs or load_dir else None
+    shapes, ranges, inputs = cli_inputs.operating_point(read_model(model), *point)
     lock = measure_lock(model, backend=backend, shapes=shapes, precision=precision,
-                        inputs=inputs)
+                        inputs=inputs, ranges=ranges or None)
     path = write_lock(lock, out)
     if as_json:
         _print_json({"written_to": str(path), "lock": lock.to_dict()})

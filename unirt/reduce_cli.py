@@ -10,7 +10,7 @@ from __future__ import annotations
 import click
 
 from . import cli_output
-from .cli_options import model_argument
+from .cli_options import load_inputs_option, model_argument
 
 
 @click.command("reduce")
@@ -21,6 +21,7 @@ from .cli_options import model_argument
                    "inputs go next to it as OUT.<input>.npy.")
 @click.option("--input", "-i", "input_specs", multiple=True, metavar="NAME=FILE.npy",
               help="The inputs it fails on (default: seeded random ones).")
+@load_inputs_option
 @click.option("--shape", "-s", "shape_specs", multiple=True, metavar="NAME=1x3x224x224")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--precision", type=click.Choice(["exact", "fast"]), default="exact",
@@ -34,6 +35,7 @@ from .cli_options import model_argument
               help="Seconds per engine run before it counts as hung.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def reduce_command(model: str, backend: str, output: str | None, input_specs: tuple[str, ...],
+                   load_dir: str | None,
                    shape_specs: tuple[str, ...], seed: int, precision: str, atol: float | None,
                    rtol: float | None, match: str | None, timeout: float,
                    as_json: bool) -> None:
@@ -41,11 +43,13 @@ def reduce_command(model: str, backend: str, output: str | None, input_specs: tu
     against ONNX Runtime CPU), to a subgraph of a few nodes that still fails the same way, and
     write it with its inputs: a repro to file with the engine. Every engine run happens in a
     child process."""
-    from .inputs import load_npy, parse_assignments, parse_shape
+    from . import cli_inputs
+    from .inputs import parse_assignments, parse_shape
+    from .model import read_model
     from .reduce import reduce
 
-    files = parse_assignments(input_specs, "--input")
-    feeds = {name: load_npy(path, name) for name, path in files.items()}
+    # the first set a --load-inputs folder holds (a live check's saved inputs: one set)
+    feeds, _ = cli_inputs.given_inputs(read_model(model), input_specs, load_dir)
     shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
     result = reduce(model, backend, output, feeds or None, shapes or None, seed, precision,
                     atol, rtol, timeout, match)

@@ -11,7 +11,7 @@ import json
 
 import click
 
-from .cli_options import optional_model_argument, writable_file
+from .cli_options import operating_point_options, optional_model_argument, writable_file
 from .errors import UnirtError
 
 
@@ -24,14 +24,16 @@ from .errors import UnirtError
               help="Where to write the rewritten model.")
 @click.option("--only", "only", multiple=True, metavar="NAME",
               help="Only this rewrite (repeatable; opt-in rewrites must be named).")
-@click.option("--shape", "-s", "shape_specs", multiple=True, metavar="NAME=1x3x224x224",
-              help="Shape of an input to verify at (sets its dynamic dims).")
+@operating_point_options
 @click.option("--list", "list_only", is_flag=True, help="List the registered rewrites.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def rewrite_command(model: str | None, backend: str | None, out: str | None,
-                    only: tuple[str, ...], shape_specs: tuple[str, ...], list_only: bool,
+                    only: tuple[str, ...], shape_specs: tuple[str, ...],
+                    input_specs: tuple[str, ...], load_dir: str | None,
+                    range_specs: tuple[str, ...], value_specs: tuple[str, ...], list_only: bool,
                     as_json: bool) -> None:
-    """Rewrite MODEL so that BACKEND runs it, verify it, and write it to OUT."""
+    """Rewrite MODEL so that BACKEND runs it, verify it, and write it to OUT. With --input or
+    --load-inputs the rewritten model is verified on those inputs."""
     from .plugins import get_registry
 
     registry = get_registry()
@@ -47,8 +49,8 @@ def rewrite_command(model: str | None, backend: str | None, out: str | None,
         return
     if model is None or backend is None or out is None:
         raise UnirtError("give MODEL, --for BACKEND and -o OUT.onnx (or --list)")
+    from . import cli_inputs
     from .files import check_writable, copy_atomic
-    from .inputs import parse_assignments, parse_shape
     from .model import read_model
     from .rewrite.fit import PROVEN, check_names, fit, traced_shapes
 
@@ -56,10 +58,14 @@ def rewrite_command(model: str | None, backend: str | None, out: str | None,
     info = read_model(model)
     registry.backend(backend)
     names = check_names(registry, list(only)) if only else None
-    shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
+    shapes, ranges, inputs = cli_inputs.operating_point(info, shape_specs, input_specs, load_dir,
+                                                        range_specs, value_specs)
+    if inputs is not None:
+        shapes = {**inputs.first_shapes, **shapes}
     if not shapes and names:  # where the original runs, as load(rewrite=[...]) verifies
         shapes = traced_shapes(registry, info, names)
-    fitted = fit(info, backend, names=names, registry=registry, shapes=shapes or None)
+    fitted = fit(info, backend, names=names, registry=registry, shapes=shapes or None,
+                 inputs=inputs, ranges=ranges or None)
     written = fitted.status in PROVEN and fitted.info is not None
     if written:
         assert fitted.info is not None and fitted.info.path is not None

@@ -751,7 +751,8 @@ class _Router:
                          names=r.rewrite if isinstance(r.rewrite, tuple) else None,
                          registry=self.registry, precision=r.precision,
                          options=r.options.get(name, {}), shapes=r.input_shapes or None,
-                         tolerance=r.tolerance, inputs=r.inputs)
+                         tolerance=r.tolerance, inputs=r.inputs,
+                         ranges=r.input_ranges or None)
         except UnirtError as exc:
             return None, RouteStep(name, failed.outcome, f"{failed.reason}; rewriting failed: "
                                                          f"{exc}")

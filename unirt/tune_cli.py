@@ -11,14 +11,7 @@ from typing import Any
 import click
 
 from . import cli_output
-from .cli_options import (
-    input_option,
-    input_range_option,
-    input_values_option,
-    load_inputs_option,
-    model_argument,
-    writable_file,
-)
+from .cli_options import model_argument, operating_point_options, writable_file
 from .errors import UnirtError
 
 
@@ -26,12 +19,7 @@ from .errors import UnirtError
 @model_argument
 @click.option("--backends", "backend_list", default=None, metavar="A,B,...",
               help="Only these backends (default: every available one for --device).")
-@click.option("--shape", "-s", "shape_specs", multiple=True, metavar="NAME=1x3x224x224",
-              help="Shape of an input to tune at (sets its dynamic dims).")
-@input_option
-@load_inputs_option
-@input_range_option
-@input_values_option
+@operating_point_options
 @click.option("--precision", type=click.Choice(["exact", "fast"]), default="exact",
               show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "gpu"]), default="auto",
@@ -53,16 +41,15 @@ def tune_command(model: str, backend_list: str | None, shape_specs: tuple[str, .
     from . import cli_inputs
     from .fastest import candidate_pool, rank
     from .input_hints import graph_hints
-    from .inputs import fill_dynamic, parse_assignments, parse_shape
+    from .inputs import fill_dynamic
     from .model import read_model
     from .plugins import get_registry
     from .router import _check_arguments, default_order
 
     registry = get_registry()
     info = read_model(model)
-    shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
-    ranges = cli_inputs.ranges(info, range_specs, value_specs)
-    inputs = cli_inputs.input_sets(info, input_specs, load_dir, shapes, ranges)
+    shapes, ranges, inputs = cli_inputs.operating_point(info, shape_specs, input_specs, load_dir,
+                                                        range_specs, value_specs)
     if inputs is None:  # the sizes verification guesses, said out loud
         fill_dynamic(info.inputs, shapes, sizes=graph_hints(info).sizes())
     _check_arguments(registry, info, backend=None, prefer=None, exclude=None, device=device,

@@ -375,10 +375,14 @@ def evaluator_outputs(info: ModelInfo, recipes: Sequence[Any], labels: Sequence[
 
 def _verdict_key(original: ModelInfo, fitted: ModelInfo, backend: str, version: str | None,
                  precision: str, options: Mapping[str, Any], sets: list[dict[str, tuple]],
-                 tolerance: float | None, inputs: str | None = None) -> str:
+                 tolerance: float | None, inputs: str | None = None,
+                 ranges: Mapping[str, Any] | None = None) -> str:
     from ..cache import artifact_key, model_digest
+    from ..inputs import specs_json
 
-    extra = {"inputs": inputs} if inputs else {}
+    extra: dict[str, Any] = {"inputs": inputs} if inputs else {}
+    if ranges:
+        extra["input_ranges"] = specs_json(ranges)
     return artifact_key(VERDICT_SECTION, fitted,
                         versions={"engine": version, "pipeline": VERSION},
                         shapes=[{k: list(v) for k, v in s.items()} for s in sets],
@@ -424,7 +428,8 @@ def _store_verdict(key: str, result: ProbeResult, compared_with: str, basis: Bas
 def _measure(original: ModelInfo, fitted: ModelInfo, backend: str, precision: str,
              options: Mapping[str, Any], shapes: Mapping[str, Sequence[int]] | None,
              tolerance: float | None, registry: Registry, timeout: float,
-             inputs: InputSets | None = None) -> tuple[ProbeResult, str, Basis]:
+             inputs: InputSets | None = None, ranges: Mapping[str, Any] | None = None
+             ) -> tuple[ProbeResult, str, Basis]:
     """Run ``fitted`` on ``backend`` in a child and judge it: (result, what it was compared
     with, the kind of comparison); on the user's ``inputs`` when given."""
     from ..probe import HARNESS, NO_REFERENCE, ProbeResult, probe, reference_name, reference_outputs
@@ -432,7 +437,7 @@ def _measure(original: ModelInfo, fitted: ModelInfo, backend: str, precision: st
 
     ref_name = reference_name(registry)
     try:
-        labels, _, recipes = feed_sets(original, shapes, None, inputs)
+        labels, _, recipes = feed_sets(original, shapes, ranges, inputs)
     except UnirtError as exc:
         return ProbeResult(backend, NO_REFERENCE, f"no inputs can be generated ({exc})"), "", \
             Basis.NONE
@@ -519,12 +524,14 @@ def fit(info: ModelInfo, backend: str, *, names: Sequence[str] | None = None,
         context: RewriteContext | None = None, registry: Registry | None = None,
         precision: str = "exact", options: Mapping[str, Any] | None = None,
         shapes: Mapping[str, Sequence[int]] | None = None, tolerance: float | None = None,
-        timeout: float | None = None, inputs: InputSets | None = None) -> Fitted:
+        timeout: float | None = None, inputs: InputSets | None = None,
+        ranges: Mapping[str, Any] | None = None) -> Fitted:
     """Fit ``info`` to ``backend``: the applicable rewrites applied to a copy (cached), then
     verified (cached). ``names``: only these rewrites (opt-in ones included); None: every
     applicable one that is not opt-in. Raises ``UnirtError`` for an unknown name; a rewrite that
     raises is reported in ``Fitted.failures`` and skipped. ``inputs``: the user's input sets
-    (:mod:`unirt.operating`): the rewritten model is judged on them, as the original was."""
+    (:mod:`unirt.operating`): the rewritten model is judged on them, as the original was;
+    ``ranges``: the values generated inputs take (``load(input_ranges=)``)."""
     from ..plugins import get_registry
     from ..verify import DEFAULT_TIMEOUT, TIMEOUT_ENV, Verification, probe_shapes, status_of
 
@@ -555,7 +562,7 @@ def fit(info: ModelInfo, backend: str, *, names: Sequence[str] | None = None,
     except UnirtError:
         sets = []
     key = _verdict_key(info, fitted, backend, version, precision, options or {}, sets,
-                       tolerance, inputs.digest if inputs is not None else None)
+                       tolerance, inputs.digest if inputs is not None else None, ranges)
     known = _cached_verdict(key)
     if known is not None:
         result, compared, basis = known
@@ -566,7 +573,8 @@ def fit(info: ModelInfo, backend: str, *, names: Sequence[str] | None = None,
         with progress.step(progress.Step.REWRITE, backend, info.name,
                            "+".join(applied)) as running:
             result, compared, basis = _measure(info, fitted, backend, precision, options or {},
-                                               shapes, tolerance, registry, timeout, inputs)
+                                               shapes, tolerance, registry, timeout, inputs,
+                                               ranges)
             running.detail = f"{'+'.join(applied)}: {result.status}"
         cached = False
         if Verification(status_of(result), result, False, key).about_engine:
