@@ -86,3 +86,13 @@ class CorpusModels:
 @pytest.fixture(scope="session")
 def corpus_models() -> CorpusModels:
     return CorpusModels()
+
+
+@pytest.fixture
+def no_hints(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Generated inputs without the graph's hints (:mod:`unirt.input_hints`): what a model whose
+    sizes and values nothing in the graph gives away gets, for tests of what happens when the
+    generated sizes are wrong."""
+    from unirt import input_hints
+
+    monkeypatch.setattr(input_hints, "graph_hints", lambda info: input_hints.InputHints())

@@ -215,7 +215,7 @@ def test_capabilities_report_and_json(tmp_path: Path) -> None:
     assert res.exit_code == 0 and "Verdicts" in res.output
 
 
-def test_probe_measures_and_finds_fake_dynamic_axes(tmp_path: Path) -> None:
+def test_probe_measures_and_finds_fake_dynamic_axes(tmp_path: Path, no_hints: None) -> None:
     # Declares T dynamic, but a Reshape to a constant shape only works at T=32.
     g = helper.make_graph([helper.make_node("Reshape", ["x", "s"], ["y"], name="r")], "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "T"])],
@@ -273,7 +273,8 @@ def test_a_crash_in_the_probe_child_is_a_verdict() -> None:
     assert dyn["status"] == "dynamic_fail" and "T=64" in dyn["detail"]
 
 
-def test_probe_of_a_reference_that_opens_but_fails_at_the_sizes_probed(tmp_path) -> None:
+def test_probe_of_a_reference_that_opens_but_fails_at_the_sizes_probed(
+        tmp_path: Path, no_hints: None) -> None:
     """A tester's silero-vad: ONNX Runtime opened it and failed at the guessed 32 samples;
     capabilities --probe called that "refuses the model". It is a note naming --shape."""
     import unirt

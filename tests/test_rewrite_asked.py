@@ -62,7 +62,7 @@ def test_an_opt_in_rewrite_that_does_not_apply_is_skipped(tmp_path: Path,
 
 
 def test_verification_compares_at_the_traced_size_when_generated_sizes_fail(
-        tmp_path: Path, fake_engines: None) -> None:
+        tmp_path: Path, fake_engines: None, no_hints: None) -> None:
     """The reference refuses the baked model at every generated size (T=32, 64); verification
     compares at the traced size (T=16) instead of opening the candidate on no evidence: a wrong
     engine is rejected, a right one verified (a tester's ncnn was 0.99 off, 'unverified')."""

@@ -126,6 +126,9 @@ def capabilities_command(model: str, backend_list: str | None, probe: bool,
     info = read_model(model)
     shapes, ranges, inputs = cli_inputs.operating_point(info, shape_specs, input_specs, load_dir,
                                                         range_specs, value_specs)
+    if (inputs is not None or ranges) and not probe:
+        raise UnirtError("--input and --input-range are for --probe (they say what the model "
+                         "is run on; so are --load-inputs and --input-values)")
     if probe and inputs is None:  # said out loud: a guessed size is why models "fail"
         fill_dynamic(info.inputs, shapes, sizes=graph_hints(info).sizes())
     report = capabilities(info, backends=names, probe=probe, query=not no_query,
