@@ -191,8 +191,8 @@ def bench(
     core count), the model opened with the backend's ``throughput_options``.
     """
     from .compare import default_backends
-    from .input_hints import graph_hints
-    from .inputs import check_ranges, feeds_for, fill_dynamic, make_inputs
+    from .input_hints import graph_hints, hinted_feeds
+    from .inputs import check_ranges, fill_dynamic, make_inputs
     from .plugins import get_registry
 
     try:
@@ -212,7 +212,7 @@ def bench(
                if mode == BenchMode.THROUGHPUT else {} for n in names}
     checked = check_ranges(info.inputs, ranges, "--input-range") if ranges else None
     hints = graph_hints(info)  # what the graph accepts, where the caller said nothing
-    feeds_per_shape = [feeds_for(info, feeds, s, seed, checked) if feeds else
+    feeds_per_shape = [hinted_feeds(info, feeds, s, seed, checked) if feeds else
                        make_inputs(info.inputs, fill_dynamic(info.inputs, s, warn=i == 0,
                                                              sizes=hints.sizes()),
                                    seed, hints.under(checked)) for i, s in enumerate(shapes)]

@@ -188,7 +188,8 @@ def run(model: str, backend: str | None, prefer: tuple[str, ...], input_specs: t
     import time
 
     from . import cli_inputs
-    from .inputs import feeds_for, parse_assignments, parse_shape, save_inputs
+    from .input_hints import hinted_feeds
+    from .inputs import parse_assignments, parse_shape, save_inputs
     from .model import read_model
     from .router import load
     from .tensor import is_static
@@ -200,7 +201,7 @@ def run(model: str, backend: str | None, prefer: tuple[str, ...], input_specs: t
     info = read_model(model)
     given, files = cli_inputs.given_inputs(info, input_specs, load_dir)
     ranges = cli_inputs.ranges(info, range_specs, value_specs)
-    feeds = feeds_for(info, given, shapes, seed, ranges)
+    feeds = hinted_feeds(info, given, shapes, seed, ranges)
     if save_dir:
         save_inputs(save_dir, feeds)
     # The shapes that will run are the shapes verification measures (a detector verified at
@@ -332,7 +333,8 @@ def compare(model: str, backend_list: str | None, input_specs: tuple[str, ...],
     """
     from . import cli_inputs
     from . import compare as cmp
-    from .inputs import feeds_for, save_inputs
+    from .input_hints import hinted_feeds
+    from .inputs import save_inputs
     from .model import read_model
     from .probe import FAIL
 
@@ -343,7 +345,7 @@ def compare(model: str, backend_list: str | None, input_specs: tuple[str, ...],
     atol = cli_inputs.tolerances(info, atol_specs, "atol")
     rtol = cli_inputs.tolerances(info, rtol_specs, "rtol")
     if save_dir:  # the arrays made here, saved, then run: a replay runs these very arrays
-        feeds = feeds_for(info, feeds, shapes, seed, ranges)
+        feeds = hinted_feeds(info, feeds, shapes, seed, ranges)
         save_inputs(save_dir, feeds)
     report = cmp.compare(info, _backends_option(backend_list), feeds, shapes, seed, precision,
                          atol, rtol, timeout, ranges=ranges or None)

@@ -51,7 +51,8 @@ def input_sets(info: ModelInfo, input_specs: Sequence[str], load_dir: str | None
     folder holds), as the library takes them (:class:`unirt.operating.InputSets`), or None when
     neither is given. Inputs a set does not give are filled with seeded generated values (at
     ``--shape``, in ``--input-range``), the same every run, so the digest is stable."""
-    from .inputs import feeds_for, load_input_sets, load_npy, parse_assignments
+    from .input_hints import hinted_feeds
+    from .inputs import load_input_sets, load_npy, parse_assignments
     from .operating import as_input_sets
 
     if not input_specs and not load_dir:
@@ -76,7 +77,7 @@ def input_sets(info: ModelInfo, input_specs: Sequence[str], load_dir: str | None
                              f"{', '.join(sorted(extra))}; inputs: {', '.join(names)}")
         s.update(arrays)
         if len(s) < len(names):
-            sets[i] = feeds_for(info, s, shapes, i, ranges)
+            sets[i] = hinted_feeds(info, s, shapes, i, ranges)
     origin = " and ".join(([f"--load-inputs {load_dir}"] if load_dir else [])
                           + (["--input"] if files else []))
     return as_input_sets(info, sets, origin)

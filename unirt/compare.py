@@ -17,7 +17,7 @@ import numpy as np
 
 from . import progress
 from .errors import UnirtError
-from .inputs import feeds_for
+from .input_hints import hinted_feeds
 from .layerwise import LayerStep, LayerwiseReport, layerwise
 from .metrics import Tolerance
 from .model import ModelInfo, ModelSource, read_model
@@ -92,7 +92,7 @@ def compare(
     checked = check_ranges(info.inputs, ranges, "ranges") if ranges else None
     if feeds is None and seed == 0 and atol is None and rtol is None and not options:
         return _compare_as_verification(info, names, shapes, precision, timeout, checked)
-    all_feeds = feeds_for(info, feeds, shapes, seed, checked)
+    all_feeds = hinted_feeds(info, feeds, shapes, seed, checked)
     with progress.step(progress.Step.REFERENCE, reference_name(), info.name):
         ref_open, reference = reference_outputs(info.source(), [all_feeds], timeout=timeout)
     if not ref_open.ok or reference[0].outputs is None:

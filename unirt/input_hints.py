@@ -19,11 +19,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .inputs import Values, ValueSpec, spec_json
+from .inputs import Values, ValueSpec, feeds_for, spec_json
 from .tensor import is_static, normalize_dim
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -762,3 +762,12 @@ def _analyse(info: ModelInfo) -> InputHints:
     logger.debug("input hints for %s in %.3f s: %s", info.name, time.monotonic() - started,
                  "; ".join(notes) or "none")
     return InputHints(values, dims, other, notes)
+
+
+def hinted_feeds(info: ModelInfo, feeds: Mapping[str, np.ndarray] | None,
+                 shapes: Mapping[str, Sequence[int]] | None, seed: int,
+                 ranges: Mapping[str, ValueSpec] | None = None) -> dict[str, np.ndarray]:
+    """:func:`unirt.inputs.feeds_for` with what the graph says its inputs accept filling what
+    the caller left unsaid (the given feeds, shapes and ranges win): the one way ``run``,
+    ``compare``, ``bench`` and the others complete a feed set."""
+    return feeds_for(info, feeds, shapes, seed, ranges, hints=graph_hints(info))

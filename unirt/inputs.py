@@ -603,10 +603,11 @@ def load_npy(path: str | Path, name: str) -> np.ndarray:
 def feeds_for(info: ModelInfo, feeds: Mapping[str, np.ndarray] | None,
               shapes: Mapping[str, Sequence[int]] | None, seed: int,
               ranges: Mapping[str, ValueSpec] | None = None, *,
-              hints: bool = True) -> dict[str, np.ndarray]:
+              hints: Any = None) -> dict[str, np.ndarray]:
     """The given feeds, completed with seeded random ones (at ``shapes``, values in
-    ``ranges``) for the rest; with ``hints``, what the graph says its inputs accept
-    (:func:`unirt.input_hints.graph_hints`) fills what the caller left unsaid."""
+    ``ranges``) for the rest; ``hints`` (an :class:`unirt.input_hints.InputHints`): what the
+    graph says its inputs accept fills what the caller left unsaid
+    (:func:`unirt.input_hints.hinted_feeds` passes them)."""
     given = dict(feeds or {})
     unknown = set(given) - {t.name for t in info.inputs}
     if unknown:
@@ -615,11 +616,8 @@ def feeds_for(info: ModelInfo, feeds: Mapping[str, np.ndarray] | None,
     todo = [t for t in info.inputs if t.name not in given]
     checked = check_ranges(info.inputs, ranges, "--input-range") if ranges else {}
     sizes = None
-    if hints and todo:
-        from .input_hints import graph_hints
-
-        found = graph_hints(info)
-        checked, sizes = found.under(checked), found.sizes()
+    if hints is not None and todo:
+        checked, sizes = hints.under(checked), hints.sizes()
     wanted = fill_dynamic(todo, {k: v for k, v in (shapes or {}).items() if k not in given},
                           sizes=sizes)
     generated = make_inputs(todo, wanted, seed,

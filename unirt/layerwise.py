@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UnirtError
-from .inputs import feeds_for
+from .input_hints import hinted_feeds
 from .isolation import Worker
 from .metrics import tolerance, within
 from .model import ModelInfo, ModelSource, read_model
@@ -580,7 +580,7 @@ def layerwise(
     module's docstring); the report's ``verdict`` says what that showed.
     """
     info = read_model(model)
-    all_feeds = feeds_for(info, feeds, shapes, seed)
+    all_feeds = hinted_feeds(info, feeds, shapes, seed)
     workdir = Path(tempfile.mkdtemp(prefix="unirt-layerwise-"))
     report = LayerwiseReport(info.name, backend, LayerStatus.NO_DIVERGENCE)
     prober = None

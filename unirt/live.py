@@ -333,8 +333,8 @@ class LiveCheck:
     def _stop_checking(self, session: Session | None) -> None:
         """Nothing more to compare: the hot path stops calling in, the thread ends."""
         session = session if session is not None else self._session()
-        if session is not None and session._live is self:
-            session._live = None
+        if session is not None:
+            session.unwatch(self)
         self.stop()
 
     # -- the thread --------------------------------------------------------------------------
@@ -530,11 +530,7 @@ def start(session: Session, registry: Registry, setting: LiveSetting, precision:
         return None
     check = LiveCheck(session, registry, reference, precision, tolerance, options,
                       setting.first, setting.every)
-    previous = session._live_check
-    if previous is not None:
-        previous.stop()
-    session._live_check = check
-    session._live = check
+    session.watch(check)
     return check.start()
 
 

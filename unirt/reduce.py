@@ -36,7 +36,7 @@ import numpy as np
 
 from .errors import UnirtError
 from .files import check_writable
-from .inputs import feeds_for
+from .input_hints import hinted_feeds
 from .isolation import CRASHED, HARNESS, TIMEOUT, Outcome, OutcomeStatus
 from .layerwise import Prober, subgraph_model, tensor_error, with_outputs
 from .model import ModelSource, read_model
@@ -244,7 +244,7 @@ def reduce(
     except re.error as exc:
         raise UnirtError(f"--match {match!r} is not a regular expression: {exc}") from None
     info = read_model(model)
-    all_feeds = feeds_for(info, feeds, shapes, seed)
+    all_feeds = hinted_feeds(info, feeds, shapes, seed)
     out = check_writable(output or f"{Path(info.name).stem}.reduced.onnx", "--output",
                          inputs=[info.path])  # before any engine runs
     workdir = Path(tempfile.mkdtemp(prefix="unirt-reduce-"))

@@ -19,7 +19,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -37,7 +37,6 @@ from .tensor import TensorInfo, is_static
 
 if TYPE_CHECKING:  # pragma: no cover
     from .backend import BackendSession, OpenOptions
-    from .live import LiveCheck
     from .model import ModelInfo
     from .tuning import BackgroundTuner
 
@@ -46,6 +45,16 @@ logger = logging.getLogger("unirt")
 #: How long ``close`` waits for a stopped background tuner (its children die within a fraction of
 #: a second; an engine being opened in this process cannot be interrupted).
 _TUNER_STOP_WAIT = 30.0
+
+class CallObserver(Protocol):
+    """What watches a session's calls (the live check of :mod:`unirt.live`): ``observe`` runs
+    after every call that returned, on the caller's thread, so it must cost next to nothing;
+    ``stop`` ends the watching (at ``close``, or when another observer takes over)."""
+
+    def observe(self, feeds: Mapping[str, Any], outputs: Mapping[str, Any]) -> None: ...
+
+    def stop(self) -> None: ...
+
 
 #: ``reroute(failed_backend, shape_text, reason) -> (backend name, BackendSession)``
 Reroute = Callable[[str, str, str], "tuple[str, BackendSession]"]
@@ -225,8 +234,8 @@ class Session:
         self._tuner: BackgroundTuner | None = None
         # The live check (unirt.live): ``_live`` is what ``run`` calls, None once checking
         # stopped; ``_live_check`` keeps its figures for ``live``.
-        self._live: LiveCheck | None = None
-        self._live_check: LiveCheck | None = None
+        self._live: CallObserver | None = None
+        self._live_check: Any = None
         self._route = route if isinstance(route, list) else list(route)
         self._reroute = reroute
         # Input-shape signature -> (backend, engine session) for shapes the chosen engine
@@ -277,10 +286,24 @@ class Session:
         return self._tuner
 
     @property
-    def live(self) -> LiveCheck | None:
-        """The live check of this session (:mod:`unirt.live`: sampled calls run again on the
-        reference, a disagreement moves the session there), or None when it has none."""
+    def live(self) -> Any:
+        """The live check of this session (a :class:`unirt.live.LiveCheck`: sampled calls run
+        again on the reference, a disagreement moves the session there), or None when it has
+        none."""
         return self._live_check
+
+    def watch(self, observer: CallObserver) -> None:
+        """Have ``observer`` see every call from now on (it becomes :attr:`live`); one that
+        watched before is stopped."""
+        previous, self._live_check = self._live_check, observer
+        self._live = observer
+        if previous is not None and previous is not observer:
+            previous.stop()
+
+    def unwatch(self, observer: CallObserver) -> None:
+        """``observer`` sees no more calls (its figures stay readable on :attr:`live`)."""
+        if self._live is observer:
+            self._live = None
 
     @property
     def inputs(self) -> list[TensorInfo]:

@@ -244,12 +244,12 @@ class BackgroundTuner:
         return impl
 
     def _feeds(self) -> tuple[dict[str, Any], list[str]]:
-        from .inputs import make_inputs
-        from .verify import probe_shapes
+        """The first set verification ran (the graph's hints applied), built here: what the
+        two engines are timed on in this process."""
+        from .verify import feed_sets
 
-        feeds = make_inputs(self._info.inputs, probe_shapes(self._info.inputs, self._shapes)[0],
-                            seed=0)
-        return feeds, [t.name for t in self._info.outputs]
+        first = feed_sets(self._info, self._shapes)[2][0]
+        return first.build(), [t.name for t in self._info.outputs]
 
     def _confirm(self, session: Session, new: BackendSession) -> str | None:
         """Time the current engine and the winner alternately in this process, where the user's

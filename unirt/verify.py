@@ -353,8 +353,12 @@ def _note_evidence(info: ModelInfo, result: ProbeResult, sets: list[dict[str, tu
         result.evidence = inputs.short()
         result.weak = ""  # the user's own data is the operating point
         return
+    from .input_hints import graph_hints
+
     at = shape_text(sets[0]) if sets else ""
-    result.evidence = f"generated inputs ({at})" if at else "generated inputs"
+    told = "; ".join(graph_hints(info).notes)  # the values and sizes the graph chose
+    result.evidence = "generated inputs" + (f" ({'; '.join(filter(None, (at, told)))})"
+                                            if at or told else "")
     weak = [result.weak] if result.weak else []
     if is_quantized(info):
         weak.insert(0, "a quantized model, whose engines can agree on generated values and "

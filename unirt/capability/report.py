@@ -151,9 +151,9 @@ def capabilities(
     from ..operating import as_input_sets
 
     if feeds:
-        from ..inputs import feeds_for
+        from ..input_hints import hinted_feeds
 
-        inputs = as_input_sets(info, feeds_for(info, feeds, shapes, 0, checked), "--input")
+        inputs = as_input_sets(info, hinted_feeds(info, feeds, shapes, 0, checked), "--input")
     elif inputs is not None:
         inputs = as_input_sets(info, inputs)
     if not shapes and not checked and inputs is None:
