@@ -322,8 +322,31 @@ class _OffScaleSession(BackendSession):
                 for o in outs]
 
 
+class Fragile(_Delegating):
+    """Right at batch 1 and 2, and raises an engine error (not a shape limit) on a larger
+    batch: OpenCV's "only 5D block layout is supported" at the first real call of a model it
+    opened and ran right at the verification's sizes."""
+
+    name = "fake-fragile"
+
+    def _open_impl(self, model: ModelInfo, options: OpenOptions) -> BackendSession:
+        return _FragileSession(super()._open_impl(model, options))
+
+
+class _FragileSession(BackendSession):
+    def __init__(self, inner: BackendSession) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def run(self, feeds: dict[str, Any], output_names: Any) -> Any:
+        if any(v.ndim and v.shape[0] > 2 for v in feeds.values()):
+            raise RuntimeError("fake-fragile: only 5D block layout is supported")
+        return self.inner.run(feeds, output_names)
+
+
 @unirt.hookimpl
 def register_backends(register: Any) -> None:
+    register(Fragile)
     register(OffScale)
     register(Poisoned)
     register(Picky)

@@ -313,6 +313,8 @@ class RunSet:
     nonfinite: bool = False
     #: Set on the run of an earlier set repeated after a refused call: that set's index.
     again_of: int | None = None
+    #: False when the backend did not even open the model (so nothing ran on any set).
+    opened: bool = True
 
 
 def run_sets(worker: Worker, source: str | bytes, backend: str,
@@ -404,14 +406,15 @@ def reference_outputs(source: str | bytes, feed_sets: Sequence[Feeds],
     except HarnessError as exc:
         opened = Outcome(ISO_HARNESS, error=str(exc), error_type="HarnessError")
         return opened, [RunSet(_label(labels[i] if labels else None, f), opened,
-                               nonfinite=_planted(f)) for i, f in enumerate(feed_sets)]
+                               nonfinite=_planted(f), opened=False)
+                        for i, f in enumerate(feed_sets)]
     with Worker(_child_init) as w:
         opened, sets = run_sets(w, source, reference_name(registry), feed_sets, "exact",
                                 outputs=outputs, timeout=timeout, labels=labels,
                                 registry=spec, keep=True)
     if not opened.ok:
         sets = [RunSet(_label(labels[i] if labels else None, f), opened,
-                       nonfinite=_planted(f)) for i, f in enumerate(feed_sets)]
+                       nonfinite=_planted(f), opened=False) for i, f in enumerate(feed_sets)]
     return opened, sets
 
 
@@ -450,6 +453,10 @@ class ProbeResult:
     #: False when the backend raised while opening the model (nothing ran).
     opened: bool = True
     nonfinite: str = ""
+    #: With ``no reference``: the reference opened the model and failed only on the inputs
+    #: run (sizes or values the model does not take), so it is no reason to trust the candidate
+    #: over it.
+    reference_opened: bool = False
     #: What the numbers were compared on: ``generated inputs (x=1x3x32x32)`` or
     #: ``your inputs (3 sets, 1a2b3c4d5e6f)`` (set by :func:`unirt.verify.verify`).
     evidence: str = ""
@@ -479,6 +486,7 @@ class ProbeResult:
             "precision": self.precision, "shapes": self.shapes, "limited": self.limited,
             "load_s": self.load_s, "run_s": self.run_s, "opened": self.opened,
             "nonfinite": self.nonfinite, "evidence": self.evidence, "weak": self.weak,
+            "reference_opened": self.reference_opened,
             "outputs": [o.as_dict() | {"atol": self.tolerances.get(o.name, (None, None))[0],
                                        "rtol": self.tolerances.get(o.name, (None, None))[1]}
                         for o in self.outputs],
@@ -492,8 +500,8 @@ class ProbeResult:
         return cls(d["backend"], d["status"], d.get("reason", ""), d.get("precision"),
                    list(d.get("shapes", [])), outs, tols, dict(d.get("limited", {})),
                    d.get("load_s"), d.get("run_s"), bool(d.get("opened", True)),
-                   str(d.get("nonfinite") or ""), str(d.get("evidence") or ""),
-                   str(d.get("weak") or ""))
+                   str(d.get("nonfinite") or ""), bool(d.get("reference_opened", False)),
+                   str(d.get("evidence") or ""), str(d.get("weak") or ""))
 
     def summary(self) -> str:
         """One line: ``max abs 1.6e-02 on logits (bf16)`` or the reason it failed, followed by
@@ -641,7 +649,10 @@ def judge(backend: str, opened: Outcome, sets: list[RunSet], reference: list[Run
         result.reason = "wrong numbers: " + shown + (f"; and {more} more" if more > 0 else "")
     elif all(r.outputs is None for r in reference if not r.nonfinite):
         result.status = NO_REFERENCE
-        result.reason = (f"the reference ({reference_name(registry)}) cannot run the model: "
+        result.reference_opened = any(r.opened for r in reference)
+        what = "opens the model and cannot run these inputs" if result.reference_opened \
+            else "cannot run the model"
+        result.reason = (f"the reference ({reference_name(registry)}) {what}: "
                          f"{reference[0].outcome.describe() if reference else 'no inputs'}")
     elif not times:
         result.status = ERROR

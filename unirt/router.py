@@ -440,6 +440,9 @@ class _Router:
         self.verdicts: dict[str, Any] = {}  # capability.Verdict per candidate checked
         self.marker: Any = None  # crashguard.Marker held for the reference opened in-process
         self.fitted: dict[str, Any] = {}  # rewrite.fit.Fitted per candidate opened rewritten
+        #: candidates left for the reference because nothing could judge them (no rewrite
+        #: changes that: it is the inputs, not the model)
+        self.unjudged: set[str] = set()
 
     def open_options(self, name: str) -> OpenOptions:
         r = self.request
@@ -564,9 +567,24 @@ class _Router:
         self.verifications[name] = v
         if v.status == VerifyStatus.REFUSED:
             return RouteStep(name, FAILED, v.describe())
+        if self.backend is None and v.status == VerifyStatus.UNVERIFIED and \
+                v.result.reference_opened and self._reference_ahead(name):
+            # unirt's inputs, not the model, failed on the reference: that is no reason to run
+            # an engine nobody checked in its place.
+            self.unjudged.add(name)
+            return RouteStep(name, REJECTED, f"{v.describe()}; not opened unverified in place "
+                             "of the reference, which opens the model: give input_shapes= or "
+                             f"inputs= with what the application sends to verify {name} there")
         if v.accepted and not (v.status == VerifyStatus.UNVERIFIED and r.verify == "always"):
             return None
         return RouteStep(name, REJECTED, v.describe())
+
+    def _reference_ahead(self, name: str) -> bool:
+        """Whether the reference is still on the route after ``name`` (not excluded)."""
+        ref = self.registry.reference
+        rest = self.everything[self.everything.index(name) + 1:] if name in self.everything \
+            else []
+        return ref is not None and ref in rest and ref not in self.excluded
 
     def order_rest(self, after: int) -> None:
         """After the first failure, order the candidates left by the table's prediction (the
@@ -626,6 +644,7 @@ class _Router:
                 self._warn_unverified(name)
                 sess = Session(info, name, impl, self.steps, self.open_options(name),
                                reroute=self.reroute if self.backend is None else None,
+                               fail_over=self.fail_over if self.backend is None else None,
                                verification=self.verifications.get(name), guard=marker)
                 self._watch_live(sess, name)
                 return sess
@@ -652,6 +671,30 @@ class _Router:
         from .live import start
 
         start(sess, self.registry, live, r.precision, r.tolerance, r.options)
+
+    def fail_over(self, failed: str, shape: str, reason: str) -> tuple[str, Any]:
+        """Open what takes the session over after ``failed`` raised running a call at
+        ``shape``: the reference first (it is right by definition, and it is what the call is
+        judged by), then the candidates after ``failed`` in route order. Records the failure
+        on the route; raises ``NoBackendError`` when none can be opened. The caller runs the
+        call on the engine it gets before it keeps it."""
+        step = RouteStep(failed, FAILED, f"failed at run time at {shape}: {reason}")
+        self.steps.append(step)
+        after = self.everything.index(failed) + 1 if failed in self.everything else 0
+        rest = [n for n in self.everything[after:] if n not in self.excluded and n != failed]
+        ref = self.registry.reference
+        if ref is not None and ref != failed and ref not in self.excluded:
+            rest = [ref] + [n for n in rest if n != ref]
+        self.registry.call_hook_safely("on_fallback", model=self.info, step=step,
+                                       next_backend=rest[0] if rest else None)
+        for name in rest:
+            impl, failure = self.open_or_fit(name)
+            self._release_marker()
+            if failure is None:
+                return name, impl
+            self.steps.append(failure)
+        raise NoBackendError(f"no backend can take over {self.info.name} from {failed}:\n"
+                             f"{render_route(self.steps)}")
 
     def reroute(self, failed: str, shape: str, reason: str) -> tuple[str, Any]:
         """Open the next candidate after ``failed`` for an input shape ``failed`` cannot take.
@@ -705,7 +748,7 @@ class _Router:
                 return fitted, None
             return impl, None
         if step is None or step.outcome not in (UNSUPPORTED_STEP, FAILED, REJECTED) or \
-                not self._may_fit(name):
+                name in self.unjudged or not self._may_fit(name):
             return impl, step
         return self._open_fitted(name, step)
 

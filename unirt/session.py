@@ -32,7 +32,7 @@ from .errors import (
     UnirtError,
     first_line,
 )
-from .route import RouteStep, render_route
+from .route import SWAPPED, RouteStep, render_route
 from .tensor import TensorInfo, is_static
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -224,6 +224,7 @@ class Session:
         route: Sequence[RouteStep] = (),
         options: OpenOptions | None = None,
         reroute: Reroute | None = None,
+        fail_over: Reroute | None = None,
         verification: Any = None,
         guard: Any = None,
     ) -> None:
@@ -238,6 +239,9 @@ class Session:
         self._live_check: Any = None
         self._route = route if isinstance(route, list) else list(route)
         self._reroute = reroute
+        # An engine error on a call (not a shape limit, not the caller's input): the session
+        # moves to what this opens, the reference first (None: backend=, which never moves).
+        self._fail_over = fail_over
         # Input-shape signature -> (backend, engine session) for shapes the chosen engine
         # refused at run time (ShapeLimitError) and another candidate took.
         self._by_shape: dict[tuple, tuple[str, BackendSession]] = {}
@@ -382,18 +386,29 @@ class Session:
             if not engine.retired:
                 break
             engine.leave()  # swapped or closed meanwhile: take the new one (or fail)
+        failed: BackendError | None = None
         try:
             results = engine.impl.run(checked, names)
         except ShapeLimitError as exc:
             return self._run_elsewhere(engine.backend, checked, names, exc)
+        except (InputError, OutputError, SessionClosedError):
+            raise
+        except BackendError as exc:
+            if self._fail_over is None:
+                raise
+            failed = exc
         except UnirtError:
             raise
         except Exception as exc:
-            raise self._engine_failure(engine.backend, exc) from exc
+            if self._fail_over is None:
+                raise self._engine_failure(engine.backend, exc) from exc
+            failed = self._engine_failure(engine.backend, exc)
         finally:
             calls.pop()
             if engine.retired and not calls:
                 engine.close()
+        if failed is not None:
+            return self._take_over(engine, checked, names, failed)
         if self._guard is not None:
             self._first_answer()
         result = dict(zip(names, results))
@@ -440,6 +455,43 @@ class Session:
             raise
         except Exception as exc:
             raise self._engine_failure(name, exc) from exc
+        return dict(zip(names, results))
+
+    def _take_over(self, engine: _Engine, feeds: dict[str, Any], names: Sequence[str],
+                   failure: BackendError) -> dict[str, np.ndarray]:
+        """A routed engine raised running this call: open what the route gives next (the
+        reference first), run the call there, and move the session to it for good (calls in
+        flight finish where they are). The engine's own error is raised when nothing takes the
+        call: an input that no engine takes is the caller's to fix, and says so."""
+        shape = ", ".join(f"{n}={'x'.join(map(str, getattr(a, 'shape', ()))) or 'scalar'}"
+                          for n, a in feeds.items())
+        assert self._fail_over is not None
+        with self._fallback_lock:
+            current = self._engine
+            if current is None:
+                raise SessionClosedError(f"session for {self.model.name} is closed")
+            if current is not engine:  # another call moved the session on meanwhile
+                name, impl = current.backend, current.impl
+                moved = False
+            else:
+                try:
+                    name, impl = self._fail_over(engine.backend, shape, first_line(failure))
+                except UnirtError:
+                    raise failure from None
+                moved = True
+            try:
+                results = impl.run(feeds, names)
+            except Exception as exc:
+                if moved:
+                    impl.close()
+                raise failure from exc
+            if moved:
+                reason = (f"{engine.backend} failed at run time at {shape}: "
+                          f"{first_line(failure)}")
+                self._swap(name, impl, RouteStep(name, SWAPPED, reason))
+                logger.warning("unirt: %s failed running %s at %s (%s); the session now runs "
+                               "on %s", engine.backend, self.model.name, shape,
+                               first_line(failure), name)
         return dict(zip(names, results))
 
     def __call__(self, *args: Any, **feeds: Any) -> Any:
