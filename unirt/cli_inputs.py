@@ -18,12 +18,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .operating import InputSets
 
 
-def given_inputs(info: ModelInfo, input_specs: Sequence[str], load_dir: str | None = None
-                 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """(arrays, where each came from) for ``--input`` and ``--load-inputs``; ``--input``
-    wins for an input both give. A name that is no input of the model is an error naming
-    the inputs."""
-    from .inputs import load_inputs, load_npy, parse_assignments
+def _input_files(info: ModelInfo, input_specs: Sequence[str]) -> dict[str, str]:
+    """``--input NAME=FILE.npy`` (or ``FILE`` alone for a single-input model): name -> file."""
+    from .inputs import parse_assignments
 
     names = [t.name for t in info.inputs]
     files: dict[str, str] = {}
@@ -32,6 +29,18 @@ def given_inputs(info: ModelInfo, input_specs: Sequence[str], load_dir: str | No
             files[names[0]] = spec
         else:
             files.update(parse_assignments([spec], "--input"))
+    return files
+
+
+def given_inputs(info: ModelInfo, input_specs: Sequence[str], load_dir: str | None = None
+                 ) -> tuple[dict[str, Any], dict[str, str]]:
+    """(arrays, where each came from) for ``--input`` and ``--load-inputs``; ``--input``
+    wins for an input both give. A name that is no input of the model is an error naming
+    the inputs."""
+    from .inputs import load_inputs, load_npy
+
+    names = [t.name for t in info.inputs]
+    files = _input_files(info, input_specs)
     loaded = load_inputs(load_dir) if load_dir else {}
     unknown = (set(files) | set(loaded)) - set(names)
     if unknown:
@@ -52,18 +61,13 @@ def input_sets(info: ModelInfo, input_specs: Sequence[str], load_dir: str | None
     neither is given. Inputs a set does not give are filled with seeded generated values (at
     ``--shape``, in ``--input-range``), the same every run, so the digest is stable."""
     from .input_hints import hinted_feeds
-    from .inputs import load_input_sets, load_npy, parse_assignments
+    from .inputs import load_input_sets, load_npy
     from .operating import as_input_sets
 
     if not input_specs and not load_dir:
         return None
     names = [t.name for t in info.inputs]
-    files: dict[str, str] = {}
-    for spec in input_specs:
-        if "=" not in spec and len(names) == 1:
-            files[names[0]] = spec
-        else:
-            files.update(parse_assignments([spec], "--input"))
+    files = _input_files(info, input_specs)
     unknown = set(files) - set(names)
     if unknown:
         raise UnirtError(f"--input names unknown input(s) {', '.join(sorted(unknown))}; "

@@ -49,8 +49,6 @@ TIME_BUDGET_S = 1.5
 MAX_CONSTANT_ELEMENTS = 4096
 #: A comparison with more distinct values than this is a one-hot (a range), not a value set.
 MAX_VALUE_SET = 8
-#: Initializers above this many bytes are emptied before shape inference (dims are what it needs).
-STRIP_BYTES = 1024
 
 _COMPARISONS = frozenset({"Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual"})
 #: Ops that pass a value through unchanged in what it can be (dtype, layout aside), on input 0.
@@ -716,24 +714,8 @@ def _fold_shape_inputs(proto: onnx.ModelProto, graph: _Graph) -> None:
             node.input[k] = name
 
 
-def _strip(proto: onnx.ModelProto) -> None:
-    """Empty the large weights: shape inference copies the proto into C++ and back at every
-    size tried, and it needs only their dims."""
-    from onnx import TensorProto
-
-    for graph in _graphs(proto.graph):
-        for t in graph.initializer:
-            if t.data_location == TensorProto.EXTERNAL or len(t.raw_data) <= STRIP_BYTES:
-                continue
-            t.ClearField("raw_data")
-            t.data_location = TensorProto.EXTERNAL
-            del t.external_data[:]
-            entry = t.external_data.add()
-            entry.key, entry.value = "location", "unirt-stripped"
-
-
 def _analyse(info: ModelInfo) -> InputHints:
-    from .model import _load_proto
+    from .model import _load_proto, strip_weights
 
     started = time.monotonic()
     proto = _load_proto(info)
@@ -751,7 +733,7 @@ def _analyse(info: ModelInfo) -> InputHints:
     other: dict[str, int] = {}
     if any(not d.batch for d in _dynamic_dims(info)):
         traced, traced_notes = _traced(info)
-        _strip(proto)
+        strip_weights(proto)
         _inline_decided(proto, graph, values)
         graph = _Graph(proto)
         dims, other, size_notes = _size_hints(info, graph, proto, traced)

@@ -309,6 +309,12 @@ def parse_values(text: str, name: str = "") -> Values:
     if not parts or not all(parts):
         raise UnirtError(f"bad --input-values{where} {text!r}: write it as NAME=V1,V2,... "
                          "(e.g. sr=16000,8000)")
+    return Values(tuple(dict.fromkeys(_numbers(parts, f"--input-values{where} {text!r}"))))
+
+
+def _numbers(parts: Sequence[str], what: str) -> list[float]:
+    """Each of ``parts`` as an int where it is one, else a float; else a UnirtError naming
+    ``what`` (the option, the input and the text given)."""
     values: list[float] = []
     for p in parts:
         try:
@@ -317,9 +323,8 @@ def parse_values(text: str, name: str = "") -> Values:
             try:
                 values.append(float(p))
             except ValueError:
-                raise UnirtError(f"bad --input-values{where} {text!r}: {p!r} is not a "
-                                 "number") from None
-    return Values(tuple(dict.fromkeys(values)))
+                raise UnirtError(f"bad {what}: {p!r} is not a number") from None
+    return values
 
 
 def check_values(info: TensorInfo, values: Any, what: str = "input_values") -> Values:
@@ -363,17 +368,8 @@ def parse_range(text: str, name: str = "") -> ValueRange:
     if len(parts) != 2 or not all(parts):
         raise UnirtError(f"bad --input-range{where} {text!r}: write it as NAME=LO,HI "
                          "(e.g. ids=0,30521 or x=-1,1)")
-    values: list[float] = []
-    for p in parts:
-        try:
-            values.append(int(p))
-        except ValueError:
-            try:
-                values.append(float(p))
-            except ValueError:
-                raise UnirtError(f"bad --input-range{where} {text!r}: {p!r} is not a "
-                                 "number") from None
-    return values[0], values[1]
+    lo, hi = _numbers(parts, f"--input-range{where} {text!r}")
+    return lo, hi
 
 
 def check_ranges(inputs: Sequence[TensorInfo], ranges: Mapping[str, Any],

@@ -181,11 +181,11 @@ class _Graph:
     def __init__(self, info: ModelInfo) -> None:
         import onnx
 
-        from .model import _iter_graphs, _load_proto, _strip_weights, facts_of
+        from .model import _iter_graphs, _load_proto, facts_of, strip_weights
 
         self.info = info
         proto = _load_proto(info)
-        _strip_weights(proto)
+        strip_weights(proto)
         self.proto = proto
         self.graphs = list(_iter_graphs(proto.graph))
         initializers = {t.name for t in proto.graph.initializer}

@@ -863,7 +863,7 @@ def _load_proto(info: ModelInfo, weights: bool = False) -> onnx.ModelProto:
 _STRIP_BYTES = 1024
 
 
-def _strip_weights(proto: onnx.ModelProto) -> None:
+def strip_weights(proto: onnx.ModelProto) -> None:
     """Make the weights look external: shape inference copies the whole proto into C++ and back,
     which for a 100 MB model costs most of a second, and it needs only their dims and types."""
     from onnx import TensorProto
@@ -889,7 +889,7 @@ def _infer_types(info: ModelInfo) -> tuple[dict[str, TypeFact], str | None]:
         proto = _load_proto(info)
     except Exception as exc:  # the file changed under us
         return {}, f"{type(exc).__name__}: {first_line(exc)}"
-    _strip_weights(proto)
+    strip_weights(proto)
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False,
                                                      data_prop=False)
