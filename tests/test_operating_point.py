@@ -133,7 +133,7 @@ def test_an_engine_wrong_only_on_real_data_is_rejected_with_inputs(conv: Path,
                                                                     fake_engines: None) -> None:
     generated = unirt.load(conv, prefer="fake-offscale")
     assert generated.backend == "fake-offscale"
-    assert "on generated inputs (input=1x3x16x16)" in generated.route[0].reason
+    assert "on generated inputs (input=1x3x16x16, input=2x3x16x16)" in generated.route[0].reason
     sess = unirt.load(conv, prefer="fake-offscale", inputs=[_far(), _far(2, seed=1)])
     assert sess.backend == "onnxruntime", sess.explain()
     step = sess.route[0]
@@ -281,6 +281,23 @@ def test_tune_at_a_shape_is_found_by_a_plain_load(conv: Path, fake_engines: None
     monkeypatch.setattr(fastest, "_measure", _no_child)
     sess = unirt.load(conv)
     assert sess.backend == "fake-fast" and "at input=3x3x16x16" in sess.route[0].reason
+
+
+def test_a_ranking_taken_on_a_busy_machine_is_used_once_and_not_kept(
+        conv: Path, fake_engines: None, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from unirt import busy
+
+    monkeypatch.setattr(busy, "others_now", lambda seconds=0.25: 0.6)
+    reg = unirt.plugins.get_registry()
+    names = ["onnxruntime", "fake-fast"]
+    versions = {n: reg.backend(n).available().version for n in names}
+    info = unirt.read_model(conv)
+    with caplog.at_level("WARNING", logger="unirt"):
+        ranking = fastest.rank(info, names, versions, "exact", {})
+    assert ranking.busy == 0.6 and ranking.transient and ranking.winner is not None
+    assert "ranked while other processes used 60% of the CPU" in caplog.text
+    assert fastest.lookup(info) is None  # not kept: the next load ranks again
 
 
 def test_prefer_fastest_ranks_at_the_user_inputs(conv: Path, fake_engines: None) -> None:

@@ -71,6 +71,9 @@ class Ranking:
     transient: bool = False
     #: The digest of the user's input sets it was measured on ("" for generated inputs).
     inputs: str = ""
+    #: The share of the CPU other processes used around the timing (None: not known); over
+    #: :data:`unirt.busy.BUSY_SHARE` the ranking is used once, never cached.
+    busy: float | None = None
 
     @property
     def winner(self) -> str | None:
@@ -336,6 +339,7 @@ def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, 
     user's input sets when given (timed on the first), else on generated ones."""
     # Imported here: a lookup (every default load) needs none of the measuring machinery.
     from . import progress as events
+    from .busy import BUSY_SHARE, others_now
     from .isolation import HARNESS, TIMEOUT, Worker
     from .plugins import get_registry
     from .probe import NO_REFERENCE, _child_init, _child_run, run_sets
@@ -378,6 +382,7 @@ def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, 
         ranking.max_abs[name] = max((o.max_abs for o in v.result.outputs), default=0.0)
     workers: dict[str, Worker] = {}
     times: dict[str, list[float]] = {}
+    before: float | None = None
     spec = None if registry is None else registry.spec()
     try:
         for name in passed:
@@ -400,6 +405,7 @@ def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, 
             ranking.precision[name] = opened.value["precision"]
             workers[name] = w
             times[name] = []
+        before = others_now() if len(workers) > 1 else None
         with events.step(events.Step.TIME, ", ".join(workers) or None, info.name,
                          f"{ROUNDS} rounds, interleaved"):
             for r in range(ROUNDS):
@@ -418,6 +424,14 @@ def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, 
     finally:
         for w in workers.values():
             w.close()
+    if before is not None:
+        after = others_now()
+        ranking.busy = max(before, after if after is not None else 0.0)
+        if ranking.busy > BUSY_SHARE:
+            ranking.transient = True
+            logger.warning("unirt: %s was ranked while other processes used %.0f%% of the "
+                           "CPU: the ranking is used for this load only, not cached (run "
+                           "unirt tune on a quiet machine)", info.name, 100 * ranking.busy)
     ranking.median_s = {n: statistics.median(t) for n, t in times.items()
                         if t and n not in ranking.rejected}
     ranking.order = sorted(ranking.median_s, key=ranking.median_s.__getitem__)

@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger("unirt")
 
 #: Bumped when what the analysis finds changes: cached hints (and keys built on them) then miss.
-VERSION = 1
+VERSION = 2
 CACHE_SECTION = "input-hints"
 HINTS_FILE = "hints.json"
 #: Sizes tried for a dynamic axis other than the batch, smallest first (the first is the default
@@ -474,10 +474,15 @@ class _Sizes:
     def _check(self, inferred: onnx.ModelProto) -> str | None:
         shapes: dict[str, list[int | None]] = {}
         for graph in _graphs(inferred.graph):
+            declared = {v.name for v in (*graph.input, *graph.output)}
             for v in (*graph.input, *graph.value_info, *graph.output):
                 if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape"):
-                    shapes[v.name] = [d.dim_value if d.HasField("dim_value") else None
-                                      for d in v.type.tensor_type.shape.dim]
+                    # A negative size an exporter declared (PaddlePaddle's -1) is a dynamic
+                    # dim, not one that inference found empty.
+                    shapes[v.name] = [
+                        d.dim_value if d.HasField("dim_value") and not (
+                            v.name in declared and d.dim_value < 0) else None
+                        for d in v.type.tensor_type.shape.dim]
         g = self.graph
         for node in g.nodes:
             op = node.op_type

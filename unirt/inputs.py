@@ -777,18 +777,21 @@ def load_inputs(directory: str | Path) -> dict[str, np.ndarray]:
     return load_input_sets(directory)[0]
 
 
-def load_input_sets(directory: str | Path) -> list[dict[str, np.ndarray]]:
+def load_input_sets(directory: str | Path, what: str = "--load-inputs"
+                    ) -> list[dict[str, np.ndarray]]:
     """Every input set :func:`save_inputs` or :func:`save_input_sets` wrote in ``directory``.
-    File names come from the index and must name files in ``directory`` itself."""
+    File names come from the index and must name files in ``directory`` itself. ``what``: how
+    errors name the folder's option (``inputs=`` for the Python API)."""
     import json
 
     base = Path(directory)
     index_path = base / INPUTS_INDEX
+    writer = "--save-inputs" if what.startswith("--") else "unirt.inputs.save_input_sets"
     if not base.is_dir():
-        raise InputError(f"--load-inputs {directory}: no such directory")
+        raise InputError(f"{what} {directory}: no such directory")
     if not index_path.is_file():
-        raise InputError(f"--load-inputs {directory}: no {INPUTS_INDEX} there (write one with "
-                         "--save-inputs)")
+        raise InputError(f"{what} {directory}: no {INPUTS_INDEX} there (write one with "
+                         f"{writer})")
     try:
         doc = json.loads(index_path.read_text())
         indexes = doc["sets"] if isinstance(doc, dict) and "sets" in doc else [doc["inputs"]]
@@ -796,14 +799,14 @@ def load_input_sets(directory: str | Path) -> list[dict[str, np.ndarray]]:
                 not all(isinstance(i, dict) for i in indexes):
             raise TypeError("inputs is not an object")
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"--load-inputs {directory}: {INPUTS_INDEX} is not an index "
-                         f"--save-inputs wrote ({exc})") from exc
+        raise InputError(f"{what} {directory}: {INPUTS_INDEX} is not an index "
+                         f"{writer} wrote ({exc})") from exc
     out: list[dict[str, np.ndarray]] = []
     for index in indexes:
         feeds = {}
         for name, file in index.items():
             if not isinstance(file, str) or Path(file).name != file or file in ("", ".", ".."):
-                raise InputError(f"--load-inputs {directory}: bad file name {file!r} for "
+                raise InputError(f"{what} {directory}: bad file name {file!r} for "
                                  f"{name!r}")
             feeds[str(name)] = load_npy(base / file, str(name))
         out.append(feeds)

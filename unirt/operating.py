@@ -194,8 +194,8 @@ def as_input_sets(info: ModelInfo, value: Any, origin: str = "inputs=") -> Input
     if isinstance(value, InputSets):
         return value
     if isinstance(value, (str, os.PathLike)):
+        raw: list[Any] = load_input_sets(os.fspath(value), origin)
         origin = f"{origin} {os.fspath(value)}" if origin == "inputs=" else origin
-        raw: list[Any] = load_input_sets(os.fspath(value))
     elif isinstance(value, Mapping):
         raw = [value]
     elif isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):

@@ -356,9 +356,14 @@ def _note_evidence(info: ModelInfo, result: ProbeResult, sets: list[dict[str, tu
     from .input_hints import graph_hints
 
     at = shape_text(sets[0]) if sets else ""
+    # The shapes that ran and were compared: a set the engine refused is no evidence. Labels
+    # on the result follow the sets, in order.
+    ran = [shape_text(sets[i]) for i, label in enumerate(result.shapes[:len(sets)])
+           if label not in result.limited]
+    measured = ", ".join(dict.fromkeys(ran)) if result.status == PASS and ran else at
     told = "; ".join(graph_hints(info).notes)  # the values and sizes the graph chose
-    result.evidence = "generated inputs" + (f" ({'; '.join(filter(None, (at, told)))})"
-                                            if at or told else "")
+    result.evidence = "generated inputs" + (
+        f" ({'; '.join(filter(None, (measured, told)))})" if measured or told else "")
     weak = [result.weak] if result.weak else []
     if is_quantized(info):
         weak.insert(0, "a quantized model, whose engines can agree on generated values and "

@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..busy import BUSY_SHARE, others_share
+from ..busy import machine_busy_s as _machine_busy_s
 from ..errors import UnirtError, first_line
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -54,11 +56,6 @@ ROUNDS = 2
 #: About the most the measurement spends on one model at load: larger batch sizes are left out
 #: when timing them would pass it.
 BUDGET_S = 4.0
-#: A measurement during which other processes used more than this share of the machine's CPU
-#: (from /proc/stat, less this process's own CPU time) is served but not cached: a plan taken on a
-#: busy machine (the rates of a 2-core machine under another job's load came out at half, and
-#: falling with the batch size where they rise) must not outlive the load.
-BUSY_SHARE = 0.25
 CACHE_SECTION = "serve-plan"
 RESULT_FILE = "plan.json"
 VERSION = "2"
@@ -160,30 +157,6 @@ def _rate(run: RunFn, feeds: dict[str, np.ndarray], rows: int, callers: int) -> 
                 if done < MIN_CALLS * callers or time.perf_counter() < stop:
                     pending.add(pool.submit(run, feeds))
         return done * rows / (time.perf_counter() - start)
-
-
-def _machine_busy_s() -> float | None:
-    """CPU seconds every process of the machine has used so far (/proc/stat), None off Linux."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    if len(fields) < 5:
-        return None
-    idle = fields[3] + fields[4]  # idle, iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def others_share(busy_before: float | None, own_before: float, started: float) -> float | None:
-    """The share of the machine's CPU that processes other than this one used since the
-    readings given (:func:`_machine_busy_s`, ``time.process_time()``, ``time.perf_counter()``)."""
-    busy_now = _machine_busy_s()
-    if busy_before is None or busy_now is None:
-        return None
-    wall = time.perf_counter() - started
-    others = (busy_now - busy_before) - (time.process_time() - own_before)
-    return max(0.0, others) / max(wall * (os.cpu_count() or 1), 1e-9)
 
 
 def _cost(once: float, callers: int = 1) -> float:

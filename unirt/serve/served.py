@@ -215,7 +215,7 @@ def open_model(spec: ModelSpec, config: ServeConfig) -> ServedModel:
     if spec.inputs is not None:
         from ..operating import as_input_sets
 
-        inputs = as_input_sets(info, spec.inputs, f"inputs {spec.inputs} of model {spec.name}")
+        inputs = as_input_sets(info, spec.inputs, f"model {spec.name}'s inputs")
     session = load(info, backend=spec.backend, prefer=list(spec.prefer) or None,
                    precision=spec.precision, input_shapes=dict(spec.shapes) or None,
                    inputs=inputs, verify_live=config.live(spec))
