@@ -355,3 +355,16 @@ def test_serve_config_reads_a_model_inputs_folder(tmp_path: Path) -> None:
     with pytest.raises(UnirtError, match=r"models\[0\].inputs: a folder of input sets"):
         build_config(config_file=str(cfg))
     assert build_config(["a.onnx"], inputs="d").models[0].inputs == "d"
+
+
+def test_compare_runs_every_set_of_a_saved_folder(conv: Path, tmp_path: Path,
+                                                  fake_engines: None) -> None:
+    save_input_sets(tmp_path / "frames", [{"input": np.zeros((1, 3, 16, 16), np.float32)},
+                                          _far(2)])
+    res = CliRunner().invoke(cli, ["compare", str(conv), "--backends", "fake-offscale",
+                                   "--load-inputs", str(tmp_path / "frames"), "--json"])
+    assert res.exit_code == 2, res.output  # wrong on the second set only
+    result = json.loads(res.stdout)["results"][0]
+    assert result["shapes"] == ["input set 1 of 2 (input=1x3x16x16)",
+                                "input set 2 of 2 (input=2x3x16x16)"]
+    assert "input set 2 of 2" in result["reason"] and "input set 1 of 2:" not in result["reason"]

@@ -334,7 +334,7 @@ def compare(model: str, backend_list: str | None, input_specs: tuple[str, ...],
     from . import cli_inputs
     from . import compare as cmp
     from .input_hints import hinted_feeds
-    from .inputs import save_inputs
+    from .inputs import save_input_sets
     from .model import read_model
     from .probe import FAIL
 
@@ -344,10 +344,19 @@ def compare(model: str, backend_list: str | None, input_specs: tuple[str, ...],
     ranges = cli_inputs.ranges(info, range_specs, value_specs)
     atol = cli_inputs.tolerances(info, atol_specs, "atol")
     rtol = cli_inputs.tolerances(info, rtol_specs, "rtol")
+    # Every set a --load-inputs folder holds is compared (--input arrays go into each).
+    every: list[dict[str, Any]] = [feeds]
+    if load_dir:
+        sets = cli_inputs.input_sets(info, input_specs, load_dir, shapes, ranges)
+        if sets is not None:
+            every = [dict(s) for s in sets.sets]
+            feeds = every[0]
     if save_dir:  # the arrays made here, saved, then run: a replay runs these very arrays
-        feeds = hinted_feeds(info, feeds, shapes, seed, ranges)
-        save_inputs(save_dir, feeds)
-    report = cmp.compare(info, _backends_option(backend_list), feeds, shapes, seed, precision,
+        every = [hinted_feeds(info, f, shapes, seed + i, ranges) for i, f in enumerate(every)]
+        feeds = every[0]
+        save_input_sets(save_dir, every)
+    report = cmp.compare(info, _backends_option(backend_list),
+                         every if len(every) > 1 else feeds, shapes, seed, precision,
                          atol, rtol, timeout, ranges=ranges or None)
     layers = {}
     if layerwise:  # intermediate tensors have no per-output figure: the overall one applies

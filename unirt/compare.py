@@ -65,7 +65,7 @@ def default_backends(exclude_reference: bool = True) -> list[str]:
 def compare(
     model: ModelSource | ModelInfo,
     backends: Sequence[str] | None = None,
-    feeds: Mapping[str, np.ndarray] | None = None,
+    feeds: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]] | None = None,
     shapes: Mapping[str, Sequence[int]] | None = None,
     seed: int = 0,
     precision: str = "exact",
@@ -79,6 +79,8 @@ def compare(
 
     ``atol``/``rtol``: one figure, or a dict of output name -> figure (outputs not named get
     the precision mode's default). ``ranges``: input name -> (LO, HI) of generated values.
+    ``feeds``: one feed dict, or several (every set of a ``--load-inputs`` folder), each run on
+    every backend; inputs a set does not give are generated.
     """
     from .inputs import check_ranges
     from .plugins import get_registry
@@ -92,9 +94,14 @@ def compare(
     checked = check_ranges(info.inputs, ranges, "ranges") if ranges else None
     if feeds is None and seed == 0 and atol is None and rtol is None and not options:
         return _compare_as_verification(info, names, shapes, precision, timeout, checked)
-    all_feeds = hinted_feeds(info, feeds, shapes, seed, checked)
+    given = [feeds] if feeds is None or isinstance(feeds, Mapping) else list(feeds)
+    sets = [hinted_feeds(info, f, shapes, seed + i, checked) for i, f in enumerate(given)]
+    all_feeds = sets[0]
+    labels = [f"input set {i + 1} of {len(sets)}" for i in range(len(sets))] \
+        if len(sets) > 1 else None
     with progress.step(progress.Step.REFERENCE, reference_name(), info.name):
-        ref_open, reference = reference_outputs(info.source(), [all_feeds], timeout=timeout)
+        ref_open, reference = reference_outputs(info.source(), sets, timeout=timeout,
+                                                labels=labels)
     if not ref_open.ok or reference[0].outputs is None:
         why = ref_open.describe() if not ref_open.ok else reference[0].outcome.describe()
         raise UnirtError(f"the reference ({reference_name()}) could not run {info.name}: "
@@ -102,8 +109,8 @@ def compare(
     results = []
     for name in names:
         with progress.step(progress.Step.COMPARE, name, info.name) as running:
-            results.append(probe(info, name, [all_feeds], precision, (options or {}).get(name),
-                                 atol, rtol, timeout, reference=reference))
+            results.append(probe(info, name, sets, precision, (options or {}).get(name),
+                                 atol, rtol, timeout, reference=reference, labels=labels))
             running.detail = str(results[-1].status)
     return CompareReport(info.name, reference_name(), precision,
                          {k: (list(np.shape(v)), str(np.asarray(v).dtype))
