@@ -298,7 +298,8 @@ def test_inputs_that_cannot_be_saved_still_swap_and_say_why(
     try:
         sess.run({"x": LOUD})
         assert _until(lambda: sess.backend == "onnxruntime")
-        assert sess.live is not None and sess.live.saved is None
+        assert sess.live is not None and _until(lambda: not sess.live.running, 30)
+        assert sess.live.saved is None
         text = next(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
         assert "the session now runs on onnxruntime; the inputs could not be saved: " in text
     finally:
