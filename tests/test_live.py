@@ -306,8 +306,10 @@ def test_inputs_that_cannot_be_saved_still_swap_and_say_why(
         sess.close()
 
 
-def test_the_setting_words() -> None:
+def test_the_setting_words(monkeypatch: pytest.MonkeyPatch) -> None:
     from unirt.live import LiveSetting, resolve_setting
+
+    monkeypatch.delenv(LIVE_ENV, raising=False)  # the default, not the test suite's
 
     assert resolve_setting(None) == LiveSetting(LiveMode.AUTO, 8, 100)
     assert resolve_setting(True).mode == LiveMode.ON

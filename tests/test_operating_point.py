@@ -29,6 +29,14 @@ from unirt.operating import MAX_SETS, as_input_sets, inputs_digest, is_quantized
 from unirt.testing import models as M
 
 
+@pytest.fixture(autouse=True)
+def _short_rankings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rankings timed in fewer rounds: these tests are about where a ranking is measured and
+    found, not about its figures."""
+    monkeypatch.setattr(fastest, "ROUNDS", 2)
+    monkeypatch.setattr(fastest, "RUNS_PER_ROUND", 2)
+
+
 @pytest.fixture
 def conv(tmp_path: Path) -> Path:
     """A small CNN with a dynamic batch axis (input ``input``: N x 3 x 16 x 16)."""
@@ -233,6 +241,7 @@ def test_without_inputs_live_verification_moves_openvino_to_the_reference(
     if not unirt.plugins.get_registry().backend("openvino").available().available:
         pytest.skip("OpenVINO is not installed")
     monkeypatch.setenv("UNIRT_LIVE_DIR", str(tmp_path / "live"))
+    monkeypatch.delenv("UNIRT_VERIFY_LIVE")  # the default: on for a routed engine
     path = M.save(M.qdq_saturating(), tmp_path / "qdq.onnx")
     sess = unirt.load(path, prefer="openvino")
     try:
