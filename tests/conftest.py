@@ -11,6 +11,8 @@ import pytest
 import unirt
 from unirt import plugins
 
+from .support import install_plugin
+
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory):
@@ -33,14 +35,7 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPath
 @pytest.fixture
 def fake_engines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Install tests.fake_engines as a third-party plugin (entry point) for parent and children."""
-    site = tmp_path / "site"
-    info = site / "unirt_fake_engines-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: unirt-fake-engines\n"
-                                   "Version: 1.0\n")
-    (info / "entry_points.txt").write_text("[unirt]\nfake_engines = tests.fake_engines\n")
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent))
+    install_plugin("fake_engines", tmp_path, monkeypatch)
 
 
 @pytest.fixture

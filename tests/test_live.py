@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,8 @@ from unirt.live import LIVE_DIR_ENV, LIVE_ENV, LiveCheck, LiveMode, known_disagr
 from unirt.plugins import get_registry
 from unirt.testing import models as M
 
+from .support import install_plugin, live_children
+
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE = "fake-saturating"
 #: Inputs the fake computes wrong (above its threshold), as real traffic is.
@@ -30,14 +31,7 @@ QUIET = np.full((1, 4), 0.5, np.float32)
 @pytest.fixture
 def saturating_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Install tests.fake_live as a third-party plugin (entry point) for parent and children."""
-    site = tmp_path / "site"
-    info = site / "unirt_fake_live-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: unirt-fake-live\n"
-                                   "Version: 1.0\n")
-    (info / "entry_points.txt").write_text("[unirt]\nfake_live = tests.fake_live\n")
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.syspath_prepend(str(ROOT))
+    install_plugin("fake_live", tmp_path, monkeypatch)
     monkeypatch.setenv(LIVE_DIR_ENV, str(tmp_path / "live"))
     monkeypatch.delenv(LIVE_ENV, raising=False)
 
@@ -54,22 +48,6 @@ def _until(cond: Callable[[], bool], timeout: float = 120.0) -> bool:
             return True
         time.sleep(0.05)
     return cond()
-
-
-def _children() -> set[int]:
-    """The pids of this process's live children (zombies are dead: left out)."""
-    me, found = os.getpid(), set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == me and fields[0] != "Z":
-            found.add(int(entry))
-    return found
 
 
 def test_a_wrong_engine_on_live_inputs_moves_to_the_reference(
@@ -239,20 +217,20 @@ def test_a_full_queue_drops_samples_instead_of_blocking(model: Path) -> None:
 
 
 def test_close_stops_the_thread_and_its_child(model: Path, saturating_engine: None) -> None:
-    before = _children()
+    before = live_children()
     sess = unirt.load(model, backend=ENGINE, verify="never", verify_live=(1, 0))
     sess.run({"x": QUIET})
     live = sess.live
     assert live is not None
     assert _until(lambda: live.agreed == 1), live.describe()
-    assert _children() - before  # the reference's child, kept for the next sample
+    assert live_children() - before  # the reference's child, kept for the next sample
     sess.close()
     assert not live.running and sess._live is None
-    assert _until(lambda: not (_children() - before), 10)
+    assert _until(lambda: not (live_children() - before), 10)
 
 
 def test_a_dropped_session_stops_its_check(model: Path, saturating_engine: None) -> None:
-    before = _children()
+    before = live_children()
     sess = unirt.load(model, backend=ENGINE, verify="never", verify_live=(1, 0))
     sess.run({"x": QUIET})
     live = sess.live
@@ -260,7 +238,7 @@ def test_a_dropped_session_stops_its_check(model: Path, saturating_engine: None)
     del sess
     gc.collect()
     assert live.wait(30) and not live.running
-    assert _until(lambda: not (_children() - before), 10)
+    assert _until(lambda: not (live_children() - before), 10)
 
 
 def test_a_reference_that_cannot_answer_never_swaps(

@@ -23,24 +23,9 @@ from unirt.route import CHOSEN, SWAPPED, RouteStep
 from unirt.session import Session
 from unirt.testing import models as M
 
+from .support import live_children
+
 CANDIDATES = ["onnxruntime", "fake-slow", "fake-fast", "fake-fast-wrong"]
-
-
-def _children() -> set[int]:
-    """Pids of this process's live child processes (from /proc: psutil is not a dependency)."""
-    me, found = os.getpid(), set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[1]) == me and fields[0] != "Z":
-            found.add(int(entry))
-    return found
 
 
 def _start(sess: Session, candidates: list[str] = CANDIDATES, **kw: Any) -> tuning.BackgroundTuner:
@@ -121,13 +106,13 @@ def test_close_during_tuning_kills_the_measurement_and_caches_nothing(
         tmp_path: Path, fake_engines: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UNIRT_VERIFY_TIMEOUT", "60")
     path = M.save(M.conv_net(), tmp_path / "conv.onnx")
-    before = _children()
+    before = live_children()
     sess = unirt.load(path, backend="onnxruntime")
     tuner = _start(sess, ["onnxruntime", "fake-hang", "fake-fast"])  # fake-hang: a child busy
     deadline = time.monotonic() + 60
-    while not (_children() - before) and time.monotonic() < deadline:
+    while not (live_children() - before) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _children() - before, "the tuner started no child"
+    assert live_children() - before, "the tuner started no child"
     time.sleep(0.5)
     start = time.perf_counter()
     sess.close()
@@ -135,7 +120,7 @@ def test_close_during_tuning_kills_the_measurement_and_caches_nothing(
     assert took < 5, f"close() took {took:.1f} s"
     assert not tuner.running and not tuner.swapped and tuner.error is None
     assert tuner.outcome.startswith("stopped")
-    assert _children() - before == set()
+    assert live_children() - before == set()
     assert sess.closed
     with pytest.raises(unirt.SessionClosedError):
         sess.run({"input": np.zeros((1, 3, 16, 16), np.float32)})
@@ -333,7 +318,7 @@ def test_worker_children_run_at_the_requested_niceness() -> None:
 
 
 def test_a_cancelled_worker_kills_its_child_and_raises() -> None:
-    before = _children()
+    before = live_children()
     cancel = threading.Event()
     w = isolation.Worker(cancel=cancel)
     threading.Timer(0.5, cancel.set).start()
@@ -341,7 +326,7 @@ def test_a_cancelled_worker_kills_its_child_and_raises() -> None:
     with pytest.raises(isolation.Cancelled):
         w.call(call_plain, time.sleep, 30, timeout=60)
     assert time.perf_counter() - start < 3
-    assert _children() - before == set()
+    assert live_children() - before == set()
     with pytest.raises(isolation.Cancelled):  # and stays cancelled
         w.call(call_plain, time.sleep, 0)
     w.close()
