@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .inputs import Values, ValueSpec, feeds_for, spec_json
+from .inputs import Values, ValueSpec, dynamic_dims, feeds_for, spec_json
 from .tensor import is_static, normalize_dim
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -410,11 +410,7 @@ def _dynamic_dims(info: ModelInfo) -> list[_Dim]:
     for t in info.inputs:
         if t.shape is None or t.dtype is None:
             continue
-        for axis, d in enumerate(t.shape):
-            if is_static(d):
-                continue
-            named = normalize_dim(d)
-            sym = named if isinstance(named, str) else f"{t.name}[{axis}]"
+        for axis, sym in dynamic_dims(t):
             out.setdefault(sym, _Dim(sym, axis == 0, [])).places.append((t.name, axis))
     return list(out.values())
 

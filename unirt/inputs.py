@@ -663,6 +663,18 @@ BATCH_SIZES = (1, 2)
 OTHER_SIZES = (32, 64)
 
 
+def dynamic_dims(info: TensorInfo) -> list[tuple[int, str]]:
+    """(axis, symbol) of each dynamic dim of ``info``: its name, or ``input[axis]`` for a
+    placeholder ("?", "-1", a negative size), which names nothing: each such dim is its own."""
+    out = []
+    for axis, d in enumerate(info.shape or ()):
+        if is_static(d):
+            continue
+        named = normalize_dim(d)
+        out.append((axis, named if isinstance(named, str) else f"{info.name}[{axis}]"))
+    return out
+
+
 def shape_sets(inputs: Sequence[TensorInfo], declared: Mapping[str, Sequence[int]] | None = None,
                *, sizes: Mapping[str, tuple[int, int]] | None = None
                ) -> list[tuple[str, dict[str, tuple[int, ...]]]]:
@@ -680,12 +692,7 @@ def shape_sets(inputs: Sequence[TensorInfo], declared: Mapping[str, Sequence[int
     for t in inputs:
         if t.shape is None or t.dtype is None or t.name in declared:
             continue
-        for axis, d in enumerate(t.shape):
-            if is_static(d):
-                continue
-            # A placeholder ("?", "-1", a negative size) names nothing: each such dim is its own.
-            named = normalize_dim(d)
-            sym = named if isinstance(named, str) else f"{t.name}[{axis}]"
+        for axis, sym in dynamic_dims(t):
             symbols.setdefault(sym, (sizes or {}).get(sym)
                                or (BATCH_SIZES if axis == 0 else OTHER_SIZES))
             where.setdefault(sym, []).append((t.name, axis))
