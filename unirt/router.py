@@ -678,45 +678,47 @@ class _Router:
         judged by), then the candidates after ``failed`` in route order. Records the failure
         on the route; raises ``NoBackendError`` when none can be opened. The caller runs the
         call on the engine it gets before it keeps it."""
-        step = RouteStep(failed, FAILED, f"failed at run time at {shape}: {reason}")
-        self.steps.append(step)
-        after = self.everything.index(failed) + 1 if failed in self.everything else 0
-        rest = [n for n in self.everything[after:] if n not in self.excluded and n != failed]
-        ref = self.registry.reference
-        if ref is not None and ref != failed and ref not in self.excluded:
-            rest = [ref] + [n for n in rest if n != ref]
-        self.registry.call_hook_safely("on_fallback", model=self.info, step=step,
-                                       next_backend=rest[0] if rest else None)
-        for name in rest:
-            impl, failure = self.open_or_fit(name)
-            self._release_marker()
-            if failure is None:
-                return name, impl
-            self.steps.append(failure)
-        raise NoBackendError(f"no backend can take over {self.info.name} from {failed}:\n"
-                             f"{render_route(self.steps)}")
+        name, impl = self._open_after(
+            failed, RouteStep(failed, FAILED, f"failed at run time at {shape}: {reason}"),
+            reference_first=True)
+        if name is None:
+            raise NoBackendError(f"no backend can take over {self.info.name} from {failed}:\n"
+                                 f"{render_route(self.steps)}")
+        return name, impl
 
     def reroute(self, failed: str, shape: str, reason: str) -> tuple[str, Any]:
         """Open the next candidate after ``failed`` for an input shape ``failed`` cannot take.
 
         Records every attempt on the route. Raises ``NoBackendError`` when none is left.
         """
-        step = RouteStep(failed, SHAPE_FALLBACK, f"cannot run shape {shape}: {reason}")
+        name, impl = self._open_after(
+            failed, RouteStep(failed, SHAPE_FALLBACK, f"cannot run shape {shape}: {reason}"))
+        if name is None:
+            raise NoBackendError(f"no backend can run {self.info.name} at shape {shape}:\n"
+                                 f"{render_route(self.steps)}")
+        self.steps.append(RouteStep(name, CHOSEN, f"for shape {shape}, in place of {failed}"))
+        return name, impl
+
+    def _open_after(self, failed: str, step: RouteStep, reference_first: bool = False
+                    ) -> tuple[str | None, Any]:
+        """Record ``step`` (``failed`` could not go on) and open the first candidate after it in
+        route order (the reference first, when asked) that opens: (name, session), every
+        failure on the way recorded; (None, None) when none is left."""
         self.steps.append(step)
         after = self.everything.index(failed) + 1 if failed in self.everything else 0
         rest = [n for n in self.everything[after:] if n not in self.excluded and n != failed]
+        ref = self.registry.reference
+        if reference_first and ref is not None and ref != failed and ref not in self.excluded:
+            rest = [ref] + [n for n in rest if n != ref]
         self.registry.call_hook_safely("on_fallback", model=self.info, step=step,
                                        next_backend=rest[0] if rest else None)
         for name in rest:
             impl, failure = self.open_or_fit(name)
             self._release_marker()  # only the first call of a load's own engine is guarded
             if failure is None:
-                self.steps.append(RouteStep(name, CHOSEN, f"for shape {shape}, in place of "
-                                                          f"{failed}"))
                 return name, impl
             self.steps.append(failure)
-        raise NoBackendError(f"no backend can run {self.info.name} at shape {shape}:\n"
-                             f"{render_route(self.steps)}")
+        return None, None
 
     # -- rewrites: a candidate that failed, tried again with a verified rewrite of the model ----
     def open_or_fit(self, name: str) -> tuple[Any, RouteStep | None]:
