@@ -463,8 +463,9 @@ class Session:
         reference first), run the call there, and move the session to it for good (calls in
         flight finish where they are). The engine's own error is raised when nothing takes the
         call: an input that no engine takes is the caller's to fix, and says so."""
-        shape = ", ".join(f"{n}={'x'.join(map(str, getattr(a, 'shape', ()))) or 'scalar'}"
-                          for n, a in feeds.items())
+        from .operating import shape_text
+
+        shape = shape_text({n: getattr(a, "shape", ()) for n, a in feeds.items()})
         assert self._fail_over is not None
         with self._fallback_lock:
             current = self._engine
