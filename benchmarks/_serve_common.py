@@ -74,7 +74,8 @@ def start_unirt(config: Path, cache: Path, *extra: str) -> tuple[subprocess.Pope
     env = {**os.environ, "UNIRT_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins"),
                                           os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "unirt.cli", "serve", "--config", str(config),
+    proc = subprocess.Popen([sys.executable, "-m", "unirt.cli", "serve", "--config",
+    str(config),
                              "--port", "0", "--backend", "onnxruntime", *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     assert proc.stderr is not None

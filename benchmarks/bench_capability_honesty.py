@@ -23,10 +23,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from unirt.capability import SUPPORTED, UNKNOWN, OpTable, check_backend, find_table
-from unirt.conformance import collect_cases, probe_ops
-from unirt.model import read_model
-from unirt.plugins import get_registry
+from unirt.capability.judge import check_backend
+from unirt.capability.table import OpTable, find_table
+from unirt.model.info import read_model
+from unirt.plugin.registry import get_registry
+from unirt.plugin.verdict import SUPPORTED, UNKNOWN
+from unirt.tools.probe_ops import collect_cases, probe_ops
 
 
 def _actual(entry: dict[str, Any]) -> str:

@@ -26,9 +26,9 @@ import numpy as np
 from _timing import interleaved
 
 import unirt
-from unirt.live import LiveCheck
-from unirt.plugins import get_registry
-from unirt.session import Session
+from unirt.plugin.registry import get_registry
+from unirt.runtime.live import LiveCheck
+from unirt.runtime.session import Session
 from unirt.testing import models
 
 logger = logging.getLogger("bench_live")

@@ -18,7 +18,7 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, helper
 
-from unirt.model import read_model
+from unirt.model.info import read_model
 from unirt.testing.models import resnet50_sized as resnet50_like
 
 

@@ -34,8 +34,8 @@ import numpy as np
 import onnxruntime as ort
 
 import unirt
-import unirt.cache
-from unirt.inputs import make_inputs
+import unirt.store.cache
+from unirt.evidence.inputs import make_inputs
 from unirt.testing import models
 
 
@@ -56,12 +56,12 @@ def bench_cache(path: Path, feeds: dict[str, np.ndarray], rounds: int,
         with tempfile.TemporaryDirectory(prefix="unirt-bench-cache-") as tmp:
             # The router's verification verdicts live in the default cache: point it here too.
             os.environ["UNIRT_CACHE_DIR"] = tmp
-            unirt.cache._file_hashes.clear()
+            unirt.store.cache._file_hashes.clear()
             t1, s1 = _load_and_run(path, feeds, Path(tmp), verify=verify)
             if verify == "never":
                 assert not s1.details["conversions"][0]["cached"]
             s1.close()
-            unirt.cache._file_hashes.clear()
+            unirt.store.cache._file_hashes.clear()
             t2, s2 = _load_and_run(path, feeds, Path(tmp), verify=verify)
             assert s2.details["conversions"][0]["cached"]
             s2.close()

@@ -32,7 +32,7 @@ import openvino as ov
 from _timing import interleaved
 
 import unirt
-from unirt.plugins import set_registry
+from unirt.plugin.registry import set_registry
 from unirt.testing import models
 
 

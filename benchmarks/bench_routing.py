@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 
 import unirt
-from unirt import router
-from unirt.model import read_model
-from unirt.plugins import get_registry
+from unirt.model.info import read_model
+from unirt.plugin.registry import get_registry
+from unirt.runtime import router
 from unirt.testing import models
 from unirt.testing.real_models import light_model
 

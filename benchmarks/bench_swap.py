@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 import unirt
-from unirt import tuning
-from unirt.plugins import get_registry
+from unirt.plugin.registry import get_registry
+from unirt.runtime import tuning
 from unirt.testing import models as M
 
 

@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 import unirt
-from unirt.backend import OpenOptions
-from unirt.fastest import rank
-from unirt.inputs import make_inputs
-from unirt.plugins import get_registry
+from unirt.evidence.inputs import make_inputs
+from unirt.evidence.timing import rank
+from unirt.plugin.backend import OpenOptions
+from unirt.plugin.registry import get_registry
 from unirt.testing import models
 
 

@@ -9,7 +9,7 @@ output (and nothing else) is big. Each case runs in a fresh interpreter with an 
   to verify; the baseline);
 * ``openvino``: ``unirt.load(path, prefer="openvino")`` (the reference and OpenVINO run the
   verification's input sets in children, the caller judges);
-* ``compare``: ``unirt.compare.compare(path, backends=[...])`` (one reference run shared by
+* ``compare``: ``unirt.tools.compare.compare(path, backends=[...])`` (one reference run shared by
   the backends).
 
 Each case first does the same thing on a 1x3x8x8 model, so that engine imports and first-use
@@ -41,7 +41,7 @@ import json, os, resource, sys, tempfile
 os.environ["UNIRT_CACHE_DIR"] = tempfile.mkdtemp(prefix="unirt-bench-cache-")
 import numpy  # noqa: F401
 import unirt
-from unirt.compare import compare
+from unirt.tools.compare import compare
 
 kind, small, big = sys.argv[1], sys.argv[2], sys.argv[3]
 backends = sys.argv[4].split(",") if len(sys.argv) > 4 and sys.argv[4] else None
@@ -99,7 +99,7 @@ def main() -> None:
     ap.add_argument("--compare-sizes", default="2048",
                     help="sides for the compare case (it runs every backend named)")
     ap.add_argument("--compare-backends", default="openvino,opencv",
-                    help="backends for unirt.compare.compare")
+                    help="backends for unirt.tools.compare.compare")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="unirt-bench-mem-"))
     small = tmp / "small.onnx"

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 import unirt
-from unirt.inputs import make_inputs
-from unirt.plugins import get_registry
+from unirt.evidence.inputs import make_inputs
+from unirt.plugin.registry import get_registry
 from unirt.testing import models as M
 
 MODELS = {"conv_net": M.conv_net, "multi_io": M.multi_io, "resnet_like": M.resnet_like,

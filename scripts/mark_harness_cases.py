@@ -8,8 +8,8 @@ import json
 import sys
 from collections import Counter
 
-from unirt.capability import CASE_STATUSES, HARNESS
-from unirt.conformance import compute_limits, write_table
+from unirt.capability.table import CASE_STATUSES, HARNESS
+from unirt.tools.probe_ops import compute_limits, write_table
 
 #: How a converter crash reads in an error line (unirt.errors.ToolCrashError subclasses).
 MARKERS = ("pnnx crashed",)

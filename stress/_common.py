@@ -194,7 +194,7 @@ def child_env(**extra: str) -> dict[str, str]:
 
 def unirt_cli(args: Sequence[str], env: Mapping[str, str], timeout: float = 120.0
               ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "unirt.cli", *args], env=dict(env),
+    return subprocess.run([sys.executable, "-m", "unirt.cli.main", *args], env=dict(env),
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 

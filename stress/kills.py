@@ -263,7 +263,7 @@ def sigint(a: argparse.Namespace, root: Path, case: str, backend: str, model: Pa
     """``case``: "compare" (unirt compare on every available backend) or "load" (a first
     verified load on ``backend``)."""
     if case == "compare":
-        cmd = [sys.executable, "-m", "unirt.cli", "compare", str(model),
+        cmd = [sys.executable, "-m", "unirt.cli.main", "compare", str(model),
                "--backends", a.compare_backends]
         # Measure how long a whole compare takes, to aim inside it.
         trial = Trial(root, "calibrate-compare")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import unirt
-from unirt import plugins
+from unirt.plugin import registry as plugins
 
 from .support import install_plugin
 
@@ -19,13 +19,13 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPath
     """Each test gets a fresh Registry (a fresh PluginManager, as pytest does) and its own cache."""
     monkeypatch.setenv("UNIRT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.delenv("UNIRT_DISABLE_PLUGINS", raising=False)
-    # Rankings are judged for the load beside them (unirt.busy); on a shared test machine that
-    # is other tests' children, which is no reason for a test's ranking not to be kept.
-    from unirt import busy
+    # Rankings are judged for the load beside them (unirt.evidence.busy); on a shared test machine
+    # that is other tests' children, which is no reason for a test's ranking not to be kept.
+    from unirt.evidence import busy
 
     monkeypatch.setattr(busy, "others_now", lambda seconds=0.25: 0.0)
     # A routed session on an engine other than the reference checks its first calls in a child
-    # (unirt.live): the tests of that turn it on; every other test would pay a child for it.
+    # (unirt.runtime.live): the tests of that turn it on; every other test would pay a child for it.
     monkeypatch.setenv("UNIRT_VERIFY_LIVE", "off")
     previous = plugins.set_registry(None)
     yield
@@ -93,9 +93,9 @@ def corpus_models() -> CorpusModels:
 
 @pytest.fixture
 def no_hints(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Generated inputs without the graph's hints (:mod:`unirt.input_hints`): what a model whose
+    """Generated inputs without the graph's hints (:mod:`unirt.evidence.hints`): what a model whose
     sizes and values nothing in the graph gives away gets, for tests of what happens when the
     generated sizes are wrong."""
-    from unirt import input_hints
+    from unirt.evidence import hints as input_hints
 
     monkeypatch.setattr(input_hints, "graph_hints", lambda info: input_hints.InputHints())

@@ -15,8 +15,8 @@ import time
 from typing import Any
 
 import unirt
-from unirt.backend import Availability, Backend, BackendSession, OpenOptions
-from unirt.model import ModelInfo, read_model
+from unirt.model.info import ModelInfo, read_model
+from unirt.plugin.backend import Availability, Backend, BackendSession, OpenOptions
 
 
 class _Delegating(Backend):

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 import unirt
-from unirt.backend import Availability, Backend, BackendSession, OpenOptions
-from unirt.model import ModelInfo
+from unirt.model.info import ModelInfo
+from unirt.plugin.backend import Availability, Backend, BackendSession, OpenOptions
 
 #: Inputs up to this (in magnitude) are computed right; N(0,1) inputs of a few values stay below.
 THRESHOLD = 4.0

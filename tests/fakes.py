@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import unirt
-from unirt.backend import Availability, Backend, BackendSession, OpenOptions
-from unirt.model import ModelInfo
+from unirt.model.info import ModelInfo
+from unirt.plugin.backend import Availability, Backend, BackendSession, OpenOptions
 
 
 class _OrtBacked(Backend):
@@ -115,7 +115,7 @@ class RejectsMul(_OrtBacked):
     default_rank = 2
 
     def _rules_impl(self, model: ModelInfo) -> list[Any]:
-        from unirt.capability import Reason
+        from unirt.plugin.verdict import Reason
 
         return [Reason("this engine has no Mul kernel", "op", n.name, n.op_type)
                 for n in model.nodes if n.op_type == "Mul"]

@@ -26,7 +26,7 @@ def run_model(builder: str, shapes: dict[str, tuple[int, ...]] | None, seed: int
               precision: str = "exact") -> dict[str, Any]:
     """Open the contract kit's model ``builder`` on ncnn's Vulkan device 0 and run it once."""
     import unirt
-    from unirt.inputs import make_inputs
+    from unirt.evidence.inputs import make_inputs
     from unirt.testing import models as M
 
     proto = getattr(M, builder)()
@@ -50,9 +50,9 @@ def routing() -> dict[str, Any]:
     from click.testing import CliRunner
 
     import unirt
-    from unirt.cli import cli
+    from unirt.cli.main import cli
     from unirt.errors import NoBackendError
-    from unirt.plugins import get_registry
+    from unirt.plugin.registry import get_registry
     from unirt.testing import models as M
 
     status = get_registry().backend("ncnn-vulkan").available()

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from unirt import bench as b
-from unirt.bench import BenchMode, BenchReport, BenchResult, bench
-from unirt.bench_plot import parse_label, plot, plot_data
-from unirt.cli import cli
+from unirt.cli.main import cli
 from unirt.errors import UnirtError
 from unirt.testing import models as M
+from unirt.tools import bench as b
+from unirt.tools.bench import BenchMode, BenchReport, BenchResult, bench
+from unirt.tools.bench_plot import parse_label, plot, plot_data
 
 
 def test_statistics_from_latencies() -> None:

@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from unirt.cache import (
+from unirt.cli.cache import cache as cache_group
+from unirt.errors import CacheError, UnirtError
+from unirt.model.info import read_model
+from unirt.store.cache import (
     MANIFEST,
     ArtifactCache,
     artifact_key,
@@ -22,9 +25,6 @@ from unirt.cache import (
     parse_duration,
     verify_entry,
 )
-from unirt.cache_cli import cache as cache_group
-from unirt.errors import CacheError, UnirtError
-from unirt.model import read_model
 from unirt.testing import models as M
 
 VERSIONS = {"engine": "1.0", "converter": "2.0"}
@@ -181,7 +181,7 @@ def test_names_cannot_escape_the_root(tmp_path: Path) -> None:
 _WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from unirt.cache import ArtifactCache, verify_entry
+    from unirt.store.cache import ArtifactCache, verify_entry
 
     root, marker, go = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3])
     while time.time() < go:

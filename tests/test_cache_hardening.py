@@ -33,17 +33,17 @@ import pytest
 from click.testing import CliRunner
 
 import unirt
-from unirt import cache as cache_mod
-from unirt import verify as verify_mod
-from unirt.cache import (
+from unirt.cli.cache import cache as cache_group
+from unirt.errors import BackendError
+from unirt.evidence import verify as verify_mod
+from unirt.store import cache as cache_mod
+from unirt.store.cache import (
     ENGINE_MANAGED,
     MANIFEST,
     SECRET,
     ArtifactCache,
     verify_entry,
 )
-from unirt.cache_cli import cache as cache_group
-from unirt.errors import BackendError
 from unirt.testing import models as M
 
 
@@ -330,7 +330,7 @@ def test_a_verdict_of_unknown_status_is_a_miss_and_removed(tmp_path: Path,
     assert verify_entry(entry)
     with pytest.raises(ValueError):
         verify_mod._read(entry, v.key)
-    from unirt.plugins import get_registry
+    from unirt.plugin.registry import get_registry
 
     version = get_registry().backend("fake-faithful").available().version
     assert verify_mod.lookup(unirt.read_model(path), "fake-faithful", version) is None
@@ -341,7 +341,7 @@ def test_a_verdict_of_unknown_status_is_a_miss_and_removed(tmp_path: Path,
 
 
 def test_a_forged_ranking_is_never_trusted(tmp_path: Path) -> None:
-    from unirt import fastest
+    from unirt.evidence import timing as fastest
 
     cache = ArtifactCache()
     entry, _ = cache.get_or_build(fastest.CACHE_SECTION, "r", lambda tmp: (
@@ -459,7 +459,7 @@ def test_a_real_read_only_mount(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 def test_ncnn_works_without_a_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("ncnn")
-    from unirt.plugins import get_registry
+    from unirt.plugin.registry import get_registry
 
     if not get_registry().backend("ncnn").available().available:
         pytest.skip("ncnn/pnnx not available")
@@ -519,7 +519,7 @@ def test_stale_scratch_is_swept_on_use_reported_and_cleared(monkeypatch: pytest.
 # -- concurrency ---------------------------------------------------------------------------------
 _FILLER = textwrap.dedent("""
     import sys, time
-    from unirt.cache import ArtifactCache, verify_entry
+    from unirt.store.cache import ArtifactCache, verify_entry
 
     root, go, me = sys.argv[1], float(sys.argv[2]), sys.argv[3]
     while time.time() < go:

@@ -14,23 +14,14 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 import unirt
-from unirt.backend import Availability, Backend
-from unirt.capability import (
-    SUPPORTED,
-    UNAVAILABLE,
-    UNKNOWN,
-    UNSUPPORTED,
-    Evidence,
-    OpTable,
-    Reason,
-    available_tables,
-    find_table,
-    judge_node,
-)
-from unirt.capability_cli import capabilities_command
+from unirt.capability.judge import judge_node
+from unirt.capability.table import OpTable, available_tables, find_table
+from unirt.cli.capabilities import capabilities_command
 from unirt.errors import ModelError, UnirtError
-from unirt.model import read_model
-from unirt.plugins import Registry
+from unirt.model.info import read_model
+from unirt.plugin.backend import Availability, Backend
+from unirt.plugin.registry import Registry
+from unirt.plugin.verdict import SUPPORTED, UNAVAILABLE, UNKNOWN, UNSUPPORTED, Evidence, Reason
 from unirt.testing import models as M
 
 
@@ -251,7 +242,7 @@ def test_invalid_graph_is_refused() -> None:
 
 
 def test_maxpool_features_distinguish_rank() -> None:
-    from unirt.capability import node_features
+    from unirt.capability.features import node_features
 
     info = read_model(_conv_with(kernel_shape=[2, 2, 2]))
     f = node_features(info, info.nodes[0])
@@ -259,8 +250,8 @@ def test_maxpool_features_distinguish_rank() -> None:
 
 
 def test_a_crash_in_the_probe_child_is_a_verdict() -> None:
-    from unirt.capability import probe_summary
-    from unirt.probe import ProbeResult
+    from unirt.evidence.probe import ProbeResult
+    from unirt.tools.capability_report import probe_summary
 
     crashed = probe_summary(ProbeResult("x", "crashed", "crashed (signal SIGSEGV) running base"))
     assert crashed["status"] == "crash" and "SIGSEGV" in crashed["detail"]

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 import unirt
-from unirt import cli as cli_module
-from unirt.cli import cli
+from unirt.cli import main as cli_module
+from unirt.cli.main import cli
 from unirt.testing import models as M
 
 
@@ -125,7 +125,7 @@ def test_internal_errors_are_kept_distinct(runner: CliRunner, monkeypatch: pytes
     def broken(*a, **k):
         raise ZeroDivisionError("bug")
 
-    monkeypatch.setattr(unirt.model, "read_model", broken)
+    monkeypatch.setattr(unirt.model.info, "read_model", broken)
     result = runner.invoke(cli, ["info", str(tmp_path / "x.onnx")])
     assert result.exit_code == cli_module.EXIT_INTERNAL_ERROR
     assert "Internal error" in result.output and "ZeroDivisionError" in result.output
@@ -140,7 +140,7 @@ def test_register_commands_hook_adds_a_command(runner: CliRunner) -> None:
                 click.echo("hello from a plugin")
 
     group = click.Group(commands=dict(cli.commands))
-    reg = unirt.plugins.get_registry()
+    reg = unirt.plugin.registry.get_registry()
     reg.register(Plugin(), "hello")
     reg.call_hook_safely("register_commands", cli=group)
     result = runner.invoke(group, ["hello-plugin"])
@@ -182,7 +182,7 @@ def test_run_verifies_at_the_shapes_it_runs(runner: CliRunner, tmp_path: Path,
     """--shape (and --input files) reach load(input_shapes=): what verification measures is
     what runs."""
     seen: dict[str, object] = {}
-    import unirt.router as router_module
+    import unirt.runtime.router as router_module
 
     real = router_module.load
 

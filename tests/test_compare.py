@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from unirt import compare as cmp
-from unirt.bench import bench
-from unirt.cli import cli
+from unirt.cli.main import cli
 from unirt.errors import BackendNotFoundError, InputError
-from unirt.metrics import diff, tolerance, within
+from unirt.evidence.agreement import diff, tolerance, within
 from unirt.testing import models as M
+from unirt.tools import compare as cmp
+from unirt.tools.bench import bench
 
 
 @pytest.fixture

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 import unirt
-from unirt.backend import Availability, Backend, BackendSession, OpenOptions
-from unirt.cache import ArtifactCache
-from unirt.model import ModelInfo
-from unirt.plugins import Registry
+from unirt.model.info import ModelInfo
+from unirt.plugin.backend import Availability, Backend, BackendSession, OpenOptions
+from unirt.plugin.registry import Registry
+from unirt.store.cache import ArtifactCache
 from unirt.testing import models as M
 
 from .fakes import FakePlugin

@@ -16,8 +16,13 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from unirt.capability import SUPPORTED, OpTable, available_tables, check_backend, find_table
-from unirt.conformance import (
+from unirt.capability.judge import check_backend
+from unirt.capability.table import OpTable, available_tables, find_table
+from unirt.evidence.isolation import Worker, run_isolated
+from unirt.model.info import read_model
+from unirt.plugin.registry import Registry
+from unirt.plugin.verdict import SUPPORTED
+from unirt.tools.probe_ops import (
     collect_cases,
     compare_outputs,
     lowest_opset,
@@ -26,9 +31,6 @@ from unirt.conformance import (
     run_case,
     write_table,
 )
-from unirt.isolation import Worker, run_isolated
-from unirt.model import read_model
-from unirt.plugins import Registry
 
 
 def _relu(opset: int, ir: int = 10) -> Any:
@@ -137,7 +139,7 @@ def _installed_with_tables() -> list[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("backend_name", _installed_with_tables())
 def test_predicted_supported_cases_really_pass(backend_name: str, cases: list[Any]) -> None:
-    from unirt.conformance import _init_worker, _outcome_status, _run_case_in_worker
+    from unirt.tools.probe_ops import _init_worker, _outcome_status, _run_case_in_worker
 
     backend = Registry().backend(backend_name)
     table, _ = find_table(backend_name, backend.available().version)

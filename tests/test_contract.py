@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from unirt.plugins import get_registry, set_registry
+from unirt.plugin.registry import get_registry, set_registry
 from unirt.testing.contract import BackendContract
 
 

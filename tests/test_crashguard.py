@@ -1,4 +1,4 @@
-"""The crash guard (unirt.crashguard): a process may die on a model once, as with the raw
+"""The crash guard (unirt.runtime.crashguard): a process may die on a model once, as with the raw
 engine, never twice; ``crash_guard="child"`` not even once."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import unirt
-from unirt import crashguard
 from unirt.errors import UnirtError
+from unirt.runtime import crashguard
 from unirt.testing import models
 
 
@@ -63,7 +63,7 @@ def test_a_dead_holder_is_seen_and_a_live_one_is_not(tmp_path: Path) -> None:
     k = "a" * 40
     held = _run_child(f"""
         import os
-        from unirt import crashguard
+        from unirt.runtime import crashguard
         m = crashguard.arm({k!r}, "test")
         assert m is not None
         assert crashguard.marker_state({k!r}) == crashguard.MarkerState.HELD
@@ -139,11 +139,11 @@ def test_a_marker_held_elsewhere_makes_the_load_run_the_reference_in_a_child(
     """Processes started together: one holds the marker, the others must not open a model none
     of them has seen answer; they run the reference in a child first (a tester saw three
     processes started at once all die)."""
-    from unirt.model import read_model
+    from unirt.model.info import read_model
 
     path = models.save(models.tiny(), tmp_path / "m.onnx")
     info = read_model(path)
-    be = unirt.plugins.get_registry().backend("onnxruntime")
+    be = unirt.plugin.registry.get_registry().backend("onnxruntime")
     k = crashguard.key(info, "onnxruntime", be.available().version, "exact", {})
     holder = crashguard.arm(k, "another process")  # a flock conflicts across open files
     assert holder is not None

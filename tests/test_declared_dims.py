@@ -15,11 +15,11 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper
 
 import unirt
-from unirt import probe
-from unirt.cli import cli
+from unirt.cli.main import cli
 from unirt.errors import InputError
-from unirt.inputs import make_inputs, resolve_shape
-from unirt.model import read_model
+from unirt.evidence import probe
+from unirt.evidence.inputs import make_inputs, resolve_shape
+from unirt.model.info import read_model
 from unirt.tensor import TensorInfo, is_placeholder_param, is_static, normalize_dim
 from unirt.testing import models as M
 

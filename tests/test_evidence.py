@@ -12,13 +12,22 @@ import numpy as np
 import pytest
 
 import unirt
-from unirt import verify as verify_mod
-from unirt.capability import SUPPORTED, UNKNOWN, UNSUPPORTED, Evidence
 from unirt.errors import HarnessError, UnirtError
-from unirt.plugins import Registry
-from unirt.probe import CRASHED, ERROR, FAIL, HARNESS, NO_REFERENCE, PASS, TIMEOUT, ProbeResult
+from unirt.evidence import verify as verify_mod
+from unirt.evidence.probe import (
+    CRASHED,
+    ERROR,
+    FAIL,
+    HARNESS,
+    NO_REFERENCE,
+    PASS,
+    TIMEOUT,
+    ProbeResult,
+)
+from unirt.evidence.verify import Verification, VerifyStatus
+from unirt.plugin.registry import Registry
+from unirt.plugin.verdict import SUPPORTED, UNKNOWN, UNSUPPORTED, Evidence
 from unirt.testing import models as M
-from unirt.verify import Verification, VerifyStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -118,7 +127,7 @@ def test_a_plugin_that_cannot_travel_is_a_harness_failure_never_cached(
         reg.spec()
     with pytest.raises(UnirtError, match="unirt could not .*cannot be rebuilt"):
         unirt.load(conv, backend="fake-local", registry=reg)
-    from unirt.cache import ArtifactCache
+    from unirt.store.cache import ArtifactCache
 
     assert list(ArtifactCache().entries(verify_mod.CACHE_SECTION)) == []
     assert unirt.load(conv, backend="fake-local", registry=reg, verify="never").backend == \
@@ -173,7 +182,7 @@ def test_every_argument_is_checked_before_any_child_or_cache_entry(
         unirt.load(conv, prefer="fastest", **bad) if "prefer" not in bad else \
             unirt.load(conv, **bad)
     assert time.perf_counter() - start < 5
-    from unirt.cache import ArtifactCache
+    from unirt.store.cache import ArtifactCache
 
     assert ArtifactCache().info()["entries"] == 0
 
@@ -200,8 +209,8 @@ def test_only_verdicts_about_the_engine_are_cached(v: Verification, cached: bool
 
 def test_a_harness_failure_of_the_reference_is_not_a_verdict(
         conv: Path, fake_engines: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    import unirt.probe as probe_mod
-    from unirt.isolation import Outcome
+    import unirt.evidence.probe as probe_mod
+    from unirt.evidence.isolation import Outcome
 
     def broken_reference(source: Any, feed_sets: Any, **kw: Any) -> Any:
         outcome = Outcome("harness", error="the child interpreter could not start")

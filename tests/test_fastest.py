@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import unirt
-from unirt import fastest
+from unirt.evidence import timing as fastest
 from unirt.testing import models as M
 
 

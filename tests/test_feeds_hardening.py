@@ -27,11 +27,17 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper
 
 import unirt
-from unirt import inputs as inputs_mod
-from unirt.backend import Availability, Backend, BackendSession, OpenOptions
 from unirt.errors import InputError
-from unirt.inputs import FeedRecipe, make_inputs, plant_nonfinite, resolve_shape, size_limit
-from unirt.model import ModelInfo, read_model
+from unirt.evidence import inputs as inputs_mod
+from unirt.evidence.inputs import (
+    FeedRecipe,
+    make_inputs,
+    plant_nonfinite,
+    resolve_shape,
+    size_limit,
+)
+from unirt.model.info import ModelInfo, read_model
+from unirt.plugin.backend import Availability, Backend, BackendSession, OpenOptions
 from unirt.tensor import TensorInfo
 from unirt.testing import models as M
 
@@ -120,7 +126,7 @@ def register_backends(register: Any) -> None:
 @pytest.fixture
 def registry(monkeypatch: pytest.MonkeyPatch) -> Any:
     """The default registry plus this module as a plugin (children import it by name)."""
-    from unirt.plugins import Registry
+    from unirt.plugin.registry import Registry
 
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent))
     reg = Registry()
@@ -203,7 +209,7 @@ def test_session_feeds_need_no_limit(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_cli_run_refuses_a_huge_shape_in_one_line(tmp_path: Path) -> None:
-    from unirt.cli import cli
+    from unirt.cli.main import cli
 
     model = M.save(_relu(["N", 3, "H", "W"]), tmp_path / "dyn.onnx")
     result = CliRunner().invoke(cli, ["run", str(model), "--shape", "x=1x3x200000x200000"])
@@ -216,8 +222,8 @@ def test_verification_of_a_set_over_the_limit_only_opens_in_a_child(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Over the size limit: no inputs are made anywhere, and no set is run; the candidate is
     still opened in a child (an engine can crash reading the model), never first here."""
-    from unirt import probe as probe_mod
-    from unirt.verify import VerifyStatus, verify
+    from unirt.evidence import probe as probe_mod
+    from unirt.evidence.verify import VerifyStatus, verify
 
     monkeypatch.setenv("UNIRT_MAX_ELEMENTS", "1000")
     monkeypatch.setattr(probe_mod, "_child_run", None)  # running a set would fail loudly
@@ -256,7 +262,7 @@ def test_planted_nonfinite_values_are_seeded_and_only_in_floats() -> None:
 def test_verification_never_builds_inputs_in_the_caller(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry: Any) -> None:
     """The caller's make_inputs and recipe build are broken here; the children's are not."""
-    from unirt.verify import VerifyStatus, verify
+    from unirt.evidence.verify import VerifyStatus, verify
 
     def refuse(*a: Any, **k: Any) -> Any:
         raise AssertionError("inputs built in the caller's process")
@@ -271,8 +277,8 @@ def test_verification_never_builds_inputs_in_the_caller(
 
 def test_recipes_give_the_same_outputs_and_verdict_as_arrays(
         tmp_path: Path, registry: Any) -> None:
-    from unirt.probe import probe, reference_outputs
-    from unirt.verify import feed_sets
+    from unirt.evidence.probe import probe, reference_outputs
+    from unirt.evidence.verify import feed_sets
 
     info = _info(M.dynamic_batch(), tmp_path)
     labels, sets, recipes = feed_sets(info)
@@ -293,7 +299,7 @@ def test_recipes_give_the_same_outputs_and_verdict_as_arrays(
 
 # -- 3. NaN/inf ------------------------------------------------------------------------------------
 def test_a_backend_that_hides_nan_is_named_not_rejected(tmp_path: Path, registry: Any) -> None:
-    from unirt.verify import VerifyStatus, verify
+    from unirt.evidence.verify import VerifyStatus, verify
 
     info = _info(M.tiny(8), tmp_path)  # Relu then Mul: NaN stays NaN, inf stays inf
     v = verify(info, "test-nan-to-zero", "0.0-test", registry=registry, mode="always")
@@ -304,7 +310,7 @@ def test_a_backend_that_hides_nan_is_named_not_rejected(tmp_path: Path, registry
     assert "hides NaN/inf" in r.summary() and "hides NaN/inf" in v.describe()
     assert r.shapes[-1] == "x=1x8 with NaN/inf"
     assert all(np.isfinite(o.max_abs) for o in r.outputs)  # the NaN set is no error figure
-    from unirt.probe import ProbeResult
+    from unirt.evidence.probe import ProbeResult
 
     again = ProbeResult.from_dict(r.as_dict())
     assert again.nonfinite == r.nonfinite  # a cached verdict keeps the note
@@ -324,7 +330,7 @@ def test_capabilities_probe_shows_the_nan_note(tmp_path: Path, registry: Any) ->
 
 
 def test_models_without_float_inputs_get_no_nan_set(tmp_path: Path) -> None:
-    from unirt.verify import feed_sets
+    from unirt.evidence.verify import feed_sets
 
     ids = helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 4])
     out = helper.make_tensor_value_info("out", TensorProto.INT64, [1, 4])
@@ -366,7 +372,7 @@ def nested_if(depth: int) -> onnx.ModelProto:
 
 
 def test_openvino_query_on_a_deep_if_nest_times_out(tmp_path: Path) -> None:
-    from unirt.plugins import get_registry
+    from unirt.plugin.registry import get_registry
 
     if not get_registry().backend("openvino").available().available:
         pytest.skip("OpenVINO is not installed")
@@ -405,7 +411,7 @@ def test_queries_run_in_a_child(tmp_path: Path, registry: Any,
 # -- 5. a time-out retried once ---------------------------------------------------------------
 def test_a_timeout_is_retried_once(tmp_path: Path, registry: Any,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from unirt.verify import VerifyStatus, verify
+    from unirt.evidence.verify import VerifyStatus, verify
 
     marker = tmp_path / "hung"
     monkeypatch.setenv(HANG_ONCE_ENV, str(marker))
@@ -418,15 +424,15 @@ def test_a_timeout_is_retried_once(tmp_path: Path, registry: Any,
 
 def test_a_timeout_twice_rejects_and_says_so(tmp_path: Path, registry: Any,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    from unirt.probe import TIMEOUT
-    from unirt.verify import VerifyStatus, verify
+    from unirt.evidence.probe import TIMEOUT
+    from unirt.evidence.verify import VerifyStatus, verify
 
     marker = tmp_path / "hung"
     monkeypatch.setenv(HANG_ONCE_ENV, str(marker))
     info = _info(M.tiny(), tmp_path)
     # remove the marker whenever it appears: every run hangs
     calls: list[float] = []
-    from unirt import probe as probe_mod
+    from unirt.evidence import probe as probe_mod
 
     real = probe_mod.run_sets
 

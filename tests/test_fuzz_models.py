@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from unirt.errors import UnirtError
-from unirt.model import read_model, validate_graph
+from unirt.model.info import read_model, validate_graph
 from unirt.testing import models as M
 from unirt.testing.real_models import light_model
 
@@ -233,7 +233,7 @@ _WORKER = textwrap.dedent("""
     import numpy as np
     import unirt
     from unirt.errors import UnirtError
-    from unirt.inputs import make_inputs
+    from unirt.evidence.inputs import make_inputs
 
     for i, path in enumerate(sys.argv[1:]):
         print(json.dumps({"start": i}), flush=True)
@@ -314,7 +314,7 @@ def test_regressions_downstream(tmp_path: Path) -> None:
 #: spatial axis, and ONNX Runtime 1.32 with its default optimizations (NCHWc kernels) dies of
 #: SIGFPE at run time; with optimizations off it raises a clean error. unirt opens the reference
 #: in-process (no child on a first load), so the first process dies as raw ONNX Runtime's would;
-#: the crash guard (unirt.crashguard) makes every later one survive, and with
+#: the crash guard (unirt.runtime.crashguard) makes every later one survive, and with
 #: ``UNIRT_CRASH_GUARD=child`` none dies at all.
 ENGINE_CRASHES: list[tuple[str, Mutation]] = [("squeezenet", ("attr", 0.0, 100))]
 

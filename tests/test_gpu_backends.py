@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 import unirt
-from unirt.backend import OpenOptions
 from unirt.errors import BackendUnavailableError, NoBackendError
-from unirt.plugins import get_registry
-from unirt.router import default_order
+from unirt.plugin.backend import OpenOptions
+from unirt.plugin.registry import get_registry
+from unirt.runtime.router import default_order
 from unirt.testing import models as M
 
 
@@ -84,7 +84,7 @@ def test_without_a_vulkan_manifest_ncnn_is_not_even_imported(tmp_path: Path) -> 
 
     if any(Path(d).expanduser().is_dir() for d in __import__("unirt_ncnn")._ICD_DIRS):
         pytest.skip("this machine has a Vulkan ICD folder")
-    code = ("import sys; from unirt.plugins import get_registry; r = get_registry()"
+    code = ("import sys; from unirt.plugin.registry import get_registry; r = get_registry()"
             ".backend('ncnn-vulkan')"
             ".available(); print(r.available, 'ncnn' in sys.modules, r.reason)")
     env = {k: v for k, v in __import__("os").environ.items()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from unirt import hookspecs
+from unirt.plugin import hookspecs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,7 +36,7 @@ def test_hook_is_tested(name: str) -> None:
     tests/ names it in a test function and implements it. The plugins' own implementations are
     production code, not tests: counting them let an untested hook pass."""
     tests = ROOT / "tests"
-    files = [p.read_text() for p in tests.glob("test_*.py") if p.name != "test_hooks.py"]
+    files = [p.read_text() for p in tests.rglob("test_*.py") if p.name != "test_hooks.py"]
     named = re.compile(rf"def test_\w*{name}\w*\(")
     assert any(named.search(s) and f"def {name}(" in s for s in files), (
         f"no test file under tests/ has a test named for hook {name} that implements it")

@@ -23,7 +23,8 @@ def test_import_unirt_imports_no_engine() -> None:
 
 def test_listing_backends_imports_no_engine_module_at_plugin_load() -> None:
     # Loading plugins (not asking availability) must not import engines either.
-    loaded = _modules_after("from unirt.plugins import get_registry; get_registry().backends")
+    loaded = _modules_after(
+        "from unirt.plugin.registry import get_registry; get_registry().backends")
     assert not [m for m in HEAVY if m in loaded]
 
 
@@ -37,8 +38,8 @@ def test_import_unirt_imports_nothing_of_serving() -> None:
 
 def test_the_cli_imports_no_serving_library_until_serve_runs() -> None:
     # `unirt serve` is registered with the other commands; its libraries load when it runs.
-    loaded = _modules_after("import unirt.cli")
-    assert "unirt.serve.cli" in loaded
+    loaded = _modules_after("import unirt.cli.main")
+    assert "unirt.cli.serve" in loaded
     assert not [m for m in SERVING[:-1] if m in loaded]
 
 

@@ -14,12 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
-from unirt import input_hints
-from unirt import verify as V
-from unirt.cli import cli
+from unirt.cli.main import cli
 from unirt.errors import UnirtError
-from unirt.input_hints import InputHints, graph_hints
-from unirt.inputs import (
+from unirt.evidence import hints as input_hints
+from unirt.evidence import verify as V
+from unirt.evidence.hints import InputHints, graph_hints
+from unirt.evidence.inputs import (
     FeedRecipe,
     Values,
     check_ranges,
@@ -29,7 +29,7 @@ from unirt.inputs import (
     shape_sets,
     spec_json,
 )
-from unirt.model import read_model
+from unirt.model.info import read_model
 from unirt.tensor import TensorInfo
 
 OPSET = [helper.make_opsetid("", 17)]

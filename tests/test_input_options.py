@@ -12,10 +12,10 @@ from click.testing import CliRunner, Result
 from onnx import TensorProto, helper
 
 import unirt
-from unirt import verify as V
-from unirt.cli import cli
+from unirt.cli.main import cli
 from unirt.errors import UnirtError
-from unirt.inputs import (
+from unirt.evidence import verify as V
+from unirt.evidence.inputs import (
     FeedRecipe,
     check_ranges,
     load_inputs,
@@ -23,7 +23,7 @@ from unirt.inputs import (
     parse_range,
     save_inputs,
 )
-from unirt.model import read_model
+from unirt.model.info import read_model
 from unirt.tensor import TensorInfo
 
 

@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-from unirt import compare as cmp
-from unirt.cli import cli
-from unirt.layerwise import Alone, subgraph_model, tensor_error
+from unirt.cli.main import cli
 from unirt.testing import models as M
+from unirt.tools import compare as cmp
+from unirt.tools.layerwise import Alone, subgraph_model, tensor_error
 
 
 def _model(nodes: list, inputs: list, outputs: list, inits: list) -> onnx.ModelProto:
@@ -156,9 +156,9 @@ def test_real_squeezenet_on_openvino_is_ill_conditioned_not_wrong(tmp_path: Path
     """The onnx wheel's light SqueezeNet, where OpenVINO's softmax is off by 0.12: its Softmax
     input is ~9.5e9 and OpenVINO differs there by ~4e-7 relative, rounding the Softmax turns
     into 0.12. Layerwise must say so, and reduce must keep a few-node repro of it."""
-    from unirt.plugins import get_registry
-    from unirt.reduce import reduce
+    from unirt.plugin.registry import get_registry
     from unirt.testing.real_models import light_case
+    from unirt.tools.reduce import reduce
 
     if not get_registry().backend("openvino").available().available:
         pytest.skip("openvino not available")

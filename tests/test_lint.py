@@ -19,10 +19,12 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 import unirt
-from unirt.backend import Availability, Backend, BackendSession, OpenOptions
-from unirt.cli import cli
-from unirt.hookspecs import hookimpl
-from unirt.lint import (
+from unirt.cli.main import cli
+from unirt.model.info import ModelInfo, read_model
+from unirt.plugin.backend import Availability, Backend, BackendSession, OpenOptions
+from unirt.plugin.hookspecs import hookimpl
+from unirt.plugin.registry import Registry
+from unirt.tools.lint import (
     Code,
     Finding,
     LintReport,
@@ -31,8 +33,6 @@ from unirt.lint import (
     parse_checker_error,
     parse_inference_errors,
 )
-from unirt.model import ModelInfo, read_model
-from unirt.plugins import Registry
 
 F = TensorProto.FLOAT
 
@@ -401,7 +401,7 @@ def test_lint_takes_a_read_model_and_is_not_imported_by_unirt() -> None:
     import subprocess
 
     assert _lint(read_model(_pool3d_on_4d())).errors
-    code = "import sys, unirt; print('unirt.lint' in sys.modules, 'onnx' in sys.modules)"
+    code = "import sys, unirt; print('unirt.tools.lint' in sys.modules, 'onnx' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.split() == ["False", "False"]

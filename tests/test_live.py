@@ -1,5 +1,5 @@
-"""Live verification (unirt.live): an engine that passed verification on generated inputs and is
-wrong on the inputs the application sends is caught on those calls and replaced by the
+"""Live verification (unirt.runtime.live): an engine that passed verification on generated inputs
+and is wrong on the inputs the application sends is caught on those calls and replaced by the
 reference, off the caller's path."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytest
 
 import unirt
 from unirt.errors import UnirtError
-from unirt.live import LIVE_DIR_ENV, LIVE_ENV, LiveCheck, LiveMode, known_disagreement
-from unirt.plugins import get_registry
+from unirt.plugin.registry import get_registry
+from unirt.runtime.live import LIVE_DIR_ENV, LIVE_ENV, LiveCheck, LiveMode, known_disagreement
 from unirt.testing import models as M
 
 from .support import install_plugin, live_children
@@ -87,7 +87,7 @@ def test_a_wrong_engine_on_live_inputs_moves_to_the_reference(
     # The saved folder replays the difference.
     from click.testing import CliRunner
 
-    from unirt.cli import cli
+    from unirt.cli.main import cli
 
     out = CliRunner().invoke(cli, ["compare", str(model), "--load-inputs", str(saved),
                                    "--backends", ENGINE])
@@ -285,7 +285,7 @@ def test_inputs_that_cannot_be_saved_still_swap_and_say_why(
 
 
 def test_the_setting_words(monkeypatch: pytest.MonkeyPatch) -> None:
-    from unirt.live import LiveSetting, resolve_setting
+    from unirt.runtime.live import LiveSetting, resolve_setting
 
     monkeypatch.delenv(LIVE_ENV, raising=False)  # the default, not the test suite's
 
@@ -322,7 +322,7 @@ def test_the_serve_config_takes_verify_live(tmp_path: Path) -> None:
 
 def test_no_reference_registered_means_no_check_and_no_error(
         model: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    from unirt.plugins import Registry
+    from unirt.plugin.registry import Registry
 
     caplog.set_level(logging.INFO, logger="unirt")
     monkeypatch.syspath_prepend(str(ROOT))

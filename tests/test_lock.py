@@ -13,15 +13,15 @@ import pytest
 from click.testing import CliRunner
 
 import unirt
-from unirt import lock as L
-from unirt.backend import Availability, OpenOptions
 from unirt.errors import LockError, UnirtError
-from unirt.metrics import OutputDiff
-from unirt.plugins import Registry
-from unirt.probe import PASS, ProbeResult
-from unirt.session import Session
+from unirt.evidence.agreement import OutputDiff
+from unirt.evidence.probe import PASS, ProbeResult
+from unirt.evidence.verify import Verification, VerifyStatus
+from unirt.plugin.backend import Availability, OpenOptions
+from unirt.plugin.registry import Registry
+from unirt.runtime import lock as L
+from unirt.runtime.session import Session
 from unirt.testing import models as M
-from unirt.verify import Verification, VerifyStatus
 
 from .fakes import FakePlugin, Unavailable, Working
 
@@ -57,13 +57,13 @@ def _no_children(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("a lock must open its backend without measuring")
 
-    import unirt.isolation
-    import unirt.probe
-    import unirt.verify
+    import unirt.evidence.isolation
+    import unirt.evidence.probe
+    import unirt.evidence.verify
 
-    monkeypatch.setattr(unirt.verify, "probe", fail)
-    monkeypatch.setattr(unirt.probe, "probe", fail)
-    monkeypatch.setattr(unirt.isolation.Worker, "__init__", fail)
+    monkeypatch.setattr(unirt.evidence.verify, "probe", fail)
+    monkeypatch.setattr(unirt.evidence.probe, "probe", fail)
+    monkeypatch.setattr(unirt.evidence.isolation.Worker, "__init__", fail)
 
 
 def _set_version(monkeypatch: pytest.MonkeyPatch, registry: Registry, name: str,
@@ -83,7 +83,7 @@ def test_write_read_roundtrip_human_readable(model: Path, registry: Registry,
     assert back.backend == LOCKED and back.reference == "onnxruntime"
     assert back.engines[LOCKED] == "0.0-test" and "fake-unavailable" not in back.engines
     assert back.model.file == "conv.onnx" and back.model.size == model.stat().st_size
-    from unirt.cache import file_sha256, model_digest
+    from unirt.store.cache import file_sha256, model_digest
 
     assert back.model.digest == model_digest(unirt.read_model(model))
     assert back.model.sha256 == file_sha256(model)
@@ -97,7 +97,7 @@ def test_write_read_roundtrip_human_readable(model: Path, registry: Registry,
 
 
 def test_ranking_rows_from_a_fastest_ranking(model: Path, registry: Registry) -> None:
-    from unirt.fastest import Ranking
+    from unirt.evidence.timing import Ranking
 
     ranking = Ranking([LOCKED, "onnxruntime"], {LOCKED: 0.00042, "onnxruntime": 0.0011},
                       {"fake-raises": "engine exploded"})
@@ -178,7 +178,7 @@ def test_a_changed_model_byte_is_refused_naming_both_digests(
     changed.doc_string = "retrained"
     M.save(changed, model)
     info = unirt.read_model(model)
-    from unirt.cache import model_digest
+    from unirt.store.cache import model_digest
 
     now = model_digest(info)
     with pytest.raises(LockError) as err:
@@ -267,8 +267,8 @@ def test_a_precision_other_than_the_lock_s(model: Path, registry: Registry,
 @pytest.fixture
 def cli() -> click.Group:
     """The lock command under the CLI's own group (its one-line UnirtError handling)."""
-    from unirt.cli import _Group
-    from unirt.lock_cli import lock_command
+    from unirt.cli.lock import lock_command
+    from unirt.cli.main import _Group
 
     group = _Group()
     group.add_command(lock_command)
@@ -337,7 +337,7 @@ def test_cli_errors_are_one_line(cli: click.Group, model: Path, tmp_path: Path) 
 def test_cli_lock_fastest_measures_once_and_records_the_ranking(
         cli: click.Group, model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """End to end on the real engines: the ranking load measured is the one written."""
-    from unirt import fastest
+    from unirt.evidence import timing as fastest
 
     monkeypatch.setenv("UNIRT_VERIFY_TIMEOUT", "60")
     calls = []

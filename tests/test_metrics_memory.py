@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from unirt import metrics
-from unirt.metrics import OutputDiff, diff, nonfinite_counts, tolerance, within
+from unirt.evidence import agreement as metrics
+from unirt.evidence.agreement import OutputDiff, diff, nonfinite_counts, tolerance, within
 
 
 # -- the oracle: whole-array formulas ---------------------------------------------------------

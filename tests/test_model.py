@@ -9,7 +9,7 @@ import pytest
 
 import unirt
 from unirt.errors import ModelError, ModelNotFoundError
-from unirt.model import read_model
+from unirt.model.info import read_model
 from unirt.testing import models as M
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"

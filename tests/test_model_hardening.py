@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import unirt
 from unirt.errors import ModelError, ModelNotFoundError, UnirtError
-from unirt.model import read_model
+from unirt.model.info import read_model
 from unirt.testing import models as M
 
 DEEP_UP = "../" * 40  # more than any tmp path is deep: realpath stops at /

@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from unirt.errors import ModelError
-from unirt.model import TypeFact, read_model, validate_graph
+from unirt.model.info import TypeFact, read_model, validate_graph
 from unirt.testing import models as M
 
 
@@ -92,8 +92,8 @@ def test_invalid_graph_is_a_model_error() -> None:
 
 
 def test_import_unirt_stays_light() -> None:
-    code = ("import sys, unirt, unirt.capability, unirt.isolation, unirt.conformance, "
-            "unirt.capability_cli; "
+    code = ("import sys, unirt, unirt.capability, unirt.evidence.isolation, "
+            "unirt.tools.probe_ops, unirt.cli.capabilities; "
             "print(sorted(m for m in ('onnx', 'numpy', 'onnxruntime', 'openvino', 'cv2', 'ncnn')"
             " if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -120,7 +120,7 @@ def _big_model() -> onnx.ModelProto:
 
 
 def test_large_model_is_read_without_its_weights(tmp_path: Path) -> None:
-    from unirt.model import _read_skeleton
+    from unirt.model.info import _read_skeleton
 
     p = M.save(_big_model(), tmp_path / "big.onnx")
     assert p.stat().st_size > 8 << 20

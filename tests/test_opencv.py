@@ -18,8 +18,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import unirt
 from unirt.errors import BackendError, BackendUnavailableError, UnirtError
-from unirt.inputs import make_inputs
-from unirt.plugins import get_registry
+from unirt.evidence.inputs import make_inputs
+from unirt.plugin.registry import get_registry
 from unirt.tensor import TensorInfo
 from unirt.testing import models as M
 from unirt.testing import run_in_threads
@@ -327,7 +327,7 @@ def test_concurrent_runs_on_one_session(load) -> None:
 
 # -- conforming outputs (the helper the ncnn backend will need too) ------------------------------
 def test_conform_reshapes_casts_and_refuses() -> None:
-    from unirt.conform import conform
+    from unirt.plugin.conform import conform
 
     f32 = np.dtype("float32")
     info = TensorInfo("y", ("batch", 4), f32)
@@ -372,7 +372,7 @@ def test_threads_option_sets_opencvs_thread_count(load) -> None:
 
 
 def test_static_check_names_the_inputs_open_would_refuse() -> None:
-    from unirt.model import read_model
+    from unirt.model.info import read_model
 
     proto = _model([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)],
                    [V("x", TensorProto.BFLOAT16, [2])], [V("y", TensorProto.FLOAT, [2])])
@@ -389,7 +389,7 @@ def test_static_check_names_the_inputs_open_would_refuse() -> None:
 def _rule_reasons(proto: onnx.ModelProto) -> tuple[str, list[Any]]:
     """(the table's prediction, reasons) of ``check`` on ``proto``, as routing sees it (a
     decisive rule makes the status UNSUPPORTED too)."""
-    from unirt.model import read_model
+    from unirt.model.info import read_model
 
     verdict = get_registry().backend("opencv").check(read_model(proto))
     if verdict.prediction == "UNSUPPORTED" and verdict.decisive:
@@ -398,7 +398,7 @@ def _rule_reasons(proto: onnx.ModelProto) -> tuple[str, list[Any]]:
 
 
 def test_check_refuses_sequence_input_and_string_output_naming_them() -> None:
-    from unirt.capability import UNSUPPORTED
+    from unirt.plugin.verdict import UNSUPPORTED
 
     seq = helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, [2])
     proto = _model([helper.make_node("SequenceAt", ["s", "i"], ["y"], name="at"),
@@ -413,7 +413,7 @@ def test_check_refuses_sequence_input_and_string_output_naming_them() -> None:
 
 
 def test_check_rules_leave_a_plain_float_model_alone() -> None:
-    from unirt.capability import SUPPORTED
+    from unirt.plugin.verdict import SUPPORTED
 
     status, reasons = _rule_reasons(M.conv_net(batch="N"))  # dynamic batch: no rule either
     assert status == SUPPORTED and reasons == []
@@ -422,7 +422,7 @@ def test_check_rules_leave_a_plain_float_model_alone() -> None:
 def test_3d_pool_with_a_unit_kernel_axis_is_not_refused_and_runs(load) -> None:
     """Measured on OpenCV 5.0.0 (both engines): MaxPool3d/AvgPool3d((1,2,2)) runs and matches
     ONNX Runtime, so no rule refuses it (it was reported to fail in getMemoryShapes)."""
-    from unirt.capability import UNSUPPORTED
+    from unirt.plugin.verdict import UNSUPPORTED
 
     for op in ("MaxPool", "AveragePool"):
         proto = _model([helper.make_node(op, ["x"], ["y"], name="pool3d", kernel_shape=[1, 2, 2],

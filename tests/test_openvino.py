@@ -16,11 +16,11 @@ import pytest
 from onnx import TensorProto, helper
 
 import unirt
-from unirt.cache import cache_dir
 from unirt.errors import BackendError, BackendUnavailableError, ShapeLimitError, UnirtError
-from unirt.inputs import make_inputs
-from unirt.model import read_model
-from unirt.plugins import get_registry
+from unirt.evidence.inputs import make_inputs
+from unirt.model.info import read_model
+from unirt.plugin.registry import get_registry
+from unirt.store.cache import cache_dir
 from unirt.testing import models as M
 from unirt.testing import run_in_threads
 
@@ -257,8 +257,8 @@ def test_engine_errors_name_backend_model_and_cause(tmp_path: Path) -> None:
     with pytest.raises(BackendError, match=r"openvino cannot run custom.onnx: node 'foo' "
                                            r"\(my.domain::FooBar\): custom domain"):
         load(path, backend="openvino")  # the capability check refuses it before the engine
-    from unirt.model import read_model
-    from unirt.plugins import get_registry
+    from unirt.model.info import read_model
+    from unirt.plugin.registry import get_registry
 
     with pytest.raises(BackendError) as info:  # and the engine itself, asked directly
         get_registry().backend("openvino").open(read_model(path))
@@ -364,7 +364,7 @@ def _container_model(which: str) -> onnx.ModelProto:
     ("optional input", "input 's' is an optional"),
 ])
 def test_check_refuses_sequences_and_optionals(which: str, expected: str) -> None:
-    from unirt.capability import UNSUPPORTED
+    from unirt.plugin.verdict import UNSUPPORTED
 
     verdict = get_registry().backend("openvino").check(read_model(_container_model(which)))
     assert verdict.status == UNSUPPORTED
@@ -384,7 +384,7 @@ def test_open_refuses_sequences_and_optionals_as_check_does(which: str) -> None:
 
 
 def test_check_rules_leave_tensor_models_alone() -> None:
-    from unirt.capability import SUPPORTED
+    from unirt.plugin.verdict import SUPPORTED
 
     backend = get_registry().backend("openvino")
     for proto in (M.tiny(), M.dynamic_batch()):
@@ -403,8 +403,8 @@ def test_pass_through_graph_feeds_its_input(tmp_path: Path) -> None:
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])])
     proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 22)])
     proto.ir_version = 10
-    from unirt.model import read_model
-    from unirt.plugins import get_registry
+    from unirt.model.info import read_model
+    from unirt.plugin.registry import get_registry
 
     sess = get_registry().backend("openvino").open(read_model(proto))
     x = np.arange(12, dtype=np.float32).reshape(3, 4)

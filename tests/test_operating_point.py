@@ -19,13 +19,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import unirt
-from unirt import fastest
-from unirt import verify as verify_mod
-from unirt.cli import cli
+from unirt.cli.main import cli
 from unirt.errors import BackendError, InputError
-from unirt.inputs import load_input_sets, save_input_sets
-from unirt.metrics import OutputSpread
-from unirt.operating import MAX_SETS, as_input_sets, inputs_digest, is_quantized, recall, remember
+from unirt.evidence import timing as fastest
+from unirt.evidence import verify as verify_mod
+from unirt.evidence.agreement import OutputSpread
+from unirt.evidence.inputs import load_input_sets, save_input_sets
+from unirt.evidence.operating import (
+    MAX_SETS,
+    as_input_sets,
+    inputs_digest,
+    is_quantized,
+    recall,
+    remember,
+)
 from unirt.testing import models as M
 
 
@@ -223,7 +230,7 @@ def test_a_quantized_model_verified_on_generated_inputs_says_so(tmp_path: Path,
 
 
 def test_openvino_wrong_on_real_audio_features_is_rejected_with_inputs(tmp_path: Path) -> None:
-    if not unirt.plugins.get_registry().backend("openvino").available().available:
+    if not unirt.plugin.registry.get_registry().backend("openvino").available().available:
         pytest.skip("OpenVINO is not installed")
     path = M.save(M.qdq_saturating(), tmp_path / "qdq.onnx")
     blind = unirt.load(path, prefer="openvino")
@@ -238,7 +245,7 @@ def test_without_inputs_live_verification_moves_openvino_to_the_reference(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
-    if not unirt.plugins.get_registry().backend("openvino").available().available:
+    if not unirt.plugin.registry.get_registry().backend("openvino").available().available:
         pytest.skip("OpenVINO is not installed")
     monkeypatch.setenv("UNIRT_LIVE_DIR", str(tmp_path / "live"))
     monkeypatch.delenv("UNIRT_VERIFY_LIVE")  # the default: on for a routed engine
@@ -295,10 +302,10 @@ def test_tune_at_a_shape_is_found_by_a_plain_load(conv: Path, fake_engines: None
 def test_a_ranking_taken_on_a_busy_machine_is_used_once_and_not_kept(
         conv: Path, fake_engines: None, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
-    from unirt import busy
+    from unirt.evidence import busy
 
     monkeypatch.setattr(busy, "others_now", lambda seconds=0.25: 0.6)
-    reg = unirt.plugins.get_registry()
+    reg = unirt.plugin.registry.get_registry()
     names = ["onnxruntime", "fake-fast"]
     versions = {n: reg.backend(n).available().version for n in names}
     info = unirt.read_model(conv)

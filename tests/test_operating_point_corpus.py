@@ -15,10 +15,10 @@ import pytest
 from click.testing import CliRunner
 
 import unirt
-from unirt import fastest
-from unirt import verify as verify_mod
-from unirt.cli import cli
-from unirt.inputs import save_input_sets
+from unirt.cli.main import cli
+from unirt.evidence import timing as fastest
+from unirt.evidence import verify as verify_mod
+from unirt.evidence.inputs import save_input_sets
 
 
 def _crops(n: int, seed: int) -> np.ndarray:
@@ -57,7 +57,7 @@ def _no_child(*a: Any, **k: Any) -> Any:
 
 
 def test_ncnn_is_judged_on_the_crops_and_right_there(corpus_models: Any) -> None:
-    if not unirt.plugins.get_registry().backend("ncnn").available().available:
+    if not unirt.plugin.registry.get_registry().backend("ncnn").available().available:
         pytest.skip("ncnn is not installed")
     path = corpus_models.path("ppocr_mobile_cls")
     crops = {"x": _crops(2, seed=0)}
@@ -75,7 +75,7 @@ def test_tune_on_crops_then_a_plain_load_opens_the_tuned_winner(
     path = corpus_models.path("ppocr_mobile_cls")
     save_input_sets(tmp_path / "crops", [{"x": _crops(2, seed=1)}, {"x": _crops(2, seed=2)}])
     names = [n for n in ("onnxruntime", "openvino", "opencv")
-             if unirt.plugins.get_registry().backend(n).available().available]
+             if unirt.plugin.registry.get_registry().backend(n).available().available]
     res = CliRunner().invoke(cli, ["tune", str(path), "--backends", ",".join(names),
                                    "--load-inputs", str(tmp_path / "crops")])
     assert res.exit_code == 0, res.output

@@ -13,10 +13,10 @@ from onnx import TensorProto, helper
 from unirt_onnxruntime import OnnxRuntimeBackend, OnnxRuntimeCudaBackend, OrtSession
 
 import unirt
-from unirt.backend import OpenOptions
 from unirt.errors import UnirtError
-from unirt.model import read_model
-from unirt.plugins import get_registry
+from unirt.model.info import read_model
+from unirt.plugin.backend import OpenOptions
+from unirt.plugin.registry import get_registry
 from unirt.testing import models as M
 from unirt.testing.contract import BackendContract
 

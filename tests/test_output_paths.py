@@ -1,4 +1,4 @@
-"""Where a command writes: checked before any work (:func:`unirt.files.check_writable`), one
+"""Where a command writes: checked before any work (:func:`unirt.store.files.check_writable`), one
 line and exit status 1 for a bad place, the same rule for every command that writes files.
 
 A tester's ``unirt rewrite ... -o /proc/x.onnx`` (and ``-o nodir/x.onnx``) ended in a
@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from unirt.cli import cli
+from unirt.cli.main import cli
 from unirt.errors import UnirtError
-from unirt.files import check_writable
+from unirt.store.files import check_writable
 from unirt.testing import models as M
 from unirt.testing import rewrite_models as rm
 
@@ -87,7 +87,7 @@ def test_writing_over_the_input_model_is_refused(command: list[str], model: Path
 def test_rewrite_creates_a_missing_folder_as_reduce_does(tmp_path: Path) -> None:
     path = M.save(rm.pool_rank(), tmp_path / "m.onnx")
     out = tmp_path / "nodir" / "fixed.onnx"
-    from unirt.plugins import Registry
+    from unirt.plugin.registry import Registry
 
     reg = Registry(entry_points=False)
     if "openvino" not in reg.backends or not reg.backend("openvino").available().available:

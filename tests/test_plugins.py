@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 import unirt
-from unirt.backend import OptionSpec
 from unirt.errors import BackendNotFoundError, PluginError, UnirtError
-from unirt.plugins import BUILTIN_PLUGINS, Registry
+from unirt.plugin.backend import OptionSpec
+from unirt.plugin.registry import BUILTIN_PLUGINS, Registry
 
 from .fakes import FakePlugin, Working
 
@@ -160,7 +160,7 @@ def test_the_core_names_no_backend_except_the_builtin_tuple() -> None:
         for node in ast.walk(tree):
             if (isinstance(node, ast.Constant) and isinstance(node.value, str)
                     and id(node) not in docstrings and node.value in names
-                    and not (path.name == "plugins.py" and node.value in BUILTIN_PLUGINS)):
+                    and not (path.name == "registry.py" and node.value in BUILTIN_PLUGINS)):
                 offenders.append(f"{path.name}:{node.lineno}: {node.value!r}")
     assert not offenders, offenders
 
@@ -207,7 +207,7 @@ def test_documented_call_order_is_the_observed_order() -> None:
     assert list(reg.backends) == ["a", "b", "c"]
     assert calls == ["c", "b", "a", "last"]
     assert [n for n, _ in reg.hook_calls("register_backends")] == ["c", "b", "a", "trylast"]
-    doc = (Path(unirt.__file__).parent / "hookspecs.py").read_text()
+    doc = (Path(unirt.__file__).parent / "plugin" / "hookspecs.py").read_text()
     assert "last-registered plugin first" in doc
     readme = (Path(unirt.__file__).parent.parent / "README.md").read_text()
     assert "the last registered plugin's implementation runs first" in readme
@@ -280,9 +280,9 @@ def test_pluggy_tracing_sees_hook_calls() -> None:
 
 def test_impl_methods_are_called_only_by_the_backend_base_class() -> None:
     """Polygraphy's check_called_by rule, as a grep (datasette style): a backend's ``_..._impl``
-    methods are called by ``unirt.backend.Backend``'s public methods only (a plugin's override
-    may call ``super()``'s); everything else calls ``available()``, ``open()``, ``query()``,
-    ``rules()``, ``host_outputs()``."""
+    methods are called by ``unirt.plugin.backend.Backend``'s public methods only (a plugin's
+    override may call ``super()``'s); everything else calls ``available()``, ``open()``,
+    ``query()``, ``rules()``, ``host_outputs()``."""
     import re
 
     root = Path(unirt.__file__).resolve().parent.parent
@@ -290,7 +290,7 @@ def test_impl_methods_are_called_only_by_the_backend_base_class() -> None:
     offenders = []
     for folder in ("unirt", "plugins", "tests"):
         for path in (root / folder).rglob("*.py"):
-            if path == root / "unirt" / "backend.py":
+            if path == root / "unirt" / "plugin" / "backend.py":
                 continue
             for n, line in enumerate(path.read_text().splitlines(), 1):
                 if call.search(line) and "def _" not in line:
@@ -299,7 +299,7 @@ def test_impl_methods_are_called_only_by_the_backend_base_class() -> None:
 
 
 def test_public_rules_and_host_outputs_check_what_a_plugin_returns() -> None:
-    from unirt.model import read_model
+    from unirt.model.info import read_model
     from unirt.testing import models as M
 
     class BadRules(Working):
@@ -346,8 +346,8 @@ class _Opts(Working):
 ], ids=["unknown", "choice", "number-text", "negative", "bool", "mapping"])
 def test_declared_options_are_refused_before_the_engine_sees_them(extra, match) -> None:
     """One message format for every backend; ``query`` refuses what ``open`` refuses."""
-    from unirt.backend import OpenOptions
-    from unirt.model import read_model
+    from unirt.model.info import read_model
+    from unirt.plugin.backend import OpenOptions
     from unirt.testing import models as M
 
     info = read_model(M.add())
@@ -360,8 +360,8 @@ def test_declared_options_are_refused_before_the_engine_sees_them(extra, match) 
 
 
 def test_declared_options_pass_through_as_given() -> None:
-    from unirt.backend import OpenOptions
-    from unirt.model import read_model
+    from unirt.model.info import read_model
+    from unirt.plugin.backend import OpenOptions
     from unirt.testing import models as M
 
     info = read_model(M.add())
@@ -394,10 +394,10 @@ def test_builtin_backends_declare_their_options_and_check_none_themselves() -> N
 def test_open_refuses_what_check_refuses() -> None:
     """A plugin states a refusal once (``_refusals_impl``): ``open`` refuses the first before
     ``_open_impl``, ``rules`` (hence ``check``) lists them all, with its own rules after."""
-    from unirt.backend import OpenOptions
-    from unirt.capability import UNSUPPORTED, Reason
     from unirt.errors import BackendError
-    from unirt.model import read_model
+    from unirt.model.info import read_model
+    from unirt.plugin.backend import OpenOptions
+    from unirt.plugin.verdict import UNSUPPORTED, Reason
     from unirt.testing import models as M
 
     class NoInputs(Working):
@@ -434,8 +434,8 @@ def test_open_refuses_what_check_refuses() -> None:
 
 
 def test_device_names_map_load_devices_and_refuse_the_rest() -> None:
-    from unirt.backend import OpenOptions
     from unirt.errors import BackendUnavailableError
+    from unirt.plugin.backend import OpenOptions
 
     class CpuOnly(Working):
         name = "fake-cpu-only"
@@ -460,8 +460,8 @@ def test_device_names_map_load_devices_and_refuse_the_rest() -> None:
     ("openvino", "cuda", "openvino cannot run on 'cuda': OpenVINO's GPU device is an Intel"),
 ])
 def test_builtin_backends_refuse_a_device_in_one_format(backend, device, match) -> None:
-    from unirt.backend import OpenOptions
     from unirt.errors import BackendUnavailableError
+    from unirt.plugin.backend import OpenOptions
 
     be = Registry(entry_points=False).backends[backend]
     with pytest.raises(BackendUnavailableError, match=match):
@@ -469,8 +469,8 @@ def test_builtin_backends_refuse_a_device_in_one_format(backend, device, match) 
 
 
 def test_plugins_import_contract_modules_not_the_top_level_package() -> None:
-    """A plugin imports the modules of the contract it uses (unirt.backend, unirt.errors,
-    unirt.hookspecs, ...), never ``unirt`` itself: its lazy top-level names are for users."""
+    """A plugin imports the modules of the contract it uses (unirt.plugin.backend, unirt.errors,
+    unirt.plugin.hookspecs, ...), never ``unirt`` itself: its lazy top-level names are for users."""
     import ast
 
     root = Path(unirt.__file__).resolve().parent.parent / "plugins"

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 
 import unirt
 from unirt import progress
-from unirt.cli import cli
+from unirt.cli.main import cli
 from unirt.errors import UnirtError
 
 

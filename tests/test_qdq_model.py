@@ -13,10 +13,10 @@ import onnx
 import pytest
 
 import unirt
-from unirt.inputs import make_inputs
-from unirt.metrics import tolerance
-from unirt.model import read_model
-from unirt.plugins import get_registry
+from unirt.evidence.agreement import tolerance
+from unirt.evidence.inputs import make_inputs
+from unirt.model.info import read_model
+from unirt.plugin.registry import get_registry
 from unirt.testing import models as M
 
 pytest.importorskip("onnxruntime.quantization", reason="the model is built by ONNX Runtime's "

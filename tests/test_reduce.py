@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-from unirt.cli import cli
+from unirt.cli.main import cli
 from unirt.errors import UnirtError
-from unirt.reduce import FailureKind, reduce
 from unirt.testing import models as M
+from unirt.tools.reduce import FailureKind, reduce
 
 
 def twenty_nodes() -> onnx.ModelProto:

@@ -11,10 +11,10 @@ from click.testing import CliRunner
 
 import unirt
 from unirt.errors import BackendError, PluginError, UnirtError
-from unirt.hookspecs import hookimpl
-from unirt.plugins import Registry
+from unirt.plugin.hookspecs import hookimpl
+from unirt.plugin.registry import Registry
 from unirt.rewrite import Change, Rewrite, RewriteContext
-from unirt.rewrite.fit import Basis, FitStatus, fit
+from unirt.runtime.fit import Basis, FitStatus, fit
 from unirt.testing import rewrite_models as rm
 from unirt.testing.models import save
 
@@ -186,7 +186,7 @@ def test_fit_is_cached(pool_rank_file: Path) -> None:
 def test_cli_writes_a_file_raw_onnxruntime_runs(pool_rank_file: Path, tmp_path: Path) -> None:
     import onnxruntime as ort
 
-    from unirt.cli import cli
+    from unirt.cli.main import cli
 
     out = tmp_path / "fixed.onnx"
     res = CliRunner().invoke(cli, ["rewrite", str(pool_rank_file), "--for", "onnxruntime",
@@ -206,7 +206,7 @@ def test_cli_writes_a_file_raw_onnxruntime_runs(pool_rank_file: Path, tmp_path: 
 
 
 def test_cli_bad_arguments(pool_rank_file: Path) -> None:
-    from unirt.cli import cli
+    from unirt.cli.main import cli
 
     res = CliRunner().invoke(cli, ["rewrite", str(pool_rank_file), "--for", "onnxruntime",
                                    "-o", "x.onnx", "--only", "nope"])
@@ -223,7 +223,7 @@ def test_capabilities_marks_fixable_by_rewrite(pool_rank_file: Path) -> None:
     (MaxPool)") is fixable by pool_rank, and by nothing that does not apply."""
     import json
 
-    from unirt.cli import cli
+    from unirt.cli.main import cli
 
     report = unirt.capabilities(pool_rank_file, backends=["onnxruntime"])
     assert any(f.code == "pool-kernel-rank" and f.node == "p1" for f in report.lint.errors)
@@ -294,7 +294,7 @@ def test_the_reference_fitted_to_a_model_it_refuses_proves_nothing(tmp_path: Pat
 def test_cli_writes_the_loose_pool_rank_model_for_openvino(tmp_path: Path) -> None:
     import onnxruntime as ort
 
-    from unirt.cli import cli
+    from unirt.cli.main import cli
 
     if not _available("openvino"):
         pytest.skip("openvino not installed")
@@ -325,7 +325,7 @@ def test_cli_writes_the_loose_pool_rank_model_for_openvino(tmp_path: Path) -> No
 ])
 def test_the_evaluators_reading_counts_only_where_nothing_contradicts_it(
         output, evaluated, rewritten, wrong, tmp_path: Path) -> None:
-    from unirt.rewrite.fit import _misread
+    from unirt.runtime.fit import _misread
 
     info = unirt.read_model(save(rm.pool_rank(output=output), tmp_path / "m.onnx"))
     got = _misread(info, {"y": np.zeros(evaluated, np.float32)},
@@ -376,8 +376,8 @@ def test_the_evaluator_judges_a_rewrite_when_the_reference_refuses_the_original(
     del model.graph.output[0].type.tensor_type.shape.dim[:]
     model.graph.output[0].type.tensor_type.ClearField("shape")
     path = save(model, tmp_path / "relu.onnx")
-    from unirt import probe
-    from unirt.isolation import ERROR, Outcome
+    from unirt.evidence import probe
+    from unirt.evidence.isolation import ERROR, Outcome
 
     real = probe.reference_outputs
 
@@ -397,7 +397,7 @@ def test_the_evaluator_judges_a_rewrite_when_the_reference_refuses_the_original(
 
 
 def test_list_says_opt_in_once() -> None:
-    from unirt.cli import cli
+    from unirt.cli.main import cli
 
     res = CliRunner().invoke(cli, ["rewrite", "--list"])
     (line,) = [x for x in res.stdout.splitlines() if x.startswith("unbake_reshape")]

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 import unirt
-from unirt.plugins import Registry
+from unirt.plugin.registry import Registry
 from unirt.testing import rewrite_models as rm
 from unirt.testing.models import save
 
@@ -75,7 +75,7 @@ def test_c3d_runs_on_opencv_after_rewrite(tmp_path: Path) -> None:
 def test_cli_rewrite_for_ncnn_writes_a_file_both_engines_run(tmp_path: Path) -> None:
     import onnxruntime as ort
 
-    from unirt.cli import cli
+    from unirt.cli.main import cli
 
     _needs("ncnn")
     path = save(rm.focus(), tmp_path / "focus.onnx")

@@ -12,9 +12,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 import unirt
 from unirt.errors import BackendError
-from unirt.lint import lint
-from unirt.route import RouteOutcome
+from unirt.runtime.route import RouteOutcome
 from unirt.testing import models
+from unirt.tools.lint import lint
 
 
 def _baked(path: Path) -> Path:
@@ -130,7 +130,7 @@ def test_cli_verifies_an_opt_in_rewrite_at_the_traced_size(tmp_path: Path) -> No
     import onnxruntime as ort
     from click.testing import CliRunner
 
-    from unirt.cli import cli
+    from unirt.cli.main import cli
 
     out = tmp_path / "free.onnx"
     res = CliRunner().invoke(cli, ["rewrite", "-q", str(_baked_twice(tmp_path / "m.onnx")),

@@ -163,7 +163,7 @@ def test_focus_leaves_other_slices_alone(case: str) -> None:
 @pytest.mark.parametrize("backend", ["ncnn", "opencv"])
 def test_focus_rewritten_runs_on_engine(backend: str, tmp_path: Path) -> None:
     import unirt
-    from unirt.plugins import get_registry
+    from unirt.plugin.registry import get_registry
 
     try:
         status = get_registry().backend(backend).available()

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import unirt
-from unirt import router
 from unirt.errors import (
     BackendError,
     BackendNotFoundError,
@@ -16,7 +15,8 @@ from unirt.errors import (
     NoBackendError,
     UnirtError,
 )
-from unirt.plugins import Registry
+from unirt.plugin.registry import Registry
+from unirt.runtime import router
 from unirt.testing import models as M
 
 from .fakes import FakeGpu, FakePlugin, ImportFails, RaisesOnOpen, Unavailable, Working

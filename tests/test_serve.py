@@ -606,7 +606,7 @@ def test_a_client_that_leaves_mid_body_is_not_a_server_error(server: Server) -> 
 
 # -- the command line, before any server runs ----------------------------------------------
 def _cli(args: list[str]) -> tuple[int, str]:
-    from unirt.cli import cli
+    from unirt.cli.main import cli
 
     r = CliRunner().invoke(cli, ["serve", *args])
     return r.exit_code, r.output

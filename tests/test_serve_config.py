@@ -130,7 +130,7 @@ def test_without_ray_the_table_is_ignored_with_one_info_line(
     pytest.importorskip("prometheus_client", reason="the serve extra is not installed")
     from click.testing import CliRunner
 
-    from unirt.cli import cli
+    from unirt.cli.main import cli
     from unirt.serve import server
 
     served: list[Any] = []

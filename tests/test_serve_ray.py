@@ -281,7 +281,7 @@ def test_deployment_options_pass_autoscaling_and_resources_through(
 
 
 def test_a_gpu_backend_asks_for_a_gpu_per_replica(models: dict[str, Path]) -> None:
-    from unirt.plugins import get_registry
+    from unirt.plugin.registry import get_registry
 
     gpu = [b.name for b in get_registry().backends.values() if b.device_class == "gpu"]
     if not gpu:
@@ -327,7 +327,7 @@ def test_parse_autoscaling(tmp_path: Path) -> None:
 ])
 def test_cli_refuses_bad_ray_options_before_starting_ray(models: dict[str, Path],
                                                          args: list[str], message: str) -> None:
-    from unirt.cli import cli
+    from unirt.cli.main import cli
 
     result = CliRunner().invoke(cli, ["serve", str(models["affine"]), *args])
     assert result.exit_code != 0
@@ -338,7 +338,7 @@ def test_cli_takes_the_ray_table_under_its_own_options(
         models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--ray reads [ray]; an option given wins over its key, --replicas over the whole
     autoscaling table; a key Ray Serve does not know is refused before Ray starts."""
-    from unirt.cli import cli
+    from unirt.cli.main import cli
 
     runs: list[on_ray.RayOptions] = []
     monkeypatch.setattr(on_ray, "run", lambda config, options: runs.append(options))

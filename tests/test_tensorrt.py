@@ -22,10 +22,10 @@ from onnx import TensorProto, helper
 from unirt_tensorrt import _build, _profiles, describe_parse_errors
 
 import unirt
-from unirt.backend import OpenOptions
 from unirt.errors import BackendError, BackendUnavailableError, ShapeLimitError, UnirtError
-from unirt.model import read_model
-from unirt.plugins import get_registry
+from unirt.model.info import read_model
+from unirt.plugin.backend import OpenOptions
+from unirt.plugin.registry import get_registry
 from unirt.testing import models as M
 from unirt.testing.contract import BackendContract
 
@@ -101,7 +101,7 @@ def test_backend_tensorrt_raises_unavailable(tmp_path: Path) -> None:
 def test_backends_cli_lists_tensorrt_with_why_not() -> None:
     from click.testing import CliRunner
 
-    from unirt.cli import cli
+    from unirt.cli.main import cli
 
     data = json.loads(CliRunner().invoke(cli, ["backends", "--json"]).stdout)
     trt = next(b for b in data["backends"] if b["name"] == "tensorrt")
@@ -206,7 +206,7 @@ def test_static_model_builds_once_then_loads_from_cache(fake_tensorrt: Path,
     proto = M.conv_net()
     path = M.save(proto, tmp_path / "conv.onnx")
     sess = unirt.load(path, backend="tensorrt", verify="never")
-    feeds = unirt.inputs.make_inputs(sess.inputs, seed=1)
+    feeds = unirt.evidence.inputs.make_inputs(sess.inputs, seed=1)
     want = M.reference(proto, feeds)
     got = sess.run(feeds)
     np.testing.assert_allclose(got["probs"], want["probs"], rtol=1e-5, atol=1e-6)
@@ -262,7 +262,7 @@ def test_cache_keys_separate_version_gpu_precision_and_profiles(
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         _forget_fakes()
-        registry = unirt.plugins.Registry()
+        registry = unirt.plugin.registry.Registry()
         for precision in ("exact", "fast"):
             sess = unirt.load(path, backend="tensorrt", precision=precision, verify="never",
                               registry=registry)

@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 import unirt
-from unirt import fastest
-from unirt import verify as verify_mod
-from unirt.cli import cli
+from unirt.cli.main import cli
+from unirt.evidence import timing as fastest
+from unirt.evidence import verify as verify_mod
 from unirt.testing import models as M
 
 
@@ -29,7 +29,7 @@ def _no_child(*a: Any, **k: Any) -> Any:
 
 
 def _tune(conv: Path, names: list[str]) -> fastest.Ranking:
-    reg = unirt.plugins.get_registry()
+    reg = unirt.plugin.registry.get_registry()
     versions = {n: reg.backend(n).available().version for n in names}
     return fastest.rank(unirt.read_model(conv), names, versions, "exact", {})
 
@@ -66,9 +66,9 @@ def test_a_tuning_result_opens_its_winner_without_measuring(
 def test_a_tuning_result_from_another_engine_version_is_not_used(
         conv: Path, fake_engines: None, monkeypatch: pytest.MonkeyPatch) -> None:
     _tune(conv, ["onnxruntime", "fake-fast"])
-    from unirt.backend import Availability
+    from unirt.plugin.backend import Availability
 
-    be = unirt.plugins.get_registry().backend("fake-fast")
+    be = unirt.plugin.registry.get_registry().backend("fake-fast")
     monkeypatch.setattr(be, "_availability", Availability(True, "9.9-new", ("cpu",)))
     assert unirt.load(conv).backend == "onnxruntime"
 
@@ -125,8 +125,9 @@ def test_tune_lock_then_load_with_the_lock_measures_nothing(
 
 def test_a_lock_for_other_model_bytes_raises_or_warns(
         conv: Path, tmp_path: Path, fake_engines: None, caplog: pytest.LogCaptureFixture) -> None:
-    from unirt.errors import LockError
     from unirt.lock import measure_lock, write_lock
+
+    from unirt.errors import LockError
 
     lock = tmp_path / "unirt.lock"
     write_lock(measure_lock(conv, "fake-fast"), lock)
@@ -164,13 +165,13 @@ def test_background_tuning_is_off_by_default_and_checked(conv: Path,
 
 def test_a_swap_needs_the_winner_faster_in_this_process_too(conv: Path,
                                                            fake_engines: None) -> None:
-    from unirt.backend import OpenOptions
-    from unirt.tuning import BackgroundTuner
+    from unirt.plugin.backend import OpenOptions
+    from unirt.runtime.tuning import BackgroundTuner
 
     sess = unirt.load(conv, backend="fake-fast", verify="never")
-    slow = unirt.plugins.get_registry().backend("fake-slow").open(sess.model, OpenOptions())
+    slow = unirt.plugin.registry.get_registry().backend("fake-slow").open(sess.model, OpenOptions())
     tuner = BackgroundTuner(sess, sess.model, ["fake-fast", "fake-slow"], {}, "exact", {}, None,
-                            None, 0.05, unirt.plugins.get_registry(), 10)
+                            None, 0.05, unirt.plugin.registry.get_registry(), 10)
     why = tuner._confirm(sess, slow)
     assert why is not None and "not faster" in why
     slow.close()

@@ -14,13 +14,15 @@ import numpy as np
 import pytest
 
 import unirt
-from unirt import fastest, isolation, tuning
-from unirt._child import call_plain
-from unirt.backend import BackendSession
 from unirt.errors import ShapeLimitError, UnirtError
-from unirt.fastest import Ranking
-from unirt.route import CHOSEN, SWAPPED, RouteStep
-from unirt.session import Session
+from unirt.evidence import isolation
+from unirt.evidence import timing as fastest
+from unirt.evidence.child import call_plain
+from unirt.evidence.timing import Ranking
+from unirt.plugin.backend import BackendSession
+from unirt.runtime import tuning
+from unirt.runtime.route import CHOSEN, SWAPPED, RouteStep
+from unirt.runtime.session import Session
 from unirt.testing import models as M
 
 from .support import live_children

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import unirt
-from unirt import verify as verify_mod
 from unirt.errors import BackendError
-from unirt.probe import NO_REFERENCE, ProbeResult
+from unirt.evidence import verify as verify_mod
+from unirt.evidence.probe import NO_REFERENCE, ProbeResult
 from unirt.testing import models as M
 
 
@@ -66,9 +66,9 @@ def test_verified_backend_records_error_and_second_load_uses_the_cache(
 
 def test_engine_version_model_bytes_and_corruption_reverify(
         conv: Path, fake_engines: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    from unirt.backend import Availability
-    from unirt.cache import ArtifactCache
-    from unirt.plugins import get_registry
+    from unirt.plugin.backend import Availability
+    from unirt.plugin.registry import get_registry
+    from unirt.store.cache import ArtifactCache
 
     v1 = unirt.load(conv, backend="fake-faithful").verification
     assert not v1.cached
@@ -124,7 +124,7 @@ def test_bad_verify_arguments(conv: Path) -> None:
 
 @pytest.mark.parametrize("precision", ["exact", "fast"])
 def test_real_engines_precision_is_measured(tmp_path: Path, precision: str) -> None:
-    from unirt.plugins import get_registry
+    from unirt.plugin.registry import get_registry
 
     path = M.save(M.resnet_like(), tmp_path / "resnet.onnx")
     for name, be in get_registry().backends.items():
@@ -149,7 +149,7 @@ def test_a_real_model_an_engine_gets_wrong_is_rejected_by_verification() -> None
     """The onnx wheel's light SqueezeNet: the route must agree with what the engine really
     returns. OpenVINO 2026.4.1 returns softmax outputs off by 0.12 (outputs are ~1e-3) without
     any error; verification must reject it and fall back to a backend with the right numbers."""
-    from unirt.plugins import get_registry
+    from unirt.plugin.registry import get_registry
     from unirt.testing.real_models import light_case
 
     be = get_registry().backend("openvino")

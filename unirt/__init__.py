@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
+from unirt.errors import (
     BackendError,
     BackendNotFoundError,
     BackendUnavailableError,
@@ -21,25 +21,25 @@ from .errors import (
     SessionClosedError,
     UnirtError,
 )
-from .hookspecs import hookimpl
+from unirt.plugin.hookspecs import hookimpl
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load": ("router", "load"),
-    "backends": ("inventory", "backends"),
-    "Session": ("session", "Session"),
-    "TensorInfo": ("tensor", "TensorInfo"),
-    "ModelInfo": ("model", "ModelInfo"),
-    "read_model": ("model", "read_model"),
-    "Backend": ("backend", "Backend"),
-    "BackendSession": ("backend", "BackendSession"),
-    "Availability": ("backend", "Availability"),
-    "OpenOptions": ("backend", "OpenOptions"),
-    "RouteStep": ("route", "RouteStep"),
-    "capabilities": ("capability", "capabilities"),
-    "CapabilityReport": ("capability", "CapabilityReport"),
-    "Verdict": ("capability", "Verdict"),
+    "load": ("unirt.runtime.router", "load"),
+    "backends": ("unirt.plugin.inventory", "backends"),
+    "Session": ("unirt.runtime.session", "Session"),
+    "TensorInfo": ("unirt.tensor", "TensorInfo"),
+    "ModelInfo": ("unirt.model.info", "ModelInfo"),
+    "read_model": ("unirt.model.info", "read_model"),
+    "Backend": ("unirt.plugin.backend", "Backend"),
+    "BackendSession": ("unirt.plugin.backend", "BackendSession"),
+    "Availability": ("unirt.plugin.backend", "Availability"),
+    "OpenOptions": ("unirt.plugin.backend", "OpenOptions"),
+    "RouteStep": ("unirt.runtime.route", "RouteStep"),
+    "capabilities": ("unirt.tools.capability_report", "capabilities"),
+    "CapabilityReport": ("unirt.tools.capability_report", "CapabilityReport"),
+    "Verdict": ("unirt.plugin.verdict", "Verdict"),
 }
 
 __all__ = [
@@ -50,14 +50,15 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .backend import Availability, Backend, BackendSession, OpenOptions
-    from .capability import CapabilityReport, Verdict, capabilities
-    from .inventory import backends
-    from .model import ModelInfo, read_model
-    from .route import RouteStep
-    from .router import load
-    from .session import Session
-    from .tensor import TensorInfo
+    from unirt.model.info import ModelInfo, read_model
+    from unirt.plugin.backend import Availability, Backend, BackendSession, OpenOptions
+    from unirt.plugin.inventory import backends
+    from unirt.plugin.verdict import Verdict
+    from unirt.runtime.route import RouteStep
+    from unirt.runtime.router import load
+    from unirt.runtime.session import Session
+    from unirt.tensor import TensorInfo
+    from unirt.tools.capability_report import CapabilityReport, capabilities
 
 
 def __getattr__(name: str) -> Any:
@@ -67,7 +68,7 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'unirt' has no attribute {name!r}") from None
     import importlib
 
-    value = getattr(importlib.import_module(f".{module_name}", __name__), attr)
+    value = getattr(importlib.import_module(module_name), attr)
     globals()[name] = value
     return value
 

@@ -109,8 +109,8 @@ class HarnessError(UnirtError):
 
 
 class LockError(UnirtError):
-    """A deployment lock (``unirt.lock``) cannot be used: the file is missing, malformed or of
-    another format version, or it was made for other model bytes or engine versions than this
+    """A deployment lock (``unirt.runtime.lock``) cannot be used: the file is missing, malformed or
+    of another format version, or it was made for other model bytes or engine versions than this
     machine has. The message names the file and what differs."""
 
 

@@ -6,7 +6,7 @@ a caller that hears nothing for that long cannot tell working from hung. Each su
 :func:`step` here, which logs one INFO line on the ``unirt`` logger when it starts and one with
 its duration when it ends, and hands a :class:`Progress` event to every subscriber.
 
-The library never prints. The CLI subscribes (:mod:`unirt.cli_progress`) and draws the events
+The library never prints. The CLI subscribes (:mod:`unirt.cli.progress`) and draws the events
 on stderr; a program subscribes the same way::
 
     import unirt.progress
@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .words import Word
+from unirt.words import Word
 
 logger = logging.getLogger("unirt")
 
@@ -109,7 +109,7 @@ def subscribe(fn: Subscriber) -> Subscription:
     """Call ``fn(event)`` for every :class:`Progress` event from now on, until the returned
     subscription is closed."""
     if not callable(fn):
-        from .errors import UnirtError
+        from unirt.errors import UnirtError
 
         raise UnirtError(f"unirt.progress.subscribe takes a callable, not {fn!r}")
     with _lock:

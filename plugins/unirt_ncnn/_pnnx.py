@@ -83,7 +83,7 @@ def pnnx_version(path: Path, found_in: str) -> str:
             return metadata.version("pnnx")
         except metadata.PackageNotFoundError:
             pass
-    from unirt.cache import file_sha256
+    from unirt.store.cache import file_sha256
 
     return "sha256:" + file_sha256(path)[:16]
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from unirt.backend import Availability, Backend, BackendSession, OpenOptions, OptionSpec
 from unirt.errors import BackendError, UnirtError
-from unirt.hookspecs import hookimpl
-from unirt.model import ModelInfo
+from unirt.model.info import ModelInfo
+from unirt.plugin.backend import Availability, Backend, BackendSession, OpenOptions, OptionSpec
+from unirt.plugin.hookspecs import hookimpl
 
 if TYPE_CHECKING:  # pragma: no cover
-    from unirt.capability import Reason
+    from unirt.plugin.verdict import Reason
 
     from ._binding import BoundRunner
 
@@ -124,7 +124,7 @@ class OnnxRuntimeBackend(Backend):
     def _rules_impl(self, model: ModelInfo) -> list[Reason]:
         # StringNormalizer builds a C++ locale (en_US.UTF-8 unless the node names one) when it
         # changes case; where the system lacks that locale the session fails to load.
-        from unirt.capability import Reason
+        from unirt.plugin.verdict import Reason
 
         reasons = []
         for n in model.nodes:

@@ -22,7 +22,7 @@ What this backend guards against, each found by running OpenCV 5.0 (see ENGINE_N
 * Outputs that are not what the model declares: ``None`` for an empty tensor, float32 for a
   float16 output, int32 for int64 (classic engine), raw uint16 for bf16. Outputs are forwarded by
   their ONNX names, checked against the names the net reports at open, and conformed to the
-  declared shape and dtype (:mod:`unirt.conform`), or refused with a clear error.
+  declared shape and dtype (:mod:`unirt.plugin.conform`), or refused with a clear error.
 * Inputs its numpy binding cannot take (strings, sequences, bf16, float8, int4, complex) are
   refused at open. int64/uint64 inputs are narrowed to 32 bits when fed (values outside the
   int32 range come back wrapped, without an error), so each run checks their range.
@@ -44,11 +44,11 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from unirt.backend import Availability, Backend, BackendSession, OpenOptions, OptionSpec
 from unirt.errors import BackendError, BackendUnavailableError, UnirtError
-from unirt.hookspecs import hookimpl
-from unirt.model import ModelInfo
-from unirt.native import captured
+from unirt.model.info import ModelInfo
+from unirt.plugin.backend import Availability, Backend, BackendSession, OpenOptions, OptionSpec
+from unirt.plugin.hookspecs import hookimpl
+from unirt.plugin.native import captured
 from unirt.tensor import TensorInfo
 
 from ._loader import (
@@ -157,7 +157,7 @@ class OpenCvBackend(Backend):
           non-CPU target or a model the new engine cannot read select it), so that is not a
           model rule. A zero-size feed, which crashes the new engine, is refused at run time.
         """
-        from unirt.capability import Reason
+        from unirt.plugin.verdict import Reason
 
         return [Reason(why, kind="input" if info.dtype is None else "dtype")
                 for what, info in model.io() if (why := _refusal(info, what))]

@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from unirt.backend import OpenOptions
 from unirt.errors import BackendError, clean
-from unirt.model import ModelInfo
+from unirt.model.info import ModelInfo
+from unirt.plugin.backend import OpenOptions
 
 logger = logging.getLogger("unirt")
 

@@ -10,9 +10,9 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from unirt.backend import BackendSession
 from unirt.errors import BackendError
-from unirt.model import ModelInfo
+from unirt.model.info import ModelInfo
+from unirt.plugin.backend import BackendSession
 
 from ._loader import engine_message
 
@@ -26,7 +26,7 @@ class OpenCvSession(BackendSession):
 
     def __init__(self, net: Any, model: ModelInfo, forward_names: Sequence[str],
                  cv_error: type[BaseException], reload: Any = None) -> None:
-        from unirt.conform import conform  # imports numpy: not at plugin load
+        from unirt.plugin.conform import conform  # imports numpy: not at plugin load
 
         super().__init__()
         self._conform = conform

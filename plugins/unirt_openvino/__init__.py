@@ -32,16 +32,16 @@ What this backend guards against, each found by running OpenVINO (see ENGINE_NOT
 
 Compiled models are cached by OpenVINO itself (its ``CACHE_DIR`` property), in an engine-managed
 directory of unirt's artifact cache (``<cache>/openvino/<key>``), one per model content
-(:func:`unirt.cache.model_digest`: the ONNX bytes and any external data files). The
+(:func:`unirt.store.cache.model_digest`: the ONNX bytes and any external data files). The
 subdirectory is what makes the cache safe: OpenVINO keys a model compiled from a path on the
 path, size and modification time only, so a model rewritten in place with the same size and time
 (retrained weights copied with ``cp -p`` or ``rsync -a``, or build systems that pin mtimes) loads
 the *old* compiled blob and returns the old model's numbers without an error (checked on
 2026.4). Within a subdirectory OpenVINO keys its blobs on device, properties and its own version.
 OpenVINO does not check a blob's content: one with flipped bytes loads and returns outputs off
-by up to 1e36. So each compile runs inside :meth:`unirt.cache.ArtifactCache.managed`: under the
-directory's lock, every file is checked against the manifest (sizes, SHA-256, signed) unirt wrote
-after the last compile, a file that does not match is deleted (OpenVINO compiles again), and
+by up to 1e36. So each compile runs inside :meth:`unirt.store.cache.ArtifactCache.managed`: under
+the directory's lock, every file is checked against the manifest (sizes, SHA-256, signed) unirt
+wrote after the last compile, a file that does not match is deleted (OpenVINO compiles again), and
 the manifest is updated after the compile. That costs one SHA-256 of the blob per process
 (~0.1 s for ResNet-50's 100 MB), against a compile of over a second.
 A model opened from a file is compiled from its path, so a cached load skips reading the ONNX
@@ -59,10 +59,10 @@ import threading
 import time
 from typing import Any
 
-from unirt.backend import Availability, Backend, BackendSession, OpenOptions, OptionSpec
 from unirt.errors import BackendError, BackendUnavailableError, UnirtError
-from unirt.hookspecs import hookimpl
-from unirt.model import ModelInfo
+from unirt.model.info import ModelInfo
+from unirt.plugin.backend import Availability, Backend, BackendSession, OpenOptions, OptionSpec
+from unirt.plugin.hookspecs import hookimpl
 
 from . import _loader
 from ._loader import _engine_message, _is_placeholder, _onnx_node_names
@@ -134,7 +134,7 @@ class OpenVinoBackend(Backend):
         sequence ("No conversion rule found for operations: util::SequenceAt"), returning one
         (``util::SequenceMark``) or taking an optional (``OptionalGetElement-18``). Only inputs
         and outputs that are not tensors pay for the (memoised) type facts that tell which."""
-        from unirt.capability import Reason
+        from unirt.plugin.verdict import Reason
 
         reasons = []
         for what, info in model.io():

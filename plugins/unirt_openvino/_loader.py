@@ -13,9 +13,9 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from unirt.backend import OpenOptions
 from unirt.errors import clean
-from unirt.model import ModelInfo
+from unirt.model.info import ModelInfo
+from unirt.plugin.backend import OpenOptions
 
 logger = logging.getLogger("unirt")
 
@@ -61,14 +61,14 @@ def cache_dir(backend: str, model: ModelInfo, options: OpenOptions,
               config: Mapping[str, Any]) -> Iterator[str | None]:
     """OpenVINO's ``CACHE_DIR`` for one compile: unirt's engine-managed directory for this
     model's content, checked file by file against the manifest unirt signed after the last
-    compile and vouched for again after this one (:meth:`unirt.cache.ArtifactCache.managed`).
+    compile and vouched for again after this one (:meth:`unirt.store.cache.ArtifactCache.managed`).
     OpenVINO itself loads a blob with flipped bytes without a word (outputs off by 1e36,
     measured on 2026.4), so no blob reaches it unchecked. None: compile without a cache
     (turned off, a ``CACHE_DIR`` of the user's own in ``config``, or no usable cache)."""
     if not options.extra.get("cache", True) or "CACHE_DIR" in config:
         yield config.get("CACHE_DIR")
         return
-    from unirt.cache import ArtifactCache, model_digest
+    from unirt.store.cache import ArtifactCache, model_digest
 
     with ArtifactCache().managed(backend, model_digest(model)[:32], "openvino") as d:
         yield None if d is None else str(d)

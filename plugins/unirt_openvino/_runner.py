@@ -11,9 +11,9 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from unirt.backend import BackendSession
 from unirt.errors import BackendError, ShapeLimitError
-from unirt.model import ModelInfo
+from unirt.model.info import ModelInfo
+from unirt.plugin.backend import BackendSession
 
 from ._loader import _engine_message
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from unirt.errors import UnirtError
-from unirt.model import ModelInfo
+from unirt.model.info import ModelInfo
 from unirt.tensor import is_static
 
 #: Upper bound of a dynamic batch axis in a profile made from a seen shape.

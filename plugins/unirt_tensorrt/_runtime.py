@@ -10,7 +10,7 @@ serialises its calls with a lock: thread-safe like the other backends, and concu
 on one engine wait rather than share a context.
 
 Outputs come back in the dtype TensorRT computed; the session conforms them to the model's
-declared dtypes (:func:`unirt.conform.conform`). An output whose shape depends on the data
+declared dtypes (:func:`unirt.plugin.conform.conform`). An output whose shape depends on the data
 (NonZero, NonMaxSuppression) has a -1 in its shape after the input shapes are set; this backend
 has no output allocator and refuses such a model with a clear error instead of a wrong size.
 """

@@ -15,7 +15,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..model import ModelInfo, NodeInfo
+    from unirt.model.info import ModelInfo, NodeInfo
 
 #: Domains of the ONNX standard: ops of any other domain need an engine that implements it.
 STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training")

@@ -26,8 +26,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import first_line
-from .features import (
+from unirt.capability.features import (
     ABSENT,
     STANDARD_DOMAINS,
     UNKNOWN_VALUE,
@@ -37,8 +36,9 @@ from .features import (
     op_key,
     schema_since,
 )
-from .table import CaseStatus, OpEvidence, OpTable, find_table
-from .verdict import (
+from unirt.capability.table import CaseStatus, OpEvidence, OpTable, find_table
+from unirt.errors import first_line
+from unirt.plugin.verdict import (
     SUPPORTED,
     UNAVAILABLE,
     UNKNOWN,
@@ -51,8 +51,8 @@ from .verdict import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..backend import Backend
-    from ..model import ModelInfo, NodeInfo
+    from unirt.model.info import ModelInfo, NodeInfo
+    from unirt.plugin.backend import Backend
 
 logger = logging.getLogger("unirt")
 

@@ -1,8 +1,8 @@
 """Op-support tables: the ONNX conformance suite as measured on one engine version.
 
-A table (``unirt/optables/<backend>-<version>.json``, written by ``unirt probe-ops``) keeps, for
-every case, its outcome and the features of the node(s) it exercised (:mod:`.features`). This
-module holds the schema shared with :mod:`unirt.conformance` and reads tables into per-op
+A table (``unirt/capability/optables/<backend>-<version>.json``, written by ``unirt probe-ops``)
+keeps, for every case, its outcome and the features of the node(s) it exercised (:mod:`.features`).
+This module holds the schema shared with :mod:`unirt.tools.probe_ops` and reads tables into per-op
 evidence. A case that failed because unirt's own measuring harness failed (a converter crashing on
 a toy graph) is kept in the file as ``harness`` and charged to no op: it says nothing about the
 engine.
@@ -18,11 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UnirtError, first_line
-from ..words import Word
-from .features import ABSENT, UNKNOWN_VALUE, describe_feature, is_discriminating, signature
+from unirt.capability.features import (
+    ABSENT,
+    UNKNOWN_VALUE,
+    describe_feature,
+    is_discriminating,
+    signature,
+)
+from unirt.errors import UnirtError, first_line
+from unirt.words import Word
 
-TABLE_DIR = Path(__file__).resolve().parent.parent / "optables"
+TABLE_DIR = Path(__file__).resolve().parent / "optables"
 TABLE_FORMAT = 1
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import click
 
-from . import cli_output
-from .cache import ArtifactCache, format_size, parse_duration
+from unirt.cli import output as cli_output
+from unirt.store.cache import ArtifactCache, format_size, parse_duration
 
 _emit_json = cli_output.print_json
 

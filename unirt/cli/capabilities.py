@@ -1,6 +1,6 @@
 """``unirt capabilities`` and ``unirt probe-ops``: the capability matrix on the command line.
 
-Kept apart from :mod:`unirt.cli` so the matrix can grow without touching the core commands; the
+Kept apart from :mod:`unirt.cli.main` so the matrix can grow without touching the core commands; the
 CLI adds these with ``cli.add_command``. Errors follow the CLI's rule: a ``UnirtError`` is one
 line, exit status 1.
 """
@@ -12,9 +12,9 @@ from typing import Any
 
 import click
 
-from . import cli_output
-from .cli_options import model_argument, operating_point_options, writable_file
-from .errors import UnirtError, clean
+from unirt.cli import output as cli_output
+from unirt.cli.options import model_argument, operating_point_options, writable_file
+from unirt.errors import UnirtError, clean
 
 _console = cli_output.console
 _table = cli_output.table
@@ -26,7 +26,8 @@ _echo_json = cli_output.print_json
 @click.option("--backend", "-b", required=True, help="The backend to probe.")
 @click.option("--out", "-o", "out", type=click.Path(dir_okay=False), default=None,
               callback=writable_file,
-              help="Where to write the table (default: unirt/optables/<backend>-<version>.json "
+              help="Where to write the table (default: "
+                   "unirt/capability/optables/<backend>-<version>.json "
                    "when every op is probed; with --ops, nothing is written unless given).")
 @click.option("--ops", default=None, help="Only cases using these ops, e.g. Conv,Relu.")
 @click.option("--timeout", default=30.0, show_default=True, type=float,
@@ -35,8 +36,8 @@ _echo_json = cli_output.print_json
 def probe_ops_command(backend: str, out: str | None, ops: str | None, timeout: float,
                       as_json: bool) -> None:
     """Run the ONNX node conformance tests on BACKEND and write its op-support table."""
-    from .capability import summarize_table
-    from .conformance import default_table_path, probe_ops, write_table
+    from unirt.capability.table import summarize_table
+    from unirt.tools.probe_ops import default_table_path, probe_ops, write_table
 
     op_list = [o.strip() for o in ops.split(",") if o.strip()] if ops else None
     if timeout <= 0:
@@ -116,11 +117,12 @@ def capabilities_command(model: str, backend_list: str | None, probe: bool,
                          as_json: bool) -> None:
     """Which backend can run MODEL, and why not: verdicts with reasons, an op x backend matrix,
     and with --probe what was measured."""
-    from . import cli_inputs
-    from .capability import CaseStatus, capabilities
-    from .input_hints import graph_hints
-    from .inputs import fill_dynamic
-    from .model import read_model
+    from unirt.capability.table import CaseStatus
+    from unirt.cli import inputs as cli_inputs
+    from unirt.evidence.hints import graph_hints
+    from unirt.evidence.inputs import fill_dynamic
+    from unirt.model.info import read_model
+    from unirt.tools.capability_report import capabilities
 
     names = [b.strip() for b in backend_list.split(",") if b.strip()] if backend_list else None
     info = read_model(model)
@@ -139,8 +141,8 @@ def capabilities_command(model: str, backend_list: str | None, probe: bool,
         return
     con = _console()
     if report.lint is not None and report.lint_findings:
-        from .lint import LintReport
-        from .lint_cli import report_lines
+        from unirt.cli.lint import report_lines
+        from unirt.tools.lint import LintReport
 
         shown = LintReport(report.lint.model, tuple(report.lint_findings))
         lines = report_lines(shown, limit=_LINT_LINES)

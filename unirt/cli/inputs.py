@@ -1,4 +1,4 @@
-"""Turning the shared input options (:mod:`unirt.cli_options`) into what the library takes.
+"""Turning the shared input options (:mod:`unirt.cli.options`) into what the library takes.
 
 One reading of ``--input``, ``--load-inputs``, ``--input-range``, ``--input-values`` and
 per-output ``--atol`` / ``--rtol`` for every command, so that they mean the same in ``run``,
@@ -11,16 +11,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import UnirtError
+from unirt.errors import UnirtError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .model import ModelInfo
-    from .operating import InputSets
+    from unirt.evidence.operating import InputSets
+    from unirt.model.info import ModelInfo
 
 
 def _input_files(info: ModelInfo, input_specs: Sequence[str]) -> dict[str, str]:
     """``--input NAME=FILE.npy`` (or ``FILE`` alone for a single-input model): name -> file."""
-    from .inputs import parse_assignments
+    from unirt.evidence.inputs import parse_assignments
 
     names = [t.name for t in info.inputs]
     files: dict[str, str] = {}
@@ -37,7 +37,7 @@ def given_inputs(info: ModelInfo, input_specs: Sequence[str], load_dir: str | No
     """(arrays, where each came from) for ``--input`` and ``--load-inputs``; ``--input``
     wins for an input both give. A name that is no input of the model is an error naming
     the inputs."""
-    from .inputs import load_inputs, load_npy
+    from unirt.evidence.inputs import load_inputs, load_npy
 
     names = [t.name for t in info.inputs]
     files = _input_files(info, input_specs)
@@ -57,12 +57,12 @@ def input_sets(info: ModelInfo, input_specs: Sequence[str], load_dir: str | None
                shapes: dict[str, Any] | None = None,
                ranges: dict[str, Any] | None = None) -> InputSets | None:
     """The user's input sets from ``-i NAME=FILE.npy`` and ``--load-inputs DIR`` (every set a
-    folder holds), as the library takes them (:class:`unirt.operating.InputSets`), or None when
-    neither is given. Inputs a set does not give are filled with seeded generated values (at
+    folder holds), as the library takes them (:class:`unirt.evidence.operating.InputSets`), or None
+    when neither is given. Inputs a set does not give are filled with seeded generated values (at
     ``--shape``, in ``--input-range``), the same every run, so the digest is stable."""
-    from .input_hints import hinted_feeds
-    from .inputs import load_input_sets, load_npy
-    from .operating import as_input_sets
+    from unirt.evidence.hints import hinted_feeds
+    from unirt.evidence.inputs import load_input_sets, load_npy
+    from unirt.evidence.operating import as_input_sets
 
     if not input_specs and not load_dir:
         return None
@@ -92,7 +92,7 @@ def ranges(info: ModelInfo, specs: Sequence[str], value_specs: Sequence[str] = (
     """``--input-range NAME=LO,HI`` and ``--input-values NAME=V1,V2`` together, checked
     against the model's inputs: one mapping, which goes wherever ranges go. An input given both
     is an error naming it (which of the two would win is not the user's guess to make)."""
-    from .inputs import check_ranges, parse_assignments, parse_range, parse_values
+    from unirt.evidence.inputs import check_ranges, parse_assignments, parse_range, parse_values
 
     parsed: dict[str, Any] = {name: parse_range(value, name)
                               for name, value in parse_assignments(specs, "--input-range").items()}
@@ -111,7 +111,7 @@ def tolerances(info: ModelInfo, specs: Sequence[str], what: str
                ) -> float | dict[str, float] | None:
     """``--atol X`` (every output) and ``--atol NAME=X`` (one output), together: a number,
     or output name -> number (outputs not named by NAME=X get X when it was given too)."""
-    from .compare import check_tolerance
+    from unirt.tools.compare import check_tolerance
 
     overall: float | None = None
     per_output: dict[str, float] = {}
@@ -138,8 +138,8 @@ def operating_point(info: ModelInfo, shape_specs: Sequence[str], input_specs: Se
                     value_specs: Sequence[str]
                     ) -> tuple[dict[str, tuple[int, ...]], dict[str, Any], InputSets | None]:
     """(shapes, value ranges and sets, the user's input sets or None) from the options of
-    :func:`unirt.cli_options.operating_point_options`, each checked against the model."""
-    from .inputs import check_shapes, parse_assignments, parse_shape
+    :func:`unirt.cli.options.operating_point_options`, each checked against the model."""
+    from unirt.evidence.inputs import check_shapes, parse_assignments, parse_shape
 
     shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
     check_shapes(info, shapes, "--shape")

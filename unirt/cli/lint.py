@@ -1,6 +1,6 @@
 """``unirt lint``: what is wrong with a model, node by node, before any engine runs it.
 
-Kept apart from :mod:`unirt.cli` (the core adds it with ``cli.add_command(lint_command)``).
+Kept apart from :mod:`unirt.cli.main` (the core adds it with ``cli.add_command(lint_command)``).
 Exit status 1 when there are errors, so a CI step can gate on it; a model that cannot be read at
 all is the CLI's usual one-line ``UnirtError``, exit status 1 too.
 """
@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from . import cli_output
-from .cli_options import model_argument
+from unirt.cli import output as cli_output
+from unirt.cli.options import model_argument
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .lint import Finding, LintReport
+    from unirt.tools.lint import Finding, LintReport
 
 
 @click.command("lint")
@@ -26,7 +26,7 @@ def lint_command(model: str, as_json: bool) -> None:
     pooling/convolution attributes against input ranks, declared-dynamic dims that a constant
     pins to the traced size, unused initializers, and opset/IR versions the installed engines
     cannot load. Exit status 1 when there are errors."""
-    from .lint import lint
+    from unirt.tools.lint import lint
 
     report = lint(model)
     if as_json:

@@ -1,7 +1,7 @@
 """``unirt lock``: measure once and write a deployment lock; ``unirt lock --check``: does a lock
 hold on this machine?
 
-Kept apart from :mod:`unirt.cli` (the core adds it with ``cli.add_command(lock_command)``).
+Kept apart from :mod:`unirt.cli.main` (the core adds it with ``cli.add_command(lock_command)``).
 Errors follow the CLI's rule: a ``UnirtError`` (a malformed lock is a ``LockError``) is one line,
 exit status 1. ``--check`` exits 1 with the differences, one per line, so a deployment script can
 gate on it before shipping a device image.
@@ -15,9 +15,9 @@ from typing import Any
 
 import click
 
-from . import cli_output
-from .cli_options import operating_point_options, optional_model_argument, writable_file
-from .errors import UnirtError
+from unirt.cli import output as cli_output
+from unirt.cli.options import operating_point_options, optional_model_argument, writable_file
+from unirt.errors import UnirtError
 
 _console = cli_output.console
 _print_json = cli_output.print_json
@@ -63,10 +63,10 @@ def lock_command(model: str | None, out: str | None, shape_specs: tuple[str, ...
 
 def _write(model: str, out: str, point: tuple[Any, ...], precision: str, backend: str | None,
            as_json: bool) -> None:
-    from . import cli_inputs
-    from .files import check_writable
-    from .lock import measure_lock, write_lock
-    from .model import read_model
+    from unirt.cli import inputs as cli_inputs
+    from unirt.lock import measure_lock, write_lock
+    from unirt.model.info import read_model
+    from unirt.store.files import check_writable
 
     check_writable(out, "--out", inputs=[model])  # the default too, before the measuring
     shapes, ranges, inputs = cli_inputs.operating_point(read_model(model), *point)
@@ -96,7 +96,7 @@ def _fmt(v: float | None) -> str:
 
 
 def _check(lock_path: str, model: str | None, as_json: bool) -> None:
-    from .lock import inspect_lock, read_lock
+    from unirt.lock import inspect_lock, read_lock
 
     lock = read_lock(lock_path)
     checked: str | None = model

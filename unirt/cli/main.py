@@ -18,8 +18,8 @@ from typing import Any
 
 import click
 
-from . import cli_output
-from .cli_options import (
+from unirt.cli import output as cli_output
+from unirt.cli.options import (
     input_option,
     input_range_option,
     input_values_option,
@@ -30,8 +30,8 @@ from .cli_options import (
     writable_dir,
     writable_file,
 )
-from .errors import BackendError, UnirtError
-from .files import write_atomic
+from unirt.errors import BackendError, UnirtError
+from unirt.store.files import write_atomic
 
 EXIT_USER_ERROR = 1
 EXIT_INTERNAL_ERROR = 3
@@ -75,8 +75,8 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def backends(as_json: bool) -> None:
     """List the registered backends: available?, version, devices, why not, how to install."""
-    from .inventory import backends as list_backends
-    from .plugins import get_registry
+    from unirt.plugin.inventory import backends as list_backends
+    from unirt.plugin.registry import get_registry
 
     statuses = list_backends()
     broken = [r for r in get_registry().records.values() if r.error]
@@ -101,7 +101,7 @@ def backends(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plugins(as_json: bool) -> None:
     """List plugins (built-in and installed), the backends each provides, and load errors."""
-    from .plugins import get_registry
+    from unirt.plugin.registry import get_registry
 
     reg = get_registry()
     reg.backends  # noqa: B018 - collecting backends fills each record's backend list
@@ -122,7 +122,7 @@ def plugins(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info(model: str, as_json: bool) -> None:
     """Describe a model: inputs, outputs, opsets, operators, size."""
-    from .model import read_model
+    from unirt.model.info import read_model
 
     m = read_model(model)
     data = {
@@ -187,12 +187,12 @@ def run(model: str, backend: str | None, prefer: tuple[str, ...], input_specs: t
     """Run MODEL once on .npy inputs (or seeded random ones) and summarise the outputs."""
     import time
 
-    from . import cli_inputs
-    from .input_hints import hinted_feeds
-    from .inputs import parse_assignments, parse_shape, save_inputs
-    from .model import read_model
-    from .router import load
-    from .tensor import is_static
+    from unirt.cli import inputs as cli_inputs
+    from unirt.evidence.hints import hinted_feeds
+    from unirt.evidence.inputs import parse_assignments, parse_shape, save_inputs
+    from unirt.model.info import read_model
+    from unirt.runtime.router import load
+    from unirt.tensor import is_static
 
     # Parsed before the model is opened, so a malformed --shape costs no engine load; a shape
     # too large for this machine is refused by feeds_for (an InputError naming the input, the
@@ -292,7 +292,7 @@ def _backends_option(value: str | None) -> list[str] | None:
 
 
 def _shapes(shape_specs: tuple[str, ...]) -> dict[str, Any]:
-    from .inputs import parse_assignments, parse_shape
+    from unirt.evidence.inputs import parse_assignments, parse_shape
 
     return {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
 
@@ -331,12 +331,12 @@ def compare(model: str, backend_list: str | None, input_specs: tuple[str, ...],
     Exit status 2 when a backend is out of tolerance, crashes or fails, so it can gate CI.
     With --save-inputs DIR the exact inputs are kept; --load-inputs DIR replays them.
     """
-    from . import cli_inputs
-    from . import compare as cmp
-    from .input_hints import hinted_feeds
-    from .inputs import save_input_sets
-    from .model import read_model
-    from .probe import FAIL
+    from unirt.cli import inputs as cli_inputs
+    from unirt.evidence.hints import hinted_feeds
+    from unirt.evidence.inputs import save_input_sets
+    from unirt.evidence.probe import FAIL
+    from unirt.model.info import read_model
+    from unirt.tools import compare as cmp
 
     shapes = _shapes(shape_specs)
     info = read_model(model)
@@ -403,7 +403,7 @@ def compare(model: str, backend_list: str | None, input_specs: tuple[str, ...],
         for lw in layers.values():
             con.print(_layerwise_text(lw), markup=False)
         if layerwise:  # nothing to search layer by layer when the engine gave no outputs
-            from .probe import ProbeStatus
+            from unirt.evidence.probe import ProbeStatus
 
             for r in report.results:
                 if r.status in (ProbeStatus.CRASHED, ProbeStatus.ERROR, ProbeStatus.TIMEOUT):
@@ -469,10 +469,10 @@ def bench_cmd(model: str, backend_list: str | None, shape_specs: tuple[str, ...]
               as_json: bool) -> None:
     """Measure load time and latency (or throughput) of MODEL on each backend, interleaved in
     one run."""
-    from . import bench as b
-    from . import cli_inputs
-    from .isolation import OutcomeStatus
-    from .model import read_model
+    from unirt.cli import inputs as cli_inputs
+    from unirt.evidence.isolation import OutcomeStatus
+    from unirt.model.info import read_model
+    from unirt.tools import bench as b
 
     if runs is not None and duration is not None:
         raise UnirtError("give --runs or --duration, not both")
@@ -499,7 +499,7 @@ def bench_cmd(model: str, backend_list: str | None, shape_specs: tuple[str, ...]
     if csv_path:
         _write_atomic(Path(csv_path), _csv(data["results"]))
     if plot_path:
-        from .bench_plot import plot
+        from unirt.tools.bench_plot import plot
 
         plot(report, Path(plot_path))
     if as_json:
@@ -534,7 +534,7 @@ def bench_cmd(model: str, backend_list: str | None, shape_specs: tuple[str, ...]
 def _shape_sweep(specs: tuple[str, ...]) -> list[dict[str, Any]]:
     """``--shape`` values in order -> shape sets: repeating a name starts the next set, so
     ``-s x=1x3x32x32 -s x=1x3x64x64`` is a sweep of two sizes."""
-    from .inputs import parse_assignments, parse_shape
+    from unirt.evidence.inputs import parse_assignments, parse_shape
 
     sets: list[dict[str, Any]] = [{}]
     for spec in specs:
@@ -575,14 +575,14 @@ _write_atomic = write_atomic
 
 def _add_builtin_groups() -> None:
     """Commands kept in modules of their own (the capability matrix, the cache)."""
-    from .cache_cli import cache
-    from .capability_cli import capabilities_command, probe_ops_command
-    from .lint_cli import lint_command
-    from .lock_cli import lock_command
-    from .reduce_cli import reduce_command
-    from .rewrite_cli import rewrite_command
-    from .serve.cli import serve_command
-    from .tune_cli import tune_command
+    from unirt.cli.cache import cache
+    from unirt.cli.capabilities import capabilities_command, probe_ops_command
+    from unirt.cli.lint import lint_command
+    from unirt.cli.lock import lock_command
+    from unirt.cli.reduce import reduce_command
+    from unirt.cli.rewrite import rewrite_command
+    from unirt.cli.serve import serve_command
+    from unirt.cli.tune import tune_command
 
     cli.add_command(capabilities_command)
     cli.add_command(probe_ops_command)
@@ -600,7 +600,7 @@ with_quiet(cli)
 
 
 def _add_plugin_commands() -> None:
-    from .plugins import get_registry
+    from unirt.plugin.registry import get_registry
 
     get_registry().call_hook_safely("register_commands", cli=cli)
     with_quiet(cli)  # plugin commands too

@@ -1,11 +1,11 @@
 """Arguments and options shared by several ``unirt`` commands, declared once.
 
 The model argument takes any string: whether it names a readable model file is
-:func:`unirt.model.read_model`'s to say, as the one-line ``Error: ...`` (exit 1) every command
+:func:`unirt.model.info.read_model`'s to say, as the one-line ``Error: ...`` (exit 1) every command
 prints for a user error, not click's usage message (exit 2) for a directory or a missing file.
 
 ``--quiet`` is on every command: long steps (verification children, rankings, conversions)
-report progress on stderr (:mod:`unirt.cli_progress`) unless it is given.
+report progress on stderr (:mod:`unirt.cli.progress`) unless it is given.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ optional_model_argument = click.argument("model", metavar="[MODEL]", required=Fa
 
 def _writable(directory: bool) -> Any:
     def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-        from .files import check_writable
+        from unirt.store.files import check_writable
 
         if value:
             check_writable(value, max(param.opts, key=len), directory=directory)
@@ -30,13 +30,13 @@ def _writable(directory: bool) -> Any:
 
 
 #: ``callback=`` for an option naming a file or a folder to write: checked while the command
-#: line is parsed, before any work (:func:`unirt.files.check_writable`; a ``UnirtError``).
+#: line is parsed, before any work (:func:`unirt.store.files.check_writable`; a ``UnirtError``).
 writable_file = _writable(directory=False)
 writable_dir = _writable(directory=True)
 
 
 def _show_progress(ctx: click.Context, _param: click.Parameter, quiet: bool) -> None:
-    from .cli_progress import shown
+    from unirt.cli.progress import shown
 
     ctx.with_resource(shown(quiet))
 
@@ -82,7 +82,7 @@ shape_option = click.option(
 def operating_point_options(command: Any) -> Any:
     """``command`` given the options that say where it measures, the same on every command
     that verifies or times a model: ``--shape``, ``--input``, ``--load-inputs``,
-    ``--input-range`` and ``--input-values`` (read with :func:`unirt.cli_inputs.
+    ``--input-range`` and ``--input-values`` (read with :func:`unirt.cli.inputs.
     operating_point`)."""
     for option in (input_values_option, input_range_option, load_inputs_option, input_option,
                    shape_option):

@@ -1,7 +1,7 @@
 """How every ``unirt`` command prints: rich tables at a readable width, JSON for machines.
 
-Shared by :mod:`unirt.cli`, :mod:`unirt.capability_cli` and :mod:`unirt.cache_cli`, so that all
-commands look alike. ``rich`` is imported here, never by ``import unirt``.
+Shared by :mod:`unirt.cli.main`, :mod:`unirt.cli.capabilities` and :mod:`unirt.cli.cache`, so that
+all commands look alike. ``rich`` is imported here, never by ``import unirt``.
 """
 
 from __future__ import annotations

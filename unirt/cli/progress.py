@@ -1,7 +1,7 @@
 """Progress of long steps on the command line: on stderr, never on stdout.
 
 Every command installs the display through the shared ``--quiet`` option
-(:data:`unirt.cli_options.quiet_option`): it subscribes to :mod:`unirt.progress` for the
+(:data:`unirt.cli.options.quiet_option`): it subscribes to :mod:`unirt.progress` for the
 command's run. On a terminal a rich spinner names the step under way and each finished step
 leaves a line; elsewhere (CI logs, pipes) each finished step is one plain line, so a log shows
 what took the time. ``--json`` output on stdout is never mixed with it.
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-from .progress import Progress, Status, subscribe
+from unirt.progress import Progress, Status, subscribe
 
 
 class _Plain:
@@ -41,7 +41,7 @@ class _Spinner:
     above it (dim), so the terminal keeps where the time went."""
 
     def __init__(self) -> None:
-        from .cli_output import console
+        from unirt.cli.output import console
 
         self.console = console(stderr=True)
         self.running: list[Progress] = []

@@ -1,6 +1,6 @@
-"""``unirt reduce``: the few-node repro of a backend's failure (see :mod:`unirt.reduce`).
+"""``unirt reduce``: the few-node repro of a backend's failure (see :mod:`unirt.tools.reduce`).
 
-Kept apart from :mod:`unirt.cli` (the core adds it with ``cli.add_command(reduce_command)``).
+Kept apart from :mod:`unirt.cli.main` (the core adds it with ``cli.add_command(reduce_command)``).
 Exit status 0 when a repro was written, 1 with the usual one-line error otherwise (the model
 does not fail on the backend, the reference cannot run it, a bad argument).
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import click
 
-from . import cli_output
-from .cli_options import load_inputs_option, model_argument
+from unirt.cli import output as cli_output
+from unirt.cli.options import load_inputs_option, model_argument
 
 
 @click.command("reduce")
@@ -43,10 +43,10 @@ def reduce_command(model: str, backend: str, output: str | None, input_specs: tu
     against ONNX Runtime CPU), to a subgraph of a few nodes that still fails the same way, and
     write it with its inputs: a repro to file with the engine. Every engine run happens in a
     child process."""
-    from . import cli_inputs
-    from .inputs import parse_assignments, parse_shape
-    from .model import read_model
-    from .reduce import reduce
+    from unirt.cli import inputs as cli_inputs
+    from unirt.evidence.inputs import parse_assignments, parse_shape
+    from unirt.model.info import read_model
+    from unirt.tools.reduce import reduce
 
     # the first set a --load-inputs folder holds (a live check's saved inputs: one set)
     feeds, _ = cli_inputs.given_inputs(read_model(model), input_specs, load_dir)

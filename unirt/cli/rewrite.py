@@ -11,8 +11,8 @@ import json
 
 import click
 
-from .cli_options import operating_point_options, optional_model_argument, writable_file
-from .errors import UnirtError
+from unirt.cli.options import operating_point_options, optional_model_argument, writable_file
+from unirt.errors import UnirtError
 
 
 @click.command("rewrite")
@@ -34,7 +34,7 @@ def rewrite_command(model: str | None, backend: str | None, out: str | None,
                     as_json: bool) -> None:
     """Rewrite MODEL so that BACKEND runs it, verify it, and write it to OUT. With --input or
     --load-inputs the rewritten model is verified on those inputs."""
-    from .plugins import get_registry
+    from unirt.plugin.registry import get_registry
 
     registry = get_registry()
     if list_only:
@@ -49,10 +49,10 @@ def rewrite_command(model: str | None, backend: str | None, out: str | None,
         return
     if model is None or backend is None or out is None:
         raise UnirtError("give MODEL, --for BACKEND and -o OUT.onnx (or --list)")
-    from . import cli_inputs
-    from .files import check_writable, copy_atomic
-    from .model import read_model
-    from .rewrite.fit import PROVEN, check_names, fit, traced_shapes
+    from unirt.cli import inputs as cli_inputs
+    from unirt.model.info import read_model
+    from unirt.runtime.fit import PROVEN, check_names, fit, traced_shapes
+    from unirt.store.files import check_writable, copy_atomic
 
     target = check_writable(out, "--out", inputs=[model])  # before any work
     info = read_model(model)

@@ -7,8 +7,8 @@ import logging
 
 import click
 
-from ..cli_options import load_inputs_option
-from ..errors import UnirtError
+from unirt.cli.options import load_inputs_option
+from unirt.errors import UnirtError
 
 
 @click.command("serve")
@@ -75,9 +75,9 @@ def serve_command(models: tuple[str, ...], name: str | None, host: str | None,
     HTTP: JSON and binary tensor data, /metrics for Prometheus. Each model is loaded through
     unirt.load (routing, verification, cache) before the server reports ready; SIGTERM drains
     the requests in flight and exits 0."""
-    from ..inputs import parse_assignments, parse_shape
-    from .config import build_config
-    from .server import require_extra, serve
+    from unirt.evidence.inputs import parse_assignments, parse_shape
+    from unirt.serve.config import build_config
+    from unirt.serve.server import require_extra, serve
 
     require_extra()
     ray_given = {"--ray-address": ray_address, "--replicas": replicas,
@@ -92,7 +92,7 @@ def serve_command(models: tuple[str, ...], name: str | None, host: str | None,
     shapes = {k: parse_shape(v) for k, v in parse_assignments(shape_specs, "--shape").items()}
     ray_options = None
     if use_ray:  # keyed as the config file's [ray] table, which they win over
-        from .ray import parse_autoscaling
+        from unirt.serve.ray import parse_autoscaling
 
         ray_options = {"address": ray_address, "replicas": replicas,
                        "autoscaling": None if autoscaling is None
@@ -114,7 +114,7 @@ def serve_command(models: tuple[str, ...], name: str | None, host: str | None,
     if log.level == logging.NOTSET or log.level > logging.INFO:
         log.setLevel(logging.INFO)
     if use_ray:
-        from . import ray as on_ray
+        from unirt.serve import ray as on_ray
 
         on_ray.require_ray()
         options = config.ray or on_ray.RayOptions()

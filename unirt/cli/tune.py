@@ -1,7 +1,8 @@
 """``unirt tune``: verify and time every available backend on a model, keep the ranking.
 
 The next ``unirt.load(model)`` with no preference opens the winner directly (its verdict is
-cached too). The measurement is :func:`unirt.fastest.rank`, the one ``prefer="fastest"`` makes.
+cached too). The measurement is :func:`unirt.evidence.timing.rank`, the one ``prefer="fastest"``
+makes.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from typing import Any
 
 import click
 
-from . import cli_output
-from .cli_options import model_argument, operating_point_options, writable_file
-from .errors import UnirtError
+from unirt.cli import output as cli_output
+from unirt.cli.options import model_argument, operating_point_options, writable_file
+from unirt.errors import UnirtError
 
 
 @click.command("tune")
@@ -38,13 +39,13 @@ def tune_command(model: str, backend_list: str | None, shape_specs: tuple[str, .
     With --input or --load-inputs, every backend is verified on those arrays and timed on the
     first set, and the result is remembered with their shapes: a later plain
     unirt.load(MODEL) opens the winner and verifies it there."""
-    from . import cli_inputs
-    from .fastest import candidate_pool, rank
-    from .input_hints import graph_hints
-    from .inputs import fill_dynamic
-    from .model import read_model
-    from .plugins import get_registry
-    from .router import _check_arguments, default_order
+    from unirt.cli import inputs as cli_inputs
+    from unirt.evidence.hints import graph_hints
+    from unirt.evidence.inputs import fill_dynamic
+    from unirt.evidence.timing import candidate_pool, rank
+    from unirt.model.info import read_model
+    from unirt.plugin.registry import get_registry
+    from unirt.runtime.router import _check_arguments, default_order
 
     registry = get_registry()
     info = read_model(model)
@@ -65,7 +66,7 @@ def tune_command(model: str, backend_list: str | None, shape_specs: tuple[str, .
     ranking = rank(info, pool, versions, precision, {}, shapes or None, registry=registry,
                    remeasure=True, ranges=ranges or None, inputs=inputs)
     if lock_path is not None:
-        from .lock import measure_lock, write_lock
+        from unirt.lock import measure_lock, write_lock
 
         if ranking.winner is None:
             raise UnirtError(f"no backend passed on {info.name}: nothing to lock")

@@ -1,4 +1,5 @@
-"""The child side of :mod:`unirt.isolation`, run as ``python -m unirt._child RFD WFD PPID [NICE]``.
+"""The child side of :mod:`unirt.evidence.isolation`, run as ``python -m unirt.evidence.child RFD
+WFD PPID [NICE]``.
 
 A fresh interpreter on this module, rather than a ``multiprocessing`` spawn, because spawn
 re-imports the user's ``__main__``: a script without an ``if __name__ == "__main__":`` guard (most
@@ -243,8 +244,8 @@ def serve(channel: Channel, parent: int) -> int:
 
 
 def call_plain(_state: Any, fn: Any, *args: Any) -> Any:
-    """What :func:`unirt.isolation.run_isolated` sends: a plain ``fn(*args)`` (lives here so that
-    loading it in the child imports nothing more)."""
+    """What :func:`unirt.evidence.isolation.run_isolated` sends: a plain ``fn(*args)`` (lives here
+    so that loading it in the child imports nothing more)."""
     return fn(*args)
 
 

@@ -23,14 +23,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .inputs import Values, ValueSpec, dynamic_dims, feeds_for, spec_json
-from .tensor import is_static, normalize_dim
+from unirt.evidence.inputs import Values, ValueSpec, dynamic_dims, feeds_for, spec_json
+from unirt.tensor import is_static, normalize_dim
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import onnx
 
-    from .model import ModelInfo
+    from unirt.model.info import ModelInfo
 
 logger = logging.getLogger("unirt")
 
@@ -66,7 +66,8 @@ _META = frozenset({"Shape", "Size", "Constant", "ConstantOfShape", "NonZero", "R
 
 @dataclass(frozen=True)
 class InputHints:
-    """What :func:`graph_hints` found: ``values`` (input -> a :class:`~unirt.inputs.Values` set
+    """What :func:`graph_hints` found: ``values`` (input -> a
+    :class:`~unirt.evidence.inputs.Values` set
     or a (LO, HI) range), ``dims`` (dim symbol or ``"input[axis]"`` -> base size), ``other_dims``
     (the second size verification tries for that symbol, one the graph also accepts) and one
     readable line per hint in ``notes``."""
@@ -89,7 +90,7 @@ class InputHints:
         return {**self.values, **dict(given or {})}
 
     def sizes(self) -> dict[str, tuple[int, int]]:
-        """Symbol -> (base, other) sizes, as :func:`unirt.inputs.shape_sets` takes them."""
+        """Symbol -> (base, other) sizes, as :func:`unirt.evidence.inputs.shape_sets` takes them."""
         return {sym: (base, self.other_dims.get(sym, base)) for sym, base in self.dims.items()}
 
     def key(self) -> dict[str, Any]:
@@ -128,7 +129,7 @@ _memo_lock = threading.Lock()
 def graph_hints(info: ModelInfo) -> InputHints:
     """What ``info``'s graph says its inputs accept (see the module's docstring); empty hints
     for a model it cannot analyse. Memoised per model digest, and kept in the artifact cache."""
-    from .cache import ArtifactCache, artifact_key, model_digest
+    from unirt.store.cache import ArtifactCache, artifact_key, model_digest
 
     try:
         digest = model_digest(info)
@@ -404,7 +405,7 @@ class _Dim:
 
 
 def _dynamic_dims(info: ModelInfo) -> list[_Dim]:
-    """The dynamic dims as :func:`unirt.inputs.shape_sets` names them (a named symbol, or
+    """The dynamic dims as :func:`unirt.evidence.inputs.shape_sets` names them (a named symbol, or
     ``input[axis]`` for a placeholder), batch when first seen on axis 0."""
     out: dict[str, _Dim] = {}
     for t in info.inputs:
@@ -624,7 +625,7 @@ def _size_hints(info: ModelInfo, graph: _Graph, proto: onnx.ModelProto,
 
 def _traced(info: ModelInfo) -> tuple[dict[str, int], list[str]]:
     """Sizes the graph bakes (a Reshape holding the traced size), by symbol, with their note."""
-    from .verify import traced_shapes
+    from unirt.evidence.verify import traced_shapes
 
     shapes = traced_shapes(info)
     if not shapes:
@@ -716,7 +717,7 @@ def _fold_shape_inputs(proto: onnx.ModelProto, graph: _Graph) -> None:
 
 
 def _analyse(info: ModelInfo) -> InputHints:
-    from .model import _load_proto, strip_weights
+    from unirt.model.info import _load_proto, strip_weights
 
     started = time.monotonic()
     proto = _load_proto(info)
@@ -750,7 +751,7 @@ def _analyse(info: ModelInfo) -> InputHints:
 def hinted_feeds(info: ModelInfo, feeds: Mapping[str, np.ndarray] | None,
                  shapes: Mapping[str, Sequence[int]] | None, seed: int,
                  ranges: Mapping[str, ValueSpec] | None = None) -> dict[str, np.ndarray]:
-    """:func:`unirt.inputs.feeds_for` with what the graph says its inputs accept filling what
-    the caller left unsaid (the given feeds, shapes and ranges win): the one way ``run``,
+    """:func:`unirt.evidence.inputs.feeds_for` with what the graph says its inputs accept filling
+    what the caller left unsaid (the given feeds, shapes and ranges win): the one way ``run``,
     ``compare``, ``bench`` and the others complete a feed set."""
     return feeds_for(info, feeds, shapes, seed, ranges, hints=graph_hints(info))

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import InputError, UnirtError
-from .tensor import TensorInfo, is_static, normalize_dim
+from unirt.errors import InputError, UnirtError
+from unirt.tensor import TensorInfo, is_static, normalize_dim
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-    from .model import ModelInfo
+    from unirt.model.info import ModelInfo
 
 logger = logging.getLogger("unirt")
 
@@ -192,7 +192,7 @@ def _check_given(info: TensorInfo, given: Sequence[int]) -> tuple[int, ...]:
 
     if isinstance(given, (str, bytes)):
         raise InputError(f"input {info.name!r}: a shape is a sequence of ints, got {given!r} "
-                         "(parse '1x3x224x224' with unirt.inputs.parse_shape)")
+                         "(parse '1x3x224x224' with unirt.evidence.inputs.parse_shape)")
     try:
         dims = tuple(operator.index(d) for d in given)
     except TypeError:
@@ -601,9 +601,9 @@ def feeds_for(info: ModelInfo, feeds: Mapping[str, np.ndarray] | None,
               ranges: Mapping[str, ValueSpec] | None = None, *,
               hints: Any = None) -> dict[str, np.ndarray]:
     """The given feeds, completed with seeded random ones (at ``shapes``, values in
-    ``ranges``) for the rest; ``hints`` (an :class:`unirt.input_hints.InputHints`): what the
+    ``ranges``) for the rest; ``hints`` (an :class:`unirt.evidence.hints.InputHints`): what the
     graph says its inputs accept fills what the caller left unsaid
-    (:func:`unirt.input_hints.hinted_feeds` passes them)."""
+    (:func:`unirt.evidence.hints.hinted_feeds` passes them)."""
     given = dict(feeds or {})
     unknown = set(given) - {t.name for t in info.inputs}
     if unknown:
@@ -684,7 +684,7 @@ def shape_sets(inputs: Sequence[TensorInfo], declared: Mapping[str, Sequence[int
     a placeholder such as ``-1`` or ``"?"`` in a hand-built TensorInfo) is varied on its own
     (``x[2]=64``): two ``"?"`` dims are not declared equal. ``sizes``: symbol (or
     ``"input[axis]"``) -> (base, other) where the graph says the defaults do not fit
-    (:meth:`unirt.input_hints.InputHints.sizes`); inputs in ``declared`` keep their shapes. A
+    (:meth:`unirt.evidence.hints.InputHints.sizes`); inputs in ``declared`` keep their shapes. A
     set over :func:`size_limit` is an InputError here, before a child is started for it."""
     declared = {k: tuple(v) for k, v in (declared or {}).items()}
     symbols: dict[str, tuple[int, int]] = {}
@@ -752,7 +752,7 @@ def _write_sets(target: Path, sets: list[Mapping[str, np.ndarray]], prefix: str
 
     import numpy as np
 
-    from .files import write_atomic
+    from unirt.store.files import write_atomic
 
     if target.exists() and not target.is_dir():
         raise UnirtError(f"--save-inputs {target}: not a directory")
@@ -793,7 +793,7 @@ def load_input_sets(directory: str | Path, what: str = "--load-inputs"
 
     base = Path(directory)
     index_path = base / INPUTS_INDEX
-    writer = "--save-inputs" if what.startswith("--") else "unirt.inputs.save_input_sets"
+    writer = "--save-inputs" if what.startswith("--") else "unirt.evidence.inputs.save_input_sets"
     if not base.is_dir():
         raise InputError(f"{what} {directory}: no such directory")
     if not index_path.is_file():

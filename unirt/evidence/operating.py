@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import InputError, UnirtError
+from unirt.errors import InputError, UnirtError
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-    from .model import ModelInfo
+    from unirt.model.info import ModelInfo
 
 logger = logging.getLogger("unirt")
 
@@ -140,8 +140,8 @@ def _check_set(info: ModelInfo, feeds: Any, where: str) -> dict[str, Any]:
     (``input set 2 of inputs=``) and the input."""
     import numpy as np
 
-    from .inputs import check_sizes
-    from .tensor import is_static
+    from unirt.evidence.inputs import check_sizes
+    from unirt.tensor import is_static
 
     if not isinstance(feeds, Mapping):
         raise InputError(f"{where}: an input set is a dict of input name -> array, got "
@@ -187,9 +187,9 @@ def _check_set(info: ModelInfo, feeds: Any, where: str) -> dict[str, Any]:
 
 def as_input_sets(info: ModelInfo, value: Any, origin: str = "inputs=") -> InputSets:
     """What ``load(inputs=...)`` accepts, checked against ``info``: an :class:`InputSets`, one
-    feed dict, a list of them, or a folder written by :func:`unirt.inputs.save_inputs`. Raises
-    ``InputError`` naming the set and the input for anything the model would not take."""
-    from .inputs import load_input_sets
+    feed dict, a list of them, or a folder written by :func:`unirt.evidence.inputs.save_inputs`.
+    Raises ``InputError`` naming the set and the input for anything the model would not take."""
+    from unirt.evidence.inputs import load_input_sets
 
     if isinstance(value, InputSets):
         return value
@@ -202,7 +202,7 @@ def as_input_sets(info: ModelInfo, value: Any, origin: str = "inputs=") -> Input
         raw = list(value)
     else:
         raise InputError(f"{origin} takes a dict of input name -> array, a list of them, or a "
-                         f"folder written by unirt.inputs.save_inputs; got "
+                         f"folder written by unirt.evidence.inputs.save_inputs; got "
                          f"{type(value).__name__}")
     if not raw:
         raise InputError(f"{origin}: no input sets given")
@@ -224,8 +224,8 @@ def remember(sets: InputSets) -> bool:
                     "%d MB): a later load verifies at their shapes on generated values",
                     sets.nbytes >> 20, REMEMBER_BYTES >> 20)
         return False
-    from .cache import ArtifactCache
-    from .inputs import save_input_sets
+    from unirt.evidence.inputs import save_input_sets
+    from unirt.store.cache import ArtifactCache
 
     cache = ArtifactCache()
     if cache.lookup(CACHE_SECTION, sets.digest) is not None:
@@ -243,8 +243,8 @@ def remember(sets: InputSets) -> bool:
 def recall(digest: str, origin: str = "the tuning result") -> InputSets | None:
     """The input sets :func:`remember` kept under ``digest``, or None (never kept, evicted, or
     no longer matching their digest)."""
-    from .cache import ArtifactCache
-    from .inputs import load_input_sets
+    from unirt.evidence.inputs import load_input_sets
+    from unirt.store.cache import ArtifactCache
 
     if not digest or not all(c in "0123456789abcdef" for c in digest):
         return None

@@ -2,14 +2,14 @@
 
 One implementation behind ``unirt compare``, the verification that happens before routing to a
 backend, and ``unirt capabilities --probe``. The backend runs in a child
-(:mod:`unirt.isolation`) because engines segfault, abort or hang on some models; a crash is a
-result (with its signal), never the end of the caller's process.
+(:mod:`unirt.evidence.isolation`) because engines segfault, abort or hang on some models; a crash
+is a result (with its signal), never the end of the caller's process.
 
 The reference is ONNX Runtime on the CPU in ``exact`` precision, run in a child as well and once
 per set of inputs, so that its outputs can be shared by every backend probed on them.
 
-Generated inputs travel as a :class:`~unirt.inputs.FeedRecipe` (input infos, shapes, seed) and
-each child builds the arrays itself, identical in every child: the caller's process never
+Generated inputs travel as a :class:`~unirt.evidence.inputs.FeedRecipe` (input infos, shapes, seed)
+and each child builds the arrays itself, identical in every child: the caller's process never
 allocates probe inputs. User-given feeds (``compare --input``) travel as arrays.
 
 A set with NaN/inf planted (the recipe's ``nonfinite``) is judged apart: NaN is equal to NaN,
@@ -43,14 +43,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import HarnessError
-from .inputs import BATCH_SIZES, OTHER_SIZES, FeedRecipe, shape_sets  # noqa: F401 - re-exported
-from .isolation import CRASHED as ISO_CRASHED
-from .isolation import ERROR as ISO_ERROR
-from .isolation import HARNESS as ISO_HARNESS
-from .isolation import TIMEOUT as ISO_TIMEOUT
-from .isolation import Outcome, Worker
-from .metrics import (
+from unirt.errors import HarnessError
+from unirt.evidence.agreement import (
     OutputDiff,
     OutputSpread,
     Tolerance,
@@ -60,11 +54,17 @@ from .metrics import (
     tolerance,
     within,
 )
-from .model import ModelInfo
-from .words import Word
+from unirt.evidence.inputs import BATCH_SIZES, OTHER_SIZES, FeedRecipe, shape_sets  # noqa: F401 - re-exported
+from unirt.evidence.isolation import CRASHED as ISO_CRASHED
+from unirt.evidence.isolation import ERROR as ISO_ERROR
+from unirt.evidence.isolation import HARNESS as ISO_HARNESS
+from unirt.evidence.isolation import TIMEOUT as ISO_TIMEOUT
+from unirt.evidence.isolation import Outcome, Worker
+from unirt.model.info import ModelInfo
+from unirt.words import Word
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .plugins import Registry, RegistrySpec
+    from unirt.plugin.registry import Registry, RegistrySpec
 
 #: What a set of inputs is, on its way to a child: arrays, or a recipe the child builds.
 Feeds = Mapping[str, np.ndarray] | FeedRecipe
@@ -74,8 +74,8 @@ logger = logging.getLogger("unirt")
 
 def reference_name(registry: Registry | None = None) -> str:
     """The backend every comparison is made against (``Backend.is_reference``)."""
-    from .errors import UnirtError
-    from .plugins import get_registry
+    from unirt.errors import UnirtError
+    from unirt.plugin.registry import get_registry
 
     name = (registry or get_registry()).reference
     if name is None:
@@ -89,7 +89,7 @@ DEFAULT_TIMEOUT = 300.0
 
 class ProbeStatus(Word):
     """What a probe concluded about a backend on a model (:attr:`ProbeResult.status`). The
-    last four keep the words of :class:`~unirt.isolation.OutcomeStatus` they come from."""
+    last four keep the words of :class:`~unirt.evidence.isolation.OutcomeStatus` they come from."""
 
     PASS = "pass"
     FAIL = "fail"  # numbers out of tolerance
@@ -127,7 +127,7 @@ def _child_open(state: dict[str, Any], source: str | bytes, backend: str, precis
     import time
 
     import unirt
-    from unirt.plugins import Registry, get_registry
+    from unirt.plugin.registry import Registry, get_registry
 
     # The parent's plugins, rebuilt here: a backend registered in the caller's process must be
     # the one measured (None: this interpreter's default registry, built the same way).
@@ -169,7 +169,7 @@ def _child_run(state: dict[str, Any], feeds: Feeds, runs: int = 1,
     """Run ``runs`` times; ``pause_s`` sleeps before each timed call, as an application calling
     at a frame rate does (back-to-back calls favour engines whose threads spin between calls,
     and that is not how a robot runs a model). ``feeds``: arrays, or a
-    :class:`~unirt.inputs.FeedRecipe` built here (outside the timed part). ``spill_to``: a
+    :class:`~unirt.evidence.inputs.FeedRecipe` built here (outside the timed part). ``spill_to``: a
     path prefix under which big outputs are written (see :func:`_spill`)."""
     import time
 
@@ -326,10 +326,10 @@ def run_sets(worker: Worker, source: str | bytes, backend: str,
              ) -> tuple[Outcome, list[RunSet]]:
     """Open ``source`` on ``backend`` in ``worker`` and run each feed set ``runs`` times.
 
-    A feed set is arrays or a :class:`~unirt.inputs.FeedRecipe` (built in the child). Returns
-    the open's Outcome and one RunSet per feed set tried; after a crash or timeout the child and
-    its session are gone, so the remaining sets are not tried. ``keep``: big outputs stay in
-    files, read back when looked up (:class:`KeptOutputs`), rather than all held here.
+    A feed set is arrays or a :class:`~unirt.evidence.inputs.FeedRecipe` (built in the child).
+    Returns the open's Outcome and one RunSet per feed set tried; after a crash or timeout the
+    child and its session are gone, so the remaining sets are not tried. ``keep``: big outputs stay
+    in files, read back when looked up (:class:`KeptOutputs`), rather than all held here.
     """
     opened = worker.call(_child_open, source, backend, precision, dict(options or {}), threads,
                          registry, timeout=timeout)
@@ -458,7 +458,7 @@ class ProbeResult:
     #: over it.
     reference_opened: bool = False
     #: What the numbers were compared on: ``generated inputs (x=1x3x32x32)`` or
-    #: ``your inputs (3 sets, 1a2b3c4d5e6f)`` (set by :func:`unirt.verify.verify`).
+    #: ``your inputs (3 sets, 1a2b3c4d5e6f)`` (set by :func:`unirt.evidence.verify.verify`).
     evidence: str = ""
     #: Why a comparison that passed proves little (outputs saturated or constant on the inputs
     #: it ran, a quantized model judged on generated values); empty when nothing says so.

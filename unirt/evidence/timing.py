@@ -1,9 +1,9 @@
 """Tuning: the fastest backend whose numbers are right, measured on the model.
 
 One measurement behind ``prefer="fastest"``, ``unirt tune`` and ``load(tune="background")``.
-Every candidate is verified first (:func:`unirt.verify.verify`: a child process, seeded inputs
-at every shape set, compared with the reference, and the verdict cached where ``load`` reads it),
-then the verified ones are timed side by side in children of their own, round after round in
+Every candidate is verified first (:func:`unirt.evidence.verify.verify`: a child process, seeded
+inputs at every shape set, compared with the reference, and the verdict cached where ``load`` reads
+it), then the verified ones are timed side by side in children of their own, round after round in
 rotating order, so that a noisy machine slows them alike.
 
 The ranking is cached per (model, machine, precision, options, shapes, tolerance) with the
@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .model import ModelInfo
-    from .operating import InputSets
-    from .plugins import Registry
+    from unirt.evidence.operating import InputSets
+    from unirt.model.info import ModelInfo
+    from unirt.plugin.registry import Registry
 
 logger = logging.getLogger("unirt")
 
@@ -45,7 +45,7 @@ Progress = Callable[[int, int, str], None]
 
 
 def _timeout() -> float:
-    from .verify import DEFAULT_TIMEOUT, TIMEOUT_ENV
+    from unirt.evidence.verify import DEFAULT_TIMEOUT, TIMEOUT_ENV
 
     return float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT)
 
@@ -72,7 +72,7 @@ class Ranking:
     #: The digest of the user's input sets it was measured on ("" for generated inputs).
     inputs: str = ""
     #: The share of the CPU other processes used around the timing (None: not known); over
-    #: :data:`unirt.busy.BUSY_SHARE` the ranking is used once, never cached.
+    #: :data:`unirt.evidence.busy.BUSY_SHARE` the ranking is used once, never cached.
     busy: float | None = None
 
     @property
@@ -85,7 +85,7 @@ class Ranking:
         rank = self.order.index(name) + 1 if name in self.order else None
         figures = ", ".join(f"{n} {self.median_s[n] * 1e3:.3g} ms" for n in self.order)
         source = " (cached)" if self.cached else ""
-        from .operating import SHORT_DIGEST, shape_text
+        from unirt.evidence.operating import SHORT_DIGEST, shape_text
 
         at = shape_text(self.shapes) if self.shapes else ""
         on = f" on your inputs ({self.inputs[:SHORT_DIGEST]})" if self.inputs else ""
@@ -138,9 +138,9 @@ def _key(info: ModelInfo, precision: str, options: Mapping[str, Mapping[str, Any
     """The tuning key: no engine version in it, so a lookup imports no engine (the versions are
     kept inside the entry and compared where they matter). The user's input sets, when given,
     key it by their shapes and digest."""
-    from .cache import artifact_key
-    from .input_hints import VERSION as HINTS
-    from .inputs import shape_sets, specs_json
+    from unirt.evidence.hints import VERSION as HINTS
+    from unirt.evidence.inputs import shape_sets, specs_json
+    from unirt.store.cache import artifact_key
 
     shape_set = inputs.first_shapes if inputs is not None else \
         shape_sets(info.inputs, shapes)[0][1]
@@ -157,7 +157,7 @@ def _machine_options(options: Mapping[str, Mapping[str, Any]], tolerance: float 
                      ) -> dict[str, Any]:
     """What a ranking depends on besides the model and its inputs: this machine, the backend
     options, the tolerance."""
-    from .inventory import cpu_name
+    from unirt.plugin.inventory import cpu_name
 
     return {"machine": f"{cpu_name()} x{os.cpu_count()}",
             "options": {k: dict(v) for k, v in options.items()}, "tolerance": tolerance}
@@ -175,7 +175,7 @@ class OperatingPoint:
     inputs: str
 
     def as_dict(self) -> dict[str, Any]:
-        from .inputs import specs_json
+        from unirt.evidence.inputs import specs_json
 
         return {"shapes": None if self.shapes is None else
                 {k: list(v) for k, v in self.shapes.items()},
@@ -183,7 +183,7 @@ class OperatingPoint:
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> OperatingPoint:
-        from .inputs import spec_from_json
+        from unirt.evidence.inputs import spec_from_json
 
         shapes = doc.get("shapes")
         return cls(None if shapes is None else
@@ -194,7 +194,7 @@ class OperatingPoint:
 
 def _point_key(info: ModelInfo, precision: str, options: Mapping[str, Mapping[str, Any]],
                tolerance: float | None) -> str:
-    from .cache import artifact_key
+    from unirt.store.cache import artifact_key
 
     return artifact_key(CACHE_SECTION, info, versions={"fastest": VERSION, "point": 1},
                         shapes="operating point", precision=precision,
@@ -206,7 +206,7 @@ def remembered(info: ModelInfo, precision: str = "exact",
                tolerance: float | None = None) -> OperatingPoint | None:
     """The operating point ``unirt tune`` (or ``prefer="fastest"``) last measured this model
     at on this machine, or None; a lookup, no engine imported."""
-    from .cache import ArtifactCache
+    from unirt.store.cache import ArtifactCache
 
     try:
         doc = ArtifactCache().read_json(CACHE_SECTION, _point_key(info, precision, options or {},
@@ -225,8 +225,8 @@ def lookup(info: ModelInfo, precision: str = "exact",
            inputs: InputSets | None = None) -> Ranking | None:
     """The cached ranking for this model on this machine, or None; never measures, imports no
     engine. The caller checks the winner's version against what is installed."""
-    from .cache import ArtifactCache
-    from .errors import UnirtError
+    from unirt.errors import UnirtError
+    from unirt.store.cache import ArtifactCache
 
     try:
         key = _key(info, precision, options or {}, shapes, tolerance, ranges, inputs)
@@ -253,7 +253,7 @@ def recall_point(info: ModelInfo, precision: str = "exact",
         return None
     inputs = None
     if point.inputs:
-        from .operating import recall
+        from unirt.evidence.operating import recall
 
         inputs = recall(point.inputs)
         if inputs is None:
@@ -279,14 +279,15 @@ def rank(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, str 
     tuning keeps only a ranking this process confirmed, see :func:`store`). ``remeasure``
     measures regardless (``unirt tune``); ``nice`` lowers the children's priority. ``ranges``:
     value ranges of generated inputs (in the key); ``inputs``: the user's input sets
-    (:mod:`unirt.operating`): every candidate is verified on them and timed on the first."""
+    (:mod:`unirt.evidence.operating`): every candidate is verified on them and timed on the
+    first."""
     if not remeasure:
         known = lookup(info, precision, options, shapes, tolerance, ranges, inputs)
         if known is not None and set(known.candidates) == set(candidates) and all(
                 known.versions.get(n) == versions.get(n) for n in candidates):
             return known
-    from . import progress as events
-    from .operating import shape_text
+    from unirt import progress as events
+    from unirt.evidence.operating import shape_text
 
     at = shape_text(inputs.first_shapes) if inputs is not None else ""
     with events.step(events.Step.RANK, None, info.name,
@@ -306,10 +307,10 @@ def store(info: ModelInfo, ranking: Ranking, precision: str,
           inputs: InputSets | None = None) -> None:
     """Cache ``ranking`` as the tuning result the default route opens (replacing an older one),
     and where it was measured as the model's operating point (:func:`remembered`), with the
-    user's input sets kept when small (:func:`unirt.operating.remember`); not a ranking in
+    user's input sets kept when small (:func:`unirt.evidence.operating.remember`); not a ranking in
     which a candidate was left out for a transient reason."""
-    from .cache import ArtifactCache
-    from .operating import remember
+    from unirt.evidence.operating import remember
+    from unirt.store.cache import ArtifactCache
 
     if ranking.transient:
         logger.info("unirt: ranking of %s not cached: %s", info.name, "; ".join(
@@ -338,12 +339,12 @@ def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, 
     """Verify every candidate (cached verdicts reused), then time the verified ones, on the
     user's input sets when given (timed on the first), else on generated ones."""
     # Imported here: a lookup (every default load) needs none of the measuring machinery.
-    from . import progress as events
-    from .busy import BUSY_SHARE, others_now
-    from .isolation import HARNESS, TIMEOUT, Worker
-    from .plugins import get_registry
-    from .probe import NO_REFERENCE, _child_init, _child_run, run_sets
-    from .verify import VerifyStatus, feed_sets, verify
+    from unirt import progress as events
+    from unirt.evidence.busy import BUSY_SHARE, others_now
+    from unirt.evidence.isolation import HARNESS, TIMEOUT, Worker
+    from unirt.evidence.probe import NO_REFERENCE, _child_init, _child_run, run_sets
+    from unirt.evidence.verify import VerifyStatus, feed_sets, verify
+    from unirt.plugin.registry import get_registry
 
     reg = registry or get_registry()
     source = info.source()

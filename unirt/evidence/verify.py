@@ -2,8 +2,8 @@
 
 Engines load models and then return wrong numbers, or kill the process, without warning. Before
 a candidate other than the reference is opened in the user's process, the router asks
-:func:`verify`: a cached verdict when there is one, else a probe (:mod:`unirt.probe`) that opens
-the model on the candidate in a child process, runs seeded inputs at two sizes of each dynamic
+:func:`verify`: a cached verdict when there is one, else a probe (:mod:`unirt.evidence.probe`) that
+opens the model on the candidate in a child process, runs seeded inputs at two sizes of each dynamic
 dimension and compares with ONNX Runtime CPU. The verdict is cached, content-addressed: model
 bytes and external data, backend, engine version, precision, options and input shapes. A new
 engine version or one changed byte of the model re-verifies; a corrupt entry is rebuilt.
@@ -23,11 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import progress
-from .backend import VERIFY_MODES
-from .errors import UnirtError
-from .model import ModelInfo
-from .probe import (
+from unirt import progress
+from unirt.errors import UnirtError
+from unirt.evidence.probe import (
     CRASHED,
     ERROR,
     FAIL,
@@ -40,13 +38,15 @@ from .probe import (
     probe,
     shape_sets,
 )
-from .tensor import TensorInfo
-from .words import Word
+from unirt.model.info import ModelInfo
+from unirt.plugin.backend import VERIFY_MODES
+from unirt.tensor import TensorInfo
+from unirt.words import Word
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .cache import ArtifactCache
-    from .operating import InputSets
-    from .plugins import Registry
+    from unirt.evidence.operating import InputSets
+    from unirt.plugin.registry import Registry
+    from unirt.store.cache import ArtifactCache
 
 logger = logging.getLogger("unirt")
 
@@ -134,7 +134,8 @@ class Verification:
 
 def probe_shapes(inputs: Sequence[TensorInfo],
                  declared: Mapping[str, Sequence[int]] | None = None) -> list[dict[str, tuple]]:
-    """The shape sets a verification runs (:func:`unirt.probe.shape_sets`, without labels)."""
+    """The shape sets a verification runs (:func:`unirt.evidence.probe.shape_sets`, without
+    labels)."""
     return [shapes for _, shapes in shape_sets(inputs, declared)]
 
 
@@ -145,22 +146,22 @@ def feed_sets(info: ModelInfo, shapes: Mapping[str, Sequence[int]] | None = None
     """(labels, shape sets, input recipes) a verification runs: the same for ``load``,
     ``capabilities --probe`` and ``compare``, so their verdicts are one. Raises ``UnirtError``
     when no inputs can be generated (bf16, strings without a shape, sequences) or when a set is
-    over the size limit (:func:`unirt.inputs.size_limit`).
+    over the size limit (:func:`unirt.evidence.inputs.size_limit`).
 
     Recipes, not arrays: each child (the reference's, the backend's) builds the same seeded
     arrays itself (``recipe.build()``), so verifying a model never allocates its inputs in the
     caller's process. ``ranges`` (``load(input_ranges=)``) travel in every recipe, over what
-    the graph says its inputs accept (:func:`unirt.input_hints.graph_hints`). For a model
+    the graph says its inputs accept (:func:`unirt.evidence.hints.graph_hints`). For a model
     with a float input, one more set follows the shape sets: the
     base set with NaN/inf planted, judged for how NaN/inf come out (a note, never a rejection:
-    see :mod:`unirt.probe`).
+    see :mod:`unirt.evidence.probe`).
 
-    ``inputs``: the user's own input sets (:mod:`unirt.operating`): exactly those arrays are
-    run, at their shapes, and nothing is generated; without them, values and sizes follow
-    what the graph accepts (:func:`unirt.input_hints.graph_hints`), under the caller's shapes
+    ``inputs``: the user's own input sets (:mod:`unirt.evidence.operating`): exactly those arrays
+    are run, at their shapes, and nothing is generated; without them, values and sizes follow
+    what the graph accepts (:func:`unirt.evidence.hints.graph_hints`), under the caller's shapes
     and ranges."""
-    from .input_hints import graph_hints
-    from .inputs import FeedRecipe
+    from unirt.evidence.hints import graph_hints
+    from unirt.evidence.inputs import FeedRecipe
 
     if inputs is not None:
         return inputs.labels(), inputs.shapes, list(inputs.sets)
@@ -188,9 +189,9 @@ def _key(info: ModelInfo, backend: str, version: str | None, precision: str,
     found for the user's, nor one on one user's data for another's). Generated inputs follow
     the graph's hints, a function of the model: their version is in the key, not their
     content, so a lookup (every load) never analyses the graph."""
-    from .cache import artifact_key
-    from .input_hints import VERSION as HINTS
-    from .inputs import specs_json
+    from unirt.evidence.hints import VERSION as HINTS
+    from unirt.evidence.inputs import specs_json
+    from unirt.store.cache import artifact_key
 
     extra: dict[str, Any] = {"input_ranges": specs_json(ranges)} if ranges else {}
     if inputs:
@@ -240,7 +241,7 @@ def lookup(info: ModelInfo, backend: str, version: str | None, precision: str = 
            ranges: Mapping[str, tuple[float, float]] | None = None,
            inputs: InputSets | None = None) -> Verification | None:
     """The cached verdict for these arguments, or None; never measures (``capabilities``)."""
-    from .cache import ArtifactCache
+    from unirt.store.cache import ArtifactCache
 
     try:
         sets = _shape_key(info, shapes, inputs)
@@ -286,9 +287,10 @@ def verify(info: ModelInfo, backend: str, version: str | None, precision: str = 
     :func:`feed_sets`, when already made for another backend. ``runs``: times each set is run
     (for a median time; the verdict does not depend on it). ``ranges``: value ranges of
     generated inputs (``load(input_ranges=)``), in every recipe and in the key. ``inputs``: the
-    user's input sets (:mod:`unirt.operating`): judged on exactly those, keyed by their digest.
+    user's input sets (:mod:`unirt.evidence.operating`): judged on exactly those, keyed by their
+    digest.
     """
-    from .cache import ArtifactCache
+    from unirt.store.cache import ArtifactCache
 
     if timeout is None:
         timeout = float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT)
@@ -347,13 +349,13 @@ def _note_evidence(info: ModelInfo, result: ProbeResult, sets: list[dict[str, tu
     """Say on ``result`` what its numbers were compared on, whether that could show a
     difference, and, for a verdict against the engine at shapes unirt guessed, how to judge it
     at the user's: a failure at a generated 1x3x32x32 says nothing about 2x3x48x192."""
-    from .operating import is_quantized, shape_text
+    from unirt.evidence.operating import is_quantized, shape_text
 
     if inputs is not None:
         result.evidence = inputs.short()
         result.weak = ""  # the user's own data is the operating point
         return
-    from .input_hints import graph_hints
+    from unirt.evidence.hints import graph_hints
 
     at = shape_text(sets[0]) if sets else ""
     # The shapes that ran and were compared: a set the engine refused is no evidence. Labels
@@ -379,10 +381,10 @@ def traced_shapes(info: ModelInfo, registry: Registry | None = None
                   ) -> dict[str, tuple[int, ...]]:
     """Input shapes at which the model is known to run although its declared dynamic dims do
     not, by every registered rewrite's :meth:`~unirt.rewrite.Rewrite.traced_sizes` (a Reshape
-    baking the traced size); empty when nothing says so (:func:`unirt.rewrite.fit.
+    baking the traced size); empty when nothing says so (:func:`unirt.runtime.fit.
     traced_shapes`)."""
-    from .plugins import get_registry
-    from .rewrite.fit import traced_shapes as traced
+    from unirt.plugin.registry import get_registry
+    from unirt.runtime.fit import traced_shapes as traced
 
     registry = registry or get_registry()
     try:
@@ -397,7 +399,7 @@ def store(v: Verification, info: ModelInfo, backend: str, version: str | None,
     """Write a verdict into the cache (atomically, under the entry's lock, signed with the
     cache's secret). A cache that cannot be written stores nothing: the verdict holds for this
     load only, and the private copy the cache made is dropped at once."""
-    from .cache import ArtifactCache
+    from unirt.store.cache import ArtifactCache
 
     def build(tmp: Path) -> dict[str, Any]:
         (tmp / VERDICT_FILE).write_text(json.dumps(
@@ -422,9 +424,9 @@ def verify_reference(info: ModelInfo, backend: str, version: str | None,
     input sets, nothing to compare with. VERIFIED when every set ran; REJECTED when it crashed
     or hung; REFUSED when it raised opening the model. Cached like :func:`verify` (the same
     key: a comparison of the reference with itself means the same). Used by the crash guard
-    (:mod:`unirt.crashguard`) before the reference is opened in the user's process."""
-    from .cache import ArtifactCache
-    from .probe import TIMEOUT, TIMEOUT_RETRIES, judge, reference_outputs
+    (:mod:`unirt.runtime.crashguard`) before the reference is opened in the user's process."""
+    from unirt.evidence.probe import TIMEOUT, TIMEOUT_RETRIES, judge, reference_outputs
+    from unirt.store.cache import ArtifactCache
 
     if timeout is None:
         timeout = float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT)

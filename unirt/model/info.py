@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
-from .errors import ModelError, ModelNotFoundError, first_line
-from .tensor import Dim, TensorInfo, normalize_dim
+from unirt.errors import ModelError, ModelNotFoundError, first_line
+from unirt.tensor import Dim, TensorInfo, normalize_dim
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -902,7 +902,7 @@ def _infer_types(info: ModelInfo) -> tuple[dict[str, TypeFact], str | None]:
 
 def facts_of(inferred: onnx.ModelProto) -> dict[str, TypeFact]:
     """Every tensor's :class:`TypeFact` in a proto that shape inference has annotated (shared
-    with :mod:`unirt.lint`, which runs inference in strict mode with data propagation)."""
+    with :mod:`unirt.tools.lint`, which runs inference in strict mode with data propagation)."""
     import onnx
 
     facts: dict[str, TypeFact] = {}

@@ -6,8 +6,8 @@ then call the backend's ``_available_impl`` / ``_open_impl``. A plugin writes on
 methods and never imports its engine at module import time, so ``import unirt`` stays engine-free.
 
 Feeds reach :meth:`BackendSession.run` already validated by the core
-:class:`~unirt.session.Session` (names, dtypes, ranks, static dims, C-contiguous), so a backend's
-``run`` is the engine call and nothing else.
+:class:`~unirt.runtime.session.Session` (names, dtypes, ranks, static dims, C-contiguous), so a
+backend's ``run`` is the engine call and nothing else.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .errors import BackendError, BackendUnavailableError, PluginError, UnirtError, first_line
+from unirt.errors import BackendError, BackendUnavailableError, PluginError, UnirtError, first_line
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-    from .capability import Reason, Verdict
-    from .model import ModelInfo
+    from unirt.model.info import ModelInfo
+    from unirt.plugin.verdict import Reason, Verdict
 
 logger = logging.getLogger("unirt")
 
@@ -292,7 +292,7 @@ class Backend(ABC):
         reasons = list(returned)
         if not reasons:
             return reasons  # nothing to check: open() imports no capability code for it
-        from .capability import Reason
+        from unirt.plugin.verdict import Reason
 
         bad = [r for r in reasons if not isinstance(r, Reason)]
         if bad:
@@ -314,7 +314,7 @@ class Backend(ABC):
         """A static verdict (milliseconds, nothing is opened): SUPPORTED, UNSUPPORTED with every
         reason, or UNKNOWN, from the op-support table measured for the installed engine version
         (see :mod:`unirt.capability`) plus this backend's own rules (:meth:`_rules_impl`)."""
-        from .capability import check_backend
+        from unirt.capability.judge import check_backend
 
         return check_backend(self, model)
 

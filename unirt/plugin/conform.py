@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BackendError
-from .tensor import Dim, TensorInfo
+from unirt.errors import BackendError
+from unirt.tensor import Dim, TensorInfo
 
 #: numpy dtype names (ml_dtypes) whose values engines pass around as raw 16-bit words.
 RAW16_DTYPES = frozenset({"bfloat16"})

@@ -2,8 +2,8 @@
 
 A plugin is a module (or object) with functions marked ``@unirt.hookimpl`` whose names match the
 specifications below. Built-in backends under ``plugins/`` use exactly the same marker and are
-registered through the same :meth:`unirt.plugins.Registry.register` as third-party plugins, which
-are found through the ``unirt`` entry-point group::
+registered through the same :meth:`unirt.plugin.registry.Registry.register` as third-party
+plugins, which are found through the ``unirt`` entry-point group::
 
     [project.entry-points.unirt]
     mybackend = "unirt_mybackend"
@@ -13,8 +13,8 @@ Hooks run at set-up time (plugin loading, routing, opening a model), never insid
 
 Call order (pluggy's): implementations run last-registered plugin first, so a third-party
 plugin's run before the built-ins', and the built-ins in the reverse of
-``unirt.plugins.BUILTIN_PLUGINS``; ``tryfirst=True`` / ``trylast=True`` move one to the front or
-the back. unirt calls each plugin's implementation separately (pluggy's
+``unirt.plugin.registry.BUILTIN_PLUGINS``; ``tryfirst=True`` / ``trylast=True`` move one to the
+front or the back. unirt calls each plugin's implementation separately (pluggy's
 ``subset_hook_caller``), so that one plugin's failure is attributed to it and, for
 ``register_*`` and the observer hooks, does not stop the others; a ``wrapper=True`` (or old-style
 ``hookwrapper=True``) implementation therefore wraps each plugin's call, and pluggy's tracing
@@ -37,8 +37,8 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover
     import click
 
-    from .model import ModelInfo
-    from .route import RouteStep
+    from unirt.model.info import ModelInfo
+    from unirt.runtime.route import RouteStep
 
 hookspec = pluggy.HookspecMarker("unirt")
 hookimpl = pluggy.HookimplMarker("unirt")
@@ -48,12 +48,13 @@ hookimpl = pluggy.HookimplMarker("unirt")
 def register_backends(register: Callable[[Any], None]) -> None:
     """Register the backends this plugin provides.
 
-    :param register: call it once per backend with a :class:`unirt.backend.Backend` subclass (or
-        an instance). Two backends with the same ``name`` are a :class:`unirt.errors.PluginError`.
+    :param register: call it once per backend with a :class:`unirt.plugin.backend.Backend`
+        subclass (or an instance). Two backends with the same ``name`` are a
+        :class:`unirt.errors.PluginError`.
 
-    Called once per :class:`~unirt.plugins.Registry`, the first time its backends are needed (not
-    at ``import unirt``). Not ``firstresult``: every plugin's implementation is called. The hook
-    must not import its engine; do that in ``Backend._available_impl`` / ``_open_impl``.
+    Called once per :class:`~unirt.plugin.registry.Registry`, the first time its backends are
+    needed (not at ``import unirt``). Not ``firstresult``: every plugin's implementation is called.
+    The hook must not import its engine; do that in ``Backend._available_impl`` / ``_open_impl``.
     """
 
 
@@ -65,7 +66,7 @@ def register_rewrites(register: Callable[[Any], None]) -> None:
         an instance). Two rewrites with the same ``name`` are a :class:`unirt.errors.PluginError`,
         as is anything that is not a ``Rewrite`` or has no ``name``.
 
-    Called once per :class:`~unirt.plugins.Registry`, the first time its rewrites are needed
+    Called once per :class:`~unirt.plugin.registry.Registry`, the first time its rewrites are needed
     (a candidate backend failed and ``load(rewrite=...)`` allows rewriting, ``unirt rewrite``,
     ``unirt capabilities``). Not ``firstresult``: every plugin's implementation is called. The
     built-in rewrites are registered through this same hook. A rewrite only transforms: unirt

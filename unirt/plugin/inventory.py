@@ -6,7 +6,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from .plugins import Registry, get_registry
+from unirt.plugin.registry import Registry, get_registry
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 
-from .errors import clean
+from unirt.errors import clean
 
 logger = logging.getLogger("unirt")
 

@@ -23,9 +23,9 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs
-from .backend import Backend
-from .errors import BackendNotFoundError, HarnessError, PluginError, UnirtError, first_line
+from unirt.errors import BackendNotFoundError, HarnessError, PluginError, UnirtError, first_line
+from unirt.plugin import hookspecs
+from unirt.plugin.backend import Backend
 
 logger = logging.getLogger("unirt")
 
@@ -291,7 +291,7 @@ class Registry:
             return self._rewrites
 
     def _collect_rewrites(self) -> dict[str, Any]:
-        from .rewrite.base import Rewrite
+        from unirt.rewrite.base import Rewrite
 
         return self._registered("register_rewrites", "rewrite", Rewrite, "a unirt Rewrite")
 

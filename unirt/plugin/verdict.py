@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import clean
-from ..words import Word
+from unirt.errors import clean
+from unirt.words import Word
 
 
 class Status(Word):
@@ -101,7 +101,7 @@ class Verdict:
     for the reference, when the engine itself accepts it), else UNKNOWN. ``prediction`` is what
     the op-support table alone says; ``decided_by`` the evidence behind ``status`` (``None`` when
     nothing decided). ``engine`` is the engine's own answer in one line, ``measured`` the
-    measured outcome (see :func:`unirt.capability.report.probe_summary`), when there are any.
+    measured outcome (see :func:`unirt.tools.capability_report.probe_summary`), when there are any.
     """
 
     backend: str
@@ -118,7 +118,7 @@ class Verdict:
     engine: str | None = None
     measured: dict[str, Any] | None = None
     #: The rewrites that address an op named by what refused the backend (see
-    #: :func:`unirt.capability.report.fixable_by`): what ``load`` tries on it.
+    #: :func:`unirt.tools.capability_report.fixable_by`): what ``load`` tries on it.
     fixable_by: list[str] = field(default_factory=list)
 
     @property

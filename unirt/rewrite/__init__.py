@@ -4,6 +4,6 @@ The contract is :class:`~unirt.rewrite.base.Rewrite` (registered through the
 ``register_rewrites`` hook, built-ins the same way as third-party ones).
 """
 
-from .base import Change, Rewrite, RewriteContext
+from unirt.rewrite.base import Change, Rewrite, RewriteContext
 
 __all__ = ["Change", "Rewrite", "RewriteContext"]

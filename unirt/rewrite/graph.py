@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .base import Change
+from unirt.rewrite.base import Change
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np

@@ -11,8 +11,8 @@ and held under an exclusive ``flock`` until the first call on the session return
 model is recorded as having run in-process (``<key>.ran``) and the marker goes. The kernel drops
 the lock when the process dies, however it dies. A later load that finds a marker nobody holds
 knows that a process died between opening the model and its first answer: it runs the reference
-in a child first (:func:`unirt.verify.verify_reference`), and a crash there is cached as the
-reference's verdict, so every later load routes elsewhere or raises a clear error at once.
+in a child first (:func:`unirt.evidence.verify.verify_reference`), and a crash there is cached as
+the reference's verdict, so every later load routes elsewhere or raises a clear error at once.
 
 ``crash_guard="child"`` (``UNIRT_CRASH_GUARD=child``) pays that child run (about 0.5 s, once per
 model and engine version: the pass is cached) before the very first in-process open, for
@@ -41,9 +41,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import UnirtError
-from .model import ModelInfo
-from .words import Word
+from unirt.errors import UnirtError
+from unirt.model.info import ModelInfo
+from unirt.words import Word
 
 logger = logging.getLogger("unirt")
 
@@ -73,7 +73,7 @@ def resolve_mode(value: str | None) -> GuardMode:
 def key(info: ModelInfo, backend: str, version: str | None, precision: str,
         options: Mapping[str, Any]) -> str:
     """What a marker is about: the model's bytes, the engine and its version, how it is opened."""
-    from .cache import artifact_key
+    from unirt.store.cache import artifact_key
 
     return artifact_key(GUARD_DIR.lstrip("."), info, versions={"engine": version},
                         precision=precision, options={"backend": backend,
@@ -81,7 +81,7 @@ def key(info: ModelInfo, backend: str, version: str | None, precision: str,
 
 
 def _directory() -> Path | None:
-    from .cache import ArtifactCache
+    from unirt.store.cache import ArtifactCache
 
     cache = ArtifactCache()
     if cache.problem is not None:

@@ -15,7 +15,7 @@ ill-formed model that disagree prove nothing (the evaluator reads a 3-D kernel o
 as a 2-D pool), so then the comparison is with the reference running the rewritten model: that
 proves the engine runs the rewritten model right, not that the rewrite kept the model's meaning,
 and the status says so (:attr:`FitStatus.RAN_RIGHT`). The verdict is cached like
-:mod:`unirt.verify`'s: only a verdict about the engine or the rewrite, never a time-out or
+:mod:`unirt.evidence.verify`'s: only a verdict about the engine or the rewrite, never a time-out or
 unirt's own failure.
 """
 
@@ -28,17 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import UnirtError, first_line
-from ..words import Word
-from .base import Change, Rewrite, RewriteContext
+from unirt.errors import UnirtError, first_line
+from unirt.rewrite.base import Change, Rewrite, RewriteContext
+from unirt.words import Word
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
 
-    from ..model import ModelInfo
-    from ..operating import InputSets
-    from ..plugins import Registry
-    from ..probe import ProbeResult, RunSet
+    from unirt.evidence.operating import InputSets
+    from unirt.evidence.probe import ProbeResult, RunSet
+    from unirt.model.info import ModelInfo
+    from unirt.plugin.registry import Registry
 
 logger = logging.getLogger("unirt")
 
@@ -107,9 +107,11 @@ class Fitted:
         """Whether the rewritten model may be opened in the user's process: verified, ran right
         against the reference on the rewritten model, or ran safely in a child with nothing
         independent to compare with."""
+        from unirt.evidence.probe import ProbeStatus
+
         return self.info is not None and (self.status in PROVEN or (
             self.status == FitStatus.UNVERIFIED and self.result is not None
-            and self.result.status == "no reference"))
+            and self.result.status == ProbeStatus.NO_REFERENCE))
 
     @property
     def max_abs(self) -> float | None:
@@ -163,9 +165,9 @@ class Fitted:
 # -- choosing ------------------------------------------------------------------------------------
 def max_opset(backend: str, registry: Registry) -> int | None:
     """The highest default-domain opset ``backend`` loads, from its measured op-support table
-    (:func:`unirt.lint.engine_limits`): what ``opset_convert`` converts down to. None when the
+    (:func:`unirt.tools.lint.engine_limits`): what ``opset_convert`` converts down to. None when the
     table says nothing (no conversion)."""
-    from ..lint import engine_limits
+    from unirt.tools.lint import engine_limits
 
     limits = engine_limits([backend], registry)
     return limits[0].max_opset if limits else None
@@ -251,8 +253,8 @@ def rewritten(info: ModelInfo, rewrites: Sequence[Rewrite], context: RewriteCont
               ) -> tuple[ModelInfo | None, list[tuple[str, Change]], dict[str, str]]:
     """The rewritten model from the artifact cache, built now when missing: (its ModelInfo or
     None when nothing applied, the changes, the rewrites that failed)."""
-    from ..cache import ArtifactCache, artifact_key
-    from ..model import _load_proto, read_model
+    from unirt.model.info import _load_proto, read_model
+    from unirt.store.cache import ArtifactCache, artifact_key
 
     key = artifact_key(MODEL_SECTION, info,
                        versions={"pipeline": VERSION,
@@ -292,7 +294,7 @@ def _child_evaluate(state: dict[str, Any], source: str | bytes, feeds: Any) -> d
     import onnx
     from onnx.reference import ReferenceEvaluator
 
-    from ..inputs import FeedRecipe
+    from unirt.evidence.inputs import FeedRecipe
 
     if "evaluator" not in state:
         model = onnx.load(source) if isinstance(source, str) else onnx.load_from_string(source)
@@ -313,7 +315,7 @@ def _misread(info: ModelInfo, evaluated: Mapping[str, Any],
     evaluator's 2-D reading of a 3-D kernel on a rank-4 input then became the truth."""
     import numpy as np
 
-    from ..tensor import is_static
+    from unirt.tensor import is_static
 
     for t in info.outputs:
         if t.name not in evaluated:
@@ -354,8 +356,8 @@ def evaluator_outputs(info: ModelInfo, recipes: Sequence[Any], labels: Sequence[
     for the rest, with ``rewritten`` (the reference on the rewritten model, set by set): the
     evaluator reads an ill-formed node its own way (a 3-D kernel on a rank-4 input as a 2-D
     pool)."""
-    from ..isolation import Worker
-    from ..probe import RunSet, _child_init, _label
+    from unirt.evidence.isolation import Worker
+    from unirt.evidence.probe import RunSet, _child_init, _label
 
     sets: list[RunSet] = []
     with Worker(_child_init) as w:
@@ -377,8 +379,8 @@ def _verdict_key(original: ModelInfo, fitted: ModelInfo, backend: str, version: 
                  precision: str, options: Mapping[str, Any], sets: list[dict[str, tuple]],
                  tolerance: float | None, inputs: str | None = None,
                  ranges: Mapping[str, Any] | None = None) -> str:
-    from ..cache import artifact_key, model_digest
-    from ..inputs import specs_json
+    from unirt.evidence.inputs import specs_json
+    from unirt.store.cache import artifact_key, model_digest
 
     extra: dict[str, Any] = {"inputs": inputs} if inputs else {}
     if ranges:
@@ -393,8 +395,8 @@ def _verdict_key(original: ModelInfo, fitted: ModelInfo, backend: str, version: 
 
 
 def _cached_verdict(key: str) -> tuple[ProbeResult, str, Basis] | None:
-    from ..cache import ArtifactCache
-    from ..probe import ProbeResult
+    from unirt.evidence.probe import ProbeResult
+    from unirt.store.cache import ArtifactCache
 
     cache = ArtifactCache()
     entry = cache.lookup(VERDICT_SECTION, key)
@@ -411,7 +413,7 @@ def _cached_verdict(key: str) -> tuple[ProbeResult, str, Basis] | None:
 
 
 def _store_verdict(key: str, result: ProbeResult, compared_with: str, basis: Basis) -> None:
-    from ..cache import ArtifactCache
+    from unirt.store.cache import ArtifactCache
 
     def build(tmp: Path) -> dict[str, Any]:
         (tmp / VERDICT_FILE).write_text(json.dumps(
@@ -432,8 +434,15 @@ def _measure(original: ModelInfo, fitted: ModelInfo, backend: str, precision: st
              ) -> tuple[ProbeResult, str, Basis]:
     """Run ``fitted`` on ``backend`` in a child and judge it: (result, what it was compared
     with, the kind of comparison); on the user's ``inputs`` when given."""
-    from ..probe import HARNESS, NO_REFERENCE, ProbeResult, probe, reference_name, reference_outputs
-    from ..verify import feed_sets
+    from unirt.evidence.probe import (
+        HARNESS,
+        NO_REFERENCE,
+        ProbeResult,
+        probe,
+        reference_name,
+        reference_outputs,
+    )
+    from unirt.evidence.verify import feed_sets
 
     ref_name = reference_name(registry)
     try:
@@ -485,7 +494,7 @@ def _measure(original: ModelInfo, fitted: ModelInfo, backend: str, precision: st
 
 
 def _status(result: ProbeResult, basis: Basis) -> FitStatus:
-    from ..probe import FAIL, HARNESS, NO_REFERENCE, PASS
+    from unirt.evidence.probe import FAIL, HARNESS, NO_REFERENCE, PASS
 
     if result.status == PASS:
         return FitStatus.VERIFIED if basis == Basis.ORIGINAL else FitStatus.RAN_RIGHT
@@ -502,8 +511,8 @@ def traced_shapes(registry: Registry, info: ModelInfo, names: Sequence[str]
     accepts (``Rewrite.traced_sizes``: un-baking a traced Reshape size): the sizes to verify at
     when the user gave none. Empty when none of ``names`` says (any size will do).
     ``load(rewrite=[...])`` and ``unirt rewrite --only`` both verify there."""
-    from ..inputs import shape_sets
-    from ..model import _load_proto
+    from unirt.evidence.inputs import shape_sets
+    from unirt.model.info import _load_proto
 
     rewrites = [registry.rewrite(n) for n in names]
     if not any(type(r).traced_sizes is not Rewrite.traced_sizes for r in rewrites):
@@ -530,10 +539,16 @@ def fit(info: ModelInfo, backend: str, *, names: Sequence[str] | None = None,
     verified (cached). ``names``: only these rewrites (opt-in ones included); None: every
     applicable one that is not opt-in. Raises ``UnirtError`` for an unknown name; a rewrite that
     raises is reported in ``Fitted.failures`` and skipped. ``inputs``: the user's input sets
-    (:mod:`unirt.operating`): the rewritten model is judged on them, as the original was;
+    (:mod:`unirt.evidence.operating`): the rewritten model is judged on them, as the original was;
     ``ranges``: the values generated inputs take (``load(input_ranges=)``)."""
-    from ..plugins import get_registry
-    from ..verify import DEFAULT_TIMEOUT, TIMEOUT_ENV, Verification, probe_shapes, status_of
+    from unirt.evidence.verify import (
+        DEFAULT_TIMEOUT,
+        TIMEOUT_ENV,
+        Verification,
+        probe_shapes,
+        status_of,
+    )
+    from unirt.plugin.registry import get_registry
 
     registry = registry or get_registry()
     if names is not None:
@@ -568,7 +583,7 @@ def fit(info: ModelInfo, backend: str, *, names: Sequence[str] | None = None,
         result, compared, basis = known
         cached = True
     else:
-        from .. import progress
+        from unirt import progress
 
         with progress.step(progress.Step.REWRITE, backend, info.name,
                            "+".join(applied)) as running:

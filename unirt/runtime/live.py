@@ -11,8 +11,8 @@ a sampled one costs a copy of its feeds and outputs (the caller may reuse its bu
 non-blocking put on a short queue, and is dropped, and counted, when the queue is full.
 
 A disagreement beyond the tolerance verification uses (the same rule:
-:func:`unirt.metrics.tolerance`, the session's precision mode and ``tolerance=``) saves the
-inputs where ``unirt compare MODEL --load-inputs DIR`` replays them, moves the session to the
+:func:`unirt.evidence.agreement.tolerance`, the session's precision mode and ``tolerance=``) saves
+the inputs where ``unirt compare MODEL --load-inputs DIR`` replays them, moves the session to the
 reference between two calls (:meth:`unirt.Session._swap`: calls in flight finish on the old
 engine), logs one WARNING on logger ``unirt`` saying all of that, and caches a REJECTED verdict
 for these inputs (:func:`record_disagreement`). After that there is nothing left to compare and
@@ -47,15 +47,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import UnirtError, first_line
-from .words import Word
+from unirt.errors import UnirtError, first_line
+from unirt.words import Word
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .model import ModelInfo
-    from .plugins import Registry
-    from .probe import ProbeResult
-    from .session import Session
-    from .verify import Verification
+    from unirt.evidence.probe import ProbeResult
+    from unirt.evidence.verify import Verification
+    from unirt.model.info import ModelInfo
+    from unirt.plugin.registry import Registry
+    from unirt.runtime.session import Session
 
 logger = logging.getLogger("unirt")
 
@@ -152,10 +152,10 @@ def disagreement_key(info: ModelInfo, backend: str, version: str | None, precisi
                      options: Mapping[str, Any], feeds: Mapping[str, Any],
                      tolerance: float | None = None) -> str:
     """The cache key of a verdict on these very inputs: the key ``load(inputs=)`` verifies under
-    for this one input set (:func:`unirt.operating.inputs_digest`), so a load given the saved
-    inputs finds the disagreement (a verdict on one recording says nothing about another)."""
-    from .operating import inputs_digest
-    from .verify import _key
+    for this one input set (:func:`unirt.evidence.operating.inputs_digest`), so a load given the
+    saved inputs finds the disagreement (a verdict on one recording says nothing about another)."""
+    from unirt.evidence.operating import inputs_digest
+    from unirt.evidence.verify import _key
 
     shapes = [{k: tuple(np.shape(v)) for k, v in feeds.items()}]
     return _key(info, backend, version, precision, options, shapes, tolerance, None,
@@ -168,7 +168,7 @@ def record_disagreement(info: ModelInfo, backend: str, version: str | None, prec
     """Cache a REJECTED verdict on ``backend`` for ``feeds``, so that a load verifying on
     those inputs does not trust the engine again (a wrong answer is about the engine: cached
     like one verification found). Returns it."""
-    from .verify import Verification, VerifyStatus, store
+    from unirt.evidence.verify import Verification, VerifyStatus, store
 
     key = disagreement_key(info, backend, version, precision, options, feeds, tolerance)
     verdict = Verification(VerifyStatus.REJECTED, result, False, key)
@@ -180,8 +180,8 @@ def known_disagreement(info: ModelInfo, backend: str, version: str | None, preci
                        options: Mapping[str, Any], feeds: Mapping[str, Any],
                        tolerance: float | None = None) -> Verification | None:
     """The verdict :func:`record_disagreement` cached for these inputs, or None (a lookup)."""
-    from .cache import ArtifactCache
-    from .verify import _cached
+    from unirt.evidence.verify import _cached
+    from unirt.store.cache import ArtifactCache
 
     return _cached(ArtifactCache(), disagreement_key(info, backend, version, precision,
                                                      options, feeds, tolerance))
@@ -189,11 +189,11 @@ def known_disagreement(info: ModelInfo, backend: str, version: str | None, preci
 
 def live_dir() -> Path:
     """Where the inputs of disagreements go: ``UNIRT_LIVE_DIR``, else ``live/`` under the cache
-    root (:func:`unirt.cache.cache_dir`)."""
+    root (:func:`unirt.store.cache.cache_dir`)."""
     given = os.environ.get(LIVE_DIR_ENV)
     if given:
         return Path(given).expanduser()
-    from .cache import cache_dir
+    from unirt.store.cache import cache_dir
 
     return cache_dir() / "live"
 
@@ -339,8 +339,8 @@ class LiveCheck:
 
     # -- the thread --------------------------------------------------------------------------
     def _main(self) -> None:
-        from .isolation import Cancelled, Worker
-        from .probe import _child_init
+        from unirt.evidence.isolation import Cancelled, Worker
+        from unirt.evidence.probe import _child_init
 
         worker = Worker(_child_init, nice=self._nice, cancel=self._stop)
         opened = False
@@ -369,7 +369,7 @@ class LiveCheck:
                 return
 
     def _call_timeout(self) -> float:
-        from .verify import DEFAULT_TIMEOUT, TIMEOUT_ENV
+        from unirt.evidence.verify import DEFAULT_TIMEOUT, TIMEOUT_ENV
 
         if self._timeout is not None:
             return self._timeout
@@ -378,9 +378,9 @@ class LiveCheck:
     def _check(self, worker: Any, sample: _Sample, opened: bool) -> bool:
         """Run one sample on the reference and judge it; whether the reference's session is
         still open in the child afterwards."""
-        from .errors import HarnessError
-        from .isolation import ERROR
-        from .probe import _child_open, _child_run
+        from unirt.errors import HarnessError
+        from unirt.evidence.isolation import ERROR
+        from unirt.evidence.probe import _child_open, _child_run
 
         timeout = self._call_timeout()
         if not opened:
@@ -410,7 +410,7 @@ class LiveCheck:
                     self._info.name, sample.backend, sample.call, why)
 
     def _judge(self, sample: _Sample, reference: Mapping[str, Any]) -> None:
-        from .metrics import diff, for_output, tolerance, within
+        from unirt.evidence.agreement import diff, for_output, tolerance, within
 
         self.checked += 1
         worst: tuple[float, str, str] | None = None
@@ -432,7 +432,7 @@ class LiveCheck:
 
     def _disagree(self, sample: _Sample, output: str, text: str) -> None:
         """Save the inputs, move the session to the reference, say so, cache the verdict."""
-        from .probe import FAIL, ProbeResult
+        from unirt.evidence.probe import FAIL, ProbeResult
 
         what = f"call {sample.call}: output {output} {text}"
         self.last_disagreement = what
@@ -459,7 +459,7 @@ class LiveCheck:
         self._stop_checking(session)
 
     def _save(self, sample: _Sample) -> tuple[Path | None, str]:
-        from .inputs import save_inputs
+        from unirt.evidence.inputs import save_inputs
 
         try:
             base = live_dir()
@@ -486,8 +486,8 @@ class LiveCheck:
 
     def _swap(self, session: Session, backend: str, what: str) -> str:
         """Open the reference here and move the session to it; the text the warning adds."""
-        from .backend import OpenOptions
-        from .route import SWAPPED, RouteStep
+        from unirt.plugin.backend import OpenOptions
+        from unirt.runtime.route import SWAPPED, RouteStep
 
         name = self._reference
         if self._stop.is_set():

@@ -3,8 +3,8 @@
 A fleet of identical devices should not each spend seconds of child processes choosing an engine,
 and should never silently choose a different one. ``unirt lock model.onnx`` measures once (the
 ranking of ``prefer="fastest"`` or one ``backend=``, verified against the reference) and writes
-``unirt.lock``: a small, sorted, indented JSON file a person can read in a review. On the devices
-``unirt.load(path, lock="unirt.lock")`` opens exactly the locked backend without measuring
+``unirt.runtime.lock``: a small, sorted, indented JSON file a person can read in a review. On the
+devices ``unirt.load(path, lock="unirt.lock")`` opens exactly the locked backend without measuring
 anything, after checking the two facts that the verification depended on: the model's bytes
 (the same content digest the artifact cache keys on) and the engine versions of the locked backend
 and of the reference it was compared with. If either differs, the verification in the lock says
@@ -28,14 +28,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import LockError, UnirtError
-from .verify import Verification
+from unirt.errors import LockError, UnirtError
+from unirt.evidence.verify import Verification
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .fastest import Ranking
-    from .model import ModelInfo, ModelSource
-    from .operating import InputSets
-    from .plugins import Registry
+    from unirt.evidence.operating import InputSets
+    from unirt.evidence.timing import Ranking
+    from unirt.model.info import ModelInfo, ModelSource
+    from unirt.plugin.registry import Registry
 
 logger = logging.getLogger("unirt")
 
@@ -50,9 +50,9 @@ _SHORT = 12
 # -- the lock ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LockedModel:
-    """The model a lock was made for. ``digest`` is :func:`unirt.cache.model_digest` (the model
-    bytes and its external data files, what every cache key and verdict hangs on); ``sha256`` is
-    the plain digest of the ``.onnx`` file, so a person can check it with ``sha256sum``."""
+    """The model a lock was made for. ``digest`` is :func:`unirt.store.cache.model_digest` (the
+    model bytes and its external data files, what every cache key and verdict hangs on); ``sha256``
+    is the plain digest of the ``.onnx`` file, so a person can check it with ``sha256sum``."""
 
     file: str
     digest: str
@@ -102,7 +102,7 @@ class Lock:
     unirt_version: str
     format: int = FORMAT
     #: The digest of the input sets the choice was verified and timed on
-    #: (:func:`unirt.operating.inputs_digest`); empty for generated inputs.
+    #: (:func:`unirt.evidence.operating.inputs_digest`); empty for generated inputs.
     inputs: str = ""
     #: Where the lock was read from (for messages); never written.
     path: str | None = field(default=None, compare=False)
@@ -330,7 +330,7 @@ def _worst(max_abs: Mapping[str, float]) -> float | None:
 
 
 def _machine() -> dict[str, Any]:
-    from .inventory import cpu_name
+    from unirt.plugin.inventory import cpu_name
 
     return {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version()}
@@ -349,15 +349,15 @@ def make_lock(model: ModelSource | ModelInfo, backend_name: str,
     ``verification``: the locked backend's verdict (``Session.verification`` of a load that
     verified); when None, the cached verdict is used, and a backend other than the reference
     with no verified verdict cannot be locked (a lock ships trust, so it needs a measurement).
-    ``ranking``: ``prefer="fastest"``'s :class:`~unirt.fastest.Ranking` (each ranked backend's
-    error is read from the verdict cache) or ready :class:`RankEntry` rows.
+    ``ranking``: ``prefer="fastest"``'s :class:`~unirt.evidence.timing.Ranking` (each ranked
+    backend's error is read from the verdict cache) or ready :class:`RankEntry` rows.
     """
-    from . import __version__
-    from .backend import PRECISIONS
-    from .cache import file_sha256, model_digest
-    from .model import read_model
-    from .plugins import get_registry
-    from .verify import VerifyStatus, _key, lookup, probe_shapes
+    from unirt import __version__
+    from unirt.evidence.verify import VerifyStatus, _key, lookup, probe_shapes
+    from unirt.model.info import read_model
+    from unirt.plugin.backend import PRECISIONS
+    from unirt.plugin.registry import get_registry
+    from unirt.store.cache import file_sha256, model_digest
 
     registry = registry or get_registry()
     info = read_model(model)
@@ -439,11 +439,11 @@ def measure_lock(model: ModelSource, backend: str | None = None,
     """Measure now and return the lock: ``backend=`` verified afresh (``verify="always"``), or
     ``prefer="fastest"`` with its ranking and each ranked backend's verdict. Starts child
     processes; what ``unirt lock`` and ``unirt tune --lock`` run on the machine that decides.
-    ``inputs``: the user's input sets, verified and timed on (:mod:`unirt.operating`);
+    ``inputs``: the user's input sets, verified and timed on (:mod:`unirt.evidence.operating`);
     ``ranges``: the values generated inputs take (``load(input_ranges=)``)."""
-    from .model import read_model
-    from .plugins import get_registry
-    from .router import load
+    from unirt.model.info import read_model
+    from unirt.plugin.registry import get_registry
+    from unirt.runtime.router import load
 
     registry = registry or get_registry()
     info = read_model(model)
@@ -459,7 +459,7 @@ def measure_lock(model: ModelSource, backend: str | None = None,
                     input_ranges=ranges)
         # The ranking load just measured (or read): every ranked backend was verified on the
         # way, its error is in the ranking.
-        from .fastest import lookup
+        from unirt.evidence.timing import lookup
 
         ranking = lookup(info, precision, {}, shape_map or None, None, ranges, inputs)
     with sess:
@@ -488,11 +488,11 @@ def inspect_lock(lock: Lock, model: ModelSource | ModelInfo | None = None,
     Only the engines the locked verification depended on are asked for their version (the
     locked backend and the reference): asking every engine would import them all at load time.
     """
-    from . import __version__
-    from .cache import model_digest
-    from .inventory import cpu_name
-    from .model import read_model
-    from .plugins import get_registry
+    from unirt import __version__
+    from unirt.model.info import read_model
+    from unirt.plugin.inventory import cpu_name
+    from unirt.plugin.registry import get_registry
+    from unirt.store.cache import model_digest
 
     registry = registry or get_registry()
     label = lock.label
@@ -557,9 +557,9 @@ class LockedVerification(Verification):
 
 
 def _verification_from(lock: Lock) -> LockedVerification:
-    from .metrics import OutputDiff
-    from .probe import NO_REFERENCE, PASS, ProbeResult
-    from .verify import VerifyStatus
+    from unirt.evidence.agreement import OutputDiff
+    from unirt.evidence.probe import NO_REFERENCE, PASS, ProbeResult
+    from unirt.evidence.verify import VerifyStatus
 
     nan = float("nan")
     f = lock.verification

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .words import Word
+from unirt.words import Word
 
 
 class RouteOutcome(Word):

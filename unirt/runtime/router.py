@@ -15,11 +15,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .backend import OpenOptions
-from .errors import BackendError, BackendUnavailableError, NoBackendError, PluginError, UnirtError
-from .model import ModelInfo, ModelSource, read_model
-from .plugins import Registry, get_registry
-from .route import (
+from unirt.errors import (
+    BackendError,
+    BackendUnavailableError,
+    NoBackendError,
+    PluginError,
+    UnirtError,
+)
+from unirt.model.info import ModelInfo, ModelSource, read_model
+from unirt.plugin.backend import OpenOptions
+from unirt.plugin.registry import Registry, get_registry
+from unirt.runtime.route import (
     CHOSEN,
     EXCLUDED,
     FAILED,
@@ -31,10 +37,10 @@ from .route import (
     RouteStep,
     render_route,
 )
-from .route import (
+from unirt.runtime.route import (
     UNSUPPORTED as UNSUPPORTED_STEP,
 )
-from .session import Session
+from unirt.runtime.session import Session
 
 logger = logging.getLogger("unirt")
 
@@ -145,19 +151,19 @@ def load(
     ``crash_guard`` (``UNIRT_CRASH_GUARD``): ``"auto"`` opens the reference in this process at
     once and, should a process die on the model before its first answer, runs the reference in
     a child first on every later load; ``"child"`` does that before the first open too (see
-    :mod:`unirt.crashguard`).
+    :mod:`unirt.runtime.crashguard`).
     ``rewrite=True`` lets a candidate that cannot run the model (or runs it wrong) be tried with
-    a verified rewrite of it (:mod:`unirt.rewrite.fit`); a list of names limits it to those;
+    a verified rewrite of it (:mod:`unirt.runtime.fit`); a list of names limits it to those;
     ``False`` turns it off. ``input_ranges={"ids": (0, 30521)}``: the values verification
     generates for those inputs (ints LO..HI, floats [LO, HI)), where the defaults (N(0,1)
     floats, ints 0..3) are not what the model accepts.
     ``inputs``: what the application sends (one feed dict, a list of them, or a folder written
-    by :func:`unirt.inputs.save_inputs`): every candidate is verified on exactly those arrays,
-    at their shapes, and the verdict is cached under their digest (:mod:`unirt.operating`);
-    without them, verification runs on generated inputs and says so.
-    ``verify_live`` (``UNIRT_VERIFY_LIVE``): re-run the first calls and then a sample of calls
+    by :func:`unirt.evidence.inputs.save_inputs`): every candidate is verified on exactly those
+    arrays, at their shapes, and the verdict is cached under their digest
+    (:mod:`unirt.evidence.operating`); without them, verification runs on generated inputs and says
+    so. ``verify_live`` (``UNIRT_VERIFY_LIVE``): re-run the first calls and then a sample of calls
     on the reference, off the caller's path, and move to the reference on a disagreement
-    (:mod:`unirt.live`); ``None``/``"auto"``: when routing chose an engine other than the
+    (:mod:`unirt.runtime.live`); ``None``/``"auto"``: when routing chose an engine other than the
     reference and verified it; ``True``/``"on"``, ``False``/``"off"``, or ``(first, every)``.
     """
     registry = registry or get_registry()
@@ -169,25 +175,25 @@ def load(
                      fallback=fallback, check=check, input_ranges=input_ranges)
     given = None
     if inputs is not None:
-        from .operating import as_input_sets
+        from unirt.evidence.operating import as_input_sets
 
         given = as_input_sets(info, inputs)
         # Engines built per shape (ncnn's conversion, TensorRT's profiles) are built for what
         # the application sends, unless the caller says otherwise.
         input_shapes = {**given.first_shapes, **dict(input_shapes or {})}
-    from .inputs import check_ranges
+    from unirt.evidence.inputs import check_ranges
 
     ranges = check_ranges(info.inputs, input_ranges) if input_ranges is not None else {}
-    from .crashguard import resolve_mode as guard_mode
+    from unirt.runtime.crashguard import resolve_mode as guard_mode
 
     guard = guard_mode(crash_guard)
-    from .live import resolve_setting
+    from unirt.runtime.live import resolve_setting
 
     live = resolve_setting(verify_live)
     rewrites = _check_rewrite(registry, rewrite)
     tune_mode = "off"
     if tune is not None or os.environ.get("UNIRT_TUNE"):  # the tuner is imported when asked for
-        from .tuning import resolve_mode
+        from unirt.runtime.tuning import resolve_mode
 
         tune_mode = resolve_mode(tune)
     if lock_mode not in ("raise", "warn"):
@@ -195,7 +201,7 @@ def load(
     if lock is not None:
         if backend is not None or prefer:
             raise UnirtError("give lock= alone: the lock names the backend")
-        from .lock import resolve_lock
+        from unirt.lock import resolve_lock
 
         # The lock's precision applies: a lock made with --precision fast opens fast.
         locked = resolve_lock(lock, info, registry, lock_mode)
@@ -255,9 +261,9 @@ def load(
 def _tune_in_background(sess: Session, registry: Registry, info: Any, device: str,
                         left_out: set[str], request: _Request) -> None:
     """Measure the other available backends at low priority and swap to a faster verified one
-    (:mod:`unirt.tuning`); the pool is ``prefer="fastest"``'s, so they share the ranking."""
-    from .fastest import candidate_pool
-    from .tuning import start_background
+    (:mod:`unirt.runtime.tuning`); the pool is ``prefer="fastest"``'s, so they share the ranking."""
+    from unirt.evidence.timing import candidate_pool
+    from unirt.runtime.tuning import start_background
 
     pool, versions, _ = candidate_pool(registry, default_order(registry, device), left_out)
     start_background(sess, info, pool, versions, request.precision, request.options,
@@ -268,7 +274,7 @@ def _tuned(registry: Registry, info: Any, device: str, request: _Request) -> Any
     """The cached tuning result for this model on this machine, when its winner is still
     installed at the version it was measured with (one engine's availability is asked, no
     other engine is imported). None otherwise: the default order applies."""
-    from .fastest import lookup
+    from unirt.evidence.timing import lookup
 
     ranking = lookup(info, request.precision, request.options, request.input_shapes or None,
                      request.tolerance, request.input_ranges, request.inputs)
@@ -287,11 +293,11 @@ def _tuned(registry: Registry, info: Any, device: str, request: _Request) -> Any
 
 def _at_remembered_point(info: Any, request: _Request) -> _Request:
     """``request`` at the operating point the model was last tuned at on this machine
-    (:func:`unirt.fastest.recall_point`: the shapes, value ranges and input sets of ``unirt
+    (:func:`unirt.evidence.timing.recall_point`: the shapes, value ranges and input sets of ``unirt
     tune``), when the caller gave none of those; else as it is."""
     if request.input_shapes or request.input_ranges or request.inputs is not None:
         return request
-    from .fastest import recall_point
+    from unirt.evidence.timing import recall_point
 
     point = recall_point(info, request.precision, request.options, request.tolerance)
     if point is None:
@@ -310,9 +316,9 @@ def _check_arguments(registry: Registry, info: Any, *, backend: str | None,
                      check: bool, input_ranges: Mapping[str, Any] | None = None) -> None:
     """Every ``load`` argument, checked up front: a typo costs a clear error, not seconds of
     verification children and a cache entry."""
-    from .backend import PRECISIONS
-    from .backend import VERIFY_MODES as MODES
-    from .inputs import check_shapes
+    from unirt.evidence.inputs import check_shapes
+    from unirt.plugin.backend import PRECISIONS
+    from unirt.plugin.backend import VERIFY_MODES as MODES
 
     if backend is not None and not isinstance(backend, str):
         raise UnirtError(f"backend must be a backend name, not {backend!r}")
@@ -347,7 +353,7 @@ def _check_arguments(registry: Registry, info: Any, *, backend: str | None,
             raise UnirtError("input_shapes must be a dict of input name -> shape")
         check_shapes(info, input_shapes, "input_shapes")
     if input_ranges is not None:
-        from .inputs import check_ranges
+        from unirt.evidence.inputs import check_ranges
 
         check_ranges(info.inputs, input_ranges, "input_ranges")
 
@@ -361,8 +367,8 @@ def _rewrite_as_asked(registry: Registry, info: Any, names: tuple[str, ...], pre
     them. Verified on the reference against the original, at the sizes where the original runs
     (``Rewrite.traced_sizes``) unless ``input_shapes`` says otherwise. A discarded or refused
     rewrite is an error (it was asked for); one that does not apply is logged and skipped."""
-    from .probe import reference_name
-    from .rewrite.fit import FitStatus, fit, traced_shapes
+    from unirt.evidence.probe import reference_name
+    from unirt.runtime.fit import FitStatus, fit, traced_shapes
 
     opt_in = [n for n in names if registry.rewrite(n).opt_in]
     if not opt_in:
@@ -387,7 +393,7 @@ def _check_rewrite(registry: Registry, rewrite: Any) -> bool | tuple[str, ...]:
     loads the rewrite plugins now; True and False do not."""
     if isinstance(rewrite, bool):
         return rewrite
-    from .rewrite.fit import check_names
+    from unirt.runtime.fit import check_names
 
     names = check_names(registry, rewrite)
     return True if names is None else names
@@ -479,11 +485,11 @@ class _Router:
         return impl, None
 
     def _guard(self, name: str) -> RouteStep | None:
-        """The reference's guard (:mod:`unirt.crashguard`): None when it may be opened here,
+        """The reference's guard (:mod:`unirt.runtime.crashguard`): None when it may be opened here,
         else its step. Known to answer here: open at once (one ``stat``). A cached child verdict
         decides. A process died on it before (or ``crash_guard="child"``): run it in a child
         first. Otherwise a marker is held until the session's first answer."""
-        from . import crashguard
+        from unirt.runtime import crashguard
 
         r = self.request
         if r.verify == "never":
@@ -495,7 +501,7 @@ class _Router:
         k = crashguard.key(self.info, name, avail.version, r.precision, opts)
         if crashguard.ran_before(k):
             return None
-        from .verify import VerifyStatus, lookup, verify_reference
+        from unirt.evidence.verify import VerifyStatus, lookup, verify_reference
 
         v = lookup(self.info, name, avail.version, r.precision, opts, r.input_shapes,
                    ranges=r.input_ranges, inputs=r.inputs)
@@ -539,7 +545,7 @@ class _Router:
         be = self.registry.backend(name)
         if not self.request.check or be.is_reference or not be.available().available:
             return None  # open() reports an unavailable backend itself
-        from .capability import UNSUPPORTED
+        from unirt.plugin.verdict import UNSUPPORTED
 
         verdict = self.verdicts.get(name) or be.check(self.info)
         self.verdicts[name] = verdict
@@ -559,7 +565,7 @@ class _Router:
         avail = self.registry.backend(name).available()
         if not avail.available:
             return None  # open() reports it as unavailable
-        from .verify import VerifyStatus, verify
+        from unirt.evidence.verify import VerifyStatus, verify
 
         v = verify(self.info, name, avail.version, r.precision, r.options.get(name, {}),
                    r.input_shapes, r.verify, r.tolerance, registry=self.registry,
@@ -594,7 +600,7 @@ class _Router:
         if self._ordered or not self.request.check or self.backend is not None:
             return
         self._ordered = True
-        from .capability import UNSUPPORTED
+        from unirt.plugin.verdict import UNSUPPORTED
 
         doubtful: list[str] = []
         for name in self.everything[after:]:
@@ -613,7 +619,7 @@ class _Router:
     def _measured_right(self, name: str) -> bool:
         """Whether a cached verdict says this candidate ran the model right: a measurement
         outranks the table's prediction (a lookup, no child)."""
-        from .verify import VerifyStatus, lookup
+        from unirt.evidence.verify import VerifyStatus, lookup
 
         r = self.request
         v = lookup(self.info, name, self.registry.backend(name).available().version,
@@ -663,12 +669,12 @@ class _Router:
         raise NoBackendError(f"no backend can run {info.name}:\n{render_route(self.steps)}")
 
     def _watch_live(self, sess: Session, name: str) -> None:
-        """Start the live check (:mod:`unirt.live`) when ``verify_live`` wants one here."""
+        """Start the live check (:mod:`unirt.runtime.live`) when ``verify_live`` wants one here."""
         r, live = self.request, self.request.verify_live
         if live is None or not live.wanted(reference=self.registry.backend(name).is_reference,
                                            routed=self.backend is None, verify=r.verify):
             return
-        from .live import start
+        from unirt.runtime.live import start
 
         start(sess, self.registry, live, r.precision, r.tolerance, r.options)
 
@@ -723,7 +729,7 @@ class _Router:
     # -- rewrites: a candidate that failed, tried again with a verified rewrite of the model ----
     def open_or_fit(self, name: str) -> tuple[Any, RouteStep | None]:
         """:meth:`try_open`, and when the candidate was unsupported, refused the model or ran it
-        wrong, the same candidate on the model fitted by rewrites (:func:`unirt.rewrite.fit.fit`,
+        wrong, the same candidate on the model fitted by rewrites (:func:`unirt.runtime.fit.fit`,
         verified in a child against the reference on the original). Costs nothing when the
         candidate opens: the first load's path is unchanged."""
         try:
@@ -758,7 +764,7 @@ class _Router:
         """Say it when the chosen engine runs the model on no evidence that its numbers are
         right (the reference cannot run the model, or no inputs can be made): the route says
         so too, but a robot's log should not need ``explain()`` to show it."""
-        from .verify import VerifyStatus
+        from unirt.evidence.verify import VerifyStatus
 
         v = self.verifications.get(name)
         if v is not None and v.status == VerifyStatus.UNVERIFIED:
@@ -772,7 +778,7 @@ class _Router:
     def _unjudged(self, name: str) -> bool:
         """Whether ``name`` was opened on a verification that had no reference to compare
         with (the reference refuses the model)."""
-        from .probe import NO_REFERENCE
+        from unirt.evidence.probe import NO_REFERENCE
 
         v = self.verifications.get(name)
         return v is not None and v.result.status == NO_REFERENCE
@@ -787,8 +793,8 @@ class _Router:
         or (None, ``failed`` with what became of the rewrite added). ``replaces_unjudged``: the
         candidate opened, unverified; only a fit whose numbers were checked (``PROVEN``)
         replaces it, and nothing failed."""
-        from .rewrite.fit import PROVEN, fit
-        from .verify import Verification, status_of
+        from unirt.evidence.verify import Verification, status_of
+        from unirt.runtime.fit import PROVEN, fit
 
         r = self.request
         try:
@@ -869,7 +875,7 @@ def _rank_fastest(registry: Registry, info: Any, device: str, exclude: list[str]
                   request: _Request) -> Any:
     """Rank the available candidates for ``prefer="fastest"`` (measured once, then cached), at
     the request's operating point: the user's inputs, their shapes, or the tuned point."""
-    from .fastest import candidate_pool, rank
+    from unirt.evidence.timing import candidate_pool, rank
 
     pool, versions, _ = candidate_pool(registry, default_order(registry, device), exclude)
     r = request

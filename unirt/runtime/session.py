@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from .errors import (
+from unirt.errors import (
     BackendError,
     InputError,
     OutputError,
@@ -32,13 +32,13 @@ from .errors import (
     UnirtError,
     first_line,
 )
-from .route import SWAPPED, RouteStep, render_route
-from .tensor import TensorInfo, is_static
+from unirt.runtime.route import SWAPPED, RouteStep, render_route
+from unirt.tensor import TensorInfo, is_static
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .backend import BackendSession, OpenOptions
-    from .model import ModelInfo
-    from .tuning import BackgroundTuner
+    from unirt.model.info import ModelInfo
+    from unirt.plugin.backend import BackendSession, OpenOptions
+    from unirt.runtime.tuning import BackgroundTuner
 
 logger = logging.getLogger("unirt")
 
@@ -47,8 +47,8 @@ logger = logging.getLogger("unirt")
 _TUNER_STOP_WAIT = 30.0
 
 class CallObserver(Protocol):
-    """What watches a session's calls (the live check of :mod:`unirt.live`): ``observe`` runs
-    after every call that returned, on the caller's thread, so it must cost next to nothing;
+    """What watches a session's calls (the live check of :mod:`unirt.runtime.live`): ``observe``
+    runs after every call that returned, on the caller's thread, so it must cost next to nothing;
     ``stop`` ends the watching (at ``close``, or when another observer takes over)."""
 
     def observe(self, feeds: Mapping[str, Any], outputs: Mapping[str, Any]) -> None: ...
@@ -229,11 +229,11 @@ class Session:
         guard: Any = None,
     ) -> None:
         self.model = model
-        #: crashguard.Marker held until the first call returns (see unirt.crashguard)
+        #: crashguard.Marker held until the first call returns (see unirt.runtime.crashguard)
         self._guard = guard
         self._engine: _Engine | None = _Engine(backend, impl, verification, options)
         self._tuner: BackgroundTuner | None = None
-        # The live check (unirt.live): ``_live`` is what ``run`` calls, None once checking
+        # The live check (unirt.runtime.live): ``_live`` is what ``run`` calls, None once checking
         # stopped; ``_live_check`` keeps its figures for ``live``.
         self._live: CallObserver | None = None
         self._live_check: Any = None
@@ -291,8 +291,8 @@ class Session:
 
     @property
     def live(self) -> Any:
-        """The live check of this session (a :class:`unirt.live.LiveCheck`: sampled calls run
-        again on the reference, a disagreement moves the session there), or None when it has
+        """The live check of this session (a :class:`unirt.runtime.live.LiveCheck`: sampled calls
+        run again on the reference, a disagreement moves the session there), or None when it has
         none."""
         return self._live_check
 
@@ -463,7 +463,7 @@ class Session:
         reference first), run the call there, and move the session to it for good (calls in
         flight finish where they are). The engine's own error is raised when nothing takes the
         call: an input that no engine takes is the caller's to fix, and says so."""
-        from .operating import shape_text
+        from unirt.evidence.operating import shape_text
 
         shape = shape_text({n: getattr(a, "shape", ()) for n, a in feeds.items()})
         assert self._fail_over is not None

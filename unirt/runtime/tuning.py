@@ -2,14 +2,14 @@
 
 A robot (any long-running process) wants its model answering now, so the session opens on the
 default backend with no child process on the path. Meanwhile a daemon thread runs the same
-measurement as ``prefer="fastest"`` (:func:`unirt.fastest.rank`: every candidate verified against
-the reference in a child process, the ones that pass timed side by side, the ranking cached) with
-its children at a lower CPU priority, so that the measurement takes what the user's work leaves.
-When the winner is not the current backend and beats it by ``margin``, the winner's verdict is
-confirmed (:func:`unirt.verify.verify`, cached: every dynamic size, as ``load`` checks it), it
-is opened and warmed up in this process, and the session swaps to it between two calls
-(:meth:`unirt.Session._swap`): calls in flight finish on the old engine, which is closed after the
-last of them. The swap is a step on the route and one INFO line on logger ``unirt``.
+measurement as ``prefer="fastest"`` (:func:`unirt.evidence.timing.rank`: every candidate verified
+against the reference in a child process, the ones that pass timed side by side, the ranking
+cached) with its children at a lower CPU priority, so that the measurement takes what the user's
+work leaves. When the winner is not the current backend and beats it by ``margin``, the winner's
+verdict is confirmed (:func:`unirt.evidence.verify.verify`, cached: every dynamic size, as ``load``
+checks it), it is opened and warmed up in this process, and the session swaps to it between two
+calls (:meth:`unirt.Session._swap`): calls in flight finish on the old engine, which is closed
+after the last of them. The swap is a step on the route and one INFO line on logger ``unirt``.
 
 Nothing here raises into the user's thread: a failure is logged and the session keeps running
 where it is. ``Session.close()`` stops the tuner and kills its children.
@@ -24,16 +24,16 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .backend import OpenOptions
-from .errors import UnirtError, first_line
-from .route import SWAPPED, RouteStep
+from unirt.errors import UnirtError, first_line
+from unirt.plugin.backend import OpenOptions
+from unirt.runtime.route import SWAPPED, RouteStep
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .backend import BackendSession
-    from .fastest import Ranking
-    from .model import ModelInfo
-    from .plugins import Registry
-    from .session import Session
+    from unirt.evidence.timing import Ranking
+    from unirt.model.info import ModelInfo
+    from unirt.plugin.backend import BackendSession
+    from unirt.plugin.registry import Registry
+    from unirt.runtime.session import Session
 
 logger = logging.getLogger("unirt")
 
@@ -82,7 +82,7 @@ def decide(ranking: Ranking, current: str, margin: float = DEFAULT_MARGIN
 class BackgroundTuner:
     """The background measurement of one session, in a daemon thread.
 
-    ``result``: the ranking (:class:`unirt.fastest.Ranking`) once measured or read from the
+    ``result``: the ranking (:class:`unirt.evidence.timing.Ranking`) once measured or read from the
     cache; ``swapped``: whether the session was moved; ``outcome``: one line saying what
     happened (or why nothing did); ``error``: the exception that ended it, if one did.
     """
@@ -138,7 +138,7 @@ class BackgroundTuner:
 
     # -- the thread --------------------------------------------------------------------------
     def _main(self) -> None:
-        from .isolation import Cancelled
+        from unirt.evidence.isolation import Cancelled
 
         try:
             self.outcome = self._tune()
@@ -157,9 +157,9 @@ class BackgroundTuner:
             logger.debug("unirt: background tuning of %s: %s", self._info.name, self.outcome)
 
     def _tune(self) -> str:
-        from .fastest import rank
-        from .isolation import worker_defaults
-        from .verify import verify
+        from unirt.evidence.isolation import worker_defaults
+        from unirt.evidence.timing import rank
+        from unirt.evidence.verify import verify
 
         session = self._session()
         if session is None or session.closed:
@@ -221,7 +221,7 @@ class BackgroundTuner:
                 impl.close()
 
     def _keep(self, ranking: Ranking) -> None:
-        from .fastest import store
+        from unirt.evidence.timing import store
 
         store(self._info, ranking, self._precision, self._options, self._shapes,
               self._tolerance)
@@ -246,7 +246,7 @@ class BackgroundTuner:
     def _feeds(self) -> tuple[dict[str, Any], list[str]]:
         """The first set verification ran (the graph's hints applied), built here: what the
         two engines are timed on in this process."""
-        from .verify import feed_sets
+        from unirt.evidence.verify import feed_sets
 
         first = feed_sets(self._info, self._shapes)[2][0]
         return first.build(), [t.name for t in self._info.outputs]
@@ -259,7 +259,7 @@ class BackgroundTuner:
         import statistics
         import time
 
-        from .errors import SessionClosedError
+        from unirt.errors import SessionClosedError
 
         feeds, names = self._feeds()
         calls: dict[str, Any] = {
@@ -314,7 +314,7 @@ def start_background(session: Session, info: ModelInfo, candidates: Sequence[str
     to ``load`` (they key the cached ranking and verdicts). ``margin``: how much faster the
     winner must be. ``nice``: the measurement children's added niceness.
     """
-    from .plugins import get_registry
+    from unirt.plugin.registry import get_registry
 
     if margin < 0:
         raise UnirtError(f"margin must be >= 0, not {margin!r}")

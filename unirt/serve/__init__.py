@@ -15,19 +15,19 @@ __all__ = ["ModelSpec", "ServeConfig", "build_config", "create_app", "open_model
 
 def __getattr__(name: str) -> Any:
     if name in ("ServeConfig", "ModelSpec", "build_config"):
-        from . import config
+        from unirt.serve import config
 
         return getattr(config, name)
     if name == "create_app":
-        from .app import create_app
+        from unirt.serve.app import create_app
 
         return create_app
     if name == "open_model":
-        from .served import open_model
+        from unirt.serve.served import open_model
 
         return open_model
     if name == "serve":
-        from .server import serve
+        from unirt.serve.server import serve
 
         return serve
     raise AttributeError(f"module 'unirt.serve' has no attribute {name!r}")

@@ -35,11 +35,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import InputError, OutputError, RequestError, UnirtError, first_line
-from .batching import Batcher, BatchQueue
-from .metrics import Metrics
-from .protocol import encode_infer_response, parse_infer_request
-from .served import ServedModel
+from unirt.errors import InputError, OutputError, RequestError, UnirtError, first_line
+from unirt.serve.batching import Batcher, BatchQueue
+from unirt.serve.metrics import Metrics
+from unirt.serve.protocol import encode_infer_response, parse_infer_request
+from unirt.serve.served import ServedModel
 
 if TYPE_CHECKING:  # pragma: no cover
     from starlette.applications import Starlette
@@ -222,7 +222,7 @@ def build_app(state: ServerState, *,
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
-    from .. import __version__
+    from unirt import __version__
 
     def model_of(request: Request) -> ServedModel:
         name = request.path_params["model"]

@@ -24,7 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..errors import BackendError
+from unirt.errors import BackendError
 
 #: ``run(feeds) -> {output name: array}``: one engine call, made on an executor thread.
 RunFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]

@@ -8,8 +8,9 @@ The config file (TOML or JSON) is for several models with options of their own::
     max_batch = 8
     batch_timeout_ms = 2
     max_request_mb = 64
-    verify_live = "auto"  # re-check served calls on the reference (unirt.live): "auto", "on",
-                          # "off", true/false, or [FIRST, EVERY]; a model's own key wins
+    verify_live = "auto"  # re-check served calls on the reference (unirt.runtime.live):
+                          # "auto", "on", "off", true/false, or [FIRST, EVERY]; a model's
+                          # own key wins
 
     [[models]]
     path = "detector.onnx"
@@ -52,7 +53,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import UnirtError
+from unirt.errors import UnirtError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -89,8 +90,8 @@ class ModelSpec:
     max_batch: int | None = None
     batch_timeout_ms: float | None = None
     measure: bool | None = None
-    #: A folder of input sets (``unirt.inputs.save_inputs``): the operating point verification
-    #: and the serving plan measure at, instead of generated inputs.
+    #: A folder of input sets (``unirt.evidence.inputs.save_inputs``): the operating point
+    #: verification and the serving plan measure at, instead of generated inputs.
     inputs: str | None = None
     #: ``load(verify_live=)``; None: the server's setting.
     verify_live: Any = None
@@ -222,7 +223,7 @@ def _flag(value: Any, where: str) -> bool:
 
 def _live(value: Any, where: str) -> Any:
     """A ``verify_live`` value as ``load`` takes it (a TOML/JSON list is a pair), checked."""
-    from ..live import resolve_setting
+    from unirt.runtime.live import resolve_setting
 
     if isinstance(value, list):
         value = tuple(value)
@@ -234,7 +235,7 @@ def _live(value: Any, where: str) -> Any:
 
 
 def _shapes(value: Any, where: str) -> dict[str, tuple[int, ...]]:
-    from ..inputs import parse_assignments, parse_shape
+    from unirt.evidence.inputs import parse_assignments, parse_shape
 
     if isinstance(value, Mapping):
         out = {}

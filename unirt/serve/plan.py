@@ -35,12 +35,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..busy import BUSY_SHARE, others_share
-from ..busy import machine_busy_s as _machine_busy_s
-from ..errors import UnirtError, first_line
+from unirt.errors import UnirtError, first_line
+from unirt.evidence.busy import BUSY_SHARE, others_share
+from unirt.evidence.busy import machine_busy_s as _machine_busy_s
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..session import Session
+    from unirt.runtime.session import Session
 
 logger = logging.getLogger("unirt")
 
@@ -219,9 +219,9 @@ def measure(run: RunFn, row: Mapping[str, np.ndarray], max_batch: int, workers: 
 
 def _key(session: Session, shapes: Mapping[str, Sequence[int]], max_batch: int,
          workers: int) -> str:
-    from ..cache import artifact_key
-    from ..inventory import cpu_name
-    from ..plugins import get_registry
+    from unirt.plugin.inventory import cpu_name
+    from unirt.plugin.registry import get_registry
+    from unirt.store.cache import artifact_key
 
     version = get_registry().backend(session.backend).available().version
     opened = session.options
@@ -250,7 +250,7 @@ def plan_for(session: Session, row: Mapping[str, np.ndarray], max_batch: int, wo
     """The cached plan for this session's model, backend and machine, else measured now and
     cached. The cache failing never fails the server: the plan is then measured every start.
     Raises the engine's ``UnirtError`` when ``row`` itself does not run."""
-    from ..cache import ArtifactCache
+    from unirt.store.cache import ArtifactCache
 
     shapes = {n: a.shape for n, a in row.items()}
     try:

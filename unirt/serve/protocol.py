@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import RequestError
+from unirt.errors import RequestError
 
 #: v2 datatype -> numpy dtype name (BF16 needs ml_dtypes, which onnx already depends on).
 _DTYPES = {

@@ -41,13 +41,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import UnirtError, first_line
-from .app import ServerState
-from .batching import run_stacked, stack_key
-from .config import APP_NAME as APP_NAME  # re-exported: the application's name on Serve
-from .config import RayOptions as RayOptions  # re-exported: built by build_config
-from .config import ServeConfig
-from .served import ServedModel
+from unirt.errors import UnirtError, first_line
+from unirt.serve.app import ServerState
+from unirt.serve.batching import run_stacked, stack_key
+from unirt.serve.config import APP_NAME as APP_NAME  # re-exported: the application's name on Serve
+from unirt.serve.config import RayOptions as RayOptions  # re-exported: built by build_config
+from unirt.serve.config import ServeConfig
+from unirt.serve.served import ServedModel
 
 if TYPE_CHECKING:  # pragma: no cover
     from starlette.applications import Starlette
@@ -98,7 +98,7 @@ def parse_autoscaling(text: str) -> dict[str, Any]:
 def gpus_needed(config: ServeConfig) -> float:
     """1 when a model is pinned to (or prefers first) a GPU-class backend, else 0: a replica
     routed by default gets no GPU, so Ray hides the GPUs from it and it routes to the CPU."""
-    from ..plugins import get_registry
+    from unirt.plugin.registry import get_registry
 
     backends = get_registry().backends
     for spec in config.models:
@@ -227,7 +227,7 @@ class UnirtReplica:
     ``unirt serve`` app over them as the replica's ASGI ingress."""
 
     def __init__(self, config: ServeConfig) -> None:
-        from .served import open_model
+        from unirt.serve.served import open_model
 
         if not logger.handlers:
             handler = logging.StreamHandler()
@@ -249,7 +249,7 @@ class UnirtReplica:
                     ", ".join(f"{n} on {m.backend}" for n, m in self.models.items()))
 
     def __serve_build_asgi_app__(self) -> Starlette:
-        from .app import build_app
+        from unirt.serve.app import build_app
 
         return build_app(self.state)
 
@@ -303,7 +303,7 @@ def run(config: ServeConfig, options: RayOptions | None = None, *, block: bool =
         started = True
     host, port = config.host, config.port
     if port == 0:
-        from .server import bind
+        from unirt.serve.server import bind
 
         sock = bind(host, 0)  # a free port now; Serve's proxy takes it just after
         port = sock.getsockname()[1]

@@ -18,15 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import UnirtError, first_line
-from ..tensor import is_static
-from .plan import TOLERANCE, Plan, plan_for
-from .protocol import datatype_of
+from unirt.errors import UnirtError, first_line
+from unirt.serve.plan import TOLERANCE, Plan, plan_for
+from unirt.serve.protocol import datatype_of
+from unirt.tensor import is_static
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..operating import InputSets
-    from ..session import Session
-    from .config import ModelSpec, ServeConfig
+    from unirt.evidence.operating import InputSets
+    from unirt.runtime.session import Session
+    from unirt.serve.config import ModelSpec, ServeConfig
 
 logger = logging.getLogger("unirt")
 
@@ -125,7 +125,7 @@ def probe_rows(session: Session, shapes: Mapping[str, tuple[int, ...]]
                ) -> tuple[list[dict[str, np.ndarray]], str | None]:
     """Two different generated requests of one row each (the shapes verification measured,
     batch 1), or why there are none."""
-    from ..inputs import make_inputs
+    from unirt.evidence.inputs import make_inputs
 
     base = {}
     for t in session.inputs:
@@ -155,7 +155,7 @@ def _request(session: Session, shapes: Mapping[str, tuple[int, ...]]
              ) -> dict[str, np.ndarray] | None:
     """A generated request at the shapes verification measured, to time a model that is not
     batched; None (logged) when none can be made."""
-    from ..inputs import make_inputs
+    from unirt.evidence.inputs import make_inputs
 
     try:
         return make_inputs(session.inputs, dict(shapes) or None, seed=0)
@@ -207,13 +207,13 @@ def _close(a: np.ndarray, b: np.ndarray) -> bool:
 def open_model(spec: ModelSpec, config: ServeConfig) -> ServedModel:
     """Load ``spec`` through :func:`unirt.load` (routing, verification, cache), then decide its
     batching and the engine calls it takes at once (measured unless ``measure`` is off)."""
-    from ..model import read_model
-    from ..router import load
+    from unirt.model.info import read_model
+    from unirt.runtime.router import load
 
     info = read_model(spec.path)
     inputs = None
     if spec.inputs is not None:
-        from ..operating import as_input_sets
+        from unirt.evidence.operating import as_input_sets
 
         inputs = as_input_sets(info, spec.inputs, f"model {spec.name}'s inputs")
     session = load(info, backend=spec.backend, prefer=list(spec.prefer) or None,

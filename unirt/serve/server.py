@@ -12,8 +12,8 @@ import signal
 import socket
 from typing import Any
 
-from ..errors import UnirtError
-from .config import ServeConfig
+from unirt.errors import UnirtError
+from unirt.serve.config import ServeConfig
 
 logger = logging.getLogger("unirt")
 
@@ -62,8 +62,8 @@ def serve(config: ServeConfig) -> None:
     require_extra()
     import uvicorn
 
-    from .app import create_app
-    from .served import open_model
+    from unirt.serve.app import create_app
+    from unirt.serve.served import open_model
 
     sock = bind(config.host, config.port)
     opened: dict[str, Any] = {}

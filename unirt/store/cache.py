@@ -62,10 +62,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import CacheError, UnirtError
+from unirt.errors import CacheError, UnirtError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .model import ModelInfo
+    from unirt.model.info import ModelInfo
 
 logger = logging.getLogger("unirt")
 
@@ -231,7 +231,7 @@ def artifact_key(
 ) -> str:
     """The content address of one artifact.
 
-    ``model`` is a :class:`~unirt.model.ModelInfo` or a digest already computed with
+    ``model`` is a :class:`~unirt.model.info.ModelInfo` or a digest already computed with
     :func:`model_digest`. ``versions`` names every engine and converter version the artifact
     depends on (including the plugin's own conversion logic version); ``shapes`` the input shapes
     it was built for; ``options`` whatever else changes the artifact's bytes.

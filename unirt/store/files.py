@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import UnirtError
+from unirt.errors import UnirtError
 
 
 def _umask() -> int:

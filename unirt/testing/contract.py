@@ -34,8 +34,8 @@ from unirt.errors import (
     SessionClosedError,
     UnirtError,
 )
-from unirt.inputs import make_inputs
-from unirt.plugins import get_registry
+from unirt.evidence.inputs import make_inputs
+from unirt.plugin.registry import get_registry
 from unirt.testing import models as M
 from unirt.testing import run_in_threads
 

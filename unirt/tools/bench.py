@@ -30,12 +30,18 @@ from typing import Any
 
 import numpy as np
 
-from . import progress as progress_events
-from .errors import UnirtError
-from .isolation import CRASHED, ERROR, TIMEOUT, OutcomeStatus, Worker
-from .model import ModelInfo, ModelSource, read_model
-from .probe import _child_feeds, _child_init, _child_open, _child_peak_rss, shape_label
-from .words import Word
+from unirt import progress as progress_events
+from unirt.errors import UnirtError
+from unirt.evidence.isolation import CRASHED, ERROR, TIMEOUT, OutcomeStatus, Worker
+from unirt.evidence.probe import (
+    _child_feeds,
+    _child_init,
+    _child_open,
+    _child_peak_rss,
+    shape_label,
+)
+from unirt.model.info import ModelInfo, ModelSource, read_model
+from unirt.words import Word
 
 DEFAULT_TIMEOUT = 600.0
 
@@ -155,8 +161,8 @@ class BenchReport:
 
 def machine_info(backends: Sequence[str]) -> dict[str, Any]:
     """CPU model, core count, Python and engine versions, for the report's header."""
-    from .inventory import backends as list_backends
-    from .inventory import cpu_name
+    from unirt.plugin.inventory import backends as list_backends
+    from unirt.plugin.inventory import cpu_name
 
     versions = {b.name: b.version for b in list_backends() if b.name in backends}
     return {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
@@ -190,10 +196,10 @@ def bench(
     (threads on one session; default: the engine's optimal number where it says, else the
     core count), the model opened with the backend's ``throughput_options``.
     """
-    from .compare import default_backends
-    from .input_hints import graph_hints, hinted_feeds
-    from .inputs import check_ranges, fill_dynamic, make_inputs
-    from .plugins import get_registry
+    from unirt.evidence.hints import graph_hints, hinted_feeds
+    from unirt.evidence.inputs import check_ranges, fill_dynamic, make_inputs
+    from unirt.plugin.registry import get_registry
+    from unirt.tools.compare import default_backends
 
     try:
         mode = BenchMode(mode)

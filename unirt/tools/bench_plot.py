@@ -13,8 +13,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .bench import BenchReport
-from .isolation import OutcomeStatus
+from unirt.evidence.isolation import OutcomeStatus
+from unirt.tools.bench import BenchReport
 
 
 @dataclass

@@ -16,22 +16,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import UnirtError
-from ..isolation import OutcomeStatus
-from .features import op_key
-from .judge import merge_query, refused_by_engine, settle
-from .table import CaseStatus
-from .verdict import UNAVAILABLE, UNSUPPORTED, Evidence, Reason, Verdict
+from unirt.capability.features import op_key
+from unirt.capability.judge import merge_query, refused_by_engine, settle
+from unirt.capability.table import CaseStatus
+from unirt.errors import UnirtError
+from unirt.evidence.isolation import OutcomeStatus
+from unirt.plugin.verdict import UNAVAILABLE, UNSUPPORTED, Evidence, Reason, Verdict
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..inputs import FeedRecipe
-    from ..isolation import Worker
-    from ..lint import Finding, LintReport
-    from ..model import ModelInfo, ModelSource
-    from ..operating import InputSets
-    from ..plugins import Registry, RegistrySpec
-    from ..probe import ProbeResult, RunSet
-    from ..verify import Verification
+    from unirt.evidence.inputs import FeedRecipe
+    from unirt.evidence.isolation import Worker
+    from unirt.evidence.operating import InputSets
+    from unirt.evidence.probe import ProbeResult, RunSet
+    from unirt.evidence.verify import Verification
+    from unirt.model.info import ModelInfo, ModelSource
+    from unirt.plugin.registry import Registry, RegistrySpec
+    from unirt.tools.lint import Finding, LintReport
 
 logger = logging.getLogger("unirt")
 
@@ -52,7 +52,7 @@ class CapabilityReport:
     @property
     def lint_findings(self) -> list[Finding]:
         """The lint errors and warnings (infos are ``unirt lint``'s only)."""
-        from ..lint import Severity
+        from unirt.tools.lint import Severity
 
         return [] if self.lint is None else list(self.lint.of(Severity.ERROR,
                                                               Severity.WARNING))
@@ -134,12 +134,12 @@ def capabilities(
     reads and writes for them. ``feeds``: one feed dict (``--input``), completed with generated
     values for inputs it does not give, taken as ``inputs``. With none of shapes, ranges and
     inputs, the verdicts shown are those at the model's tuned operating point, when it has one
-    (:func:`unirt.fastest.recall_point`), as ``load`` opens it.
+    (:func:`unirt.evidence.timing.recall_point`), as ``load`` opens it.
     """
-    from ..inputs import check_ranges, check_shapes
-    from ..lint import lint
-    from ..model import read_model
-    from ..plugins import get_registry
+    from unirt.evidence.inputs import check_ranges, check_shapes
+    from unirt.model.info import read_model
+    from unirt.plugin.registry import get_registry
+    from unirt.tools.lint import lint
 
     registry = registry or get_registry()
     info = read_model(model)
@@ -148,16 +148,16 @@ def capabilities(
         registry.backend(name)  # an unknown name: an error listing the known ones, before work
     check_shapes(info, shapes or {}, "--shape")
     checked = check_ranges(info.inputs, ranges, "--input-range") if ranges else None
-    from ..operating import as_input_sets
+    from unirt.evidence.operating import as_input_sets
 
     if feeds:
-        from ..input_hints import hinted_feeds
+        from unirt.evidence.hints import hinted_feeds
 
         inputs = as_input_sets(info, hinted_feeds(info, feeds, shapes, 0, checked), "--input")
     elif inputs is not None:
         inputs = as_input_sets(info, inputs)
     if not shapes and not checked and inputs is None:
-        from ..fastest import recall_point
+        from unirt.evidence.timing import recall_point
 
         point = recall_point(info)
         if point is not None:
@@ -178,7 +178,7 @@ def capabilities(
             if query:
                 querier.ask(v, info, name)
             if not be.is_reference and not probe:
-                from ..verify import lookup
+                from unirt.evidence.verify import lookup
 
                 cached = lookup(info, name, v.engine_version, "exact", {}, shapes, None,
                                 checked, inputs)
@@ -205,13 +205,13 @@ def fixable_by(verdict: Verdict, info: ModelInfo, registry: Registry,
                shapes: Mapping[str, Sequence[int]] | None = None) -> list[str]:
     """The rewrites ``load`` would try on a refused backend that address what refused it: when
     the verdict is UNSUPPORTED on decisive evidence, or a measured run failed, the available
-    non-opt-in rewrites (:func:`unirt.rewrite.fit.select`) whose ``ops`` include an op named by
+    non-opt-in rewrites (:func:`unirt.runtime.fit.select`) whose ``ops`` include an op named by
     the deciding reasons (their ``op``, or a node or op type of the model their message names,
     as an engine's error does: "Node (p1) Op (MaxPool)"). Cheap: no child, no engine; whether
     the rewrite then runs right is for ``load`` (or ``unirt rewrite``) to measure. Each
     candidate is applied to a copy in this process (graph edits only) and listed when it changed
     something: a MaxPool rewrite for 3-D kernels says nothing about a 2-D pool's problem."""
-    from ..rewrite.fit import select
+    from unirt.runtime.fit import select
 
     measured = verdict.measured
     failed = (measured is not None and not measured.get("verified")
@@ -232,9 +232,9 @@ def fixable_by(verdict: Verdict, info: ModelInfo, registry: Registry,
 def _changes(rewrite: Any, info: ModelInfo, backend: str,
              shapes: Mapping[str, Sequence[int]] | None) -> bool:
     """Whether ``rewrite`` changes the model (applied to a fresh copy of it)."""
-    from ..model import _load_proto
-    from ..rewrite.base import RewriteContext
-    from ..rewrite.fit import apply
+    from unirt.model.info import _load_proto
+    from unirt.rewrite.base import RewriteContext
+    from unirt.runtime.fit import apply
 
     proto = _load_proto(info, weights=True)
     changes, _ = apply(proto, [rewrite], RewriteContext(backend=backend,
@@ -276,11 +276,11 @@ def query_timeout_default() -> float:
 
 def _child_query(source: ModelSource, backend: str, spec: RegistrySpec | None
                  ) -> set[str] | None:
-    """``Backend.query`` in a child (run by :func:`unirt.isolation.run_isolated`): the model
-    read here and the parent's plugin registry rebuilt from ``spec``, as the probe's children
+    """``Backend.query`` in a child (run by :func:`unirt.evidence.isolation.run_isolated`): the
+    model read here and the parent's plugin registry rebuilt from ``spec``, as the probe's children
     do, so the engine asked is the one the parent would have asked."""
-    from ..model import read_model
-    from ..plugins import Registry, get_registry
+    from unirt.model.info import read_model
+    from unirt.plugin.registry import Registry, get_registry
 
     registry = get_registry() if spec is None else Registry.from_spec(spec)
     return registry.backend(backend).query(read_model(source))
@@ -302,9 +302,9 @@ class _Querier:
         self._worker: Worker | None = None
 
     def ask(self, verdict: Verdict, info: ModelInfo, name: str) -> None:
-        from ..errors import HarnessError
-        from ..isolation import CRASHED, HARNESS, TIMEOUT, Worker
-        from ..probe import _HARNESS_ERRORS
+        from unirt.errors import HarnessError
+        from unirt.evidence.isolation import CRASHED, HARNESS, TIMEOUT, Worker
+        from unirt.evidence.probe import _HARNESS_ERRORS
 
         be = self.registry.backend(name)
         if be.is_reference:
@@ -323,7 +323,7 @@ class _Querier:
             return
         if self._worker is None:
             self._worker = Worker()
-        from .._child import call_plain
+        from unirt.evidence.child import call_plain
 
         outcome = self._worker.call(call_plain, _child_query, info.source(), name, spec,
                                     timeout=self.timeout)
@@ -349,7 +349,7 @@ class _Querier:
 
 def apply_measurement(verdict: Verdict, verification: Verification) -> None:
     """Fold a verification verdict (measured now or cached) into a capability verdict."""
-    from ..verify import VerifyStatus
+    from unirt.evidence.verify import VerifyStatus
 
     summary = probe_summary(verification.result)
     summary["cached"] = verification.cached
@@ -364,7 +364,7 @@ def apply_measurement(verdict: Verdict, verification: Verification) -> None:
         verdict.reasons.append(Reason(result.reason, "measured", evidence=Evidence.MEASURED))
     elif verification.status == VerifyStatus.UNVERIFIED:
         verdict.notes.append(f"not measured: {result.reason}")
-    if result.nonfinite:  # a note, not a reason: it decides nothing (see unirt.probe)
+    if result.nonfinite:  # a note, not a reason: it decides nothing (see unirt.evidence.probe)
         verdict.notes.append(result.nonfinite)
     settle(verdict)
 
@@ -376,9 +376,9 @@ def _measure(report: CapabilityReport, info: ModelInfo, registry: Registry,
     """Measure every available backend now: one reference run shared by all, each backend's
     verdict written where ``load`` reads it (for the user's ``inputs`` too: keyed by their
     digest, so ``load(inputs=)``, ``tune`` and ``compare`` on the same arrays agree)."""
-    from .. import progress
-    from ..probe import ProbeStatus, reference_outputs
-    from ..verify import feed_sets, verify
+    from unirt import progress
+    from unirt.evidence.probe import ProbeStatus, reference_outputs
+    from unirt.evidence.verify import feed_sets, verify
 
     runnable = [n for n, v in report.verdicts.items() if v.status != UNAVAILABLE]
     try:
@@ -442,9 +442,9 @@ def _reference_summary(reference: list[RunSet], opened: bool = False) -> dict[st
 def _explain_divergence(verdict: Verdict, info: ModelInfo, backend: str, result: ProbeResult,
                         labels: list[str], feeds: list[FeedRecipe], timeout: float) -> None:
     """Name the first node whose output diverges, on the inputs where the run was wrong."""
-    from ..compare import layerwise
-    from ..layerwise import LayerStatus
-    from ..probe import _label
+    from unirt.evidence.probe import _label
+    from unirt.tools.compare import layerwise
+    from unirt.tools.layerwise import LayerStatus
 
     index = next((i for i, (label, f) in enumerate(zip(labels, feeds))
                   if f" at {_label(label, f)}" in result.reason), 0)
@@ -471,10 +471,10 @@ def _explain_divergence(verdict: Verdict, info: ModelInfo, backend: str, result:
 
 
 def probe_summary(result: ProbeResult) -> dict[str, Any]:
-    """A :class:`~unirt.probe.ProbeResult` as the matrix shows it: ``status`` is a
+    """A :class:`~unirt.evidence.probe.ProbeResult` as the matrix shows it: ``status`` is a
     :class:`~unirt.capability.table.CaseStatus`. ``nonfinite``: how the backend treats NaN/inf
     inputs where it differs from the reference (``hides NaN/inf: ...``), empty otherwise."""
-    from ..probe import CRASHED, ERROR, FAIL, HARNESS, NO_REFERENCE, PASS, TIMEOUT
+    from unirt.evidence.probe import CRASHED, ERROR, FAIL, HARNESS, NO_REFERENCE, PASS, TIMEOUT
 
     out: dict[str, Any] = {"status": CaseStatus.PASS, "detail": None, "precision": result.precision,
                            "median_ms": None if result.run_s is None else result.run_s * 1e3,

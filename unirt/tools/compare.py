@@ -1,8 +1,8 @@
 """``unirt compare``: the same inputs on several backends, judged against ONNX Runtime CPU.
 
-Every backend, the reference included, runs in a child process (:mod:`unirt.isolation`): an
+Every backend, the reference included, runs in a child process (:mod:`unirt.evidence.isolation`): an
 engine that segfaults or hangs on the model becomes a row in the report, and the other backends
-still complete. ``layerwise`` (:mod:`unirt.layerwise`) finds the node where a failing backend
+still complete. ``layerwise`` (:mod:`unirt.tools.layerwise`) finds the node where a failing backend
 diverges and whether it is to blame.
 """
 
@@ -15,19 +15,19 @@ from typing import Any
 
 import numpy as np
 
-from . import progress
-from .errors import UnirtError
-from .input_hints import hinted_feeds
-from .layerwise import LayerStep, LayerwiseReport, layerwise
-from .metrics import Tolerance
-from .model import ModelInfo, ModelSource, read_model
-from .probe import (
+from unirt import progress
+from unirt.errors import UnirtError
+from unirt.evidence.agreement import Tolerance
+from unirt.evidence.hints import hinted_feeds
+from unirt.evidence.probe import (
     DEFAULT_TIMEOUT,
     ProbeResult,
     probe,
     reference_name,
     reference_outputs,
 )
+from unirt.model.info import ModelInfo, ModelSource, read_model
+from unirt.tools.layerwise import LayerStep, LayerwiseReport, layerwise
 
 logger = logging.getLogger("unirt")
 
@@ -56,7 +56,7 @@ class CompareReport:
 
 def default_backends(exclude_reference: bool = True) -> list[str]:
     """Every available backend (the reference left out: it would compare with itself)."""
-    from .inventory import backends
+    from unirt.plugin.inventory import backends
 
     return [b.name for b in backends() if b.available
             and not (exclude_reference and b.name == reference_name())]
@@ -82,8 +82,8 @@ def compare(
     ``feeds``: one feed dict, or several (every set of a ``--load-inputs`` folder), each run on
     every backend; inputs a set does not give are generated.
     """
-    from .inputs import check_ranges
-    from .plugins import get_registry
+    from unirt.evidence.inputs import check_ranges
+    from unirt.plugin.registry import get_registry
 
     info = read_model(model)
     registry = get_registry()
@@ -150,8 +150,8 @@ def _compare_as_verification(info: ModelInfo, names: list[str],
                              ) -> CompareReport:
     """``compare`` on generated inputs is a verification: the same inputs and shape sets as
     ``load`` runs, and the verdicts written where ``load`` and ``capabilities`` read them."""
-    from .plugins import get_registry
-    from .verify import feed_sets, verify
+    from unirt.evidence.verify import feed_sets, verify
+    from unirt.plugin.registry import get_registry
 
     registry = get_registry()
     labels, _, all_sets = feed_sets(info, shapes, ranges)

@@ -36,16 +36,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from .errors import first_line
-from .words import Word
+from unirt.errors import first_line
+from unirt.words import Word
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
 
-    from .capability.table import OpTable
-    from .model import ModelInfo, ModelSource, NodeInfo, TypeFact
-    from .plugins import Registry
-    from .tensor import Dim
+    from unirt.capability.table import OpTable
+    from unirt.model.info import ModelInfo, ModelSource, NodeInfo, TypeFact
+    from unirt.plugin.registry import Registry
+    from unirt.tensor import Dim
 
 logger = logging.getLogger("unirt")
 
@@ -147,11 +147,11 @@ class LintReport:
 def lint(model: ModelSource | ModelInfo, *, backends: Sequence[str] | None = None,
          registry: Registry | None = None) -> LintReport:
     """Lint ``model`` (a path, bytes, an ``onnx.ModelProto`` or a read
-    :class:`~unirt.model.ModelInfo`). ``backends``: whose opset/IR limits to check (default:
+    :class:`~unirt.model.info.ModelInfo`). ``backends``: whose opset/IR limits to check (default:
     every registered backend that is available; ``()``: none). A model that cannot be read at
-    all raises :class:`~unirt.errors.ModelError` as :func:`~unirt.model.read_model` does; every
+    all raises :class:`~unirt.errors.ModelError` as :func:`~unirt.model.info.read_model` does; every
     other problem is a finding."""
-    from .model import read_model
+    from unirt.model.info import read_model
 
     info = read_model(model)
     g = _Graph(info)
@@ -175,13 +175,13 @@ _ANON = "unirt:{input}[{dim}]"
 class _Graph:
     """The facts every check shares: the proto (weights stripped), per-tensor types from strict
     shape inference with data propagation (or, when that fails, the tolerant inference
-    :class:`~unirt.model.ModelInfo` already holds), small integer constants, producers, and
+    :class:`~unirt.model.info.ModelInfo` already holds), small integer constants, producers, and
     which symbolic dims vary with a declared-dynamic input dim."""
 
     def __init__(self, info: ModelInfo) -> None:
         import onnx
 
-        from .model import _iter_graphs, _load_proto, facts_of, strip_weights
+        from unirt.model.info import _iter_graphs, _load_proto, facts_of, strip_weights
 
         self.info = info
         proto = _load_proto(info)
@@ -218,7 +218,7 @@ class _Graph:
         self.origins = self._origins()
 
     def _name_dims(self, copy: onnx.ModelProto, initializers: set[str]) -> None:
-        from .tensor import normalize_dim
+        from unirt.tensor import normalize_dim
 
         for v in copy.graph.input:
             if v.name in initializers or v.type.WhichOneof("value") != "tensor_type":
@@ -363,9 +363,9 @@ def parse_inference_errors(text: str) -> list[tuple[str | None, str | None, str]
 
 def _benign(message: str) -> bool:
     """A complaint engines accept (an output declared without a shape, custom ops, an opset
-    newer than the installed onnx): the same list :func:`~unirt.model.validate_graph` lets
+    newer than the installed onnx): the same list :func:`~unirt.model.info.validate_graph` lets
     pass, here an info rather than an error."""
-    from .model import _BENIGN_CHECKER_ERRORS
+    from unirt.model.info import _BENIGN_CHECKER_ERRORS
 
     return any(p in message for p in _BENIGN_CHECKER_ERRORS)
 
@@ -537,7 +537,7 @@ def _baked_hidden(g: _Graph, named: set[str | None]) -> list[Finding]:
     static and the second looks like any Reshape. Found as the un-baking rewrite finds them
     (:func:`unirt.rewrite.builtin.unbake.all_baked`: detection re-run with the earlier ones
     freed), so that lint names every node the opt-in rewrite will edit."""
-    from .rewrite.builtin.unbake import all_baked
+    from unirt.rewrite.builtin.unbake import all_baked
 
     if not any(n.op_type == "Reshape" for n in g.info.nodes):
         return []
@@ -716,7 +716,7 @@ def _show(dims: Iterable[Dim]) -> str:
 def _unused_initializers(g: _Graph) -> list[Finding]:
     """Initializers no node reads and no graph returns: dead weight every engine loads (ONNX
     Runtime removes them with a warning of its own)."""
-    from .model import _ELEMENT_BITS
+    from unirt.model.info import _ELEMENT_BITS
 
     used: set[str] = set()
     for _, graph in g.graphs:
@@ -772,8 +772,8 @@ def engine_limits(backends: Sequence[str] | None = None, registry: Registry | No
     table. Backends expose no opset limits of their own, and the engines none through their
     Python APIs, so the measured tables are the source. A backend without a table is left
     out."""
-    from .capability.table import find_table
-    from .plugins import get_registry
+    from unirt.capability.table import find_table
+    from unirt.plugin.registry import get_registry
 
     registry = registry or get_registry()
     names = list(backends) if backends is not None else list(registry.backends)
@@ -880,7 +880,7 @@ def _version_finding(limits: list[EngineLimits], what: str, value: int, code: Co
 
 def _op_opsets(info: ModelInfo, limits: list[EngineLimits], opset: int) -> list[Finding]:
     """Ops an engine refuses at the model's opset though it loads the opset itself."""
-    from .capability.features import op_key
+    from unirt.capability.features import op_key
 
     first: dict[str, NodeInfo] = {}
     for n in info.nodes:

@@ -5,7 +5,8 @@ multi-node, "expanded") models with inputs, expected outputs and tolerances. Eac
 ``unirt.load(model, backend=NAME)`` and run through the ``Session`` users get, so a table measures
 what users get, not what an engine's own API could do.
 
-Engines segfault or abort on some cases, so the cases run in one :class:`~unirt.isolation.Worker`
+Engines segfault or abort on some cases, so the cases run in one
+:class:`~unirt.evidence.isolation.Worker`
 child that imports the engine once; a crash or timeout records that case and a fresh child takes
 over. A case whose IR version or opset is newer than the engine accepts is tried again with the IR
 lowered, then re-stamped at the lowest opset where every node keeps its schema: that changes no
@@ -26,20 +27,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .capability import (
+from unirt.capability.features import node_features, op_key
+from unirt.capability.table import (
     CASE_STATUSES,
     HARNESS,
     PASS,
     TABLE_DIR,
     TABLE_FORMAT,
     CaseStatus,
-    node_features,
-    op_key,
     version_slug,
 )
-from .errors import ToolCrashError, UnirtError, first_line
-from .isolation import CRASHED, OK, TIMEOUT, Worker
-from .isolation import HARNESS as ISO_HARNESS
+from unirt.errors import ToolCrashError, UnirtError, first_line
+from unirt.evidence.isolation import CRASHED, OK, TIMEOUT, Worker
+from unirt.evidence.isolation import HARNESS as ISO_HARNESS
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -174,7 +174,7 @@ def restamp(model: onnx.ModelProto, *, opset: bool = True) -> onnx.ModelProto | 
 
 # -- running one case (in the worker child) ----------------------------------------------------
 def _init_worker(backend_name: str) -> str:
-    from .plugins import get_registry
+    from unirt.plugin.registry import get_registry
 
     backend = get_registry().backend(backend_name)
     avail = backend.available()
@@ -239,7 +239,7 @@ def open_unverified(source: Any, backend_name: str) -> Any:
     """``unirt.load(source, backend=NAME)`` without the capability check and the verification
     run: a probe is itself the measurement (the table must not decide what the table measures),
     and a verification child per case would double the cost."""
-    from .router import load
+    from unirt.runtime.router import load
 
     return load(source, backend=backend_name, verify="never", check=False)
 
@@ -291,7 +291,7 @@ def _run_case_in_worker(state: str, data: bytes, data_sets: Any, rtol: float, at
 def case_targets(model: onnx.ModelProto) -> tuple[list[tuple[str, dict[str, str]]], bool]:
     """The (op key, features) of the nodes a case exercises, and whether it is multi-node.
     Constant nodes only feed the node under test and are not counted."""
-    from .model import read_model
+    from unirt.model.info import read_model
 
     info = read_model(model)
     nodes = [n for n in info.nodes if n.op_type != "Constant" or len(info.nodes) == 1]
@@ -331,7 +331,7 @@ def probe_ops(
     """Run the conformance cases on ``backend_name``; return the op-support table (a dict)."""
     from importlib.metadata import version as dist_version
 
-    from .plugins import get_registry
+    from unirt.plugin.registry import get_registry
 
     registry = registry or get_registry()
     backend = registry.backend(backend_name)
@@ -412,7 +412,7 @@ def mark_rule_refusal(entry: dict[str, Any], backend: Any, model: onnx.ModelProt
     every model anyway. Such cases are kept in the table but charged to no op."""
     if entry["s"] == PASS:
         return
-    from .model import read_model
+    from unirt.model.info import read_model
 
     try:
         reasons = [r for r in backend.rules(read_model(model))
@@ -458,7 +458,7 @@ def _table(backend: str, version: str, onnx_version: str, entries: list[dict[str
 
 
 def default_table_path(backend: str, version: str) -> Path:
-    """Where a table ships: ``unirt/optables/<backend>-<version>.json``."""
+    """Where a table ships: ``unirt/capability/optables/<backend>-<version>.json``."""
     return TABLE_DIR / f"{backend}-{version_slug(version)}.json"
 
 

@@ -15,8 +15,8 @@ an error; a timeout; numbers beyond tolerance against the reference), and, with 
 description that matches that regular expression (an engine error's message, say). A cut that
 fails otherwise (an engine that refuses a shape tensor as an input) is not the bug sought.
 
-Every engine run happens in a child (:mod:`unirt.isolation`): a crash is a data point, and the
-reduction goes on. The reference's values of every tensor are held in memory: a model with
+Every engine run happens in a child (:mod:`unirt.evidence.isolation`): a crash is a data point, and
+the reduction goes on. The reference's values of every tensor are held in memory: a model with
 gigabytes of activations needs that much memory here.
 """
 
@@ -34,14 +34,14 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UnirtError
-from .files import check_writable
-from .input_hints import hinted_feeds
-from .isolation import CRASHED, HARNESS, TIMEOUT, Outcome, OutcomeStatus
-from .layerwise import Prober, subgraph_model, tensor_error, with_outputs
-from .model import ModelSource, read_model
-from .probe import run_sets
-from .words import Word
+from unirt.errors import UnirtError
+from unirt.evidence.hints import hinted_feeds
+from unirt.evidence.isolation import CRASHED, HARNESS, TIMEOUT, Outcome, OutcomeStatus
+from unirt.evidence.probe import run_sets
+from unirt.model.info import ModelSource, read_model
+from unirt.store.files import check_writable
+from unirt.tools.layerwise import Prober, subgraph_model, tensor_error, with_outputs
+from unirt.words import Word
 
 logger = logging.getLogger("unirt")
 
@@ -53,7 +53,7 @@ GREEDY_LIMIT = 64
 
 
 class FailureKind(Word):
-    """How a backend fails on a model; the words of :class:`~unirt.isolation.OutcomeStatus`
+    """How a backend fails on a model; the words of :class:`~unirt.evidence.isolation.OutcomeStatus`
     for what went wrong in the child, plus wrong numbers."""
 
     CRASHED = OutcomeStatus.CRASHED.value
@@ -127,7 +127,7 @@ def _diagnose(path: Path, backend: str, feeds: Mapping[str, np.ndarray], precisi
     """The layerwise verdict on a repro that gives wrong numbers: a repro of an ill-conditioned
     amplification is no engine bug to file (a tester's SqueezeNet repro was its Softmax on
     inputs of magnitude 7e9), and the user should hear so before filing it."""
-    from .layerwise import layerwise
+    from unirt.tools.layerwise import layerwise
 
     try:
         report = layerwise(path, backend, feeds=feeds, precision=precision, timeout=timeout)
@@ -163,7 +163,7 @@ class _Reducer:
     def attempt(self, model: Any, feeds: Mapping[str, np.ndarray]) -> Failure | None:
         """Run ``model`` on the backend (in its child) and judge it against the reference's
         values of its outputs."""
-        from . import progress
+        from unirt import progress
 
         with progress.step(progress.Step.REDUCE, self.p.backend,
                            f"{len(model.graph.node)} nodes") as running:
@@ -235,7 +235,7 @@ def reduce(
     Raises :class:`~unirt.errors.UnirtError` when the backend does not fail on the model, when
     the reference cannot run it, or when ``match`` is not a valid regular expression.
     """
-    from .plugins import get_registry
+    from unirt.plugin.registry import get_registry
 
     started = time.perf_counter()
     get_registry().backend(backend)  # an unknown name: the error listing the registered ones

@@ -1,5 +1,6 @@
 """The built-in rewrites, registered through the ``register_rewrites`` hook exactly as a
-third-party plugin registers its own (this package is in :data:`unirt.plugins.BUILTIN_PLUGINS`).
+third-party plugin registers its own (this package is in
+:data:`unirt.plugin.registry.BUILTIN_PLUGINS`).
 
 Each rewrite is its own module; :func:`builtin_rewrites` gives them in the order the pipeline
 tries them. The modules are imported inside the hook, which runs only when rewrites are needed:
@@ -12,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ...hookspecs import hookimpl
+from unirt.plugin.hookspecs import hookimpl
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..base import Rewrite
+    from unirt.rewrite.base import Rewrite
 
 
 def builtin_rewrites() -> tuple[type[Rewrite], ...]:
@@ -23,18 +24,18 @@ def builtin_rewrites() -> tuple[type[Rewrite], ...]:
     sizes are what the later rewrites read), then node repairs, then folding what they left
     constant, then the opset (converted last: the repairs are written in the model's own
     opset)."""
-    from .clip_forms import ClipForms
-    from .decompose import Decompose
-    from .focus import FocusSlice
-    from .fold import Fold
-    from .global_pool import GlobalPool
-    from .opset import OpsetConvert
-    from .pin import PinDims
-    from .pool_rank import PoolRank
-    from .reduce_scalar import ReduceScalar
-    from .resize import ResizeConstant
-    from .unbake import UnbakeReshape
-    from .unit_kernel_axis import UnitKernelAxis
+    from unirt.rewrite.builtin.clip_forms import ClipForms
+    from unirt.rewrite.builtin.decompose import Decompose
+    from unirt.rewrite.builtin.focus import FocusSlice
+    from unirt.rewrite.builtin.fold import Fold
+    from unirt.rewrite.builtin.global_pool import GlobalPool
+    from unirt.rewrite.builtin.opset import OpsetConvert
+    from unirt.rewrite.builtin.pin import PinDims
+    from unirt.rewrite.builtin.pool_rank import PoolRank
+    from unirt.rewrite.builtin.reduce_scalar import ReduceScalar
+    from unirt.rewrite.builtin.resize import ResizeConstant
+    from unirt.rewrite.builtin.unbake import UnbakeReshape
+    from unirt.rewrite.builtin.unit_kernel_axis import UnitKernelAxis
 
     return (PinDims, UnbakeReshape, PoolRank, UnitKernelAxis, GlobalPool, ReduceScalar,
             ResizeConstant, FocusSlice, ClipForms, Decompose, Fold, OpsetConvert)

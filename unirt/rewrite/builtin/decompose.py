@@ -12,8 +12,8 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..base import Change, Rewrite, RewriteContext
-from ..graph import (
+from unirt.rewrite.base import Change, Rewrite, RewriteContext
+from unirt.rewrite.graph import (
     Names,
     add_constant,
     attribute,

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..base import Change, Rewrite, RewriteContext
-from ..graph import (
+from unirt.rewrite.base import Change, Rewrite, RewriteContext
+from unirt.rewrite.graph import (
     Names,
     attribute,
     nodes_of,

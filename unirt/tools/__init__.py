@@ -1,0 +1,2 @@
+"""Tools built above the router: compare, layerwise, reduce, bench, lint, the capability report,
+probe-ops."""
