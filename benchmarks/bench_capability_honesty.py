@@ -25,9 +25,9 @@ from typing import Any
 
 from unirt.capability.judge import check_backend
 from unirt.capability.table import OpTable, find_table
+from unirt.capability.verdict import SUPPORTED, UNKNOWN
 from unirt.model.info import read_model
 from unirt.plugin.registry import get_registry
-from unirt.plugin.verdict import SUPPORTED, UNKNOWN
 from unirt.tools.probe_ops import collect_cases, probe_ops
 
 

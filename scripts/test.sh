@@ -11,6 +11,8 @@ fi
 # The pnnx wheel declares torch; its converter binary needs none of it.
 .venv/bin/python -m pip install -q -c constraints.txt --no-deps pnnx
 .venv/bin/python -m ruff check unirt plugins tests benchmarks examples stress
+# The layers (pyproject's [tool.importlinter]): each package imports only from those below it.
+.venv/bin/lint-imports
 # py.typed is a promise: the core and the built-in plugins type-check.
 .venv/bin/python -m mypy unirt plugins/unirt_onnxruntime plugins/unirt_openvino \
     plugins/unirt_opencv plugins/unirt_ncnn plugins/unirt_tensorrt --ignore-missing-imports

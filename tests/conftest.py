@@ -19,9 +19,9 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPath
     """Each test gets a fresh Registry (a fresh PluginManager, as pytest does) and its own cache."""
     monkeypatch.setenv("UNIRT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.delenv("UNIRT_DISABLE_PLUGINS", raising=False)
-    # Rankings are judged for the load beside them (unirt.evidence.busy); on a shared test machine
+    # Rankings are judged for the load beside them (unirt.process.busy); on a shared test machine
     # that is other tests' children, which is no reason for a test's ranking not to be kept.
-    from unirt.evidence import busy
+    from unirt.process import busy
 
     monkeypatch.setattr(busy, "others_now", lambda seconds=0.25: 0.0)
     # A routed session on an engine other than the reference checks its first calls in a child

@@ -115,7 +115,7 @@ class RejectsMul(_OrtBacked):
     default_rank = 2
 
     def _rules_impl(self, model: ModelInfo) -> list[Any]:
-        from unirt.plugin.verdict import Reason
+        from unirt.capability.verdict import Reason
 
         return [Reason("this engine has no Mul kernel", "op", n.name, n.op_type)
                 for n in model.nodes if n.op_type == "Mul"]

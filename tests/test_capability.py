@@ -16,12 +16,12 @@ from onnx import TensorProto, helper, numpy_helper
 import unirt
 from unirt.capability.judge import judge_node
 from unirt.capability.table import OpTable, available_tables, find_table
+from unirt.capability.verdict import SUPPORTED, UNAVAILABLE, UNKNOWN, UNSUPPORTED, Evidence, Reason
 from unirt.cli.capabilities import capabilities_command
 from unirt.errors import ModelError, UnirtError
 from unirt.model.info import read_model
 from unirt.plugin.backend import Availability, Backend
 from unirt.plugin.registry import Registry
-from unirt.plugin.verdict import SUPPORTED, UNAVAILABLE, UNKNOWN, UNSUPPORTED, Evidence, Reason
 from unirt.testing import models as M
 
 

@@ -18,10 +18,10 @@ from onnx import TensorProto, helper
 
 from unirt.capability.judge import check_backend
 from unirt.capability.table import OpTable, available_tables, find_table
-from unirt.evidence.isolation import Worker, run_isolated
+from unirt.capability.verdict import SUPPORTED
 from unirt.model.info import read_model
 from unirt.plugin.registry import Registry
-from unirt.plugin.verdict import SUPPORTED
+from unirt.process.isolation import Worker, run_isolated
 from unirt.tools.probe_ops import (
     collect_cases,
     compare_outputs,

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import unirt
+from unirt.capability.verdict import SUPPORTED, UNKNOWN, UNSUPPORTED, Evidence
 from unirt.errors import HarnessError, UnirtError
 from unirt.evidence import verify as verify_mod
 from unirt.evidence.probe import (
@@ -26,7 +27,6 @@ from unirt.evidence.probe import (
 )
 from unirt.evidence.verify import Verification, VerifyStatus
 from unirt.plugin.registry import Registry
-from unirt.plugin.verdict import SUPPORTED, UNKNOWN, UNSUPPORTED, Evidence
 from unirt.testing import models as M
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,7 +210,7 @@ def test_only_verdicts_about_the_engine_are_cached(v: Verification, cached: bool
 def test_a_harness_failure_of_the_reference_is_not_a_verdict(
         conv: Path, fake_engines: None, monkeypatch: pytest.MonkeyPatch) -> None:
     import unirt.evidence.probe as probe_mod
-    from unirt.evidence.isolation import Outcome
+    from unirt.process.isolation import Outcome
 
     def broken_reference(source: Any, feed_sets: Any, **kw: Any) -> Any:
         outcome = Outcome("harness", error="the child interpreter could not start")

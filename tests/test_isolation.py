@@ -1,4 +1,4 @@
-"""unirt.evidence.isolation: children are fresh interpreters on unirt.evidence.child, so a user's
+"""unirt.process.isolation: children are fresh interpreters on unirt.process.child, so a user's
 script without a ``__main__`` guard runs once; crashes, timeouts, errors and harness failures each
 become the right Outcome; nothing a child prints or leaves behind reaches the parent."""
 
@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 import unirt
-from unirt.evidence import isolation
-from unirt.evidence.isolation import CRASHED, ERROR, HARNESS, OK, TIMEOUT, Worker, run_isolated
+from unirt.process import isolation
+from unirt.process.isolation import CRASHED, ERROR, HARNESS, OK, TIMEOUT, Worker, run_isolated
 
 ROOT = Path(unirt.__file__).resolve().parent.parent
 
@@ -71,11 +71,11 @@ def _run_script(tmp_path: Path, how: str) -> subprocess.CompletedProcess[str]:
     script = textwrap.dedent("""\
         import os
         import unirt
-        import unirt.evidence.isolation
+        import unirt.process.isolation
         import unirt_iso_helper
         with open("top.log", "a") as f:
             f.write("top level ran\\n")
-        out = unirt.evidence.isolation.run_isolated(unirt_iso_helper.double, 21, timeout=60)
+        out = unirt.process.isolation.run_isolated(unirt_iso_helper.double, 21, timeout=60)
         print("RESULT", out.status, out.value, out.error)
         """)
     path = tmp_path / "user_script.py"
@@ -313,7 +313,7 @@ def test_init_that_cannot_be_loaded_in_the_child_is_a_harness_failure(
 def test_an_unclosed_worker_does_not_hold_up_exit(tmp_path: Path) -> None:
     script = textwrap.dedent("""\
         import os, sys
-        from unirt.evidence.isolation import Worker
+        from unirt.process.isolation import Worker
         from tests.test_isolation import _pid
         w = Worker()
         print(w.call(_pid).value, flush=True)
@@ -329,7 +329,7 @@ def test_an_unclosed_worker_does_not_hold_up_exit(tmp_path: Path) -> None:
 def test_child_exits_when_the_parent_dies_mid_call(tmp_path: Path) -> None:
     pid_file = tmp_path / "pids"
     script = textwrap.dedent(f"""\
-        from unirt.evidence.isolation import Worker
+        from unirt.process.isolation import Worker
         from tests.test_isolation import _hang_with_grandchild
         Worker().call(_hang_with_grandchild, {str(pid_file)!r}, timeout=120)
         """)

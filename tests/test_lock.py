@@ -22,6 +22,7 @@ from unirt.plugin.registry import Registry
 from unirt.runtime import lock as L
 from unirt.runtime.session import Session
 from unirt.testing import models as M
+from unirt.tools.lock import make_lock
 
 from .fakes import FakePlugin, Unavailable, Working
 
@@ -48,7 +49,7 @@ def _verified(max_abs: float = 2.5e-7) -> Verification:
 
 
 def _lock_file(model: Path, registry: Registry, tmp_path: Path) -> Path:
-    lock = L.make_lock(model, LOCKED, verification=_verified(), precision="exact",
+    lock = make_lock(model, LOCKED, verification=_verified(), precision="exact",
                        registry=registry)
     return L.write_lock(lock, tmp_path / "unirt.lock")
 
@@ -57,13 +58,13 @@ def _no_children(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("a lock must open its backend without measuring")
 
-    import unirt.evidence.isolation
     import unirt.evidence.probe
     import unirt.evidence.verify
+    import unirt.process.isolation
 
     monkeypatch.setattr(unirt.evidence.verify, "probe", fail)
     monkeypatch.setattr(unirt.evidence.probe, "probe", fail)
-    monkeypatch.setattr(unirt.evidence.isolation.Worker, "__init__", fail)
+    monkeypatch.setattr(unirt.process.isolation.Worker, "__init__", fail)
 
 
 def _set_version(monkeypatch: pytest.MonkeyPatch, registry: Registry, name: str,
@@ -75,7 +76,7 @@ def _set_version(monkeypatch: pytest.MonkeyPatch, registry: Registry, name: str,
 # -- the file ---------------------------------------------------------------------------------
 def test_write_read_roundtrip_human_readable(model: Path, registry: Registry,
                                              tmp_path: Path) -> None:
-    lock = L.make_lock(model, LOCKED, verification=_verified(), shapes={"input": [1, 3, 16, 16]},
+    lock = make_lock(model, LOCKED, verification=_verified(), shapes={"input": [1, 3, 16, 16]},
                        registry=registry)
     path = L.write_lock(lock, tmp_path / "deploy" / "unirt.lock")
     back = L.read_lock(path)
@@ -101,7 +102,7 @@ def test_ranking_rows_from_a_fastest_ranking(model: Path, registry: Registry) ->
 
     ranking = Ranking([LOCKED, "onnxruntime"], {LOCKED: 0.00042, "onnxruntime": 0.0011},
                       {"fake-raises": "engine exploded"})
-    lock = L.make_lock(model, LOCKED, ranking, _verified(), registry=registry)
+    lock = make_lock(model, LOCKED, ranking, _verified(), registry=registry)
     assert lock.ranking == [L.RankEntry(LOCKED, 0.42, 2.5e-7),
                             L.RankEntry("onnxruntime", 1.1, 0.0)]
     assert lock.rejected == {"fake-raises": "engine exploded"}
@@ -139,16 +140,16 @@ def test_a_missing_lock_file(tmp_path: Path) -> None:
 # -- making -----------------------------------------------------------------------------------
 def test_make_lock_needs_a_verified_backend(model: Path, registry: Registry) -> None:
     with pytest.raises(LockError, match="no verification of it is cached"):
-        L.make_lock(model, LOCKED, registry=registry)
+        make_lock(model, LOCKED, registry=registry)
     wrong = Verification(VerifyStatus.REJECTED, ProbeResult(LOCKED, "fail", "wrong numbers: "
                                                             "probs"), False, "k")
     with pytest.raises(LockError, match="its verification is rejected: wrong numbers"):
-        L.make_lock(model, LOCKED, verification=wrong, registry=registry)
+        make_lock(model, LOCKED, verification=wrong, registry=registry)
     with pytest.raises(LockError, match="not available on this machine"):
-        L.make_lock(model, "fake-unavailable", registry=registry)
+        make_lock(model, "fake-unavailable", registry=registry)
     with pytest.raises(unirt.BackendNotFoundError):
-        L.make_lock(model, "no-such-engine", registry=registry)
-    reference = L.make_lock(model, "onnxruntime", registry=registry)  # needs no verification
+        make_lock(model, "no-such-engine", registry=registry)
+    reference = make_lock(model, "onnxruntime", registry=registry)  # needs no verification
     assert reference.verification is None and reference.keys == {}
 
 
@@ -362,4 +363,4 @@ def test_cli_lock_fastest_measures_once_and_records_the_ranking(
 def test_make_lock_refuses_shapes_of_unknown_inputs(model: Path, registry: Registry) -> None:
     with pytest.raises(UnirtError, match="shapes names 'x', not an input of conv.onnx; inputs: "
                                          "input"):
-        L.make_lock(model, "onnxruntime", shapes={"x": [1]}, registry=registry)
+        make_lock(model, "onnxruntime", shapes={"x": [1]}, registry=registry)

@@ -92,7 +92,7 @@ def test_invalid_graph_is_a_model_error() -> None:
 
 
 def test_import_unirt_stays_light() -> None:
-    code = ("import sys, unirt, unirt.capability, unirt.evidence.isolation, "
+    code = ("import sys, unirt, unirt.capability, unirt.process.isolation, "
             "unirt.tools.probe_ops, unirt.cli.capabilities; "
             "print(sorted(m for m in ('onnx', 'numpy', 'onnxruntime', 'openvino', 'cv2', 'ncnn')"
             " if m in sys.modules))")

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from unirt.capability.verdict import Reason
 from unirt.cli.main import cli
 from unirt.errors import clean
 from unirt.plugin.native import captured
-from unirt.plugin.verdict import Reason
 from unirt.testing import models as M
 
 WARN = b"[ WARN:0@0.123] global onnx_importer.cpp:1 native warning line\n"

@@ -339,7 +339,7 @@ def _check(proto: Any) -> Any:
 
 
 def test_check_static_batch_above_one_is_unknown_naming_the_input() -> None:
-    from unirt.plugin.verdict import UNKNOWN
+    from unirt.capability.verdict import UNKNOWN
 
     verdict = _check(M.conv_net(batch=2))
     assert verdict.status == UNKNOWN
@@ -350,7 +350,7 @@ def test_check_static_batch_above_one_is_unknown_naming_the_input() -> None:
 
 
 def test_check_dynamic_dims_are_unknown_naming_input_and_dim() -> None:
-    from unirt.plugin.verdict import SUPPORTED, UNKNOWN
+    from unirt.capability.verdict import SUPPORTED, UNKNOWN
 
     verdict = _check(M.dynamic_batch())
     assert verdict.status == UNKNOWN
@@ -363,7 +363,7 @@ def test_check_dynamic_dims_are_unknown_naming_input_and_dim() -> None:
 
 
 def test_check_topk_feeding_a_cast_is_unknown_naming_both_nodes() -> None:
-    from unirt.plugin.verdict import UNKNOWN
+    from unirt.capability.verdict import UNKNOWN
 
     verdict = _check(_topk_model(cast=True))
     [reason] = [r for r in verdict.reasons if r.kind == "crash"]

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from tests import lavapipe_child as C
-from unirt.evidence.child import call_plain
-from unirt.evidence.isolation import Worker
+from unirt.process.child import call_plain
+from unirt.process.isolation import Worker
 from unirt.testing import models as M
 from unirt.testing.contract import assert_close
 

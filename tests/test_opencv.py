@@ -398,7 +398,7 @@ def _rule_reasons(proto: onnx.ModelProto) -> tuple[str, list[Any]]:
 
 
 def test_check_refuses_sequence_input_and_string_output_naming_them() -> None:
-    from unirt.plugin.verdict import UNSUPPORTED
+    from unirt.capability.verdict import UNSUPPORTED
 
     seq = helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, [2])
     proto = _model([helper.make_node("SequenceAt", ["s", "i"], ["y"], name="at"),
@@ -413,7 +413,7 @@ def test_check_refuses_sequence_input_and_string_output_naming_them() -> None:
 
 
 def test_check_rules_leave_a_plain_float_model_alone() -> None:
-    from unirt.plugin.verdict import SUPPORTED
+    from unirt.capability.verdict import SUPPORTED
 
     status, reasons = _rule_reasons(M.conv_net(batch="N"))  # dynamic batch: no rule either
     assert status == SUPPORTED and reasons == []
@@ -422,7 +422,7 @@ def test_check_rules_leave_a_plain_float_model_alone() -> None:
 def test_3d_pool_with_a_unit_kernel_axis_is_not_refused_and_runs(load) -> None:
     """Measured on OpenCV 5.0.0 (both engines): MaxPool3d/AvgPool3d((1,2,2)) runs and matches
     ONNX Runtime, so no rule refuses it (it was reported to fail in getMemoryShapes)."""
-    from unirt.plugin.verdict import UNSUPPORTED
+    from unirt.capability.verdict import UNSUPPORTED
 
     for op in ("MaxPool", "AveragePool"):
         proto = _model([helper.make_node(op, ["x"], ["y"], name="pool3d", kernel_shape=[1, 2, 2],

@@ -364,7 +364,7 @@ def _container_model(which: str) -> onnx.ModelProto:
     ("optional input", "input 's' is an optional"),
 ])
 def test_check_refuses_sequences_and_optionals(which: str, expected: str) -> None:
-    from unirt.plugin.verdict import UNSUPPORTED
+    from unirt.capability.verdict import UNSUPPORTED
 
     verdict = get_registry().backend("openvino").check(read_model(_container_model(which)))
     assert verdict.status == UNSUPPORTED
@@ -384,7 +384,7 @@ def test_open_refuses_sequences_and_optionals_as_check_does(which: str) -> None:
 
 
 def test_check_rules_leave_tensor_models_alone() -> None:
-    from unirt.plugin.verdict import SUPPORTED
+    from unirt.capability.verdict import SUPPORTED
 
     backend = get_registry().backend("openvino")
     for proto in (M.tiny(), M.dynamic_batch()):

@@ -302,7 +302,7 @@ def test_tune_at_a_shape_is_found_by_a_plain_load(conv: Path, fake_engines: None
 def test_a_ranking_taken_on_a_busy_machine_is_used_once_and_not_kept(
         conv: Path, fake_engines: None, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
-    from unirt.evidence import busy
+    from unirt.process import busy
 
     monkeypatch.setattr(busy, "others_now", lambda seconds=0.25: 0.6)
     reg = unirt.plugin.registry.get_registry()

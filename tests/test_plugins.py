@@ -394,10 +394,10 @@ def test_builtin_backends_declare_their_options_and_check_none_themselves() -> N
 def test_open_refuses_what_check_refuses() -> None:
     """A plugin states a refusal once (``_refusals_impl``): ``open`` refuses the first before
     ``_open_impl``, ``rules`` (hence ``check``) lists them all, with its own rules after."""
+    from unirt.capability.verdict import UNSUPPORTED, Reason
     from unirt.errors import BackendError
     from unirt.model.info import read_model
     from unirt.plugin.backend import OpenOptions
-    from unirt.plugin.verdict import UNSUPPORTED, Reason
     from unirt.testing import models as M
 
     class NoInputs(Working):
@@ -489,7 +489,7 @@ def test_plugins_import_contract_modules_not_the_top_level_package() -> None:
 def test_register_rewrites_hook_adds_rewrites_in_registration_order() -> None:
     """A third-party plugin's rewrites come after the built-ins' (registration order), are
     recorded on its PluginRecord, and a plugin whose hook raises is recorded, not fatal."""
-    from unirt.rewrite.base import Rewrite
+    from unirt.plugin.rewrite import Rewrite
 
     class Mine(Rewrite):
         name = "mine"

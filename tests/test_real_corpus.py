@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import unirt
-from unirt.runtime.route import render_route
+from unirt.plugin.route import render_route
 from unirt.testing.corpus import ENTRIES, make_feeds
 
 #: Exact precision: atol plus rtol relative to the largest reference magnitude of an output.

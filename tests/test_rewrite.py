@@ -377,7 +377,7 @@ def test_the_evaluator_judges_a_rewrite_when_the_reference_refuses_the_original(
     model.graph.output[0].type.tensor_type.ClearField("shape")
     path = save(model, tmp_path / "relu.onnx")
     from unirt.evidence import probe
-    from unirt.evidence.isolation import ERROR, Outcome
+    from unirt.process.isolation import ERROR, Outcome
 
     real = probe.reference_outputs
 
@@ -405,7 +405,7 @@ def test_list_says_opt_in_once() -> None:
 
 
 def test_a_graph_wide_change_reads_alone() -> None:
-    from unirt.rewrite.base import GRAPH
+    from unirt.plugin.rewrite import GRAPH
 
     assert str(Change(GRAPH, "initializers", "2 initializers -> 1")) == \
         "2 initializers -> 1 (graph)"

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import unirt
 from unirt.errors import BackendError
-from unirt.runtime.route import RouteOutcome
+from unirt.plugin.route import RouteOutcome
 from unirt.testing import models
 from unirt.tools.lint import lint
 

@@ -23,7 +23,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from unirt.rewrite.base import Change, Rewrite, RewriteContext
+from unirt.plugin.rewrite import Change, Rewrite, RewriteContext
 from unirt.rewrite.builtin import fold as fold_module
 from unirt.rewrite.builtin.focus import FocusSlice
 from unirt.rewrite.builtin.fold import Fold

@@ -125,9 +125,9 @@ def test_tune_lock_then_load_with_the_lock_measures_nothing(
 
 def test_a_lock_for_other_model_bytes_raises_or_warns(
         conv: Path, tmp_path: Path, fake_engines: None, caplog: pytest.LogCaptureFixture) -> None:
-    from unirt.lock import measure_lock, write_lock
-
     from unirt.errors import LockError
+    from unirt.runtime.lock import write_lock
+    from unirt.tools.lock import measure_lock
 
     lock = tmp_path / "unirt.lock"
     write_lock(measure_lock(conv, "fake-fast"), lock)
@@ -179,7 +179,8 @@ def test_a_swap_needs_the_winner_faster_in_this_process_too(conv: Path,
 
 
 def test_a_lock_carries_its_precision(conv: Path, tmp_path: Path, fake_engines: None) -> None:
-    from unirt.lock import measure_lock, write_lock
+    from unirt.runtime.lock import write_lock
+    from unirt.tools.lock import measure_lock
 
     lock = tmp_path / "fast.lock"
     write_lock(measure_lock(conv, "fake-fast", precision="fast"), lock)

@@ -15,13 +15,13 @@ import pytest
 
 import unirt
 from unirt.errors import ShapeLimitError, UnirtError
-from unirt.evidence import isolation
 from unirt.evidence import timing as fastest
-from unirt.evidence.child import call_plain
 from unirt.evidence.timing import Ranking
 from unirt.plugin.backend import BackendSession
+from unirt.plugin.route import CHOSEN, SWAPPED, RouteStep
+from unirt.process import isolation
+from unirt.process.child import call_plain
 from unirt.runtime import tuning
-from unirt.runtime.route import CHOSEN, SWAPPED, RouteStep
 from unirt.runtime.session import Session
 from unirt.testing import models as M
 
@@ -238,7 +238,7 @@ def test_swap_is_atomic_and_closes_each_engine_once_after_its_last_call() -> Non
     for i in range(100):
         new = _Scaled(1.0)
         engines.append(new)
-        assert sess._swap(f"e{i}", new, RouteStep(f"e{i}", SWAPPED, "test"))
+        assert sess.swap(f"e{i}", new, RouteStep(f"e{i}", SWAPPED, "test"))
         time.sleep(0.0005)
     stop.set()
     for t in threads:
@@ -250,7 +250,7 @@ def test_swap_is_atomic_and_closes_each_engine_once_after_its_last_call() -> Non
     assert sum(e.calls for e in engines) > 100
     sess.close()
     assert engines[-1].closed == 1
-    assert not sess._swap("late", _Scaled(1.0), RouteStep("late", SWAPPED, "x"))
+    assert not sess.swap("late", _Scaled(1.0), RouteStep("late", SWAPPED, "x"))
 
 
 def test_a_call_in_flight_finishes_on_the_old_engine_which_closes_after_it() -> None:
@@ -261,7 +261,7 @@ def test_a_call_in_flight_finishes_on_the_old_engine_which_closes_after_it() -> 
     t.start()
     time.sleep(0.1)
     new = _Scaled(2.0)
-    assert sess._swap("b", new, RouteStep("b", SWAPPED, "faster"))
+    assert sess.swap("b", new, RouteStep("b", SWAPPED, "faster"))
     assert old.closed == 0  # a call is in flight on it
     assert sess.run({"x": np.ones((1, 8), np.float32)})["y"][0, 0] == 2.0
     t.join(5)
@@ -283,12 +283,12 @@ def test_shape_fallback_across_a_swap() -> None:
     x2 = np.ones((2, 8), np.float32)
     assert sess.run({"x": x2})["y"].shape == (2, 4) and rerouted == ["a"]
     also_refuses = _Scaled(1.0, refuse=2)
-    assert sess._swap("b", also_refuses, RouteStep("b", SWAPPED, "faster"))
+    assert sess.swap("b", also_refuses, RouteStep("b", SWAPPED, "faster"))
     sess.run({"x": x2})  # asked first, refuses: the shape's engine takes it, no new reroute
     assert rerouted == ["a"] and opened[0].calls == 2
     x3 = np.ones((3, 8), np.float32)
     refuses_three = _Scaled(1.0, refuse=3)
-    assert sess._swap("c", refuses_three, RouteStep("c", SWAPPED, "faster"))
+    assert sess.swap("c", refuses_three, RouteStep("c", SWAPPED, "faster"))
     sess.run({"x": x3})
     assert rerouted == ["a", "c"]  # routed from the engine that refused it
     sess.close()
@@ -301,7 +301,7 @@ def test_details_and_verification_follow_the_engine() -> None:
     new = _Scaled(1.0)
     new.details = {"device": "elsewhere"}
     new.precision = "bf16"
-    sess._swap("b", new, RouteStep("b", SWAPPED, "faster"))
+    sess.swap("b", new, RouteStep("b", SWAPPED, "faster"))
     assert sess.details == {"device": "elsewhere"} and sess.precision == "bf16"
     assert sess.verification is None and sess.backend == "b"
     sess.close()

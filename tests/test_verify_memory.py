@@ -21,9 +21,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from unirt.evidence import child as _child
 from unirt.evidence import probe
-from unirt.evidence.isolation import Worker
+from unirt.process import child as _child
+from unirt.process.isolation import Worker
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from unirt.capability.table import CASE_STATUSES, CaseStatus
-from unirt.evidence.isolation import Outcome, OutcomeStatus
 from unirt.evidence.probe import ProbeResult, ProbeStatus
-from unirt.runtime.route import RouteOutcome
+from unirt.plugin.route import RouteOutcome
+from unirt.process.isolation import Outcome, OutcomeStatus
 from unirt.tools.reduce import FailureKind
 from unirt.words import Word
 

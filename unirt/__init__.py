@@ -22,8 +22,7 @@ from unirt.errors import (
     UnirtError,
 )
 from unirt.plugin.hookspecs import hookimpl
-
-__version__ = "0.1.0"
+from unirt.version import __version__
 
 _LAZY = {
     "load": ("unirt.runtime.router", "load"),
@@ -36,10 +35,10 @@ _LAZY = {
     "BackendSession": ("unirt.plugin.backend", "BackendSession"),
     "Availability": ("unirt.plugin.backend", "Availability"),
     "OpenOptions": ("unirt.plugin.backend", "OpenOptions"),
-    "RouteStep": ("unirt.runtime.route", "RouteStep"),
+    "RouteStep": ("unirt.plugin.route", "RouteStep"),
     "capabilities": ("unirt.tools.capability_report", "capabilities"),
     "CapabilityReport": ("unirt.tools.capability_report", "CapabilityReport"),
-    "Verdict": ("unirt.plugin.verdict", "Verdict"),
+    "Verdict": ("unirt.capability.verdict", "Verdict"),
 }
 
 __all__ = [
@@ -50,11 +49,11 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from unirt.capability.verdict import Verdict
     from unirt.model.info import ModelInfo, read_model
     from unirt.plugin.backend import Availability, Backend, BackendSession, OpenOptions
     from unirt.plugin.inventory import backends
-    from unirt.plugin.verdict import Verdict
-    from unirt.runtime.route import RouteStep
+    from unirt.plugin.route import RouteStep
     from unirt.runtime.router import load
     from unirt.runtime.session import Session
     from unirt.tensor import TensorInfo

@@ -28,10 +28,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from unirt.errors import BackendError, BackendUnavailableError, ShapeLimitError, UnirtError
-from unirt.model.info import ModelInfo
-from unirt.plugin.backend import Availability, Backend, BackendSession, OpenOptions, OptionSpec
-from unirt.plugin.hookspecs import hookimpl
+from unirt.plugin import (
+    Availability,
+    Backend,
+    BackendError,
+    BackendSession,
+    BackendUnavailableError,
+    ModelInfo,
+    OpenOptions,
+    OptionSpec,
+    ShapeLimitError,
+    UnirtError,
+    hookimpl,
+)
 
 from . import _graph, _pnnx
 
@@ -64,7 +73,7 @@ _PNNX_TO_ONNX = {"Tensor.to": "Cast", "torch.topk": "TopK", "torch.argmax": "Arg
 def _gpu_count() -> int:
     import ncnn
 
-    from unirt.plugin.native import captured
+    from unirt.plugin import captured
 
     # ncnn prints 'dlopen failed libvulkan.so.1' from C when probing for a GPU: expected on a
     # machine without Vulkan, a debug line rather than the user's terminal.
@@ -98,7 +107,7 @@ def _vulkan_devices() -> list[tuple[int, str, bool]]:
     """(index, name, is_cpu) for every Vulkan device ncnn finds."""
     import ncnn
 
-    from unirt.plugin.native import captured
+    from unirt.plugin import captured
 
     out = []
     with captured(NAME):
@@ -164,13 +173,13 @@ class NcnnBackend(Backend):
     def _refusals_impl(self, model: ModelInfo) -> list[Any]:
         """Inputs ncnn cannot be fed (float32 tensors only, a Mat's rank), outputs that are
         not tensors: see :func:`_refusals`."""
-        from unirt.plugin.verdict import Reason
+        from unirt.plugin import Reason
 
         return [Reason(why, kind=kind) for kind, why in _refusals(model)]
 
     def _rules_impl(self, model: ModelInfo) -> list[Any]:
         """What only converting (or running) can settle, as UNKNOWN: see :func:`_doubts`."""
-        from unirt.plugin.verdict import UNKNOWN, Reason
+        from unirt.plugin import UNKNOWN, Reason
 
         return [Reason(why, kind=kind, node=node, op=op, verdict=UNKNOWN)
                 for kind, why, node, op in _doubts(model)]
@@ -194,7 +203,7 @@ class NcnnBackend(Backend):
             raise UnirtError(f"{self.name}: option timeout/optlevel must be a number") from exc
         import ncnn
 
-        from unirt.store.cache import ArtifactCache, model_digest
+        from unirt.plugin import ArtifactCache, model_digest
 
         config = _Config(
             exe=self._pnnx[0], pnnx_version=self._pnnx[1], ncnn_version=ncnn.__version__,
@@ -394,7 +403,7 @@ class NcnnSession(BackendSession):
         fp16 = c.precision != "exact"
         key_options = {"fp16_weights": fp16, "optlevel": c.optlevel,
                        "outputs": self._ncnn_outputs}
-        from unirt.store.cache import artifact_key
+        from unirt.plugin import artifact_key
 
         key = artifact_key(
             NAME, c.digest,
@@ -406,7 +415,7 @@ class NcnnSession(BackendSession):
                          for d, dyn in zip(s, flags)) for s, flags in zip(sig, dynamic)]
 
         def build(tmp: Path) -> dict[str, Any]:
-            from unirt.progress import Step, step
+            from unirt.plugin import Step, step
 
             at = ",".join("x".join(map(str, s)) for s in sig)
             with step(Step.CONVERT, NAME, self.model.name, f"pnnx at {at}"):
@@ -558,7 +567,7 @@ class NcnnSession(BackendSession):
         """The declared shape and dtype (:func:`unirt.plugin.conform.conform`), or a clear refusal:
         never a silently different layout. ncnn computes in float, so integer outputs are
         rounded first (an index of 2.9999998 is 3)."""
-        from unirt.plugin.conform import conform
+        from unirt.plugin import conform
 
         info = self._declared[name]
         if info.dtype is not None and info.dtype.kind in "iub" and arr.dtype.kind == "f":

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-    from unirt.model.info import ModelInfo
+    from unirt.plugin import ModelInfo
 
 HOST_OPS = ("ArgMax", "ArgMin")
 

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from unirt.errors import BackendError, ToolCrashError, clean
+from unirt.plugin import BackendError, ToolCrashError, clean
 
 logger = logging.getLogger("unirt")
 
@@ -83,7 +83,7 @@ def pnnx_version(path: Path, found_in: str) -> str:
             return metadata.version("pnnx")
         except metadata.PackageNotFoundError:
             pass
-    from unirt.store.cache import file_sha256
+    from unirt.plugin import file_sha256
 
     return "sha256:" + file_sha256(path)[:16]
 

@@ -14,13 +14,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from unirt.errors import BackendError, UnirtError
-from unirt.model.info import ModelInfo
-from unirt.plugin.backend import Availability, Backend, BackendSession, OpenOptions, OptionSpec
-from unirt.plugin.hookspecs import hookimpl
+from unirt.plugin import (
+    Availability,
+    Backend,
+    BackendError,
+    BackendSession,
+    ModelInfo,
+    OpenOptions,
+    OptionSpec,
+    UnirtError,
+    hookimpl,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from unirt.plugin.verdict import Reason
+    from unirt.plugin import Reason
 
     from ._binding import BoundRunner
 
@@ -124,7 +131,7 @@ class OnnxRuntimeBackend(Backend):
     def _rules_impl(self, model: ModelInfo) -> list[Reason]:
         # StringNormalizer builds a C++ locale (en_US.UTF-8 unless the node names one) when it
         # changes case; where the system lacks that locale the session fails to load.
-        from unirt.plugin.verdict import Reason
+        from unirt.plugin import Reason
 
         reasons = []
         for n in model.nodes:

@@ -44,12 +44,20 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from unirt.errors import BackendError, BackendUnavailableError, UnirtError
-from unirt.model.info import ModelInfo
-from unirt.plugin.backend import Availability, Backend, BackendSession, OpenOptions, OptionSpec
-from unirt.plugin.hookspecs import hookimpl
-from unirt.plugin.native import captured
-from unirt.tensor import TensorInfo
+from unirt.plugin import (
+    Availability,
+    Backend,
+    BackendError,
+    BackendSession,
+    BackendUnavailableError,
+    ModelInfo,
+    OpenOptions,
+    OptionSpec,
+    TensorInfo,
+    UnirtError,
+    captured,
+    hookimpl,
+)
 
 from ._loader import (
     DNN_BACKENDS,
@@ -157,7 +165,7 @@ class OpenCvBackend(Backend):
           non-CPU target or a model the new engine cannot read select it), so that is not a
           model rule. A zero-size feed, which crashes the new engine, is refused at run time.
         """
-        from unirt.plugin.verdict import Reason
+        from unirt.plugin import Reason
 
         return [Reason(why, kind="input" if info.dtype is None else "dtype")
                 for what, info in model.io() if (why := _refusal(info, what))]

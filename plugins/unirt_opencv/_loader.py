@@ -13,9 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from unirt.errors import BackendError, clean
-from unirt.model.info import ModelInfo
-from unirt.plugin.backend import OpenOptions
+from unirt.plugin import BackendError, ModelInfo, OpenOptions, clean
 
 logger = logging.getLogger("unirt")
 

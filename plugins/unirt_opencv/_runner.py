@@ -10,9 +10,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from unirt.errors import BackendError
-from unirt.model.info import ModelInfo
-from unirt.plugin.backend import BackendSession
+from unirt.plugin import BackendError, BackendSession, ModelInfo
 
 from ._loader import engine_message
 
@@ -26,7 +24,7 @@ class OpenCvSession(BackendSession):
 
     def __init__(self, net: Any, model: ModelInfo, forward_names: Sequence[str],
                  cv_error: type[BaseException], reload: Any = None) -> None:
-        from unirt.plugin.conform import conform  # imports numpy: not at plugin load
+        from unirt.plugin import conform
 
         super().__init__()
         self._conform = conform

@@ -59,10 +59,18 @@ import threading
 import time
 from typing import Any
 
-from unirt.errors import BackendError, BackendUnavailableError, UnirtError
-from unirt.model.info import ModelInfo
-from unirt.plugin.backend import Availability, Backend, BackendSession, OpenOptions, OptionSpec
-from unirt.plugin.hookspecs import hookimpl
+from unirt.plugin import (
+    Availability,
+    Backend,
+    BackendError,
+    BackendSession,
+    BackendUnavailableError,
+    ModelInfo,
+    OpenOptions,
+    OptionSpec,
+    UnirtError,
+    hookimpl,
+)
 
 from . import _loader
 from ._loader import _engine_message, _is_placeholder, _onnx_node_names
@@ -134,7 +142,7 @@ class OpenVinoBackend(Backend):
         sequence ("No conversion rule found for operations: util::SequenceAt"), returning one
         (``util::SequenceMark``) or taking an optional (``OptionalGetElement-18``). Only inputs
         and outputs that are not tensors pay for the (memoised) type facts that tell which."""
-        from unirt.plugin.verdict import Reason
+        from unirt.plugin import Reason
 
         reasons = []
         for what, info in model.io():

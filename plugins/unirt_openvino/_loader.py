@@ -13,9 +13,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from unirt.errors import clean
-from unirt.model.info import ModelInfo
-from unirt.plugin.backend import OpenOptions
+from unirt.plugin import ModelInfo, OpenOptions, clean
 
 logger = logging.getLogger("unirt")
 
@@ -68,7 +66,7 @@ def cache_dir(backend: str, model: ModelInfo, options: OpenOptions,
     if not options.extra.get("cache", True) or "CACHE_DIR" in config:
         yield config.get("CACHE_DIR")
         return
-    from unirt.store.cache import ArtifactCache, model_digest
+    from unirt.plugin import ArtifactCache, model_digest
 
     with ArtifactCache().managed(backend, model_digest(model)[:32], "openvino") as d:
         yield None if d is None else str(d)

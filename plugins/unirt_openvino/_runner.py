@@ -11,9 +11,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from unirt.errors import BackendError, ShapeLimitError
-from unirt.model.info import ModelInfo
-from unirt.plugin.backend import BackendSession
+from unirt.plugin import BackendError, BackendSession, ModelInfo, ShapeLimitError
 
 from ._loader import _engine_message
 

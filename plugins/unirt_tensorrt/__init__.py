@@ -33,10 +33,19 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from unirt.errors import BackendError, BackendUnavailableError, ShapeLimitError, UnirtError
-from unirt.model.info import ModelInfo
-from unirt.plugin.backend import Availability, Backend, BackendSession, OpenOptions, OptionSpec
-from unirt.plugin.hookspecs import hookimpl
+from unirt.plugin import (
+    Availability,
+    Backend,
+    BackendError,
+    BackendSession,
+    BackendUnavailableError,
+    ModelInfo,
+    OpenOptions,
+    OptionSpec,
+    ShapeLimitError,
+    UnirtError,
+    hookimpl,
+)
 
 from . import _build, _profiles
 
@@ -121,7 +130,7 @@ class TensorRtBackend(Backend):
     def _refusals_impl(self, model: ModelInfo) -> list[Any]:
         """Inputs/outputs that are not numeric tensors: TensorRT takes and gives tensors of
         numbers only."""
-        from unirt.plugin.verdict import Reason
+        from unirt.plugin import Reason
 
         reasons = []
         for what, info in model.io():
@@ -136,7 +145,7 @@ class TensorRtBackend(Backend):
     def _rules_impl(self, model: ModelInfo) -> list[Any]:
         """Ops with data-dependent output shapes (UNKNOWN: refused at run time when such a
         shape reaches an output, fine when it stays inside)."""
-        from unirt.plugin.verdict import UNKNOWN, Reason
+        from unirt.plugin import UNKNOWN, Reason
 
         reasons = []
         for n in model.nodes:
@@ -168,7 +177,7 @@ class TensorRtBackend(Backend):
     # -- asking the engine --------------------------------------------------------------------
     def _query_impl(self, model: ModelInfo, options: OpenOptions) -> set[str] | None:
         """Node names TensorRT's parser cannot take (``supports_model_v2``), asked in a child."""
-        from unirt.evidence.isolation import run_isolated
+        from unirt.plugin import run_isolated
 
         with _onnx_file(model) as path:
             outcome = run_isolated(_build.query_support, path, timeout=DEFAULT_QUERY_TIMEOUT_S)
@@ -256,7 +265,7 @@ class TensorRtSession(BackendSession):
                  gpu: Any, plan: _build.PrecisionPlan,
                  explicit: list[_profiles.Profile] | None) -> None:
         super().__init__()
-        from unirt.store.cache import ArtifactCache, model_digest
+        from unirt.plugin import ArtifactCache, model_digest
 
         self.model = model
         self.options = options
@@ -282,7 +291,7 @@ class TensorRtSession(BackendSession):
 
     # -- building -----------------------------------------------------------------------------
     def _key(self, profiles: Sequence[_profiles.Profile]) -> str:
-        from unirt.store.cache import artifact_key
+        from unirt.plugin import artifact_key
 
         return artifact_key(NAME, self.digest, versions=self._versions(),
                             shapes=[[r.as_list() for r in p] for p in profiles],
@@ -320,8 +329,7 @@ class TensorRtSession(BackendSession):
         described = _profiles.describe(profiles)
 
         def build(tmp: Path) -> dict[str, Any]:
-            from unirt.evidence.isolation import TIMEOUT, run_isolated
-            from unirt.progress import Step, step
+            from unirt.plugin import TIMEOUT, Step, run_isolated, step
 
             with _onnx_file(self.model, tmp) as path:
                 spec = _build.BuildSpec(
@@ -416,7 +424,7 @@ class TensorRtSession(BackendSession):
             return eng, 0
 
     def run(self, feeds: dict[str, Any], output_names: Sequence[str]) -> Sequence[Any]:
-        from unirt.plugin.conform import conform
+        from unirt.plugin import conform
 
         shapes = {n: tuple(int(d) for d in feeds[n].shape) for n in self._input_names}
         eng, profile = self._engine_for(shapes)

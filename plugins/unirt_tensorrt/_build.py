@@ -2,7 +2,7 @@
 
 The loader half of the Polygraphy split (its ``NetworkFromOnnxPath`` / ``EngineFromNetwork``):
 :func:`build_engine` and :func:`query_support` run in a child process
-(:func:`unirt.evidence.isolation.run_isolated`), because the ONNX parser and the builder run native
+(:func:`unirt.process.isolation.run_isolated`), because the ONNX parser and the builder run native
 code on a model not yet known to be safe, and a build takes minutes on a real model and must be
 stoppable (the child is killed at the timeout). They return plain dicts; what the parser refused
 comes back as data (node index, name, op, code, description) for the parent to word, not as an
@@ -196,7 +196,7 @@ def _with_timing_cache(trt: Any, builder: Any, network: Any, config: Any,
     model take seconds instead of minutes."""
     if spec.cache_root is None or spec.timing_key is None:
         return builder.build_serialized_network(network, config)
-    from unirt.store.cache import ArtifactCache
+    from unirt.plugin import ArtifactCache
 
     cache = ArtifactCache(spec.cache_root)
     with cache.managed("tensorrt", spec.timing_key, "tensorrt") as d:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from unirt.errors import BackendError
+from unirt.plugin import BackendError
 
 
 def runtime() -> Any:

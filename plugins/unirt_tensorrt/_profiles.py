@@ -22,9 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from unirt.errors import UnirtError
-from unirt.model.info import ModelInfo
-from unirt.tensor import is_static
+from unirt.plugin import ModelInfo, UnirtError, is_static
 
 #: Upper bound of a dynamic batch axis in a profile made from a seen shape.
 DEFAULT_MAX_BATCH = 16

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from unirt.errors import BackendError, ShapeLimitError, UnirtError, first_line
+from unirt.plugin import BackendError, ShapeLimitError, UnirtError, first_line
 
 from . import _cuda
 from ._profiles import Profile, find_profile

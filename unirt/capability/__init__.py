@@ -4,7 +4,7 @@ anything runs.
 The tables (the ONNX conformance suite run on each engine, :mod:`.table`) predict per node
 (:mod:`.features`, :mod:`.judge`) and never refuse a backend on their own: they explain and
 order. What decides is evidence (:mod:`unirt.evidence`): the engine's own answer and a measured
-run compared with the reference. The verdict types live in :mod:`unirt.plugin.verdict`, because
+run compared with the reference. The verdict types live in :mod:`unirt.capability.verdict`, because
 plugins return them; the report that measures is :mod:`unirt.tools.capability_report`.
 
 Importing this package stays light (no numpy, onnx or engine).

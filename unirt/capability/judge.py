@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from unirt.capability.features import (
     ABSENT,
@@ -37,8 +37,7 @@ from unirt.capability.features import (
     schema_since,
 )
 from unirt.capability.table import CaseStatus, OpEvidence, OpTable, find_table
-from unirt.errors import first_line
-from unirt.plugin.verdict import (
+from unirt.capability.verdict import (
     SUPPORTED,
     UNAVAILABLE,
     UNKNOWN,
@@ -49,12 +48,38 @@ from unirt.plugin.verdict import (
     Verdict,
     combine,
 )
+from unirt.errors import first_line
 
 if TYPE_CHECKING:  # pragma: no cover
     from unirt.model.info import ModelInfo, NodeInfo
-    from unirt.plugin.backend import Backend
 
 logger = logging.getLogger("unirt")
+
+
+class _Available(Protocol):
+    @property
+    def available(self) -> bool: ...
+
+    @property
+    def version(self) -> str | None: ...
+
+    @property
+    def reason(self) -> str | None: ...
+
+
+class Judged(Protocol):
+    """What a static check asks of a backend: the part of :class:`unirt.plugin.backend.Backend`
+    the prediction reads. A protocol, because the plugin contract is built on top of this layer
+    (``Backend.check`` is this module's :func:`check_backend`), not beneath it."""
+
+    @property
+    def name(self) -> str: ...
+
+    def available(self) -> _Available: ...
+
+    def host_outputs(self, model: ModelInfo) -> set[str]: ...
+
+    def rules(self, model: ModelInfo) -> list[Reason]: ...
 
 
 @dataclass
@@ -120,7 +145,7 @@ def _op_state(current: str | None, new: str) -> str:
     return max(current, new, key=order.index)
 
 
-def check_backend(backend: Backend, model: ModelInfo, table: OpTable | None = None) -> Verdict:
+def check_backend(backend: Judged, model: ModelInfo, table: OpTable | None = None) -> Verdict:
     """What ``Backend.check`` does: the table's prediction for the installed engine, and the
     backend's rules. Status: UNAVAILABLE, UNSUPPORTED on a decisive reason, else UNKNOWN (the
     table predicts; only the engine and a measured run can say SUPPORTED)."""
@@ -166,7 +191,7 @@ def check_backend(backend: Backend, model: ModelInfo, table: OpTable | None = No
     return verdict
 
 
-def table_reasons(backend: Backend, model: ModelInfo, table: OpTable, ops: dict[str, str],
+def table_reasons(backend: Judged, model: ModelInfo, table: OpTable, ops: dict[str, str],
                   host: set[str] | frozenset[str] = frozenset()) -> list[Reason]:
     """The table's reasons for ``model`` (predictions), plus the two facts no engine of any
     kind gets past (a custom domain the backend implements nothing of; a node type ONNX does not

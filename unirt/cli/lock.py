@@ -64,9 +64,10 @@ def lock_command(model: str | None, out: str | None, shape_specs: tuple[str, ...
 def _write(model: str, out: str, point: tuple[Any, ...], precision: str, backend: str | None,
            as_json: bool) -> None:
     from unirt.cli import inputs as cli_inputs
-    from unirt.lock import measure_lock, write_lock
     from unirt.model.info import read_model
+    from unirt.runtime.lock import write_lock
     from unirt.store.files import check_writable
+    from unirt.tools.lock import measure_lock
 
     check_writable(out, "--out", inputs=[model])  # the default too, before the measuring
     shapes, ranges, inputs = cli_inputs.operating_point(read_model(model), *point)
@@ -96,7 +97,7 @@ def _fmt(v: float | None) -> str:
 
 
 def _check(lock_path: str, model: str | None, as_json: bool) -> None:
-    from unirt.lock import inspect_lock, read_lock
+    from unirt.runtime.lock import inspect_lock, read_lock
 
     lock = read_lock(lock_path)
     checked: str | None = model

@@ -470,8 +470,8 @@ def bench_cmd(model: str, backend_list: str | None, shape_specs: tuple[str, ...]
     """Measure load time and latency (or throughput) of MODEL on each backend, interleaved in
     one run."""
     from unirt.cli import inputs as cli_inputs
-    from unirt.evidence.isolation import OutcomeStatus
     from unirt.model.info import read_model
+    from unirt.process.isolation import OutcomeStatus
     from unirt.tools import bench as b
 
     if runs is not None and duration is not None:

@@ -50,8 +50,9 @@ def rewrite_command(model: str | None, backend: str | None, out: str | None,
     if model is None or backend is None or out is None:
         raise UnirtError("give MODEL, --for BACKEND and -o OUT.onnx (or --list)")
     from unirt.cli import inputs as cli_inputs
+    from unirt.evidence.traced import rewrite_traced_shapes
     from unirt.model.info import read_model
-    from unirt.runtime.fit import PROVEN, check_names, fit, traced_shapes
+    from unirt.runtime.fit import PROVEN, check_names, fit
     from unirt.store.files import check_writable, copy_atomic
 
     target = check_writable(out, "--out", inputs=[model])  # before any work
@@ -63,7 +64,7 @@ def rewrite_command(model: str | None, backend: str | None, out: str | None,
     if inputs is not None:
         shapes = {**inputs.first_shapes, **shapes}
     if not shapes and names:  # where the original runs, as load(rewrite=[...]) verifies
-        shapes = traced_shapes(registry, info, names)
+        shapes = rewrite_traced_shapes(registry, info, names)
     fitted = fit(info, backend, names=names, registry=registry, shapes=shapes or None,
                  inputs=inputs, ranges=ranges or None)
     written = fitted.status in PROVEN and fitted.info is not None

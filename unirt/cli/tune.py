@@ -66,7 +66,8 @@ def tune_command(model: str, backend_list: str | None, shape_specs: tuple[str, .
     ranking = rank(info, pool, versions, precision, {}, shapes or None, registry=registry,
                    remeasure=True, ranges=ranges or None, inputs=inputs)
     if lock_path is not None:
-        from unirt.lock import measure_lock, write_lock
+        from unirt.runtime.lock import write_lock
+        from unirt.tools.lock import measure_lock
 
         if ranking.winner is None:
             raise UnirtError(f"no backend passed on {info.name}: nothing to lock")

@@ -625,7 +625,7 @@ def _size_hints(info: ModelInfo, graph: _Graph, proto: onnx.ModelProto,
 
 def _traced(info: ModelInfo) -> tuple[dict[str, int], list[str]]:
     """Sizes the graph bakes (a Reshape holding the traced size), by symbol, with their note."""
-    from unirt.evidence.verify import traced_shapes
+    from unirt.evidence.traced import traced_shapes
 
     shapes = traced_shapes(info)
     if not shapes:

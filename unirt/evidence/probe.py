@@ -2,7 +2,7 @@
 
 One implementation behind ``unirt compare``, the verification that happens before routing to a
 backend, and ``unirt capabilities --probe``. The backend runs in a child
-(:mod:`unirt.evidence.isolation`) because engines segfault, abort or hang on some models; a crash
+(:mod:`unirt.process.isolation`) because engines segfault, abort or hang on some models; a crash
 is a result (with its signal), never the end of the caller's process.
 
 The reference is ONNX Runtime on the CPU in ``exact`` precision, run in a child as well and once
@@ -55,12 +55,12 @@ from unirt.evidence.agreement import (
     within,
 )
 from unirt.evidence.inputs import BATCH_SIZES, OTHER_SIZES, FeedRecipe, shape_sets  # noqa: F401 - re-exported
-from unirt.evidence.isolation import CRASHED as ISO_CRASHED
-from unirt.evidence.isolation import ERROR as ISO_ERROR
-from unirt.evidence.isolation import HARNESS as ISO_HARNESS
-from unirt.evidence.isolation import TIMEOUT as ISO_TIMEOUT
-from unirt.evidence.isolation import Outcome, Worker
 from unirt.model.info import ModelInfo
+from unirt.process.isolation import CRASHED as ISO_CRASHED
+from unirt.process.isolation import ERROR as ISO_ERROR
+from unirt.process.isolation import HARNESS as ISO_HARNESS
+from unirt.process.isolation import TIMEOUT as ISO_TIMEOUT
+from unirt.process.isolation import Outcome, Worker
 from unirt.words import Word
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -89,7 +89,7 @@ DEFAULT_TIMEOUT = 300.0
 
 class ProbeStatus(Word):
     """What a probe concluded about a backend on a model (:attr:`ProbeResult.status`). The
-    last four keep the words of :class:`~unirt.evidence.isolation.OutcomeStatus` they come from."""
+    last four keep the words of :class:`~unirt.process.isolation.OutcomeStatus` they come from."""
 
     PASS = "pass"
     FAIL = "fail"  # numbers out of tolerance

@@ -72,7 +72,7 @@ class Ranking:
     #: The digest of the user's input sets it was measured on ("" for generated inputs).
     inputs: str = ""
     #: The share of the CPU other processes used around the timing (None: not known); over
-    #: :data:`unirt.evidence.busy.BUSY_SHARE` the ranking is used once, never cached.
+    #: :data:`unirt.process.busy.BUSY_SHARE` the ranking is used once, never cached.
     busy: float | None = None
 
     @property
@@ -340,11 +340,11 @@ def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, 
     user's input sets when given (timed on the first), else on generated ones."""
     # Imported here: a lookup (every default load) needs none of the measuring machinery.
     from unirt import progress as events
-    from unirt.evidence.busy import BUSY_SHARE, others_now
-    from unirt.evidence.isolation import HARNESS, TIMEOUT, Worker
     from unirt.evidence.probe import NO_REFERENCE, _child_init, _child_run, run_sets
     from unirt.evidence.verify import VerifyStatus, feed_sets, verify
     from unirt.plugin.registry import get_registry
+    from unirt.process.busy import BUSY_SHARE, others_now
+    from unirt.process.isolation import HARNESS, TIMEOUT, Worker
 
     reg = registry or get_registry()
     source = info.source()

@@ -290,6 +290,7 @@ def verify(info: ModelInfo, backend: str, version: str | None, precision: str = 
     user's input sets (:mod:`unirt.evidence.operating`): judged on exactly those, keyed by their
     digest.
     """
+    from unirt.evidence.traced import traced_shapes
     from unirt.store.cache import ArtifactCache
 
     if timeout is None:
@@ -375,23 +376,6 @@ def _note_evidence(info: ModelInfo, result: ProbeResult, sets: list[dict[str, tu
     if result.status not in (PASS, NO_REFERENCE, HARNESS) and result.opened and guessed:
         result.reason += (f" (judged on generated inputs at {at}: give input_shapes= or "
                           "inputs= with what your application sends to judge it there)")
-
-
-def traced_shapes(info: ModelInfo, registry: Registry | None = None
-                  ) -> dict[str, tuple[int, ...]]:
-    """Input shapes at which the model is known to run although its declared dynamic dims do
-    not, by every registered rewrite's :meth:`~unirt.rewrite.Rewrite.traced_sizes` (a Reshape
-    baking the traced size); empty when nothing says so (:func:`unirt.runtime.fit.
-    traced_shapes`)."""
-    from unirt.plugin.registry import get_registry
-    from unirt.runtime.fit import traced_shapes as traced
-
-    registry = registry or get_registry()
-    try:
-        return traced(registry, info, list(registry.rewrites))
-    except Exception as exc:  # a question about the model, never a reason to fail verifying
-        logger.debug("no traced sizes for %s: %s", info.name, exc)
-        return {}
 
 
 def store(v: Verification, info: ModelInfo, backend: str, version: str | None,

@@ -23,8 +23,8 @@ from unirt.errors import BackendError, BackendUnavailableError, PluginError, Uni
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
+    from unirt.capability.verdict import Reason, Verdict
     from unirt.model.info import ModelInfo
-    from unirt.plugin.verdict import Reason, Verdict
 
 logger = logging.getLogger("unirt")
 
@@ -292,7 +292,7 @@ class Backend(ABC):
         reasons = list(returned)
         if not reasons:
             return reasons  # nothing to check: open() imports no capability code for it
-        from unirt.plugin.verdict import Reason
+        from unirt.capability.verdict import Reason
 
         bad = [r for r in reasons if not isinstance(r, Reason)]
         if bad:

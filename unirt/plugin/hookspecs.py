@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import click
 
     from unirt.model.info import ModelInfo
-    from unirt.runtime.route import RouteStep
+    from unirt.plugin.route import RouteStep
 
 hookspec = pluggy.HookspecMarker("unirt")
 hookimpl = pluggy.HookimplMarker("unirt")

@@ -291,7 +291,7 @@ class Registry:
             return self._rewrites
 
     def _collect_rewrites(self) -> dict[str, Any]:
-        from unirt.rewrite.base import Rewrite
+        from unirt.plugin.rewrite import Rewrite
 
         return self._registered("register_rewrites", "rewrite", Rewrite, "a unirt Rewrite")
 

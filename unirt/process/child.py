@@ -1,4 +1,4 @@
-"""The child side of :mod:`unirt.evidence.isolation`, run as ``python -m unirt.evidence.child RFD
+"""The child side of :mod:`unirt.process.isolation`, run as ``python -m unirt.process.child RFD
 WFD PPID [NICE]``.
 
 A fresh interpreter on this module, rather than a ``multiprocessing`` spawn, because spawn
@@ -244,7 +244,7 @@ def serve(channel: Channel, parent: int) -> int:
 
 
 def call_plain(_state: Any, fn: Any, *args: Any) -> Any:
-    """What :func:`unirt.evidence.isolation.run_isolated` sends: a plain ``fn(*args)`` (lives here
+    """What :func:`unirt.process.isolation.run_isolated` sends: a plain ``fn(*args)`` (lives here
     so that loading it in the child imports nothing more)."""
     return fn(*args)
 

@@ -14,8 +14,8 @@ runs a model not yet known to be safe goes through here. Two shapes:
 
 How a child is made, and why:
 
-* A fresh interpreter on unirt's own :mod:`unirt.evidence.child` (``python -P -m
-unirt.evidence.child``), not a
+* A fresh interpreter on unirt's own :mod:`unirt.process.child` (``python -P -m
+unirt.process.child``), not a
   ``multiprocessing`` spawn: spawn re-imports the user's ``__main__``, and a script without an
   ``if __name__ == "__main__":`` guard would run its top level (``unirt.load(...)``) again in the
   child. Not ``fork`` either: forking a parent that holds engine threads or locks makes deadlocks.
@@ -51,8 +51,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from unirt.errors import UnirtError, strip_ansi
-from unirt.evidence import child as _child
-from unirt.evidence.child import Channel
+from unirt.process import child as _child
+from unirt.process.child import Channel
 from unirt.words import Word
 
 logger = logging.getLogger("unirt")
@@ -192,9 +192,9 @@ def _child_command(exe: str) -> list[str]:
     # The child must not put its working directory first on sys.path (the parent may not have
     # it there): it gets the parent's path through PYTHONPATH instead.
     if sys.version_info >= (3, 11):
-        return [exe, "-P", "-m", "unirt.evidence.child"]
+        return [exe, "-P", "-m", "unirt.process.child"]
     return [exe, "-c", "import sys\nif sys.path[:1] == ['']: del sys.path[0]\n"
-            "from unirt.evidence.child import main\nsys.exit(main())"]
+            "from unirt.process.child import main\nsys.exit(main())"]
 
 
 def _child_env() -> dict[str, str]:

@@ -1,9 +1,9 @@
 """Rewrites: graph edits that make a model fit an engine, each proved numerically before use.
 
-The contract is :class:`~unirt.rewrite.base.Rewrite` (registered through the
+The contract is :class:`~unirt.plugin.rewrite.Rewrite` (registered through the
 ``register_rewrites`` hook, built-ins the same way as third-party ones).
 """
 
-from unirt.rewrite.base import Change, Rewrite, RewriteContext
+from unirt.plugin.rewrite import Change, Rewrite, RewriteContext
 
 __all__ = ["Change", "Rewrite", "RewriteContext"]

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from unirt.rewrite.base import Change
+from unirt.plugin.rewrite import Change
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unirt.errors import UnirtError, first_line
-from unirt.rewrite.base import Change, Rewrite, RewriteContext
+from unirt.plugin.rewrite import Change, Rewrite, RewriteContext
 from unirt.words import Word
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -165,9 +165,9 @@ class Fitted:
 # -- choosing ------------------------------------------------------------------------------------
 def max_opset(backend: str, registry: Registry) -> int | None:
     """The highest default-domain opset ``backend`` loads, from its measured op-support table
-    (:func:`unirt.tools.lint.engine_limits`): what ``opset_convert`` converts down to. None when the
-    table says nothing (no conversion)."""
-    from unirt.tools.lint import engine_limits
+    (:func:`unirt.plugin.inventory.engine_limits`): what ``opset_convert`` converts down to.
+    None when the table says nothing (no conversion)."""
+    from unirt.plugin.inventory import engine_limits
 
     limits = engine_limits([backend], registry)
     return limits[0].max_opset if limits else None
@@ -356,8 +356,8 @@ def evaluator_outputs(info: ModelInfo, recipes: Sequence[Any], labels: Sequence[
     for the rest, with ``rewritten`` (the reference on the rewritten model, set by set): the
     evaluator reads an ill-formed node its own way (a 3-D kernel on a rank-4 input as a 2-D
     pool)."""
-    from unirt.evidence.isolation import Worker
     from unirt.evidence.probe import RunSet, _child_init, _label
+    from unirt.process.isolation import Worker
 
     sets: list[RunSet] = []
     with Worker(_child_init) as w:
@@ -503,30 +503,6 @@ def _status(result: ProbeResult, basis: Basis) -> FitStatus:
     if result.status in (NO_REFERENCE, HARNESS):
         return FitStatus.UNVERIFIED
     return FitStatus.REFUSED
-
-
-def traced_shapes(registry: Registry, info: ModelInfo, names: Sequence[str]
-                  ) -> dict[str, tuple[int, ...]]:
-    """The input shapes at which the *original* runs, for rewrites that change what the model
-    accepts (``Rewrite.traced_sizes``: un-baking a traced Reshape size): the sizes to verify at
-    when the user gave none. Empty when none of ``names`` says (any size will do).
-    ``load(rewrite=[...])`` and ``unirt rewrite --only`` both verify there."""
-    from unirt.evidence.inputs import shape_sets
-    from unirt.model.info import _load_proto
-
-    rewrites = [registry.rewrite(n) for n in names]
-    if not any(type(r).traced_sizes is not Rewrite.traced_sizes for r in rewrites):
-        return {}
-    model = _load_proto(info)  # small constants kept: a Reshape's shape is one
-    traced: dict[str, dict[int, int]] = {}
-    for r in rewrites:
-        for inp, dims in r.traced_sizes(model).items():
-            traced.setdefault(inp, {}).update(dims)
-    if not traced:
-        return {}
-    base = shape_sets(info.inputs)[0][1]
-    return {i: tuple(dims.get(k, d) for k, d in enumerate(base[i]))
-            for i, dims in traced.items() if i in base}
 
 
 def fit(info: ModelInfo, backend: str, *, names: Sequence[str] | None = None,

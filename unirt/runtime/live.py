@@ -13,7 +13,7 @@ non-blocking put on a short queue, and is dropped, and counted, when the queue i
 A disagreement beyond the tolerance verification uses (the same rule:
 :func:`unirt.evidence.agreement.tolerance`, the session's precision mode and ``tolerance=``) saves
 the inputs where ``unirt compare MODEL --load-inputs DIR`` replays them, moves the session to the
-reference between two calls (:meth:`unirt.Session._swap`: calls in flight finish on the old
+reference between two calls (:meth:`unirt.Session.swap`: calls in flight finish on the old
 engine), logs one WARNING on logger ``unirt`` saying all of that, and caches a REJECTED verdict
 for these inputs (:func:`record_disagreement`). After that there is nothing left to compare and
 the check stops.
@@ -339,8 +339,8 @@ class LiveCheck:
 
     # -- the thread --------------------------------------------------------------------------
     def _main(self) -> None:
-        from unirt.evidence.isolation import Cancelled, Worker
         from unirt.evidence.probe import _child_init
+        from unirt.process.isolation import Cancelled, Worker
 
         worker = Worker(_child_init, nice=self._nice, cancel=self._stop)
         opened = False
@@ -379,8 +379,8 @@ class LiveCheck:
         """Run one sample on the reference and judge it; whether the reference's session is
         still open in the child afterwards."""
         from unirt.errors import HarnessError
-        from unirt.evidence.isolation import ERROR
         from unirt.evidence.probe import _child_open, _child_run
+        from unirt.process.isolation import ERROR
 
         timeout = self._call_timeout()
         if not opened:
@@ -487,7 +487,7 @@ class LiveCheck:
     def _swap(self, session: Session, backend: str, what: str) -> str:
         """Open the reference here and move the session to it; the text the warning adds."""
         from unirt.plugin.backend import OpenOptions
-        from unirt.runtime.route import SWAPPED, RouteStep
+        from unirt.plugin.route import SWAPPED, RouteStep
 
         name = self._reference
         if self._stop.is_set():
@@ -502,7 +502,7 @@ class LiveCheck:
             return (f"; it stays on {backend}: the reference could not be opened here "
                     f"({type(exc).__name__}: {first_line(exc)})")
         reason = f"live check: {backend} disagreed with the reference on {what}"
-        if not session._swap(name, impl, RouteStep(name, SWAPPED, reason)):
+        if not session.swap(name, impl, RouteStep(name, SWAPPED, reason)):
             impl.close()
             return "; the session was closed meanwhile"
         self.swapped = True

@@ -25,7 +25,7 @@ from unirt.errors import (
 from unirt.model.info import ModelInfo, ModelSource, read_model
 from unirt.plugin.backend import OpenOptions
 from unirt.plugin.registry import Registry, get_registry
-from unirt.runtime.route import (
+from unirt.plugin.route import (
     CHOSEN,
     EXCLUDED,
     FAILED,
@@ -37,7 +37,7 @@ from unirt.runtime.route import (
     RouteStep,
     render_route,
 )
-from unirt.runtime.route import (
+from unirt.plugin.route import (
     UNSUPPORTED as UNSUPPORTED_STEP,
 )
 from unirt.runtime.session import Session
@@ -201,7 +201,7 @@ def load(
     if lock is not None:
         if backend is not None or prefer:
             raise UnirtError("give lock= alone: the lock names the backend")
-        from unirt.lock import resolve_lock
+        from unirt.runtime.lock import resolve_lock
 
         # The lock's precision applies: a lock made with --precision fast opens fast.
         locked = resolve_lock(lock, info, registry, lock_mode)
@@ -368,12 +368,13 @@ def _rewrite_as_asked(registry: Registry, info: Any, names: tuple[str, ...], pre
     (``Rewrite.traced_sizes``) unless ``input_shapes`` says otherwise. A discarded or refused
     rewrite is an error (it was asked for); one that does not apply is logged and skipped."""
     from unirt.evidence.probe import reference_name
-    from unirt.runtime.fit import FitStatus, fit, traced_shapes
+    from unirt.evidence.traced import rewrite_traced_shapes
+    from unirt.runtime.fit import FitStatus, fit
 
     opt_in = [n for n in names if registry.rewrite(n).opt_in]
     if not opt_in:
         return info, None
-    shapes = dict(input_shapes or {}) or traced_shapes(registry, info, opt_in)
+    shapes = dict(input_shapes or {}) or rewrite_traced_shapes(registry, info, opt_in)
     reference = reference_name(registry)
     fitted = fit(info, reference, names=opt_in, registry=registry, precision=precision,
                  shapes=shapes or None, tolerance=tolerance, inputs=inputs)
@@ -545,7 +546,7 @@ class _Router:
         be = self.registry.backend(name)
         if not self.request.check or be.is_reference or not be.available().available:
             return None  # open() reports an unavailable backend itself
-        from unirt.plugin.verdict import UNSUPPORTED
+        from unirt.capability.verdict import UNSUPPORTED
 
         verdict = self.verdicts.get(name) or be.check(self.info)
         self.verdicts[name] = verdict
@@ -600,7 +601,7 @@ class _Router:
         if self._ordered or not self.request.check or self.backend is not None:
             return
         self._ordered = True
-        from unirt.plugin.verdict import UNSUPPORTED
+        from unirt.capability.verdict import UNSUPPORTED
 
         doubtful: list[str] = []
         for name in self.everything[after:]:

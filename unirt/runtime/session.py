@@ -32,15 +32,30 @@ from unirt.errors import (
     UnirtError,
     first_line,
 )
-from unirt.runtime.route import SWAPPED, RouteStep, render_route
+from unirt.plugin.route import SWAPPED, RouteStep, render_route
 from unirt.tensor import TensorInfo, is_static
 
 if TYPE_CHECKING:  # pragma: no cover
     from unirt.model.info import ModelInfo
     from unirt.plugin.backend import BackendSession, OpenOptions
-    from unirt.runtime.tuning import BackgroundTuner
 
 logger = logging.getLogger("unirt")
+
+
+class Tuner(Protocol):
+    """What a session holds of its background tuner (:class:`unirt.runtime.tuning.BackgroundTuner`):
+    a protocol, because the tuner is built on the session (it swaps engines under it), not the
+    session on the tuner."""
+
+    @property
+    def result(self) -> Any: ...
+
+    @property
+    def swapped(self) -> bool: ...
+
+    def stop(self) -> None: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
 
 #: How long ``close`` waits for a stopped background tuner (its children die within a fraction of
 #: a second; an engine being opened in this process cannot be interrupted).
@@ -232,7 +247,7 @@ class Session:
         #: crashguard.Marker held until the first call returns (see unirt.runtime.crashguard)
         self._guard = guard
         self._engine: _Engine | None = _Engine(backend, impl, verification, options)
-        self._tuner: BackgroundTuner | None = None
+        self._tuner: Tuner | None = None
         # The live check (unirt.runtime.live): ``_live`` is what ``run`` calls, None once checking
         # stopped; ``_live_check`` keeps its figures for ``live``.
         self._live: CallObserver | None = None
@@ -284,10 +299,17 @@ class Session:
         return None if engine is None else engine.impl
 
     @property
-    def tuner(self) -> BackgroundTuner | None:
+    def tuner(self) -> Tuner | None:
         """The background tuner of ``tune="background"`` (its ``result``, ``swapped``), or
         None when the session was not opened with one."""
         return self._tuner
+
+    def keep_tuner(self, tuner: Tuner) -> None:
+        """Hold ``tuner`` as this session's background tuner, stopping the one held before;
+        :meth:`close` stops it."""
+        previous, self._tuner = self._tuner, tuner
+        if previous is not None:
+            previous.stop()
 
     @property
     def live(self) -> Any:
@@ -489,7 +511,7 @@ class Session:
             if moved:
                 reason = (f"{engine.backend} failed at run time at {shape}: "
                           f"{first_line(failure)}")
-                self._swap(name, impl, RouteStep(name, SWAPPED, reason))
+                self.swap(name, impl, RouteStep(name, SWAPPED, reason))
                 logger.warning("unirt: %s failed running %s at %s (%s); the session now runs "
                                "on %s", engine.backend, self.model.name, shape,
                                first_line(failure), name)
@@ -547,8 +569,8 @@ class Session:
         return checked
 
     # -- lifetime ----------------------------------------------------------------------------
-    def _swap(self, backend: str, impl: BackendSession, step: RouteStep,
-              verification: Any = None, options: OpenOptions | None = None) -> bool:
+    def swap(self, backend: str, impl: BackendSession, step: RouteStep,
+             verification: Any = None, options: OpenOptions | None = None) -> bool:
         """Run every later call on ``impl`` (opened and verified by the caller, the background
         tuner). Calls in flight finish on the old engine, which is closed after the last of
         them. Records ``step`` on the route and logs it once. Returns False, touching nothing,

@@ -8,7 +8,7 @@ cached) with its children at a lower CPU priority, so that the measurement takes
 work leaves. When the winner is not the current backend and beats it by ``margin``, the winner's
 verdict is confirmed (:func:`unirt.evidence.verify.verify`, cached: every dynamic size, as ``load``
 checks it), it is opened and warmed up in this process, and the session swaps to it between two
-calls (:meth:`unirt.Session._swap`): calls in flight finish on the old engine, which is closed
+calls (:meth:`unirt.Session.swap`): calls in flight finish on the old engine, which is closed
 after the last of them. The swap is a step on the route and one INFO line on logger ``unirt``.
 
 Nothing here raises into the user's thread: a failure is logged and the session keeps running
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from unirt.errors import UnirtError, first_line
 from unirt.plugin.backend import OpenOptions
-from unirt.runtime.route import SWAPPED, RouteStep
+from unirt.plugin.route import SWAPPED, RouteStep
 
 if TYPE_CHECKING:  # pragma: no cover
     from unirt.evidence.timing import Ranking
@@ -138,7 +138,7 @@ class BackgroundTuner:
 
     # -- the thread --------------------------------------------------------------------------
     def _main(self) -> None:
-        from unirt.evidence.isolation import Cancelled
+        from unirt.process.isolation import Cancelled
 
         try:
             self.outcome = self._tune()
@@ -157,9 +157,9 @@ class BackgroundTuner:
             logger.debug("unirt: background tuning of %s: %s", self._info.name, self.outcome)
 
     def _tune(self) -> str:
-        from unirt.evidence.isolation import worker_defaults
         from unirt.evidence.timing import rank
         from unirt.evidence.verify import verify
+        from unirt.process.isolation import worker_defaults
 
         session = self._session()
         if session is None or session.closed:
@@ -208,7 +208,7 @@ class BackgroundTuner:
             cached = " (cached ranking)" if ranking.cached else ""
             reason = (f"tuned in the background: {winner} {w_ms:.3g} ms vs {current} "
                       f"{c_ms:.3g} ms ({speedup:.2f}x){cached}, verified {v.result.summary()}")
-            if not session._swap(winner, impl, RouteStep(winner, SWAPPED, reason), v,
+            if not session.swap(winner, impl, RouteStep(winner, SWAPPED, reason), v,
                                  self._winner_options(winner)):
                 return "stopped: the session was closed"
             impl = None  # the session owns it now
@@ -320,8 +320,5 @@ def start_background(session: Session, info: ModelInfo, candidates: Sequence[str
         raise UnirtError(f"margin must be >= 0, not {margin!r}")
     tuner = BackgroundTuner(session, info, candidates, versions, precision, options, shapes,
                             tolerance, margin, registry or get_registry(), nice)
-    previous = session._tuner
-    if previous is not None:
-        previous.stop()
-    session._tuner = tuner
+    session.keep_tuner(tuner)
     return tuner.start()

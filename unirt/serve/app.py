@@ -222,7 +222,7 @@ def build_app(state: ServerState, *,
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
-    from unirt import __version__
+    from unirt.version import __version__
 
     def model_of(request: Request) -> ServedModel:
         name = request.path_params["model"]

@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from unirt.errors import UnirtError, first_line
-from unirt.evidence.busy import BUSY_SHARE, others_share
-from unirt.evidence.busy import machine_busy_s as _machine_busy_s
+from unirt.process.busy import BUSY_SHARE, others_share
+from unirt.process.busy import machine_busy_s as _machine_busy_s
 
 if TYPE_CHECKING:  # pragma: no cover
     from unirt.runtime.session import Session

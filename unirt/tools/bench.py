@@ -32,7 +32,6 @@ import numpy as np
 
 from unirt import progress as progress_events
 from unirt.errors import UnirtError
-from unirt.evidence.isolation import CRASHED, ERROR, TIMEOUT, OutcomeStatus, Worker
 from unirt.evidence.probe import (
     _child_feeds,
     _child_init,
@@ -41,6 +40,7 @@ from unirt.evidence.probe import (
     shape_label,
 )
 from unirt.model.info import ModelInfo, ModelSource, read_model
+from unirt.process.isolation import CRASHED, ERROR, TIMEOUT, OutcomeStatus, Worker
 from unirt.words import Word
 
 DEFAULT_TIMEOUT = 600.0

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from unirt.evidence.isolation import OutcomeStatus
+from unirt.process.isolation import OutcomeStatus
 from unirt.tools.bench import BenchReport
 
 

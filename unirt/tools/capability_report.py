@@ -19,18 +19,18 @@ from typing import TYPE_CHECKING, Any
 from unirt.capability.features import op_key
 from unirt.capability.judge import merge_query, refused_by_engine, settle
 from unirt.capability.table import CaseStatus
+from unirt.capability.verdict import UNAVAILABLE, UNSUPPORTED, Evidence, Reason, Verdict
 from unirt.errors import UnirtError
-from unirt.evidence.isolation import OutcomeStatus
-from unirt.plugin.verdict import UNAVAILABLE, UNSUPPORTED, Evidence, Reason, Verdict
+from unirt.process.isolation import OutcomeStatus
 
 if TYPE_CHECKING:  # pragma: no cover
     from unirt.evidence.inputs import FeedRecipe
-    from unirt.evidence.isolation import Worker
     from unirt.evidence.operating import InputSets
     from unirt.evidence.probe import ProbeResult, RunSet
     from unirt.evidence.verify import Verification
     from unirt.model.info import ModelInfo, ModelSource
     from unirt.plugin.registry import Registry, RegistrySpec
+    from unirt.process.isolation import Worker
     from unirt.tools.lint import Finding, LintReport
 
 logger = logging.getLogger("unirt")
@@ -233,7 +233,7 @@ def _changes(rewrite: Any, info: ModelInfo, backend: str,
              shapes: Mapping[str, Sequence[int]] | None) -> bool:
     """Whether ``rewrite`` changes the model (applied to a fresh copy of it)."""
     from unirt.model.info import _load_proto
-    from unirt.rewrite.base import RewriteContext
+    from unirt.plugin.rewrite import RewriteContext
     from unirt.runtime.fit import apply
 
     proto = _load_proto(info, weights=True)
@@ -276,7 +276,7 @@ def query_timeout_default() -> float:
 
 def _child_query(source: ModelSource, backend: str, spec: RegistrySpec | None
                  ) -> set[str] | None:
-    """``Backend.query`` in a child (run by :func:`unirt.evidence.isolation.run_isolated`): the
+    """``Backend.query`` in a child (run by :func:`unirt.process.isolation.run_isolated`): the
     model read here and the parent's plugin registry rebuilt from ``spec``, as the probe's children
     do, so the engine asked is the one the parent would have asked."""
     from unirt.model.info import read_model
@@ -303,8 +303,8 @@ class _Querier:
 
     def ask(self, verdict: Verdict, info: ModelInfo, name: str) -> None:
         from unirt.errors import HarnessError
-        from unirt.evidence.isolation import CRASHED, HARNESS, TIMEOUT, Worker
         from unirt.evidence.probe import _HARNESS_ERRORS
+        from unirt.process.isolation import CRASHED, HARNESS, TIMEOUT, Worker
 
         be = self.registry.backend(name)
         if be.is_reference:
@@ -323,7 +323,7 @@ class _Querier:
             return
         if self._worker is None:
             self._worker = Worker()
-        from unirt.evidence.child import call_plain
+        from unirt.process.child import call_plain
 
         outcome = self._worker.call(call_plain, _child_query, info.source(), name, spec,
                                     timeout=self.timeout)

@@ -1,6 +1,6 @@
 """``unirt compare``: the same inputs on several backends, judged against ONNX Runtime CPU.
 
-Every backend, the reference included, runs in a child process (:mod:`unirt.evidence.isolation`): an
+Every backend, the reference included, runs in a child process (:mod:`unirt.process.isolation`): an
 engine that segfaults or hangs on the model becomes a row in the report, and the other backends
 still complete. ``layerwise`` (:mod:`unirt.tools.layerwise`) finds the node where a failing backend
 diverges and whether it is to blame.

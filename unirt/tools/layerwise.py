@@ -20,7 +20,7 @@ is an engine bug in that node; right alone, it is run on the reference with the 
 input values: when that reproduces the backend's output, the inputs' differences explain it (an
 ill-conditioned or cumulative case, said with the magnitudes), and otherwise the backend computes
 the node differently inside the model (a fusion with its neighbours). Every engine run happens
-in a child (:mod:`unirt.evidence.isolation`).
+in a child (:mod:`unirt.process.isolation`).
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ import numpy as np
 from unirt.errors import UnirtError
 from unirt.evidence.agreement import tolerance, within
 from unirt.evidence.hints import hinted_feeds
-from unirt.evidence.isolation import Worker
 from unirt.evidence.probe import DEFAULT_TIMEOUT, _child_init, reference_name, run_sets
 from unirt.model.info import ModelInfo, ModelSource, read_model
+from unirt.process.isolation import Worker
 from unirt.words import Word
 
 logger = logging.getLogger("unirt")

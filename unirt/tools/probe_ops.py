@@ -6,7 +6,7 @@ multi-node, "expanded") models with inputs, expected outputs and tolerances. Eac
 what users get, not what an engine's own API could do.
 
 Engines segfault or abort on some cases, so the cases run in one
-:class:`~unirt.evidence.isolation.Worker`
+:class:`~unirt.process.isolation.Worker`
 child that imports the engine once; a crash or timeout records that case and a fresh child takes
 over. A case whose IR version or opset is newer than the engine accepts is tried again with the IR
 lowered, then re-stamped at the lowest opset where every node keeps its schema: that changes no
@@ -38,8 +38,8 @@ from unirt.capability.table import (
     version_slug,
 )
 from unirt.errors import ToolCrashError, UnirtError, first_line
-from unirt.evidence.isolation import CRASHED, OK, TIMEOUT, Worker
-from unirt.evidence.isolation import HARNESS as ISO_HARNESS
+from unirt.process.isolation import CRASHED, OK, TIMEOUT, Worker
+from unirt.process.isolation import HARNESS as ISO_HARNESS
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx

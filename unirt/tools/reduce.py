@@ -15,7 +15,7 @@ an error; a timeout; numbers beyond tolerance against the reference), and, with 
 description that matches that regular expression (an engine error's message, say). A cut that
 fails otherwise (an engine that refuses a shape tensor as an input) is not the bug sought.
 
-Every engine run happens in a child (:mod:`unirt.evidence.isolation`): a crash is a data point, and
+Every engine run happens in a child (:mod:`unirt.process.isolation`): a crash is a data point, and
 the reduction goes on. The reference's values of every tensor are held in memory: a model with
 gigabytes of activations needs that much memory here.
 """
@@ -36,9 +36,9 @@ import numpy as np
 
 from unirt.errors import UnirtError
 from unirt.evidence.hints import hinted_feeds
-from unirt.evidence.isolation import CRASHED, HARNESS, TIMEOUT, Outcome, OutcomeStatus
 from unirt.evidence.probe import run_sets
 from unirt.model.info import ModelSource, read_model
+from unirt.process.isolation import CRASHED, HARNESS, TIMEOUT, Outcome, OutcomeStatus
 from unirt.store.files import check_writable
 from unirt.tools.layerwise import Prober, subgraph_model, tensor_error, with_outputs
 from unirt.words import Word
@@ -53,7 +53,7 @@ GREEDY_LIMIT = 64
 
 
 class FailureKind(Word):
-    """How a backend fails on a model; the words of :class:`~unirt.evidence.isolation.OutcomeStatus`
+    """How a backend fails on a model; the words of :class:`~unirt.process.isolation.OutcomeStatus`
     for what went wrong in the child, plus wrong numbers."""
 
     CRASHED = OutcomeStatus.CRASHED.value

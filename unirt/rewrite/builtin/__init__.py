@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from unirt.plugin.hookspecs import hookimpl
 
 if TYPE_CHECKING:  # pragma: no cover
-    from unirt.rewrite.base import Rewrite
+    from unirt.plugin.rewrite import Rewrite
 
 
 def builtin_rewrites() -> tuple[type[Rewrite], ...]:

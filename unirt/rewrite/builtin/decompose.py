@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from unirt.rewrite.base import Change, Rewrite, RewriteContext
+from unirt.plugin.rewrite import Change, Rewrite, RewriteContext
 from unirt.rewrite.graph import (
     Names,
     add_constant,

@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from unirt.rewrite.base import Change, Rewrite, RewriteContext
+from unirt.plugin.rewrite import Change, Rewrite, RewriteContext
 from unirt.rewrite.graph import (
     Dim,
     Names,

@@ -12,7 +12,7 @@ does nothing and says so in the log.
 
 onnxslim folds constants by running onnxruntime on pieces of the user's model, in-process: an
 engine on a model not known to be safe, so it runs in a child process
-(:func:`unirt.evidence.isolation.run_isolated`), which gets the serialized model and sends back the
+(:func:`unirt.process.isolation.run_isolated`), which gets the serialized model and sends back the
 serialized result. A child that crashes, hangs past :data:`TIMEOUT` or raises leaves the model
 as it was, and the log says why.
 
@@ -28,7 +28,7 @@ import logging
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from unirt.rewrite.base import GRAPH, Change, Rewrite, RewriteContext
+from unirt.plugin.rewrite import GRAPH, Change, Rewrite, RewriteContext
 from unirt.rewrite.graph import Dim, dims_of, pinned_inputs, set_input_dims
 
 if TYPE_CHECKING:  # pragma: no cover - registering the built-ins imports no onnx
@@ -57,7 +57,7 @@ def _slim_isolated(model: onnx.ModelProto) -> onnx.ModelProto | None:
     """:func:`slim_bytes` run in a child; None (and the reason logged) when it did not finish."""
     import onnx
 
-    from unirt.evidence.isolation import run_isolated
+    from unirt.process.isolation import run_isolated
 
     try:
         data = model.SerializeToString()

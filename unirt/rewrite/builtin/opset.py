@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from unirt.rewrite.base import GRAPH, Change, Rewrite, RewriteContext
+from unirt.plugin.rewrite import GRAPH, Change, Rewrite, RewriteContext
 from unirt.rewrite.graph import opset_of
 
 if TYPE_CHECKING:  # pragma: no cover - registering the built-ins imports no onnx

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from unirt.rewrite.base import Change, Rewrite, RewriteContext
+from unirt.plugin.rewrite import Change, Rewrite, RewriteContext
 from unirt.rewrite.graph import dims_of, pinned_inputs, reinfer, set_input_dims
 
 if TYPE_CHECKING:  # pragma: no cover - registering the built-ins imports no onnx
