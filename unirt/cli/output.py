@@ -57,3 +57,24 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]],
 
 def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
+
+
+def dims_text(shape: tuple | None) -> str:
+    """A tensor's shape as users read it: ``[1, 3, ?, ?]``; ``?`` when unknown."""
+    if shape is None:
+        return "?"
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def backend_list(value: str | None) -> list[str] | None:
+    """``--backends A,B``: the names, or None when not given."""
+    return [b.strip() for b in value.split(",") if b.strip()] if value else None
+
+
+def num(v: float | None) -> str:
+    """Three significant digits, without exponents: a table cell stays one short line."""
+    if v is None:
+        return ""
+    if v == 0:
+        return "0"
+    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}" if abs(v) >= 0.001 else f"{v:.1e}"
