@@ -29,7 +29,7 @@ from unirt.evidence.verify import Verification, VerifyStatus
 from unirt.plugin.registry import Registry
 from unirt.testing import models as M
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

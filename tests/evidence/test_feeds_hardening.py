@@ -128,9 +128,9 @@ def registry(monkeypatch: pytest.MonkeyPatch) -> Any:
     """The default registry plus this module as a plugin (children import it by name)."""
     from unirt.plugin.registry import Registry
 
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))
     reg = Registry()
-    reg.register(importlib.import_module("tests.test_feeds_hardening"))
+    reg.register(importlib.import_module("tests.evidence.test_feeds_hardening"))
     return reg
 
 

@@ -25,7 +25,7 @@ from unirt.evidence import probe
 from unirt.process import child as _child
 from unirt.process.isolation import Worker
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _expand_sigmoid(path: Path, side: int) -> int:

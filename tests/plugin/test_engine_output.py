@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 import unirt
+from tests.rewrite.test_rewrite_asked import _baked
 from unirt.errors import BackendError
-
-from .test_rewrite_asked import _baked
 
 
 def test_an_engine_error_is_one_clean_exception_not_stderr_noise(

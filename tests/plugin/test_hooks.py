@@ -10,7 +10,7 @@ import pytest
 
 from unirt.plugin import hookspecs
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _hook_names() -> list[str]:

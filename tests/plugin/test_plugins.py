@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 
 import unirt
+from tests.fakes import FakePlugin, Working
 from unirt.errors import BackendNotFoundError, PluginError, UnirtError
 from unirt.plugin.backend import OptionSpec
 from unirt.plugin.registry import BUILTIN_PLUGINS, Registry
-
-from .fakes import FakePlugin, Working
 
 
 def _install_dist(site: Path, dist: str, entry_points: dict[str, str], modules: dict[str, str]):

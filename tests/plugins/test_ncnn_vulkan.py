@@ -24,7 +24,7 @@ from unirt.process.isolation import Worker
 from unirt.testing import models as M
 from unirt.testing.contract import assert_close
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def lavapipe_env() -> dict[str, str] | str:

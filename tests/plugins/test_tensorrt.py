@@ -29,7 +29,7 @@ from unirt.plugin.registry import get_registry
 from unirt.testing import models as M
 from unirt.testing.contract import BackendContract
 
-FAKE = Path(__file__).resolve().parent / "fake_tensorrt"
+FAKE = Path(__file__).resolve().parents[1] / "fake_tensorrt"
 
 
 def _forget_fakes() -> None:

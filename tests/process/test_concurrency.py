@@ -18,13 +18,12 @@ import numpy as np
 import pytest
 
 import unirt
+from tests.fakes import FakePlugin
 from unirt.model.info import ModelInfo
 from unirt.plugin.backend import Availability, Backend, BackendSession, OpenOptions
 from unirt.plugin.registry import Registry
 from unirt.store.cache import ArtifactCache
 from unirt.testing import models as M
-
-from .fakes import FakePlugin
 
 THREADS, RUNS = 8, 25
 

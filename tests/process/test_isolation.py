@@ -314,7 +314,7 @@ def test_an_unclosed_worker_does_not_hold_up_exit(tmp_path: Path) -> None:
     script = textwrap.dedent("""\
         import os, sys
         from unirt.process.isolation import Worker
-        from tests.test_isolation import _pid
+        from tests.process.test_isolation import _pid
         w = Worker()
         print(w.call(_pid).value, flush=True)
         """)
@@ -330,7 +330,7 @@ def test_child_exits_when_the_parent_dies_mid_call(tmp_path: Path) -> None:
     pid_file = tmp_path / "pids"
     script = textwrap.dedent(f"""\
         from unirt.process.isolation import Worker
-        from tests.test_isolation import _hang_with_grandchild
+        from tests.process.test_isolation import _hang_with_grandchild
         Worker().call(_hang_with_grandchild, {str(pid_file)!r}, timeout=120)
         """)
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT,

@@ -14,14 +14,13 @@ import numpy as np
 import pytest
 
 import unirt
+from tests.support import install_plugin, live_children
 from unirt.errors import UnirtError
 from unirt.plugin.registry import get_registry
 from unirt.runtime.live import LIVE_DIR_ENV, LIVE_ENV, LiveCheck, LiveMode, known_disagreement
 from unirt.testing import models as M
 
-from .support import install_plugin, live_children
-
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ENGINE = "fake-saturating"
 #: Inputs the fake computes wrong (above its threshold), as real traffic is.
 LOUD = np.full((1, 4), 10.0, np.float32)

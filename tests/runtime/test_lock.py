@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 import unirt
+from tests.fakes import FakePlugin, Unavailable, Working
 from unirt.errors import LockError, UnirtError
 from unirt.evidence.agreement import OutputDiff
 from unirt.evidence.probe import PASS, ProbeResult
@@ -23,8 +24,6 @@ from unirt.runtime import lock as L
 from unirt.runtime.session import Session
 from unirt.testing import models as M
 from unirt.tools.lock import make_lock
-
-from .fakes import FakePlugin, Unavailable, Working
 
 LOCKED = "fake-working"
 

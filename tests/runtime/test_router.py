@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import unirt
+from tests.fakes import FakeGpu, FakePlugin, ImportFails, RaisesOnOpen, Unavailable, Working
 from unirt.errors import (
     BackendError,
     BackendNotFoundError,
@@ -18,8 +19,6 @@ from unirt.errors import (
 from unirt.plugin.registry import Registry
 from unirt.runtime import router
 from unirt.testing import models as M
-
-from .fakes import FakeGpu, FakePlugin, ImportFails, RaisesOnOpen, Unavailable, Working
 
 
 def load(*args, **kwargs) -> unirt.Session:
@@ -155,7 +154,7 @@ def test_on_fallback_hook(registry: Registry, model_path) -> None:
 
 
 def test_run_time_fallback_for_a_shape(registry: Registry, tmp_path, caplog) -> None:
-    from .fakes import BatchOne
+    from tests.fakes import BatchOne
 
     registry.register(FakePlugin(BatchOne), "batch-one")
     path = M.save(M.dynamic_batch(), tmp_path / "dyn.onnx")
@@ -191,9 +190,8 @@ def test_run_time_fallback_for_a_shape(registry: Registry, tmp_path, caplog) -> 
 
 
 def test_run_time_shape_limit_with_backend_is_an_error(registry: Registry, tmp_path) -> None:
+    from tests.fakes import BatchOne
     from unirt.errors import ShapeLimitError
-
-    from .fakes import BatchOne
 
     registry.register(FakePlugin(BatchOne), "batch-one")
     path = M.save(M.dynamic_batch(), tmp_path / "dyn.onnx")
@@ -203,7 +201,7 @@ def test_run_time_shape_limit_with_backend_is_an_error(registry: Registry, tmp_p
 
 
 def test_wrong_input_is_never_fallen_back_from(registry: Registry, tmp_path) -> None:
-    from .fakes import BatchOne
+    from tests.fakes import BatchOne
 
     registry.register(FakePlugin(BatchOne), "batch-one")
     path = M.save(M.dynamic_batch(), tmp_path / "dyn.onnx")
@@ -252,7 +250,7 @@ def test_backend_order_env(registry: Registry, model_path, monkeypatch) -> None:
 
 def test_capability_verdict_unsupported_is_skipped_with_reasons(registry: Registry,
                                                                  model_path) -> None:
-    from .fakes import RejectsMul
+    from tests.fakes import RejectsMul
 
     registry.register(FakePlugin(RejectsMul), "rejects-mul")
     sess = load(model_path, device="cpu", registry=registry)

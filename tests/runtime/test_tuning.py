@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import unirt
+from tests.support import live_children
 from unirt.errors import ShapeLimitError, UnirtError
 from unirt.evidence import timing as fastest
 from unirt.evidence.timing import Ranking
@@ -24,8 +25,6 @@ from unirt.process.child import call_plain
 from unirt.runtime import tuning
 from unirt.runtime.session import Session
 from unirt.testing import models as M
-
-from .support import live_children
 
 CANDIDATES = ["onnxruntime", "fake-slow", "fake-fast", "fake-fast-wrong"]
 

@@ -104,7 +104,7 @@ class Server:
 
     def __init__(self, args: list[str], cache: Path) -> None:
         env = {**os.environ, "UNIRT_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1"}
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(
             [root, os.path.join(root, "plugins"), env.get("PYTHONPATH", "")])
         self.proc = subprocess.Popen(

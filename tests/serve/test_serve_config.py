@@ -17,7 +17,7 @@ import pytest
 from unirt.errors import UnirtError
 from unirt.serve.config import RayOptions, build_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 RAY_TOML = """
 [ray]

@@ -31,11 +31,10 @@ pytest.importorskip("ray.serve", reason="the ray extra (Ray Serve) is not instal
 from click.testing import CliRunner  # noqa: E402
 
 import unirt  # noqa: E402
+from tests.serve.test_serve import _affine, _fixed, _x  # noqa: E402
 from unirt.errors import UnirtError  # noqa: E402
 from unirt.serve import ray as on_ray  # noqa: E402
 from unirt.serve.config import build_config  # noqa: E402
-
-from .test_serve import _affine, _fixed, _x  # noqa: E402
 
 #: Ray's start, Serve's proxy and one replica took ~8 s here (2 shared cores); far more means
 #: something is stuck, and the test says so rather than hang.
@@ -84,7 +83,7 @@ def url(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> It
     from ray import serve
 
     d = tmp_path_factory.mktemp("ray")
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "UNIRT_CACHE_DIR")}
     # The replicas are Ray workers: they inherit this environment (unirt importable, a cache
     # of the test's own).
