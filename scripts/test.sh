@@ -13,6 +13,8 @@ fi
 .venv/bin/python -m ruff check unirt plugins tests benchmarks examples stress
 # The layers (pyproject's [tool.importlinter]): each package imports only from those below it.
 .venv/bin/lint-imports
+# The documentation site, with --strict: a broken link or an API page that does not load fails.
+bash scripts/docs.sh .cache/site
 # py.typed is a promise: the core and the built-in plugins type-check.
 .venv/bin/python -m mypy unirt plugins/unirt_onnxruntime plugins/unirt_openvino \
     plugins/unirt_opencv plugins/unirt_ncnn plugins/unirt_tensorrt --ignore-missing-imports

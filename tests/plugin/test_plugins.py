@@ -208,8 +208,8 @@ def test_documented_call_order_is_the_observed_order() -> None:
     assert [n for n, _ in reg.hook_calls("register_backends")] == ["c", "b", "a", "trylast"]
     doc = (Path(unirt.__file__).parent / "plugin" / "hookspecs.py").read_text()
     assert "last-registered plugin first" in doc
-    readme = (Path(unirt.__file__).parent.parent / "README.md").read_text()
-    assert "the last registered plugin's implementation runs first" in readme
+    guide = (Path(unirt.__file__).parent.parent / "docs" / "plugins.md").read_text()
+    assert "the last registered plugin's implementation runs first" in guide
 
 
 def test_a_wrapper_implementation_is_honoured() -> None:
