@@ -51,14 +51,14 @@ fi
 import ncnn, unirt_ncnn
 print('ncnn', ncnn.__version__, 'vulkan devices (index, name, is_cpu):', unirt_ncnn._vulkan_devices())
 " || echo "ncnn: not importable here"
-timeout 300 "$PY" -m pytest -q -x tests/test_contract.py -k "ncnn-vulkan" -rs | tail -n 15
+timeout 300 "$PY" -m pytest -q -x tests/plugin/test_contract.py -k "ncnn-vulkan" -rs | tail -n 15
 timeout 300 "$PY" scripts/gpu_check.py ncnn-vulkan
 
 step "3. onnxruntime-cuda"
 if [ -d "$ORT_GPU_DIR" ]; then export PYTHONPATH="$ORT_GPU_DIR:$PYTHONPATH"; fi
 if "$PY" -c "import onnxruntime as o, sys; print(o.__version__, o.__file__, o.get_available_providers()); sys.exit('CUDAExecutionProvider' not in o.get_available_providers())"; then
-    timeout 300 "$PY" -m pytest -q tests/test_contract.py -k "onnxruntime-cuda" -rs | tail -n 15
-    timeout 120 "$PY" -m pytest -q tests/test_ort_binding.py | tail -n 3
+    timeout 300 "$PY" -m pytest -q tests/plugin/test_contract.py -k "onnxruntime-cuda" -rs | tail -n 15
+    timeout 120 "$PY" -m pytest -q tests/plugins/test_ort_binding.py | tail -n 3
     timeout 300 "$PY" scripts/gpu_check.py onnxruntime-cuda
 else
     echo "onnxruntime-gpu not importable (looked in $ORT_GPU_DIR first): skipped"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Mesa's software Vulkan driver (lavapipe) and the Vulkan loader, unpacked into a private folder,
-# so that ncnn's Vulkan path can be tested on a machine without a GPU (tests/test_ncnn_vulkan.py).
+# so that ncnn's Vulkan path can be tested on a machine without a GPU (tests/plugins/test_ncnn_vulkan.py).
 #
 # Debian/Ubuntu only: `apt-get download` fetches mesa-vulkan-drivers and libvulkan1 (plus any
 # library they link that this machine lacks) and `dpkg -x` unpacks them; nothing is installed

@@ -19,7 +19,7 @@ bash scripts/docs.sh .cache/site
 .venv/bin/python -m mypy unirt plugins/unirt_onnxruntime plugins/unirt_openvino \
     plugins/unirt_opencv plugins/unirt_ncnn plugins/unirt_tensorrt --ignore-missing-imports
 # ncnn's Vulkan path on Mesa's software driver (lavapipe), best effort: without it (no apt, a
-# mirror down) tests/test_ncnn_vulkan.py skips with the reason. Only those tests' child processes
+# mirror down) tests/plugins/test_ncnn_vulkan.py skips with the reason. Only those tests' child processes
 # get its environment; the rest of the suite keeps seeing a machine without Vulkan.
 mkdir -p .cache
 if scripts/lavapipe.sh >/dev/null 2>.cache/lavapipe.log; then

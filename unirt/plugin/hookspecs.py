@@ -23,8 +23,8 @@ register is listed in plugin registration order (built-ins in ``BUILTIN_PLUGINS`
 entry points, then plugins registered through the API), each plugin's items in the order it
 registered them: that is the order of ``Registry.backends`` and of ``unirt backends``.
 
-Every hook here is documented in the README and exercised by ``tests/test_hooks.py``; a new hook
-needs both (a test checks it).
+Every hook here is documented in docs/plugins.md and exercised by ``tests/plugin/test_hooks.py``; a
+new hook needs both (a test checks it).
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ class Rewrite(ABC):
     """One repair. Subclasses set the class attributes and implement :meth:`apply`.
 
     ``name``: short id used in ``load(rewrite=[...])`` and on the route ("pool_rank").
-    ``summary``: one line for ``unirt rewrite --list`` and the README.
+    ``summary``: one line for ``unirt rewrite --list`` and docs/rewrites.md.
     ``ops``: op types whose problems it addresses; a backend refusing (or predicted to refuse)
     one of these makes the rewrite a candidate. Empty: it addresses the graph as a whole
     (folding, opset conversion).

@@ -3,8 +3,8 @@ dtypes, fresh names, and putting a few nodes where others were.
 
 The built-ins match patterns of a few nodes (a pool of the wrong kernel rank, four Slices and a
 Concat, a Resize fed by a Shape chain) and edit ``onnx.ModelProto`` with ``onnx.helper``; folding
-and whole-graph simplification are left to a library (see ``builtin/fold.py``, and the README for
-why not a pattern library). Everything here reads only the top-level graph: subgraphs (If/Loop
+and whole-graph simplification are left to a library (see ``builtin/fold.py``, and docs/rewrites.md
+for why not a pattern library). Everything here reads only the top-level graph: subgraphs (If/Loop
 bodies) are left alone. onnx and numpy are imported inside the functions, so that registering the
 built-ins costs no model library.
 """

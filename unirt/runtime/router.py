@@ -140,7 +140,8 @@ def load(
     inputs: Any = None,
     verify_live: bool | str | tuple[int, int] | None = None,
 ) -> Session:
-    """Open ``model`` on the best backend that can run it. See the README for every argument.
+    """Open ``model`` on the best backend that can run it. Every argument is described below and in
+    docs/python-api.md.
 
     Every argument is checked before any child process starts or any cache entry is written.
     ``lock=`` opens exactly the choice a deployment lock records (``unirt lock``), measuring

@@ -96,7 +96,7 @@ class CorpusEntry:
 
     @property
     def source(self) -> str:
-        """Where the model comes from, for messages and the README table."""
+        """Where the model comes from, for messages and the docs table."""
         if self.package:
             return f"{self.package}:{self.member}"
         return "built with skl2onnx"
