@@ -89,9 +89,9 @@ def test_ranges_travel_in_the_recipe_and_the_verification_key(tmp_path: Path) ->
     _, _, recipes = V.feed_sets(info, None, {"ids": (7, 9)})
     assert all(r.ranges == (("ids", (7, 9)),) for r in recipes)
     sets = V.probe_shapes(info.inputs)
-    plain = V._key(info, "openvino", "1", "exact", {}, sets, None)
-    assert V._key(info, "openvino", "1", "exact", {}, sets, None, {}) == plain
-    assert V._key(info, "openvino", "1", "exact", {}, sets, None, {"ids": (7, 9)}) != plain
+    plain = V.verdict_key(info, "openvino", "1", "exact", {}, sets, None)
+    assert V.verdict_key(info, "openvino", "1", "exact", {}, sets, None, {}) == plain
+    assert V.verdict_key(info, "openvino", "1", "exact", {}, sets, None, {"ids": (7, 9)}) != plain
 
 
 def test_load_checks_input_ranges_up_front_and_verifies_with_them(tmp_path: Path) -> None:

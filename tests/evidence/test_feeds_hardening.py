@@ -226,7 +226,7 @@ def test_verification_of_a_set_over_the_limit_only_opens_in_a_child(
     from unirt.evidence.verify import VerifyStatus, verify
 
     monkeypatch.setenv("UNIRT_MAX_ELEMENTS", "1000")
-    monkeypatch.setattr(probe_mod, "_child_run", None)  # running a set would fail loudly
+    monkeypatch.setattr(probe_mod, "run_feeds", None)  # running a set would fail loudly
     info = _info(_relu([1, 3, 64, 64]), tmp_path)
     v = verify(info, "openvino", "x")
     assert v.status == VerifyStatus.UNVERIFIED

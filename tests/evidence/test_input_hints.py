@@ -210,9 +210,10 @@ def test_hints_are_cached_and_read_back_equal(tmp_path: Path,
 def test_the_verdict_key_holds_the_hints(tmp_path: Path) -> None:
     info = read_model(_sr_model(tmp_path / "sr.onnx"))
     sets = V.probe_shapes(info.inputs)
-    with_hints = V._key(info, "b", "1", "exact", {}, sets, None)
-    as_values = V._key(info, "b", "1", "exact", {}, sets, None, {"sr": Values((16000, 8000))})
-    as_range = V._key(info, "b", "1", "exact", {}, sets, None, {"sr": (16000, 8000)})
+    with_hints = V.verdict_key(info, "b", "1", "exact", {}, sets, None)
+    as_values = V.verdict_key(info, "b", "1", "exact", {}, sets, None,
+                              {"sr": Values((16000, 8000))})
+    as_range = V.verdict_key(info, "b", "1", "exact", {}, sets, None, {"sr": (16000, 8000)})
     assert len({with_hints, as_values, as_range}) == 3
 
 

@@ -21,7 +21,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from unirt.evidence import probe
+from unirt.evidence import child_ops, probe
 from unirt.process import child as _child
 from unirt.process.isolation import Worker
 
@@ -104,13 +104,13 @@ def test_big_outputs_wait_in_files_that_outlive_the_child_and_leave_nothing_on_d
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     feeds = {"x": np.full((1, 3, 1, 1), 0.5, np.float32)}
-    with Worker(probe._child_init) as w:
+    with Worker(child_ops.new_state) as w:
         opened, sets = probe.run_sets(w, str(path), probe.reference_name(), [feeds], keep=True)
         assert opened.ok
         _, plain = probe.run_sets(w, str(path), probe.reference_name(), [feeds])
     kept = sets[0].outputs
     assert isinstance(kept, probe.KeptOutputs) and list(kept) == ["y"]
-    assert isinstance(sets[0].outcome.value["outputs"]["y"], probe.Spilled)
+    assert isinstance(sets[0].outcome.value["outputs"]["y"], child_ops.Spilled)
     assert list(scratch.iterdir()) == []  # opened and unlinked: a killed caller leaves nothing
     assert plain[0].outputs is not None and not isinstance(plain[0].outputs, probe.KeptOutputs)
     assert np.array_equal(kept["y"], plain[0].outputs["y"])  # the child is gone: still there
@@ -119,18 +119,18 @@ def test_big_outputs_wait_in_files_that_outlive_the_child_and_leave_nothing_on_d
 
 def test_small_outputs_and_unwritable_files_travel_as_before(tmp_path: Path) -> None:
     small = np.ones(4, np.float32)
-    assert probe._spill(small, str(tmp_path / "s.npy")) is small
-    big = np.ones(probe.SPILL_BYTES // 4, np.float32)
-    assert probe._spill(big, str(tmp_path / "missing" / "b.npy")) is big
-    spilled = probe._spill(big, str(tmp_path / "b.npy"))
-    assert isinstance(spilled, probe.Spilled)
+    assert child_ops.spill(small, str(tmp_path / "s.npy")) is small
+    big = np.ones(child_ops.SPILL_BYTES // 4, np.float32)
+    assert child_ops.spill(big, str(tmp_path / "missing" / "b.npy")) is big
+    spilled = child_ops.spill(big, str(tmp_path / "b.npy"))
+    assert isinstance(spilled, child_ops.Spilled)
     assert np.array_equal(np.load(spilled.path), big)
 
 
 def test_an_output_file_that_vanished_is_a_harness_failure(tmp_path: Path) -> None:
     from unirt.errors import HarnessError
 
-    kept = probe.KeptOutputs({"y": probe.Spilled(str(tmp_path / "gone.npy")), "n": 1})
+    kept = probe.KeptOutputs({"y": child_ops.Spilled(str(tmp_path / "gone.npy")), "n": 1})
     assert kept["n"] == 1
     with pytest.raises(HarnessError, match="could not read back output 'y'"):
         kept["y"]

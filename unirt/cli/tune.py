@@ -45,7 +45,7 @@ def tune_command(model: str, backend_list: str | None, shape_specs: tuple[str, .
     from unirt.evidence.timing import candidate_pool, rank
     from unirt.model.info import read_model
     from unirt.plugin.registry import get_registry
-    from unirt.runtime.router import _check_arguments, default_order
+    from unirt.runtime.router import check_arguments, default_order
 
     registry = get_registry()
     info = read_model(model)
@@ -53,7 +53,7 @@ def tune_command(model: str, backend_list: str | None, shape_specs: tuple[str, .
                                                         range_specs, value_specs)
     if inputs is None:  # the sizes verification guesses, said out loud
         fill_dynamic(info.inputs, shapes, sizes=graph_hints(info).sizes())
-    _check_arguments(registry, info, backend=None, prefer=None, exclude=None, device=device,
+    check_arguments(registry, info, backend=None, prefer=None, exclude=None, device=device,
                      precision=precision, threads=None, options={}, verify="auto",
                      tolerance=None, input_shapes=shapes or None, fallback=True, check=True,
                      input_ranges=ranges or None)

@@ -717,10 +717,10 @@ def _fold_shape_inputs(proto: onnx.ModelProto, graph: _Graph) -> None:
 
 
 def _analyse(info: ModelInfo) -> InputHints:
-    from unirt.model.info import _load_proto, strip_weights
+    from unirt.model.info import load_proto, strip_weights
 
     started = time.monotonic()
-    proto = _load_proto(info)
+    proto = load_proto(info)
     graph = _Graph(proto)
     values: dict[str, ValueSpec] = {}
     notes: list[str] = []

@@ -28,7 +28,6 @@ later set, and are judged as before.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import os
@@ -54,6 +53,7 @@ from unirt.evidence.agreement import (
     tolerance,
     within,
 )
+from unirt.evidence.child_ops import Feeds, Spilled, new_state, open_session, run_feeds
 from unirt.evidence.inputs import BATCH_SIZES, OTHER_SIZES, FeedRecipe, shape_sets  # noqa: F401 - re-exported
 from unirt.model.info import ModelInfo
 from unirt.process.isolation import CRASHED as ISO_CRASHED
@@ -66,8 +66,6 @@ from unirt.words import Word
 if TYPE_CHECKING:  # pragma: no cover
     from unirt.plugin.registry import Registry, RegistrySpec
 
-#: What a set of inputs is, on its way to a child: arrays, or a recipe the child builds.
-Feeds = Mapping[str, np.ndarray] | FeedRecipe
 
 logger = logging.getLogger("unirt")
 
@@ -112,125 +110,8 @@ HARNESS = ProbeStatus.HARNESS
 HIDES = "hides NaN/inf"
 
 #: Errors raised in a child that are unirt's own failure to measure, not the engine's answer.
-_HARNESS_ERRORS = frozenset({"HarnessError", "IsolationError", "BackendNotFoundError",
+HARNESS_ERRORS = frozenset({"HarnessError", "IsolationError", "BackendNotFoundError",
                              "PluginError", "ModuleNotFoundError"})
-
-
-# -- what runs in the child ----------------------------------------------------------------------
-def _child_init() -> dict[str, Any]:
-    return {}
-
-
-def _child_open(state: dict[str, Any], source: str | bytes, backend: str, precision: str,
-                options: dict[str, Any], threads: int | None = None,
-                registry: RegistrySpec | None = None) -> dict[str, Any]:
-    import time
-
-    import unirt
-    from unirt.plugin.registry import Registry, get_registry
-
-    # The parent's plugins, rebuilt here: a backend registered in the caller's process must be
-    # the one measured (None: this interpreter's default registry, built the same way).
-    reg = None if registry is None else Registry.from_spec(registry)
-    # Importing the engine (OpenVINO: ~0.6 s) is timed apart from loading the model, so a load
-    # time does not read as if compiling were that slow.
-    start = time.perf_counter()
-    (reg or get_registry()).backend(backend).available()
-    import_s = time.perf_counter() - start
-    start = time.perf_counter()
-    # check=False, verify="never": a probe *is* the measurement; the capability table and a
-    # verification child must not decide what it measures.
-    sess = unirt.load(source, backend=backend, precision=precision, threads=threads,
-                      options={backend: options} if options else None, verify="never",
-                      check=False, registry=reg, rewrite=False, verify_live=False)
-    state["sess"] = sess
-    return {"load_s": time.perf_counter() - start, "import_s": import_s,
-            "precision": str(sess.precision)}
-
-
-def _child_feeds(state: dict[str, Any], feeds: Feeds) -> Mapping[str, np.ndarray]:
-    """The arrays to run: ``feeds`` itself, or the recipe built here. The last recipe's arrays
-    are kept, so a timing loop that sends the same recipe each round builds it once (and only
-    one set is held at a time)."""
-    if not isinstance(feeds, FeedRecipe):
-        return feeds
-    kept = state.get("recipe")
-    if kept is not None and kept[0] == feeds:
-        return kept[1]
-    state.pop("recipe", None)  # the old arrays go before the new ones are made
-    arrays = feeds.build()
-    state["recipe"] = (feeds, arrays)
-    return arrays
-
-
-def _child_run(state: dict[str, Any], feeds: Feeds, runs: int = 1,
-               outputs: list[str] | None = None, send_outputs: bool = True,
-               pause_s: float = 0.0, spill_to: str | None = None) -> dict[str, Any]:
-    """Run ``runs`` times; ``pause_s`` sleeps before each timed call, as an application calling
-    at a frame rate does (back-to-back calls favour engines whose threads spin between calls,
-    and that is not how a robot runs a model). ``feeds``: arrays, or a
-    :class:`~unirt.evidence.inputs.FeedRecipe` built here (outside the timed part). ``spill_to``: a
-    path prefix under which big outputs are written (see :func:`_spill`)."""
-    import time
-
-    feeds = _child_feeds(state, feeds)
-    run = state["sess"].run
-    times, result = [], None
-    for _ in range(max(1, runs)):
-        if pause_s:
-            time.sleep(pause_s)
-        start = time.perf_counter()
-        result = run(feeds, outputs=outputs)
-        times.append(time.perf_counter() - start)
-    if result is not None and spill_to is not None:
-        result = {name: _spill(value, f"{spill_to}-{i}.npy")
-                  for i, (name, value) in enumerate(result.items())}
-    return {"outputs": result if send_outputs else None, "times": times}
-
-
-#: Outputs at least this big (bytes) are written to a file by the child rather than sent back.
-SPILL_BYTES = 1 << 20
-
-
-@dataclass(frozen=True)
-class Spilled:
-    """An output the child wrote to ``path`` (``.npy``) instead of sending it."""
-
-    path: str
-
-
-def _spill(value: Any, path: str) -> Any:
-    """``value`` written to ``path`` (a :class:`Spilled` in its place), or as it is when small,
-    not a plain array, or when the file cannot be written (a full disk must not change a
-    verdict: the output then travels as before)."""
-    if not isinstance(value, np.ndarray) or value.dtype.hasobject or value.nbytes < SPILL_BYTES:
-        return value
-    try:
-        with open(path, "xb") as f:
-            np.save(f, value, allow_pickle=False)
-    except (OSError, ValueError):
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        return value
-    return Spilled(path)
-
-
-def _child_peak_rss(_state: dict[str, Any]) -> int:
-    """Peak resident memory of the child, in bytes."""
-    # VmHWM is this process image's own peak; ru_maxrss survives exec on Linux and would report
-    # the parent's peak when the parent is the larger one.
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import platform
-    import resource
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return int(rss if platform.system() == "Darwin" else rss * 1024)
 
 
 # -- the parent's side ---------------------------------------------------------------------------
@@ -331,7 +212,7 @@ def run_sets(worker: Worker, source: str | bytes, backend: str,
     child and its session are gone, so the remaining sets are not tried. ``keep``: big outputs stay
     in files, read back when looked up (:class:`KeptOutputs`), rather than all held here.
     """
-    opened = worker.call(_child_open, source, backend, precision, dict(options or {}), threads,
+    opened = worker.call(open_session, source, backend, precision, dict(options or {}), threads,
                          registry, timeout=timeout)
     if not opened.ok:
         return opened, []
@@ -350,7 +231,7 @@ def _run_each(worker: Worker, feed_sets: Sequence[Feeds], runs: int, outputs: li
 
     def run(feeds: Feeds, times: int) -> Outcome:
         spill_to = None if folder is None else os.path.join(folder, str(len(sets)))
-        return worker.call(_child_run, _payload(feeds), times, outputs, True, 0.0, spill_to,
+        return worker.call(run_feeds, _payload(feeds), times, outputs, True, 0.0, spill_to,
                            timeout=timeout)
 
     def kept(out: Outcome) -> Mapping[str, Any] | None:
@@ -358,7 +239,7 @@ def _run_each(worker: Worker, feed_sets: Sequence[Feeds], runs: int, outputs: li
         return values if folder is None or values is None else KeptOutputs(values)
 
     for i, feeds in enumerate(feed_sets):
-        label = _label(labels[i] if labels else None, feeds)
+        label = set_label(labels[i] if labels else None, feeds)
         planted = isinstance(feeds, FeedRecipe) and feeds.nonfinite
         out = run(feeds, runs)
         if out.ok:
@@ -385,7 +266,7 @@ def _payload(feeds: Feeds) -> Feeds:
     return feeds if isinstance(feeds, FeedRecipe) else dict(feeds)
 
 
-def _label(name: str | None, feeds: Feeds) -> str:
+def set_label(name: str | None, feeds: Feeds) -> str:
     """``x=1x8`` for the base set, ``T=64 (x=1x64)`` for a set named after a dynamic dim."""
     shapes = shape_label(feeds)
     return shapes if not name or name == "base" else f"{name} ({shapes})"
@@ -405,15 +286,15 @@ def reference_outputs(source: str | bytes, feed_sets: Sequence[Feeds],
         spec = _spec(registry)
     except HarnessError as exc:
         opened = Outcome(ISO_HARNESS, error=str(exc), error_type="HarnessError")
-        return opened, [RunSet(_label(labels[i] if labels else None, f), opened,
+        return opened, [RunSet(set_label(labels[i] if labels else None, f), opened,
                                nonfinite=_planted(f), opened=False)
                         for i, f in enumerate(feed_sets)]
-    with Worker(_child_init) as w:
+    with Worker(new_state) as w:
         opened, sets = run_sets(w, source, reference_name(registry), feed_sets, "exact",
                                 outputs=outputs, timeout=timeout, labels=labels,
                                 registry=spec, keep=True)
     if not opened.ok:
-        sets = [RunSet(_label(labels[i] if labels else None, f), opened,
+        sets = [RunSet(set_label(labels[i] if labels else None, f), opened,
                        nonfinite=_planted(f), opened=False) for i, f in enumerate(feed_sets)]
     return opened, sets
 
@@ -545,7 +426,7 @@ def probe(info: ModelInfo, backend: str, feed_sets: Sequence[Feeds],
         return ProbeResult(backend, HARNESS, "unirt could not run the reference: "
                            f"{harness.describe()}", opened=False)
     for attempt in range(TIMEOUT_RETRIES + 1):
-        with Worker(_child_init) as w:
+        with Worker(new_state) as w:
             opened, sets = run_sets(w, source, backend, feed_sets, precision, options, runs,
                                     timeout=timeout, labels=labels, registry=_spec(registry),
                                     keep=True)
@@ -576,8 +457,8 @@ def open_only(info: ModelInfo, backend: str, precision: str = "exact",
         spec = _spec(registry)
     except HarnessError as exc:
         return ProbeResult(backend, HARNESS, f"unirt could not measure: {exc}", opened=False)
-    with Worker(_child_init) as w:
-        opened = w.call(_child_open, info.source(), backend, precision, dict(options or {}),
+    with Worker(new_state) as w:
+        opened = w.call(open_session, info.source(), backend, precision, dict(options or {}),
                         None, spec, timeout=timeout)
     if not opened.ok:
         return ProbeResult(backend, _status(opened), _open_reason(opened), opened=False)
@@ -731,7 +612,7 @@ def _nonfinite_output_notes(name: str, got: RunSet, ref: RunSet, precision: str,
 
 def _status(outcome: Outcome) -> ProbeStatus:
     if outcome.status == HARNESS or (outcome.status == ERROR
-                                     and outcome.error_type in _HARNESS_ERRORS):
+                                     and outcome.error_type in HARNESS_ERRORS):
         return HARNESS
     return ProbeStatus(outcome.status) if outcome.status in (CRASHED, TIMEOUT) else ERROR
 

@@ -340,7 +340,8 @@ def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, 
     user's input sets when given (timed on the first), else on generated ones."""
     # Imported here: a lookup (every default load) needs none of the measuring machinery.
     from unirt import progress as events
-    from unirt.evidence.probe import NO_REFERENCE, _child_init, _child_run, run_sets
+    from unirt.evidence.child_ops import new_state, run_feeds
+    from unirt.evidence.probe import NO_REFERENCE, run_sets
     from unirt.evidence.verify import VerifyStatus, feed_sets, verify
     from unirt.plugin.registry import get_registry
     from unirt.process.busy import BUSY_SHARE, others_now
@@ -388,7 +389,7 @@ def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, 
     try:
         for name in passed:
             tick(f"opening {name}")
-            w = Worker(_child_init, nice=nice or None)
+            w = Worker(new_state, nice=nice or None)
             with events.step(events.Step.TIME, name, info.name, "open and warm up"):
                 opened, sets = run_sets(w, source, name, [feeds], precision,
                                         options.get(name), runs=WARMUP, timeout=timeout,
@@ -413,7 +414,7 @@ def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, 
                 order = list(workers)
                 order = order[r % len(order):] + order[:r % len(order)] if order else order
                 for name in order:
-                    out = workers[name].call(_child_run, feeds, RUNS_PER_ROUND, None, False,
+                    out = workers[name].call(run_feeds, feeds, RUNS_PER_ROUND, None, False,
                                              PAUSE_S, timeout=timeout)
                     if out.ok:
                         times[name].extend(out.value["times"])

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 
 from unirt.evidence.inputs import shape_sets
-from unirt.model.info import ModelInfo, _load_proto
+from unirt.model.info import ModelInfo, load_proto
 from unirt.plugin.registry import Registry, get_registry
 from unirt.plugin.rewrite import Rewrite
 
@@ -28,7 +28,7 @@ def rewrite_traced_shapes(registry: Registry, info: ModelInfo, names: Sequence[s
     rewrites = [registry.rewrite(n) for n in names]
     if not any(type(r).traced_sizes is not Rewrite.traced_sizes for r in rewrites):
         return {}
-    model = _load_proto(info)  # small constants kept: a Reshape's shape is one
+    model = load_proto(info)  # small constants kept: a Reshape's shape is one
     traced: dict[str, dict[int, int]] = {}
     for r in rewrites:
         for inp, dims in r.traced_sizes(model).items():

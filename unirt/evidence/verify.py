@@ -178,7 +178,7 @@ def feed_sets(info: ModelInfo, shapes: Mapping[str, Sequence[int]] | None = None
     return labels, sets, recipes
 
 
-def _key(info: ModelInfo, backend: str, version: str | None, precision: str,
+def verdict_key(info: ModelInfo, backend: str, version: str | None, precision: str,
          options: Mapping[str, Any], shapes: list[dict[str, tuple]],
          tolerance: float | None,
          ranges: Mapping[str, tuple[float, float]] | None = None,
@@ -220,7 +220,7 @@ def _read(entry: Path, key: str) -> Verification:
     return Verification(status, result, True, key)
 
 
-def _cached(cache: ArtifactCache, key: str) -> Verification | None:
+def cached_verdict(cache: ArtifactCache, key: str) -> Verification | None:
     """The verdict cached under ``key``, or None; one that cannot be read is removed (the next
     verification measures again)."""
     entry = cache.lookup(CACHE_SECTION, key)
@@ -247,8 +247,8 @@ def lookup(info: ModelInfo, backend: str, version: str | None, precision: str = 
         sets = _shape_key(info, shapes, inputs)
     except UnirtError:
         return None
-    return _cached(ArtifactCache(),
-                   _key(info, backend, version, precision, options or {}, sets, tolerance,
+    return cached_verdict(ArtifactCache(),
+                   verdict_key(info, backend, version, precision, options or {}, sets, tolerance,
                         ranges, inputs.digest if inputs is not None else None))
 
 
@@ -300,11 +300,11 @@ def verify(info: ModelInfo, backend: str, version: str | None, precision: str = 
         sets = _shape_key(info, shapes, inputs)
     except UnirtError as exc:  # bf16, strings without shape, sequences: nothing to compare
         sets, no_inputs = [], f"no inputs can be generated ({exc})"
-    key = _key(info, backend, version, precision, options or {}, sets, tolerance, ranges,
+    key = verdict_key(info, backend, version, precision, options or {}, sets, tolerance, ranges,
                inputs.digest if inputs is not None else None)
     cache = ArtifactCache()
     if mode != "always":
-        known = _cached(cache, key)
+        known = cached_verdict(cache, key)
         if known is not None:
             return known
     else:
@@ -418,9 +418,9 @@ def verify_reference(info: ModelInfo, backend: str, version: str | None,
         sets = _shape_key(info, shapes, inputs)
     except UnirtError:
         sets = []
-    key = _key(info, backend, version, precision, options or {}, sets, None, ranges,
+    key = verdict_key(info, backend, version, precision, options or {}, sets, None, ranges,
                inputs.digest if inputs is not None else None)
-    known = _cached(ArtifactCache(), key)
+    known = cached_verdict(ArtifactCache(), key)
     if known is not None:
         return known
     with progress.step(progress.Step.REFERENCE, backend, info.name) as running:

@@ -316,7 +316,7 @@ _MAX_DIM = 1 << 31
 
 #: ONNX element type name -> bits per element (packed for sub-byte types); types without a fixed
 #: size (strings) or whose packing unirt does not know are absent, and their sizes unchecked.
-_ELEMENT_BITS = {
+ELEMENT_BITS = {
     "FLOAT": 32, "UINT8": 8, "INT8": 8, "UINT16": 16, "INT16": 16, "INT32": 32, "INT64": 64,
     "BOOL": 8, "FLOAT16": 16, "DOUBLE": 64, "UINT32": 32, "UINT64": 64, "COMPLEX64": 64,
     "COMPLEX128": 128, "BFLOAT16": 16, "FLOAT8E4M3FN": 8, "FLOAT8E4M3FNUZ": 8,
@@ -338,7 +338,7 @@ def _element_bits_by_type() -> dict[int, int | None]:
     element type the installed onnx defines; a data_type absent from it is no ONNX type."""
     from onnx import TensorProto
 
-    return {v: _ELEMENT_BITS.get(TensorProto.DataType.Name(v))
+    return {v: ELEMENT_BITS.get(TensorProto.DataType.Name(v))
             for v in TensorProto.DataType.values() if v != 0}
 
 
@@ -355,7 +355,7 @@ class _GraphChecker:
         self.stripped = stripped
         self.external: list[tuple[Any, str]] = []  # (TensorProto, where)
         self.bits = _element_bits_by_type()
-        #: (path, graph) of every graph, in the order and with the paths of _iter_graphs.
+        #: (path, graph) of every graph, in the order and with the paths of iter_graphs.
         self.graphs: list[tuple[str, Any]] = []
 
     def fail(self, message: str) -> ModelError:
@@ -697,7 +697,7 @@ def _check_graphs(proto: onnx.ModelProto, path: Path | None, label: str,
     return checker.external_data(), checker.graphs
 
 
-def _iter_graphs(graph: Any, prefix: str = ""):  # -> Iterator[tuple[str, GraphProto]]
+def iter_graphs(graph: Any, prefix: str = ""):  # -> Iterator[tuple[str, GraphProto]]
     from onnx import AttributeProto
 
     yield prefix, graph
@@ -705,10 +705,10 @@ def _iter_graphs(graph: Any, prefix: str = ""):  # -> Iterator[tuple[str, GraphP
         for attr in node.attribute:
             sub = f"{prefix}/{node.name or node.op_type}/{attr.name}".lstrip("/")
             if attr.type == AttributeProto.GRAPH:
-                yield from _iter_graphs(attr.g, sub)
+                yield from iter_graphs(attr.g, sub)
             elif attr.type == AttributeProto.GRAPHS:
                 for i, g in enumerate(attr.graphs):
-                    yield from _iter_graphs(g, f"{sub}[{i}]")
+                    yield from iter_graphs(g, f"{sub}[{i}]")
 
 
 def _tensor_info(value: Any) -> TensorInfo:
@@ -789,7 +789,7 @@ def _describe(
     nodes = []
     counts: Counter[str] = Counter()
     constants: set[str] = set()
-    for gpath, graph in (graphs if graphs is not None else _iter_graphs(g)):
+    for gpath, graph in (graphs if graphs is not None else iter_graphs(g)):
         constants.update(t.name for t in graph.initializer)
         for n in graph.node:
             # Constant folding, in the graph's topological order: a node of the standard
@@ -845,7 +845,7 @@ _DTYPE_NAMES = {"float": "float32", "double": "float64", "float16": "float16", "
                 "string": "string"}
 
 
-def _load_proto(info: ModelInfo, weights: bool = False) -> onnx.ModelProto:
+def load_proto(info: ModelInfo, weights: bool = False) -> onnx.ModelProto:
     import onnx
 
     if info.path is not None:
@@ -868,7 +868,7 @@ def strip_weights(proto: onnx.ModelProto) -> None:
     which for a 100 MB model costs most of a second, and it needs only their dims and types."""
     from onnx import TensorProto
 
-    for _, graph in _iter_graphs(proto.graph):
+    for _, graph in iter_graphs(proto.graph):
         for t in graph.initializer:
             if t.data_location == TensorProto.EXTERNAL or len(t.raw_data) <= _STRIP_BYTES:
                 continue
@@ -886,7 +886,7 @@ def _infer_types(info: ModelInfo) -> tuple[dict[str, TypeFact], str | None]:
 
     error: str | None = None
     try:
-        proto = _load_proto(info)
+        proto = load_proto(info)
     except Exception as exc:  # the file changed under us
         return {}, f"{type(exc).__name__}: {first_line(exc)}"
     strip_weights(proto)
@@ -906,7 +906,7 @@ def facts_of(inferred: onnx.ModelProto) -> dict[str, TypeFact]:
     import onnx
 
     facts: dict[str, TypeFact] = {}
-    for _, graph in _iter_graphs(inferred.graph):
+    for _, graph in iter_graphs(inferred.graph):
         for t in graph.initializer:
             if t.name not in facts:
                 dtype = _type_fact(onnx.helper.make_tensor_type_proto(t.data_type, None)).dtype
@@ -947,7 +947,7 @@ def validate_graph(info: ModelInfo, full_check: bool = True) -> None:
             onnx.checker.check_model(info.data, full_check=full_check)
     except Exception as exc:
         line = first_line(exc)
-        if any(p in line for p in _BENIGN_CHECKER_ERRORS):
+        if any(p in line for p in BENIGN_CHECKER_ERRORS):
             logger.debug("%s: ONNX checker: %s (engines accept this)", info.name, line)
             return
         raise ModelError(f"{info.name}: invalid ONNX graph: {line}") from exc
@@ -955,7 +955,7 @@ def validate_graph(info: ModelInfo, full_check: bool = True) -> None:
 
 #: Checker complaints that engines accept: an output declared without a shape, ops of a domain
 #: onnx does not know (custom ops), an opset newer than the installed onnx.
-_BENIGN_CHECKER_ERRORS = ("Field 'shape' of 'type' is required", "No Op registered",
+BENIGN_CHECKER_ERRORS = ("Field 'shape' of 'type' is required", "No Op registered",
                           "No opset import for domain", "is not a registered function/op",
                           "is under development", "is too new")
 

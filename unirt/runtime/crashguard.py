@@ -152,15 +152,9 @@ def forget(k: str) -> None:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    from unirt.store.files import write_atomic
+
+    write_atomic(path, text, mode=0o600)
 
 
 class Marker:

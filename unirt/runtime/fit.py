@@ -253,7 +253,7 @@ def rewritten(info: ModelInfo, rewrites: Sequence[Rewrite], context: RewriteCont
               ) -> tuple[ModelInfo | None, list[tuple[str, Change]], dict[str, str]]:
     """The rewritten model from the artifact cache, built now when missing: (its ModelInfo or
     None when nothing applied, the changes, the rewrites that failed)."""
-    from unirt.model.info import _load_proto, read_model
+    from unirt.model.info import load_proto, read_model
     from unirt.store.cache import ArtifactCache, artifact_key
 
     key = artifact_key(MODEL_SECTION, info,
@@ -265,7 +265,7 @@ def rewritten(info: ModelInfo, rewrites: Sequence[Rewrite], context: RewriteCont
     def build(tmp: Path) -> dict[str, Any]:
         import onnx
 
-        proto = _load_proto(info, weights=True)
+        proto = load_proto(info, weights=True)
         if info.path is not None and info.external_data:
             from onnx.external_data_helper import load_external_data_for_model
 
@@ -356,11 +356,12 @@ def evaluator_outputs(info: ModelInfo, recipes: Sequence[Any], labels: Sequence[
     for the rest, with ``rewritten`` (the reference on the rewritten model, set by set): the
     evaluator reads an ill-formed node its own way (a 3-D kernel on a rank-4 input as a 2-D
     pool)."""
-    from unirt.evidence.probe import RunSet, _child_init, _label
+    from unirt.evidence.child_ops import new_state
+    from unirt.evidence.probe import RunSet, set_label
     from unirt.process.isolation import Worker
 
     sets: list[RunSet] = []
-    with Worker(_child_init) as w:
+    with Worker(new_state) as w:
         for i, (label, feeds) in enumerate(zip(labels, recipes)):
             out = w.call(_child_evaluate, info.source(), feeds, timeout=timeout)
             if not out.ok:
@@ -370,7 +371,7 @@ def evaluator_outputs(info: ModelInfo, recipes: Sequence[Any], labels: Sequence[
             wrong = _misread(info, out.value["outputs"], other, ref_name)
             if wrong is not None:
                 return None, f"{EVALUATOR} reads it otherwise: {wrong}"
-            sets.append(RunSet(_label(label, feeds), out, out.value["outputs"], [],
+            sets.append(RunSet(set_label(label, feeds), out, out.value["outputs"], [],
                                nonfinite=getattr(feeds, "nonfinite", False)))
     return sets, ""
 

@@ -155,10 +155,10 @@ def disagreement_key(info: ModelInfo, backend: str, version: str | None, precisi
     for this one input set (:func:`unirt.evidence.operating.inputs_digest`), so a load given the
     saved inputs finds the disagreement (a verdict on one recording says nothing about another)."""
     from unirt.evidence.operating import inputs_digest
-    from unirt.evidence.verify import _key
+    from unirt.evidence.verify import verdict_key
 
     shapes = [{k: tuple(np.shape(v)) for k, v in feeds.items()}]
-    return _key(info, backend, version, precision, options, shapes, tolerance, None,
+    return verdict_key(info, backend, version, precision, options, shapes, tolerance, None,
                 inputs_digest([feeds]))
 
 
@@ -180,10 +180,10 @@ def known_disagreement(info: ModelInfo, backend: str, version: str | None, preci
                        options: Mapping[str, Any], feeds: Mapping[str, Any],
                        tolerance: float | None = None) -> Verification | None:
     """The verdict :func:`record_disagreement` cached for these inputs, or None (a lookup)."""
-    from unirt.evidence.verify import _cached
+    from unirt.evidence.verify import cached_verdict
     from unirt.store.cache import ArtifactCache
 
-    return _cached(ArtifactCache(), disagreement_key(info, backend, version, precision,
+    return cached_verdict(ArtifactCache(), disagreement_key(info, backend, version, precision,
                                                      options, feeds, tolerance))
 
 
@@ -339,10 +339,10 @@ class LiveCheck:
 
     # -- the thread --------------------------------------------------------------------------
     def _main(self) -> None:
-        from unirt.evidence.probe import _child_init
+        from unirt.evidence.child_ops import new_state
         from unirt.process.isolation import Cancelled, Worker
 
-        worker = Worker(_child_init, nice=self._nice, cancel=self._stop)
+        worker = Worker(new_state, nice=self._nice, cancel=self._stop)
         opened = False
         try:
             while not self._stop.is_set():
@@ -379,7 +379,7 @@ class LiveCheck:
         """Run one sample on the reference and judge it; whether the reference's session is
         still open in the child afterwards."""
         from unirt.errors import HarnessError
-        from unirt.evidence.probe import _child_open, _child_run
+        from unirt.evidence.child_ops import open_session, run_feeds
         from unirt.process.isolation import ERROR
 
         timeout = self._call_timeout()
@@ -388,7 +388,7 @@ class LiveCheck:
                 spec = self._registry.spec()
             except HarnessError:  # a plugin that cannot travel: the reference is a built-in
                 spec = None
-            out = worker.call(_child_open, self._info.source(), self._reference, "exact", {},
+            out = worker.call(open_session, self._info.source(), self._reference, "exact", {},
                               None, spec, timeout=timeout)
             if not out.ok:
                 self._unchecked(sample, f"the reference could not open the model: "
@@ -396,7 +396,7 @@ class LiveCheck:
                 if out.status == ERROR:  # its own answer: nothing will be compared, ever
                     self._stop_checking(None)
                 return False
-        out = worker.call(_child_run, sample.feeds, 1, list(sample.outputs), True,
+        out = worker.call(run_feeds, sample.feeds, 1, list(sample.outputs), True,
                           timeout=timeout)
         if not out.ok:
             self._unchecked(sample, f"the reference could not run the inputs: {out.describe()}")

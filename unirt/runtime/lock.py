@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -288,17 +287,10 @@ class _Reader:
 def write_lock(lock: Lock, path: str | os.PathLike[str] = DEFAULT_PATH) -> Path:
     """Write ``lock`` to ``path`` atomically (a temporary file renamed into place, mode 0644):
     a device reading the lock while a new one is written sees the old or the new, never half."""
+    from unirt.store.files import write_atomic
+
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(lock.to_json())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(target, lock.to_json(), mode=0o644)
     lock.path = str(target)
     return target
 

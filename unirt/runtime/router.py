@@ -170,7 +170,7 @@ def load(
     registry = registry or get_registry()
     info = read_model(model)
     options = dict(options or {})
-    _check_arguments(registry, info, backend=backend, prefer=prefer, exclude=exclude,
+    check_arguments(registry, info, backend=backend, prefer=prefer, exclude=exclude,
                      device=device, precision=precision, threads=threads, options=options,
                      verify=verify, tolerance=tolerance, input_shapes=input_shapes,
                      fallback=fallback, check=check, input_ranges=input_ranges)
@@ -309,7 +309,7 @@ def _at_remembered_point(info: Any, request: _Request) -> _Request:
     return replace(request, input_shapes=dict(shapes), input_ranges=ranges, inputs=inputs)
 
 
-def _check_arguments(registry: Registry, info: Any, *, backend: str | None,
+def check_arguments(registry: Registry, info: Any, *, backend: str | None,
                      prefer: str | Sequence[str] | None, exclude: str | Sequence[str] | None,
                      device: str, precision: str, threads: int | None,
                      options: Mapping[str, Any], verify: str, tolerance: float | None,

@@ -386,7 +386,7 @@ class Session:
         """
         if self._engine is None:
             raise SessionClosedError(f"session for {self.model.name} is closed")
-        checked = self._check_feeds(feeds)
+        checked = self.check_feeds(feeds)
         if outputs is None:
             names: Sequence[str] = self._output_names
         else:
@@ -532,8 +532,8 @@ class Session:
             return next(iter(result.values())) if len(result) == 1 else result
         return self.run(feeds)
 
-    def _check_feeds(self, feeds: Mapping[str, Any], label: str | None = None
-                     ) -> dict[str, Any]:
+    def check_feeds(self, feeds: Mapping[str, Any], label: str | None = None
+                    ) -> dict[str, Any]:
         """``feeds`` checked against the inputs; errors name the model as ``label`` (a server's
         name for it) or its file."""
         checks = self._checks

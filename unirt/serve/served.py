@@ -89,7 +89,7 @@ class ServedModel:
         """Feeds checked (and made contiguous) as ``Session.run`` checks them, before they join
         a batch: a bad request must fail alone, not the batch it would have joined. Errors
         name the model as the client knows it, by its served name."""
-        return self.session._check_feeds(feeds, self.name)
+        return self.session.check_feeds(feeds, self.name)
 
     def rows(self, feeds: Mapping[str, np.ndarray]) -> int:
         """The batch-axis size of a checked request (all inputs must agree to be stacked)."""

@@ -1,8 +1,10 @@
 """Writing files the way a user expects: whole or not at all, with the mode ``open()`` gives.
 
-Outputs (``run -o``), reports (``bench --json-out``) and saved inputs (``--save-inputs``) go
-through here, so a reader never sees half a file and a colleague can read what was written
-(``mkstemp`` alone leaves 0600).
+Every file unirt writes whole goes through :func:`write_with` here (outputs of ``run -o``,
+reports, saved inputs, locks, plots, op tables, the corpus, the crash guard's record), so a
+reader never sees half a file and a colleague can read what was written (``mkstemp`` alone
+leaves 0600). The cache's secret and the crash guard's pending marker are the exceptions: they
+must be created exclusively (the first writer wins), which a rename cannot say.
 
 Every command that writes files checks its target first (:func:`check_writable`), before any
 work: a typo in ``-o`` must not cost a tuning run and end in a traceback. Missing parent folders
@@ -14,8 +16,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from unirt.errors import UnirtError
 
@@ -26,18 +29,27 @@ def _umask() -> int:
     return mask
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write through a temporary file and rename: a reader never sees half a file."""
+def write_with(path: Path, fill: Callable[[BinaryIO], object], mode: int | None = None) -> None:
+    """Write ``path`` whole or not at all: ``fill`` writes into a temporary file beside it, which
+    is then renamed over ``path``; on any error the temporary file goes and ``path`` is as it
+    was. ``mode``: the file's permissions (default: what ``open()`` gives under the umask, not
+    ``mkstemp``'s 0600). Missing parent folders are created."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # what open() would give, not mkstemp's 0600
+        os.fchmod(fd, 0o666 & ~_umask() if mode is None else mode)
         with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
+            fill(f)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_atomic(path: Path, data: str | bytes, mode: int | None = None) -> None:
+    """Write ``data`` (text as UTF-8) through :func:`write_with`."""
+    payload = data.encode() if isinstance(data, str) else data
+    write_with(path, lambda f: f.write(payload), mode)
 
 
 def check_writable(path: str | os.PathLike[str], option: str, *, directory: bool = False,
@@ -87,13 +99,8 @@ def copy_atomic(source: Path, path: Path) -> None:
     large: copied in chunks, not read whole)."""
     import shutil
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f, open(source, "rb") as src:
+    def fill(f: BinaryIO) -> None:
+        with open(source, "rb") as src:
             shutil.copyfileobj(src, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    write_with(path, fill)

@@ -324,15 +324,9 @@ def _target(entry: CorpusEntry, root: Path) -> Path:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the corpus from other users
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from unirt.store.files import write_atomic
+
+    write_atomic(path, data, mode=0o644)  # readable by other users of the corpus
 
 
 def _download_wheel(package: str, dest: Path) -> Path:

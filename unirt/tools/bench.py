@@ -32,13 +32,8 @@ import numpy as np
 
 from unirt import progress as progress_events
 from unirt.errors import UnirtError
-from unirt.evidence.probe import (
-    _child_feeds,
-    _child_init,
-    _child_open,
-    _child_peak_rss,
-    shape_label,
-)
+from unirt.evidence.child_ops import feeds_for, new_state, open_session, peak_rss
+from unirt.evidence.probe import shape_label
 from unirt.model.info import ModelInfo, ModelSource, read_model
 from unirt.process.isolation import CRASHED, ERROR, TIMEOUT, OutcomeStatus, Worker
 from unirt.words import Word
@@ -245,8 +240,8 @@ def bench(
                                           "cold and warm") as running:
                     firsts: list[dict[str, Any] | None] = [None] * len(feeds_per_shape)
                     about: dict[str, Any] = {}
-                    with Worker(_child_init) as cold:
-                        first = cold.call(_child_open, source, name, precision, options[name],
+                    with Worker(new_state) as cold:
+                        first = cold.call(open_session, source, name, precision, options[name],
                                           threads, timeout=timeout)
                         if first.ok:
                             # The first run at each shape, where a lazy conversion happens
@@ -255,8 +250,8 @@ def bench(
                             if got.ok:
                                 firsts, about = got.value["runs"], got.value["details"]
                     tick(f"{name}: cold load")
-                    w = Worker(_child_init)
-                    warm = w.call(_child_open, source, name, precision, options[name], threads,
+                    w = Worker(new_state)
+                    warm = w.call(open_session, source, name, precision, options[name], threads,
                                   timeout=timeout)
                     tick(f"{name}: warm load")
                     running.detail = warm.status if first.ok else first.status
@@ -323,7 +318,7 @@ def bench(
             for name, w in workers.items():
                 if name in dead:
                     continue
-                rss = w.call(_child_peak_rss, timeout=30)
+                rss = w.call(peak_rss, timeout=30)
                 for (n, _), res in results.items():
                     if n == name and rss.ok:
                         res.peak_rss_bytes = rss.value
@@ -386,7 +381,7 @@ def _child_timed(state: dict[str, Any], feeds: Mapping[str, np.ndarray], runs: i
     import threading
     import time
 
-    arrays = dict(_child_feeds(state, dict(feeds)))
+    arrays = dict(feeds_for(state, dict(feeds)))
     run = state["sess"].run
     lock = threading.Lock()
     started = [0]

@@ -9,7 +9,6 @@ plot travels without its report. The figures are computed apart from the drawing
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,8 +152,10 @@ def plot(report: BenchReport, path: Path) -> PlotData:
         ax.legend()
     fig.text(0.01, 0.01, data.caption, fontsize=7, wrap=True, ha="left", va="bottom")
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    tmp = path.with_suffix(".tmp" + path.suffix)
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    from unirt.store.files import write_with
+
+    try:
+        write_with(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".").lower() or None))
+    finally:
+        plt.close(fig)
     return data

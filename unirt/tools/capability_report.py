@@ -232,11 +232,11 @@ def fixable_by(verdict: Verdict, info: ModelInfo, registry: Registry,
 def _changes(rewrite: Any, info: ModelInfo, backend: str,
              shapes: Mapping[str, Sequence[int]] | None) -> bool:
     """Whether ``rewrite`` changes the model (applied to a fresh copy of it)."""
-    from unirt.model.info import _load_proto
+    from unirt.model.info import load_proto
     from unirt.plugin.rewrite import RewriteContext
     from unirt.runtime.fit import apply
 
-    proto = _load_proto(info, weights=True)
+    proto = load_proto(info, weights=True)
     changes, _ = apply(proto, [rewrite], RewriteContext(backend=backend,
                                                         input_shapes=dict(shapes or {})))
     return bool(changes)
@@ -303,7 +303,7 @@ class _Querier:
 
     def ask(self, verdict: Verdict, info: ModelInfo, name: str) -> None:
         from unirt.errors import HarnessError
-        from unirt.evidence.probe import _HARNESS_ERRORS
+        from unirt.evidence.probe import HARNESS_ERRORS
         from unirt.process.isolation import CRASHED, HARNESS, TIMEOUT, Worker
 
         be = self.registry.backend(name)
@@ -333,7 +333,7 @@ class _Querier:
             logger.info("%s: the engine query on %s timed out after %g s", name, info.name,
                         self.timeout)
             verdict.notes.append(f"engine query timed out after {self.timeout:g} s")
-        elif outcome.status == HARNESS or outcome.error_type in _HARNESS_ERRORS:
+        elif outcome.status == HARNESS or outcome.error_type in HARNESS_ERRORS:
             verdict.notes.append(f"engine query not asked: unirt could not measure: "
                                  f"{outcome.describe()}")
         elif outcome.status == CRASHED:
@@ -442,12 +442,12 @@ def _reference_summary(reference: list[RunSet], opened: bool = False) -> dict[st
 def _explain_divergence(verdict: Verdict, info: ModelInfo, backend: str, result: ProbeResult,
                         labels: list[str], feeds: list[FeedRecipe], timeout: float) -> None:
     """Name the first node whose output diverges, on the inputs where the run was wrong."""
-    from unirt.evidence.probe import _label
+    from unirt.evidence.probe import set_label
     from unirt.tools.compare import layerwise
     from unirt.tools.layerwise import LayerStatus
 
     index = next((i for i, (label, f) in enumerate(zip(labels, feeds))
-                  if f" at {_label(label, f)}" in result.reason), 0)
+                  if f" at {set_label(label, f)}" in result.reason), 0)
     try:
         # A diagnosis after a mismatch, on arrays: the recipe is built here for it.
         lw = layerwise(info.source(), backend, feeds=feeds[index].build(), timeout=timeout)

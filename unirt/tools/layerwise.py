@@ -38,8 +38,9 @@ import numpy as np
 
 from unirt.errors import UnirtError
 from unirt.evidence.agreement import tolerance, within
+from unirt.evidence.child_ops import new_state
 from unirt.evidence.hints import hinted_feeds
-from unirt.evidence.probe import DEFAULT_TIMEOUT, _child_init, reference_name, run_sets
+from unirt.evidence.probe import DEFAULT_TIMEOUT, reference_name, run_sets
 from unirt.model.info import ModelInfo, ModelSource, read_model
 from unirt.process.isolation import Worker
 from unirt.words import Word
@@ -326,7 +327,7 @@ class Prober:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.symlink(f, target)
         self.typed = typed_tensors(self.proto)
-        self.ref_worker, self.be_worker = Worker(_child_init), Worker(_child_init)
+        self.ref_worker, self.be_worker = Worker(new_state), Worker(new_state)
         self.count = 0
 
     def save(self, model: Any) -> str:

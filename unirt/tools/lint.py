@@ -179,13 +179,13 @@ class _Graph:
     def __init__(self, info: ModelInfo) -> None:
         import onnx
 
-        from unirt.model.info import _iter_graphs, _load_proto, facts_of, strip_weights
+        from unirt.model.info import facts_of, iter_graphs, load_proto, strip_weights
 
         self.info = info
-        proto = _load_proto(info)
+        proto = load_proto(info)
         strip_weights(proto)
         self.proto = proto
-        self.graphs = list(_iter_graphs(proto.graph))
+        self.graphs = list(iter_graphs(proto.graph))
         initializers = {t.name for t in proto.graph.initializer}
         #: symbolic dim -> the declared input dims it stands for: (input, dim index, dim_param)
         self.declared: dict[str, set[tuple[str, int, str | None]]] = {}
@@ -363,9 +363,9 @@ def _benign(message: str) -> bool:
     """A complaint engines accept (an output declared without a shape, custom ops, an opset
     newer than the installed onnx): the same list :func:`~unirt.model.info.validate_graph` lets
     pass, here an info rather than an error."""
-    from unirt.model.info import _BENIGN_CHECKER_ERRORS
+    from unirt.model.info import BENIGN_CHECKER_ERRORS
 
-    return any(p in message for p in _BENIGN_CHECKER_ERRORS)
+    return any(p in message for p in BENIGN_CHECKER_ERRORS)
 
 
 def _checker(g: _Graph) -> list[Finding]:
@@ -714,7 +714,7 @@ def _show(dims: Iterable[Dim]) -> str:
 def _unused_initializers(g: _Graph) -> list[Finding]:
     """Initializers no node reads and no graph returns: dead weight every engine loads (ONNX
     Runtime removes them with a warning of its own)."""
-    from unirt.model.info import _ELEMENT_BITS
+    from unirt.model.info import ELEMENT_BITS
 
     used: set[str] = set()
     for _, graph in g.graphs:
@@ -731,7 +731,7 @@ def _unused_initializers(g: _Graph) -> list[Finding]:
 
             type_name = onnx.TensorProto.DataType.Name(t.data_type) if t.data_type in \
                 onnx.TensorProto.DataType.values() else str(t.data_type)
-            bits = _ELEMENT_BITS.get(type_name)
+            bits = ELEMENT_BITS.get(type_name)
             size = None if bits is None else (math.prod(t.dims) * bits + 7) // 8
             where = f" in {path}" if path else ""
             out.append(Finding(

@@ -50,7 +50,7 @@ def make_lock(model: ModelSource | ModelInfo, backend_name: str,
     ``ranking``: ``prefer="fastest"``'s :class:`~unirt.evidence.timing.Ranking` (each ranked
     backend's error is read from the verdict cache) or ready :class:`RankEntry` rows.
     """
-    from unirt.evidence.verify import VerifyStatus, _key, lookup, probe_shapes
+    from unirt.evidence.verify import VerifyStatus, lookup, probe_shapes, verdict_key
     from unirt.model.info import read_model
     from unirt.plugin.backend import PRECISIONS
     from unirt.plugin.registry import get_registry
@@ -96,11 +96,11 @@ def make_lock(model: ModelSource | ModelInfo, backend_name: str,
         figures = LockedFigures(v.status.value, v.result.precision, dict(v.result.max_abs),
                                 v.result.summary())
         if inputs is not None:
-            keys["verification"] = _key(info, backend_name, avail.version, precision, {},
-                                        inputs.shapes, None, None, inputs.digest)
+            keys["verification"] = verdict_key(info, backend_name, avail.version, precision, {},
+                                               inputs.shapes, None, None, inputs.digest)
         elif sets is not None:
-            keys["verification"] = _key(info, backend_name, avail.version, precision, {}, sets,
-                                        None)
+            keys["verification"] = verdict_key(info, backend_name, avail.version, precision, {},
+                                               sets, None)
     entries: list[RankEntry] = []
     rejected: dict[str, str] = {}
     if ranking is not None and not isinstance(ranking, Sequence):  # a fastest.Ranking

@@ -40,6 +40,7 @@ from unirt.capability.table import (
 from unirt.errors import ToolCrashError, UnirtError, first_line
 from unirt.process.isolation import CRASHED, OK, TIMEOUT, Worker
 from unirt.process.isolation import HARNESS as ISO_HARNESS
+from unirt.store.files import write_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -464,8 +465,6 @@ def default_table_path(backend: str, version: str) -> Path:
 
 def write_table(table: dict[str, Any], path: str | Path) -> Path:
     """Write compactly (one case per line, so diffs between engine versions stay readable)."""
-    import os
-    import tempfile
 
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -479,9 +478,6 @@ def write_table(table: dict[str, Any], path: str | Path) -> Path:
     for i, c in enumerate(cases):
         lines.append(json.dumps(c, separators=(",", ":")) + ("," if i < len(cases) - 1 else ""))
     lines.append("]}")
-    fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.chmod(tmp, 0o644)  # package data: readable by everyone, unlike mkstemp's 0600
-    os.replace(tmp, p)
+    # package data: readable by everyone
+    write_atomic(p, "\n".join(lines) + "\n", mode=0o644)
     return p
