@@ -96,3 +96,33 @@ def test_rewrite_creates_a_missing_folder_as_reduce_does(tmp_path: Path) -> None
                                    str(out)])
     assert res.exit_code == 0, res.output
     assert out.is_file() and f"wrote {out}" in res.stdout
+
+
+def test_a_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    from unirt.store.files import write_atomic, write_with
+
+    target = tmp_path / "deep" / "report.json"
+    write_atomic(target, "old")
+
+    def fail(f: object) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_with(target, fail)
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["report.json"]
+
+
+def test_a_written_file_has_the_mode_asked_or_open_s(tmp_path: Path) -> None:
+    import os
+
+    from unirt.store.files import write_atomic
+
+    write_atomic(tmp_path / "private", b"x", mode=0o600)
+    write_atomic(tmp_path / "shared", b"x", mode=0o644)
+    write_atomic(tmp_path / "plain", b"x")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert (tmp_path / "private").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "shared").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "plain").stat().st_mode & 0o777 == 0o666 & ~mask
