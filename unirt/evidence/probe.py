@@ -56,6 +56,7 @@ from unirt.evidence.agreement import (
 from unirt.evidence.child_ops import Feeds, Spilled, new_state, open_session, run_feeds
 from unirt.evidence.inputs import BATCH_SIZES, OTHER_SIZES, FeedRecipe, shape_sets  # noqa: F401 - re-exported
 from unirt.model.info import ModelInfo
+from unirt.process import timeouts
 from unirt.process.isolation import CRASHED as ISO_CRASHED
 from unirt.process.isolation import ERROR as ISO_ERROR
 from unirt.process.isolation import HARNESS as ISO_HARNESS
@@ -81,7 +82,7 @@ def reference_name(registry: Registry | None = None) -> str:
                          "normally ONNX Runtime on the CPU): is its plugin installed and enabled?")
     return name
 
-DEFAULT_TIMEOUT = 300.0
+DEFAULT_TIMEOUT = timeouts.PROBE.seconds
 
 
 

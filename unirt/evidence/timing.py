@@ -45,9 +45,9 @@ Progress = Callable[[int, int, str], None]
 
 
 def _timeout() -> float:
-    from unirt.evidence.verify import DEFAULT_TIMEOUT, TIMEOUT_ENV
+    from unirt.evidence.verify import verify_timeout
 
-    return float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT)
+    return verify_timeout()
 
 
 @dataclass

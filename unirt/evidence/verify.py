@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from unirt.evidence.probe import (
 )
 from unirt.model.info import ModelInfo
 from unirt.plugin.backend import VERIFY_MODES
+from unirt.process import timeouts
 from unirt.tensor import TensorInfo
 from unirt.words import Word
 
@@ -56,10 +56,14 @@ CACHE_SECTION = "verify"
 VERDICT_FILE = "verdict.json"
 #: Bumped when what a verdict means changes: older verdicts then miss.
 VERSION = 4
-#: Seconds a verification probe may take before the candidate is rejected as hung;
-#: ``UNIRT_VERIFY_TIMEOUT`` overrides it.
-DEFAULT_TIMEOUT = 120.0
-TIMEOUT_ENV = "UNIRT_VERIFY_TIMEOUT"
+#: Seconds a verification probe may take before the candidate is rejected as hung
+#: (:data:`unirt.process.timeouts.VERIFY`; ``UNIRT_VERIFY_TIMEOUT`` overrides it).
+DEFAULT_TIMEOUT = timeouts.VERIFY.seconds
+
+
+def verify_timeout() -> float:
+    """The bound on one verification: ``UNIRT_VERIFY_TIMEOUT``, else :data:`DEFAULT_TIMEOUT`."""
+    return timeouts.seconds(timeouts.VERIFY)
 
 class VerifyStatus(Word):
     """What verification concluded about one candidate."""
@@ -294,7 +298,7 @@ def verify(info: ModelInfo, backend: str, version: str | None, precision: str = 
     from unirt.store.cache import ArtifactCache
 
     if timeout is None:
-        timeout = float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT)
+        timeout = verify_timeout()
     no_inputs = ""
     try:
         sets = _shape_key(info, shapes, inputs)
@@ -413,7 +417,7 @@ def verify_reference(info: ModelInfo, backend: str, version: str | None,
     from unirt.store.cache import ArtifactCache
 
     if timeout is None:
-        timeout = float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT)
+        timeout = verify_timeout()
     try:
         sets = _shape_key(info, shapes, inputs)
     except UnirtError:

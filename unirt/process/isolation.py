@@ -52,6 +52,7 @@ from typing import Any
 
 from unirt.errors import UnirtError, strip_ansi
 from unirt.process import child as _child
+from unirt.process import timeouts
 from unirt.process.child import Channel
 from unirt.words import Word
 
@@ -78,7 +79,7 @@ HARNESS = OutcomeStatus.HARNESS
 
 #: How long a child may take to start and load the worker's ``init`` before that counts as a
 #: harness failure (an interpreter start and a few imports; generous for loaded CI machines).
-HANDSHAKE_TIMEOUT = 60.0
+HANDSHAKE_TIMEOUT = timeouts.HANDSHAKE.seconds
 #: How much of the end of a child's output an Outcome keeps.
 OUTPUT_TAIL_BYTES = 2048
 #: How often a waiting parent checks that the child is still alive (a forked grandchild can keep
@@ -496,7 +497,7 @@ def _receive(child: _Child, timeout: float,
             return "dead", None
 
 
-def run_isolated(fn: Callable[..., Any], *args: Any, timeout: float = 120.0,
+def run_isolated(fn: Callable[..., Any], *args: Any, timeout: float = timeouts.TOOL.seconds,
                  quiet: bool = True) -> Outcome:
     """Call ``fn(*args)`` once in a fresh child process; a crash or hang becomes an Outcome."""
     with Worker(quiet=quiet) as w:

@@ -519,11 +519,10 @@ def fit(info: ModelInfo, backend: str, *, names: Sequence[str] | None = None,
     (:mod:`unirt.evidence.operating`): the rewritten model is judged on them, as the original was;
     ``ranges``: the values generated inputs take (``load(input_ranges=)``)."""
     from unirt.evidence.verify import (
-        DEFAULT_TIMEOUT,
-        TIMEOUT_ENV,
         Verification,
         probe_shapes,
         status_of,
+        verify_timeout,
     )
     from unirt.plugin.registry import get_registry
 
@@ -546,9 +545,8 @@ def fit(info: ModelInfo, backend: str, *, names: Sequence[str] | None = None,
     be = registry.backend(backend)
     version = be.available().version
     if timeout is None:
-        import os
 
-        timeout = float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT)
+        timeout = verify_timeout()
     try:
         sets = inputs.shapes if inputs is not None else probe_shapes(info.inputs, shapes)
     except UnirtError:

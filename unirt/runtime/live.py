@@ -369,11 +369,11 @@ class LiveCheck:
                 return
 
     def _call_timeout(self) -> float:
-        from unirt.evidence.verify import DEFAULT_TIMEOUT, TIMEOUT_ENV
+        from unirt.evidence.verify import verify_timeout
 
         if self._timeout is not None:
             return self._timeout
-        return float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT)
+        return verify_timeout()
 
     def _check(self, worker: Any, sample: _Sample, opened: bool) -> bool:
         """Run one sample on the reference and judge it; whether the reference's session is

@@ -35,10 +35,11 @@ from unirt.errors import UnirtError
 from unirt.evidence.child_ops import feeds_for, new_state, open_session, peak_rss
 from unirt.evidence.probe import shape_label
 from unirt.model.info import ModelInfo, ModelSource, read_model
+from unirt.process import timeouts
 from unirt.process.isolation import CRASHED, ERROR, TIMEOUT, OutcomeStatus, Worker
 from unirt.words import Word
 
-DEFAULT_TIMEOUT = 600.0
+DEFAULT_TIMEOUT = timeouts.BENCH.seconds
 
 
 # -- results -------------------------------------------------------------------------------------

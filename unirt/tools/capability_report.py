@@ -21,6 +21,7 @@ from unirt.capability.judge import merge_query, refused_by_engine, settle
 from unirt.capability.table import CaseStatus
 from unirt.capability.verdict import UNAVAILABLE, UNSUPPORTED, Evidence, Reason, Verdict
 from unirt.errors import UnirtError
+from unirt.process import timeouts
 from unirt.process.isolation import OutcomeStatus
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -254,24 +255,12 @@ def _ops_named(reason: Reason, info: ModelInfo) -> set[str]:
 #: Seconds an engine's own answer (``Backend.query``) may take; ``UNIRT_QUERY_TIMEOUT``
 #: overrides. OpenVINO's ``query_model`` is exponential in If nesting (depth 16: 1.3 s, depth
 #: 20: 19 s, depth 25: minutes): a report must not wait for it.
-QUERY_TIMEOUT = 30.0
-QUERY_TIMEOUT_ENV = "UNIRT_QUERY_TIMEOUT"
+QUERY_TIMEOUT = timeouts.QUERY.seconds
 
 
 def query_timeout_default() -> float:
     """``UNIRT_QUERY_TIMEOUT`` or :data:`QUERY_TIMEOUT`."""
-    import os
-
-    raw = os.environ.get(QUERY_TIMEOUT_ENV, "").strip()
-    if not raw:
-        return QUERY_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise UnirtError(f"{QUERY_TIMEOUT_ENV}={raw!r}: write a positive number of seconds")
-    return value
+    return timeouts.seconds(timeouts.QUERY)
 
 
 def _child_query(source: ModelSource, backend: str, spec: RegistrySpec | None

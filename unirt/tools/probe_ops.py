@@ -38,6 +38,7 @@ from unirt.capability.table import (
     version_slug,
 )
 from unirt.errors import ToolCrashError, UnirtError, first_line
+from unirt.process import timeouts
 from unirt.process.isolation import CRASHED, OK, TIMEOUT, Worker
 from unirt.process.isolation import HARNESS as ISO_HARNESS
 from unirt.store.files import write_atomic
@@ -48,7 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger("unirt")
 
 #: Per-case time limit: generous, a hang is rare and a slow case is not a failure.
-DEFAULT_TIMEOUT = 30.0
+DEFAULT_TIMEOUT = timeouts.OP_CASE.seconds
 
 
 @dataclass

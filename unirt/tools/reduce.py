@@ -38,6 +38,7 @@ from unirt.errors import UnirtError
 from unirt.evidence.hints import hinted_feeds
 from unirt.evidence.probe import run_sets
 from unirt.model.info import ModelSource, read_model
+from unirt.process import timeouts
 from unirt.process.isolation import CRASHED, HARNESS, TIMEOUT, Outcome, OutcomeStatus
 from unirt.store.files import check_writable
 from unirt.tools.layerwise import Prober, subgraph_model, tensor_error, with_outputs
@@ -47,7 +48,7 @@ logger = logging.getLogger("unirt")
 
 #: Seconds an engine run may take before it counts as hung (a hang is a failure kind too, so
 #: each hung attempt costs this much).
-REDUCE_TIMEOUT = 60.0
+REDUCE_TIMEOUT = timeouts.REDUCE_STEP.seconds
 #: The node-by-node pass runs only on a set this small (one engine run per node).
 GREEDY_LIMIT = 64
 

@@ -29,6 +29,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from unirt.plugin.rewrite import GRAPH, Change, Rewrite, RewriteContext
+from unirt.process import timeouts
 from unirt.rewrite.graph import Dim, dims_of, pinned_inputs, set_input_dims
 
 if TYPE_CHECKING:  # pragma: no cover - registering the built-ins imports no onnx
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 
 #: Seconds the child may fold for (the 500-node model measured takes 0.25 s; a large detector
 #: a few seconds): past this, folding is given up and the model left as it was.
-TIMEOUT = 120.0
+TIMEOUT = timeouts.TOOL.seconds
 
 
 def slim_bytes(data: bytes) -> bytes:
