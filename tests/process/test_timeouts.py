@@ -38,7 +38,11 @@ def test_an_override_wins_and_a_bad_one_names_the_variable(wait: timeouts.Wait,
             timeouts.seconds(wait)
 
 
-@given(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12))
+ENV_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+                   max_size=12)
+
+
+@given(ENV_TEXT)
 def test_any_text_is_a_bound_or_a_clear_error(text: str) -> None:
     import os
 
