@@ -56,7 +56,7 @@ def test_plain_words_become_members() -> None:
 
 
 def test_no_bare_status_words_in_the_readers() -> None:
-    """The places that used to compare with bare words compare with members now."""
+    """Statuses are compared with enum members, never with bare words."""
     pattern = re.compile(r'(status|\["s"\])\s*(==|!=|not in|in)\s*\(?"(pass|fail|crashed|crash|'
                          r'timeout|harness|mismatch|no reference|load_fail|run_fail|ok|error)"')
     offenders = []

@@ -89,7 +89,7 @@ def strip_ansi(text: str) -> str:
 
 def clean(text: str) -> str:
     """Engine text as a reason can carry it: no colour codes, no other libraries' log lines.
-    The one place engine text is cleaned (plugins and the CLI call this, issue 17)."""
+    The one place engine text is cleaned (plugins and the CLI call this)."""
     return _FOREIGN_LOG.sub("", _ANSI.sub("", text)).strip()
 
 

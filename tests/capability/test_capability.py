@@ -266,8 +266,8 @@ def test_a_crash_in_the_probe_child_is_a_verdict() -> None:
 
 def test_probe_of_a_reference_that_opens_but_fails_at_the_sizes_probed(
         tmp_path: Path, no_hints: None) -> None:
-    """A tester's silero-vad: ONNX Runtime opened it and failed at the guessed 32 samples;
-    capabilities --probe called that "refuses the model". It is a note naming --shape."""
+    """A silero-vad-like model that ONNX Runtime opens and fails at the guessed 32 samples does
+    not "refuse the model" in capabilities --probe: it is a note naming --shape."""
     import unirt
     from unirt.testing import models
 

@@ -1,4 +1,4 @@
-"""The error figures are accumulated piece by piece (issue 18): same figures as the plain
+"""The error figures are accumulated piece by piece: same figures as the plain
 whole-array formulas, in memory that does not grow with the output.
 
 The plain formulas below are the implementation before the change, kept as the oracle; the

@@ -184,8 +184,8 @@ def test_unverified_when_no_inputs_can_be_generated(fake_engines: None) -> None:
 def test_no_inputs_still_means_a_child_opens_it_first(tmp_path: Path,
                                                      fake_engines: None) -> None:
     """A declared input over the size limit: no inputs can be made, but the candidate is still
-    opened in a child before this process (a tester's OpenCV segfaulted reading such a model in
-    the caller's process). A crash there rejects it, cached; a clean open is 'unverified'."""
+    opened in a child before this process (OpenCV can segfault reading such a model in the caller's
+    process). A crash there rejects it, cached; a clean open is 'unverified'."""
     import onnx
     from onnx import TensorProto, helper
 

@@ -1,9 +1,9 @@
-"""The caller's memory while verifying a model with a big output (issue 18).
+"""The caller's memory while verifying a model with a big output.
 
-A backend's verification used to hold every input set's outputs, the reference's and the
-backend's, each received twice (a frame, then the arrays unpickled from it): ~5x the output in
-the caller's process. Now arrays travel out of band (no second copy) and big outputs wait in
-files, read back one at a time as they are compared: ~2x.
+Holding every input set's outputs, the reference's and the backend's, each received twice (a
+frame, then the arrays unpickled from it) would cost ~5x the output in the caller's process.
+Arrays travel out of band (no second copy) and big outputs wait in files, read back one at a
+time as they are compared: ~2x.
 """
 
 from __future__ import annotations

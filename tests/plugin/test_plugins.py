@@ -213,8 +213,8 @@ def test_documented_call_order_is_the_observed_order() -> None:
 
 
 def test_a_wrapper_implementation_is_honoured() -> None:
-    """wrapper=True and hookwrapper=True implementations wrap each plugin's call (they used to
-    be called as plain functions, so their bodies never ran)."""
+    """wrapper=True and hookwrapper=True implementations wrap each plugin's call (called as
+    plain functions, their bodies would never run)."""
     events: list[str] = []
 
     class NewStyle:

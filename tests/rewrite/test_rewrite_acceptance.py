@@ -1,4 +1,4 @@
-"""Issue 14's acceptance, through the public API: models that fail on an engine as exported run
+"""Rewrites through the public API: models that fail on an engine as exported run
 there after a rewrite, with the numbers of ONNX Runtime on the original.
 
 The pool-rank model on every engine, and a rewrite that changes the numbers being discarded,

@@ -1,5 +1,5 @@
-"""Opt-in rewrites named in ``load(rewrite=[...])`` apply before routing: the acceptance case of
-issue 14, a "dynamic" export whose Reshape bakes the traced size."""
+"""Opt-in rewrites named in ``load(rewrite=[...])`` apply before routing: the case of a
+"dynamic" export whose Reshape bakes the traced size."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_verification_compares_at_the_traced_size_when_generated_sizes_fail(
         tmp_path: Path, fake_engines: None, no_hints: None) -> None:
     """The reference refuses the baked model at every generated size (T=32, 64); verification
     compares at the traced size (T=16) instead of opening the candidate on no evidence: a wrong
-    engine is rejected, a right one verified (a tester's ncnn was 0.99 off, 'unverified')."""
+    engine is rejected, a right one verified (an engine 0.99 off must not pass as 'unverified')."""
     graph = helper.make_graph(
         [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Neg", ["a"], ["b"]),
          helper.make_node("Relu", ["b"], ["c"]),  # fake-approx makes this one leaky

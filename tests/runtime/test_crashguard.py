@@ -137,8 +137,8 @@ def test_child_mode_runs_the_reference_in_a_child_once(tmp_path: Path) -> None:
 def test_a_marker_held_elsewhere_makes_the_load_run_the_reference_in_a_child(
         tmp_path: Path) -> None:
     """Processes started together: one holds the marker, the others must not open a model none
-    of them has seen answer; they run the reference in a child first (a tester saw three
-    processes started at once all die)."""
+    of them has seen answer; they run the reference in a child first (three processes
+    started at once must not all die)."""
     from unirt.model.info import read_model
 
     path = models.save(models.tiny(), tmp_path / "m.onnx")

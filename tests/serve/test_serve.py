@@ -414,7 +414,7 @@ BAD = {
     "shape and data disagree": ("affine", _infer_json(data=[1.0]), {}, 400, "needs 4 values"),
     "ragged data": ("affine", _infer_json(data=[[1.0, 2.0], [3.0]]), {}, 400, "regular array"),
     "strings for FP32": ("affine", _infer_json(data=["a"] * 4), {}, 400, "cannot be FP32"),
-    # never wrapped or saturated silently (2**40 as INT32 read as 0 for a tester)
+    # never wrapped or saturated silently (2**40 as INT32 would read as 0)
     "FP32 overflow": ("affine", _infer_json(data=[1e40, 0.0, 0.0, 0.0]), {}, 400,
                       "out of the range of FP32"),
     "INT32 overflow": ("affine", _infer_json(datatype="INT32", data=[2**40, 1, 2, 3]), {}, 400,

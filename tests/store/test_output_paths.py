@@ -1,8 +1,8 @@
 """Where a command writes: checked before any work (:func:`unirt.store.files.check_writable`), one
 line and exit status 1 for a bad place, the same rule for every command that writes files.
 
-A tester's ``unirt rewrite ... -o /proc/x.onnx`` (and ``-o nodir/x.onnx``) ended in a
-``FileNotFoundError`` traceback, exit 3, after the rewrite and its verification had run."""
+``unirt rewrite ... -o /proc/x.onnx`` (or ``-o nodir/x.onnx``) must be refused before the
+rewrite and its verification run, not end in a ``FileNotFoundError`` traceback after them."""
 
 from __future__ import annotations
 

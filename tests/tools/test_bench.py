@@ -158,7 +158,8 @@ def test_bench_cli_throughput_and_arguments(tmp_path: Path) -> None:
 
 def test_unset_dynamic_dims_are_guessed_as_run_does_and_said(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """A tester's bench measured a dynamic image width at 1, silently; run guesses 32 and warns."""
+    """bench does not measure a dynamic image width at 1 silently: it guesses 32 and warns, as
+    run does."""
     import onnx
     from onnx import TensorProto, helper
 

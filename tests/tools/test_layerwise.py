@@ -70,7 +70,7 @@ def test_tensor_error_reports_relative_error_magnitude_and_integers() -> None:
     assert not i.ok and i.differing == 1 and i.max_abs == 123
     assert i.text() == "q (int32): 1 of 3 values differ, by up to 123"
     assert tensor_error("b", np.array([True]), np.array([True])).text() == "b (bool): equal"
-    # rank 0 (DynamicQuantizeLinear's scale): a tester's quantized model raised a TypeError
+    # rank 0 (DynamicQuantizeLinear's scale): a quantized model's scalar must not raise
     z = tensor_error("s", np.array(1.0, np.float32), np.array(2.0, np.float32))
     assert z.max_abs == 1.0 and not z.ok
 
@@ -176,9 +176,9 @@ def test_real_squeezenet_on_openvino_is_ill_conditioned_not_wrong(tmp_path: Path
 
 def test_a_failure_that_vanishes_with_tensors_exposed_is_said_so(tmp_path: Path,
                                                                  fake_engines: None) -> None:
-    """A tester's ncnn failed a model and agreed once intermediates were outputs; layerwise
-    then 'found' a node whose error was 6e-8. It now says the failure cannot be located this
-    way, and points at `unirt reduce`."""
+    """An engine that fails a model but agrees once intermediates are outputs must not get a
+    node 'found' whose error is 6e-8: layerwise says the failure cannot be located this way,
+    and points at `unirt reduce`."""
     path = M.save(M.resnet_like(), tmp_path / "r.onnx")
     report = cmp.layerwise(path, "fake-fused")
     assert report.status in ("no divergence", "unstable") and report.first is None

@@ -475,8 +475,8 @@ def test_finding_is_frozen_and_prints_on_one_line() -> None:
 
 
 def test_capabilities_lint_header_counts_what_unirt_lint_counts(tmp_path: Path) -> None:
-    """The header is the whole report's summary (infos counted, though not listed): a tester
-    saw "0 infos" there where `unirt lint` gave 1 for the same model."""
+    """The header is the whole report's summary (infos counted, though not listed): "0 infos"
+    there while `unirt lint` gives 1 for the same model would contradict it."""
     from unirt.testing import rewrite_models as rm
 
     path = _save(rm.pool_rank(output=rm.UNDECLARED), tmp_path, "loose.onnx")

@@ -112,7 +112,7 @@ def test_reduce_cli(tmp_path: Path, fake_engines: None) -> None:
 
 
 def test_reduce_reports_progress(tmp_path: Path, fake_engines: None) -> None:
-    """A tester watched 3 s and 23 engine runs pass with nothing on stderr."""
+    """A reduction tells its progress: seconds and dozens of engine runs must not pass silently."""
     from unirt import progress
 
     seen: list[progress.Progress] = []

@@ -21,7 +21,7 @@ that set still rejects (the user's process would die or hang the day a NaN comes
 Big outputs do not travel back to the caller's process with each run: the child writes each
 array of :data:`SPILL_BYTES` or more to a file, and the caller reads one back when it compares
 it (:class:`KeptOutputs`), so that judging a backend holds one output of each side at a time,
-not every set of both (issue 18: a 192 MiB output took ~1 GiB of the caller's memory). A file,
+not every set of both (a 192 MiB output would otherwise take ~1 GiB of the caller's memory). A file,
 not the child's memory: the outputs of the sets that ran outlive a child that crashes on a
 later set, and are judged as before.
 """

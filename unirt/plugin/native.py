@@ -6,7 +6,7 @@ so ``sys.stderr`` redirection does not reach them. :func:`captured` points fd 2 
 file around one engine call and logs what landed there on the ``unirt`` logger at DEBUG, cleaned
 (:func:`unirt.errors.clean`), so that ``unirt -v``/a program's logging still has it.
 
-Every plugin uses this one helper (issue 17: no plumbing duplicated across plugins). It is for
+Every plugin uses this one helper, so that no plugin carries its own plumbing. It is for
 calls made once per model (opening, probing a device), not per run: fd 2 is process-wide, and
 while it is redirected another thread's writes to stderr go to the debug log too. Nested and
 concurrent uses share one redirection (a depth count under a lock).

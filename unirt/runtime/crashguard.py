@@ -1,7 +1,7 @@
 """Die at most once: a marker that outlives a process the reference engine kills.
 
 The default route opens the reference (ONNX Runtime) in the user's process at once, with no
-child process on the path: a first load costs what a raw ONNX Runtime session costs (issue 13).
+child process on the path: a first load costs what a raw ONNX Runtime session costs.
 A model can make the reference itself die (ONNX Runtime 1.32 dies of SIGFPE on a convolution
 whose stride leaves a zero-size axis): the user's process then dies with it, as it would with
 raw ONNX Runtime. What unirt must never do is let it die *again* on the same model.

@@ -750,7 +750,7 @@ class _Router:
             # refuses the model too. A rewrite that makes the model well-formed can be judged.
             # Only a fit whose numbers were checked replaces it (verified, or ran right against
             # the reference on the rewritten model): one as unverified as the original is no
-            # better (a tester saw an unverified 'fold' replace an unverified session, NaN both).
+            # better (an unverified 'fold' over an unverified session can give NaN on both).
             fitted, _ = self._open_fitted(name, RouteStep(name, REJECTED, self.verifications[
                 name].describe()), replaces_unjudged=True)
             if fitted is not None:

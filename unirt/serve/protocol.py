@@ -116,7 +116,7 @@ def _from_json_data(data: Any, dtype: np.dtype, shape: tuple[int, ...], what: st
             raise RequestError(f"{what}: data of {got} cannot be {datatype_of(dtype)}")
         if raw.size and dtype.kind == "u" and raw.dtype.kind == "i" and raw.min() < 0:
             raise RequestError(f"{what}: negative values cannot be {datatype_of(dtype)}")
-        # Never wrap or saturate silently: 2**40 as INT32 became 0 in a tester's request.
+        # Never wrap or saturate silently: 2**40 as INT32 would become 0.
         if raw.size and dtype.kind in "iu" and raw.dtype.kind in "iu":
             info = np.iinfo(dtype)
             if int(raw.min()) < info.min or int(raw.max()) > info.max:

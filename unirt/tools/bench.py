@@ -8,8 +8,8 @@ hits every backend alike and the ratios between them hold.
 Load time is measured twice per backend: *cold* in a first child with an empty artifact cache
 (conversion, compilation), then *warm* in a second child with the cache that the first one left.
 The cold child also runs once at each shape: ncnn converts a model with dynamic dims at the first
-run at each shape, not at load, so its ~2 s pnnx conversion used to vanish into the warm child's
-untimed warmup. Conversion is its own figure (``convert_s``, from the engine's
+run at each shape, not at load, so its ~2 s pnnx conversion would otherwise vanish into the warm
+child's untimed warmup. Conversion is its own figure (``convert_s``, from the engine's
 ``details["convert_s"]``), wherever it happened.
 
 Two modes: *latency* sends one request at a time; *throughput* keeps N in flight (N threads on

@@ -126,8 +126,8 @@ class ReduceResult:
 def _diagnose(path: Path, backend: str, feeds: Mapping[str, np.ndarray], precision: str,
               timeout: float) -> str:
     """The layerwise verdict on a repro that gives wrong numbers: a repro of an ill-conditioned
-    amplification is no engine bug to file (a tester's SqueezeNet repro was its Softmax on
-    inputs of magnitude 7e9), and the user should hear so before filing it."""
+    amplification is no engine bug to file (a SqueezeNet repro can be its Softmax on inputs of
+    magnitude 7e9), and the user should hear so before filing it."""
     from unirt.tools.layerwise import layerwise
 
     try:
