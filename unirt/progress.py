@@ -50,7 +50,7 @@ class Step(Word):
     REDUCE = "reduce"  # one candidate subgraph tried on the failing backend (unirt reduce)
 
 
-class Status(Word):
+class StepState(Word):
     """Where a step is."""
 
     STARTED = "started"
@@ -64,7 +64,7 @@ class Progress:
     started (None on STARTED); ``detail`` what it concluded or what it is at (a shape)."""
 
     step: Step
-    status: Status
+    status: StepState
     backend: str | None = None
     model: str | None = None
     seconds: float | None = None
@@ -74,7 +74,7 @@ class Progress:
         """``verify openvino on m.onnx: done in 1.23 s (pass)``."""
         what = f"{self.step}" + (f" {self.backend}" if self.backend else "") + (
             f" on {self.model}" if self.model else "")
-        if self.status == Status.STARTED:
+        if self.status == StepState.STARTED:
             return f"{what}{f' ({self.detail})' if self.detail else ''} ..."
         took = "" if self.seconds is None else f" in {self.seconds:.2f} s"
         return f"{what}: {self.status}{took}" + (f" ({self.detail})" if self.detail else "")
@@ -142,13 +142,13 @@ def step(what: Step, backend: str | None = None, model: str | None = None,
     duration: one INFO log line each, and an event to every subscriber."""
     handle = StepHandle()
     start = time.perf_counter()
-    first = Progress(what, Status.STARTED, backend, model, None, detail)
+    first = Progress(what, StepState.STARTED, backend, model, None, detail)
     logger.info("unirt: %s", first.describe())
     emit(first)
-    status = Status.FAILED
+    status = StepState.FAILED
     try:
         yield handle
-        status = Status.DONE
+        status = StepState.DONE
     finally:
         end = Progress(what, status, backend, model, time.perf_counter() - start, handle.detail)
         logger.info("unirt: %s", end.describe())

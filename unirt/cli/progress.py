@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-from unirt.progress import Progress, Status, subscribe
+from unirt.progress import Progress, StepState, subscribe
 
 
 class _Plain:
@@ -26,7 +26,7 @@ class _Plain:
         self.lock = threading.Lock()
 
     def __call__(self, event: Progress) -> None:
-        if event.status == Status.STARTED:
+        if event.status == StepState.STARTED:
             return
         with self.lock:
             self.stream.write(f"unirt: {event.describe()}\n")
@@ -50,7 +50,7 @@ class _Spinner:
 
     def __call__(self, event: Progress) -> None:
         with self.lock:
-            if event.status == Status.STARTED:
+            if event.status == StepState.STARTED:
                 self.running.append(event)
             else:
                 self.running = [e for e in self.running if not _same(e, event)]
