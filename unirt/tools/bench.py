@@ -20,11 +20,12 @@ wall time. Runs are a count (``runs``) or a time (``duration``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import statistics
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,11 +193,6 @@ def bench(
     (threads on one session; default: the engine's optimal number where it says, else the
     core count), the model opened with the backend's ``throughput_options``.
     """
-    from unirt.evidence.hints import graph_hints, hinted_feeds
-    from unirt.evidence.inputs import check_ranges, fill_dynamic, make_inputs
-    from unirt.plugin.registry import get_registry
-    from unirt.tools.compare import default_backends
-
     try:
         mode = BenchMode(mode)
     except ValueError:
@@ -209,133 +205,216 @@ def bench(
     if requests is not None and requests < 1:
         raise UnirtError(f"requests in flight must be >= 1, not {requests}")
     info = read_model(model)
-    names = list(backends) if backends else default_backends(exclude_reference=False)
-    options = {n: dict(get_registry().backend(n).throughput_options)
-               if mode == BenchMode.THROUGHPUT else {} for n in names}
+    plan = _Plan(info, list(backends) if backends else [], _feeds_per_shape(
+        info, shapes, seed, feeds, ranges), runs, warmup, rounds, threads, precision, timeout,
+        duration, mode, requests)
+    run = _Run(plan, progress)
+    with _empty_cache():
+        try:
+            for name in plan.names:
+                run.load(name)
+            for shape_feeds in plan.feeds_per_shape:
+                run.time_shape(shape_feeds)
+            run.measure_memory()
+        finally:
+            run.close()
+    return run.report()
+
+
+def _feeds_per_shape(info: ModelInfo, shapes: Sequence[Mapping[str, Sequence[int]]], seed: int,
+                     feeds: Mapping[str, np.ndarray] | None,
+                     ranges: Mapping[str, Sequence[float]] | None
+                     ) -> list[dict[str, np.ndarray]]:
+    """The inputs of each shape of the sweep: the caller's arrays where given, the rest
+    generated within what the graph accepts (its hints) and the caller's ranges."""
+    from unirt.evidence.hints import graph_hints, hinted_feeds
+    from unirt.evidence.inputs import check_ranges, fill_dynamic, make_inputs
+
     checked = check_ranges(info.inputs, ranges, "--input-range") if ranges else None
     hints = graph_hints(info)  # what the graph accepts, where the caller said nothing
-    feeds_per_shape = [hinted_feeds(info, feeds, s, seed, checked) if feeds else
-                       make_inputs(info.inputs, fill_dynamic(info.inputs, s, warn=i == 0,
-                                                             sizes=hints.sizes()),
-                                   seed, hints.under(checked)) for i, s in enumerate(shapes)]
-    source = info.source()
-    total = len(names) * 2 + len(feeds_per_shape) * rounds * len(names)
-    done = 0
+    return [hinted_feeds(info, feeds, s, seed, checked) if feeds else
+            make_inputs(info.inputs, fill_dynamic(info.inputs, s, warn=i == 0,
+                                                  sizes=hints.sizes()),
+                        seed, hints.under(checked)) for i, s in enumerate(shapes)]
 
-    def tick(msg: str) -> None:
-        nonlocal done
-        done += 1
-        if progress:
-            progress(msg, done, total)
 
-    results: dict[tuple[str, str], BenchResult] = {}
-    workers: dict[str, Worker] = {}
-    in_flight: dict[str, int] = {}
-    previous_cache = os.environ.get("UNIRT_CACHE_DIR")
+@contextlib.contextmanager
+def _empty_cache() -> Iterator[None]:
+    """A private, empty artifact cache for the children (they inherit the variable): *cold*
+    means nothing built before, whatever the user's cache holds."""
+    previous = os.environ.get("UNIRT_CACHE_DIR")
     with tempfile.TemporaryDirectory(prefix="unirt-bench-cache-") as cache:
-        os.environ["UNIRT_CACHE_DIR"] = cache  # cold means an empty cache; children inherit it
+        os.environ["UNIRT_CACHE_DIR"] = cache
         try:
-            failed: dict[str, BenchResult] = {}
-            for name in names:
-                with progress_events.step(progress_events.Step.BENCH_LOAD, name, info.name,
-                                          "cold and warm") as running:
-                    firsts: list[dict[str, Any] | None] = [None] * len(feeds_per_shape)
-                    about: dict[str, Any] = {}
-                    with Worker(new_state) as cold:
-                        first = cold.call(open_session, source, name, precision, options[name],
-                                          threads, timeout=timeout)
-                        if first.ok:
-                            # The first run at each shape, where a lazy conversion happens
-                            # (ncnn on dynamic dims): it fills the cache the warm child uses.
-                            got = cold.call(_child_first_runs, feeds_per_shape, timeout=timeout)
-                            if got.ok:
-                                firsts, about = got.value["runs"], got.value["details"]
-                    tick(f"{name}: cold load")
-                    w = Worker(new_state)
-                    warm = w.call(open_session, source, name, precision, options[name], threads,
-                                  timeout=timeout)
-                    tick(f"{name}: warm load")
-                    running.detail = warm.status if first.ok else first.status
-                bad = first if not first.ok else warm if not warm.ok else None
-                if bad is not None:
-                    w.close()
-                    status = bad.status if bad.status in (CRASHED, TIMEOUT) else ERROR
-                    failed[name] = BenchResult(name, "", status, bad.describe())
-                    continue
-                workers[name] = w
-                streams = about.get("num_streams")
-                in_flight[name] = 1 if mode == BenchMode.LATENCY else requests or int(
-                    about.get("optimal_requests") or os.cpu_count() or 1)
-                for feeds, once in zip(feeds_per_shape, firsts):
-                    label = shape_label(feeds)
-                    batch = next(iter(feeds.values())).shape[0] if feeds and next(
-                        iter(feeds.values())).ndim else 1
-                    results[(name, label)] = BenchResult(
-                        name, label, precision=first.value["precision"],
-                        cold_load_s=first.value["load_s"], warm_load_s=warm.value["load_s"],
-                        import_s=first.value.get("import_s"), batch=int(batch), mode=mode,
-                        requests=in_flight[name],
-                        streams=streams if isinstance(streams, int) else None,
-                        convert_s=None if once is None else once["convert_s"],
-                        first_run_s=None if once is None else once["run_s"])
-            per_round = max(1, -(-runs // rounds))
-            slice_s = None if duration is None else duration / rounds
-            dead: dict[str, Any] = {}  # a crashed or hung child took its session with it
-
-            def timed(name: str, res: BenchResult, feeds: dict[str, np.ndarray], n: int,
-                      seconds: float | None, keep: bool = True) -> None:
-                if res.status != OutcomeStatus.OK:
-                    return
-                if name in dead:
-                    _fail(res, dead[name])
-                    return
-                wait = timeout if seconds is None else timeout + seconds
-                out = workers[name].call(_child_timed, feeds, n, seconds, in_flight[name],
-                                         timeout=wait)
-                if out.ok:
-                    if keep:
-                        res.latencies_s.extend(out.value["times"])
-                        res.wall_s += out.value["wall_s"]
-                    return
-                _fail(res, out)
-                if out.status in (CRASHED, TIMEOUT):
-                    dead[name] = out
-
-            for feeds in feeds_per_shape:
-                label = shape_label(feeds)
-                with progress_events.step(progress_events.Step.BENCH_RUN,
-                                          ", ".join(workers) or None, info.name, label):
-                    if warmup:
-                        for name in workers:
-                            timed(name, results[(name, label)], feeds,
-                                  max(warmup, in_flight[name]), None, keep=False)
-                    for r in range(rounds):
-                        order = list(workers)
-                        order = order[r % len(order):] + order[:r % len(order)] \
-                            if order else order
-                        for name in order:
-                            tick(f"{name} {label}: round {r + 1}/{rounds}")
-                            timed(name, results[(name, label)], feeds, per_round, slice_s)
-            for name, w in workers.items():
-                if name in dead:
-                    continue
-                rss = w.call(peak_rss, timeout=30)
-                for (n, _), res in results.items():
-                    if n == name and rss.ok:
-                        res.peak_rss_bytes = rss.value
+            yield
         finally:
-            for w in workers.values():
-                w.close()
-            if previous_cache is None:
+            if previous is None:
                 os.environ.pop("UNIRT_CACHE_DIR", None)
             else:
-                os.environ["UNIRT_CACHE_DIR"] = previous_cache
-    # A backend that failed to load has one row; the others one per shape, in sweep order.
-    ordered = [r for n in names for r in ([failed[n]] if n in failed else
-                                          [results[(n, shape_label(f))] for f in feeds_per_shape])]
-    machine = {**machine_info(names), "threads": threads, "mode": str(mode)}
-    declared = {t.name: list(t.shape) if t.shape is not None else [] for t in info.inputs}
-    return BenchReport(info.name, machine, ordered, declared)
+                os.environ["UNIRT_CACHE_DIR"] = previous
+
+
+@dataclass
+class _Plan:
+    """What one ``bench`` call measures, checked."""
+
+    info: ModelInfo
+    names: list[str]
+    feeds_per_shape: list[dict[str, np.ndarray]]
+    runs: int
+    warmup: int
+    rounds: int
+    threads: int | None
+    precision: str
+    timeout: float
+    duration: float | None
+    mode: BenchMode
+    requests: int | None
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from unirt.plugin.registry import get_registry
+        from unirt.tools.compare import default_backends
+
+        self.names = self.names or default_backends(exclude_reference=False)
+        self.options = {n: dict(get_registry().backend(n).throughput_options)
+                        if self.mode == BenchMode.THROUGHPUT else {} for n in self.names}
+
+
+class _Run:
+    """One benchmark under way: a warm child per backend that loaded, the rows filled as the
+    rounds go, and the children that died (a crashed or hung child took its session along)."""
+
+    def __init__(self, plan: _Plan, progress: Callable[[str, int, int], None] | None) -> None:
+        self.plan = plan
+        self.source = plan.info.source()
+        self.progress = progress
+        n = len(plan.names)
+        self.total = n * 2 + len(plan.feeds_per_shape) * plan.rounds * n
+        self.done = 0
+        self.results: dict[tuple[str, str], BenchResult] = {}
+        self.failed: dict[str, BenchResult] = {}
+        self.workers: dict[str, Worker] = {}
+        self.in_flight: dict[str, int] = {}
+        self.dead: dict[str, Any] = {}
+
+    def tick(self, msg: str) -> None:
+        self.done += 1
+        if self.progress:
+            self.progress(msg, self.done, self.total)
+
+    def load(self, name: str) -> None:
+        """Open ``name`` cold (empty cache: conversion and compilation, then the first run at
+        each shape, where a lazy conversion happens) and warm (the cache the cold one left);
+        the warm child stays for the timed runs."""
+        plan = self.plan
+        with progress_events.step(progress_events.Step.BENCH_LOAD, name, plan.info.name,
+                                  "cold and warm") as running:
+            firsts: list[dict[str, Any] | None] = [None] * len(plan.feeds_per_shape)
+            about: dict[str, Any] = {}
+            with Worker(new_state) as cold:
+                first = cold.call(open_session, self.source, name, plan.precision,
+                                  plan.options[name], plan.threads, timeout=plan.timeout)
+                if first.ok:
+                    # The first run at each shape, where a lazy conversion happens (ncnn on
+                    # dynamic dims): it fills the cache the warm child uses.
+                    got = cold.call(_child_first_runs, plan.feeds_per_shape,
+                                    timeout=plan.timeout)
+                    if got.ok:
+                        firsts, about = got.value["runs"], got.value["details"]
+            self.tick(f"{name}: cold load")
+            w = Worker(new_state)
+            warm = w.call(open_session, self.source, name, plan.precision, plan.options[name],
+                          plan.threads, timeout=plan.timeout)
+            self.tick(f"{name}: warm load")
+            running.detail = warm.status if first.ok else first.status
+        bad = first if not first.ok else warm if not warm.ok else None
+        if bad is not None:
+            w.close()
+            status = bad.status if bad.status in (CRASHED, TIMEOUT) else ERROR
+            self.failed[name] = BenchResult(name, "", status, bad.describe())
+            return
+        self.workers[name] = w
+        streams = about.get("num_streams")
+        self.in_flight[name] = 1 if plan.mode == BenchMode.LATENCY else plan.requests or int(
+            about.get("optimal_requests") or os.cpu_count() or 1)
+        for feeds, once in zip(plan.feeds_per_shape, firsts):
+            first_value = next(iter(feeds.values())) if feeds else None
+            batch = first_value.shape[0] if first_value is not None and first_value.ndim else 1
+            self.results[(name, shape_label(feeds))] = BenchResult(
+                name, shape_label(feeds), precision=first.value["precision"],
+                cold_load_s=first.value["load_s"], warm_load_s=warm.value["load_s"],
+                import_s=first.value.get("import_s"), batch=int(batch), mode=plan.mode,
+                requests=self.in_flight[name],
+                streams=streams if isinstance(streams, int) else None,
+                convert_s=None if once is None else once["convert_s"],
+                first_run_s=None if once is None else once["run_s"])
+
+    def timed(self, name: str, res: BenchResult, feeds: dict[str, np.ndarray], n: int,
+              seconds: float | None, keep: bool = True) -> None:
+        """``n`` calls (or ``seconds`` of them) on ``name``'s warm child, kept in ``res``."""
+        if res.status != OutcomeStatus.OK:
+            return
+        if name in self.dead:
+            _fail(res, self.dead[name])
+            return
+        wait = self.plan.timeout if seconds is None else self.plan.timeout + seconds
+        out = self.workers[name].call(_child_timed, feeds, n, seconds, self.in_flight[name],
+                                      timeout=wait)
+        if out.ok:
+            if keep:
+                res.latencies_s.extend(out.value["times"])
+                res.wall_s += out.value["wall_s"]
+            return
+        _fail(res, out)
+        if out.status in (CRASHED, TIMEOUT):
+            self.dead[name] = out
+
+    def time_shape(self, feeds: dict[str, np.ndarray]) -> None:
+        """Warm-up, then the rounds at one shape, the backends' order rotated each round so
+        that none always runs first (or right after the same neighbour)."""
+        plan = self.plan
+        label = shape_label(feeds)
+        per_round = max(1, -(-plan.runs // plan.rounds))
+        slice_s = None if plan.duration is None else plan.duration / plan.rounds
+        with progress_events.step(progress_events.Step.BENCH_RUN,
+                                  ", ".join(self.workers) or None, plan.info.name, label):
+            if plan.warmup:
+                for name in self.workers:
+                    self.timed(name, self.results[(name, label)], feeds,
+                               max(plan.warmup, self.in_flight[name]), None, keep=False)
+            for r in range(plan.rounds):
+                order = list(self.workers)
+                order = order[r % len(order):] + order[:r % len(order)] if order else order
+                for name in order:
+                    self.tick(f"{name} {label}: round {r + 1}/{plan.rounds}")
+                    self.timed(name, self.results[(name, label)], feeds, per_round, slice_s)
+
+    def measure_memory(self) -> None:
+        """Each live child's peak resident memory, on every row of its backend."""
+        for name, w in self.workers.items():
+            if name in self.dead:
+                continue
+            rss = w.call(peak_rss, timeout=30)
+            for (n, _), res in self.results.items():
+                if n == name and rss.ok:
+                    res.peak_rss_bytes = rss.value
+
+    def close(self) -> None:
+        for w in self.workers.values():
+            w.close()
+
+    def report(self) -> BenchReport:
+        """A backend that failed to load has one row; the others one per shape, in sweep
+        order."""
+        plan = self.plan
+        ordered = [r for n in plan.names for r in (
+            [self.failed[n]] if n in self.failed else
+            [self.results[(n, shape_label(f))] for f in plan.feeds_per_shape])]
+        machine = {**machine_info(plan.names), "threads": plan.threads, "mode": str(plan.mode)}
+        declared = {t.name: list(t.shape) if t.shape is not None else []
+                    for t in plan.info.inputs}
+        return BenchReport(plan.info.name, machine, ordered, declared)
 
 
 def _fail(res: BenchResult, outcome: Any) -> None:
