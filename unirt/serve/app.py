@@ -215,7 +215,11 @@ def create_app(models: Mapping[str, ServedModel], *, workers: int = 2,
 def build_app(state: ServerState, *,
               on_ready: Callable[[], None] | None = None) -> Starlette:
     """The app over a :class:`ServerState` made elsewhere (``unirt.serve.ray`` passes one whose
-    batching is Ray Serve's): the same routes, codecs, errors and metrics."""
+    batching is Ray Serve's): the same routes, codecs, errors and metrics.
+
+    Long by design: the handlers are closures over ``state``, one short block each in route
+    order, then the route table; as module functions each would fetch the state back from
+    ``request.app.state`` and the table would sit far from what it routes to."""
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.requests import ClientDisconnect

@@ -255,16 +255,7 @@ def reduce(
         nodes = list(prober.proto.graph.node)
         if not nodes:
             raise UnirtError(f"{info.name} has no nodes: nothing to reduce")
-        every = list(dict.fromkeys(o for n in nodes for o in n.output if o))
-        logger.info("reduce: running the reference with all %d tensors exposed", len(every))
-        try:
-            ref = prober.run(with_outputs(prober.proto, every, prober.typed), all_feeds, every,
-                             "reference")
-        except UnirtError as exc:
-            raise UnirtError(f"the reference cannot run {info.name} with every tensor as an "
-                             f"output, so its cuts cannot be fed: {exc}") from None
-        values = {**all_feeds, **ref}
-        r = _Reducer(prober, values, pattern)
+        r = _Reducer(prober, _every_value(prober, nodes, all_feeds, info.name), pattern)
         original = r.attempt(prober.proto, all_feeds)
         if original is None:
             raise UnirtError(f"{backend} runs {info.name} within tolerance of the reference "
@@ -278,25 +269,7 @@ def reduce(
         logger.info("reduce: %s fails on %s (%s); %d nodes", backend, info.name,
                     original.text(), len(nodes))
         n = len(nodes)
-        # The whole graph as a cut (every unconsumed tensor an output) should fail too; when it
-        # does not, the ranges below cannot be trusted, and only the node-by-node pass runs.
-        keep = list(range(n))
-        if r.fails(keep):
-            b = r.smallest(-1, n - 1, lambda k: r.fails(list(range(k + 1))))
-            a = r.smallest(b + 1, 0, lambda k: r.fails(list(range(k, b + 1))))
-            keep = list(range(a, b + 1))
-            steps.append(f"outputs side: nodes[:{b + 1}]; inputs side: nodes[{a}:{b + 1}] "
-                         f"({len(keep)} nodes)")
-            logger.info("reduce: %s", steps[-1])
-        if len(keep) <= GREEDY_LIMIT:
-            for i in reversed(list(keep)):
-                trial = [k for k in keep if k != i]
-                if trial and r.fails(trial):
-                    keep = trial
-            steps.append(f"node by node: {len(keep)} nodes")
-        else:
-            steps.append(f"node by node skipped: {len(keep)} nodes > {GREEDY_LIMIT}")
-        logger.info("reduce: %s", steps[-1])
+        keep = _shrink(r, n, steps)
         final_model, final_feeds = r.cut(keep)
         final = r.attempt(final_model, final_feeds)
         if final is None or not final.same_as(original, pattern):
@@ -317,6 +290,45 @@ def reduce(
         if prober is not None:
             prober.close()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _every_value(prober: Prober, nodes: Sequence[Any], feeds: Mapping[str, np.ndarray],
+                 name: str) -> dict[str, np.ndarray]:
+    """The reference's value of every tensor (with the inputs): what feeds any cut."""
+    every = list(dict.fromkeys(o for n in nodes for o in n.output if o))
+    logger.info("reduce: running the reference with all %d tensors exposed", len(every))
+    try:
+        ref = prober.run(with_outputs(prober.proto, every, prober.typed), feeds, every,
+                         "reference")
+    except UnirtError as exc:
+        raise UnirtError(f"the reference cannot run {name} with every tensor as an output, so "
+                         f"its cuts cannot be fed: {exc}") from None
+    return {**feeds, **ref}
+
+
+def _shrink(r: _Reducer, n: int, steps: list[str]) -> list[int]:
+    """The node indices of the smallest failing cut found: two bisections (the outputs side,
+    then the inputs side), then dropping nodes one by one while it still fails."""
+    # The whole graph as a cut (every unconsumed tensor an output) should fail too; when it
+    # does not, the ranges below cannot be trusted, and only the node-by-node pass runs.
+    keep = list(range(n))
+    if r.fails(keep):
+        b = r.smallest(-1, n - 1, lambda k: r.fails(list(range(k + 1))))
+        a = r.smallest(b + 1, 0, lambda k: r.fails(list(range(k, b + 1))))
+        keep = list(range(a, b + 1))
+        steps.append(f"outputs side: nodes[:{b + 1}]; inputs side: nodes[{a}:{b + 1}] "
+                     f"({len(keep)} nodes)")
+        logger.info("reduce: %s", steps[-1])
+    if len(keep) <= GREEDY_LIMIT:
+        for i in reversed(list(keep)):
+            trial = [k for k in keep if k != i]
+            if trial and r.fails(trial):
+                keep = trial
+        steps.append(f"node by node: {len(keep)} nodes")
+    else:
+        steps.append(f"node by node skipped: {len(keep)} nodes > {GREEDY_LIMIT}")
+    logger.info("reduce: %s", steps[-1])
+    return keep
 
 
 def _safe(name: str) -> str:
