@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import click
 
-from unirt.cli import output as cli_output
+from unirt.cli.output import console, print_json, table
 
 
-# -- unirt backends ---------------------------------------------------------------------------
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def backends(as_json: bool) -> None:
@@ -18,40 +17,21 @@ def backends(as_json: bool) -> None:
     statuses = list_backends()
     broken = [r for r in get_registry().records.values() if r.error]
     if as_json:
-        cli_output.print_json(
-            {
-                "backends": [s.as_dict() for s in statuses],
-                "broken_plugins": [r.as_dict() for r in broken],
-            }
-        )
+        print_json({"backends": [s.as_dict() for s in statuses],
+                     "broken_plugins": [r.as_dict() for r in broken]})
         return
     rows = []
     for s in statuses:
-        why = (
-            ""
-            if s.available
-            else f"{s.reason}" + (f"\ninstall: {s.install_hint}" if s.install_hint else "")
-        )
-        rows.append(
-            [
-                s.name,
-                "yes" if s.available else "no",
-                s.version or "-",
-                ", ".join(s.devices) or "-",
-                why,
-            ]
-        )
-    con = cli_output.console()
-    con.print(
-        cli_output.table(
-            "Backends", ["backend", "available", "version", "devices", "why not"], rows
-        )
-    )
+        why = "" if s.available else f"{s.reason}" + (
+            f"\ninstall: {s.install_hint}" if s.install_hint else "")
+        rows.append([s.name, "yes" if s.available else "no", s.version or "-",
+                     ", ".join(s.devices) or "-", why])
+    con = console()
+    con.print(table("Backends", ["backend", "available", "version", "devices", "why not"], rows))
     for r in broken:
         con.print(f"[yellow]plugin {r.name} ({r.source}) failed to load: {r.error}[/yellow]")
 
 
-# -- unirt plugins ----------------------------------------------------------------------------
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plugins(as_json: bool) -> None:
@@ -62,12 +42,10 @@ def plugins(as_json: bool) -> None:
     reg.backends  # noqa: B018 - collecting backends fills each record's backend list
     records = list(reg.records.values())
     if as_json:
-        cli_output.print_json([r.as_dict() for r in records])
+        print_json([r.as_dict() for r in records])
         return
     rows = []
     for r in records:
         state = "disabled" if r.disabled else ("loaded" if r.loaded else "error")
         rows.append([r.name, r.source, state, ", ".join(r.backends) or "-", r.error or ""])
-    cli_output.console().print(
-        cli_output.table("Plugins", ["plugin", "source", "state", "backends", "error"], rows)
-    )
+    console().print(table("Plugins", ["plugin", "source", "state", "backends", "error"], rows))

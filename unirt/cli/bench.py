@@ -8,7 +8,6 @@ from typing import Any
 
 import click
 
-from unirt.cli import output as cli_output
 from unirt.cli.options import (
     input_option,
     input_range_option,
@@ -17,106 +16,53 @@ from unirt.cli.options import (
     model_argument,
     writable_file,
 )
+from unirt.cli.output import comma_list, console, num, print_json, table
 from unirt.errors import UnirtError
 from unirt.store.files import write_atomic
 
 
-# -- unirt bench ------------------------------------------------------------------------------
 @click.command(name="bench")
 @model_argument
-@click.option(
-    "--backends",
-    "backend_list",
-    default=None,
-    metavar="A,B,...",
-    help="Backends to measure (default: every available one).",
-)
-@click.option(
-    "--shape",
-    "-s",
-    "shape_specs",
-    multiple=True,
-    metavar="NAME=1x3x224x224",
-    help="An input shape; repeat with several values of one input for a size sweep.",
-)
+@click.option("--backends", "backend_list", default=None, metavar="A,B,...",
+              help="Backends to measure (default: every available one).")
+@click.option("--shape", "-s", "shape_specs", multiple=True, metavar="NAME=1x3x224x224",
+              help="An input shape; repeat with several values of one input for a size sweep.")
 @input_option
 @load_inputs_option
 @input_range_option
 @input_values_option
-@click.option(
-    "--runs", type=int, default=None, help="Timed runs per backend and shape.  [default: 50]"
-)
-@click.option(
-    "--duration",
-    type=float,
-    default=None,
-    metavar="SECONDS",
-    help="Run for this long per backend and shape instead of a --runs count.",
-)
-@click.option(
-    "--mode",
-    type=click.Choice(["latency", "throughput"]),
-    default="latency",
-    show_default=True,
-    help="latency: one request at a time; throughput: several in flight "
-    "(threads on one session; OpenVINO's CPU streams).",
-)
-@click.option(
-    "--requests",
-    type=int,
-    default=None,
-    metavar="N",
-    help="Requests in flight in throughput mode (default: the engine's optimal "
-    "number where it says, else the core count).",
-)
+@click.option("--runs", type=int, default=None,
+              help="Timed runs per backend and shape.  [default: 50]")
+@click.option("--duration", type=float, default=None, metavar="SECONDS",
+              help="Run for this long per backend and shape instead of a --runs count.")
+@click.option("--mode", type=click.Choice(["latency", "throughput"]), default="latency",
+              show_default=True,
+              help="latency: one request at a time; throughput: several in flight "
+                   "(threads on one session; OpenVINO's CPU streams).")
+@click.option("--requests", type=int, default=None, metavar="N",
+              help="Requests in flight in throughput mode (default: the engine's optimal "
+                   "number where it says, else the core count).")
 @click.option("--warmup", default=5, show_default=True, help="Untimed runs first.")
 @click.option("--threads", type=int, default=None, help="Intra-op threads for every engine.")
-@click.option(
-    "--precision", type=click.Choice(["exact", "fast"]), default="exact", show_default=True
-)
+@click.option("--precision", type=click.Choice(["exact", "fast"]), default="exact",
+              show_default=True)
 @click.option("--timeout", type=float, default=600.0, show_default=True)
-@click.option(
-    "--csv", "csv_path", type=click.Path(dir_okay=False), default=None, callback=writable_file
-)
-@click.option(
-    "--json-out",
-    "json_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    callback=writable_file,
-    help="Write the report as JSON to this file.",
-)
-@click.option(
-    "--plot",
-    "plot_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    callback=writable_file,
-    help="Draw latency (median, p10-p90 band) against the swept size per backend "
-    "(needs matplotlib).",
-)
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None,
+              callback=writable_file)
+@click.option("--json-out", "json_path", type=click.Path(dir_okay=False), default=None,
+              callback=writable_file, help="Write the report as JSON to this file.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              callback=writable_file,
+              help="Draw latency (median, p10-p90 band) against the swept size per backend "
+                   "(needs matplotlib).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def bench_cmd(
-    model: str,
-    backend_list: str | None,
-    shape_specs: tuple[str, ...],
-    input_specs: tuple[str, ...],
-    load_dir: str | None,
-    range_specs: tuple[str, ...],
-    value_specs: tuple[str, ...],
-    runs: int | None,
-    duration: float | None,
-    mode: str,
-    requests: int | None,
-    warmup: int,
-    threads: int | None,
-    precision: str,
-    timeout: float,
-    csv_path: str | None,
-    json_path: str | None,
-    plot_path: str | None,
-    as_json: bool,
-) -> None:
+def bench_cmd(model: str, backend_list: str | None, shape_specs: tuple[str, ...],
+              input_specs: tuple[str, ...], load_dir: str | None, range_specs: tuple[str, ...],
+              value_specs: tuple[str, ...], runs: int | None,
+              duration: float | None, mode: str, requests: int | None,
+              warmup: int, threads: int | None, precision: str, timeout: float,
+              csv_path: str | None, json_path: str | None, plot_path: str | None,
+              as_json: bool) -> None:
     """Measure load time and latency (or throughput) of MODEL on each backend, interleaved in
     one run."""
     from unirt.cli import inputs as cli_inputs
@@ -129,7 +75,8 @@ def bench_cmd(
     if duration is not None and not duration > 0:
         raise UnirtError(f"--duration must be a positive number of seconds, not {duration:g}")
     if requests is not None and mode != "throughput":
-        raise UnirtError("--requests is for --mode throughput (latency mode sends one at a time)")
+        raise UnirtError("--requests is for --mode throughput (latency mode sends one at a "
+                         "time)")
     sweep = _shape_sweep(shape_specs)
     info = read_model(model)
     feeds, _ = cli_inputs.given_inputs(info, input_specs, load_dir)
@@ -139,21 +86,9 @@ def bench_cmd(
             import matplotlib  # noqa: F401
         except ImportError:
             raise UnirtError('--plot needs matplotlib: pip install "unirt[plot]"') from None
-    report = b.bench(
-        info,
-        cli_output.backend_list(backend_list),
-        sweep,
-        runs or 50,
-        warmup,
-        threads,
-        precision,
-        timeout=timeout,
-        feeds=feeds or None,
-        ranges=ranges or None,
-        duration=duration,
-        mode=mode,
-        requests=requests,
-    )
+    report = b.bench(info, comma_list(backend_list), sweep, runs or 50, warmup, threads,
+                     precision, timeout=timeout, feeds=feeds or None, ranges=ranges or None,
+                     duration=duration, mode=mode, requests=requests)
     data = report.as_dict()
     if json_path:
         write_atomic(Path(json_path), json.dumps(data, indent=2, default=str))
@@ -164,55 +99,32 @@ def bench_cmd(
 
         plot(report, Path(plot_path))
     if as_json:
-        cli_output.print_json(data)
+        print_json(data)
         return
     m = report.machine
-    con = cli_output.console()
-    con.print(
-        f"{report.model} on {m['cpu']} ({m['cores']} cores), "
-        + ", ".join(f"{k} {v}" for k, v in m["engines"].items())
-    )
+    con = console()
+    con.print(f"{report.model} on {m['cpu']} ({m['cores']} cores), "
+              + ", ".join(f"{k} {v}" for k, v in m["engines"].items()))
     throughput = mode == "throughput"
     rows = []
     for r in report.results:
         ok = r.status == OutcomeStatus.OK
-        row = [
-            r.backend,
-            r.shape,
-            (r.precision or "") if ok else r.status,
-            _num_ms(r.import_s),
-            _num_ms(r.convert_s),
-            _num_ms(r.cold_load_s),
-            _num_ms(r.warm_load_s),
-        ]
+        row = [r.backend, r.shape, (r.precision or "") if ok else r.status,
+               _num_ms(r.import_s), _num_ms(r.convert_s), _num_ms(r.cold_load_s),
+               _num_ms(r.warm_load_s)]
         if throughput:
-            row += [
-                "" if not ok else str(r.requests) + (f"/{r.streams}" if r.streams else ""),
-                cli_output.num(r.requests_per_s),
-            ]
-        row += [
-            cli_output.num(r.min_ms),
-            cli_output.num(r.mean_ms),
-            cli_output.num(r.median_ms),
-            cli_output.num(r.p90_ms),
-            cli_output.num(r.p99_ms),
-            cli_output.num(r.throughput),
-            "" if r.peak_rss_bytes is None else f"{r.peak_rss_bytes / 2**20:.0f}",
-            r.reason,
-        ]
+            row += ["" if not ok else str(r.requests) + (
+                f"/{r.streams}" if r.streams else ""), num(r.requests_per_s)]
+        row += [num(r.min_ms), num(r.mean_ms), num(r.median_ms), num(r.p90_ms),
+                num(r.p99_ms), num(r.throughput),
+                "" if r.peak_rss_bytes is None else f"{r.peak_rss_bytes / 2**20:.0f}", r.reason]
         rows.append(row)
     columns = ["backend", "shape", "precision", "import", "convert", "cold load", "warm load"]
     if throughput:
         columns += ["in flight/streams", "requests/s"]
     columns += ["min", "mean", "p50", "p90", "p99", "samples/s", "peak MB", "note"]
-    con.print(
-        cli_output.table(
-            "Benchmark (times in ms; convert: converting or compiling for the shape, "
-            "at load or at its first run)",
-            columns,
-            rows,
-        )
-    )
+    con.print(table("Benchmark (times in ms; convert: converting or compiling for the shape, "
+                     "at load or at its first run)", columns, rows))
 
 
 def _shape_sweep(specs: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -230,7 +142,7 @@ def _shape_sweep(specs: tuple[str, ...]) -> list[dict[str, Any]]:
 
 
 def _num_ms(seconds: float | None) -> str:
-    return "" if seconds is None else cli_output.num(seconds * 1e3)
+    return "" if seconds is None else num(seconds * 1e3)
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:

@@ -66,7 +66,7 @@ def dims_text(shape: tuple | None) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
-def backend_list(value: str | None) -> list[str] | None:
+def comma_list(value: str | None) -> list[str] | None:
     """``--backends A,B``: the names, or None when not given."""
     return [b.strip() for b in value.split(",") if b.strip()] if value else None
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import click
 
-from unirt.cli import output as cli_output
 from unirt.cli.options import (
     input_option,
     input_range_option,
@@ -18,11 +17,11 @@ from unirt.cli.options import (
     save_inputs_option,
     writable_dir,
 )
+from unirt.cli.output import console, dims_text, print_json, table
 from unirt.errors import BackendError
 from unirt.store.files import write_atomic
 
 
-# -- unirt run --------------------------------------------------------------------------------
 @click.command()
 @model_argument
 @click.option("--backend", "-b", default=None, help="Run on this backend only (no fallback).")
@@ -30,50 +29,23 @@ from unirt.store.files import write_atomic
 @input_option
 @load_inputs_option
 @save_inputs_option
-@click.option(
-    "--shape",
-    "-s",
-    "shape_specs",
-    multiple=True,
-    metavar="NAME=1x3x224x224",
-    help="Shape of a generated input (sets its dynamic dims).",
-)
+@click.option("--shape", "-s", "shape_specs", multiple=True, metavar="NAME=1x3x224x224",
+              help="Shape of a generated input (sets its dynamic dims).")
 @input_range_option
 @input_values_option
 @click.option("--seed", default=0, show_default=True, help="Seed for generated inputs.")
-@click.option(
-    "--precision",
-    type=click.Choice(["exact", "fast"]),
-    default="exact",
-    show_default=True,
-    help="exact: float32 as declared; fast: the engine's defaults.",
-)
-@click.option(
-    "--output-dir",
-    "-o",
-    type=click.Path(file_okay=False),
-    default=None,
-    callback=writable_dir,
-    help="Save each output as NAME.npy here.",
-)
+@click.option("--precision", type=click.Choice(["exact", "fast"]), default="exact",
+              show_default=True, help="exact: float32 as declared; fast: the engine's defaults.")
+@click.option("--output-dir", "-o", type=click.Path(file_okay=False), default=None,
+              callback=writable_dir,
+              help="Save each output as NAME.npy here.")
 @click.option("--explain", is_flag=True, help="Show the route: every backend considered and why.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def run(
-    model: str,
-    backend: str | None,
-    prefer: tuple[str, ...],
-    input_specs: tuple[str, ...],
-    load_dir: str | None,
-    save_dir: str | None,
-    shape_specs: tuple[str, ...],
-    range_specs: tuple[str, ...],
-    value_specs: tuple[str, ...],
-    seed: int,
-    precision: str,
-    output_dir: str | None,
-    explain: bool,
-    as_json: bool,
-) -> None:
+def run(model: str, backend: str | None, prefer: tuple[str, ...], input_specs: tuple[str, ...],
+        load_dir: str | None, save_dir: str | None, shape_specs: tuple[str, ...],
+        range_specs: tuple[str, ...],
+        value_specs: tuple[str, ...], seed: int, precision: str, output_dir: str | None,
+        explain: bool, as_json: bool) -> None:
     """Run MODEL once on .npy inputs (or seeded random ones) and summarise the outputs."""
     import time
 
@@ -96,23 +68,12 @@ def run(
         save_inputs(save_dir, feeds)
     # The shapes that will run are the shapes verification measures (a detector verified at
     # 32x32 may refuse 640x640, or be wrong only there), and so are the value ranges.
-    sess = load(
-        info,
-        backend=backend,
-        prefer=list(prefer) or None,
-        precision=precision,
-        input_shapes={n: tuple(a.shape) for n, a in feeds.items() if n in shapes or n in given}
-        or None,
-        input_ranges=ranges or None,
-    )
-    guessed = [
-        t.name
-        for t in info.inputs
-        if t.name not in shapes
-        and t.name not in given
-        and t.shape is not None
-        and not all(map(is_static, t.shape))
-    ]
+    sess = load(info, backend=backend, prefer=list(prefer) or None, precision=precision,
+                input_shapes={n: tuple(a.shape) for n, a in feeds.items()
+                              if n in shapes or n in given} or None,
+                input_ranges=ranges or None)
+    guessed = [t.name for t in info.inputs if t.name not in shapes and t.name not in given
+               and t.shape is not None and not all(map(is_static, t.shape))]
     with sess:
         start = time.perf_counter()
         try:
@@ -120,70 +81,37 @@ def run(
         except BackendError as exc:
             if not guessed:
                 raise
-            raise BackendError(
-                f"{exc} (the dynamic dims of {', '.join(map(repr, guessed))} "
-                "were guessed, see the warning above: set the model's real "
-                "sizes with --shape)"
-            ) from exc
+            raise BackendError(f"{exc} (the dynamic dims of {', '.join(map(repr, guessed))} "
+                               "were guessed, see the warning above: set the model's real "
+                               "sizes with --shape)") from exc
         elapsed = time.perf_counter() - start
         saved = _save_outputs(outputs, output_dir) if output_dir else {}
         summary: dict[str, Any] = {
-            "model": model,
-            "backend": sess.backend,
-            "seconds": elapsed,
-            "inputs": {
-                n: {
-                    "shape": list(a.shape),
-                    "dtype": str(a.dtype),
-                    "source": files.get(n, f"random (seed {seed})"),
-                }
-                for n, a in feeds.items()
-            },
-            "outputs": {
-                n: {**_stats(a), **({"file": saved[n]} if n in saved else {})}
-                for n, a in outputs.items()
-            },
+            "model": model, "backend": sess.backend, "seconds": elapsed,
+            "inputs": {n: {"shape": list(a.shape), "dtype": str(a.dtype),
+                           "source": files.get(n, f"random (seed {seed})")}
+                       for n, a in feeds.items()},
+            "outputs": {n: {**_stats(a), **({"file": saved[n]} if n in saved else {})}
+                        for n, a in outputs.items()},
             "route": [s.as_dict() for s in sess.route],
         }
         if as_json:
-            cli_output.print_json(summary)
+            print_json(summary)
             return
-        con = cli_output.console()
+        con = console()
         con.print(f"{Path(model).name} on [bold]{sess.backend}[/bold] in {elapsed * 1e3:.2f} ms")
         if explain:
             click.echo(sess.explain())
-        con.print(
-            cli_output.table(
-                "Inputs",
-                ["name", "shape", "dtype", "source"],
-                [
-                    [n, cli_output.dims_text(tuple(a.shape)), a.dtype, files.get(n, "random")]
-                    for n, a in feeds.items()
-                ],
-            )
-        )
+        con.print(table("Inputs", ["name", "shape", "dtype", "source"],
+                         [[n, dims_text(tuple(a.shape)), a.dtype, files.get(n, "random")]
+                          for n, a in feeds.items()]))
         rows = []
         for n, s in summary["outputs"].items():
-            rows.append(
-                [
-                    n,
-                    cli_output.dims_text(tuple(s["shape"])),
-                    s["dtype"],
-                    _fmt(s.get("min")),
-                    _fmt(s.get("max")),
-                    _fmt(s.get("mean")),
-                    _fmt(s.get("std")),
-                    s.get("nan", ""),
-                    s.get("file", ""),
-                ]
-            )
-        con.print(
-            cli_output.table(
-                "Outputs",
-                ["name", "shape", "dtype", "min", "max", "mean", "std", "NaN", "saved to"],
-                rows,
-            )
-        )
+            rows.append([n, dims_text(tuple(s["shape"])), s["dtype"], _fmt(s.get("min")),
+                         _fmt(s.get("max")), _fmt(s.get("mean")), _fmt(s.get("std")),
+                         s.get("nan", ""), s.get("file", "")])
+        con.print(table("Outputs", ["name", "shape", "dtype", "min", "max", "mean", "std",
+                                     "NaN", "saved to"], rows))
 
 
 def _fmt(v: Any) -> str:
@@ -200,12 +128,8 @@ def _stats(a: Any) -> dict[str, Any]:
         finite = x[np.isfinite(x)]
         out["nan"] = int(np.isnan(x).sum())
         if finite.size:
-            out.update(
-                min=float(finite.min()),
-                max=float(finite.max()),
-                mean=float(finite.mean()),
-                std=float(finite.std()),
-            )
+            out.update(min=float(finite.min()), max=float(finite.max()),
+                       mean=float(finite.mean()), std=float(finite.std()))
     return out
 
 
