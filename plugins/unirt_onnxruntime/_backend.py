@@ -1,17 +1,14 @@
-"""ONNX Runtime backends: ``onnxruntime`` (CPU, the reference for every numeric check) and
-``onnxruntime-cuda``.
+"""The ONNX Runtime backends: options, the locale rule, the engine's own answer, opening.
 
-A plugin like any third-party one: it registers through the ``register_backends`` hook and
-imports ``onnxruntime`` only when availability is asked or a model is opened.
-
-ONNX Runtime falls back from CUDA to the CPU silently when the CUDA provider cannot load; this
-backend reads ``get_providers()`` after creating the session and refuses the model instead, so the
-router's fallback (with its reason) is what the user sees, not a 10x slowdown found weeks later.
+Each backend runs on its one execution provider and checks after creating the session that ONNX
+Runtime really uses it: the CUDA provider falls back to the CPU without an error when it cannot
+load, and the router's fallback (with its reason) is what a user should see, not a 10x slowdown
+found weeks later. ``onnxruntime`` itself is imported only when availability is asked or a model
+is queried or opened.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from unirt.plugin import (
@@ -23,13 +20,12 @@ from unirt.plugin import (
     OpenOptions,
     OptionSpec,
     UnirtError,
-    hookimpl,
 )
+
+from ._session import OrtSession
 
 if TYPE_CHECKING:  # pragma: no cover
     from unirt.plugin import Reason
-
-    from ._binding import BoundRunner
 
 #: ``SessionOptions`` attributes a user may set through ``load(options={"onnxruntime": {...}})``.
 _SESSION_OPTIONS = {
@@ -75,42 +71,6 @@ def _engine_version() -> str | None:
         except metadata.PackageNotFoundError:
             continue
     return None
-
-
-class OrtSession(BackendSession):
-    """``details["providers"]`` is what ONNX Runtime actually uses (``get_providers()`` of the
-    created session, the first one checked at open); ``details["io_binding"]`` says whether runs
-    go through IO binding (see :mod:`._binding`) and on which device, or why not."""
-
-    def __init__(self, sess: Any, bind_device: str | None = None) -> None:
-        super().__init__()
-        self._sess = sess
-        self._run = sess.run
-        self._bound: BoundRunner | None = None
-        self.details["providers"] = sess.get_providers()
-        if bind_device is None:
-            return
-        from ._binding import BoundRunner, bindable_feed, unbindable_outputs  # numpy: lazily
-
-        self._bindable = bindable_feed
-        skip = unbindable_outputs(sess)
-        if skip:
-            self.details["io_binding"] = f"off: non-tensor outputs {', '.join(skip)}"
-            return
-        device, _, index = bind_device.partition(":")
-        self._bound = BoundRunner(sess, device, int(index or 0))
-        self.details["io_binding"] = bind_device
-
-    def run(self, feeds: dict[str, Any], output_names: Sequence[str]) -> Sequence[Any]:
-        bound = self._bound
-        if bound is not None and all(self._bindable(v) for v in feeds.values()):
-            return bound.run(feeds, output_names)
-        return self._run(output_names, feeds)
-
-    def close(self) -> None:
-        self._sess = None
-        self._bound = None
-        self._run = None  # type: ignore[assignment]
 
 
 class OnnxRuntimeBackend(Backend):
@@ -252,8 +212,3 @@ class OnnxRuntimeCudaBackend(OnnxRuntimeBackend):
                                 reason="no CUDA driver (libcuda) found: no NVIDIA GPU here")
         return Availability(True, version, devices=("cuda:0",))
 
-
-@hookimpl
-def register_backends(register: Any) -> None:
-    register(OnnxRuntimeBackend)
-    register(OnnxRuntimeCudaBackend)
