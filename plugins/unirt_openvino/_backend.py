@@ -1,54 +1,10 @@
-"""OpenVINO backend: ``openvino`` (Intel's engine; CPU by default, GPU/NPU/AUTO when present).
+"""The OpenVINO backend: options and devices, the refusal of inputs and outputs that are not
+tensors, opening, and ``query``.
 
-A plugin like any third-party one: it registers through the ``register_backends`` hook and
-imports ``openvino`` only when availability is asked, a model is queried or a model is opened.
-
-What this backend guards against, each found by running OpenVINO (see ENGINE_NOTES):
-
-* Precision. On CPUs with AMX/AVX-512-BF16 OpenVINO computes in bf16 unless told otherwise, and
-  returns numbers that differ from ONNX Runtime by up to whole units without any warning.
-  ``precision="exact"`` pins ``INFERENCE_PRECISION_HINT=f32``; ``"fast"`` keeps the engine's
-  default. Either way ``BackendSession.precision`` is read back from the compiled model, never
-  copied from what was asked.
-* Reused output buffers. With ``share_outputs=True`` an infer request hands out views of its own
-  output tensors, which the next run overwrites in place: a caller's earlier results would change
-  under them. Outputs are always copied out (``share_outputs=False``), so callers own them.
-* Thread safety. An ``InferRequest`` runs one inference at a time; one ``CompiledModel`` may serve
-  many. Each thread gets its own request (``threading.local``), created on its first run, so
-  concurrent ``Session.run`` calls never share a request and never wait on a lock of ours.
-* Error text. OpenVINO's exceptions start with C++ source locations (``Exception from
-  src/inference/...``); :func:`._loader._engine_message` keeps the lines a user can act on.
-* A refused run poisons the compiled model. When the CPU plugin's shape inference refuses an
-  input shape (an AvgPool kernel larger than the feature map at a small image height: the PP-OCR
-  recognizer at height 32), the compiled model keeps the dims of the refused call: the next call
-  at a shape that ran fine before is refused with the old dims in the message (every time, even
-  on a one-node graph), and on the PP-OCR recognizer a good shape after a refused one returned
-  all-NaN in about half of fresh processes (2026.4.1). The state lives in the compiled model, not
-  the request: a fresh ``InferRequest`` still returns NaN; compiling again is clean every time.
-  So after any engine error from a run the session compiles the model again (from OpenVINO's
-  cache: tens of milliseconds) and every thread takes a fresh request on the new one. A refusal
-  raised by shape inference is a :class:`~unirt.errors.ShapeLimitError`, so a Session re-routes
-  that shape to another engine instead of failing.
-
-Compiled models are cached by OpenVINO itself (its ``CACHE_DIR`` property), in an engine-managed
-directory of unirt's artifact cache (``<cache>/openvino/<key>``), one per model content
-(:func:`unirt.store.cache.model_digest`: the ONNX bytes and any external data files). The
-subdirectory is what makes the cache safe: OpenVINO keys a model compiled from a path on the
-path, size and modification time only, so a model rewritten in place with the same size and time
-(retrained weights copied with ``cp -p`` or ``rsync -a``, or build systems that pin mtimes) loads
-the *old* compiled blob and returns the old model's numbers without an error (checked on
-2026.4). Within a subdirectory OpenVINO keys its blobs on device, properties and its own version.
-OpenVINO does not check a blob's content: one with flipped bytes loads and returns outputs off
-by up to 1e36. So each compile runs inside :meth:`unirt.store.cache.ArtifactCache.managed`: under
-the directory's lock, every file is checked against the manifest (sizes, SHA-256, signed) unirt
-wrote after the last compile, a file that does not match is deleted (OpenVINO compiles again), and
-the manifest is updated after the compile. That costs one SHA-256 of the blob per process
-(~0.1 s for ResNet-50's 100 MB), against a compile of over a second.
-A model opened from a file is compiled from its path, so a cached load skips reading the ONNX
-file; one given as bytes is read first.
-
-This module holds the backend (options, devices, rules, open, query) and its registration;
-:mod:`._loader` reads and compiles, :mod:`._runner` holds the session that runs a compiled model.
+``query`` converts with the ONNX frontend's ``convert_partially`` rather than reading the model:
+it keeps the nodes it has no conversion rule for as placeholders instead of failing, so those
+nodes can be named as the answer. Mapping OpenVINO's operations back to ONNX nodes is
+:mod:`._nodes`; compiling is :mod:`._compile`; running is :mod:`._session`.
 """
 
 from __future__ import annotations
@@ -69,12 +25,12 @@ from unirt.plugin import (
     OpenOptions,
     OptionSpec,
     UnirtError,
-    hookimpl,
 )
 
-from . import _loader
-from ._loader import _engine_message, _is_placeholder, _onnx_node_names
-from ._runner import OpenVinoSession
+from . import _compile
+from ._errors import engine_message
+from ._nodes import is_placeholder, onnx_node_names
+from ._session import OpenVinoSession
 
 logger = logging.getLogger("unirt")
 
@@ -188,19 +144,19 @@ class OpenVinoBackend(Backend):
     def _open_impl(self, model: ModelInfo, options: OpenOptions) -> BackendSession:
         core = self.core()
         device = self.device(options)
-        base = _loader.properties(options)
+        base = _compile.properties(options)
         config = dict(base)
-        compile_model = _loader.compiler(self.name, core, model, options, device, base, config)
+        compile_model = _compile.compiler(self.name, core, model, options, device, base, config)
 
         start = time.perf_counter()
         try:
             compiled = compile_model()
         except RuntimeError as exc:
             raise BackendError(f"{self.name} could not open {model.name} on {device}: "
-                               f"{_engine_message(exc)}") from exc
+                               f"{engine_message(exc)}") from exc
         sess = OpenVinoSession(compiled, model, model.name, reopen=compile_model)
-        sess.precision = _loader.read_precision(compiled, options)
-        sess.details.update(_loader.describe(compiled, device, config))
+        sess.precision = _compile.read_precision(compiled, options)
+        sess.details.update(_compile.describe(compiled, device, config))
         sess.details["convert_s"] = round(time.perf_counter() - start, 4)  # read and compile
         logger.debug("openvino compiled %s on %s (%s)", model.name, device, sess.precision)
         return sess
@@ -214,7 +170,7 @@ class OpenVinoBackend(Backend):
         If there are any, those nodes are the answer: what follows them has unknown shapes and
         types, so the device's verdict on it says nothing. Otherwise ``Core.query_model`` names
         the OpenVINO operations the device supports, and the rest are mapped back to the ONNX
-        nodes they came from (see :func:`_onnx_node_names`).
+        nodes they came from (see :func:`._nodes.onnx_node_names`).
         """
         from openvino.frontend import FrontEndManager
 
@@ -227,21 +183,17 @@ class OpenVinoBackend(Backend):
                 frontend.load(source if isinstance(source, str) else io.BytesIO(source)))
         except RuntimeError as exc:
             raise BackendError(f"{self.name} could not read {model.name}: "
-                               f"{_engine_message(exc)}") from exc
+                               f"{engine_message(exc)}") from exc
         ops = [op for op in converted.get_ordered_ops()
                if op.get_type_name() not in ("Parameter", "Result")]
-        placeholders = [op for op in ops if _is_placeholder(op.get_type_name())]
+        placeholders = [op for op in ops if is_placeholder(op.get_type_name())]
         if placeholders:
-            return _onnx_node_names(placeholders, model)
+            return onnx_node_names(placeholders, model)
         try:
-            supported = core.query_model(converted, device, _loader.properties(options))
+            supported = core.query_model(converted, device, _compile.properties(options))
         except RuntimeError as exc:
             raise BackendError(f"{self.name} could not query {model.name} on {device}: "
-                               f"{_engine_message(exc)}") from exc
-        return _onnx_node_names([op for op in ops if op.get_friendly_name() not in supported],
+                               f"{engine_message(exc)}") from exc
+        return onnx_node_names([op for op in ops if op.get_friendly_name() not in supported],
                                 model)
 
-
-@hookimpl
-def register_backends(register: Any) -> None:
-    register(OpenVinoBackend)
