@@ -1,7 +1,5 @@
-"""OpenCV DNN backend: ``opencv`` (``cv2.dnn``; CPU, or CUDA/OpenVINO where the build has them).
-
-A plugin like any third-party one: it registers through the ``register_backends`` hook and
-imports ``cv2`` only when availability is asked or a model is opened.
+"""The OpenCV DNN backend: options, the plan of engines and targets to try, the refusals of
+inputs and outputs, opening.
 
 Which OpenCV engine. OpenCV 5 has two DNN engines behind one ``Net`` API: the new one (a typed
 graph with shape inference; CPU only) and the classic 4.x one (which alone has the CUDA, OpenVINO
@@ -16,26 +14,6 @@ cannot read the model, recording which one was used and why in ``details``. ``en
 ``"classic"`` pins one; a non-CPU or fp16 target needs the classic engine and selects it.
 ``ENGINE_ORT`` (OpenCV wrapping ONNX Runtime) is not offered: the PyPI builds are made without it,
 and unirt runs ONNX Runtime itself.
-
-What this backend guards against, each found by running OpenCV 5.0 (see ENGINE_NOTES):
-
-* Outputs that are not what the model declares: ``None`` for an empty tensor, float32 for a
-  float16 output, int32 for int64 (classic engine), raw uint16 for bf16. Outputs are forwarded by
-  their ONNX names, checked against the names the net reports at open, and conformed to the
-  declared shape and dtype (:mod:`unirt.plugin.conform`), or refused with a clear error.
-* Inputs its numpy binding cannot take (strings, sequences, bf16, float8, int4, complex) are
-  refused at open. int64/uint64 inputs are narrowed to 32 bits when fed (values outside the
-  int32 range come back wrapped, without an error), so each run checks their range.
-* Crashes: the new engine dies with SIGFPE on a zero-size input (a batch of 0), so empty feeds
-  are refused before they reach it. A model that crashes OpenCV on load or forward cannot be
-  caught here; the core's child-process verification is what covers that.
-* Thread safety: a ``Net`` must not run in two threads at once; each session has a lock.
-* Error text: ``cv2.error`` messages are pages of ``OpenCV(5.0.0) /io/...cpp:NNN: error:`` noise;
-  :func:`engine_message` keeps the part a user can act on.
-
-This module holds the backend (options, the plan of engines and targets to try, rules, open)
-and its registration; :mod:`._loader` reads a model into a Net, :mod:`._runner` holds the
-session that runs one.
 """
 
 from __future__ import annotations
@@ -56,22 +34,21 @@ from unirt.plugin import (
     TensorInfo,
     UnirtError,
     captured,
-    hookimpl,
 )
 
-from ._loader import (
+from ._errors import engine_message
+from ._net import (
     DNN_BACKENDS,
     DNN_TARGETS,
     FP16_TARGETS,
-    _Attempt,
-    _capabilities,
-    _has_cuda_device,
+    Attempt,
+    capabilities,
     describe,
-    engine_message,
+    has_cuda_device,
     output_names,
     read_net,
 )
-from ._runner import OpenCvSession
+from ._session import OpenCvSession
 
 logger = logging.getLogger("unirt")
 
@@ -136,9 +113,9 @@ class OpenCvBackend(Backend):
         if not hasattr(cv2, "dnn") or not hasattr(cv2.dnn, "readNetFromONNX"):
             return Availability(False, version, reason=f"this OpenCV build ({version}) has no "
                                                        "dnn module with an ONNX reader")
-        caps = _capabilities(cv2)
+        caps = capabilities(cv2)
         devices = ["cpu"]
-        if "cuda" in caps and _has_cuda_device(cv2):
+        if "cuda" in caps and has_cuda_device(cv2):
             devices.append("cuda")
         if any(t.startswith("opencl") for t in caps.get("opencv", ())):
             devices.append("opencl")
@@ -178,7 +155,7 @@ class OpenCvBackend(Backend):
         return None if value is None else str(value).strip().lower()
 
     def _plan(self, options: OpenOptions, caps: Mapping[str, tuple[str, ...]],
-              has_engines: bool) -> list[_Attempt]:
+              has_engines: bool) -> list[Attempt]:
         """The (engine, DNN backend, target) combinations to try, in order."""
         extra = options.extra
         engine = self._choice(extra, "engine") or "auto"
@@ -215,12 +192,12 @@ class OpenCvBackend(Backend):
                 return ["new", "classic"]
             return ["classic" if not has_engines else engine]
 
-        attempts: list[_Attempt] = []
+        attempts: list[Attempt] = []
         if target is None:
             exact_target, fast_target = DEFAULT_TARGETS[backend]
             if (not exact and engine != "new" and fast_target != exact_target
                     and available(backend, fast_target)):
-                attempts += [_Attempt(e, backend, fast_target)
+                attempts += [Attempt(e, backend, fast_target)
                              for e in usable(backend, fast_target)]
             target = exact_target
         engines = usable(backend, target)
@@ -229,7 +206,7 @@ class OpenCvBackend(Backend):
             raise BackendUnavailableError(
                 f"{self.name}: DNN backend {backend!r} with target {target!r} is not available "
                 f"in this OpenCV build on this machine (available: {have})")
-        attempts += [_Attempt(e, backend, target) for e in engines]
+        attempts += [Attempt(e, backend, target) for e in engines]
         return attempts
 
     # -- opening ------------------------------------------------------------------------------
@@ -237,7 +214,7 @@ class OpenCvBackend(Backend):
         import cv2
         import numpy as np
 
-        caps = _capabilities(cv2)
+        caps = capabilities(cv2)
         has_engines = hasattr(cv2.dnn, "ENGINE_NEW")
         attempts = self._plan(options, caps, has_engines)
         if options.threads is not None:
@@ -261,7 +238,7 @@ class OpenCvBackend(Backend):
                 continue
             reload = None
             if attempt.engine == "classic" and model.has_dynamic_inputs:
-                def reload(cv2: Any = cv2, data: Any = data, attempt: _Attempt = attempt,
+                def reload(cv2: Any = cv2, data: Any = data, attempt: Attempt = attempt,
                            has_engines: bool = has_engines) -> Any:
                     return read_net(cv2, data, attempt, has_engines)
             sess = OpenCvSession(net, model, forward_names, cv2.error, reload)
@@ -272,7 +249,3 @@ class OpenCvBackend(Backend):
             return sess
         raise BackendError(f"{self.name} could not open {model.name}: " + "; ".join(failures))
 
-
-@hookimpl
-def register_backends(register: Any) -> None:
-    register(OpenCvBackend)
