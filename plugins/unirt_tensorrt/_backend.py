@@ -1,36 +1,15 @@
-"""TensorRT backend: ``tensorrt`` (NVIDIA's engine builder and runtime, on a CUDA GPU).
-
-Written against TensorRT's documented Python API (10.x and 11.x) and cuda-python, and tested
-with a test double of both (``tests/fake_tensorrt``): it has not yet run on real TensorRT
-hardware in unirt's workplace (see the README). Split as Polygraphy splits its TensorRT support:
-:mod:`._build` parses and builds (in a child process), :mod:`._runtime` runs an engine,
-:mod:`._profiles` decides the shape ranges, :mod:`._cuda` holds memory and streams.
+"""The TensorRT backend: availability (TensorRT, cuda-python, a CUDA device), the refusals and
+rules, the CUDA device, ``query`` (the parser's own answer, in a child), opening.
 
 Always registered; unavailable, with the reason and an install hint, where the ``tensorrt``
 module, cuda-python or a CUDA device is missing, so ``prefer="tensorrt"`` falls back with one
 warning and ``backend="tensorrt"`` raises :class:`~unirt.errors.BackendUnavailableError`. Nothing
 is imported at ``import unirt``.
-
-Engines are built in a child process with a timeout (option ``build_timeout``, default 30 min):
-a build takes minutes on a real model, and the parser and builder run native code on a model not
-yet known to be safe. Serialized engines are kept in unirt's artifact cache, content-addressed
-by the model's bytes, the TensorRT version, the GPU's name and compute capability, the
-profiles, the precision and the options; the entry also records the version and GPU it was built
-for, and an engine recorded for another version or GPU is never deserialized (TensorRT engines
-are specific to both). The builder's timing cache is kept per TensorRT version and GPU, merged
-after every build.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import json
-import logging
-import os
-import threading
-from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from unirt.plugin import (
@@ -42,25 +21,16 @@ from unirt.plugin import (
     ModelInfo,
     OpenOptions,
     OptionSpec,
-    ShapeLimitError,
     UnirtError,
-    hookimpl,
 )
 
 from . import _build, _profiles
-
-logger = logging.getLogger("unirt")
+from ._session import DEFAULT_BUILD_TIMEOUT_S, DEFAULT_MAX_ENGINES, TensorRtSession
 
 NAME = "tensorrt"
 INSTALL_HINT = ('pip install "unirt[tensorrt]" (TensorRT 10 or 11 and cuda-python; needs an '
                 "NVIDIA GPU and driver)")
-#: Version of this plugin's build logic, part of every engine's cache key: bump it when what is
-#: built for the same inputs changes.
-BUILDER_VERSION = "1"
-DEFAULT_BUILD_TIMEOUT_S = 1800.0
 DEFAULT_QUERY_TIMEOUT_S = 300.0
-#: Engines a session builds for shapes it sees (no explicit profiles) before it refuses more.
-DEFAULT_MAX_ENGINES = 4
 
 #: Options a user may pass as ``load(options={"tensorrt": {...}})``.
 OPTIONS: dict[str, OptionSpec] = {
@@ -179,7 +149,7 @@ class TensorRtBackend(Backend):
         """Node names TensorRT's parser cannot take (``supports_model_v2``), asked in a child."""
         from unirt.plugin import run_isolated
 
-        with _onnx_file(model) as path:
+        with _build.onnx_file(model) as path:
             outcome = run_isolated(_build.query_support, path, timeout=DEFAULT_QUERY_TIMEOUT_S)
         if not outcome.ok:
             raise BackendError(f"{NAME} could not query {model.name}: {outcome.describe()}")
@@ -222,232 +192,3 @@ class TensorRtBackend(Backend):
             sess.close()
             raise
         return sess
-
-
-@contextlib.contextmanager
-def _onnx_file(model: ModelInfo, directory: Path | None = None) -> Iterator[str]:
-    """A path to the model: its own file, or its bytes written to a temporary one."""
-    source = model.source()
-    if isinstance(source, str):
-        yield source
-        return
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="unirt-trt-", dir=directory) as tmp:
-        path = os.path.join(tmp, "model.onnx")
-        with open(path, "wb") as f:
-            f.write(source)
-        yield path
-
-
-def describe_parse_errors(errors: Sequence[Mapping[str, Any]], model: ModelInfo) -> str:
-    """The parser's errors, each with the node (name) and op it is about, on one line."""
-    main = [n for n in model.nodes if n.graph == ""]
-    parts = []
-    for e in errors[:3]:
-        index = int(e.get("node", -1))
-        node = str(e.get("node_name") or "") or (
-            _build.node_label(main, index) if index >= 0 else "")
-        op = str(e.get("op") or "") or (main[index].op_type if 0 <= index < len(main) else "")
-        desc = " ".join(str(e.get("desc") or "").split())
-        where = f"node {node!r} ({op})" if node else (f"op {op}" if op else "the model")
-        code = str(e.get("code") or "").rsplit(".", 1)[-1]
-        parts.append(f"{where}: {code + ': ' if code else ''}{desc}".rstrip(": "))
-    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
-    return "; ".join(parts) + more if parts else "the parser gave no reason"
-
-
-class TensorRtSession(BackendSession):
-    """Engines for one model: one at open for a static model or given profiles; otherwise one
-    per new range of shapes seen (up to ``max_engines``), each built once and then cached."""
-
-    def __init__(self, model: ModelInfo, options: OpenOptions, trt: Any, version: str,
-                 gpu: Any, plan: _build.PrecisionPlan,
-                 explicit: list[_profiles.Profile] | None) -> None:
-        super().__init__()
-        from unirt.plugin import ArtifactCache, model_digest
-
-        self.model = model
-        self.options = options
-        self.trt = trt
-        self.version = version
-        self.gpu = gpu
-        self.plan = plan
-        self.fixed = explicit is not None
-        self.cache = ArtifactCache(options.extra.get("cache_dir"))
-        self.digest = model_digest(model)
-        self.engines: list[Any] = []  # _runtime.Engine
-        self._failed: dict[tuple[Any, ...], BackendError] = {}
-        self._lock = threading.Lock()
-        self._trt_logger = trt.Logger(trt.Logger.ERROR)
-        self._declared = {t.name: t for t in model.outputs}
-        self._input_names = [t.name for t in model.inputs]
-        self.precision = plan.label
-        self.details.update({"tensorrt": version, "device": gpu.describe(),
-                             "compute_capability": gpu.compute_capability, "engines": [],
-                             "strongly_typed": plan.strongly_typed})
-        if plan.note:
-            self.details["note"] = plan.note
-
-    # -- building -----------------------------------------------------------------------------
-    def _key(self, profiles: Sequence[_profiles.Profile]) -> str:
-        from unirt.plugin import artifact_key
-
-        return artifact_key(NAME, self.digest, versions=self._versions(),
-                            shapes=[[r.as_list() for r in p] for p in profiles],
-                            precision=self.options.precision, options=self._key_options())
-
-    def _versions(self) -> dict[str, str]:
-        return {"tensorrt": self.version, "unirt-tensorrt": BUILDER_VERSION}
-
-    def _key_options(self) -> dict[str, Any]:
-        extra = self.options.extra
-        return {"gpu": self.gpu.name, "compute_capability": self.gpu.compute_capability,
-                "plan": [self.plan.label, list(self.plan.set_flags), list(self.plan.clear_flags),
-                         self.plan.strongly_typed, self.plan.convert_fp16],
-                "workspace": extra.get("workspace"),
-                "optimization_level": extra.get("optimization_level")}
-
-    def _identity(self) -> dict[str, Any]:
-        """What an engine file is specific to: checked before any deserialization."""
-        return {"tensorrt": self.version, "gpu": self.gpu.name,
-                "compute_capability": self.gpu.compute_capability}
-
-    def _timing_key(self) -> str:
-        import hashlib
-
-        doc = json.dumps(self._identity(), sort_keys=True).encode()
-        return "timing-" + hashlib.sha256(doc).hexdigest()[:32]
-
-    def prepare(self, profiles: list[_profiles.Profile]) -> Any:
-        """Build (or load from the cache) the engine for ``profiles`` and keep it."""
-        from . import _runtime
-
-        key = self._key(profiles)
-        timeout = float(self.options.extra.get("build_timeout") or DEFAULT_BUILD_TIMEOUT_S)
-        label = self.model.name
-        described = _profiles.describe(profiles)
-
-        def build(tmp: Path) -> dict[str, Any]:
-            from unirt.plugin import TIMEOUT, Step, run_isolated, step
-
-            with _onnx_file(self.model, tmp) as path:
-                spec = _build.BuildSpec(
-                    onnx_path=path, engine_path=str(tmp / "engine.plan"),
-                    profiles=[[r.as_list() for r in p] for p in profiles], plan=self.plan,
-                    workspace=self.options.extra.get("workspace"),
-                    optimization_level=self.options.extra.get("optimization_level"),
-                    cache_root=None if self.cache.problem is not None else str(self.cache.root),
-                    timing_key=self._timing_key(),
-                    extra={"device": self.gpu.index})
-                with step(Step.BUILD, NAME, label,
-                          f"{self.plan.label}, profiles {described}") as running:
-                    outcome = run_isolated(_build.build_engine, spec, timeout=timeout)
-                    running.detail = outcome.describe()
-            if outcome.status == TIMEOUT:
-                raise BackendError(f"{NAME}: building the engine for {label} timed out after "
-                                   f"{timeout:.0f} s (option build_timeout)")
-            if not outcome.ok:
-                raise BackendError(f"{NAME}: the engine build for {label} failed: "
-                                   f"{outcome.describe()}")
-            result = outcome.value
-            if not result["ok"]:
-                if result["stage"] == "parse":
-                    raise BackendError(f"{NAME} cannot parse {label}: "
-                                       f"{describe_parse_errors(result['errors'], self.model)}")
-                log = "; ".join(result.get("log") or []) or "no reason given"
-                raise BackendError(f"{NAME}: the builder refused {label}: {log}")
-            (tmp / "engine.json").write_text(json.dumps(
-                {**self._identity(), "profiles": [[r.as_list() for r in p] for p in profiles],
-                 "precision": self.plan.label}))
-            return {"build_seconds": result.get("seconds"), "layers": result.get("layers")}
-
-        entry, built = self.cache.get_or_build(
-            NAME, key, build, meta={"model": label, "profiles": described,
-                                    "precision": self.plan.label, **self._identity()})
-        try:
-            recorded = json.loads((entry / "engine.json").read_text())
-            mismatch = {k: (recorded.get(k), v) for k, v in self._identity().items()
-                        if recorded.get(k) != v}
-            if mismatch:
-                raise BackendError(
-                    f"{NAME}: the cached engine {entry} was built for another TensorRT or GPU "
-                    f"({', '.join(f'{k} {a!r}, here {b!r}' for k, (a, b) in mismatch.items())}); "
-                    "it is not loaded")
-            data = (entry / "engine.plan").read_bytes()
-        except OSError as exc:
-            raise BackendError(f"{NAME}: cannot read the engine in {entry}: {exc}") from exc
-        finally:
-            self.cache.release(entry)
-        engine, runtime = _runtime.deserialize(self.trt, self._trt_logger, data, label)
-        eng = _runtime.Engine(self.trt, runtime, engine, profiles, label)
-        self.engines.append(eng)
-        self.details["engines"].append({"profiles": described, "cached": not built,
-                                        "entry": str(entry)})
-        return eng
-
-    # -- running ------------------------------------------------------------------------------
-    def _engine_for(self, shapes: dict[str, tuple[int, ...]]) -> tuple[Any, int]:
-        for eng in self.engines:
-            index = eng.covers(shapes)
-            if index is not None:
-                return eng, index
-        with self._lock:
-            for eng in self.engines:  # another thread may have built it meanwhile
-                index = eng.covers(shapes)
-                if index is not None:
-                    return eng, index
-            seen = ", ".join(f"{n}:{list(s)}" for n, s in shapes.items())
-            if self.fixed:
-                built = "; ".join(_profiles.describe(e.profiles) for e in self.engines)
-                raise ShapeLimitError(
-                    f"{NAME}: {self.model.name} input shapes {seen} are outside every "
-                    f"optimization profile it was built for ({built})")
-            limit = int(self.options.extra.get("max_engines", DEFAULT_MAX_ENGINES))
-            if len(self.engines) >= limit:
-                raise ShapeLimitError(
-                    f"{NAME}: {self.model.name} input shapes {seen} are outside the "
-                    f"{len(self.engines)} engine(s) built for it, the most it builds "
-                    "(option max_engines; or give options profiles)")
-            profile = _profiles.from_seen(self.model, shapes)
-            sig = tuple(repr(r.as_list()) for r in profile)
-            failed = self._failed.get(sig)
-            if failed is not None:
-                raise failed
-            try:
-                eng = self.prepare([profile])
-            except BackendError as exc:
-                # A build at a new shape that fails: this shape can go to another backend.
-                limit_error = ShapeLimitError(str(exc))
-                self._failed[sig] = limit_error
-                raise limit_error from exc
-            return eng, 0
-
-    def run(self, feeds: dict[str, Any], output_names: Sequence[str]) -> Sequence[Any]:
-        from unirt.plugin import conform
-
-        shapes = {n: tuple(int(d) for d in feeds[n].shape) for n in self._input_names}
-        eng, profile = self._engine_for(shapes)
-        got = eng.run(feeds, profile)
-        dims = {d: size for t in self.model.inputs if t.shape
-                for d, size in zip(t.shape, feeds[t.name].shape) if isinstance(d, str)}
-        results = []
-        for name in output_names:
-            if name not in got:
-                raise BackendError(f"{NAME}: the engine for {self.model.name} has no output "
-                                   f"{name!r}")
-            results.append(conform(got[name], self._declared[name], dims,
-                                   f"{NAME}: {self.model.name} output {name!r}"))
-        return results
-
-    def close(self) -> None:
-        with self._lock:
-            engines, self.engines = self.engines, []
-        for eng in engines:
-            with contextlib.suppress(Exception):
-                eng.close()
-
-
-@hookimpl
-def register_backends(register: Any) -> None:
-    register(TensorRtBackend)
