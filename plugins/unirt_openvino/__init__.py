@@ -3,243 +3,34 @@
 A plugin like any third-party one: it registers through the ``register_backends`` hook and
 imports ``openvino`` only when availability is asked, a model is queried or a model is opened.
 
-What this backend guards against, each found by running OpenVINO (see ENGINE_NOTES):
+What OpenVINO cannot do, or does unasked, each found by running it (see ENGINE_NOTES), and where
+the backend handles it:
 
-* Precision. On CPUs with AMX/AVX-512-BF16 OpenVINO computes in bf16 unless told otherwise, and
-  returns numbers that differ from ONNX Runtime by up to whole units without any warning.
-  ``precision="exact"`` pins ``INFERENCE_PRECISION_HINT=f32``; ``"fast"`` keeps the engine's
-  default. Either way ``BackendSession.precision`` is read back from the compiled model, never
-  copied from what was asked.
-* Reused output buffers. With ``share_outputs=True`` an infer request hands out views of its own
-  output tensors, which the next run overwrites in place: a caller's earlier results would change
-  under them. Outputs are always copied out (``share_outputs=False``), so callers own them.
-* Thread safety. An ``InferRequest`` runs one inference at a time; one ``CompiledModel`` may serve
-  many. Each thread gets its own request (``threading.local``), created on its first run, so
-  concurrent ``Session.run`` calls never share a request and never wait on a lock of ours.
-* Error text. OpenVINO's exceptions start with C++ source locations (``Exception from
-  src/inference/...``); :func:`._loader._engine_message` keeps the lines a user can act on.
-* A refused run poisons the compiled model. When the CPU plugin's shape inference refuses an
-  input shape (an AvgPool kernel larger than the feature map at a small image height: the PP-OCR
-  recognizer at height 32), the compiled model keeps the dims of the refused call: the next call
-  at a shape that ran fine before is refused with the old dims in the message (every time, even
-  on a one-node graph), and on the PP-OCR recognizer a good shape after a refused one returned
-  all-NaN in about half of fresh processes (2026.4.1). The state lives in the compiled model, not
-  the request: a fresh ``InferRequest`` still returns NaN; compiling again is clean every time.
-  So after any engine error from a run the session compiles the model again (from OpenVINO's
-  cache: tens of milliseconds) and every thread takes a fresh request on the new one. A refusal
-  raised by shape inference is a :class:`~unirt.errors.ShapeLimitError`, so a Session re-routes
-  that shape to another engine instead of failing.
-
-Compiled models are cached by OpenVINO itself (its ``CACHE_DIR`` property), in an engine-managed
-directory of unirt's artifact cache (``<cache>/openvino/<key>``), one per model content
-(:func:`unirt.store.cache.model_digest`: the ONNX bytes and any external data files). The
-subdirectory is what makes the cache safe: OpenVINO keys a model compiled from a path on the
-path, size and modification time only, so a model rewritten in place with the same size and time
-(retrained weights copied with ``cp -p`` or ``rsync -a``, or build systems that pin mtimes) loads
-the *old* compiled blob and returns the old model's numbers without an error (checked on
-2026.4). Within a subdirectory OpenVINO keys its blobs on device, properties and its own version.
-OpenVINO does not check a blob's content: one with flipped bytes loads and returns outputs off
-by up to 1e36. So each compile runs inside :meth:`unirt.store.cache.ArtifactCache.managed`: under
-the directory's lock, every file is checked against the manifest (sizes, SHA-256, signed) unirt
-wrote after the last compile, a file that does not match is deleted (OpenVINO compiles again), and
-the manifest is updated after the compile. That costs one SHA-256 of the blob per process
-(~0.1 s for ResNet-50's 100 MB), against a compile of over a second.
-A model opened from a file is compiled from its path, so a cached load skips reading the ONNX
-file; one given as bytes is read first.
-
-This module holds the backend (options, devices, rules, open, query) and its registration;
-:mod:`._loader` reads and compiles, :mod:`._runner` holds the session that runs a compiled model.
+* It cannot be fed sequences, optionals or maps, nor return them: such models are refused before
+  anything is read (:mod:`._backend`).
+* On CPUs with AMX/AVX-512-BF16 it computes in bf16 unless told otherwise, off from ONNX Runtime
+  by up to whole units without a warning: ``precision="exact"`` pins f32, and the precision a
+  session reports is read back from the compiled model (:mod:`._compile`).
+* Its compiled-model cache knows a model by path, size and modification time, and loads a blob
+  without checking its content: the cache lives in unirt's artifact cache, one directory per
+  model content, each file checked against a signed manifest (:mod:`._compile`).
+* An infer request runs one inference at a time and, sharing its outputs, overwrites the last
+  results; a run that shape inference refuses spoils the compiled model for later runs (all-NaN
+  outputs seen): one request per thread, outputs copied out, the model compiled again after any
+  failed run (:mod:`._session`).
+* Its errors start with C++ source locations (:mod:`._errors`).
 """
 
 from __future__ import annotations
 
-import io
-import logging
-import threading
-import time
 from typing import Any
 
-from unirt.plugin import (
-    Availability,
-    Backend,
-    BackendError,
-    BackendSession,
-    BackendUnavailableError,
-    ModelInfo,
-    OpenOptions,
-    OptionSpec,
-    UnirtError,
-    hookimpl,
-)
+from unirt.plugin import hookimpl
 
-from . import _loader
-from ._loader import _engine_message, _is_placeholder, _onnx_node_names
-from ._runner import OpenVinoSession
+from ._backend import OpenVinoBackend
+from ._session import OpenVinoSession
 
-logger = logging.getLogger("unirt")
-
-PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
-#: Options a user may pass as ``load(options={"openvino": {...}})``, with what they accept.
-OPTIONS: dict[str, OptionSpec] = {
-    "device": OptionSpec(
-        "an OpenVINO device: CPU, GPU, GPU.1, NPU, AUTO, AUTO:GPU,CPU, HETERO:GPU,CPU ..."),
-    "performance_hint": OptionSpec.choice(
-        "LATENCY (default), THROUGHPUT or CUMULATIVE_THROUGHPUT", PERFORMANCE_HINTS),
-    "num_streams": OptionSpec("int, or AUTO"),
-    "cache": OptionSpec("bool: use OpenVINO's compiled-model cache (default True)"),
-    "config": OptionSpec.mapping("dict of raw OpenVINO properties, applied last",
-                                 "a dict of OpenVINO properties"),
-}
-#: Devices that stand for other devices (their list follows a colon) rather than hardware.
-VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
-
-
-class OpenVinoBackend(Backend):
-    name = "openvino"
-    description = "Intel OpenVINO (CPU by default; GPU, NPU, AUTO when present)"
-    install_hint = 'pip install "unirt[openvino]"'
-    device_class = "cpu"
-    default_rank = 40
-    # Several requests in flight run on CPU streams only under the THROUGHPUT hint; each thread
-    # on a session has its own infer request (OpenVinoSession), so threads are the requests.
-    throughput_options = {"performance_hint": "THROUGHPUT"}
-    options = OPTIONS
-    device_names = {"auto": "CPU", "cpu": "CPU", "gpu": "GPU"}
-    device_hint = "OpenVINO's GPU device is an Intel GPU, not an NVIDIA one"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._core: Any = None
-        self._core_lock = threading.Lock()
-
-    # -- engine access ------------------------------------------------------------------------
-    def core(self) -> Any:
-        """One ``openvino.Core`` per backend: creating one loads the device plugins (slow)."""
-        with self._core_lock:
-            if self._core is None:
-                import openvino as ov
-
-                self._core = ov.Core()
-            return self._core
-
-    def _available_impl(self) -> Availability:
-        import importlib.util
-
-        if importlib.util.find_spec("openvino") is None:
-            return Availability(False, reason="the openvino package is not installed")
-        import openvino as ov
-
-        version = getattr(ov, "__version__", None) or ov.get_version()
-        devices = tuple(self.core().available_devices)
-        if not devices:
-            return Availability(False, version, reason="OpenVINO finds no device to run on")
-        return Availability(True, version.split("-")[0], devices=devices)
-
-    # -- static rules -------------------------------------------------------------------------
-    def _refusals_impl(self, model: ModelInfo) -> list[Any]:
-        """Graph inputs/outputs that are sequences, optionals or maps: OpenVINO cannot be fed
-        or return them. Measured on 2026.4: ``read_model`` itself fails on a model taking a
-        sequence ("No conversion rule found for operations: util::SequenceAt"), returning one
-        (``util::SequenceMark``) or taking an optional (``OptionalGetElement-18``). Only inputs
-        and outputs that are not tensors pay for the (memoised) type facts that tell which."""
-        from unirt.plugin import Reason
-
-        reasons = []
-        for what, info in model.io():
-            if info.dtype is not None or info.shape is not None:
-                continue  # a tensor (an exotic element type is the table's business)
-            fact = model.value_types.get(info.name)
-            if fact is not None and fact.kind == "tensor":
-                continue  # a tensor of undefined element type and rank, not a container
-            kind = fact.kind if fact is not None and fact.kind != "?" else \
-                "sequence, optional or map"
-            article = "an" if kind[0] in "aeiou" else "a"
-            reasons.append(Reason(
-                f"{what} {info.name!r} is {article} {kind}: OpenVINO cannot be fed sequences "
-                "or optionals (nor return them): it takes and gives tensors only", "input"))
-        return reasons
-
-    # -- options ------------------------------------------------------------------------------
-    def device(self, options: OpenOptions) -> str:
-        """The OpenVINO device for ``options``; a clear error when it is not on this machine.
-
-        ``options={"openvino": {"device": ...}}`` wins; otherwise ``device="auto"`` and ``"cpu"``
-        mean ``CPU`` and ``"gpu"`` means OpenVINO's ``GPU`` (an Intel GPU). ``"cuda"`` is refused:
-        OpenVINO does not run on NVIDIA GPUs.
-        """
-        available = list(self.core().available_devices)
-        requested = options.extra.get("device")
-        if requested is None:
-            requested = self.device_name(options)
-        if not isinstance(requested, str) or not requested.strip():
-            raise UnirtError(f"{self.name} option device must be a device name such as CPU or "
-                             f"GPU, not {requested!r}")
-        device = requested.strip().upper()
-        head, _, listed = device.partition(":")
-        wanted = [d for d in listed.split(",") if d] if head in VIRTUAL_DEVICES else [device]
-        for name in wanted:
-            if not any(a == name or a.split(".")[0] == name for a in available):
-                raise BackendUnavailableError(
-                    f"{self.name}: device {name} is not available on this machine "
-                    f"(OpenVINO sees: {', '.join(available) or 'none'})")
-        return device
-
-    # -- opening ------------------------------------------------------------------------------
-    def _open_impl(self, model: ModelInfo, options: OpenOptions) -> BackendSession:
-        core = self.core()
-        device = self.device(options)
-        base = _loader.properties(options)
-        config = dict(base)
-        compile_model = _loader.compiler(self.name, core, model, options, device, base, config)
-
-        start = time.perf_counter()
-        try:
-            compiled = compile_model()
-        except RuntimeError as exc:
-            raise BackendError(f"{self.name} could not open {model.name} on {device}: "
-                               f"{_engine_message(exc)}") from exc
-        sess = OpenVinoSession(compiled, model, model.name, reopen=compile_model)
-        sess.precision = _loader.read_precision(compiled, options)
-        sess.details.update(_loader.describe(compiled, device, config))
-        sess.details["convert_s"] = round(time.perf_counter() - start, 4)  # read and compile
-        logger.debug("openvino compiled %s on %s (%s)", model.name, device, sess.precision)
-        return sess
-
-    # -- asking the engine --------------------------------------------------------------------
-    def _query_impl(self, model: ModelInfo, options: OpenOptions) -> set[str] | None:
-        """ONNX node names OpenVINO cannot run on the device (empty: it can run them all).
-
-        The model is converted with the ONNX frontend's ``convert_partially``, which keeps nodes
-        it has no conversion rule for as ``ONNXFrameworkNode`` placeholders instead of failing.
-        If there are any, those nodes are the answer: what follows them has unknown shapes and
-        types, so the device's verdict on it says nothing. Otherwise ``Core.query_model`` names
-        the OpenVINO operations the device supports, and the rest are mapped back to the ONNX
-        nodes they came from (see :func:`_onnx_node_names`).
-        """
-        from openvino.frontend import FrontEndManager
-
-        core = self.core()
-        device = self.device(options)
-        frontend = FrontEndManager().load_by_framework("onnx")
-        source = model.source()
-        try:
-            converted = frontend.convert_partially(
-                frontend.load(source if isinstance(source, str) else io.BytesIO(source)))
-        except RuntimeError as exc:
-            raise BackendError(f"{self.name} could not read {model.name}: "
-                               f"{_engine_message(exc)}") from exc
-        ops = [op for op in converted.get_ordered_ops()
-               if op.get_type_name() not in ("Parameter", "Result")]
-        placeholders = [op for op in ops if _is_placeholder(op.get_type_name())]
-        if placeholders:
-            return _onnx_node_names(placeholders, model)
-        try:
-            supported = core.query_model(converted, device, _loader.properties(options))
-        except RuntimeError as exc:
-            raise BackendError(f"{self.name} could not query {model.name} on {device}: "
-                               f"{_engine_message(exc)}") from exc
-        return _onnx_node_names([op for op in ops if op.get_friendly_name() not in supported],
-                                model)
+__all__ = ["OpenVinoBackend", "OpenVinoSession", "register_backends"]
 
 
 @hookimpl

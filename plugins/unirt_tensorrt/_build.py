@@ -5,8 +5,9 @@ The loader half of the Polygraphy split (its ``NetworkFromOnnxPath`` / ``EngineF
 (:func:`unirt.process.isolation.run_isolated`), because the ONNX parser and the builder run native
 code on a model not yet known to be safe, and a build takes minutes on a real model and must be
 stoppable (the child is killed at the timeout). They return plain dicts; what the parser refused
-comes back as data (node index, name, op, code, description) for the parent to word, not as an
-exception whose text the parent would have to pick apart.
+comes back as data (node index, name, op, code, description) for the parent to word
+(:func:`describe_parse_errors`), not as an exception whose text the parent would have to pick
+apart. The child is given a path (:func:`onnx_file`), never the model's bytes through a pipe.
 
 TensorRT 10.x and 11.x differ in precision: 10.x is weakly typed by default and takes the
 ``FP16``/``BF16`` builder flags; 11.x removed those flags and every network is strongly typed,
@@ -17,12 +18,17 @@ onnxconverter-common's ``float16`` tools, inputs and outputs kept as declared).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from unirt.plugin import ModelInfo
 
 #: TensorRT major versions this plugin is written for.
 SUPPORTED_MAJORS = (10, 11)
@@ -249,3 +255,34 @@ def node_label(nodes: Sequence[Any], index: int) -> str:
         n = nodes[index]
         return n.name or f"{n.op_type}:{n.outputs[0] if n.outputs else '?'}"
     return f"node #{index}"
+
+
+def describe_parse_errors(errors: Sequence[Mapping[str, Any]], model: ModelInfo) -> str:
+    """The parser's errors, each with the node (name) and op it is about, on one line."""
+    main = [n for n in model.nodes if n.graph == ""]
+    parts = []
+    for e in errors[:3]:
+        index = int(e.get("node", -1))
+        node = str(e.get("node_name") or "") or (
+            node_label(main, index) if index >= 0 else "")
+        op = str(e.get("op") or "") or (main[index].op_type if 0 <= index < len(main) else "")
+        desc = " ".join(str(e.get("desc") or "").split())
+        where = f"node {node!r} ({op})" if node else (f"op {op}" if op else "the model")
+        code = str(e.get("code") or "").rsplit(".", 1)[-1]
+        parts.append(f"{where}: {code + ': ' if code else ''}{desc}".rstrip(": "))
+    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+    return "; ".join(parts) + more if parts else "the parser gave no reason"
+
+
+@contextlib.contextmanager
+def onnx_file(model: ModelInfo, directory: Path | None = None) -> Iterator[str]:
+    """A path to the model: its own file, or its bytes written to a temporary one."""
+    source = model.source()
+    if isinstance(source, str):
+        yield source
+        return
+    with tempfile.TemporaryDirectory(prefix="unirt-trt-", dir=directory) as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        with open(path, "wb") as f:
+            f.write(source)
+        yield path

@@ -48,23 +48,23 @@ def _ncnn_or_skip(name: str = "ncnn"):
 
 
 def test_lavapipe_is_not_a_gpu_for_routing(monkeypatch: pytest.MonkeyPatch) -> None:
-    import unirt_ncnn
+    from unirt_ncnn import _vulkan
 
     vk = _ncnn_or_skip("ncnn-vulkan")
-    monkeypatch.setattr(unirt_ncnn, "_vulkan_devices", lambda: [(0, "llvmpipe (LLVM 17)", True)])
-    monkeypatch.setattr(unirt_ncnn, "_vulkan_manifests", lambda: True)
+    monkeypatch.setattr(_vulkan, "devices", lambda: [(0, "llvmpipe (LLVM 17)", True)])
+    monkeypatch.setattr(_vulkan, "has_manifest", lambda: True)
     status = vk.available()
     assert not status.available and "CPU-backed Vulkan device" in (status.reason or "")
     assert "llvmpipe" in (status.reason or "")
 
 
 def test_a_real_vulkan_gpu_makes_ncnn_vulkan_available(monkeypatch: pytest.MonkeyPatch) -> None:
-    import unirt_ncnn
+    from unirt_ncnn import _vulkan
 
     vk = _ncnn_or_skip("ncnn-vulkan")
-    monkeypatch.setattr(unirt_ncnn, "_vulkan_devices",
+    monkeypatch.setattr(_vulkan, "devices",
                         lambda: [(0, "llvmpipe", True), (1, "NVIDIA H200", False)])
-    monkeypatch.setattr(unirt_ncnn, "_vulkan_manifests", lambda: True)
+    monkeypatch.setattr(_vulkan, "has_manifest", lambda: True)
     assert vk.available().devices == ("vulkan:1",)
     assert vk._device(OpenOptions(device="gpu")) == 1  # the GPU, not the CPU-backed device
 
@@ -82,7 +82,9 @@ def test_without_a_vulkan_manifest_ncnn_is_not_even_imported(tmp_path: Path) -> 
     import subprocess
     import sys
 
-    if any(Path(d).expanduser().is_dir() for d in __import__("unirt_ncnn")._ICD_DIRS):
+    from unirt_ncnn._vulkan import ICD_DIRS
+
+    if any(Path(d).expanduser().is_dir() for d in ICD_DIRS):
         pytest.skip("this machine has a Vulkan ICD folder")
     code = ("import sys; from unirt.plugin.registry import get_registry; r = get_registry()"
             ".backend('ncnn-vulkan')"

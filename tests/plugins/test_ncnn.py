@@ -24,7 +24,8 @@ from unirt.testing import models as M
 from unirt.testing import run_in_threads
 
 try:
-    from unirt_ncnn import INSTALL_HINT, NcnnBackend, NcnnSession, _Plan
+    from unirt_ncnn import INSTALL_HINT, NcnnBackend, NcnnSession
+    from unirt_ncnn._session import _Plan
 except ImportError:  # pragma: no cover - the plugin is part of the repo
     pytest.skip("unirt_ncnn is not importable", allow_module_level=True)
 

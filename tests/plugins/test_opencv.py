@@ -270,9 +270,9 @@ def test_fast_precision_reports_what_it_computes_in(load) -> None:
 
 def test_auto_engine_falls_back_to_classic_and_says_why(load, monkeypatch) -> None:
     import cv2
-    import unirt_opencv
+    from unirt_opencv import _backend
 
-    real = unirt_opencv.read_net
+    real = _backend.read_net
 
     def refuse_new(cv: Any, data: Any, attempt: Any, has_engines: bool) -> Any:
         if attempt.engine == "new":
@@ -280,7 +280,7 @@ def test_auto_engine_falls_back_to_classic_and_says_why(load, monkeypatch) -> No
                             "in function 'f'\n> Node [Foo@ai.onnx]: unsupported\n")
         return real(cv, data, attempt, has_engines)
 
-    monkeypatch.setattr(unirt_opencv, "read_net", refuse_new)
+    monkeypatch.setattr(_backend, "read_net", refuse_new)
     sess = load(M.conv_net())
     assert sess.details["engine"] == "classic"
     assert sess.details["fallback"] == "new engine: Node [Foo@ai.onnx]: unsupported"

@@ -297,16 +297,16 @@ def test_query_names_the_onnx_nodes_it_cannot_convert(tmp_path: Path, as_bytes: 
 
 
 def test_openvino_operations_map_back_to_onnx_nodes(tmp_path: Path) -> None:
-    from unirt_openvino import _onnx_node_names
+    from unirt_openvino._nodes import onnx_node_names
 
     path = M.save(M.multi_io(), tmp_path / "multi.onnx")
     ops = ov.Core().read_model(str(path)).get_ordered_ops()
     by_type = {op.get_type_name(): op for op in ops}
     info = read_model(path)
     # ArgMax becomes TopK + Squeeze; the TopK carries no ONNX name or tensor name of its own.
-    assert _onnx_node_names([by_type["TopK"]], info) == {"argmax"}
-    assert _onnx_node_names([by_type["ReduceMean"]], info) == {"mean"}
-    assert _onnx_node_names([by_type["Unsqueeze"], by_type["Add"]], info) == {"unsq", "add"}
+    assert onnx_node_names([by_type["TopK"]], info) == {"argmax"}
+    assert onnx_node_names([by_type["ReduceMean"]], info) == {"mean"}
+    assert onnx_node_names([by_type["Unsqueeze"], by_type["Add"]], info) == {"unsq", "add"}
 
 
 def test_inputs_openvino_drops_are_still_accepted(tmp_path: Path) -> None:

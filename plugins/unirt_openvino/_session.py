@@ -1,7 +1,25 @@
-"""Running a compiled OpenVINO model (the runner side of the backend, as in Polygraphy's
-``backend/onnxrt/runner.py``): one infer request per calling thread, outputs copied out and
-converted to the declared dtypes, and a compiled model replaced after a run that raised. See
-the package docstring for why.
+"""Running a compiled OpenVINO model: one infer request per calling thread, outputs copied out
+and converted to the declared dtypes, and a compiled model replaced after a run that raised.
+
+Thread safety. An ``InferRequest`` runs one inference at a time; one ``CompiledModel`` may serve
+many. Each thread gets its own request (``threading.local``), created on its first run, so
+concurrent ``Session.run`` calls never share a request and never wait on a lock of ours.
+
+Reused output buffers. With ``share_outputs=True`` an infer request hands out views of its own
+output tensors, which the next run overwrites in place: a caller's earlier results would change
+under them. Outputs are always copied out (``share_outputs=False``), so callers own them.
+
+A refused run poisons the compiled model. When the CPU plugin's shape inference refuses an
+input shape (an AvgPool kernel larger than the feature map at a small image height: the PP-OCR
+recognizer at height 32), the compiled model keeps the dims of the refused call: the next call
+at a shape that ran fine before is refused with the old dims in the message (every time, even
+on a one-node graph), and on the PP-OCR recognizer a good shape after a refused one returned
+all-NaN in about half of fresh processes (2026.4.1). The state lives in the compiled model, not
+the request: a fresh ``InferRequest`` still returns NaN; compiling again is clean every time.
+So after any engine error from a run the session compiles the model again (from OpenVINO's
+cache: tens of milliseconds) and every thread takes a fresh request on the new one. A refusal
+raised by shape inference is a :class:`~unirt.errors.ShapeLimitError`, so a Session re-routes
+that shape to another engine instead of failing.
 """
 
 from __future__ import annotations
@@ -13,7 +31,7 @@ from typing import Any
 
 from unirt.plugin import BackendError, BackendSession, ModelInfo, ShapeLimitError
 
-from ._loader import _engine_message
+from ._errors import engine_message
 
 logger = logging.getLogger("unirt")
 
@@ -91,7 +109,7 @@ class OpenVinoSession(BackendSession):
                     self._compiled = self._reopen(None)
                 except RuntimeError as exc:
                     raise BackendError(f"openvino could not compile {self._label} again: "
-                                       f"{_engine_message(exc)}") from exc
+                                       f"{engine_message(exc)}") from exc
             slot = (self._generation, self._compiled.create_infer_request().infer)
         self._local.slot = slot
         return slot
@@ -112,7 +130,7 @@ class OpenVinoSession(BackendSession):
                 self._compiled = self._reopen(old)
             except RuntimeError as exc:  # tried again by the next run, which reports it
                 logger.debug("openvino: compiling %s again failed: %s", self._label,
-                             _engine_message(exc))
+                             engine_message(exc))
         logger.debug("openvino: %s compiled again after a failed run", self._label)
 
     def run(self, feeds: dict[str, Any], output_names: Sequence[str]) -> Sequence[Any]:
@@ -137,7 +155,7 @@ class OpenVinoSession(BackendSession):
             self._discard(generation)
             error = ShapeLimitError if _is_shape_refusal(exc) else BackendError
             raise error(f"openvino failed running {self._label}: "
-                        f"{_engine_message(exc)}") from exc
+                        f"{engine_message(exc)}") from exc
         if self._identity and (output_names is self._all_names
                                or tuple(output_names) == self._all_names):
             return results

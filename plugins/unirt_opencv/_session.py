@@ -1,7 +1,15 @@
-"""Running a loaded ``cv2.dnn.Net`` (the runner side of the backend, as in Polygraphy's
-``backend/onnxrt/runner.py``): feeds checked, one forward at a time behind a lock, a Net per
+"""Running a loaded ``cv2.dnn.Net``: feeds checked, one forward at a time behind a lock, a Net per
 input shape for the classic engine on a dynamic model, and outputs conformed to what the model
-declares. See the package docstring for why.
+declares.
+
+OpenCV's outputs are not always what the model declares: ``None`` for an empty tensor, float32
+for a float16 output, int32 for int64 (classic engine), raw uint16 for bf16. Outputs are
+forwarded by their ONNX names and conformed to the declared shape and dtype
+(:mod:`unirt.plugin.conform`), or refused with a clear error. int64/uint64 inputs are narrowed
+to 32 bits when fed, and values outside the int32 range come back wrapped without an error, so
+each run checks their range. The new engine dies with SIGFPE on a zero-size input (a batch of
+0), so empty feeds are refused before they reach it. A ``Net`` must not run in two threads at
+once, hence the lock.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ from typing import Any
 
 from unirt.plugin import BackendError, BackendSession, ModelInfo
 
-from ._loader import engine_message
+from ._errors import engine_message
 
 #: Inputs fed through 32 bits: OpenCV wraps values outside the int32 range without an error.
 _NARROWED = frozenset({"int64", "uint64"})

@@ -1,19 +1,20 @@
-"""Reading a model into a ``cv2.dnn.Net`` (the loader side of the backend, as in Polygraphy's
-``backend/onnxrt/loader.py``): which DNN backends and targets this build offers, the engine
-(new or classic) a read uses, the DNN backend and target a classic net is set to, the names a
-net forwards, and what a loaded net says about itself. See the package docstring for why each
-is done the way it is.
+"""Reading a model into a ``cv2.dnn.Net``: which DNN backends and targets this build offers, the
+engine (new or classic) a read uses, the DNN backend and target a classic net is set to, the
+names a net forwards, and what a loaded net says about itself.
+
+Names are checked at open (:func:`output_names`) because the two engines report outputs
+differently: a name the net does not know would otherwise fail at the first run, or forward the
+wrong blob.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from unirt.plugin import BackendError, ModelInfo, OpenOptions, clean
+from unirt.plugin import BackendError, ModelInfo, OpenOptions
 
 logger = logging.getLogger("unirt")
 
@@ -33,37 +34,8 @@ DNN_TARGETS: dict[str, str] = {
 }
 FP16_TARGETS = frozenset({"cpu_fp16", "opencl_fp16", "cuda_fp16"})
 
-_LOCATION = re.compile(r"OpenCV\([^)]*\)\s+\S+:\d+:\s*error:\s*\(\s*-?\d+:([^)]*)\)\s*")
-_IN_FUNCTION = re.compile(r"\s*in function '[^']*'\s*$")
 
-
-def engine_message(exc: BaseException) -> str:
-    """The part of a ``cv2.error`` a user can act on, on one line.
-
-    OpenCV writes ``OpenCV(5.0.0) /io/opencv/modules/dnn/src/...cpp:1114: error: (-2:Unspecified
-    error) in function 'handleNode'`` and nests the real cause (``> Node [Unsqueeze@ai.onnx]:...
-    parse error: ... Multidimensional unsqueeze``) in later lines, so the core's ``first_line``
-    would show only the file and line. Source locations and ``in function`` suffixes are dropped;
-    the error class is kept where it says something (``Assertion failed: inp.total()``).
-    """
-    parts: list[str] = []
-    for raw in str(exc).splitlines():
-        line = raw.strip().lstrip(">").strip()
-
-        def _kind(m: re.Match[str]) -> str:
-            kind = m.group(1).strip()
-            return "" if kind in ("", "Unspecified error") else f"{kind}: "
-
-        line = _LOCATION.sub(_kind, line)
-        line = _IN_FUNCTION.sub("", line).strip().rstrip(":").strip()
-        if line and line not in parts:
-            parts.append(line)
-    if not parts:
-        return type(exc).__name__
-    return clean("; ".join(parts[:2]))
-
-
-def _capabilities(cv2: Any) -> dict[str, tuple[str, ...]]:
+def capabilities(cv2: Any) -> dict[str, tuple[str, ...]]:
     """unirt DNN backend name -> the targets this OpenCV build (and machine) offers for it."""
     by_value = {getattr(cv2.dnn, const): name for name, const in DNN_TARGETS.items()
                 if hasattr(cv2.dnn, const)}
@@ -82,7 +54,7 @@ def _capabilities(cv2: Any) -> dict[str, tuple[str, ...]]:
     return caps
 
 
-def _has_cuda_device(cv2: Any) -> bool:
+def has_cuda_device(cv2: Any) -> bool:
     try:
         return bool(cv2.cuda.getCudaEnabledDeviceCount() > 0)
     except Exception:  # no cuda module in this build
@@ -90,7 +62,7 @@ def _has_cuda_device(cv2: Any) -> bool:
 
 
 @dataclass(frozen=True)
-class _Attempt:
+class Attempt:
     """One way to load the model: engine, DNN backend, DNN target."""
 
     engine: str
@@ -104,7 +76,7 @@ class _Attempt:
         return "unknown" if self.backend == "openvino" else "fp32"
 
 
-def read_net(cv2: Any, data: Any, attempt: _Attempt, has_engines: bool) -> Any:
+def read_net(cv2: Any, data: Any, attempt: Attempt, has_engines: bool) -> Any:
     if has_engines:
         flag = cv2.dnn.ENGINE_NEW if attempt.engine == "new" else cv2.dnn.ENGINE_CLASSIC
         net = cv2.dnn.readNetFromONNX(data, flag)
@@ -145,14 +117,14 @@ def output_names(net: Any, model: ModelInfo, engine: str) -> list[str]:
     return wanted
 
 
-def describe(cv2: Any, attempt: _Attempt, caps: Mapping[str, tuple[str, ...]],
+def describe(cv2: Any, attempt: Attempt, caps: Mapping[str, tuple[str, ...]],
               failures: Sequence[str], options: OpenOptions) -> dict[str, Any]:
     details: dict[str, Any] = {
         "engine": attempt.engine,
         "dnn_backend": attempt.backend,
         "dnn_target": attempt.target,
         "available_dnn_targets": {b: list(ts) for b, ts in caps.items()},
-        "cuda": "cuda" in caps and _has_cuda_device(cv2),
+        "cuda": "cuda" in caps and has_cuda_device(cv2),
         "threads": cv2.getNumThreads(),
         "opencv_version": cv2.__version__,
     }
