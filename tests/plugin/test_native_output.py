@@ -50,17 +50,17 @@ def test_opencv_native_warning_goes_to_the_debug_log(
         tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("cv2")
-    import unirt_opencv
+    from unirt_opencv import _backend
 
     import unirt
 
-    real = unirt_opencv.read_net
+    real = _backend.read_net
 
     def warning_read(cv2: Any, data: Any, attempt: Any, has_engines: bool) -> Any:
         os.write(2, WARN)  # what OpenCV's importer prints from C++ (CV_LOG_WARNING)
         return real(cv2, data, attempt, has_engines)
 
-    monkeypatch.setattr(unirt_opencv, "read_net", warning_read)
+    monkeypatch.setattr(_backend, "read_net", warning_read)
     path = M.save(M.tiny(), tmp_path / "tiny.onnx")
     with caplog.at_level(logging.DEBUG, logger="unirt"), \
             unirt.load(path, backend="opencv", verify="never", check=False) as sess:
