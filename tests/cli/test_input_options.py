@@ -15,14 +15,9 @@ import unirt
 from unirt.cli.main import cli
 from unirt.errors import UnirtError
 from unirt.evidence import verify as V
-from unirt.evidence.inputs import (
-    FeedRecipe,
-    check_ranges,
-    load_inputs,
-    make_inputs,
-    parse_range,
-    save_inputs,
-)
+from unirt.evidence.input_files import load_inputs, save_inputs
+from unirt.evidence.inputs import FeedRecipe, make_inputs
+from unirt.evidence.values import check_ranges, parse_range
 from unirt.model.info import read_model
 from unirt.tensor import TensorInfo
 

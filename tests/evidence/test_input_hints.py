@@ -19,16 +19,8 @@ from unirt.errors import UnirtError
 from unirt.evidence import hints as input_hints
 from unirt.evidence import verify as V
 from unirt.evidence.hints import InputHints, graph_hints
-from unirt.evidence.inputs import (
-    FeedRecipe,
-    Values,
-    check_ranges,
-    check_values,
-    make_inputs,
-    parse_values,
-    shape_sets,
-    spec_json,
-)
+from unirt.evidence.inputs import FeedRecipe, make_inputs, shape_sets
+from unirt.evidence.values import Values, check_ranges, check_values, parse_values, spec_json
 from unirt.model.info import read_model
 from unirt.tensor import TensorInfo
 

@@ -24,7 +24,7 @@ from unirt.errors import BackendError, InputError
 from unirt.evidence import timing as fastest
 from unirt.evidence import verify as verify_mod
 from unirt.evidence.agreement import OutputSpread
-from unirt.evidence.inputs import load_input_sets, save_input_sets
+from unirt.evidence.input_files import load_input_sets, save_input_sets
 from unirt.evidence.operating import (
     MAX_SETS,
     as_input_sets,

@@ -18,7 +18,7 @@ import unirt
 from unirt.cli.main import cli
 from unirt.evidence import timing as fastest
 from unirt.evidence import verify as verify_mod
-from unirt.evidence.inputs import save_input_sets
+from unirt.evidence.input_files import save_input_sets
 
 
 def _crops(n: int, seed: int) -> np.ndarray:

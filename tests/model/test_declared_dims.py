@@ -17,8 +17,7 @@ from onnx import TensorProto, helper
 import unirt
 from unirt.cli.main import cli
 from unirt.errors import InputError
-from unirt.evidence import probe
-from unirt.evidence.inputs import make_inputs, resolve_shape
+from unirt.evidence.inputs import make_inputs, resolve_shape, shape_sets
 from unirt.model.info import read_model
 from unirt.tensor import TensorInfo, is_placeholder_param, is_static, normalize_dim
 from unirt.testing import models as M
@@ -124,20 +123,20 @@ def test_make_inputs_gives_placeholder_dims_a_size() -> None:
 
 
 def test_shape_sets_vary_each_placeholder_dim() -> None:
-    sets = dict(probe.shape_sets(read_model(M.paddle_style()).inputs))
+    sets = dict(shape_sets(read_model(M.paddle_style()).inputs))
     assert sets == {"base": {"x": (1, 3, 32, 32)}, "x[0]=2": {"x": (2, 3, 32, 32)},
                     "x[2]=64": {"x": (1, 3, 64, 32)}, "x[3]=64": {"x": (1, 3, 32, 64)}}
     # Two "?" dims are not one symbol: each is varied on its own.
-    hand = dict(probe.shape_sets([TensorInfo("x", (-1, "?", "?", 3), F32)]))
+    hand = dict(shape_sets([TensorInfo("x", (-1, "?", "?", 3), F32)]))
     assert set(hand) == {"base", "x[0]=2", "x[1]=64", "x[2]=64"}
     assert hand["base"] == {"x": (1, 32, 32, 3)}
 
 
 def test_shape_sets_with_a_declared_shape() -> None:
     inputs = read_model(M.paddle_style()).inputs
-    assert probe.shape_sets(inputs, {"x": (4, 3, 20, 20)}) == [("base", {"x": (4, 3, 20, 20)})]
+    assert shape_sets(inputs, {"x": (4, 3, 20, 20)}) == [("base", {"x": (4, 3, 20, 20)})]
     with pytest.raises(InputError, match="input 'x': the shape must have rank 4"):
-        probe.shape_sets(inputs, {"x": (3, 20, 20)})
+        shape_sets(inputs, {"x": (3, 20, 20)})
 
 
 def test_resolve_shape_with_a_user_shape() -> None:

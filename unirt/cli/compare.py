@@ -60,7 +60,7 @@ def compare(model: str, backend_list: str | None, input_specs: tuple[str, ...],
     """
     from unirt.cli import inputs as cli_inputs
     from unirt.evidence.hints import hinted_feeds
-    from unirt.evidence.inputs import save_input_sets
+    from unirt.evidence.input_files import save_input_sets
     from unirt.evidence.probe import FAIL
     from unirt.model.info import read_model
     from unirt.tools import compare as cmp

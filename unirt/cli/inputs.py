@@ -37,7 +37,7 @@ def given_inputs(info: ModelInfo, input_specs: Sequence[str], load_dir: str | No
     """(arrays, where each came from) for ``--input`` and ``--load-inputs``; ``--input``
     wins for an input both give. A name that is no input of the model is an error naming
     the inputs."""
-    from unirt.evidence.inputs import load_inputs, load_npy
+    from unirt.evidence.input_files import load_inputs, load_npy
 
     names = [t.name for t in info.inputs]
     files = _input_files(info, input_specs)
@@ -61,7 +61,7 @@ def input_sets(info: ModelInfo, input_specs: Sequence[str], load_dir: str | None
     when neither is given. Inputs a set does not give are filled with seeded generated values (at
     ``--shape``, in ``--input-range``), the same every run, so the digest is stable."""
     from unirt.evidence.hints import hinted_feeds
-    from unirt.evidence.inputs import load_input_sets, load_npy
+    from unirt.evidence.input_files import load_input_sets, load_npy
     from unirt.evidence.operating import as_input_sets
 
     if not input_specs and not load_dir:
@@ -92,7 +92,8 @@ def ranges(info: ModelInfo, specs: Sequence[str], value_specs: Sequence[str] = (
     """``--input-range NAME=LO,HI`` and ``--input-values NAME=V1,V2`` together, checked
     against the model's inputs: one mapping, which goes wherever ranges go. An input given both
     is an error naming it (which of the two would win is not the user's guess to make)."""
-    from unirt.evidence.inputs import check_ranges, parse_assignments, parse_range, parse_values
+    from unirt.evidence.inputs import parse_assignments
+    from unirt.evidence.values import check_ranges, parse_range, parse_values
 
     parsed: dict[str, Any] = {name: parse_range(value, name)
                               for name, value in parse_assignments(specs, "--input-range").items()}

@@ -51,7 +51,8 @@ def run(model: str, backend: str | None, prefer: tuple[str, ...], input_specs: t
 
     from unirt.cli import inputs as cli_inputs
     from unirt.evidence.hints import hinted_feeds
-    from unirt.evidence.inputs import parse_assignments, parse_shape, save_inputs
+    from unirt.evidence.input_files import save_inputs
+    from unirt.evidence.inputs import parse_assignments, parse_shape
     from unirt.model.info import read_model
     from unirt.runtime.router import load
     from unirt.tensor import is_static

@@ -23,7 +23,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from unirt.evidence.inputs import Values, ValueSpec, dynamic_dims, feeds_for, spec_json
+from unirt.evidence.inputs import dynamic_dims, feeds_for
+from unirt.evidence.values import Values, ValueSpec, spec_json
 from unirt.tensor import is_static, normalize_dim
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -67,7 +68,7 @@ _META = frozenset({"Shape", "Size", "Constant", "ConstantOfShape", "NonZero", "R
 @dataclass(frozen=True)
 class InputHints:
     """What :func:`graph_hints` found: ``values`` (input -> a
-    :class:`~unirt.evidence.inputs.Values` set
+    :class:`~unirt.evidence.values.Values` set
     or a (LO, HI) range), ``dims`` (dim symbol or ``"input[axis]"`` -> base size), ``other_dims``
     (the second size verification tries for that symbol, one the graph also accepts) and one
     readable line per hint in ``notes``."""

@@ -1,4 +1,6 @@
-"""Making and reading inputs for a model: shape strings, seeded random feeds, .npy files.
+"""Making inputs for a model: shape strings, size limits, seeded random feeds, the shape sets a
+verification runs. The values they take are :mod:`unirt.evidence.values`; input sets on disk are
+:mod:`unirt.evidence.input_files`.
 
 Shared by ``unirt run`` and everything later that needs inputs a model will accept (compare,
 bench, verification probes), so all of them generate the same feeds for the same seed.
@@ -11,16 +13,17 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unirt.errors import InputError, UnirtError
+from unirt.evidence.values import DEFAULT_INT_RANGE, Values, ValueSpec, check_ranges
 from unirt.tensor import TensorInfo, is_static, normalize_dim
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
     from unirt.model.info import ModelInfo
+
 
 logger = logging.getLogger("unirt")
 
@@ -239,186 +242,6 @@ def random_array(info: TensorInfo, shape: Sequence[int], rng: np.random.Generato
     raise InputError(f"input {info.name!r}: cannot generate values of {dtype}")
 
 
-#: (LO, HI) of generated values for one input; ints both ends included, floats [LO, HI).
-ValueRange = tuple[float, float]
-
-
-@dataclass(frozen=True)
-class Values:
-    """The values one generated input takes: each element is one of ``items``.
-
-    Why a set and not a range: a sample rate is 16000 or 8000 and nothing between (a graph that
-    branches on ``Equal(sr, 16000)`` fails on anything else), and an attention mask is ones. A
-    distinct type rather than a tuple, so that a set of two values is never read as (LO, HI),
-    in a recipe or in a cache key (:func:`spec_json`)."""
-
-    items: tuple[float, ...]
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "items", tuple(self.items))
-
-    def draw(self, shape: Sequence[int], rng: np.random.Generator, seed: int = 0) -> np.ndarray:
-        """Members of the set at ``shape``: a one-element array (a scalar sample rate) takes
-        value ``seed`` modulo the set's size, so seed 0 gets the first and the next seed the
-        next (verification's sets each run one branch); larger arrays are seeded draws."""
-        import numpy as np
-
-        pool = np.asarray(self.items)
-        if math.prod(shape) == 1 or pool.size == 1:
-            return np.full(tuple(shape), pool[seed % pool.size])
-        return pool[rng.integers(0, pool.size, size=tuple(shape))]
-
-    def describe(self) -> str:
-        return ", ".join(_number_text(v) for v in self.items)
-
-
-#: What a generated input's values are drawn from: a range or a set of values.
-ValueSpec = ValueRange | Values
-
-
-def _number_text(v: float) -> str:
-    return str(int(v)) if float(v).is_integer() else repr(float(v))
-
-
-def spec_json(spec: ValueSpec) -> Any:
-    """A value spec as it goes into a cache key: a range as ``[LO, HI]`` (the form keys already
-    hold), a value set as ``{"values": [...]}``, so that the two never collide."""
-    if isinstance(spec, Values):
-        return {"values": list(spec.items)}
-    return list(spec)
-
-
-def spec_from_json(doc: Any) -> ValueSpec:
-    """What :func:`spec_json` wrote, back as a range or a :class:`Values` set."""
-    if isinstance(doc, Mapping):
-        return Values(tuple(doc["values"]))
-    lo, hi = doc
-    return (lo, hi)
-
-
-def specs_json(specs: Mapping[str, ValueSpec]) -> dict[str, Any]:
-    """Input name -> :func:`spec_json`, sorted by name."""
-    return {k: spec_json(v) for k, v in sorted(specs.items())}
-
-
-def parse_values(text: str, name: str = "") -> Values:
-    """``"16000,8000"`` -> ``Values((16000, 8000))`` (ints stay ints; order kept, repeats
-    dropped: the first is what a scalar input gets)."""
-    where = f" for {name!r}" if name else ""
-    parts = [p.strip() for p in text.split(",")]
-    if not parts or not all(parts):
-        raise UnirtError(f"bad --input-values{where} {text!r}: write it as NAME=V1,V2,... "
-                         "(e.g. sr=16000,8000)")
-    return Values(tuple(dict.fromkeys(_numbers(parts, f"--input-values{where} {text!r}"))))
-
-
-def _numbers(parts: Sequence[str], what: str) -> list[float]:
-    """Each of ``parts`` as an int where it is one, else a float; else a UnirtError naming
-    ``what`` (the option, the input and the text given)."""
-    values: list[float] = []
-    for p in parts:
-        try:
-            values.append(int(p))
-        except ValueError:
-            try:
-                values.append(float(p))
-            except ValueError:
-                raise UnirtError(f"bad {what}: {p!r} is not a number") from None
-    return values
-
-
-def check_values(info: TensorInfo, values: Any, what: str = "input_values") -> Values:
-    """A value set for ``info`` checked before any work starts: at least one finite number, whole
-    numbers for an integer input and inside its dtype, 0/1 for a bool input."""
-    import numpy as np
-
-    items = values.items if isinstance(values, Values) else values
-    name = info.name
-    if isinstance(items, (str, bytes)) or not isinstance(items, (tuple, list)) or not items \
-            or not all(isinstance(v, (int, float, np.integer, np.floating, bool))
-                       for v in items):
-        raise UnirtError(f"{what}[{name!r}] must be one or more numbers, not {values!r}")
-    if not all(math.isfinite(v) for v in items):
-        raise UnirtError(f"{what}[{name!r}] = {list(items)}: values must be finite")
-    dtype = info.dtype
-    if dtype is None or dtype.kind not in "fiub":
-        raise UnirtError(f"{what}[{name!r}]: input {name!r} is "
-                         f"{'not a tensor' if dtype is None else dtype}; value sets apply to "
-                         "integer, bool and float inputs")
-    if dtype.kind == "f":
-        return Values(tuple(dict.fromkeys(float(v) for v in items)))
-    if any(float(v) != int(v) for v in items):
-        raise UnirtError(f"{what}[{name!r}] = {list(items)}: input {name!r} is {dtype}; "
-                         "give whole numbers")
-    low, high = (0, 1) if dtype.kind == "b" else (np.iinfo(dtype).min, np.iinfo(dtype).max)
-    outside = [int(v) for v in items if not low <= int(v) <= high]
-    if outside:
-        raise UnirtError(f"{what}[{name!r}] = {list(items)}: {outside[0]} is outside {dtype} "
-                         f"({low}..{high})")
-    return Values(tuple(dict.fromkeys(int(v) for v in items)))
-#: Generated integers without a range: small and non-negative, so that an index, a count or a
-#: shape input is valid for almost any model.
-DEFAULT_INT_RANGE = (0, 3)
-
-
-def parse_range(text: str, name: str = "") -> ValueRange:
-    """``"0,255"`` -> ``(0, 255)``; ``"-1.5,1.5"`` -> ``(-1.5, 1.5)`` (ints stay ints)."""
-    parts = [p.strip() for p in text.split(",")]
-    where = f" for {name!r}" if name else ""
-    if len(parts) != 2 or not all(parts):
-        raise UnirtError(f"bad --input-range{where} {text!r}: write it as NAME=LO,HI "
-                         "(e.g. ids=0,30521 or x=-1,1)")
-    lo, hi = _numbers(parts, f"--input-range{where} {text!r}")
-    return lo, hi
-
-
-def check_ranges(inputs: Sequence[TensorInfo], ranges: Mapping[str, Any],
-                 what: str = "input_ranges") -> dict[str, Any]:
-    """Ranges a caller gives for generated inputs (``load(input_ranges=)``, ``--input-range``),
-    checked before any work starts: each names a numeric input, is (LO, HI) with LO <= HI,
-    finite, integral for an integer input and within its dtype, or a :class:`Values` set
-    (:func:`check_values`). Returns ranges as tuples."""
-    import numpy as np
-
-    if not isinstance(ranges, Mapping):
-        raise UnirtError(f"{what} must be a dict of input name -> (low, high)")
-    by_name = {t.name: t for t in inputs}
-    out: dict[str, ValueSpec] = {}
-    for name, value in ranges.items():
-        if name not in by_name:
-            raise UnirtError(f"{what} names {name!r}, which is not an input; inputs: "
-                             f"{', '.join(by_name) or 'none'}")
-        if isinstance(value, Values):
-            out[name] = check_values(by_name[name], value, what)
-            continue
-        pair = list(value) if isinstance(value, (tuple, list)) else None
-        if pair is None or len(pair) != 2 or not all(
-                isinstance(v, (int, float, np.integer, np.floating))
-                and not isinstance(v, bool) for v in pair):
-            raise UnirtError(f"{what}[{name!r}] must be (low, high), not {value!r}")
-        lo, hi = pair
-        if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
-            raise UnirtError(f"{what}[{name!r}] = ({lo}, {hi}): low and high must be finite "
-                             "numbers with low <= high")
-        dtype = by_name[name].dtype
-        if dtype is None or dtype.kind not in "fiu":
-            raise UnirtError(f"{what}[{name!r}]: input {name!r} is "
-                             f"{'not a tensor' if dtype is None else dtype}; ranges apply to "
-                             "integer and float inputs")
-        if dtype.kind in "iu":
-            if float(lo) != int(lo) or float(hi) != int(hi):
-                raise UnirtError(f"{what}[{name!r}] = ({lo}, {hi}): input {name!r} is {dtype}; "
-                                 "give whole numbers")
-            limits = np.iinfo(dtype)
-            if int(lo) < limits.min or int(hi) > limits.max:
-                raise UnirtError(f"{what}[{name!r}] = ({lo}, {hi}): outside {dtype} "
-                                 f"({limits.min}..{limits.max})")
-            out[name] = (int(lo), int(hi))
-        else:
-            out[name] = (float(lo), float(hi))
-    return out
-
-
 def check_shapes(info: ModelInfo, shapes: Mapping[str, Any], what: str) -> None:
     """Shapes a caller gives for a model's inputs (``load(input_shapes=)``, ``--shape``): each
     names an input, is a sequence of non-negative integers and fits the declaration; else an
@@ -583,19 +406,6 @@ class FeedRecipe:
         return plant_nonfinite(feeds, self.seed) if self.nonfinite else feeds
 
 
-def load_npy(path: str | Path, name: str) -> np.ndarray:
-    """Read one input from a .npy file (pickles refused), naming the input on failure."""
-    import numpy as np
-
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"input {name!r}: file not found: {path}")
-    try:
-        return np.load(p, allow_pickle=False)
-    except Exception as exc:
-        raise InputError(f"input {name!r}: {path} is not a readable .npy file ({exc})") from exc
-
-
 def feeds_for(info: ModelInfo, feeds: Mapping[str, np.ndarray] | None,
               shapes: Mapping[str, Sequence[int]] | None, seed: int,
               ranges: Mapping[str, ValueSpec] | None = None, *,
@@ -722,99 +532,3 @@ def shape_sets(inputs: Sequence[TensorInfo], declared: Mapping[str, Sequence[int
     return sets
 
 
-#: The index :func:`save_inputs` writes next to the arrays: input name -> file name.
-INPUTS_INDEX = "inputs.json"
-
-
-def save_inputs(directory: str | Path, feeds: Mapping[str, np.ndarray]) -> dict[str, str]:
-    """Write each input as ``NAME.npy`` in ``directory`` (a name made safe for a file name,
-    numbered when two collide) and an index, ``inputs.json``, mapping input names to files, so
-    that :func:`load_inputs` gives back exactly these arrays. Returns name -> path."""
-    files = _write_sets(Path(directory), [feeds], "")
-    return {name: str(Path(directory) / file) for name, file in files[0].items()}
-
-
-def save_input_sets(directory: str | Path, sets: Sequence[Mapping[str, np.ndarray]]
-                    ) -> list[dict[str, str]]:
-    """Write several input sets (what ``load(inputs=[...])`` takes) into ``directory``: one
-    set is written as :func:`save_inputs` writes it; several as ``set<i>.NAME.npy`` with an
-    index ``{"sets": [{name: file}, ...]}``. :func:`load_input_sets` reads either back."""
-    if not sets:
-        raise UnirtError(f"--save-inputs {directory}: no input sets to write")
-    return _write_sets(Path(directory), list(sets), "set" if len(sets) > 1 else "")
-
-
-def _write_sets(target: Path, sets: list[Mapping[str, np.ndarray]], prefix: str
-                ) -> list[dict[str, str]]:
-    import io
-    import json
-    import re
-
-    import numpy as np
-
-    from unirt.store.files import write_atomic
-
-    if target.exists() and not target.is_dir():
-        raise UnirtError(f"--save-inputs {target}: not a directory")
-    indexes: list[dict[str, str]] = []
-    used: set[str] = set()
-    for i, feeds in enumerate(sets):
-        index: dict[str, str] = {}
-        for name, array in feeds.items():
-            stem = (f"{prefix}{i}." if prefix else "") + (
-                re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "input")
-            file, n = f"{stem}.npy", 1
-            while file in used or file == INPUTS_INDEX:
-                n += 1
-                file = f"{stem}.{n}.npy"
-            used.add(file)
-            buf = io.BytesIO()
-            np.save(buf, np.asarray(array), allow_pickle=False)
-            write_atomic(target / file, buf.getvalue())
-            index[name] = file
-        indexes.append(index)
-    doc: dict[str, Any] = {"sets": indexes} if prefix else {"inputs": indexes[0]}
-    write_atomic(target / INPUTS_INDEX, json.dumps(doc, indent=1))
-    return indexes
-
-
-def load_inputs(directory: str | Path) -> dict[str, np.ndarray]:
-    """The arrays :func:`save_inputs` wrote in ``directory``, by input name (the first set of
-    a folder holding several)."""
-    return load_input_sets(directory)[0]
-
-
-def load_input_sets(directory: str | Path, what: str = "--load-inputs"
-                    ) -> list[dict[str, np.ndarray]]:
-    """Every input set :func:`save_inputs` or :func:`save_input_sets` wrote in ``directory``.
-    File names come from the index and must name files in ``directory`` itself. ``what``: how
-    errors name the folder's option (``inputs=`` for the Python API)."""
-    import json
-
-    base = Path(directory)
-    index_path = base / INPUTS_INDEX
-    writer = "--save-inputs" if what.startswith("--") else "unirt.evidence.inputs.save_input_sets"
-    if not base.is_dir():
-        raise InputError(f"{what} {directory}: no such directory")
-    if not index_path.is_file():
-        raise InputError(f"{what} {directory}: no {INPUTS_INDEX} there (write one with "
-                         f"{writer})")
-    try:
-        doc = json.loads(index_path.read_text())
-        indexes = doc["sets"] if isinstance(doc, dict) and "sets" in doc else [doc["inputs"]]
-        if not isinstance(indexes, list) or not indexes or \
-                not all(isinstance(i, dict) for i in indexes):
-            raise TypeError("inputs is not an object")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{what} {directory}: {INPUTS_INDEX} is not an index "
-                         f"{writer} wrote ({exc})") from exc
-    out: list[dict[str, np.ndarray]] = []
-    for index in indexes:
-        feeds = {}
-        for name, file in index.items():
-            if not isinstance(file, str) or Path(file).name != file or file in ("", ".", ".."):
-                raise InputError(f"{what} {directory}: bad file name {file!r} for "
-                                 f"{name!r}")
-            feeds[str(name)] = load_npy(base / file, str(name))
-        out.append(feeds)
-    return out

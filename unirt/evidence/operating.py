@@ -187,9 +187,10 @@ def _check_set(info: ModelInfo, feeds: Any, where: str) -> dict[str, Any]:
 
 def as_input_sets(info: ModelInfo, value: Any, origin: str = "inputs=") -> InputSets:
     """What ``load(inputs=...)`` accepts, checked against ``info``: an :class:`InputSets`, one
-    feed dict, a list of them, or a folder written by :func:`unirt.evidence.inputs.save_inputs`.
-    Raises ``InputError`` naming the set and the input for anything the model would not take."""
-    from unirt.evidence.inputs import load_input_sets
+    feed dict, a list of them, or a folder written by
+    :func:`unirt.evidence.input_files.save_inputs`. Raises ``InputError`` naming the set and the
+    input for anything the model would not take."""
+    from unirt.evidence.input_files import load_input_sets
 
     if isinstance(value, InputSets):
         return value
@@ -202,7 +203,7 @@ def as_input_sets(info: ModelInfo, value: Any, origin: str = "inputs=") -> Input
         raw = list(value)
     else:
         raise InputError(f"{origin} takes a dict of input name -> array, a list of them, or a "
-                         f"folder written by unirt.evidence.inputs.save_inputs; got "
+                         f"folder written by unirt.evidence.input_files.save_inputs; got "
                          f"{type(value).__name__}")
     if not raw:
         raise InputError(f"{origin}: no input sets given")
@@ -224,7 +225,7 @@ def remember(sets: InputSets) -> bool:
                     "%d MB): a later load verifies at their shapes on generated values",
                     sets.nbytes >> 20, REMEMBER_BYTES >> 20)
         return False
-    from unirt.evidence.inputs import save_input_sets
+    from unirt.evidence.input_files import save_input_sets
     from unirt.store.cache import ArtifactCache
 
     cache = ArtifactCache()
@@ -243,7 +244,7 @@ def remember(sets: InputSets) -> bool:
 def recall(digest: str, origin: str = "the tuning result") -> InputSets | None:
     """The input sets :func:`remember` kept under ``digest``, or None (never kept, evicted, or
     no longer matching their digest)."""
-    from unirt.evidence.inputs import load_input_sets
+    from unirt.evidence.input_files import load_input_sets
     from unirt.store.cache import ArtifactCache
 
     if not digest or not all(c in "0123456789abcdef" for c in digest):

@@ -54,7 +54,7 @@ from unirt.evidence.agreement import (
     within,
 )
 from unirt.evidence.child_ops import Feeds, Spilled, new_state, open_session, run_feeds
-from unirt.evidence.inputs import BATCH_SIZES, OTHER_SIZES, FeedRecipe, shape_sets  # noqa: F401 - re-exported
+from unirt.evidence.inputs import FeedRecipe
 from unirt.model.info import ModelInfo
 from unirt.process import timeouts
 from unirt.process.isolation import CRASHED as ISO_CRASHED

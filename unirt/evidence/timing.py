@@ -139,7 +139,8 @@ def _key(info: ModelInfo, precision: str, options: Mapping[str, Mapping[str, Any
     kept inside the entry and compared where they matter). The user's input sets, when given,
     key it by their shapes and digest."""
     from unirt.evidence.hints import VERSION as HINTS
-    from unirt.evidence.inputs import shape_sets, specs_json
+    from unirt.evidence.inputs import shape_sets
+    from unirt.evidence.values import specs_json
     from unirt.store.cache import artifact_key
 
     shape_set = inputs.first_shapes if inputs is not None else \
@@ -175,7 +176,7 @@ class OperatingPoint:
     inputs: str
 
     def as_dict(self) -> dict[str, Any]:
-        from unirt.evidence.inputs import specs_json
+        from unirt.evidence.values import specs_json
 
         return {"shapes": None if self.shapes is None else
                 {k: list(v) for k, v in self.shapes.items()},
@@ -183,7 +184,7 @@ class OperatingPoint:
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> OperatingPoint:
-        from unirt.evidence.inputs import spec_from_json
+        from unirt.evidence.values import spec_from_json
 
         shapes = doc.get("shapes")
         return cls(None if shapes is None else

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from unirt import progress
 from unirt.errors import UnirtError
+from unirt.evidence.inputs import shape_sets
 from unirt.evidence.probe import (
     CRASHED,
     ERROR,
@@ -35,7 +36,6 @@ from unirt.evidence.probe import (
     RunSet,
     open_only,
     probe,
-    shape_sets,
 )
 from unirt.model.info import ModelInfo
 from unirt.plugin.backend import VERIFY_MODES
@@ -138,7 +138,7 @@ class Verification:
 
 def probe_shapes(inputs: Sequence[TensorInfo],
                  declared: Mapping[str, Sequence[int]] | None = None) -> list[dict[str, tuple]]:
-    """The shape sets a verification runs (:func:`unirt.evidence.probe.shape_sets`, without
+    """The shape sets a verification runs (:func:`unirt.evidence.inputs.shape_sets`, without
     labels)."""
     return [shapes for _, shapes in shape_sets(inputs, declared)]
 
@@ -194,7 +194,7 @@ def verdict_key(info: ModelInfo, backend: str, version: str | None, precision: s
     the graph's hints, a function of the model: their version is in the key, not their
     content, so a lookup (every load) never analyses the graph."""
     from unirt.evidence.hints import VERSION as HINTS
-    from unirt.evidence.inputs import specs_json
+    from unirt.evidence.values import specs_json
     from unirt.store.cache import artifact_key
 
     extra: dict[str, Any] = {"input_ranges": specs_json(ranges)} if ranges else {}

@@ -380,7 +380,7 @@ def _verdict_key(original: ModelInfo, fitted: ModelInfo, backend: str, version: 
                  precision: str, options: Mapping[str, Any], sets: list[dict[str, tuple]],
                  tolerance: float | None, inputs: str | None = None,
                  ranges: Mapping[str, Any] | None = None) -> str:
-    from unirt.evidence.inputs import specs_json
+    from unirt.evidence.values import specs_json
     from unirt.store.cache import artifact_key, model_digest
 
     extra: dict[str, Any] = {"inputs": inputs} if inputs else {}

@@ -459,7 +459,7 @@ class LiveCheck:
         self._stop_checking(session)
 
     def _save(self, sample: _Sample) -> tuple[Path | None, str]:
-        from unirt.evidence.inputs import save_inputs
+        from unirt.evidence.input_files import save_inputs
 
         try:
             base = live_dir()

@@ -159,7 +159,7 @@ def load(
     generates for those inputs (ints LO..HI, floats [LO, HI)), where the defaults (N(0,1)
     floats, ints 0..3) are not what the model accepts.
     ``inputs``: what the application sends (one feed dict, a list of them, or a folder written
-    by :func:`unirt.evidence.inputs.save_inputs`): every candidate is verified on exactly those
+    by :func:`unirt.evidence.input_files.save_inputs`): every candidate is verified on exactly those
     arrays, at their shapes, and the verdict is cached under their digest
     (:mod:`unirt.evidence.operating`); without them, verification runs on generated inputs and says
     so. ``verify_live`` (``UNIRT_VERIFY_LIVE``): re-run the first calls and then a sample of calls
@@ -182,7 +182,7 @@ def load(
         # Engines built per shape (ncnn's conversion, TensorRT's profiles) are built for what
         # the application sends, unless the caller says otherwise.
         input_shapes = {**given.first_shapes, **dict(input_shapes or {})}
-    from unirt.evidence.inputs import check_ranges
+    from unirt.evidence.values import check_ranges
 
     ranges = check_ranges(info.inputs, input_ranges) if input_ranges is not None else {}
     from unirt.runtime.crashguard import resolve_mode as guard_mode
@@ -354,7 +354,7 @@ def check_arguments(registry: Registry, info: Any, *, backend: str | None,
             raise UnirtError("input_shapes must be a dict of input name -> shape")
         check_shapes(info, input_shapes, "input_shapes")
     if input_ranges is not None:
-        from unirt.evidence.inputs import check_ranges
+        from unirt.evidence.values import check_ranges
 
         check_ranges(info.inputs, input_ranges, "input_ranges")
 

@@ -90,7 +90,7 @@ class ModelSpec:
     max_batch: int | None = None
     batch_timeout_ms: float | None = None
     measure: bool | None = None
-    #: A folder of input sets (``unirt.evidence.inputs.save_inputs``): the operating point
+    #: A folder of input sets (``unirt.evidence.input_files.save_inputs``): the operating point
     #: verification and the serving plan measure at, instead of generated inputs.
     inputs: str | None = None
     #: ``load(verify_live=)``; None: the server's setting.

@@ -228,7 +228,8 @@ def _feeds_per_shape(info: ModelInfo, shapes: Sequence[Mapping[str, Sequence[int
     """The inputs of each shape of the sweep: the caller's arrays where given, the rest
     generated within what the graph accepts (its hints) and the caller's ranges."""
     from unirt.evidence.hints import graph_hints, hinted_feeds
-    from unirt.evidence.inputs import check_ranges, fill_dynamic, make_inputs
+    from unirt.evidence.inputs import fill_dynamic, make_inputs
+    from unirt.evidence.values import check_ranges
 
     checked = check_ranges(info.inputs, ranges, "--input-range") if ranges else None
     hints = graph_hints(info)  # what the graph accepts, where the caller said nothing

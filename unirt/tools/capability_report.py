@@ -137,7 +137,8 @@ def capabilities(
     inputs, the verdicts shown are those at the model's tuned operating point, when it has one
     (:func:`unirt.evidence.timing.recall_point`), as ``load`` opens it.
     """
-    from unirt.evidence.inputs import check_ranges, check_shapes
+    from unirt.evidence.inputs import check_shapes
+    from unirt.evidence.values import check_ranges
     from unirt.model.info import read_model
     from unirt.plugin.registry import get_registry
     from unirt.tools.lint import lint

@@ -82,7 +82,7 @@ def compare(
     ``feeds``: one feed dict, or several (every set of a ``--load-inputs`` folder), each run on
     every backend; inputs a set does not give are generated.
     """
-    from unirt.evidence.inputs import check_ranges
+    from unirt.evidence.values import check_ranges
     from unirt.plugin.registry import get_registry
 
     info = read_model(model)
