@@ -111,6 +111,12 @@ def _resolve_root(override: str | os.PathLike[str] | None) -> Path:
     return Path(platformdirs.user_cache_dir("unirt", appauthor=False))
 
 
+def resolve_root(override: str | os.PathLike[str] | None = None) -> Path:
+    """Where the cache root is (``override``, ``$UNIRT_CACHE_DIR``, the platform user cache
+    directory), without creating it."""
+    return _resolve_root(override)
+
+
 def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
     """The cache root (created on demand): ``override``, else ``$UNIRT_CACHE_DIR``, else the
     platform user cache directory. Raises :class:`CacheError` when it cannot be created; the
@@ -327,6 +333,33 @@ def _signed(doc: Mapping[str, Any], secret: bytes | None, backend: str, key: str
     mac = doc.get("mac")
     return (secret is not None and isinstance(mac, str)
             and hmac.compare_digest(mac, _mac(secret, backend, key, doc)))
+
+
+def sign_document(root: Path, section: str, key: str, doc: Mapping[str, Any]) -> dict[str, Any]:
+    """``doc`` with a ``mac`` signing it for (``section``, ``key``) with the cache's secret
+    (created when missing): for the small files kept beside the entries (the plugin discovery
+    cache). Raises OSError when the root cannot be written."""
+    body = {k: v for k, v in doc.items() if k != "mac"}
+    return {**body, "mac": _mac(_create_secret(root), section, key, body)}
+
+
+def document_signed(root: Path | None, section: str, key: str, doc: Mapping[str, Any]) -> bool:
+    """Whether ``doc`` carries a valid :func:`sign_document` MAC for (``section``, ``key``)."""
+    return root is not None and _signed(doc, _read_secret(root), section, key)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in its directory and a rename: a
+    reader sees the old file or the new one, never a part."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 # -- entries -------------------------------------------------------------------------------------
