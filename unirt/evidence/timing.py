@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import statistics
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -433,7 +432,9 @@ def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, 
             logger.warning("unirt: %s was ranked while other processes used %.0f%% of the "
                            "CPU: the ranking is used for this load only, not cached (run "
                            "unirt tune on a quiet machine)", info.name, 100 * ranking.busy)
-    ranking.median_s = {n: statistics.median(t) for n, t in times.items()
+    from statistics import median
+
+    ranking.median_s = {n: median(t) for n, t in times.items()
                         if t and n not in ranking.rejected}
     ranking.order = sorted(ranking.median_s, key=ranking.median_s.__getitem__)
     return ranking

@@ -7,11 +7,13 @@ import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from unirt.capability.table import OpTable
 from unirt.errors import first_line
 from unirt.plugin.registry import Registry, get_registry
+
+if TYPE_CHECKING:  # pragma: no cover
+    from unirt.capability.table import OpTable
 
 logger = logging.getLogger("unirt")
 

@@ -33,7 +33,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 import weakref
@@ -152,15 +151,9 @@ def forget(k: str) -> None:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    from unirt.store.cache import write_atomically
+
+    write_atomically(path, text)
 
 
 class Marker:
@@ -211,6 +204,7 @@ def arm(k: str, what: str) -> Marker | None:
     has seen answer). The file appears already locked: it is locked, then linked into place
     (a link, unlike a rename, never replaces another process's marker)."""
     import fcntl
+    import tempfile
 
     d = _directory()
     if d is None:

@@ -36,7 +36,6 @@ import itertools
 import logging
 import os
 import queue
-import tempfile
 import threading
 import time
 import weakref
@@ -459,6 +458,8 @@ class LiveCheck:
         self._stop_checking(session)
 
     def _save(self, sample: _Sample) -> tuple[Path | None, str]:
+        import tempfile
+
         from unirt.evidence.inputs import save_inputs
 
         try:

@@ -765,13 +765,15 @@ class _Router:
         """Say it when the chosen engine runs the model on no evidence that its numbers are
         right (the reference cannot run the model, or no inputs can be made): the route says
         so too, but a robot's log should not need ``explain()`` to show it."""
+        v = self.verifications.get(name)
+        if v is None:  # not verified (the reference): nothing to import for
+            return
         from unirt.evidence.verify import VerifyStatus
 
-        v = self.verifications.get(name)
-        if v is not None and v.status == VerifyStatus.UNVERIFIED:
+        if v.status == VerifyStatus.UNVERIFIED:
             logger.warning("unirt: %s runs %s unverified: %s", name, self.info.name,
                            v.result.reason)
-        elif v is not None and v.weak:
+        elif v.weak:
             logger.warning("unirt: %s runs %s verified on generated inputs only (%s): pass "
                            "inputs= with what the application sends to judge it there",
                            name, self.info.name, v.weak)
@@ -779,10 +781,12 @@ class _Router:
     def _unjudged(self, name: str) -> bool:
         """Whether ``name`` was opened on a verification that had no reference to compare
         with (the reference refuses the model)."""
+        v = self.verifications.get(name)
+        if v is None:
+            return False
         from unirt.evidence.probe import NO_REFERENCE
 
-        v = self.verifications.get(name)
-        return v is not None and v.result.status == NO_REFERENCE
+        return bool(v.result.status == NO_REFERENCE)
 
     def _may_fit(self, name: str) -> bool:
         return self.request.rewrite is not False and \

@@ -53,8 +53,6 @@ import logging
 import os
 import re
 import secrets
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -148,6 +146,9 @@ def _warn_once(root: Path, message: str) -> None:
 def _private_dir(prefix: str) -> Path:
     """A new private directory for a build that cannot go into the cache; all of them are
     removed when the process exits (or earlier, by :meth:`ArtifactCache.release`)."""
+    import shutil
+    import tempfile
+
     with _state_lock:
         if not _private or not _private[0].is_dir():
             _private[:] = [Path(tempfile.mkdtemp(prefix="unirt-nocache-"))]
@@ -351,6 +352,8 @@ def document_signed(root: Path | None, section: str, key: str, doc: Mapping[str,
 def write_atomically(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in its directory and a rename: a
     reader sees the old file or the new one, never a part."""
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
@@ -498,6 +501,8 @@ def _managed_state(entry: Path, backend: str, key: str, secret: bytes | None, *,
 def _remove_tree(path: Path) -> None:
     """Move a directory out of the way atomically, then delete it, so a reader never sees a
     half-deleted entry under its real name."""
+    import shutil
+
     if not path.exists():
         return
     trash = path.parent / f".trash-{path.name}-{os.getpid()}-{time.monotonic_ns()}"
@@ -664,6 +669,9 @@ class ArtifactCache:
         hit = self.lookup(backend, key)
         if hit is not None:
             return hit, False
+        import shutil
+        import tempfile
+
         if self.problem is not None:
             return self._build_private(backend, key, build), True
         import filelock
@@ -724,6 +732,8 @@ class ArtifactCache:
 
     def _build_private(self, backend: str, key: str,
                        build: Callable[[Path], Mapping[str, Any] | None]) -> Path:
+        import shutil
+
         try:
             tmp = _private_dir(f"{backend}-{key[:12]}-")
         except OSError as exc:
@@ -741,6 +751,8 @@ class ArtifactCache:
                       build: Callable[[Path], Mapping[str, Any] | None]) -> Path:
         """A build that succeeded but could not be stored (the disk filled up writing its
         manifest): moved to a private directory rather than built again."""
+        import shutil
+
         try:
             target = _private_dir(f"{backend}-{key[:12]}-")
             shutil.rmtree(target)
@@ -779,6 +791,8 @@ class ArtifactCache:
     def release(path: Path) -> None:
         """Remove a private build directory now (what :meth:`get_or_build` returns when the
         cache cannot be written), once its files are loaded; a real entry is left alone."""
+        import shutil
+
         if _is_private(Path(path)):
             shutil.rmtree(path, ignore_errors=True)
 
@@ -858,6 +872,8 @@ class ArtifactCache:
         it finds stale (its model file's time changed) and raises when it cannot ("cannot
         remove: Read-only file system", 2026.4); in the private copy it deletes a link and
         compiles. ``None`` when the directory is missing or anything in it does not verify."""
+        import shutil
+
         private: Path | None = None
         try:
             if entry.is_dir():
@@ -935,6 +951,8 @@ class ArtifactCache:
         removed = []
         for p in _scratch(bdir):
             if _is_stale(p, now):
+                import shutil  # here: the sweep runs on every lookup's path, usually idle
+
                 shutil.rmtree(p, ignore_errors=True)
                 if not p.exists():
                     removed.append(p)
