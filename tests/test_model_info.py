@@ -237,3 +237,21 @@ def test_an_element_type_newer_than_the_schema_is_asked_of_onnx(
             read_model(model)
     finally:
         model_info._element_bits_by_type.cache_clear()
+
+
+def test_the_fast_and_the_public_protobuf_paths_read_alike() -> None:
+    # With upb, unirt builds its classes with the extension module (no descriptor_pool import);
+    # the public API's classes (any other protobuf) must read every model the same.
+    from unirt.model import onnx_schema
+
+    public = onnx_schema._public_class(
+        onnx_schema._public_pool().FindMessageTypeByName("onnx.ModelProto"))
+    fast = onnx_schema.message_class("ModelProto")
+    for proto in (M.conv_net("N"), M.with_if(), _big_model()):
+        data = proto.SerializeToString()
+        a, b = fast(), public()
+        a.ParseFromString(data)
+        b.ParseFromString(data)
+        assert a.SerializeToString() == b.SerializeToString() == data
+        assert [n.op_type for n in a.graph.node] == [n.op_type for n in b.graph.node]
+    assert onnx_schema.message_class("ModelProto") is fast  # made once
