@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unirt.plugin import (
     Availability,
@@ -42,7 +42,9 @@ from unirt.plugin import (
     hookimpl,
 )
 
-from . import _graph, _pnnx
+if TYPE_CHECKING:  # pragma: no cover
+    # Imported where used: converting (subprocess, tempfile) costs every registry otherwise.
+    from . import _pnnx
 
 logger = logging.getLogger("unirt")
 
@@ -137,6 +139,8 @@ class NcnnBackend(Backend):
         if importlib.util.find_spec("ncnn") is None:
             return Availability(False, reason="the ncnn package is not installed",
                                 install_hint=INSTALL_HINT)
+        from . import _pnnx
+
         exe, where = _pnnx.find_pnnx()
         if exe is None:
             return Availability(False, reason=where, install_hint=INSTALL_HINT)
@@ -186,11 +190,15 @@ class NcnnBackend(Backend):
 
     def _host_outputs_impl(self, model: ModelInfo) -> set[str]:
         """ArgMax/ArgMin at the end of the graph run in numpy (ncnn has no such layer)."""
+        from . import _graph
+
         return {h.output for h in _graph.host_tail(model)}
 
     # -- opening -----------------------------------------------------------------------------------
     def _open_impl(self, model: ModelInfo, options: OpenOptions) -> BackendSession:
         if self._pnnx is None:  # available() ran in another Backend instance
+            from . import _pnnx
+
             exe, where = _pnnx.find_pnnx()
             if exe is None:
                 raise BackendUnavailableError(f"{self.name}: {where}")
@@ -361,6 +369,8 @@ class _Plan:
 
 class NcnnSession(BackendSession):
     def __init__(self, model: ModelInfo, config: _Config) -> None:
+        from . import _graph
+
         super().__init__()
         self.model = model
         self.config = config
@@ -389,6 +399,8 @@ class NcnnSession(BackendSession):
         if self._prepared_onnx is None:
             import tempfile
 
+            from . import _graph
+
             self._tmp = tempfile.TemporaryDirectory(prefix="unirt-ncnn-")
             self._prepared_onnx = _graph.write_prepared(
                 self.model, self._host, Path(self._tmp.name) / "model.onnx")
@@ -404,6 +416,8 @@ class NcnnSession(BackendSession):
         key_options = {"fp16_weights": fp16, "optlevel": c.optlevel,
                        "outputs": self._ncnn_outputs}
         from unirt.plugin import artifact_key
+
+        from . import _pnnx
 
         key = artifact_key(
             NAME, c.digest,

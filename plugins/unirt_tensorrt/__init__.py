@@ -31,7 +31,7 @@ import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unirt.plugin import (
     Availability,
@@ -47,7 +47,9 @@ from unirt.plugin import (
     hookimpl,
 )
 
-from . import _build, _profiles
+if TYPE_CHECKING:  # pragma: no cover
+    # Imported where used: building (tempfile) costs every registry otherwise.
+    from . import _build, _profiles
 
 logger = logging.getLogger("unirt")
 
@@ -114,6 +116,8 @@ class TensorRtBackend(Backend):
             return Availability(False, reason="cuda-python (cuda.bindings) is not installed")
         import tensorrt as trt
 
+        from . import _build
+
         version = str(getattr(trt, "__version__", "") or "unknown")
         if _major(version) not in _build.SUPPORTED_MAJORS:
             return Availability(False, version, reason=(
@@ -179,6 +183,8 @@ class TensorRtBackend(Backend):
         """Node names TensorRT's parser cannot take (``supports_model_v2``), asked in a child."""
         from unirt.plugin import run_isolated
 
+        from . import _build
+
         with _onnx_file(model) as path:
             outcome = run_isolated(_build.query_support, path, timeout=DEFAULT_QUERY_TIMEOUT_S)
         if not outcome.ok:
@@ -196,6 +202,8 @@ class TensorRtBackend(Backend):
 
     # -- opening ------------------------------------------------------------------------------
     def _open_impl(self, model: ModelInfo, options: OpenOptions) -> BackendSession:
+        from . import _build, _profiles
+
         explicit = None
         if options.extra.get("profiles") is not None:
             explicit = _profiles.parse_profiles(model, options.extra["profiles"])
@@ -242,6 +250,8 @@ def _onnx_file(model: ModelInfo, directory: Path | None = None) -> Iterator[str]
 
 def describe_parse_errors(errors: Sequence[Mapping[str, Any]], model: ModelInfo) -> str:
     """The parser's errors, each with the node (name) and op it is about, on one line."""
+    from . import _build
+
     main = [n for n in model.nodes if n.graph == ""]
     parts = []
     for e in errors[:3]:
@@ -321,7 +331,7 @@ class TensorRtSession(BackendSession):
 
     def prepare(self, profiles: list[_profiles.Profile]) -> Any:
         """Build (or load from the cache) the engine for ``profiles`` and keep it."""
-        from . import _runtime
+        from . import _build, _profiles, _runtime
 
         key = self._key(profiles)
         timeout = float(self.options.extra.get("build_timeout") or DEFAULT_BUILD_TIMEOUT_S)
@@ -388,6 +398,8 @@ class TensorRtSession(BackendSession):
 
     # -- running ------------------------------------------------------------------------------
     def _engine_for(self, shapes: dict[str, tuple[int, ...]]) -> tuple[Any, int]:
+        from . import _profiles
+
         for eng in self.engines:
             index = eng.covers(shapes)
             if index is not None:
