@@ -38,25 +38,25 @@ from pathlib import Path
 _ROOT = Path(__file__).resolve().parents[1]
 
 _RAW = """
-import time; _t = time.perf_counter()
+import time; _t, _c = time.perf_counter(), time.thread_time()
 import sys
 import numpy as np
 import onnxruntime as ort
 feeds = dict(np.load(sys.argv[2]))
 s = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
 out = s.run(None, feeds)
-print(time.perf_counter() - _t, "onnxruntime-raw", out[0].shape)
+print(time.perf_counter() - _t, time.thread_time() - _c, "onnxruntime-raw")
 """
 
 _UNIRT = """
-import time; _t = time.perf_counter()
+import time; _t, _c = time.perf_counter(), time.thread_time()
 import sys
 import numpy as np
 import unirt
 feeds = dict(np.load(sys.argv[2]))
 s = unirt.load(sys.argv[1])
 out = s.run(feeds)
-print(time.perf_counter() - _t, s.backend, next(iter(out.values())).shape)
+print(time.perf_counter() - _t, time.thread_time() - _c, s.backend, unirt.__file__)
 """
 
 
@@ -77,21 +77,25 @@ def _env(root: Path, cache: Path, pycache: Path | None) -> dict[str, str]:
 
 
 def _child(code: str, model: Path, feeds: Path, env: dict[str, str],
-           flags: tuple[str, ...] = ()) -> tuple[tuple[float, float, float], str, str]:
-    """((script seconds, process wall seconds, process CPU seconds), what ran it, stderr) of one
-    fresh interpreter. CPU time (user + system, all threads) is the figure least moved by other
-    work on the machine; children run one at a time, so the rusage difference is this one's."""
+           flags: tuple[str, ...] = ()) -> tuple[tuple[float, ...], str, str]:
+    """((script seconds, script main-thread CPU seconds, process wall seconds, process CPU
+    seconds), what ran it, stderr) of one fresh interpreter. CPU times are the figures least
+    moved by other work on the machine (the main thread's leaves out ONNX Runtime's worker
+    threads, which spin after a run); children run one at a time, so the rusage difference is
+    this one's."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
+    # In the checkout's root: ``python -c`` puts the working directory first on sys.path.
     out = subprocess.run([sys.executable, *flags, "-c", code, str(model), str(feeds)],
-                         capture_output=True, text=True, env=env)
+                         capture_output=True, text=True, env=env,
+                         cwd=env["PYTHONPATH"].split(os.pathsep)[0])
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if out.returncode != 0:
         raise SystemExit(f"child failed ({out.returncode}):\n{out.stderr}")
     fields = out.stdout.split()
-    return (float(fields[0]), wall, cpu), fields[1], out.stderr
+    return (float(fields[0]), float(fields[1]), wall, cpu), " ".join(fields[2:]), out.stderr
 
 
 def _slowest_imports(stderr: str, count: int) -> list[str]:
@@ -158,7 +162,7 @@ def main() -> None:
         for code, env in scripts.values():
             _child(code, model, feed_file, env)
 
-    times: dict[str, list[tuple[float, float, float]]] = {label: [] for label in scripts}
+    times: dict[str, list[tuple[float, ...]]] = {label: [] for label in scripts}
     ran: dict[str, str] = {}
     labels = list(scripts)
     for i in range(args.repeats):
@@ -176,13 +180,14 @@ def main() -> None:
           + ", ".join(f"{k}={'x'.join(map(str, v.shape))}" for k, v in feeds.items()))
     print(f"machine: {cpu_name()} x{os.cpu_count()}; Python {platform.python_version()}; "
           f"onnxruntime {onnxruntime.__version__}; byte-code "
-          f"{'not cached' if args.no_bytecode else 'cached'}; unirt ran on {ran['unirt']}")
-    if args.baseline is not None:
-        print(f"baseline: the unirt of {args.baseline.resolve()} (ran on {ran['baseline']})")
+          f"{'not cached' if args.no_bytecode else 'cached'}")
+    for label in labels[1:]:
+        backend, _, module = ran[label].partition(" ")
+        print(f"{label}: {Path(module).parent} ran the model on {backend}")
     print(f"{args.repeats} fresh processes each, interleaved, medians (target: unirt <= raw + "
           "100 ms):")
-    for k, what in ((0, "script (imports+load+run)"), (1, "process wall time"),
-                    (2, "process CPU time")):
+    for k, what in ((0, "script (imports+load+run)"), (1, "script, main thread's CPU"),
+                    (2, "process wall time"), (3, "process CPU time")):
         raw = med("raw", k)
         row = f"  {what:26s} raw {raw:5.0f} ms"
         for label in labels[1:]:
