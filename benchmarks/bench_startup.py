@@ -131,7 +131,7 @@ def main() -> None:
     import numpy as np
 
     sys.path[:0] = [str(_ROOT), str(_ROOT / "plugins")]
-    from unirt.plugin.inventory import cpu_name
+    from unirt.process.machine import cpu_name
 
     tmp = Path(tempfile.mkdtemp(prefix="unirt-bench-startup-"))
     if args.model is None:

@@ -156,7 +156,7 @@ def _machine_options(options: Mapping[str, Mapping[str, Any]], tolerance: float 
                      ) -> dict[str, Any]:
     """What a ranking depends on besides the model and its inputs: this machine, the backend
     options, the tolerance."""
-    from unirt.plugin.inventory import cpu_name
+    from unirt.process.machine import cpu_name
 
     return {"machine": f"{cpu_name()} x{os.cpu_count()}",
             "options": {k: dict(v) for k, v in options.items()}, "tolerance": tolerance}
@@ -207,9 +207,12 @@ def remembered(info: ModelInfo, precision: str = "exact",
     at on this machine, or None; a lookup, no engine imported."""
     from unirt.store.cache import ArtifactCache
 
+    cache = ArtifactCache()
+    if not cache.has_section(CACHE_SECTION):  # nothing was ever tuned here
+        return None
     try:
-        doc = ArtifactCache().read_json(CACHE_SECTION, _point_key(info, precision, options or {},
-                                                                  tolerance), POINT_FILE)
+        doc = cache.read_json(CACHE_SECTION, _point_key(info, precision, options or {},
+                                                        tolerance), POINT_FILE)
         return None if doc is None else OperatingPoint.from_dict(doc)
     except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
         logger.warning("unreadable operating point for %s; ignored", info.name)
@@ -227,12 +230,15 @@ def lookup(info: ModelInfo, precision: str = "exact",
     from unirt.errors import UnirtError
     from unirt.store.cache import ArtifactCache
 
+    cache = ArtifactCache()
+    if not cache.has_section(CACHE_SECTION):  # nothing was ever ranked here
+        return None
     try:
         key = _key(info, precision, options or {}, shapes, tolerance, ranges, inputs)
     except UnirtError:
         return None
     try:
-        doc = ArtifactCache().read_json(CACHE_SECTION, key, RESULT_FILE)
+        doc = cache.read_json(CACHE_SECTION, key, RESULT_FILE)
         return None if doc is None else Ranking.from_dict(doc, cached=True)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         logger.warning("unreadable fastest-backend ranking %s; ignored", key)

@@ -181,9 +181,11 @@ def load(
         # Engines built per shape (ncnn's conversion, TensorRT's profiles) are built for what
         # the application sends, unless the caller says otherwise.
         input_shapes = {**given.first_shapes, **dict(input_shapes or {})}
-    from unirt.evidence.inputs import check_ranges
+    ranges: Mapping[str, Any] = {}
+    if input_ranges is not None:
+        from unirt.evidence.inputs import check_ranges
 
-    ranges = check_ranges(info.inputs, input_ranges) if input_ranges is not None else {}
+        ranges = check_ranges(info.inputs, input_ranges)
     from unirt.runtime.crashguard import resolve_mode as guard_mode
 
     guard = guard_mode(crash_guard)
@@ -316,7 +318,6 @@ def _check_arguments(registry: Registry, info: Any, *, backend: str | None,
                      check: bool, input_ranges: Mapping[str, Any] | None = None) -> None:
     """Every ``load`` argument, checked up front: a typo costs a clear error, not seconds of
     verification children and a cache entry."""
-    from unirt.evidence.inputs import check_shapes
     from unirt.plugin.backend import PRECISIONS
     from unirt.plugin.backend import VERIFY_MODES as MODES
 
@@ -351,6 +352,8 @@ def _check_arguments(registry: Registry, info: Any, *, backend: str | None,
     if input_shapes is not None:
         if not isinstance(input_shapes, Mapping):
             raise UnirtError("input_shapes must be a dict of input name -> shape")
+        from unirt.evidence.inputs import check_shapes
+
         check_shapes(info, input_shapes, "input_shapes")
     if input_ranges is not None:
         from unirt.evidence.inputs import check_ranges

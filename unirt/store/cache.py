@@ -608,6 +608,11 @@ class ArtifactCache:
         except OSError:
             return False
 
+    def has_section(self, backend: str) -> bool:
+        """Whether anything was ever stored under ``backend`` (its directory exists): a lookup
+        that cannot hit is answered without working out its key."""
+        return self.problem is None and (self.root / backend).is_dir()
+
     def lookup(self, backend: str, key: str) -> Path | None:
         """The entry's directory when it exists and verifies (files and MAC); ``None``
         otherwise. An entry that is there but does not verify is removed (when no process is
