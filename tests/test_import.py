@@ -76,5 +76,6 @@ def test_the_default_load_imports_only_what_its_path_uses() -> None:
     unwanted = ["onnx", "importlib.metadata", "unirt.evidence.probe", "unirt.evidence.verify",
                 "unirt.evidence.hints", "unirt.process.isolation", "unirt.capability",
                 "unirt.plugin.inventory", "unirt.runtime.fit", "unirt.runtime.tuning",
+                "unirt.runtime.live", "unirt.evidence.timing",
                 "unirt_ncnn._pnnx", "unirt_tensorrt._build"]
     assert [m for m in unwanted if m in loaded] == []

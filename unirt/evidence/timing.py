@@ -19,6 +19,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from unirt.evidence import TIMING_SECTION
+
 if TYPE_CHECKING:  # pragma: no cover
     from unirt.evidence.operating import InputSets
     from unirt.model.info import ModelInfo
@@ -26,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger("unirt")
 
-CACHE_SECTION = "fastest"
+CACHE_SECTION = TIMING_SECTION
 RESULT_FILE = "ranking.json"
 #: The operating point a model was last tuned at, per model and machine (see :func:`remembered`).
 POINT_FILE = "point.json"

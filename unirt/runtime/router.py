@@ -189,7 +189,7 @@ def load(
     from unirt.runtime.crashguard import resolve_mode as guard_mode
 
     guard = guard_mode(crash_guard)
-    from unirt.runtime.live import resolve_setting
+    from unirt.runtime.live_setting import resolve_setting
 
     live = resolve_setting(verify_live)
     rewrites = _check_rewrite(registry, rewrite)
@@ -276,6 +276,8 @@ def _tuned(registry: Registry, info: Any, device: str, request: _Request) -> Any
     """The cached tuning result for this model on this machine, when its winner is still
     installed at the version it was measured with (one engine's availability is asked, no
     other engine is imported). None otherwise: the default order applies."""
+    if _never_tuned():
+        return None
     from unirt.evidence.timing import lookup
 
     ranking = lookup(info, request.precision, request.options, request.input_shapes or None,
@@ -293,11 +295,23 @@ def _tuned(registry: Registry, info: Any, device: str, request: _Request) -> Any
     return ranking
 
 
+def _never_tuned() -> bool:
+    """Whether nothing was ever ranked or tuned with this cache (no section for it): then no
+    ranking and no operating point can be found, and the timing module is not even imported to
+    look (a default load's path)."""
+    from unirt.evidence import TIMING_SECTION
+    from unirt.store.cache import ArtifactCache
+
+    return not ArtifactCache().has_section(TIMING_SECTION)
+
+
 def _at_remembered_point(info: Any, request: _Request) -> _Request:
     """``request`` at the operating point the model was last tuned at on this machine
     (:func:`unirt.evidence.timing.recall_point`: the shapes, value ranges and input sets of ``unirt
     tune``), when the caller gave none of those; else as it is."""
     if request.input_shapes or request.input_ranges or request.inputs is not None:
+        return request
+    if _never_tuned():
         return request
     from unirt.evidence.timing import recall_point
 
