@@ -852,16 +852,17 @@ def _describe(
     for gpath, graph in (graphs if graphs is not None else _iter_graphs(g)):
         constants.update(t.name for t in graph.initializer)
         for n in graph.node:
+            # Each field read once: a protobuf field read makes a new Python object each time.
+            op, domain, ins, outs = n.op_type, n.domain, tuple(n.input), tuple(n.output)
+            standard = domain in ("", "ai.onnx")
             # Constant folding, in the graph's topological order: a node of the standard
             # domain whose inputs are all fixed computes a fixed value (weights built by
             # ConstantOfShape, a Reshape of an initializer), unless it draws random numbers.
-            if n.domain in ("", "ai.onnx") and n.op_type not in _RANDOM_OPS and (
-                    n.op_type == "Constant"
-                    or (n.input and all(not i or i in constants for i in n.input))):
-                constants.update(o for o in n.output if o)
-            nodes.append(NodeInfo(n.name, n.op_type, n.domain, tuple(n.input), tuple(n.output),
-                                  _attributes(n), gpath))
-            counts[n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}"] += 1
+            if standard and op not in _RANDOM_OPS and (
+                    op == "Constant" or (ins and all(not i or i in constants for i in ins))):
+                constants.update(o for o in outs if o)
+            nodes.append(NodeInfo(n.name, op, domain, ins, outs, _attributes(n), gpath))
+            counts[op if standard else f"{domain}::{op}"] += 1
     opsets: dict[str, int] = {}
     for o in proto.opset_import:
         opsets[o.domain] = int(o.version)

@@ -52,7 +52,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -294,6 +293,8 @@ def _create_secret(root: Path) -> bytes:
     found = _read_secret(root)
     if found is not None:
         return found
+    import secrets  # here: a cache that has its secret never makes another
+
     path = root / SECRET
     tmp = root / f".secret-{os.getpid()}-{secrets.token_hex(4)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
