@@ -95,6 +95,11 @@ class ModelInfo:
     #: Names of the tensors fixed in the model (initializers, Constant outputs, in every graph):
     #: weights, as opposed to values computed or fed at run time.
     constants: frozenset[str] = frozenset()
+    #: ``((inode, size, mtime_ns, ctime_ns), sha256)`` of the file as it was read whole, so that
+    #: its digest (:func:`unirt.store.cache.model_digest`) does not read it again while it is
+    #: unchanged; None when it was read as a skeleton or not from a file.
+    file_digest: tuple[tuple[int, int, int, int], str] | None = field(
+        default=None, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -170,8 +175,9 @@ def read_model(source: ModelSource | ModelInfo) -> ModelInfo:
     path: Path | None = None
     data: bytes | None = None
     stripped: list[dict[int, int]] | None = None
+    digest = None
     if isinstance(source, (str, os.PathLike)):
-        path, proto, size, stripped = _read_file(source)
+        path, proto, size, stripped, digest = _read_file(source)
         label = str(source)
     elif isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
@@ -197,7 +203,7 @@ def read_model(source: ModelSource | ModelInfo) -> ModelInfo:
 
     _check_structure(proto, label)
     external, graphs = _check_graphs(proto, path, label, stripped)
-    return _describe(proto, path, data, size, external, graphs)
+    return _describe(proto, path, data, size, external, graphs, digest)
 
 
 def _model_class() -> Any:
@@ -261,13 +267,15 @@ def _file_kind(mode: int) -> str:
 
 
 def _read_file(source: str | os.PathLike[str]) -> tuple[
-        Path, Any, int, list[dict[int, int]] | None]:
+        Path, Any, int, list[dict[int, int]] | None, Any]:
     """Open a model file without ever blocking or following it outside regular files.
 
     ``stat`` first (a FIFO or a device would block ``open`` forever), then open with
     ``O_NONBLOCK`` and ``fstat`` the descriptor (the path could have been swapped in between),
     then read a skeleton (large files) or the whole file from that one descriptor, once. The
-    proto is of unirt's schema classes (:func:`_model_class`), not ``onnx``'s.
+    proto is of unirt's schema classes (:func:`_model_class`), not ``onnx``'s. A file read
+    whole is hashed from the bytes read (:attr:`ModelInfo.file_digest`): the digest every
+    cache key needs then costs no second read.
     """
     raw = os.fspath(source)
     text = os.fsdecode(raw) if isinstance(raw, bytes) else raw
@@ -298,6 +306,7 @@ def _read_file(source: str | os.PathLike[str]) -> tuple[
             raise ModelError(f"{source}: is empty, not an ONNX model")
         proto: Any = None
         stripped: list[dict[int, int]] | None = None
+        digest = None
         if size >= _SKELETON_BYTES:
             skeleton = _skeleton_of(f.fileno(), path, _model_class())
             if skeleton is not None:
@@ -306,13 +315,19 @@ def _read_file(source: str | os.PathLike[str]) -> tuple[
             try:
                 f.seek(0)
                 proto = _model_class()()
-                proto.ParseFromString(f.read())
+                data = f.read()
+                proto.ParseFromString(data)
+                if len(data) == size:
+                    import hashlib
+
+                    digest = ((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns),
+                              hashlib.sha256(data).hexdigest())
             except OSError as exc:
                 raise _path_error(source, exc) from exc
             except Exception as exc:  # protobuf DecodeError, ...
                 raise ModelError(
                     f"{source}: not a valid ONNX model ({first_line(exc)})") from exc
-    return path, proto, size, stripped
+    return path, proto, size, stripped, digest
 
 
 def _check_structure(proto: Any, label: str) -> None:
@@ -838,6 +853,7 @@ _RANDOM_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "R
 def _describe(
     proto: Any, path: Path | None, data: bytes | None, size: int,
     external: tuple[Path, ...], graphs: list[tuple[str, Any]] | None = None,
+    file_digest: Any = None,
 ) -> ModelInfo:
     """The :class:`ModelInfo` of a validated proto; ``graphs`` is every graph with its path as
     validation found them (walked again when not given)."""
@@ -871,7 +887,7 @@ def _describe(
         producer=f"{proto.producer_name} {proto.producer_version}".strip(), opsets=opsets,
         inputs=inputs, outputs=outputs, nodes=tuple(nodes), external_data=external,
         size_bytes=size + sum(f.stat().st_size for f in external), op_counts=counts,
-        constants=frozenset(constants),
+        constants=frozenset(constants), file_digest=file_digest,
     )
 
 

@@ -172,10 +172,13 @@ _file_hashes: dict[tuple[str, int, int, int, int], str] = {}
 _file_hashes_lock = threading.Lock()
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
+def file_sha256(path: str | os.PathLike[str],
+                read: tuple[tuple[int, int, int, int], str] | None = None) -> str:
     """SHA-256 of a file, memoised per (path, inode, size, mtime, ctime) so a model opened again
     in the same process is not re-read. ctime is in the memo because a rewrite that puts the
-    size and mtime back (``cp -p``, ``rsync -a``, pinned build times) cannot put it back."""
+    size and mtime back (``cp -p``, ``rsync -a``, pinned build times) cannot put it back.
+    ``read``: ``((inode, size, mtime_ns, ctime_ns), sha256)`` of the bytes a caller read from
+    this file (:attr:`ModelInfo.file_digest`), used while the file is still that one."""
     p = Path(path)
     st = p.stat()
     memo = (str(p.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
@@ -183,11 +186,14 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
         known = _file_hashes.get(memo)
     if known is not None:
         return known
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    digest = h.hexdigest()
+    if read is not None and tuple(read[0]) == memo[1:]:
+        digest = read[1]
+    else:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+        digest = h.hexdigest()
     with _file_hashes_lock:
         _file_hashes[memo] = digest
     return digest
@@ -199,7 +205,7 @@ def model_digest(model: ModelInfo) -> str:
     and changing one weight file loses them."""
     h = hashlib.sha256()
     if model.path is not None:
-        h.update(b"model:" + file_sha256(model.path).encode())
+        h.update(b"model:" + file_sha256(model.path, model.file_digest).encode())
         base = model.path.parent
         for ext in sorted(model.external_data):
             try:
