@@ -54,6 +54,14 @@ def _pool() -> Any:
 def _upb_message(pool: Any = None) -> Any:
     """protobuf's upb extension module, when it is the implementation in use (and made
     ``pool``, when one is given); else None."""
+    _message = _upb_module()
+    if _message is None or (pool is not None and not isinstance(pool, _message.DescriptorPool)):
+        return None
+    return _message
+
+
+@functools.cache
+def _upb_module() -> Any:
     try:
         from google.protobuf.internal import api_implementation
 
@@ -61,8 +69,6 @@ def _upb_message(pool: Any = None) -> Any:
             return None
         from google._upb import _message
     except Exception:
-        return None
-    if pool is not None and not isinstance(pool, _message.DescriptorPool):
         return None
     return _message
 
