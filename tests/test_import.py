@@ -59,3 +59,23 @@ def test_loading_a_model_imports_no_rewrite_module() -> None:
     loaded = _modules_after(f"import unirt; unirt.load({str(model)!r})")
     assert "unirt.rewrite.builtin" in loaded  # the plugin is registered ...
     assert not [m for m in loaded if m.startswith("unirt.rewrite.builtin.")]  # ... not run
+
+
+def test_the_default_load_imports_only_what_its_path_uses() -> None:
+    # The start-up path (benchmarks/bench_startup.py): a warm process that loads a model on the
+    # reference reads no distribution metadata (the discovery cache), imports no onnx (the
+    # schema classes), and none of the machinery of verification, rewrites or tuning.
+    from pathlib import Path
+
+    model = Path(__file__).resolve().parents[1] / "examples" / "tiny_cnn.onnx"
+    code = (f"import unirt, numpy as np; s = unirt.load({str(model)!r}); "
+            "s.run({i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], i.dtype) "
+            "for i in s.inputs})")
+    _modules_after(code)  # the first fills the discovery cache; its first answer is recorded
+    loaded = _modules_after(code)
+    unwanted = ["onnx", "importlib.metadata", "unirt.evidence.probe", "unirt.evidence.verify",
+                "unirt.evidence.hints", "unirt.process.isolation", "unirt.capability",
+                "unirt.plugin.inventory", "unirt.runtime.fit", "unirt.runtime.tuning",
+                "unirt.runtime.live", "unirt.evidence.timing",
+                "unirt_ncnn._pnnx", "unirt_tensorrt._build"]
+    assert [m for m in unwanted if m in loaded] == []

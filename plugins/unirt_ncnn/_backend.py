@@ -23,7 +23,7 @@ from unirt.plugin import (
     UnirtError,
 )
 
-from . import _graph, _pnnx, _vulkan
+from . import _graph, _vulkan
 from ._session import Config, NcnnSession
 
 NAME = "ncnn"
@@ -56,6 +56,8 @@ class NcnnBackend(Backend):
 
     def _available_impl(self) -> Availability:
         import importlib.util
+
+        from . import _pnnx
 
         if importlib.util.find_spec("ncnn") is None:
             return Availability(False, reason="the ncnn package is not installed",
@@ -113,6 +115,8 @@ class NcnnBackend(Backend):
 
     # -- opening -----------------------------------------------------------------------------------
     def _open_impl(self, model: ModelInfo, options: OpenOptions) -> BackendSession:
+        from . import _pnnx
+
         if self._pnnx is None:  # available() ran in another Backend instance
             exe, where = _pnnx.find_pnnx()
             if exe is None:

@@ -26,11 +26,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unirt.plugin import BackendError, BackendSession, ModelInfo, ShapeLimitError
 
-from . import _graph, _pnnx
+from . import _graph
+
+if TYPE_CHECKING:  # pragma: no cover
+    # Imported where used: converting (subprocess, tempfile) would cost every registry.
+    from . import _pnnx
 
 logger = logging.getLogger("unirt")
 
@@ -160,6 +164,8 @@ class NcnnSession(BackendSession):
 
     def _net_for(self, sig: Signature) -> _Net:
         """The net converted at exactly ``sig`` (from the cache, or converted now)."""
+        from . import _pnnx
+
         net = self._nets.get(sig)
         if net is not None:
             return net

@@ -30,7 +30,6 @@ from typing import Any
 from unirt.plugin import hookimpl
 
 from ._backend import TensorRtBackend
-from ._build import describe_parse_errors
 from ._session import TensorRtSession
 
 __all__ = ["TensorRtBackend", "TensorRtSession", "describe_parse_errors", "register_backends"]
@@ -39,3 +38,12 @@ __all__ = ["TensorRtBackend", "TensorRtSession", "describe_parse_errors", "regis
 @hookimpl
 def register_backends(register: Any) -> None:
     register(TensorRtBackend)
+
+
+def __getattr__(name: str) -> Any:
+    # The builder's module is imported on first use: listing backends must not pay for it.
+    if name == "describe_parse_errors":
+        from ._build import describe_parse_errors
+
+        return describe_parse_errors
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

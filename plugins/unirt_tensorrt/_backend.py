@@ -24,7 +24,7 @@ from unirt.plugin import (
     UnirtError,
 )
 
-from . import _build, _profiles
+from . import _profiles
 from ._session import DEFAULT_BUILD_TIMEOUT_S, DEFAULT_MAX_ENGINES, TensorRtSession
 
 NAME = "tensorrt"
@@ -83,6 +83,8 @@ class TensorRtBackend(Backend):
         if not _spec_exists("cuda.bindings"):
             return Availability(False, reason="cuda-python (cuda.bindings) is not installed")
         import tensorrt as trt
+
+        from . import _build
 
         version = str(getattr(trt, "__version__", "") or "unknown")
         if _major(version) not in _build.SUPPORTED_MAJORS:
@@ -149,6 +151,8 @@ class TensorRtBackend(Backend):
         """Node names TensorRT's parser cannot take (``supports_model_v2``), asked in a child."""
         from unirt.plugin import run_isolated
 
+        from . import _build
+
         with _build.onnx_file(model) as path:
             outcome = run_isolated(_build.query_support, path, timeout=DEFAULT_QUERY_TIMEOUT_S)
         if not outcome.ok:
@@ -166,6 +170,8 @@ class TensorRtBackend(Backend):
 
     # -- opening ------------------------------------------------------------------------------
     def _open_impl(self, model: ModelInfo, options: OpenOptions) -> BackendSession:
+        from . import _build
+
         explicit = None
         if options.extra.get("profiles") is not None:
             explicit = _profiles.parse_profiles(model, options.extra["profiles"])

@@ -18,12 +18,15 @@ import json
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unirt.plugin import BackendError, BackendSession, ModelInfo, OpenOptions, ShapeLimitError
 
-from . import _build, _profiles
-from ._build import describe_parse_errors
+from . import _profiles
+
+if TYPE_CHECKING:  # pragma: no cover
+    # Imported where used: the builder's module would cost every registry.
+    from . import _build
 
 NAME = "tensorrt"
 #: Version of this plugin's build logic, part of every engine's cache key: bump it when what is
@@ -41,6 +44,7 @@ class TensorRtSession(BackendSession):
     def __init__(self, model: ModelInfo, options: OpenOptions, trt: Any, version: str,
                  gpu: Any, plan: _build.PrecisionPlan,
                  explicit: list[_profiles.Profile] | None) -> None:
+
         super().__init__()
         from unirt.plugin import ArtifactCache, model_digest
 
@@ -98,7 +102,7 @@ class TensorRtSession(BackendSession):
 
     def prepare(self, profiles: list[_profiles.Profile]) -> Any:
         """Build (or load from the cache) the engine for ``profiles`` and keep it."""
-        from . import _runtime
+        from . import _build, _runtime
 
         key = self._key(profiles)
         timeout = float(self.options.extra.get("build_timeout") or DEFAULT_BUILD_TIMEOUT_S)
@@ -130,8 +134,8 @@ class TensorRtSession(BackendSession):
             result = outcome.value
             if not result["ok"]:
                 if result["stage"] == "parse":
-                    raise BackendError(f"{NAME} cannot parse {label}: "
-                                       f"{describe_parse_errors(result['errors'], self.model)}")
+                    why = _build.describe_parse_errors(result["errors"], self.model)
+                    raise BackendError(f"{NAME} cannot parse {label}: {why}")
                 log = "; ".join(result.get("log") or []) or "no reason given"
                 raise BackendError(f"{NAME}: the builder refused {label}: {log}")
             (tmp / "engine.json").write_text(json.dumps(

@@ -141,3 +141,117 @@ def test_large_truncated_model_is_a_model_error(tmp_path: Path) -> None:
     p.write_bytes(data[: len(data) - 100])
     with pytest.raises(ModelError, match="cut.onnx"):
         read_model(p)
+
+
+# -- reading without onnx (unirt.model.onnx_schema) -----------------------------------------------
+def _fields(descriptor) -> dict[str, tuple[int, int, bool]]:
+    """name -> (number, type, repeated) of every field of a message."""
+    def repeated(f) -> bool:  # protobuf 7 has is_repeated and no label
+        return f.is_repeated if hasattr(f, "is_repeated") else f.label == 3
+
+    return {f.name: (f.number, f.type, repeated(f)) for f in descriptor.fields}
+
+
+def _messages(descriptor, prefix: str = ""):
+    for d in descriptor.message_types_by_name.values() if prefix == "" else descriptor:
+        yield d
+        yield from _messages(d.nested_types, "nested")
+
+
+def test_the_schema_reads_as_the_installed_onnx() -> None:
+    # unirt's copy of ONNX's schema and the installed onnx's agree on every field both know
+    # (field numbers are ONNX's wire format: they never change; a newer onnx only adds fields).
+    from unirt.model import onnx_schema
+
+    pool = onnx_schema._pool()
+    theirs = list(_messages(onnx.onnx_ml_pb2.DESCRIPTOR))
+    assert len(theirs) > 20
+    for d in theirs:
+        try:
+            mine = pool.FindMessageTypeByName(d.full_name)
+        except KeyError:  # a message newer than the schema: unirt's reading never needs it
+            continue
+        a, b = _fields(mine), _fields(d)
+        assert {k: a[k] for k in a.keys() & b.keys()} == {k: b[k] for k in a.keys() & b.keys()}
+        if onnx.__version__ == onnx_schema.ONNX_VERSION:
+            assert a == b, d.full_name
+    assert onnx_schema.data_types() == {v: TensorProto.DataType.Name(v)
+                                        for v in TensorProto.DataType.values()} or \
+        onnx.__version__ != onnx_schema.ONNX_VERSION
+
+
+def test_a_model_reads_the_same_without_onnx(tmp_path: Path) -> None:
+    from unirt.model.info import _model_class, _tensor_info
+
+    for proto in (M.conv_net("N"), M.with_if(), _big_model()):
+        data = proto.SerializeToString()
+        mine = _model_class()()
+        mine.ParseFromString(data)
+        assert mine.SerializeToString() == data
+        path = M.save(proto, tmp_path / "m.onnx")
+        a, b, c = read_model(path), read_model(data), read_model(proto)
+        for other in (b, c):
+            assert (a.nodes, a.inputs, a.outputs, a.opsets, a.op_counts, a.constants) == \
+                (other.nodes, other.inputs, other.outputs, other.opsets, other.op_counts,
+                 other.constants)
+    for elem in TensorProto.DataType.values():  # every element type's numpy dtype, as onnx's
+        vi = helper.make_tensor_value_info("x", elem, [1])
+        try:
+            expected = helper.tensor_dtype_to_np_dtype(elem)
+        except Exception:
+            expected = None
+        assert _tensor_info(vi).dtype == expected, elem
+
+
+def test_reading_and_loading_a_model_import_no_onnx() -> None:
+    model = Path(__file__).resolve().parents[2] / "examples" / "tiny_cnn.onnx"
+    code = ("import sys, unirt, numpy as np\n"
+            f"info = unirt.read_model({str(model)!r})\n"
+            "read = 'onnx' in sys.modules\n"
+            "s = unirt.load(info)\n"
+            "s.run({i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], "
+            "i.dtype) for i in s.inputs})\n"
+            "print(read, 'onnx' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_an_element_type_newer_than_the_schema_is_asked_of_onnx(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from unirt.model import info as model_info
+    from unirt.model import onnx_schema
+
+    known = dict(onnx_schema.data_types())
+    del known[TensorProto.FLOAT8E4M3FN]  # as if the schema predated it
+    monkeypatch.setattr(onnx_schema, "data_types", lambda: known)
+    model_info._element_bits_by_type.cache_clear()
+    try:
+        t = helper.make_tensor("w", TensorProto.FLOAT8E4M3FN, [2], vals=b"\x00\x00", raw=True)
+        g = helper.make_graph([helper.make_node("Identity", ["w"], ["y"])], "g", [],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT8E4M3FN,
+                                                             [2])], [t])
+        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+        read_model(model)  # the installed onnx knows it: accepted, its size unchecked
+        model.graph.initializer[0].data_type = 999  # no onnx knows it
+        with pytest.raises(ModelError, match="element type 999, which is not an ONNX"):
+            read_model(model)
+    finally:
+        model_info._element_bits_by_type.cache_clear()
+
+
+def test_the_fast_and_the_public_protobuf_paths_read_alike() -> None:
+    # With upb, unirt builds its classes with the extension module (no descriptor_pool import);
+    # the public API's classes (any other protobuf) must read every model the same.
+    from unirt.model import onnx_schema
+
+    public = onnx_schema._public_class(
+        onnx_schema._public_pool().FindMessageTypeByName("onnx.ModelProto"))
+    fast = onnx_schema.message_class("ModelProto")
+    for proto in (M.conv_net("N"), M.with_if(), _big_model()):
+        data = proto.SerializeToString()
+        a, b = fast(), public()
+        a.ParseFromString(data)
+        b.ParseFromString(data)
+        assert a.SerializeToString() == b.SerializeToString() == data
+        assert [n.op_type for n in a.graph.node] == [n.op_type for n in b.graph.node]
+    assert onnx_schema.message_class("ModelProto") is fast  # made once

@@ -284,3 +284,32 @@ def test_lookup_refreshes_last_use(tmp_path: Path) -> None:
     _age(entry, 10 * 86400)
     assert c.lookup("ncnn", "k") == entry
     assert c.clear(older_than=86400) == []
+
+
+def test_a_model_read_whole_is_hashed_once(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # read_model hashes the bytes it parsed: the digest every cache key needs reads nothing
+    # again while the file is unchanged, and reads the file anew once it changed.
+    import hashlib
+
+    from unirt.store import cache as cache_module
+
+    path = M.save(M.conv_net(), tmp_path / "m.onnx")
+    info = read_model(path)
+    assert info.file_digest is not None
+    assert info.file_digest[1] == hashlib.sha256(path.read_bytes()).hexdigest()
+    cache_module._file_hashes.clear()
+
+    def no_reading(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model file was read again")
+
+    monkeypatch.setattr(cache_module, "open", no_reading, raising=False)
+    first = model_digest(info)
+    monkeypatch.undo()
+    cache_module._file_hashes.clear()
+    import dataclasses
+
+    assert first == model_digest(dataclasses.replace(info, file_digest=None))  # as the file's
+    cache_module._file_hashes.clear()
+    path.write_bytes(M.save(M.conv_net(size=8), tmp_path / "other.onnx").read_bytes())
+    assert model_digest(info) != first  # changed under it: hashed from the file again

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import logging
 import os
-import statistics
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from unirt.evidence import TIMING_SECTION
 
 if TYPE_CHECKING:  # pragma: no cover
     from unirt.evidence.operating import InputSets
@@ -27,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger("unirt")
 
-CACHE_SECTION = "fastest"
+CACHE_SECTION = TIMING_SECTION
 RESULT_FILE = "ranking.json"
 #: The operating point a model was last tuned at, per model and machine (see :func:`remembered`).
 POINT_FILE = "point.json"
@@ -158,7 +159,7 @@ def _machine_options(options: Mapping[str, Mapping[str, Any]], tolerance: float 
                      ) -> dict[str, Any]:
     """What a ranking depends on besides the model and its inputs: this machine, the backend
     options, the tolerance."""
-    from unirt.plugin.inventory import cpu_name
+    from unirt.process.machine import cpu_name
 
     return {"machine": f"{cpu_name()} x{os.cpu_count()}",
             "options": {k: dict(v) for k, v in options.items()}, "tolerance": tolerance}
@@ -209,9 +210,12 @@ def remembered(info: ModelInfo, precision: str = "exact",
     at on this machine, or None; a lookup, no engine imported."""
     from unirt.store.cache import ArtifactCache
 
+    cache = ArtifactCache()
+    if not cache.has_section(CACHE_SECTION):  # nothing was ever tuned here
+        return None
     try:
-        doc = ArtifactCache().read_json(CACHE_SECTION, _point_key(info, precision, options or {},
-                                                                  tolerance), POINT_FILE)
+        doc = cache.read_json(CACHE_SECTION, _point_key(info, precision, options or {},
+                                                        tolerance), POINT_FILE)
         return None if doc is None else OperatingPoint.from_dict(doc)
     except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
         logger.warning("unreadable operating point for %s; ignored", info.name)
@@ -229,12 +233,15 @@ def lookup(info: ModelInfo, precision: str = "exact",
     from unirt.errors import UnirtError
     from unirt.store.cache import ArtifactCache
 
+    cache = ArtifactCache()
+    if not cache.has_section(CACHE_SECTION):  # nothing was ever ranked here
+        return None
     try:
         key = _key(info, precision, options or {}, shapes, tolerance, ranges, inputs)
     except UnirtError:
         return None
     try:
-        doc = ArtifactCache().read_json(CACHE_SECTION, key, RESULT_FILE)
+        doc = cache.read_json(CACHE_SECTION, key, RESULT_FILE)
         return None if doc is None else Ranking.from_dict(doc, cached=True)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         logger.warning("unreadable fastest-backend ranking %s; ignored", key)
@@ -435,7 +442,9 @@ def _measure(info: ModelInfo, candidates: Sequence[str], versions: Mapping[str, 
             logger.warning("unirt: %s was ranked while other processes used %.0f%% of the "
                            "CPU: the ranking is used for this load only, not cached (run "
                            "unirt tune on a quiet machine)", info.name, 100 * ranking.busy)
-    ranking.median_s = {n: statistics.median(t) for n, t in times.items()
+    from statistics import median
+
+    ranking.median_s = {n: median(t) for n, t in times.items()
                         if t and n not in ranking.rejected}
     ranking.order = sorted(ranking.median_s, key=ranking.median_s.__getitem__)
     return ranking

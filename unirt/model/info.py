@@ -8,7 +8,10 @@ node or tensor instead of whatever the first engine to touch it would do: OpenCV
 external-data path and segfaults on invalid UTF-8 where ONNX Runtime refuses. External weights
 are never loaded into memory here: only their location, kind and size are checked.
 
-``onnx`` is imported inside :func:`read_model`, not at ``import unirt`` (it costs ~0.2 s).
+Reading imports no ``onnx`` (it costs 50-150 ms): the file is parsed with message classes built
+from ONNX's own schema (:mod:`unirt.model.onnx_schema`), which read exactly as ``onnx``'s do.
+``onnx`` is imported where it is needed: an ``onnx.ModelProto`` given by the caller, shape
+inference (:attr:`ModelInfo.value_types`), the checker, a model handed to ``onnx`` tools.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import logging
 import math
 import os
 import stat
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -91,6 +95,11 @@ class ModelInfo:
     #: Names of the tensors fixed in the model (initializers, Constant outputs, in every graph):
     #: weights, as opposed to values computed or fed at run time.
     constants: frozenset[str] = frozenset()
+    #: ``((inode, size, mtime_ns, ctime_ns), sha256)`` of the file as it was read whole, so that
+    #: its digest (:func:`unirt.store.cache.model_digest`) does not read it again while it is
+    #: unchanged; None when it was read as a skeleton or not from a file.
+    file_digest: tuple[tuple[int, int, int, int], str] | None = field(
+        default=None, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -163,23 +172,22 @@ def read_model(source: ModelSource | ModelInfo) -> ModelInfo:
     """
     if isinstance(source, ModelInfo):
         return source
-    import onnx
-
     path: Path | None = None
     data: bytes | None = None
     stripped: list[dict[int, int]] | None = None
+    digest = None
     if isinstance(source, (str, os.PathLike)):
-        path, proto, size, stripped = _read_file(source)
+        path, proto, size, stripped, digest = _read_file(source)
         label = str(source)
     elif isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         size = len(data)
         label = "<bytes>"
         try:
-            proto = onnx.load_from_string(data)
+            proto = _parse(data)
         except Exception as exc:
             raise ModelError(f"{label}: not a valid ONNX model ({first_line(exc)})") from exc
-    elif isinstance(source, onnx.ModelProto):
+    elif _is_onnx_proto(source):
         proto = source
         label = f"<ModelProto {_text(proto.graph.name) or 'unnamed'}>"
         try:
@@ -195,7 +203,33 @@ def read_model(source: ModelSource | ModelInfo) -> ModelInfo:
 
     _check_structure(proto, label)
     external, graphs = _check_graphs(proto, path, label, stripped)
-    return _describe(proto, path, data, size, external, graphs)
+    return _describe(proto, path, data, size, external, graphs, digest)
+
+
+def _model_class() -> Any:
+    """``ModelProto`` of unirt's copy of the ONNX schema: parsing needs no ``import onnx``."""
+    from unirt.model.onnx_schema import message_class
+
+    return message_class("ModelProto")
+
+
+def _parse(data: bytes) -> Any:
+    """A model's bytes parsed as ``onnx.load_from_string`` parses them (the same protobuf
+    parser, and its check that every byte was read), without ``onnx``."""
+    proto = _model_class()()
+    read = proto.ParseFromString(data)
+    if read is not None and read != len(data):
+        from google.protobuf.message import DecodeError
+
+        raise DecodeError(f"Protobuf decoding consumed too few bytes: {read} out of {len(data)}")
+    return proto
+
+
+def _is_onnx_proto(source: Any) -> bool:
+    """Whether ``source`` is an ``onnx.ModelProto`` (one can exist only once ``onnx`` was
+    imported: asking costs no import)."""
+    onnx = sys.modules.get("onnx")
+    return onnx is not None and isinstance(source, onnx.ModelProto)
 
 
 def _text(value: Any) -> str:
@@ -233,15 +267,16 @@ def _file_kind(mode: int) -> str:
 
 
 def _read_file(source: str | os.PathLike[str]) -> tuple[
-        Path, onnx.ModelProto, int, list[dict[int, int]] | None]:
+        Path, Any, int, list[dict[int, int]] | None, Any]:
     """Open a model file without ever blocking or following it outside regular files.
 
     ``stat`` first (a FIFO or a device would block ``open`` forever), then open with
     ``O_NONBLOCK`` and ``fstat`` the descriptor (the path could have been swapped in between),
-    then read a skeleton (large files) or the whole file from that one descriptor.
+    then read a skeleton (large files) or the whole file from that one descriptor, once. The
+    proto is of unirt's schema classes (:func:`_model_class`), not ``onnx``'s. A file read
+    whole is hashed from the bytes read (:attr:`ModelInfo.file_digest`): the digest every
+    cache key needs then costs no second read.
     """
-    import onnx
-
     raw = os.fspath(source)
     text = os.fsdecode(raw) if isinstance(raw, bytes) else raw
     if "\x00" in text:
@@ -269,26 +304,33 @@ def _read_file(source: str | os.PathLike[str]) -> tuple[
         size = st.st_size
         if size == 0:
             raise ModelError(f"{source}: is empty, not an ONNX model")
-        proto: onnx.ModelProto | None = None
+        proto: Any = None
         stripped: list[dict[int, int]] | None = None
+        digest = None
         if size >= _SKELETON_BYTES:
-            skeleton = _skeleton_of(f.fileno(), path)
+            skeleton = _skeleton_of(f.fileno(), path, _model_class())
             if skeleton is not None:
                 proto, stripped = skeleton
         if proto is None:
             try:
                 f.seek(0)
-                proto = onnx.ModelProto()
-                proto.ParseFromString(f.read())
+                proto = _model_class()()
+                data = f.read()
+                proto.ParseFromString(data)
+                if len(data) == size:
+                    import hashlib
+
+                    digest = ((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns),
+                              hashlib.sha256(data).hexdigest())
             except OSError as exc:
                 raise _path_error(source, exc) from exc
             except Exception as exc:  # protobuf DecodeError, ...
                 raise ModelError(
                     f"{source}: not a valid ONNX model ({first_line(exc)})") from exc
-    return path, proto, size, stripped
+    return path, proto, size, stripped, digest
 
 
-def _check_structure(proto: onnx.ModelProto, label: str) -> None:
+def _check_structure(proto: Any, label: str) -> None:
     # A random or truncated file can still parse as a protobuf message with nothing in it.
     if proto.ir_version <= 0 or not proto.HasField("graph"):
         raise ModelError(f"{label}: not an ONNX model (no IR version or no graph)")
@@ -335,11 +377,24 @@ _RAW, _PACKED_BYTES = 9, {4: 4, 10: 8}
 @functools.cache
 def _element_bits_by_type() -> dict[int, int | None]:
     """data_type -> bits per element (``None``: size not fixed or unknown to unirt), for every
-    element type the installed onnx defines; a data_type absent from it is no ONNX type."""
-    from onnx import TensorProto
+    element type of ONNX's schema (:mod:`unirt.model.onnx_schema`); a data_type absent from it
+    is no ONNX type unless the installed onnx, newer than the schema, defines it
+    (:func:`_newer_element_type`)."""
+    from unirt.model.onnx_schema import data_types
 
-    return {v: ELEMENT_BITS.get(TensorProto.DataType.Name(v))
-            for v in TensorProto.DataType.values() if v != 0}
+    return {v: ELEMENT_BITS.get(name) for v, name in data_types().items() if v != 0}
+
+
+@functools.cache
+def _newer_element_type(data_type: int) -> bool:
+    """Whether the installed onnx defines ``data_type`` though unirt's schema does not (an onnx
+    newer than the schema): asked, importing onnx, only for a type the schema does not know."""
+    try:
+        from onnx import TensorProto
+
+        return data_type != 0 and data_type in TensorProto.DataType.values()
+    except Exception:  # no onnx, or a broken one: the schema's answer stands
+        return False
 
 
 class _GraphChecker:
@@ -462,25 +517,23 @@ class _GraphChecker:
     def attributes(self, n: Any, gpath: str, where: str, scopes: tuple[set[str], ...]) -> None:
         """The attributes of a node that has a tensor, a graph or an invalid type among them
         (their names are checked for UTF-8 by the caller)."""
-        from onnx import AttributeProto
-
         label: str | None = None
         for a in n.attribute:
             kind = a.type
             if kind in _PLAIN_ATTRIBUTES:
                 continue
-            if kind == AttributeProto.TENSOR:  # Constant's value: the common case, kept cheap
+            if kind == _TENSOR:  # Constant's value: the common case, kept cheap
                 self.tensor(a.t, (n, a.name, where))
                 continue
             label = label or self.node_label(n)
             aname = self.name(a.name, f"attribute of node {label}{where}")
             sub = f"{gpath}/{_text(n.name) or _text(n.op_type)}/{aname}".lstrip("/")
-            if kind == AttributeProto.GRAPH:
+            if kind == _GRAPH:
                 self.graph(a.g, sub, scopes)
-            elif kind == AttributeProto.GRAPHS:
+            elif kind == _GRAPHS:
                 for j, g in enumerate(a.graphs):
                     self.graph(g, f"{sub}[{j}]", scopes)
-            elif kind == AttributeProto.TENSORS:
+            elif kind == _TENSORS:
                 for t in a.tensors:
                     self.tensor(t, (n, a.name, where))
             elif kind not in _ATTRIBUTE_TYPES:
@@ -534,6 +587,8 @@ class _GraphChecker:
             raise self.invalid(f"{self.where(what)} {name!r} has a negative dimension "
                                f"({list(dims)})")
         bits = self.bits.get(t.data_type, False)
+        if bits is False and _newer_element_type(t.data_type):
+            bits = None  # a type newer than unirt's schema: its size is not checked
         if bits is False:
             raise self.invalid(f"{self.where(what)} {name!r} has element type {t.data_type}, "
                                "which is not an ONNX element type")
@@ -657,6 +712,8 @@ class _GraphChecker:
 
 
 _ATTRIBUTE_TYPES = frozenset(range(1, 15))
+#: AttributeProto.AttributeType numbers of the kinds that hold tensors or graphs.
+_TENSOR, _GRAPH, _TENSORS, _GRAPHS = 4, 5, 9, 10
 #: Attribute types that hold no tensor and no graph (FLOAT, INT, STRING, FLOATS, INTS, STRINGS,
 #: TYPE_PROTO(S), SPARSE_TENSOR(S)): nothing in them for validation to walk.
 _PLAIN_ATTRIBUTES = frozenset((1, 2, 3, 6, 7, 8, 11, 12, 13, 14))
@@ -667,7 +724,7 @@ def _has_typed_data(t: Any) -> bool:
                                             "int64_data", "double_data", "uint64_data"))
 
 
-def _check_graphs(proto: onnx.ModelProto, path: Path | None, label: str,
+def _check_graphs(proto: Any, path: Path | None, label: str,
                   stripped: list[dict[int, int]] | None,
                   ) -> tuple[tuple[Path, ...], list[tuple[str, Any]]]:
     """Everything :class:`_GraphChecker` checks, plus the declared inputs' dims. Returns the
@@ -698,30 +755,48 @@ def _check_graphs(proto: onnx.ModelProto, path: Path | None, label: str,
 
 
 def iter_graphs(graph: Any, prefix: str = ""):  # -> Iterator[tuple[str, GraphProto]]
-    from onnx import AttributeProto
-
     yield prefix, graph
     for node in graph.node:
         for attr in node.attribute:
             sub = f"{prefix}/{node.name or node.op_type}/{attr.name}".lstrip("/")
-            if attr.type == AttributeProto.GRAPH:
+            if attr.type == _GRAPH:
                 yield from iter_graphs(attr.g, sub)
-            elif attr.type == AttributeProto.GRAPHS:
+            elif attr.type == _GRAPHS:
                 for i, g in enumerate(attr.graphs):
                     yield from iter_graphs(g, f"{sub}[{i}]")
 
 
-def _tensor_info(value: Any) -> TensorInfo:
-    from onnx import helper
+#: Element types -> numpy dtype names, as ``onnx.helper.tensor_dtype_to_np_dtype`` maps them
+#: (the others, bfloat16 and the float8/4-bit types, are asked of onnx: their numpy types come
+#: from ml_dtypes, as onnx has them).
+_NP_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32",
+              7: "int64", 8: "object", 9: "bool", 10: "float16", 11: "float64", 12: "uint32",
+              13: "uint64", 14: "complex64", 15: "complex128"}
 
+
+def _np_dtype(elem_type: int) -> Any:
+    """The numpy dtype of an ONNX element type, or None for an undefined or exotic one."""
+    name = _NP_DTYPES.get(elem_type)
+    if name is not None:
+        import numpy as np
+
+        return np.dtype(name)
+    if elem_type == 0:
+        return None
+    try:
+        from onnx import helper
+
+        return helper.tensor_dtype_to_np_dtype(elem_type)
+    except Exception:  # undefined or exotic element type
+        return None
+
+
+def _tensor_info(value: Any) -> TensorInfo:
     t = value.type
     if t.WhichOneof("value") != "tensor_type":
         return TensorInfo(value.name, None, None)
     tt = t.tensor_type
-    try:
-        dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
-    except Exception:  # undefined or exotic element type
-        dtype = None
+    dtype = _np_dtype(tt.elem_type)
     if not tt.HasField("shape"):
         return TensorInfo(value.name, None, dtype)
     return TensorInfo(value.name, tuple(_dim(d) for d in tt.shape.dim), dtype)
@@ -776,8 +851,9 @@ _RANDOM_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "R
 
 
 def _describe(
-    proto: onnx.ModelProto, path: Path | None, data: bytes | None, size: int,
+    proto: Any, path: Path | None, data: bytes | None, size: int,
     external: tuple[Path, ...], graphs: list[tuple[str, Any]] | None = None,
+    file_digest: Any = None,
 ) -> ModelInfo:
     """The :class:`ModelInfo` of a validated proto; ``graphs`` is every graph with its path as
     validation found them (walked again when not given)."""
@@ -792,16 +868,17 @@ def _describe(
     for gpath, graph in (graphs if graphs is not None else iter_graphs(g)):
         constants.update(t.name for t in graph.initializer)
         for n in graph.node:
+            # Each field read once: a protobuf field read makes a new Python object each time.
+            op, domain, ins, outs = n.op_type, n.domain, tuple(n.input), tuple(n.output)
+            standard = domain in ("", "ai.onnx")
             # Constant folding, in the graph's topological order: a node of the standard
             # domain whose inputs are all fixed computes a fixed value (weights built by
             # ConstantOfShape, a Reshape of an initializer), unless it draws random numbers.
-            if n.domain in ("", "ai.onnx") and n.op_type not in _RANDOM_OPS and (
-                    n.op_type == "Constant"
-                    or (n.input and all(not i or i in constants for i in n.input))):
-                constants.update(o for o in n.output if o)
-            nodes.append(NodeInfo(n.name, n.op_type, n.domain, tuple(n.input), tuple(n.output),
-                                  _attributes(n), gpath))
-            counts[n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}"] += 1
+            if standard and op not in _RANDOM_OPS and (
+                    op == "Constant" or (ins and all(not i or i in constants for i in ins))):
+                constants.update(o for o in outs if o)
+            nodes.append(NodeInfo(n.name, op, domain, ins, outs, _attributes(n), gpath))
+            counts[op if standard else f"{domain}::{op}"] += 1
     opsets: dict[str, int] = {}
     for o in proto.opset_import:
         opsets[o.domain] = int(o.version)
@@ -810,7 +887,7 @@ def _describe(
         producer=f"{proto.producer_name} {proto.producer_version}".strip(), opsets=opsets,
         inputs=inputs, outputs=outputs, nodes=tuple(nodes), external_data=external,
         size_bytes=size + sum(f.stat().st_size for f in external), op_counts=counts,
-        constants=frozenset(constants),
+        constants=frozenset(constants), file_digest=file_digest,
     )
 
 
@@ -1042,15 +1119,15 @@ def _strip_message(buf: Any, start: int, end: int, path: tuple[int, ...],
     return parts
 
 
-def _skeleton_of(fd: int, path: Path) -> tuple[onnx.ModelProto, list[dict[int, int]]] | None:
+def _skeleton_of(fd: int, path: Path, cls: Any = None
+                 ) -> tuple[Any, list[dict[int, int]]] | None:
     """The model in file descriptor ``fd`` without the data of its large initializers (names,
     dims, types kept), read through mmap so the weights' pages are never touched: what makes
     reading a 100 MB model cost milliseconds. Also returns, per main-graph initializer, the
-    sizes of the data fields left out. ``None`` on anything unexpected; the caller then reads
-    the file whole (and reports a broken file properly)."""
+    sizes of the data fields left out. The proto is a ``cls`` (``onnx.ModelProto`` unless
+    told). ``None`` on anything unexpected; the caller then reads the file whole (and reports a
+    broken file properly)."""
     import mmap
-
-    import onnx
 
     try:
         sink: list[dict[int, int]] = []
@@ -1063,7 +1140,11 @@ def _skeleton_of(fd: int, path: Path) -> tuple[onnx.ModelProto, list[dict[int, i
             finally:
                 del parts
                 view.release()
-        proto = onnx.ModelProto()
+        if cls is None:
+            import onnx
+
+            cls = onnx.ModelProto
+        proto = cls()
         proto.ParseFromString(data)
         if len(sink) != len(proto.graph.initializer):  # a layout the walk did not expect
             return None

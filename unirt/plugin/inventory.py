@@ -7,11 +7,14 @@ import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from unirt.capability.table import OpTable
 from unirt.errors import first_line
 from unirt.plugin.registry import Registry, get_registry
+from unirt.process.machine import cpu_name as cpu_name  # where it was, for callers
+
+if TYPE_CHECKING:  # pragma: no cover
+    from unirt.capability.table import OpTable
 
 logger = logging.getLogger("unirt")
 
@@ -51,24 +54,6 @@ def backends(registry: Registry | None = None) -> list[BackendStatus]:
             plugin=owner.get(name, "?"),
         ))
     return out
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux), for benchmark reports and for keying
-    measurements that only hold on one machine. Memoised, and ``/proc`` first: on Linux
-    ``platform.processor()`` may run ``uname -p``, a process on the path of every ``load``."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next((ln.split(":", 1)[1].strip() for ln in f
-                         if ln.startswith("model name")), None)
-        if name:
-            return name
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 # -- what the installed engines load ------------------------------------------------------------

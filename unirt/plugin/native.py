@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Iterator
 
@@ -55,6 +54,8 @@ def captured(what: str) -> Iterator[None]:
     global _depth, _saved, _file
     with _lock:
         if _depth == 0:
+            import tempfile
+
             try:
                 fd, path = tempfile.mkstemp(prefix="unirt-native-", suffix=".log")
                 os.unlink(path)

@@ -33,7 +33,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 import weakref
@@ -205,6 +204,7 @@ def arm(k: str, what: str) -> Marker | None:
     has seen answer). The file appears already locked: it is locked, then linked into place
     (a link, unlike a rename, never replaces another process's marker)."""
     import fcntl
+    import tempfile
 
     d = _directory()
     if d is None:

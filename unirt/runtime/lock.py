@@ -334,8 +334,8 @@ def inspect_lock(lock: Lock, model: ModelSource | ModelInfo | None = None,
     locked backend and the reference): asking every engine would import them all at load time.
     """
     from unirt.model.info import read_model
-    from unirt.plugin.inventory import cpu_name
     from unirt.plugin.registry import get_registry
+    from unirt.process.machine import cpu_name
     from unirt.store.cache import model_digest
     from unirt.version import __version__
 

@@ -182,13 +182,15 @@ def load(
         # Engines built per shape (ncnn's conversion, TensorRT's profiles) are built for what
         # the application sends, unless the caller says otherwise.
         input_shapes = {**given.first_shapes, **dict(input_shapes or {})}
-    from unirt.evidence.values import check_ranges
+    ranges: Mapping[str, Any] = {}
+    if input_ranges is not None:
+        from unirt.evidence.values import check_ranges
 
-    ranges = check_ranges(info.inputs, input_ranges) if input_ranges is not None else {}
+        ranges = check_ranges(info.inputs, input_ranges)
     from unirt.runtime.crashguard import resolve_mode as guard_mode
 
     guard = guard_mode(crash_guard)
-    from unirt.runtime.live import resolve_setting
+    from unirt.runtime.live_setting import resolve_setting
 
     live = resolve_setting(verify_live)
     rewrites = _check_rewrite(registry, rewrite)
@@ -275,6 +277,8 @@ def _tuned(registry: Registry, info: Any, device: str, request: _Request) -> Any
     """The cached tuning result for this model on this machine, when its winner is still
     installed at the version it was measured with (one engine's availability is asked, no
     other engine is imported). None otherwise: the default order applies."""
+    if _never_tuned():
+        return None
     from unirt.evidence.timing import lookup
 
     ranking = lookup(info, request.precision, request.options, request.input_shapes or None,
@@ -292,11 +296,23 @@ def _tuned(registry: Registry, info: Any, device: str, request: _Request) -> Any
     return ranking
 
 
+def _never_tuned() -> bool:
+    """Whether nothing was ever ranked or tuned with this cache (no section for it): then no
+    ranking and no operating point can be found, and the timing module is not even imported to
+    look (a default load's path)."""
+    from unirt.evidence import TIMING_SECTION
+    from unirt.store.cache import ArtifactCache
+
+    return not ArtifactCache().has_section(TIMING_SECTION)
+
+
 def _at_remembered_point(info: Any, request: _Request) -> _Request:
     """``request`` at the operating point the model was last tuned at on this machine
     (:func:`unirt.evidence.timing.recall_point`: the shapes, value ranges and input sets of ``unirt
     tune``), when the caller gave none of those; else as it is."""
     if request.input_shapes or request.input_ranges or request.inputs is not None:
+        return request
+    if _never_tuned():
         return request
     from unirt.evidence.timing import recall_point
 
@@ -317,7 +333,6 @@ def check_arguments(registry: Registry, info: Any, *, backend: str | None,
                      check: bool, input_ranges: Mapping[str, Any] | None = None) -> None:
     """Every ``load`` argument, checked up front: a typo costs a clear error, not seconds of
     verification children and a cache entry."""
-    from unirt.evidence.inputs import check_shapes
     from unirt.plugin.backend import PRECISIONS
     from unirt.plugin.backend import VERIFY_MODES as MODES
 
@@ -352,6 +367,8 @@ def check_arguments(registry: Registry, info: Any, *, backend: str | None,
     if input_shapes is not None:
         if not isinstance(input_shapes, Mapping):
             raise UnirtError("input_shapes must be a dict of input name -> shape")
+        from unirt.evidence.inputs import check_shapes
+
         check_shapes(info, input_shapes, "input_shapes")
     if input_ranges is not None:
         from unirt.evidence.values import check_ranges
@@ -766,13 +783,15 @@ class _Router:
         """Say it when the chosen engine runs the model on no evidence that its numbers are
         right (the reference cannot run the model, or no inputs can be made): the route says
         so too, but a robot's log should not need ``explain()`` to show it."""
+        v = self.verifications.get(name)
+        if v is None:  # not verified (the reference): nothing to import for
+            return
         from unirt.evidence.verify import VerifyStatus
 
-        v = self.verifications.get(name)
-        if v is not None and v.status == VerifyStatus.UNVERIFIED:
+        if v.status == VerifyStatus.UNVERIFIED:
             logger.warning("unirt: %s runs %s unverified: %s", name, self.info.name,
                            v.result.reason)
-        elif v is not None and v.weak:
+        elif v.weak:
             logger.warning("unirt: %s runs %s verified on generated inputs only (%s): pass "
                            "inputs= with what the application sends to judge it there",
                            name, self.info.name, v.weak)
@@ -780,10 +799,12 @@ class _Router:
     def _unjudged(self, name: str) -> bool:
         """Whether ``name`` was opened on a verification that had no reference to compare
         with (the reference refuses the model)."""
+        v = self.verifications.get(name)
+        if v is None:
+            return False
         from unirt.evidence.probe import NO_REFERENCE
 
-        v = self.verifications.get(name)
-        return v is not None and v.result.status == NO_REFERENCE
+        return bool(v.result.status == NO_REFERENCE)
 
     def _may_fit(self, name: str) -> bool:
         return self.request.rewrite is not False and \

@@ -223,7 +223,7 @@ def _flag(value: Any, where: str) -> bool:
 
 def _live(value: Any, where: str) -> Any:
     """A ``verify_live`` value as ``load`` takes it (a TOML/JSON list is a pair), checked."""
-    from unirt.runtime.live import resolve_setting
+    from unirt.runtime.live_setting import resolve_setting
 
     if isinstance(value, list):
         value = tuple(value)

@@ -219,8 +219,8 @@ def measure(run: RunFn, row: Mapping[str, np.ndarray], max_batch: int, workers: 
 
 def _key(session: Session, shapes: Mapping[str, Sequence[int]], max_batch: int,
          workers: int) -> str:
-    from unirt.plugin.inventory import cpu_name
     from unirt.plugin.registry import get_registry
+    from unirt.process.machine import cpu_name
     from unirt.store.cache import artifact_key
 
     version = get_registry().backend(session.backend).available().version

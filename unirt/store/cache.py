@@ -52,9 +52,6 @@ import json
 import logging
 import os
 import re
-import secrets
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -111,6 +108,12 @@ def _resolve_root(override: str | os.PathLike[str] | None) -> Path:
     return Path(platformdirs.user_cache_dir("unirt", appauthor=False))
 
 
+def resolve_root(override: str | os.PathLike[str] | None = None) -> Path:
+    """Where the cache root is (``override``, ``$UNIRT_CACHE_DIR``, the platform user cache
+    directory), without creating it."""
+    return _resolve_root(override)
+
+
 def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
     """The cache root (created on demand): ``override``, else ``$UNIRT_CACHE_DIR``, else the
     platform user cache directory. Raises :class:`CacheError` when it cannot be created; the
@@ -142,6 +145,9 @@ def _warn_once(root: Path, message: str) -> None:
 def _private_dir(prefix: str) -> Path:
     """A new private directory for a build that cannot go into the cache; all of them are
     removed when the process exits (or earlier, by :meth:`ArtifactCache.release`)."""
+    import shutil
+    import tempfile
+
     with _state_lock:
         if not _private or not _private[0].is_dir():
             _private[:] = [Path(tempfile.mkdtemp(prefix="unirt-nocache-"))]
@@ -166,10 +172,13 @@ _file_hashes: dict[tuple[str, int, int, int, int], str] = {}
 _file_hashes_lock = threading.Lock()
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
+def file_sha256(path: str | os.PathLike[str],
+                read: tuple[tuple[int, int, int, int], str] | None = None) -> str:
     """SHA-256 of a file, memoised per (path, inode, size, mtime, ctime) so a model opened again
     in the same process is not re-read. ctime is in the memo because a rewrite that puts the
-    size and mtime back (``cp -p``, ``rsync -a``, pinned build times) cannot put it back."""
+    size and mtime back (``cp -p``, ``rsync -a``, pinned build times) cannot put it back.
+    ``read``: ``((inode, size, mtime_ns, ctime_ns), sha256)`` of the bytes a caller read from
+    this file (:attr:`ModelInfo.file_digest`), used while the file is still that one."""
     p = Path(path)
     st = p.stat()
     memo = (str(p.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
@@ -177,11 +186,14 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
         known = _file_hashes.get(memo)
     if known is not None:
         return known
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    digest = h.hexdigest()
+    if read is not None and tuple(read[0]) == memo[1:]:
+        digest = read[1]
+    else:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+        digest = h.hexdigest()
     with _file_hashes_lock:
         _file_hashes[memo] = digest
     return digest
@@ -193,7 +205,7 @@ def model_digest(model: ModelInfo) -> str:
     and changing one weight file loses them."""
     h = hashlib.sha256()
     if model.path is not None:
-        h.update(b"model:" + file_sha256(model.path).encode())
+        h.update(b"model:" + file_sha256(model.path, model.file_digest).encode())
         base = model.path.parent
         for ext in sorted(model.external_data):
             try:
@@ -287,6 +299,8 @@ def _create_secret(root: Path) -> bytes:
     found = _read_secret(root)
     if found is not None:
         return found
+    import secrets  # here: a cache that has its secret never makes another
+
     path = root / SECRET
     tmp = root / f".secret-{os.getpid()}-{secrets.token_hex(4)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -327,6 +341,19 @@ def _signed(doc: Mapping[str, Any], secret: bytes | None, backend: str, key: str
     mac = doc.get("mac")
     return (secret is not None and isinstance(mac, str)
             and hmac.compare_digest(mac, _mac(secret, backend, key, doc)))
+
+
+def sign_document(root: Path, section: str, key: str, doc: Mapping[str, Any]) -> dict[str, Any]:
+    """``doc`` with a ``mac`` signing it for (``section``, ``key``) with the cache's secret
+    (created when missing): for the small files kept beside the entries (the plugin discovery
+    cache). Raises OSError when the root cannot be written."""
+    body = {k: v for k, v in doc.items() if k != "mac"}
+    return {**body, "mac": _mac(_create_secret(root), section, key, body)}
+
+
+def document_signed(root: Path | None, section: str, key: str, doc: Mapping[str, Any]) -> bool:
+    """Whether ``doc`` carries a valid :func:`sign_document` MAC for (``section``, ``key``)."""
+    return root is not None and _signed(doc, _read_secret(root), section, key)
 
 
 # -- entries -------------------------------------------------------------------------------------
@@ -465,6 +492,8 @@ def _managed_state(entry: Path, backend: str, key: str, secret: bytes | None, *,
 def _remove_tree(path: Path) -> None:
     """Move a directory out of the way atomically, then delete it, so a reader never sees a
     half-deleted entry under its real name."""
+    import shutil
+
     if not path.exists():
         return
     trash = path.parent / f".trash-{path.name}-{os.getpid()}-{time.monotonic_ns()}"
@@ -570,6 +599,11 @@ class ArtifactCache:
         except OSError:
             return False
 
+    def has_section(self, backend: str) -> bool:
+        """Whether anything was ever stored under ``backend`` (its directory exists): a lookup
+        that cannot hit is answered without working out its key."""
+        return self.problem is None and (self.root / backend).is_dir()
+
     def lookup(self, backend: str, key: str) -> Path | None:
         """The entry's directory when it exists and verifies (files and MAC); ``None``
         otherwise. An entry that is there but does not verify is removed (when no process is
@@ -631,6 +665,9 @@ class ArtifactCache:
         hit = self.lookup(backend, key)
         if hit is not None:
             return hit, False
+        import shutil
+        import tempfile
+
         if self.problem is not None:
             return self._build_private(backend, key, build), True
         import filelock
@@ -691,6 +728,8 @@ class ArtifactCache:
 
     def _build_private(self, backend: str, key: str,
                        build: Callable[[Path], Mapping[str, Any] | None]) -> Path:
+        import shutil
+
         try:
             tmp = _private_dir(f"{backend}-{key[:12]}-")
         except OSError as exc:
@@ -708,6 +747,8 @@ class ArtifactCache:
                       build: Callable[[Path], Mapping[str, Any] | None]) -> Path:
         """A build that succeeded but could not be stored (the disk filled up writing its
         manifest): moved to a private directory rather than built again."""
+        import shutil
+
         try:
             target = _private_dir(f"{backend}-{key[:12]}-")
             shutil.rmtree(target)
@@ -746,6 +787,8 @@ class ArtifactCache:
     def release(path: Path) -> None:
         """Remove a private build directory now (what :meth:`get_or_build` returns when the
         cache cannot be written), once its files are loaded; a real entry is left alone."""
+        import shutil
+
         if _is_private(Path(path)):
             shutil.rmtree(path, ignore_errors=True)
 
@@ -825,6 +868,8 @@ class ArtifactCache:
         it finds stale (its model file's time changed) and raises when it cannot ("cannot
         remove: Read-only file system", 2026.4); in the private copy it deletes a link and
         compiles. ``None`` when the directory is missing or anything in it does not verify."""
+        import shutil
+
         private: Path | None = None
         try:
             if entry.is_dir():
@@ -902,6 +947,8 @@ class ArtifactCache:
         removed = []
         for p in _scratch(bdir):
             if _is_stale(p, now):
+                import shutil  # here: the sweep runs on every lookup's path, usually idle
+
                 shutil.rmtree(p, ignore_errors=True)
                 if not p.exists():
                     removed.append(p)

@@ -159,7 +159,7 @@ class BenchReport:
 def machine_info(backends: Sequence[str]) -> dict[str, Any]:
     """CPU model, core count, Python and engine versions, for the report's header."""
     from unirt.plugin.inventory import backends as list_backends
-    from unirt.plugin.inventory import cpu_name
+    from unirt.process.machine import cpu_name
 
     versions = {b.name: b.version for b in list_backends() if b.name in backends}
     return {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),

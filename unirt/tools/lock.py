@@ -28,7 +28,7 @@ def _worst(max_abs: Mapping[str, float]) -> float | None:
 
 
 def _machine() -> dict[str, Any]:
-    from unirt.plugin.inventory import cpu_name
+    from unirt.process.machine import cpu_name
 
     return {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version()}
